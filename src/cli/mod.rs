@@ -1,0 +1,17 @@
+//! Subcommand implementations. They only orchestrate library calls.
+
+pub mod convert;
+pub mod inspect;
+
+use organdose::config::Config;
+
+/// Logs go to stderr; `RUST_LOG` wins over the config's level.
+pub fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

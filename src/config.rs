@@ -1,0 +1,98 @@
+//! Configuration: `config/default.toml` compiled in, overridden by `--config FILE`.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The defaults shipped in `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub log: LogConfig,
+    pub ingest: IngestConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub slice_spacing_tolerance: f64,
+    pub max_tilt_deg: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The shipped defaults are checked by a test, so this cannot fail in a release.
+        toml::from_str(DEFAULT_TOML).expect("config/default.toml is valid")
+    }
+}
+
+impl Config {
+    /// Defaults with the keys of `path` laid over them (a partial file is fine).
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let mut base: toml::Value = toml::from_str(DEFAULT_TOML).map_err(|e| Error::Config {
+            path: "config/default.toml".into(),
+            msg: e.to_string(),
+        })?;
+        if let Some(p) = path {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            let over: toml::Value = toml::from_str(&text).map_err(|e| Error::Config {
+                path: p.to_path_buf(),
+                msg: e.to_string(),
+            })?;
+            merge(&mut base, over);
+        }
+        let cfg: Config = base
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config {
+                path: path.map(|p| p.to_path_buf()).unwrap_or_default(),
+                msg: e.to_string(),
+            })?;
+        Ok(cfg)
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_partial_override_merges() {
+        let d = Config::default();
+        assert_eq!(d.ingest.max_tilt_deg, 0.5);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[ingest]\nmax_tilt_deg = 2.0\n").unwrap();
+        let c = Config::load(Some(&p)).unwrap();
+        assert_eq!(c.ingest.max_tilt_deg, 2.0);
+        assert_eq!(
+            c.ingest.slice_spacing_tolerance,
+            d.ingest.slice_spacing_tolerance
+        );
+        std::fs::write(&p, "[ingest]\nmax_tilt = 2.0\n").unwrap();
+        assert!(Config::load(Some(&p)).is_err(), "unknown keys are refused");
+    }
+}

@@ -1,0 +1,1 @@
+//! Dosimetry (issue 4): PSF border extension, activity, kinetics, dose, DVH.

@@ -1,0 +1,14 @@
+//! organdose: scanner-side dosimetry for 177Lu molecular radiotherapy.
+//!
+//! Data flow: `io` (ingest) -> `seg` (segment) -> `dosimetry` -> `report`;
+//! `appliance` orchestrates. See DESIGN notes in the README.
+
+pub mod config;
+pub mod dosimetry;
+pub mod error;
+pub mod io;
+pub mod phantom;
+pub mod volume;
+
+pub use error::{Error, Result};
+pub use volume::{Geometry, Volume};

@@ -1,0 +1,52 @@
+//! The `organdose` binary: one clap subcommand per job; each lives in `cli/`.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "organdose",
+    version,
+    about = "Scanner-side 177Lu dosimetry: organ masks, SPECT activity, kidney dose"
+)]
+struct Cli {
+    /// TOML file whose keys override config/default.toml.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the series in a file or folder (DICOM of any nesting, NIfTI).
+    Inspect(cli::inspect::Args),
+    /// Convert a DICOM series (or NIfTI) to NIfTI, geometry preserved.
+    Convert(cli::convert::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match organdose::config::Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    cli::init_logging(&cfg);
+    let result = match cli.command {
+        Command::Inspect(a) => cli::inspect::run(a, &cfg),
+        Command::Convert(a) => cli::convert::run(a, &cfg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Synthetic patients with exact truth (issue 3): CT, SPECT time points, truth labels.
