@@ -7,6 +7,7 @@ pub mod config;
 pub mod dosimetry;
 pub mod error;
 pub mod io;
+pub mod organs;
 pub mod phantom;
 pub mod volume;
 
