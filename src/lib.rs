@@ -9,6 +9,7 @@ pub mod error;
 pub mod io;
 pub mod organs;
 pub mod phantom;
+pub mod time;
 pub mod volume;
 
 pub use error::{Error, Result};
