@@ -3,6 +3,9 @@
 //! Data flow: `io` (ingest) -> `seg` (segment) -> `dosimetry` -> `report`;
 //! `appliance` orchestrates. See DESIGN notes in the README.
 
+// Index loops over 3x3 / 4x4 matrices read like the formulas they implement.
+#![allow(clippy::needless_range_loop)]
+
 pub mod config;
 pub mod dosimetry;
 pub mod error;

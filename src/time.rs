@@ -70,9 +70,21 @@ impl DateTime {
             Some((a, b)) => (a.to_string(), format!("0.{b}")),
             None => (tm.clone(), "0".to_string()),
         };
-        let h = if main.len() >= 2 { num(&main[0..2])? } else { 0 };
-        let mi = if main.len() >= 4 { num(&main[2..4])? } else { 0 };
-        let s = if main.len() >= 6 { num(&main[4..6])? } else { 0 };
+        let h = if main.len() >= 2 {
+            num(&main[0..2])?
+        } else {
+            0
+        };
+        let mi = if main.len() >= 4 {
+            num(&main[2..4])?
+        } else {
+            0
+        };
+        let s = if main.len() >= 6 {
+            num(&main[4..6])?
+        } else {
+            0
+        };
         let f: f64 = frac.parse().ok()?;
         Self::from_parts(y, mo, d, h, mi, s as f64 + f)
     }
@@ -153,7 +165,11 @@ impl fmt::Display for DateTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m, d, h, mi, s) = self.parts();
         if (s - s.round()).abs() < 1e-6 {
-            write!(f, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{:02}", s.round() as i64)
+            write!(
+                f,
+                "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{:02}",
+                s.round() as i64
+            )
         } else {
             write!(f, "{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:09.6}")
         }
