@@ -71,7 +71,10 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             }
             Err(e) => rejected.push(Rejected {
                 path: p.display().to_string(),
-                reason: e.to_string(),
+                reason: match e {
+                    organdose::Error::Nifti { msg, .. } => format!("NIfTI: {msg}"),
+                    other => other.to_string(),
+                },
             }),
         }
     }

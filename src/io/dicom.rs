@@ -33,7 +33,7 @@ pub struct Radiopharmaceutical {
 }
 
 /// What one DICOM file's header says (pixel data not read).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DicomHeader {
     pub path: PathBuf,
     pub sop_class_uid: String,
