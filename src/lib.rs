@@ -6,6 +6,7 @@
 // Index loops over 3x3 / 4x4 matrices read like the formulas they implement.
 #![allow(clippy::needless_range_loop)]
 
+pub mod appliance;
 pub mod config;
 pub mod dosimetry;
 pub mod error;
