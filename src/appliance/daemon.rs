@@ -413,3 +413,156 @@ pub fn records(out_dir: &Path) -> Result<BTreeMap<String, CycleRecord>> {
         .map(|r| (r.id.clone(), r))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::appliance::clock::ManualClock;
+    use crate::appliance::status::Sink;
+    use crate::config::Config;
+    use std::sync::Mutex;
+
+    /// Records the jobs it is given and writes one output file per job.
+    struct Recorder {
+        jobs: Mutex<Vec<(String, String, usize)>>,
+        need_mb: f64,
+        fail: bool,
+    }
+
+    impl Processor for Recorder {
+        fn memory_need_mb(&self, _job: &Job) -> f64 {
+            self.need_mb
+        }
+        fn process(&self, job: &Job, progress: &dyn Fn(&str, f64)) -> Result<String> {
+            progress("record", 0.5);
+            if self.fail {
+                return Err(crate::Error::input("test processor refuses"));
+            }
+            self.jobs.lock().unwrap().push((
+                job.cycle.id.clone(),
+                job.summary_status.clone(),
+                job.cycle.series.len(),
+            ));
+            std::fs::create_dir_all(&job.out_dir).unwrap();
+            std::fs::write(job.out_dir.join("out.txt"), &job.signature).unwrap();
+            Ok(String::new())
+        }
+    }
+
+    fn copy_tree(src: &Path, dst: &Path) {
+        for f in crate::io::dicom::list_files(src).unwrap() {
+            let rel = f.strip_prefix(src).unwrap();
+            let d = dst.join(rel);
+            std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+            std::fs::copy(&f, &d).unwrap();
+        }
+    }
+
+    fn appliance(
+        export: &Path,
+        out: &Path,
+        clock: &ManualClock,
+        p: Arc<dyn Processor>,
+    ) -> Appliance {
+        let mut cfg = Config::default();
+        cfg.appliance.quiet_period_s = 10.0;
+        let status = Arc::new(StatusPort::new(Sink::Log, out));
+        Appliance::new(
+            export,
+            out,
+            cfg.appliance,
+            cfg.ingest,
+            p,
+            status,
+            Arc::new(clock.clone()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn job_runs_once_survives_restart_and_reruns_on_new_data() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated");
+        let dir = tempfile::tempdir().unwrap();
+        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
+        let clock = ManualClock::default();
+        let rec = Arc::new(Recorder {
+            jobs: Mutex::new(vec![]),
+            need_mb: 1.0,
+            fail: false,
+        });
+        {
+            let mut app = appliance(&export, &out, &clock, rec.clone());
+            assert_eq!(app.step().unwrap(), 0, "nothing before the quiet period");
+            clock.advance(11.0);
+            assert_eq!(app.step().unwrap(), 1);
+            app.wait_idle();
+            assert_eq!(app.step().unwrap(), 0, "same inputs: not queued again");
+        }
+        assert_eq!(rec.jobs.lock().unwrap().len(), 1);
+        assert_eq!(rec.jobs.lock().unwrap()[0].1, "partial");
+        // Restart: the record on disk says it is done.
+        {
+            let mut app = appliance(&export, &out, &clock, rec.clone());
+            app.step().unwrap();
+            clock.advance(11.0);
+            assert_eq!(app.step().unwrap(), 0);
+        }
+        assert_eq!(rec.jobs.lock().unwrap().len(), 1);
+        // A new series of the same patient arrives (the rescale SPECT is a second
+        // time point of the same injection): the cycle is processed again.
+        copy_tree(&data.join("nm_multiframe_rescale"), &export.join("b"));
+        let mut app = appliance(&export, &out, &clock, rec.clone());
+        app.step().unwrap();
+        clock.advance(11.0);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        let jobs = rec.jobs.lock().unwrap().clone();
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(jobs[1].2, 2);
+        let recs = records(&out).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert!(recs
+            .values()
+            .all(|r| r.outcome == "done" && r.timepoints == 2));
+    }
+
+    #[test]
+    fn over_budget_and_failing_jobs_are_refused_and_quarantined_and_box_keeps_going() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated");
+        let dir = tempfile::tempdir().unwrap();
+        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
+        std::fs::copy(data.join("bad/not_dicom.dcm"), export.join("junk.dcm")).unwrap();
+        let clock = ManualClock::default();
+        let big = Arc::new(Recorder {
+            jobs: Mutex::new(vec![]),
+            need_mb: 1e6,
+            fail: false,
+        });
+        let mut app = appliance(&export, &out, &clock, big.clone());
+        app.step().unwrap();
+        clock.advance(11.0);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        assert!(
+            big.jobs.lock().unwrap().is_empty(),
+            "refused before running"
+        );
+        let r = records(&out).unwrap();
+        let rec = r.values().next().unwrap();
+        assert_eq!(rec.outcome, "failed");
+        assert!(rec.message.contains("memory budget"), "{}", rec.message);
+        let q = out.join("quarantine");
+        let reasons: Vec<String> = std::fs::read_dir(&q)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path().join("reason.txt")).unwrap())
+            .collect();
+        assert!(reasons.iter().any(|r| r.contains("memory budget")));
+        assert!(reasons.iter().any(|r| r.contains("not DICOM")));
+        // Inputs untouched.
+        assert!(export.join("junk.dcm").is_file());
+        assert!(export.join("a/spect.dcm").is_file());
+        assert_eq!(app.status.get().jobs_failed, 1);
+    }
+}

@@ -64,11 +64,7 @@ impl Sink {
             return Ok(Sink::File(PathBuf::from(p)));
         }
         if let Some(dev) = spec.strip_prefix("serial:") {
-            let port = serialport::new(dev, baud)
-                .timeout(std::time::Duration::from_millis(200))
-                .open()
-                .map_err(|e| Error::input(format!("serial port {dev}: {e}")))?;
-            return Ok(Sink::Writer(Box::new(port)));
+            return open_serial(dev, baud).map(|(sink, _)| sink);
         }
         Err(Error::input(format!(
             "status sink '{spec}': use log, file:PATH or serial:DEVICE"
@@ -174,4 +170,89 @@ pub fn read_status(out_dir: &Path) -> Result<Snapshot> {
     let p = out_dir.join("status.json");
     let t = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
     serde_json::from_str(&t).map_err(|e| Error::input(format!("{}: {e}", p.display())))
+}
+
+/// Serves commands arriving on the status port, one per line: `STATUS` answers
+/// with a status line, `PAUSE` stops queuing new jobs (the running one finishes),
+/// `RESUME` starts again. Returns at end of input.
+pub fn serve_commands<R: std::io::BufRead>(
+    input: R,
+    port: &StatusPort,
+    paused: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+    for line in input.lines() {
+        let Ok(line) = line else { break };
+        match line.trim().to_ascii_uppercase().as_str() {
+            "" => {}
+            "STATUS" => port.emit(&port.get().line("status")),
+            "PAUSE" => {
+                paused.store(true, Ordering::SeqCst);
+                port.update(|s| s.state = "paused".into());
+                port.event("paused by command");
+            }
+            "RESUME" => {
+                paused.store(false, Ordering::SeqCst);
+                port.update(|s| s.state = "idle".into());
+                port.event("resumed by command");
+            }
+            other => port.emit(&format!(
+                "organdose error unknown command '{other}' (STATUS, PAUSE, RESUME)"
+            )),
+        }
+    }
+}
+
+/// Opens a serial device: a writer for status lines and a reader for commands.
+pub fn open_serial(dev: &str, baud: u32) -> Result<(Sink, Box<dyn std::io::Read + Send>)> {
+    let port = serialport::new(dev, baud)
+        .timeout(std::time::Duration::from_secs(3600))
+        .open()
+        .map_err(|e| Error::input(format!("serial port {dev}: {e}")))?;
+    let reader = port
+        .try_clone()
+        .map_err(|e| Error::input(format!("serial port {dev}: {e}")))?;
+    Ok((Sink::Writer(Box::new(port)), Box::new(reader)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn commands_pause_resume_and_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let buf = Shared::default();
+        let port = StatusPort::new(Sink::Writer(Box::new(buf.clone())), dir.path());
+        let paused = std::sync::atomic::AtomicBool::new(false);
+        serve_commands(std::io::Cursor::new("PAUSE\nSTATUS\n"), &port, &paused);
+        assert!(paused.load(std::sync::atomic::Ordering::SeqCst));
+        serve_commands(std::io::Cursor::new("resume\nbogus\n"), &port, &paused);
+        assert!(!paused.load(std::sync::atomic::Ordering::SeqCst));
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("organdose status state=paused"), "{text}");
+        assert!(text.contains("resumed by command"));
+        assert!(text.contains("unknown command 'BOGUS'"));
+        assert!(
+            text.split('\n')
+                .filter(|l| !l.is_empty())
+                .all(|l| l.ends_with('\r')),
+            "serial lines end in CRLF"
+        );
+        let snap = read_status(dir.path()).unwrap();
+        assert_eq!(snap.state, "idle");
+    }
 }
