@@ -12,6 +12,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Config {
     pub log: LogConfig,
     pub ingest: IngestConfig,
+    pub dosimetry: crate::dosimetry::DosimetryConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
