@@ -13,13 +13,13 @@
 //! - [`nifti_study`]: loads the phantom's NIfTI study layout into a [`pipeline::DoseInput`].
 
 pub mod activity;
-//TMP pub mod dose;
+pub mod dose;
 pub mod kinetics;
 //TMP pub mod nifti_study;
 pub mod nuclide;
 //TMP pub mod pipeline;
 pub mod psf;
-//TMP pub mod uncertainty;
+pub mod uncertainty;
 
 pub use nuclide::Nuclide;
 //TMP pub use pipeline::{run, DoseInput, DoseSummary, TimePointInput};
