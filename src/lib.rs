@@ -9,6 +9,7 @@ pub mod error;
 pub mod io;
 pub mod organs;
 pub mod phantom;
+pub mod report;
 pub mod volume;
 
 pub use error::{Error, Result};

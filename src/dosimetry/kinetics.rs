@@ -132,7 +132,8 @@ pub struct Kinetics {
     pub description: String,
     pub tia_mbq_h: f64,
     pub tia_mbq_h_sd: f64,
-    /// The chosen fit (when the method is a fit).
+    /// The chosen fit (when the method is a fit; in the summary it is the organ's `fit`).
+    #[serde(skip)]
     pub fit: Option<FitResult>,
     /// Every model fitted, chosen or not.
     pub candidates: Vec<FitResult>,

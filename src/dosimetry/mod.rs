@@ -15,14 +15,14 @@
 pub mod activity;
 pub mod dose;
 pub mod kinetics;
-//TMP pub mod nifti_study;
+pub mod nifti_study;
 pub mod nuclide;
-//TMP pub mod pipeline;
+pub mod pipeline;
 pub mod psf;
 pub mod uncertainty;
 
 pub use nuclide::Nuclide;
-//TMP pub use pipeline::{run, DoseInput, DoseSummary, TimePointInput};
+pub use pipeline::{run, DoseInput, DoseSummary, TimePointInput};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
