@@ -140,7 +140,8 @@ pub struct OrganActivity {
     pub core_concentration_bq_per_ml: f64,
     /// Mean concentration in the shell beyond the VOI, Bq/mL.
     pub shell_concentration_bq_per_ml: f64,
-    /// shell / core concentration: high values mean spill-out or misregistration.
+    /// 90th percentile of the shell concentration / mean organ concentration: high
+    /// values mean spill-out beyond the margin or misregistration.
     pub shell_to_core_ratio: Option<f64>,
 }
 
@@ -207,18 +208,26 @@ pub fn measure_time_point(
         // Shell: beyond the VOI by about spill_shell_mm, not in another organ.
         let mut ind: Vec<f32> = w.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect();
         gaussian_blur_3d(&mut ind, g.dims, g.spacing, cfg.spill_shell_mm, Boundary::Zero);
-        let mut shell_act = 0f64;
-        let mut shell_n = 0f64;
+        let mut shell: Vec<f64> = Vec::new();
         for l in 0..g.len() {
             let foreign = other.as_ref().map(|o| o[l]).unwrap_or(0.0);
             if w[l] == 0.0 && own[l] == 0.0 && ind[l] >= ONE_SIGMA_LEVEL && foreign < 0.5 {
-                shell_act += spect.data[l] as f64;
-                shell_n += 1.0;
+                shell.push(spect.data[l] as f64);
             }
         }
         let core_conc = if core_sum > 0.0 { core_act / core_sum } else { 0.0 };
-        let shell_conc = if shell_n > 0.0 { shell_act / shell_n } else { 0.0 };
-        let ratio = (core_conc > 0.0 && shell_n > 0.0).then(|| shell_conc / core_conc);
+        let shell_conc = if shell.is_empty() {
+            0.0
+        } else {
+            shell.iter().sum::<f64>() / shell.len() as f64
+        };
+        // A misregistration puts activity on one side of the shell only: the 90th
+        // percentile of the shell sees it where the shell mean would dilute it.
+        shell.sort_by(|a, b| a.total_cmp(b));
+        let p90 = shell
+            .get(((shell.len() as f64 * 0.9) as usize).min(shell.len().saturating_sub(1)))
+            .copied();
+        let ratio = p90.filter(|_| core_conc > 0.0).map(|v| v / core_conc);
         result.insert(
             lab,
             OrganActivity {

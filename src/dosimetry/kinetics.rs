@@ -288,11 +288,15 @@ pub fn integrate(
                     "activity rises again after the maximum (non-monotonic clearance)".into(),
                 );
             }
-            let rel = (chosen.tia_mbq_h - trap).abs() / trap.max(1e-12);
-            if rel > 0.2 && trap > 0.0 {
+            // The fit should lie between the area under the measured points and the
+            // trapezoid with a physical-decay tail (an upper bound), within 20 %.
+            let measured_area = trap - a_mbq[n - 1].max(0.0) / lp;
+            if trap > 0.0
+                && (chosen.tia_mbq_h > 1.2 * trap || chosen.tia_mbq_h < 0.8 * measured_area)
+            {
                 k.warnings.push(format!(
-                    "fit and trapezoid-plus-physical-tail TIA differ by {:.0} %",
-                    rel * 100.0
+                    "fit TIA {:.0} MBq h lies outside the trapezoid cross-check range {:.0} (measured area) to {:.0} (physical tail) MBq h",
+                    chosen.tia_mbq_h, measured_area, trap
                 ));
             }
             k.fit = Some(chosen);
