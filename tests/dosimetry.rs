@@ -64,7 +64,11 @@ fn uniform_sphere_mono_exponential_closed_form_tia_and_dose() {
     let mass_g = n_vox * 0.064 * 1.06;
     assert!((o.mass_g - mass_g).abs() < 1e-9 * mass_g);
     let tia = a0 / (b + lp);
-    assert!((o.tia_mbq_h - tia).abs() < 1e-5 * tia, "{} vs {tia}", o.tia_mbq_h);
+    assert!(
+        (o.tia_mbq_h - tia).abs() < 1e-5 * tia,
+        "{} vs {tia}",
+        o.tia_mbq_h
+    );
     assert_eq!(
         o.fit.as_ref().unwrap().model,
         dosimetry::kinetics::Model::MonoExponential
@@ -79,7 +83,10 @@ fn uniform_sphere_mono_exponential_closed_form_tia_and_dose() {
         assert!((x - dose).abs() < 1e-4 * dose, "{x} vs {dose}");
     }
     let curve = o.dvh_curve.as_ref().unwrap();
-    assert!(curve.volume_fraction.iter().all(|&f| (f - 1.0).abs() < 1e-9));
+    assert!(curve
+        .volume_fraction
+        .iter()
+        .all(|&f| (f - 1.0).abs() < 1e-9));
     assert!(o.warnings.is_empty(), "{:?}", o.warnings);
 
     // All outputs, atomically written, JSON with the documented schema.
@@ -155,7 +162,11 @@ fn hand_computed_mean_dose_one_kidney_single_time_point() {
     assert!((o.mass_g - 132.5).abs() < 1e-9);
     assert!((o.activity_mbq[0] - 10.0).abs() < 1e-5);
     assert!((o.tia_mbq_h - 10.0 * 2.0 * 72.0 / LN2).abs() < 1e-3);
-    assert!((o.mean_dose_gy - 1.33753).abs() < 1e-4, "{}", o.mean_dose_gy);
+    assert!(
+        (o.mean_dose_gy - 1.33753).abs() < 1e-4,
+        "{}",
+        o.mean_dose_gy
+    );
     assert_eq!(o.kinetics.method, "single_point_hanscheid_2018");
     assert!(o.warnings.iter().any(|w| w.contains("only 1 time point")));
 }
@@ -233,4 +244,80 @@ fn bad_input_is_an_error_not_a_panic() {
     let s = dosimetry::run(&mk(zero, mask, 3), &cfg).unwrap();
     assert_eq!(s.organs["kidney_left"].mean_dose_gy, 0.0);
     assert!(!s.all_warnings().is_empty());
+}
+
+#[test]
+fn nifti_study_layout_loads_with_truth_labels() {
+    use organdose::dosimetry::nifti_study::{load_nifti_study, LabelSource};
+    use organdose::io::nifti::write_nifti;
+    let keep = std::env::var_os("ORGANDOSE_EXAMPLE_STUDY");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = keep
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(dir.join("truth")).unwrap();
+    // Two kidneys (spheres of 20 mm radius, 36 mm apart from the centre line) on 4 mm voxels.
+    let g = Geometry::new([40, 30, 30], [4.0; 3], [-78.0, -58.0, -58.0]);
+    let mut labels = Volume::filled(g.clone(), 0u8);
+    for k in 0..30 {
+        for j in 0..30 {
+            for i in 0..40 {
+                let p = g.index_to_patient([i as f64, j as f64, k as f64]);
+                for (cx, lab) in [(40.0, 2u8), (-40.0, 3u8)] {
+                    if (p[0] - cx).powi(2) + p[1].powi(2) + p[2].powi(2) <= 400.0 {
+                        labels.set(i, j, k, lab);
+                    }
+                }
+            }
+        }
+    }
+    let lp = Nuclide::Lu177.lambda_per_h();
+    let times = [0.5, 6.0, 24.0, 72.0];
+    let mut tps = Vec::new();
+    for (n, &t) in times.iter().enumerate() {
+        // Bi-exponential kidney kinetics, left kidney 20 % hotter; 200 Bq/mL background.
+        let a = 25.0 * (-(0.3 + lp) * t).exp() + 60.0 * (-(0.012 + lp) * t).exp();
+        let nk = labels.data.iter().filter(|&&v| v == 2).count() as f64;
+        let c = a * 1e6 / (nk * g.voxel_volume_ml());
+        let spect = labels.map(|v| match v {
+            2 => (1.2 * c) as f32,
+            3 => c as f32,
+            _ => 200.0,
+        });
+        let name = format!("tp{}_spect.nii.gz", n + 1);
+        write_nifti(&spect, &dir.join(&name), "test spect").unwrap();
+        write_nifti(
+            &labels,
+            &dir.join("truth")
+                .join(format!("labels_ldct_tp{}.nii.gz", n + 1)),
+            "labels",
+        )
+        .unwrap();
+        tps.push(
+            serde_json::json!({"t_h": t, "acquisition_datetime": "", "ldct": "", "spect": name}),
+        );
+    }
+    write_nifti(
+        &labels,
+        &dir.join("truth").join("labels_ct.nii.gz"),
+        "labels",
+    )
+    .unwrap();
+    let study = serde_json::json!({
+        "patient_id": "EXAMPLE01", "nuclide": "Lu-177", "injected_activity_mbq": 7400.0,
+        "injection_datetime": "", "diagnostic_ct": "ct.nii.gz", "timepoints": tps
+    });
+    std::fs::write(dir.join("study.json"), study.to_string()).unwrap();
+    let (input, notes) = load_nifti_study(&dir, &LabelSource::Truth).unwrap();
+    assert!(notes.is_empty());
+    assert_eq!(input.timepoints.len(), 4);
+    let s = dosimetry::run(&input, &DosimetryConfig::default()).unwrap();
+    let l = &s.organs["kidney_left"];
+    let r = &s.organs["kidney_right"];
+    // Left/right kept (LPS: +x is the patient's left) and the 20 % difference seen.
+    assert!((l.mean_dose_gy / r.mean_dose_gy - 1.2).abs() < 0.05);
+    assert_eq!(
+        l.fit.as_ref().unwrap().model,
+        dosimetry::kinetics::Model::BiExponential
+    );
 }

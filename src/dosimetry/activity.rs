@@ -111,7 +111,13 @@ pub fn border_extended_voi(
         return core.to_vec();
     }
     let mut blurred = core.to_vec();
-    gaussian_blur_3d(&mut blurred, geom.dims, geom.spacing, sigma_mm, Boundary::Zero);
+    gaussian_blur_3d(
+        &mut blurred,
+        geom.dims,
+        geom.spacing,
+        sigma_mm,
+        Boundary::Zero,
+    );
     blurred
         .iter()
         .enumerate()
@@ -207,7 +213,13 @@ pub fn measure_time_point(
         }
         // Shell: beyond the VOI by about spill_shell_mm, not in another organ.
         let mut ind: Vec<f32> = w.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect();
-        gaussian_blur_3d(&mut ind, g.dims, g.spacing, cfg.spill_shell_mm, Boundary::Zero);
+        gaussian_blur_3d(
+            &mut ind,
+            g.dims,
+            g.spacing,
+            cfg.spill_shell_mm,
+            Boundary::Zero,
+        );
         let mut shell: Vec<f64> = Vec::new();
         for l in 0..g.len() {
             let foreign = other.as_ref().map(|o| o[l]).unwrap_or(0.0);
@@ -215,7 +227,11 @@ pub fn measure_time_point(
                 shell.push(spect.data[l] as f64);
             }
         }
-        let core_conc = if core_sum > 0.0 { core_act / core_sum } else { 0.0 };
+        let core_conc = if core_sum > 0.0 {
+            core_act / core_sum
+        } else {
+            0.0
+        };
         let shell_conc = if shell.is_empty() {
             0.0
         } else {
@@ -284,7 +300,9 @@ mod tests {
             }
         }
         let w = border_extended_voi(&core, None, &g, 3.0, ONE_SIGMA_LEVEL as f64);
-        let width = (0..60).filter(|&i| w[i + 60 * (15 + 31 * 15)] > 0.0).count();
+        let width = (0..60)
+            .filter(|&i| w[i + 60 * (15 + 31 * 15)] > 0.0)
+            .count();
         assert!((22..=24).contains(&width), "width {width}");
     }
 }

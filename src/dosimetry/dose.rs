@@ -107,7 +107,10 @@ impl Kernel {
                                 .collect::<std::result::Result<_, _>>()
                                 .map_err(|e| format!("line {}: voxel_mm: {e}", no + 1))?;
                             if v.len() != 3 || v.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
-                                return Err(format!("line {}: voxel_mm needs 3 positive numbers", no + 1));
+                                return Err(format!(
+                                    "line {}: voxel_mm needs 3 positive numbers",
+                                    no + 1
+                                ));
                             }
                             voxel_mm = Some([v[0], v[1], v[2]]);
                         }
@@ -123,7 +126,12 @@ impl Kernel {
                             octant = match val.to_ascii_lowercase().as_str() {
                                 "octant" => true,
                                 "full" => false,
-                                _ => return Err(format!("line {}: symmetry is full or octant", no + 1)),
+                                _ => {
+                                    return Err(format!(
+                                        "line {}: symmetry is full or octant",
+                                        no + 1
+                                    ))
+                                }
                             }
                         }
                         _ => {}
@@ -154,7 +162,10 @@ impl Kernel {
                 return Err(format!("line {}: value must be finite and >= 0", no + 1));
             }
             if octant && d.iter().any(|&x| x < 0) {
-                return Err(format!("line {}: octant kernels list offsets >= 0 only", no + 1));
+                return Err(format!(
+                    "line {}: octant kernels list offsets >= 0 only",
+                    no + 1
+                ));
             }
             entries.push((d, v));
         }
@@ -208,7 +219,11 @@ pub fn dose_map(tia_bq_s: &Volume<f64>, kernel: &Kernel) -> Result<Volume<f32>> 
         }
     }
     let data: Vec<f64> = if kernel.values.len() == 1 {
-        tia_bq_s.data.iter().map(|&v| v * kernel.values[0]).collect()
+        tia_bq_s
+            .data
+            .iter()
+            .map(|&v| v * kernel.values[0])
+            .collect()
     } else {
         fft_convolve(&tia_bq_s.data, g.dims, &kernel.values, kernel.radius)
     };
@@ -218,7 +233,11 @@ pub fn dose_map(tia_bq_s: &Volume<f64>, kernel: &Kernel) -> Result<Volume<f32>> 
 /// Linear 3-D convolution `out[v] = sum_u data[u] * k[v - u]` on the grid of `data`
 /// (zero outside), by FFT on a grid padded by the kernel radius on each axis.
 pub fn fft_convolve(data: &[f64], dims: [usize; 3], k: &[f64], radius: [usize; 3]) -> Vec<f64> {
-    let p = [dims[0] + radius[0], dims[1] + radius[1], dims[2] + radius[2]];
+    let p = [
+        dims[0] + radius[0],
+        dims[1] + radius[1],
+        dims[2] + radius[2],
+    ];
     let n = p[0] * p[1] * p[2];
     let lin = |i: usize, j: usize, l: usize| i + p[0] * (j + p[1] * l);
     let mut a = vec![Complex::new(0.0, 0.0); n];
@@ -344,7 +363,9 @@ pub fn dvh(dose: &[f64], weight_ml: &[f64], bins: usize) -> Option<Dvh> {
     let min = v[v.len() - 1].0;
     let mean = v.iter().map(|x| x.0 * x.1).sum::<f64>() / total;
     let bins = bins.max(2);
-    let dose_gy: Vec<f64> = (0..bins).map(|b| max * b as f64 / (bins - 1) as f64).collect();
+    let dose_gy: Vec<f64> = (0..bins)
+        .map(|b| max * b as f64 / (bins - 1) as f64)
+        .collect();
     // v is sorted descending: walk levels ascending from the back.
     let mut volume_fraction = Vec::with_capacity(bins);
     for &level in &dose_gy {
@@ -380,10 +401,10 @@ mod tests {
         let k = Kernel::delta(e, g.spacing, 1.06);
         let d = dose_map(&vol, &k).unwrap();
         let m_g = 4.0 * 4.0 * 5.0 / 1000.0 * 1.06;
-        for l in 0..g.len() {
-            let want = local_deposition_gy(tia[l] / 1e6 / 3600.0, e, m_g);
+        for (l, &t) in tia.iter().enumerate() {
+            let want = local_deposition_gy(t / 1e6 / 3600.0, e, m_g);
             assert!((d.data[l] as f64 - want).abs() <= 1e-6 * want.abs().max(1e-30));
-            assert_eq!(d.data[l], (tia[l] * k.values[0]) as f32);
+            assert_eq!(d.data[l], (t * k.values[0]) as f32);
         }
         // Same delta kernel forced through the FFT path (a 3x3x3 kernel with only the
         // centre set): equal to rounding.

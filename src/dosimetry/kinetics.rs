@@ -460,7 +460,11 @@ pub fn fit(model: Model, t: &[f64], a: &[f64], lp: f64, sd: &[f64]) -> FitResult
     let mean = a.iter().sum::<f64>() / n as f64;
     let ss_tot: f64 = a.iter().map(|v| (v - mean).powi(2)).sum();
     let ss_res: f64 = residuals.iter().map(|r| r * r).sum();
-    let r2 = if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { 1.0 };
+    let r2 = if ss_tot > 0.0 {
+        1.0 - ss_res / ss_tot
+    } else {
+        1.0
+    };
     let chi2 = 2.0 * lm.cost;
     let kk = (p + 1) as f64;
     let nf = n as f64;
@@ -498,7 +502,11 @@ pub fn fit(model: Model, t: &[f64], a: &[f64], lp: f64, sd: &[f64]) -> FitResult
         converged: lm.converged,
         admissible,
         tia_mbq_h: tia,
-        tia_mbq_h_sd: if var.is_finite() && var >= 0.0 { var.sqrt() } else { f64::NAN },
+        tia_mbq_h_sd: if var.is_finite() && var >= 0.0 {
+            var.sqrt()
+        } else {
+            f64::NAN
+        },
     }
 }
 
@@ -684,7 +692,7 @@ pub fn solve(a: &[f64], b: &[f64], p: usize) -> Option<Vec<f64>> {
     let mut x = b.to_vec();
     for c in 0..p {
         let piv = (c..p).max_by(|&i, &j| m[i * p + c].abs().total_cmp(&m[j * p + c].abs()))?;
-        if !(m[piv * p + c].abs() > 1e-300) || !m[piv * p + c].is_finite() {
+        if m[piv * p + c].abs() <= 1e-300 || !m[piv * p + c].is_finite() {
             return None;
         }
         if piv != c {
@@ -778,8 +786,14 @@ mod tests {
         assert_eq!(k.method, "two_point_mono_exponential");
         assert!((k.tia_mbq_h - 8.0 / kk).abs() < 1e-9 * 8.0 / kk);
         // Non-monotonic data that no model fits.
-        let k = integrate(&[0.5, 6.0, 24.0, 72.0], &[10.0, 3.0, 9.0, 1.0], LP, 0.05, 50.0)
-            .unwrap();
+        let k = integrate(
+            &[0.5, 6.0, 24.0, 72.0],
+            &[10.0, 3.0, 9.0, 1.0],
+            LP,
+            0.05,
+            50.0,
+        )
+        .unwrap();
         assert!(
             k.warnings.iter().any(|w| w.contains("no model fits")),
             "{:?}",

@@ -40,15 +40,18 @@ pub enum LabelSource {
     /// low-dose CT (in time-point order). Without them the diagnostic-CT labels are
     /// carried onto every SPECT directly (assumes the SPECT is registered to the
     /// diagnostic CT).
-    Files { diag_ct: PathBuf, ldct: Vec<PathBuf> },
+    Files {
+        diag_ct: PathBuf,
+        ldct: Vec<PathBuf>,
+    },
 }
 
 /// Reads the study; returns the input and notes for the summary's warnings.
 pub fn load_nifti_study(dir: &Path, labels: &LabelSource) -> Result<(DoseInput, Vec<String>)> {
     let sj = dir.join("study.json");
     let text = std::fs::read_to_string(&sj).map_err(|e| Error::io(&sj, e))?;
-    let study: StudyJson = serde_json::from_str(&text)
-        .map_err(|e| Error::input(format!("{}: {e}", sj.display())))?;
+    let study: StudyJson =
+        serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", sj.display())))?;
     let nuclide = Nuclide::from_name(&study.nuclide)?;
     if study.timepoints.is_empty() {
         return Err(Error::input(format!("{}: no time points", sj.display())));
@@ -74,7 +77,9 @@ pub fn load_nifti_study(dir: &Path, labels: &LabelSource) -> Result<(DoseInput, 
             }
             (
                 diag_ct.clone(),
-                (0..study.timepoints.len()).map(|k| ldct.get(k).cloned()).collect(),
+                (0..study.timepoints.len())
+                    .map(|k| ldct.get(k).cloned())
+                    .collect(),
             )
         }
     };

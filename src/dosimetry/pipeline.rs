@@ -154,13 +154,18 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
     let mut order: Vec<usize> = (0..input.timepoints.len()).collect();
     for tp in &input.timepoints {
         if !(tp.t_h.is_finite() && tp.t_h >= 0.0) {
-            return Err(Error::input(format!("time point at {} h p.i. is invalid", tp.t_h)));
+            return Err(Error::input(format!(
+                "time point at {} h p.i. is invalid",
+                tp.t_h
+            )));
         }
     }
     order.sort_by(|&a, &b| input.timepoints[a].t_h.total_cmp(&input.timepoints[b].t_h));
     let times: Vec<f64> = order.iter().map(|&i| input.timepoints[i].t_h).collect();
     if times.windows(2).any(|w| w[1] - w[0] < 1e-6) {
-        return Err(Error::input(format!("two time points at the same time: {times:?} h")));
+        return Err(Error::input(format!(
+            "two time points at the same time: {times:?} h"
+        )));
     }
     let mut warnings = Vec::new();
     if !(input.injected_activity_mbq.is_finite() && input.injected_activity_mbq > 0.0) {
@@ -207,7 +212,14 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         let m = measure_time_point(&tp.spect_bq_per_ml, &tp.labels, &organ_labels, cfg)
             .map_err(|e| Error::input(format!("time point {} ({} h): {e}", pos + 1, tp.t_h)))?;
         let vox_ml = tp.spect_bq_per_ml.geom.voxel_volume_ml();
-        let total: f64 = tp.spect_bq_per_ml.data.iter().map(|&v| v as f64).sum::<f64>() * vox_ml / 1e6;
+        let total: f64 = tp
+            .spect_bq_per_ml
+            .data
+            .iter()
+            .map(|&v| v as f64)
+            .sum::<f64>()
+            * vox_ml
+            / 1e6;
         let in_vois: f64 = m.organs.values().map(|o| o.activity_mbq).sum();
         rest_mbq.push((total - in_vois).max(0.0));
         let light = TimePointMeasurement {
@@ -233,7 +245,13 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         let volume_ml = counts[lab as usize] as f64 * ct_vox_ml;
         let mass_g = volume_ml * density;
         let acts: Vec<f64> = per_tp.iter().map(|m| m.organs[&lab].activity_mbq).collect();
-        let k = kinetics::integrate(&times, &acts, lp, cfg.activity_rel_sd, cfg.population_teff_h(&name))?;
+        let k = kinetics::integrate(
+            &times,
+            &acts,
+            lp,
+            cfg.activity_rel_sd,
+            cfg.population_teff_h(&name),
+        )?;
         let dose = local_deposition_gy(k.tia_mbq_h, e_j, mass_g);
         let dose_sd = mean_dose_sd(dose, k.tia_mbq_h, k.tia_mbq_h_sd, cfg.mass_rel_sd);
         let mut ow = k.warnings.clone();
@@ -274,13 +292,22 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
                 mass_g,
                 activity_mbq_sd: kinetics::activity_sd(&acts, cfg.activity_rel_sd),
                 activity_mbq: acts,
-                voi_volume_ml: per_tp.iter().map(|m| m.organs[&lab].voi_volume_ml).collect(),
-                spect_organ_volume_ml: per_tp.iter().map(|m| m.organs[&lab].core_volume_ml).collect(),
+                voi_volume_ml: per_tp
+                    .iter()
+                    .map(|m| m.organs[&lab].voi_volume_ml)
+                    .collect(),
+                spect_organ_volume_ml: per_tp
+                    .iter()
+                    .map(|m| m.organs[&lab].core_volume_ml)
+                    .collect(),
                 concentration_bq_per_ml: per_tp
                     .iter()
                     .map(|m| m.organs[&lab].core_concentration_bq_per_ml)
                     .collect(),
-                shell_to_core_ratio: per_tp.iter().map(|m| m.organs[&lab].shell_to_core_ratio).collect(),
+                shell_to_core_ratio: per_tp
+                    .iter()
+                    .map(|m| m.organs[&lab].shell_to_core_ratio)
+                    .collect(),
                 tia_mbq_h: k.tia_mbq_h,
                 tia_mbq_h_sd: k.tia_mbq_h_sd,
                 tiac_h: (input.injected_activity_mbq > 0.0)
@@ -371,7 +398,8 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
                 });
                 o.dvh_curve = Some(h);
             } else {
-                o.warnings.push("organ not on the reference SPECT grid: no DVH".into());
+                o.warnings
+                    .push("organ not on the reference SPECT grid: no DVH".into());
             }
         }
     }

@@ -50,13 +50,15 @@ pub fn gaussian_blur_3d(
     sigma_mm: f64,
     boundary: Boundary,
 ) -> bool {
-    let n = dims[0].checked_mul(dims[1]).and_then(|v| v.checked_mul(dims[2]));
+    let n = dims[0]
+        .checked_mul(dims[1])
+        .and_then(|v| v.checked_mul(dims[2]));
     if n != Some(data.len()) || data.is_empty() {
         return false;
     }
     let mut scratch = vec![0f32; data.len()];
-    for axis in 0..3 {
-        let taps = gaussian_taps(sigma_mm, spacing_mm[axis]);
+    for (axis, &spacing) in spacing_mm.iter().enumerate() {
+        let taps = gaussian_taps(sigma_mm, spacing);
         if taps.len() == 1 {
             continue;
         }
@@ -114,11 +116,18 @@ mod tests {
         d[c[0] + dims[0] * (c[1] + dims[1] * c[2])] = 1000.0;
         assert!(gaussian_blur_3d(&mut d, dims, sp, 3.0, Boundary::Zero));
         let total: f64 = d.iter().map(|&v| v as f64).sum();
-        assert!((total - 1000.0).abs() < 1e-3 * 1000.0 * 1e-2, "total {total}");
+        assert!(
+            (total - 1000.0).abs() < 1e-3 * 1000.0 * 1e-2,
+            "total {total}"
+        );
         let mut m2 = [0f64; 3];
         let mut m1 = [0f64; 3];
         for (l, &v) in d.iter().enumerate() {
-            let idx = [l % dims[0], (l / dims[0]) % dims[1], l / (dims[0] * dims[1])];
+            let idx = [
+                l % dims[0],
+                (l / dims[0]) % dims[1],
+                l / (dims[0] * dims[1]),
+            ];
             for a in 0..3 {
                 let x = (idx[a] as f64 - c[a] as f64) * sp[a];
                 m1[a] += v as f64 * x;
@@ -140,11 +149,26 @@ mod tests {
         assert!(d.iter().all(|&v| (v - 2.0).abs() < 1e-5));
         let mut z = vec![2f32; 120];
         gaussian_blur_3d(&mut z, dims, [1.0; 3], 2.0, Boundary::Zero);
-        assert!(z.iter().all(|&v| v < 2.0), "zero padding leaks at every voxel here");
+        assert!(
+            z.iter().all(|&v| v < 2.0),
+            "zero padding leaks at every voxel here"
+        );
         // Identity for sigma 0 and refusal of a wrong length.
         let mut e = vec![1f32, 2.0, 3.0];
-        assert!(gaussian_blur_3d(&mut e, [3, 1, 1], [1.0; 3], 0.0, Boundary::Zero));
+        assert!(gaussian_blur_3d(
+            &mut e,
+            [3, 1, 1],
+            [1.0; 3],
+            0.0,
+            Boundary::Zero
+        ));
         assert_eq!(e, vec![1.0, 2.0, 3.0]);
-        assert!(!gaussian_blur_3d(&mut e, [4, 1, 1], [1.0; 3], 1.0, Boundary::Zero));
+        assert!(!gaussian_blur_3d(
+            &mut e,
+            [4, 1, 1],
+            [1.0; 3],
+            1.0,
+            Boundary::Zero
+        ));
     }
 }

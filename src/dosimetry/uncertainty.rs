@@ -28,7 +28,7 @@ impl std::fmt::Display for Uncertain {
 
 /// Standard uncertainty of `D = TIA E / m`.
 pub fn mean_dose_sd(dose_gy: f64, tia: f64, tia_sd: f64, mass_rel_sd: f64) -> f64 {
-    if !(tia.abs() > 0.0) || !dose_gy.is_finite() {
+    if tia == 0.0 || !tia.is_finite() || !dose_gy.is_finite() {
         return f64::NAN;
     }
     dose_gy.abs() * ((tia_sd / tia).powi(2) + mass_rel_sd.powi(2)).sqrt()
@@ -56,6 +56,15 @@ mod tests {
         assert!((sd - 0.1).abs() < 1e-12);
         let q = quadratic_form(&[1.0, 2.0], &[vec![1.0, 0.5], vec![0.5, 2.0]]);
         assert!((q - (1.0 + 2.0 * 0.5 * 2.0 + 4.0 * 2.0)).abs() < 1e-12);
-        assert_eq!(format!("{:.1}", Uncertain { value: 1.23, sd: 0.05 }), "1.2 +- 0.1");
+        assert_eq!(
+            format!(
+                "{:.1}",
+                Uncertain {
+                    value: 1.23,
+                    sd: 0.05
+                }
+            ),
+            "1.2 +- 0.1"
+        );
     }
 }

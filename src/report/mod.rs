@@ -67,7 +67,11 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
 pub fn report_text(s: &DoseSummary) -> String {
     let mut r = String::new();
     let st = &s.settings;
-    let _ = writeln!(r, "ORGANDOSE DOSIMETRY REPORT  (dose_summary schema {}, {})", s.schema_version, s.generator);
+    let _ = writeln!(
+        r,
+        "ORGANDOSE DOSIMETRY REPORT  (dose_summary schema {}, {})",
+        s.schema_version, s.generator
+    );
     let _ = writeln!(r, "Patient: {}", s.patient_id);
     let _ = writeln!(
         r,
@@ -94,7 +98,17 @@ pub fn report_text(s: &DoseSummary) -> String {
     let _ = writeln!(
         r,
         "{:<13} {:>8} {:>8} {:>18} {:>8} {:>16} {:>6} {:>6} {:>6} {:>6} {:>6}",
-        "Organ", "Mass g", "Vol mL", "TIA MBq h", "TIAC h", "Mean dose Gy", "D2", "D30", "D50", "D70", "D98"
+        "Organ",
+        "Mass g",
+        "Vol mL",
+        "TIA MBq h",
+        "TIAC h",
+        "Mean dose Gy",
+        "D2",
+        "D30",
+        "D50",
+        "D70",
+        "D98"
     );
     for (name, o) in &s.organs {
         let d = o.dvh.as_ref();
@@ -132,10 +146,19 @@ pub fn report_text(s: &DoseSummary) -> String {
                 .zip(&f.parameters)
                 .map(|(n, v)| format!("{n} = {v:.4}"))
                 .collect();
-            let _ = writeln!(r, "    {}; AICc {}; choice: {}", p.join(", "), fmt_opt(f.aicc, 2), k.selection);
+            let _ = writeln!(
+                r,
+                "    {}; AICc {}; choice: {}",
+                p.join(", "),
+                fmt_opt(f.aicc, 2),
+                k.selection
+            );
         }
         let dev = if k.trapezoid_tia_mbq_h > 0.0 {
-            format!("{:+.1} %", (k.trapezoid_tia_mbq_h / o.tia_mbq_h.max(1e-12) - 1.0) * 100.0)
+            format!(
+                "{:+.1} %",
+                (k.trapezoid_tia_mbq_h / o.tia_mbq_h.max(1e-12) - 1.0) * 100.0
+            )
         } else {
             "-".into()
         };
@@ -162,6 +185,9 @@ pub fn report_text(s: &DoseSummary) -> String {
         st.activity_rel_sd * 100.0,
         st.mass_rel_sd * 100.0
     );
-    let _ = writeln!(r, "propagated through the fit covariance. Dx = lowest dose in the hottest x % of the organ.");
+    let _ = writeln!(
+        r,
+        "propagated through the fit covariance. Dx = lowest dose in the hottest x % of the organ."
+    );
     r
 }

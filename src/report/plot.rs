@@ -57,7 +57,11 @@ impl<'a> DrawingBackend for TextBackend<'a> {
     fn present(&mut self) -> std::result::Result<(), BErr<'a>> {
         self.inner.present()
     }
-    fn draw_pixel(&mut self, p: BackendCoord, c: BackendColor) -> std::result::Result<(), BErr<'a>> {
+    fn draw_pixel(
+        &mut self,
+        p: BackendCoord,
+        c: BackendColor,
+    ) -> std::result::Result<(), BErr<'a>> {
         self.inner.draw_pixel(p, c)
     }
     fn draw_line<S: BackendStyle>(
@@ -187,7 +191,9 @@ fn colour(label: u8) -> RGBColor {
 
 fn render<F>(draw: F) -> Result<Vec<u8>>
 where
-    F: FnOnce(&DrawingArea<TextBackend<'_>, plotters::coord::Shift>) -> std::result::Result<(), String>,
+    F: FnOnce(
+        &DrawingArea<TextBackend<'_>, plotters::coord::Shift>,
+    ) -> std::result::Result<(), String>,
 {
     let font = FontRef::try_from_slice(FONT_BYTES)
         .map_err(|e| Error::input(format!("embedded font: {e}")))?;
@@ -198,9 +204,11 @@ where
             font,
         };
         let root = backend.into_drawing_area();
-        root.fill(&WHITE).map_err(|e| Error::input(format!("plot: {e}")))?;
+        root.fill(&WHITE)
+            .map_err(|e| Error::input(format!("plot: {e}")))?;
         draw(&root).map_err(|e| Error::input(format!("plot: {e}")))?;
-        root.present().map_err(|e| Error::input(format!("plot: {e}")))?;
+        root.present()
+            .map_err(|e| Error::input(format!("plot: {e}")))?;
     }
     encode_png(&buf, W, H)
 }
@@ -249,7 +257,12 @@ pub fn tac_png(s: &DoseSummary) -> Result<Vec<u8>> {
             .map_err(|e| e.to_string())?;
         for (name, o) in &s.organs {
             let c = colour(o.label);
-            let pts: Vec<(f64, f64)> = s.times_h.iter().cloned().zip(o.activity_mbq.iter().cloned()).collect();
+            let pts: Vec<(f64, f64)> = s
+                .times_h
+                .iter()
+                .cloned()
+                .zip(o.activity_mbq.iter().cloned())
+                .collect();
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 5, c.filled())))
                 .map_err(|e| e.to_string())?
@@ -291,7 +304,10 @@ pub fn dvh_png(s: &DoseSummary) -> Result<Vec<u8>> {
     render(|root| {
         let mut chart = ChartBuilder::on(root)
             .caption(
-                format!("Cumulative dose-volume histograms, patient {}", s.patient_id),
+                format!(
+                    "Cumulative dose-volume histograms, patient {}",
+                    s.patient_id
+                ),
                 ("sans-serif", 22),
             )
             .margin(15)
@@ -319,8 +335,13 @@ pub fn dvh_png(s: &DoseSummary) -> Result<Vec<u8>> {
             chart
                 .draw_series(LineSeries::new(pts, Color::stroke_width(&c, 2)))
                 .map_err(|e| e.to_string())?
-                .label(format!("{name}: mean {:.2} Gy, D30 {:.2}, D70 {:.2}", h.mean, h.d30, h.d70))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], Color::stroke_width(&c, 2)));
+                .label(format!(
+                    "{name}: mean {:.2} Gy, D30 {:.2}, D70 {:.2}",
+                    h.mean, h.d30, h.d70
+                ))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], Color::stroke_width(&c, 2))
+                });
         }
         chart
             .configure_series_labels()
