@@ -106,11 +106,14 @@ pub struct FitResult {
     pub parameters: Vec<f64>,
     /// Covariance of the parameters (rows in `parameter_names` order).
     pub covariance: Vec<Vec<f64>>,
+    #[serde(rename = "R2")]
     pub r2: f64,
     /// Weighted residual sum of squares (chi-square with the assumed activity uncertainty).
     pub chi2: f64,
+    #[serde(rename = "AIC")]
     pub aic: f64,
     /// `None` when n <= K + 1.
+    #[serde(rename = "AICc")]
     pub aicc: Option<f64>,
     /// Observed minus fitted activity (MBq), per time point.
     pub residuals_mbq: Vec<f64>,
