@@ -13,6 +13,7 @@ pub struct Config {
     pub log: LogConfig,
     pub ingest: IngestConfig,
     pub appliance: ApplianceConfig,
+    pub dosimetry: crate::dosimetry::DosimetryConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Subcommand implementations. They only orchestrate library calls.
 
 pub mod convert;
+pub mod dose;
 pub mod inspect;
 
 use organdose::config::Config;

@@ -1,0 +1,430 @@
+//! The dosimetry pipeline, independent of file formats: [`run`] takes volumes in memory
+//! and returns a [`DoseSummary`] that `report::write_all` writes out.
+//!
+//! Steps: organ mass on the diagnostic CT; per time point the organ activity in the
+//! border-extended VOI on the SPECT grid; kinetics and TIA per organ; mean dose by local
+//! energy deposition (`TIA * E / m`, m from the diagnostic CT, as in the paper); a voxel
+//! dose map on the reference time point's SPECT grid and the DVH of each organ.
+//!
+//! Voxel dose map: the decays of each organ (its TIA) are spread over the organ's own
+//! voxels on the reference SPECT (coverage-weighted) in proportion to the activity there
+//! at the reference time (the "single-time-point distribution, organ kinetics" hybrid);
+//! voxels outside every VOI get the rest of the image's decays (trapezoid plus physical
+//! tail of the rest-of-image activity), in proportion to their activity. The map is then
+//! convolved with the dose kernel. With the delta kernel the coverage-weighted mean of an
+//! organ's voxel doses is TIA E / (density x organ volume on the SPECT grid).
+
+use super::activity::{measure_time_point, TimePointMeasurement};
+use super::dose::{dose_map, dvh, local_deposition_gy, Dvh, Kernel};
+use super::kinetics::{self, FitResult, Kinetics};
+use super::uncertainty::mean_dose_sd;
+use super::{DosimetryConfig, Nuclide};
+use crate::error::{Error, Result};
+use crate::organs;
+use crate::volume::Volume;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Version of the `dose_summary.json` schema (README: "dose_summary.json").
+pub const SCHEMA_VERSION: &str = "1.0";
+
+/// One SPECT time point with the organ mask for it.
+#[derive(Debug, Clone)]
+pub struct TimePointInput {
+    /// Hours after injection.
+    pub t_h: f64,
+    /// Quantitative SPECT, Bq/mL.
+    pub spect_bq_per_ml: Volume<f32>,
+    /// Organ labels for this time point (the low-dose CT mask), on any grid registered
+    /// to the SPECT: carried onto the SPECT grid by coverage.
+    pub labels: Volume<u8>,
+}
+
+/// Everything one dosimetry run needs.
+#[derive(Debug, Clone)]
+pub struct DoseInput {
+    pub patient_id: String,
+    /// Organ labels on the diagnostic CT: organ masses.
+    pub diag_ct_labels: Volume<u8>,
+    pub timepoints: Vec<TimePointInput>,
+    pub nuclide: Nuclide,
+    pub injected_activity_mbq: f64,
+}
+
+/// DVH metrics in Gy (the curve is in [`OrganSummary::dvh_curve`] and `dvh.csv`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DvhMetrics {
+    #[serde(rename = "D2")]
+    pub d2: f64,
+    #[serde(rename = "D30")]
+    pub d30: f64,
+    #[serde(rename = "D50")]
+    pub d50: f64,
+    #[serde(rename = "D70")]
+    pub d70: f64,
+    #[serde(rename = "D98")]
+    pub d98: f64,
+    pub mean: f64,
+    pub max: f64,
+    pub volume_ml: f64,
+}
+
+/// Results for one organ (a key of `organs` in `dose_summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct OrganSummary {
+    pub label: u8,
+    /// Diagnostic-CT mask volume.
+    pub volume_ml: f64,
+    pub density_g_per_ml: f64,
+    pub mass_g: f64,
+    /// Organ activity per time point (border-extended VOI), MBq.
+    pub activity_mbq: Vec<f64>,
+    pub activity_mbq_sd: Vec<f64>,
+    pub voi_volume_ml: Vec<f64>,
+    /// Organ volume on each SPECT grid (from the time point's mask).
+    pub spect_organ_volume_ml: Vec<f64>,
+    pub concentration_bq_per_ml: Vec<f64>,
+    pub shell_to_core_ratio: Vec<Option<f64>>,
+    pub tia_mbq_h: f64,
+    pub tia_mbq_h_sd: f64,
+    /// Time-integrated activity coefficient (TIA / injected activity), hours.
+    pub tiac_h: Option<f64>,
+    pub mean_dose_gy: f64,
+    pub mean_dose_gy_sd: f64,
+    pub dvh: Option<DvhMetrics>,
+    #[serde(skip)]
+    pub dvh_curve: Option<Dvh>,
+    pub fit: Option<FitResult>,
+    pub kinetics: Kinetics,
+    pub warnings: Vec<String>,
+}
+
+/// Settings a reader of the summary needs to interpret it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SummarySettings {
+    pub psf_sigma_mm: f64,
+    pub voi_threshold: f64,
+    pub coverage_subsamples: usize,
+    pub exclude_other_organs: bool,
+    pub activity_rel_sd: f64,
+    pub mass_rel_sd: f64,
+    pub kernel: String,
+    pub dose_map_time_point: usize,
+    pub dose_map_t_h: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DoseSummary {
+    pub schema_version: String,
+    pub generator: String,
+    pub patient_id: String,
+    pub nuclide: String,
+    pub half_life_h: f64,
+    pub electron_energy_kev_per_decay: f64,
+    pub injected_activity_mbq: f64,
+    pub times_h: Vec<f64>,
+    pub settings: SummarySettings,
+    pub organs: BTreeMap<String, OrganSummary>,
+    /// Study-level warnings (organ warnings are in each organ).
+    pub warnings: Vec<String>,
+    /// Voxel dose map (Gy) on the reference SPECT grid.
+    #[serde(skip)]
+    pub dose_map_gy: Option<Volume<f32>>,
+}
+
+impl DoseSummary {
+    /// Every warning, organ ones prefixed with the organ name.
+    pub fn all_warnings(&self) -> Vec<String> {
+        let mut w = self.warnings.clone();
+        for (name, o) in &self.organs {
+            w.extend(o.warnings.iter().map(|x| format!("{name}: {x}")));
+        }
+        w
+    }
+}
+
+/// Runs the dosimetry on `input` with `cfg`.
+pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
+    cfg.validate()?;
+    if input.timepoints.is_empty() {
+        return Err(Error::input("no SPECT time point: nothing to integrate"));
+    }
+    input.diag_ct_labels.geom.validate()?;
+    let mut order: Vec<usize> = (0..input.timepoints.len()).collect();
+    for tp in &input.timepoints {
+        if !(tp.t_h.is_finite() && tp.t_h >= 0.0) {
+            return Err(Error::input(format!(
+                "time point at {} h p.i. is invalid",
+                tp.t_h
+            )));
+        }
+    }
+    order.sort_by(|&a, &b| input.timepoints[a].t_h.total_cmp(&input.timepoints[b].t_h));
+    let times: Vec<f64> = order.iter().map(|&i| input.timepoints[i].t_h).collect();
+    if times.windows(2).any(|w| w[1] - w[0] < 1e-6) {
+        return Err(Error::input(format!(
+            "two time points at the same time: {times:?} h"
+        )));
+    }
+    let mut warnings = Vec::new();
+    if !(input.injected_activity_mbq.is_finite() && input.injected_activity_mbq > 0.0) {
+        warnings.push(format!(
+            "injected activity {} MBq is not a positive number: no TIAC",
+            input.injected_activity_mbq
+        ));
+    }
+
+    // Organs and masses on the diagnostic CT.
+    let ct = &input.diag_ct_labels;
+    let mut counts = [0usize; 256];
+    for &v in &ct.data {
+        counts[v as usize] += 1;
+    }
+    let organ_labels: Vec<u8> = organs::ORGANS
+        .iter()
+        .map(|(l, _)| *l)
+        .filter(|&l| counts[l as usize] > 0)
+        .collect();
+    if organ_labels.is_empty() {
+        return Err(Error::input(
+            "the diagnostic-CT label map holds no known organ (labels 1-5)",
+        ));
+    }
+    let ct_vox_ml = ct.geom.voxel_volume_ml();
+
+    // Activity per time point; keep the maps of the reference time point only.
+    let ref_pos = times
+        .iter()
+        .enumerate()
+        .min_by(|a, b| {
+            (a.1 - cfg.dose_map_reference_h)
+                .abs()
+                .total_cmp(&(b.1 - cfg.dose_map_reference_h).abs())
+        })
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    let mut per_tp: Vec<TimePointMeasurement> = Vec::new();
+    let mut rest_mbq = Vec::new();
+    let mut ref_meas: Option<TimePointMeasurement> = None;
+    for (pos, &i) in order.iter().enumerate() {
+        let tp = &input.timepoints[i];
+        let m = measure_time_point(&tp.spect_bq_per_ml, &tp.labels, &organ_labels, cfg)
+            .map_err(|e| Error::input(format!("time point {} ({} h): {e}", pos + 1, tp.t_h)))?;
+        let vox_ml = tp.spect_bq_per_ml.geom.voxel_volume_ml();
+        let total: f64 = tp
+            .spect_bq_per_ml
+            .data
+            .iter()
+            .map(|&v| v as f64)
+            .sum::<f64>()
+            * vox_ml
+            / 1e6;
+        let in_vois: f64 = m.organs.values().map(|o| o.activity_mbq).sum();
+        rest_mbq.push((total - in_vois).max(0.0));
+        let light = TimePointMeasurement {
+            organs: m.organs.clone(),
+            core: BTreeMap::new(),
+            voi: BTreeMap::new(),
+        };
+        if pos == ref_pos {
+            ref_meas = Some(m);
+        }
+        per_tp.push(light);
+    }
+    let ref_meas = ref_meas.ok_or_else(|| Error::input("no reference time point"))?;
+    let ref_tp = &input.timepoints[order[ref_pos]];
+
+    let nuclide = input.nuclide;
+    let lp = nuclide.lambda_per_h();
+    let e_j = nuclide.electron_energy_j();
+    let mut organs_out = BTreeMap::new();
+    for &lab in &organ_labels {
+        let name = organs::name(lab).unwrap_or("unknown").to_string();
+        let density = cfg.density(&name);
+        let volume_ml = counts[lab as usize] as f64 * ct_vox_ml;
+        let mass_g = volume_ml * density;
+        let acts: Vec<f64> = per_tp.iter().map(|m| m.organs[&lab].activity_mbq).collect();
+        let k = kinetics::integrate(
+            &times,
+            &acts,
+            lp,
+            cfg.activity_rel_sd,
+            cfg.population_teff_h(&name),
+        )?;
+        let dose = local_deposition_gy(k.tia_mbq_h, e_j, mass_g);
+        let dose_sd = mean_dose_sd(dose, k.tia_mbq_h, k.tia_mbq_h_sd, cfg.mass_rel_sd);
+        let mut ow = k.warnings.clone();
+        for (pos, m) in per_tp.iter().enumerate() {
+            let o = &m.organs[&lab];
+            if o.core_volume_ml <= 0.0 {
+                ow.push(format!(
+                    "time point {} ({:.1} h): the organ mask does not reach the SPECT field of view",
+                    pos + 1,
+                    times[pos]
+                ));
+                continue;
+            }
+            if let Some(r) = o.shell_to_core_ratio {
+                if r > cfg.spill_warn_ratio {
+                    ow.push(format!(
+                        "time point {} ({:.1} h): activity concentration in the {:.0} mm shell outside the VOI is {:.0} % of that inside the organ: spill-out beyond the {:.0} mm margin or SPECT/CT misregistration (as the paper's patient 7); check the registration or try a 6 mm margin",
+                        pos + 1, times[pos], cfg.spill_shell_mm, r * 100.0, cfg.psf_sigma_mm
+                    ));
+                }
+            }
+            let dv = (o.core_volume_ml - volume_ml) / volume_ml;
+            if dv.abs() > 0.15 {
+                ow.push(format!(
+                    "time point {} ({:.1} h): organ volume on the SPECT grid ({:.1} mL) differs by {:+.0} % from the diagnostic CT ({:.1} mL)",
+                    pos + 1, times[pos], o.core_volume_ml, dv * 100.0, volume_ml
+                ));
+            }
+        }
+        let mut kin = k.clone();
+        kin.warnings.clear();
+        organs_out.insert(
+            name,
+            OrganSummary {
+                label: lab,
+                volume_ml,
+                density_g_per_ml: density,
+                mass_g,
+                activity_mbq_sd: kinetics::activity_sd(&acts, cfg.activity_rel_sd),
+                activity_mbq: acts,
+                voi_volume_ml: per_tp
+                    .iter()
+                    .map(|m| m.organs[&lab].voi_volume_ml)
+                    .collect(),
+                spect_organ_volume_ml: per_tp
+                    .iter()
+                    .map(|m| m.organs[&lab].core_volume_ml)
+                    .collect(),
+                concentration_bq_per_ml: per_tp
+                    .iter()
+                    .map(|m| m.organs[&lab].core_concentration_bq_per_ml)
+                    .collect(),
+                shell_to_core_ratio: per_tp
+                    .iter()
+                    .map(|m| m.organs[&lab].shell_to_core_ratio)
+                    .collect(),
+                tia_mbq_h: k.tia_mbq_h,
+                tia_mbq_h_sd: k.tia_mbq_h_sd,
+                tiac_h: (input.injected_activity_mbq > 0.0)
+                    .then(|| k.tia_mbq_h / input.injected_activity_mbq),
+                mean_dose_gy: dose,
+                mean_dose_gy_sd: dose_sd,
+                dvh: None,
+                dvh_curve: None,
+                fit: k.fit.clone(),
+                kinetics: kin,
+                warnings: ow,
+            },
+        );
+    }
+
+    // Voxel dose map on the reference SPECT grid.
+    let spect = &ref_tp.spect_bq_per_ml;
+    let g = &spect.geom;
+    let vox_ml = g.voxel_volume_ml();
+    let mut tia_map = vec![0f64; g.len()];
+    let mut in_any_voi = vec![false; g.len()];
+    for (&lab, w) in &ref_meas.voi {
+        for (l, &x) in w.iter().enumerate() {
+            if x > 0.0 {
+                in_any_voi[l] = true;
+            }
+        }
+        let core = &ref_meas.core[&lab];
+        let name = organs::name(lab).unwrap_or("unknown");
+        let tia_bq_s = organs_out[name].tia_mbq_h * 1e6 * 3600.0;
+        let weights: Vec<f64> = core
+            .iter()
+            .zip(&spect.data)
+            .map(|(&c, &a)| c as f64 * (a as f64).max(0.0))
+            .collect();
+        let mut s: f64 = weights.iter().sum();
+        let uniform;
+        let weights = if s > 0.0 {
+            &weights
+        } else {
+            uniform = core.iter().map(|&c| c as f64).collect::<Vec<f64>>();
+            s = uniform.iter().sum();
+            &uniform
+        };
+        if s > 0.0 {
+            for (t, &w) in tia_map.iter_mut().zip(weights) {
+                *t += tia_bq_s * w / s;
+            }
+        }
+    }
+    let rest_tia_bq_s = kinetics::trapezoid_physical_tail(&times, &rest_mbq, lp) * 1e6 * 3600.0;
+    let rest_sum: f64 = spect
+        .data
+        .iter()
+        .zip(&in_any_voi)
+        .filter(|(_, &v)| !v)
+        .map(|(&a, _)| (a as f64).max(0.0))
+        .sum();
+    if rest_sum > 0.0 {
+        for l in 0..g.len() {
+            if !in_any_voi[l] {
+                tia_map[l] += rest_tia_bq_s * (spect.data[l] as f64).max(0.0) / rest_sum;
+            }
+        }
+    }
+    let kernel = if cfg.kernel.trim().eq_ignore_ascii_case("local") {
+        Kernel::delta(e_j, g.spacing, cfg.density("kidney_left"))
+    } else {
+        Kernel::read(Path::new(cfg.kernel.trim()))?
+    };
+    let tia_vol = Volume::new(g.clone(), tia_map)?;
+    let dmap = dose_map(&tia_vol, &kernel)?;
+    for (&lab, core) in &ref_meas.core {
+        let name = organs::name(lab).unwrap_or("unknown");
+        let d: Vec<f64> = dmap.data.iter().map(|&v| v as f64).collect();
+        let w: Vec<f64> = core.iter().map(|&c| c as f64 * vox_ml).collect();
+        if let Some(o) = organs_out.get_mut(name) {
+            if let Some(h) = dvh(&d, &w, cfg.dvh_bins) {
+                o.dvh = Some(DvhMetrics {
+                    d2: h.d2,
+                    d30: h.d30,
+                    d50: h.d50,
+                    d70: h.d70,
+                    d98: h.d98,
+                    mean: h.mean,
+                    max: h.max,
+                    volume_ml: h.volume_ml,
+                });
+                o.dvh_curve = Some(h);
+            } else {
+                o.warnings
+                    .push("organ not on the reference SPECT grid: no DVH".into());
+            }
+        }
+    }
+    Ok(DoseSummary {
+        schema_version: SCHEMA_VERSION.into(),
+        generator: format!("organdose {}", env!("CARGO_PKG_VERSION")),
+        patient_id: input.patient_id.clone(),
+        nuclide: nuclide.name().into(),
+        half_life_h: nuclide.half_life_h(),
+        electron_energy_kev_per_decay: nuclide.electron_energy_kev(),
+        injected_activity_mbq: input.injected_activity_mbq,
+        times_h: times,
+        settings: SummarySettings {
+            psf_sigma_mm: cfg.psf_sigma_mm,
+            voi_threshold: cfg.voi_threshold,
+            coverage_subsamples: cfg.coverage_subsamples,
+            exclude_other_organs: cfg.exclude_other_organs,
+            activity_rel_sd: cfg.activity_rel_sd,
+            mass_rel_sd: cfg.mass_rel_sd,
+            kernel: kernel.source.clone(),
+            dose_map_time_point: ref_pos + 1,
+            dose_map_t_h: ref_tp.t_h,
+        },
+        organs: organs_out,
+        warnings,
+        dose_map_gy: Some(dmap),
+    })
+}
