@@ -26,6 +26,8 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Convert a DICOM series (or NIfTI) to NIfTI, geometry preserved.
     Convert(cli::convert::Args),
+    /// Write synthetic patients (CT, LDCT + SPECT time points) with exact truth.
+    Phantom(cli::phantom::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => cli::inspect::run(a, &cfg),
         Command::Convert(a) => cli::convert::run(a, &cfg),
+        Command::Phantom(a) => cli::phantom::run(a, &cfg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
