@@ -190,7 +190,10 @@ fn common(
     put_str(o, tags::BODY_PART_EXAMINED, VR::CS, &se.body_part);
     put_str(o, tags::DEVICE_SERIAL_NUMBER, VR::LO, "OD-0001");
     put_str(o, tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION"));
-    put_str(o, tags::PATIENT_POSITION, VR::CS, "HFS");
+    if modality == "CT" {
+        // NM carries PatientOrientationCodeSequence instead.
+        put_str(o, tags::PATIENT_POSITION, VR::CS, "HFS");
+    }
     put_str(o, tags::STUDY_INSTANCE_UID, VR::UI, &st.uid);
     put_str(o, tags::SERIES_INSTANCE_UID, VR::UI, &se.uid);
     put_str(o, tags::STUDY_ID, VR::SH, &st.study_id);
@@ -370,11 +373,11 @@ pub fn write_nm_series(
     put_str(&mut o, tags::DECAY_CORRECTION, VR::CS, "NONE");
     put_str(&mut o, tags::UNITS, VR::CS, "BQML");
     put_str(&mut o, tags::COUNTS_SOURCE, VR::CS, "EMISSION");
-    o.put(DataElement::new(
-        tags::ACTUAL_FRAME_DURATION,
-        VR::IS,
-        PrimitiveValue::from(nm.frame_duration_ms.to_string()),
-    ));
+    put_is(
+        &mut o,
+        tags::COUNTS_ACCUMULATED,
+        nm.projections as i64 * 200_000,
+    );
 
     // Image pixel + multi-frame.
     pixel_module(&mut o, ny, nx, 16, false);
@@ -422,17 +425,17 @@ pub fn write_nm_series(
     put_seq(&mut o, tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE, vec![rwv]);
 
     // NM/PET patient orientation: recumbent, supine, head first.
-    let mut orient = code_item("F-10450", "SRT", "recumbent");
+    let mut orient = code_item("102538003", "SCT", "recumbent");
     put_seq(
         &mut orient,
         tags::PATIENT_ORIENTATION_MODIFIER_CODE_SEQUENCE,
-        vec![code_item("F-10340", "SRT", "supine")],
+        vec![code_item("40199007", "SCT", "supine")],
     );
     put_seq(&mut o, tags::PATIENT_ORIENTATION_CODE_SEQUENCE, vec![orient]);
     put_seq(
         &mut o,
         tags::PATIENT_GANTRY_RELATIONSHIP_CODE_SEQUENCE,
-        vec![code_item("F-10470", "SRT", "headfirst")],
+        vec![code_item("102540008", "SCT", "headfirst")],
     );
 
     // Isotope: energy windows and radiopharmaceutical.

@@ -415,6 +415,8 @@ pub struct Anatomy {
     /// Body-frame z of the lowest kidney pole and of the liver dome.
     pub z_kidney_bottom: f64,
     pub z_liver_top: f64,
+    /// Nominal total lesion volume (mL, spheres before deformation and clipping).
+    pub tumour_volume_ml: f64,
 }
 
 fn blob_feature(blob: Blob, fill: Fill, label: u8, clip: bool) -> Feature {
@@ -746,6 +748,7 @@ impl Anatomy {
         ));
 
         // Liver lesions.
+        let mut tumour_volume_ml = 0.0;
         if opts.lesions > 0 {
             let mut placed = 0;
             let (lo, hi) = liver_for_lesions.bbox();
@@ -766,6 +769,7 @@ impl Anatomy {
                 let b = Blob::new(p, geom::IDENTITY, vec![([0.0; 3], [rad, rad, rad])])
                     .deform(&mut r, 3, 30.0, 2.0);
                 f.push(blob_feature(b, Fill::Uniform(Tissue::Tumour), organs::TUMOUR, true));
+                tumour_volume_ml += 4.0 / 3.0 * std::f64::consts::PI * rad.powi(3) / 1000.0;
                 placed += 1;
             }
             if placed > 0 {
@@ -780,6 +784,7 @@ impl Anatomy {
             target_mass_g: target,
             z_kidney_bottom,
             z_liver_top,
+            tumour_volume_ml,
         }
     }
 

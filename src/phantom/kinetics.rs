@@ -95,15 +95,17 @@ impl Kinetics {
     ///
     /// Kidneys: slow-phase effective half-life 30-60 h, the range reported for
     /// 177Lu-DOTATATE (e.g. Sandström et al., J Nucl Med 2013;54:33-41, and the
-    /// organdose brief); 1.5-3.5 % of the injected activity in the slow phase so
-    /// that each kidney holds about 1-2.5 % at 24 h. Liver (several %), spleen and
-    /// tumour retain longer (effective 60-120 h).
-    pub fn sample(label: u8, rng: &mut Rng) -> Self {
+    /// organdose brief); 1.2-2.5 % of the injected activity in the slow phase so
+    /// that each kidney holds about 0.8-1.8 % at 24 h (about 0.4-0.9 Gy/GBq). Liver (several %), spleen and
+    /// tumour retain longer (effective 60-120 h). Tumour uptake scales with its
+    /// volume (`volume_ml`): 0.01-0.04 % of the injected activity per mL, which
+    /// gives tumour doses of roughly 10-40 Gy per 7.4 GBq cycle.
+    pub fn sample(label: u8, rng: &mut Rng, volume_ml: f64) -> Self {
         match label {
             organs::KIDNEY_LEFT | organs::KIDNEY_RIGHT => Kinetics::new(
-                rng.uniform(0.005, 0.02),
+                rng.uniform(0.003, 0.01),
                 rng.uniform(1.0, 3.0),
-                rng.uniform(0.015, 0.035),
+                rng.uniform(0.012, 0.025),
                 rng.uniform(30.0, 60.0),
                 rng.uniform(0.1, 0.3),
             ),
@@ -124,7 +126,7 @@ impl Kinetics {
             _ => Kinetics::new(
                 0.0,
                 2.0,
-                rng.uniform(0.005, 0.025),
+                (volume_ml * rng.uniform(1.0e-4, 4.0e-4)).min(0.05),
                 rng.uniform(70.0, 120.0),
                 rng.uniform(1.0, 4.0),
             ),

@@ -218,7 +218,7 @@ impl Patient {
         let kinetics = anatomy
             .organs_present
             .iter()
-            .map(|&l| (l, Kinetics::sample(l, &mut kr)))
+            .map(|&l| (l, Kinetics::sample(l, &mut kr, anatomy.tumour_volume_ml)))
             .collect();
 
         // Dates: injection on a weekday morning in 2023-2025, diagnostic CT 1-4
