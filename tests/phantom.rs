@@ -141,7 +141,9 @@ fn truth_is_exact_and_nifti_reads_back() {
     // Noiseless, unblurred SPECT summed over each organ's SPECT label = truth activity.
     for (tp, &t_h) in times.iter().enumerate() {
         let (act, labels, _) = p.noiseless_spect(tp);
-        let written = read_nifti_labels(&dir.join(format!("truth/labels_spect_tp{}.nii.gz", tp + 1))).unwrap();
+        let written =
+            read_nifti_labels(&dir.join(format!("truth/labels_spect_tp{}.nii.gz", tp + 1)))
+                .unwrap();
         assert_eq!(written.data, labels.data);
         assert!(written.geom.same_grid(&labels.geom, 1e-3));
         let vox = act.geom.voxel_volume_ml();
@@ -184,7 +186,10 @@ fn truth_is_exact_and_nifti_reads_back() {
         .map(|(&h, _)| h)
         .collect();
     let mean = liver_hu.iter().sum::<f32>() / liver_hu.len() as f32;
-    assert!((80.0..150.0).contains(&mean), "contrast liver mean {mean} HU");
+    assert!(
+        (80.0..150.0).contains(&mean),
+        "contrast liver mean {mean} HU"
+    );
 
     // study.json.
     let study: serde_json::Value =
@@ -212,18 +217,35 @@ fn liver_is_on_the_patient_right_in_every_written_grid() {
             },
         )
         .unwrap();
-        for f in ["labels_ct.nii.gz", "labels_ldct_tp1.nii.gz", "labels_spect_tp1.nii.gz"] {
+        for f in [
+            "labels_ct.nii.gz",
+            "labels_ldct_tp1.nii.gz",
+            "labels_spect_tp1.nii.gz",
+        ] {
             let v = read_nifti_labels(&w.patient_dir.join("truth").join(f)).unwrap();
             let liver = centroid(&v, organs::LIVER).unwrap();
             let spleen = centroid(&v, organs::SPLEEN).unwrap();
             let kl = centroid(&v, organs::KIDNEY_LEFT).unwrap();
             let kr = centroid(&v, organs::KIDNEY_RIGHT).unwrap();
             // LPS: patient right is -x.
-            assert!(liver[0] < spleen[0], "{f}: liver x {} spleen x {}", liver[0], spleen[0]);
-            assert!(kr[0] < kl[0], "{f}: right kidney x {} left x {}", kr[0], kl[0]);
+            assert!(
+                liver[0] < spleen[0],
+                "{f}: liver x {} spleen x {}",
+                liver[0],
+                spleen[0]
+            );
+            assert!(
+                kr[0] < kl[0],
+                "{f}: right kidney x {} left x {}",
+                kr[0],
+                kl[0]
+            );
             assert!(kr[0] < 0.0 + 30.0 && kl[0] > -30.0);
             // Superior liver, kidneys posterior to the liver centroid.
-            assert!(liver[2] > kl[2] && liver[2] > kr[2], "{f}: liver not above kidneys");
+            assert!(
+                liver[2] > kl[2] && liver[2] > kr[2],
+                "{f}: liver not above kidneys"
+            );
         }
     }
 }
@@ -265,7 +287,9 @@ fn dicom_headers_geometry_and_units() {
     }
     assert!((ipp2[2] - ipp1[2] - p.ct_geom.spacing[2]).abs() < 1e-3);
     let ps = f(&ct1, tags::PIXEL_SPACING);
-    assert!((ps[0] - p.ct_geom.spacing[1]).abs() < 1e-4 && (ps[1] - p.ct_geom.spacing[0]).abs() < 1e-4);
+    assert!(
+        (ps[0] - p.ct_geom.spacing[1]).abs() < 1e-4 && (ps[1] - p.ct_geom.spacing[0]).abs() < 1e-4
+    );
     assert_eq!(
         ct1.element(tags::ROWS).unwrap().to_int::<u32>().unwrap() as usize,
         p.ct_geom.dims[1]
@@ -278,9 +302,15 @@ fn dicom_headers_geometry_and_units() {
         let ld = open_file(d.join(format!("002_LDCT_{hl}/IM0001.dcm"))).unwrap();
         let nm = open_file(d.join(format!("003_SPECT_{hl}/IM0001.dcm"))).unwrap();
         assert!(ld.element(tags::CONTRAST_BOLUS_AGENT).is_err());
-        assert_eq!(s(&ld, tags::FRAME_OF_REFERENCE_UID), s(&nm, tags::FRAME_OF_REFERENCE_UID));
+        assert_eq!(
+            s(&ld, tags::FRAME_OF_REFERENCE_UID),
+            s(&nm, tags::FRAME_OF_REFERENCE_UID)
+        );
         assert_ne!(s(&ld, tags::FRAME_OF_REFERENCE_UID), ct_for);
-        assert_eq!(s(&ld, tags::STUDY_INSTANCE_UID), s(&nm, tags::STUDY_INSTANCE_UID));
+        assert_eq!(
+            s(&ld, tags::STUDY_INSTANCE_UID),
+            s(&nm, tags::STUDY_INSTANCE_UID)
+        );
         assert_ne!(s(&ld, tags::STUDY_INSTANCE_UID), ct_study);
         assert_eq!(s(&nm, tags::MODALITY), "NM");
         assert_eq!(s(&nm, tags::UNITS), "BQML");
@@ -291,24 +321,39 @@ fn dicom_headers_geometry_and_units() {
         assert_eq!(s(&nm, tags::ACQUISITION_TIME), acq.tm());
         let g = &p.spect_geoms[tp];
         assert_eq!(
-            nm.element(tags::NUMBER_OF_FRAMES).unwrap().to_int::<usize>().unwrap(),
+            nm.element(tags::NUMBER_OF_FRAMES)
+                .unwrap()
+                .to_int::<usize>()
+                .unwrap(),
             g.dims[2]
         );
         let ipp = f(&nm, tags::IMAGE_POSITION_PATIENT);
-        for a in 0..3 {
-            assert!((ipp[a] - g.origin[a]).abs() < 1e-3);
+        for (x, o) in ipp.iter().zip(g.origin) {
+            assert!((x - o).abs() < 1e-3);
         }
         assert!((f(&nm, tags::SPACING_BETWEEN_SLICES)[0] - g.spacing[2]).abs() < 1e-4);
-        let rp = nm.element(tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE).unwrap();
+        let rp = nm
+            .element(tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE)
+            .unwrap();
         let item = &rp.items().unwrap()[0];
-        let dose = item.element(tags::RADIONUCLIDE_TOTAL_DOSE).unwrap().to_float64().unwrap();
+        let dose = item
+            .element(tags::RADIONUCLIDE_TOTAL_DOSE)
+            .unwrap()
+            .to_float64()
+            .unwrap();
         assert!((dose - 7.4e9).abs() < 1.0);
         assert_eq!(
-            item.element(tags::RADIOPHARMACEUTICAL_START_DATE_TIME).unwrap().to_str().unwrap().trim(),
+            item.element(tags::RADIOPHARMACEUTICAL_START_DATE_TIME)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim(),
             injection.dt()
         );
         let det = nm.element(tags::DETECTOR_INFORMATION_SEQUENCE).unwrap();
-        assert!(det.items().unwrap()[0].element(tags::IMAGE_ORIENTATION_PATIENT).is_ok());
+        assert!(det.items().unwrap()[0]
+            .element(tags::IMAGE_ORIENTATION_PATIENT)
+            .is_ok());
     }
     // 72 h later is days later (here 24 h: the next day).
     let nm24 = open_file(d.join("003_SPECT_24h/IM0001.dcm")).unwrap();

@@ -101,12 +101,20 @@ pub fn run(args: Args, _cfg: &Config) -> anyhow::Result<()> {
             if args.count == 1 {
                 path.clone()
             } else {
-                let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 path.with_file_name(format!("{stem}_{}.png", p.patient_id))
             }
         });
         let w = write_patient(&p, &args.out, &WriteOptions { format, preview })?;
-        println!("{}: {} files in {}", p.patient_id, w.files.len(), w.patient_dir.display());
+        println!(
+            "{}: {} files in {}",
+            p.patient_id,
+            w.files.len(),
+            w.patient_dir.display()
+        );
     }
     Ok(())
 }

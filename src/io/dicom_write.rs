@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::io::write_bytes_atomically;
-use crate::volume::{Volume, Vec3};
+use crate::volume::{Vec3, Volume};
 use dicom_core::value::{DataSetSequence, C};
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
@@ -189,7 +189,12 @@ fn common(
     put_str(o, tags::PATIENT_SEX, VR::CS, &p.sex);
     put_str(o, tags::BODY_PART_EXAMINED, VR::CS, &se.body_part);
     put_str(o, tags::DEVICE_SERIAL_NUMBER, VR::LO, "OD-0001");
-    put_str(o, tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION"));
+    put_str(
+        o,
+        tags::SOFTWARE_VERSIONS,
+        VR::LO,
+        env!("CARGO_PKG_VERSION"),
+    );
     if modality == "CT" {
         // NM carries PatientOrientationCodeSequence instead.
         put_str(o, tags::PATIENT_POSITION, VR::CS, "HFS");
@@ -208,7 +213,13 @@ fn common(
     put_empty(o, tags::POSITION_REFERENCE_INDICATOR, VR::LO);
 }
 
-fn pixel_module(o: &mut InMemDicomObject, rows: usize, cols: usize, bits_stored: u16, signed: bool) {
+fn pixel_module(
+    o: &mut InMemDicomObject,
+    rows: usize,
+    cols: usize,
+    bits_stored: u16,
+    signed: bool,
+) {
     put_us(o, tags::SAMPLES_PER_PIXEL, 1);
     put_str(o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
     put_us(o, tags::ROWS, rows as u16);
@@ -394,7 +405,11 @@ pub fn write_nm_series(
         PrimitiveValue::U16((1..=nz as u16).collect::<Vec<_>>().into()),
     ));
     put_us(&mut o, tags::NUMBER_OF_SLICES, nz as u16);
-    put_us(&mut o, tags::NUMBER_OF_ENERGY_WINDOWS, nm.energy_windows.len().max(1) as u16);
+    put_us(
+        &mut o,
+        tags::NUMBER_OF_ENERGY_WINDOWS,
+        nm.energy_windows.len().max(1) as u16,
+    );
     put_us(&mut o, tags::NUMBER_OF_DETECTORS, 1);
     put_us(&mut o, tags::NUMBER_OF_ROTATIONS, 1);
     put_ds(&mut o, tags::RESCALE_INTERCEPT, &[0.0]);
@@ -403,7 +418,12 @@ pub fn write_nm_series(
 
     // Real-world value mapping: stored value x slope = Bq/ml.
     let mut rwv = InMemDicomObject::new_empty();
-    put_str(&mut rwv, tags::LUT_EXPLANATION, VR::LO, "Activity concentration");
+    put_str(
+        &mut rwv,
+        tags::LUT_EXPLANATION,
+        VR::LO,
+        "Activity concentration",
+    );
     put_str(&mut rwv, tags::LUT_LABEL, VR::SH, "BQML");
     put_us(&mut rwv, tags::REAL_WORLD_VALUE_FIRST_VALUE_MAPPED, 0);
     put_us(&mut rwv, tags::REAL_WORLD_VALUE_LAST_VALUE_MAPPED, 65535);
@@ -431,7 +451,11 @@ pub fn write_nm_series(
         tags::PATIENT_ORIENTATION_MODIFIER_CODE_SEQUENCE,
         vec![code_item("40199007", "SCT", "supine")],
     );
-    put_seq(&mut o, tags::PATIENT_ORIENTATION_CODE_SEQUENCE, vec![orient]);
+    put_seq(
+        &mut o,
+        tags::PATIENT_ORIENTATION_CODE_SEQUENCE,
+        vec![orient],
+    );
     put_seq(
         &mut o,
         tags::PATIENT_GANTRY_RELATIONSHIP_CODE_SEQUENCE,
@@ -454,9 +478,24 @@ pub fn write_nm_series(
         .collect();
     put_seq(&mut o, tags::ENERGY_WINDOW_INFORMATION_SEQUENCE, windows);
     let mut rp = InMemDicomObject::new_empty();
-    put_str(&mut rp, tags::RADIOPHARMACEUTICAL_ROUTE, VR::LO, "Intravenous route");
-    put_str(&mut rp, tags::RADIOPHARMACEUTICAL, VR::LO, &nm.radiopharmaceutical);
-    put_str(&mut rp, tags::RADIOPHARMACEUTICAL_START_TIME, VR::TM, &nm.start_time);
+    put_str(
+        &mut rp,
+        tags::RADIOPHARMACEUTICAL_ROUTE,
+        VR::LO,
+        "Intravenous route",
+    );
+    put_str(
+        &mut rp,
+        tags::RADIOPHARMACEUTICAL,
+        VR::LO,
+        &nm.radiopharmaceutical,
+    );
+    put_str(
+        &mut rp,
+        tags::RADIOPHARMACEUTICAL_START_TIME,
+        VR::TM,
+        &nm.start_time,
+    );
     put_str(
         &mut rp,
         tags::RADIOPHARMACEUTICAL_START_DATE_TIME,
@@ -466,8 +505,16 @@ pub fn write_nm_series(
     put_ds(&mut rp, tags::RADIONUCLIDE_TOTAL_DOSE, &[nm.total_dose_bq]);
     put_ds(&mut rp, tags::RADIONUCLIDE_HALF_LIFE, &[nm.half_life_s]);
     let (cv, cs, cm) = &nm.nuclide_code;
-    put_seq(&mut rp, tags::RADIONUCLIDE_CODE_SEQUENCE, vec![code_item(cv, cs, cm)]);
-    put_seq(&mut o, tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE, vec![rp]);
+    put_seq(
+        &mut rp,
+        tags::RADIONUCLIDE_CODE_SEQUENCE,
+        vec![code_item(cv, cs, cm)],
+    );
+    put_seq(
+        &mut o,
+        tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE,
+        vec![rp],
+    );
 
     // Detector: one item carrying the image plane, as consoles write it.
     let mut det = InMemDicomObject::new_empty();
@@ -481,13 +528,30 @@ pub fn write_nm_series(
     // TOMO acquisition.
     let mut rot = InMemDicomObject::new_empty();
     put_ds(&mut rot, tags::START_ANGLE, &[0.0]);
-    put_ds(&mut rot, tags::ANGULAR_STEP, &[360.0 / nm.projections.max(1) as f64]);
+    put_ds(
+        &mut rot,
+        tags::ANGULAR_STEP,
+        &[360.0 / nm.projections.max(1) as f64],
+    );
     put_str(&mut rot, tags::ROTATION_DIRECTION, VR::CS, "CW");
     put_ds(&mut rot, tags::SCAN_ARC, &[360.0]);
-    put_is(&mut rot, tags::ACTUAL_FRAME_DURATION, nm.frame_duration_ms as i64);
-    put_us(&mut rot, tags::NUMBER_OF_FRAMES_IN_ROTATION, nm.projections as u16);
+    put_is(
+        &mut rot,
+        tags::ACTUAL_FRAME_DURATION,
+        nm.frame_duration_ms as i64,
+    );
+    put_us(
+        &mut rot,
+        tags::NUMBER_OF_FRAMES_IN_ROTATION,
+        nm.projections as u16,
+    );
     put_seq(&mut o, tags::ROTATION_INFORMATION_SEQUENCE, vec![rot]);
-    put_str(&mut o, tags::TYPE_OF_DETECTOR_MOTION, VR::CS, "STEP AND SHOOT");
+    put_str(
+        &mut o,
+        tags::TYPE_OF_DETECTOR_MOTION,
+        VR::CS,
+        "STEP AND SHOOT",
+    );
 
     let px: Vec<u16> = vol
         .data

@@ -214,24 +214,52 @@ impl Blob {
         self.q(self.local(b)).0 < 1.0
     }
 
-    /// Conservative bounding box in the body frame.
+    /// Largest displacement of the deformation (local mm).
+    fn max_amp(&self) -> f64 {
+        self.waves.iter().map(|w| crate::volume::norm(w.amp)).sum()
+    }
+
+    /// Conservative bounding box in the body frame: each lobe's rotated ellipsoid
+    /// box grown by the deformation amplitude.
     pub fn bbox(&self) -> (Vec3, Vec3) {
-        let amp: f64 = self
-            .waves
-            .iter()
-            .map(|w| w.amp.iter().map(|a| a.abs()).fold(0.0, f64::max))
-            .sum();
-        let reach = self
-            .lobes
-            .iter()
-            .map(|(c, r)| crate::volume::norm(*c) + r.iter().cloned().fold(0.0, f64::max))
-            .fold(0.0, f64::max)
-            + amp;
-        let r = reach * self.scale;
-        (
-            geom::sub(self.center, [r; 3]),
-            geom::add(self.center, [r; 3]),
-        )
+        let amp = self.max_amp();
+        let mut lo = [f64::INFINITY; 3];
+        let mut hi = [f64::NEG_INFINITY; 3];
+        for (c, r) in &self.lobes {
+            let cw = geom::add(
+                self.center,
+                geom::scale(geom::mul(&self.rot, *c), self.scale),
+            );
+            for a in 0..3 {
+                let half = ((0..3)
+                    .map(|j| (self.rot[a][j] * (r[j] + amp)).powi(2))
+                    .sum::<f64>())
+                .sqrt()
+                    * self.scale;
+                lo[a] = lo[a].min(cw[a] - half);
+                hi[a] = hi[a].max(cw[a] + half);
+            }
+        }
+        (lo, hi)
+    }
+
+    /// True when the undeformed point is so far outside every lobe that no
+    /// deformation can bring it in.
+    #[inline]
+    fn surely_outside(&self, b: Vec3) -> bool {
+        let l = geom::scale(
+            geom::mul_t(&self.rot, geom::sub(b, self.center)),
+            1.0 / self.scale,
+        );
+        let amp = self.max_amp();
+        self.lobes.iter().all(|(c, r)| {
+            let d = [
+                (l[0] - c[0]) / (r[0] + amp),
+                (l[1] - c[1]) / (r[1] + amp),
+                (l[2] - c[2]) / (r[2] + amp),
+            ];
+            d[0] * d[0] + d[1] * d[1] + d[2] * d[2] > 1.0
+        })
     }
 
     /// Volume (mL) of the unscaled local shape, by counting a 2 mm lattice.
@@ -330,11 +358,31 @@ pub struct BodyShape {
     pub fat_mm: f64,
     pub muscle_mm: f64,
     phase: f64,
+    /// (half width, half depth) at body z = -1000 .. 1000 mm in 1 mm steps.
+    table: Vec<(f64, f64)>,
 }
 
 impl BodyShape {
+    fn with_table(mut self) -> Self {
+        self.table = (0..=2000)
+            .map(|i| self.axes_exact(i as f64 - 1000.0))
+            .collect();
+        self
+    }
+
+    /// Half-axes at height z (table lookup, linear interpolation).
     #[inline]
     fn axes(&self, z: f64) -> (f64, f64) {
+        let x = (z + 1000.0).clamp(0.0, 1999.999);
+        let i = x as usize;
+        let f = x - i as f64;
+        match (self.table.get(i), self.table.get(i + 1)) {
+            (Some(a), Some(b)) => (a.0 + f * (b.0 - a.0), a.1 + f * (b.1 - a.1)),
+            _ => self.axes_exact(z),
+        }
+    }
+
+    fn axes_exact(&self, z: f64) -> (f64, f64) {
         let m = 1.0 + 0.05 * (z / 140.0 + self.phase).sin();
         // The chest widens above the liver.
         let chest = if z > 150.0 {
@@ -381,7 +429,12 @@ impl BodyShape {
     pub fn in_cavity(&self, b: Vec3) -> bool {
         let (a, d) = self.axes(b[2]);
         let t = self.skin_mm + self.fat_mm + self.muscle_mm;
-        Self::norm(b[0], b[1], a - t, d - 0.7 * self.fat_mm - self.skin_mm - self.muscle_mm) <= 1.0
+        Self::norm(
+            b[0],
+            b[1],
+            a - t,
+            d - 0.7 * self.fat_mm - self.skin_mm - self.muscle_mm,
+        ) <= 1.0
     }
 
     /// Half-axes of the cavity at height z.
@@ -461,7 +514,9 @@ impl Anatomy {
             fat_mm: r.uniform(8.0, 35.0),
             muscle_mm: r.uniform(7.0, 13.0),
             phase: r.uniform(0.0, std::f64::consts::TAU),
-        };
+            table: Vec::new(),
+        }
+        .with_table();
         let mut f: Vec<Feature> = vec![Feature {
             kind: Kind::Body,
             label: 0,
@@ -522,10 +577,17 @@ impl Anatomy {
         let liver_g = r.uniform(1000.0, 2500.0);
         let liver = Blob::new(
             [-0.42 * cav_a, -5.0, r.uniform(85.0, 105.0)],
-            geom::rotation_deg(r.uniform(-6.0, 6.0), r.uniform(-6.0, 6.0), r.uniform(-8.0, 8.0)),
+            geom::rotation_deg(
+                r.uniform(-6.0, 6.0),
+                r.uniform(-6.0, 6.0),
+                r.uniform(-8.0, 8.0),
+            ),
             vec![
                 ([0.0; 3], [0.62 * cav_a, 0.85 * cav_d, 80.0]),
-                ([0.55 * cav_a, -0.35 * cav_d, 20.0], [0.5 * cav_a, 0.4 * cav_d, 45.0]),
+                (
+                    [0.55 * cav_a, -0.35 * cav_d, 20.0],
+                    [0.5 * cav_a, 0.4 * cav_d, 45.0],
+                ),
                 ([0.25 * cav_a, 0.25 * cav_d, 5.0], [25.0, 25.0, 35.0]),
             ],
         )
@@ -537,7 +599,12 @@ impl Anatomy {
         target.push((organs::LIVER, liver_g));
         present.push(organs::LIVER);
         let liver_for_lesions = liver.clone();
-        f.push(blob_feature(liver, Fill::Uniform(Tissue::Liver), organs::LIVER, true));
+        f.push(blob_feature(
+            liver,
+            Fill::Uniform(Tissue::Liver),
+            organs::LIVER,
+            true,
+        ));
 
         // Gallbladder under the liver.
         let gb = Blob::new(
@@ -547,7 +614,12 @@ impl Anatomy {
         )
         .deform(&mut r, 2, 60.0, 3.0);
         if r.chance(0.8) {
-            f.push(blob_feature(gb, Fill::Uniform(Tissue::Gallbladder), 0, true));
+            f.push(blob_feature(
+                gb,
+                Fill::Uniform(Tissue::Gallbladder),
+                0,
+                true,
+            ));
         }
 
         // Spleen, patient left and posterior. 100-250 g.
@@ -561,14 +633,22 @@ impl Anatomy {
         .fit_volume(spleen_g / organs::default_density_g_per_ml(organs::SPLEEN));
         target.push((organs::SPLEEN, spleen_g));
         present.push(organs::SPLEEN);
-        f.push(blob_feature(spleen, Fill::Uniform(Tissue::Spleen), organs::SPLEEN, true));
+        f.push(blob_feature(
+            spleen,
+            Fill::Uniform(Tissue::Spleen),
+            organs::SPLEEN,
+            true,
+        ));
 
         // Stomach, left upper quadrant, air-fluid level (patient supine: gas anterior).
         let st_c = [0.3 * cav_a, -0.45 * cav_d, r.uniform(80.0, 100.0)];
         let stomach = Blob::new(
             st_c,
             geom::rotation_deg(r.uniform(-10.0, 10.0), 0.0, r.uniform(15.0, 40.0)),
-            vec![([0.0; 3], [45.0, 30.0, 50.0]), ([-30.0, 10.0, -35.0], [30.0, 20.0, 25.0])],
+            vec![
+                ([0.0; 3], [45.0, 30.0, 50.0]),
+                ([-30.0, 10.0, -35.0], [30.0, 20.0, 25.0]),
+            ],
         )
         .deform(&mut r, 3, 100.0, 5.0);
         f.push(blob_feature(
@@ -613,7 +693,11 @@ impl Anatomy {
             } else {
                 r.uniform(-20.0, 0.0)
             };
-            let c = [side * (spine_r + r.uniform(45.0, 60.0)), spine_y + r.uniform(-5.0, 8.0), zc];
+            let c = [
+                side * (spine_r + r.uniform(45.0, 60.0)),
+                spine_y + r.uniform(-5.0, 8.0),
+                zc,
+            ];
             let yaw = r.uniform(20.0, 40.0);
             let tilt = r.uniform(5.0, 18.0);
             // Local +x points medially (towards the hilum).
@@ -622,10 +706,7 @@ impl Anatomy {
             } else {
                 geom::rotation_deg(0.0, 0.0, 180.0)
             };
-            let rot = geom::matmul(
-                &geom::rotation_deg(0.0, -side * tilt, side * yaw),
-                &base,
-            );
+            let rot = geom::matmul(&geom::rotation_deg(0.0, -side * tilt, side * yaw), &base);
             let kid = Blob::new(c, rot, vec![([0.0; 3], [28.0, 20.0, 55.0])])
                 .deform(&mut r, 3, 120.0, 3.0)
                 .fit_volume(g / organs::default_density_g_per_ml(label));
@@ -639,7 +720,11 @@ impl Anatomy {
                 vec![hilum, [vx, spine_y - spine_r - 14.0, zc + 10.0]],
                 4.0,
                 5.0,
-                TubeFill::Uniform(if side < 0.0 { Tissue::VenaCava } else { Tissue::Aorta }),
+                TubeFill::Uniform(if side < 0.0 {
+                    Tissue::VenaCava
+                } else {
+                    Tissue::Aorta
+                }),
                 true,
             ));
             f.push(blob_feature(kid, Fill::Kidney, label, true));
@@ -682,7 +767,10 @@ impl Anatomy {
                     let rd = d + 0.5 * body.muscle_mm;
                     pts.push([side * ra * th.sin(), rd * th.cos(), z]);
                 }
-                f.push(tube_feature(pts, 5.0, 4.5, TubeFill::Bone, false));
+                // One feature per segment: small boxes, one distance per voxel.
+                for seg in pts.windows(2) {
+                    f.push(tube_feature(seg.to_vec(), 5.0, 5.0, TubeFill::Bone, false));
+                }
             }
         }
 
@@ -695,8 +783,12 @@ impl Anatomy {
                 r.uniform(-170.0, 0.0),
             ];
             let rad = r.uniform(10.0, 18.0);
-            let blob = Blob::new(c, geom::IDENTITY, vec![([0.0; 3], [rad, rad, rad * r.uniform(1.0, 2.0)])])
-                .deform(&mut r, 2, 40.0, 2.0);
+            let blob = Blob::new(
+                c,
+                geom::IDENTITY,
+                vec![([0.0; 3], [rad, rad, rad * r.uniform(1.0, 2.0)])],
+            )
+            .deform(&mut r, 2, 40.0, 2.0);
             let gas_y = match r.below(3) {
                 0 => -BIG,
                 1 => c[1] - rad * r.uniform(-0.2, 0.6),
@@ -715,32 +807,40 @@ impl Anatomy {
         }
         let colon_r = r.uniform(18.0, 26.0);
         let zt = r.uniform(0.0, 30.0);
-        f.push(tube_feature(
-            vec![
-                [-0.75 * cav_a, 0.0, -170.0],
-                [-0.78 * cav_a, -0.1 * cav_d, zt - 10.0],
-                [-0.3 * cav_a, -0.75 * cav_d, zt],
-                [0.35 * cav_a, -0.7 * cav_d, zt + 10.0],
-                [0.8 * cav_a, 0.05 * cav_d, zt - 5.0],
-                [0.8 * cav_a, 0.1 * cav_d, -170.0],
-            ],
-            colon_r,
-            colon_r * 0.85,
-            TubeFill::Colon,
-            true,
-        ));
+        let colon = [
+            [-0.75 * cav_a, 0.0, -170.0],
+            [-0.78 * cav_a, -0.1 * cav_d, zt - 10.0],
+            [-0.3 * cav_a, -0.75 * cav_d, zt],
+            [0.35 * cav_a, -0.7 * cav_d, zt + 10.0],
+            [0.8 * cav_a, 0.05 * cav_d, zt - 5.0],
+            [0.8 * cav_a, 0.1 * cav_d, -170.0],
+        ];
+        let nseg = colon.len() - 1;
+        for (s, seg) in colon.windows(2).enumerate() {
+            let ra = colon_r * (1.0 - 0.15 * s as f64 / nseg as f64);
+            let rb = colon_r * (1.0 - 0.15 * (s + 1) as f64 / nseg as f64);
+            f.push(tube_feature(seg.to_vec(), ra, rb, TubeFill::Colon, true));
+        }
 
         // Great vessels: aorta left-anterior of the spine, vena cava on the right.
         let ay = spine_y - spine_r - r.uniform(10.0, 14.0);
         f.push(tube_feature(
-            vec![[8.0, ay, -250.0], [10.0, ay, 150.0], [15.0, spine_y - 5.0, 400.0]],
+            vec![
+                [8.0, ay, -250.0],
+                [10.0, ay, 150.0],
+                [15.0, spine_y - 5.0, 400.0],
+            ],
             r.uniform(10.0, 13.0),
             r.uniform(11.0, 14.0),
             TubeFill::Uniform(Tissue::Aorta),
             false,
         ));
         f.push(tube_feature(
-            vec![[-24.0, ay, -250.0], [-26.0, ay - 5.0, 120.0], [-20.0, ay - 15.0, 200.0]],
+            vec![
+                [-24.0, ay, -250.0],
+                [-26.0, ay - 5.0, 120.0],
+                [-20.0, ay - 15.0, 200.0],
+            ],
             r.uniform(10.0, 13.0),
             r.uniform(11.0, 14.0),
             TubeFill::Uniform(Tissue::VenaCava),
@@ -768,7 +868,12 @@ impl Anatomy {
                 }
                 let b = Blob::new(p, geom::IDENTITY, vec![([0.0; 3], [rad, rad, rad])])
                     .deform(&mut r, 3, 30.0, 2.0);
-                f.push(blob_feature(b, Fill::Uniform(Tissue::Tumour), organs::TUMOUR, true));
+                f.push(blob_feature(
+                    b,
+                    Fill::Uniform(Tissue::Tumour),
+                    organs::TUMOUR,
+                    true,
+                ));
                 tumour_volume_ml += 4.0 / 3.0 * std::f64::consts::PI * rad.powi(3) / 1000.0;
                 placed += 1;
             }
@@ -792,6 +897,9 @@ impl Anatomy {
         match &feat.kind {
             Kind::Body => Some(self.body.layer(b)),
             Kind::Blob(blob, fill) => {
+                if blob.surely_outside(b) {
+                    return None;
+                }
                 let l = blob.local(b);
                 let (q, lobe) = blob.q(l);
                 if q >= 1.0 {
@@ -822,7 +930,11 @@ impl Anatomy {
                             Tissue::KidneyCortex
                         })
                     }
-                    Fill::Hollow { gas_y, wall_q, wall } => Some(if q > *wall_q {
+                    Fill::Hollow {
+                        gas_y,
+                        wall_q,
+                        wall,
+                    } => Some(if q > *wall_q {
                         *wall
                     } else if b[1] < *gas_y {
                         Tissue::Gas
@@ -962,17 +1074,22 @@ impl Anatomy {
             }
             for k in ilo[2]..ihi[2] {
                 for j in ilo[1]..ihi[1] {
-                    let b0 = pose.to_body(grid.index_to_patient([ilo[0] as f64, j as f64, k as f64]));
-                    let b1 = pose.to_body(grid.index_to_patient([ilo[0] as f64 + 1.0, j as f64, k as f64]));
+                    let b0 =
+                        pose.to_body(grid.index_to_patient([ilo[0] as f64, j as f64, k as f64]));
+                    let b1 = pose.to_body(grid.index_to_patient([
+                        ilo[0] as f64 + 1.0,
+                        j as f64,
+                        k as f64,
+                    ]));
                     let db = geom::sub(b1, b0);
                     let row = grid.linear(0, j, k);
                     for i in ilo[0]..ihi[0] {
                         let s = (i - ilo[0]) as f64;
                         let b = [b0[0] + s * db[0], b0[1] + s * db[1], b0[2] + s * db[2]];
-                        if feat.clip_to_cavity && !self.body.in_cavity(b) {
-                            continue;
-                        }
                         if let Some(t) = self.classify(feat, b) {
+                            if feat.clip_to_cavity && !self.body.in_cavity(b) {
+                                continue;
+                            }
                             tissue[row + i] = t as u8;
                             label[row + i] = feat.label;
                         }

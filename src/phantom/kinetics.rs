@@ -49,7 +49,13 @@ const MODEL: &str = "A(t)=A_inj*[f_fast*exp(-(ln2/T_fast+ln2/T_phys)t)+f_slow*ex
 impl Kinetics {
     /// Builds from the slow phase's effective half-life (which must be shorter
     /// than the physical one).
-    pub fn new(f_fast: f64, t_fast_bio_h: f64, f_slow: f64, t_slow_eff_h: f64, t_up_h: f64) -> Self {
+    pub fn new(
+        f_fast: f64,
+        t_fast_bio_h: f64,
+        f_slow: f64,
+        t_slow_eff_h: f64,
+        t_up_h: f64,
+    ) -> Self {
         let lp = lambda_phys_per_h();
         let l_slow_eff = std::f64::consts::LN_2 / t_slow_eff_h;
         let l_slow_bio = (l_slow_eff - lp).max(1e-9);

@@ -64,7 +64,13 @@ fn hours_label(t: f64) -> String {
 fn series_dir(pdir: &Path, number: i32, desc: &str) -> PathBuf {
     let clean: String = desc
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     pdir.join(format!("{number:03}_{clean}"))
 }
@@ -93,20 +99,23 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
         birth_date: p.birth_date.clone(),
         sex: p.sex.clone(),
     };
-    let series = |uid_tag: &str, number: i32, desc: &str, t: super::datetime::Stamp, for_tag: &str| DicomSeries {
-        uid: uid(p, uid_tag),
-        number,
-        description: desc.to_string(),
-        date: t.da(),
-        time: t.tm(),
-        frame_of_reference_uid: uid(p, for_tag),
-        acquisition_date: t.da(),
-        acquisition_time: t.tm(),
-        manufacturer: "organdose".into(),
-        model: "Phantom SPECT/CT".into(),
-        station: "ODPHANTOM".into(),
-        body_part: "ABDOMEN".into(),
-    };
+    let series =
+        |uid_tag: &str, number: i32, desc: &str, t: super::datetime::Stamp, for_tag: &str| {
+            DicomSeries {
+                uid: uid(p, uid_tag),
+                number,
+                description: desc.to_string(),
+                date: t.da(),
+                time: t.tm(),
+                frame_of_reference_uid: uid(p, for_tag),
+                acquisition_date: t.da(),
+                acquisition_time: t.tm(),
+                manufacturer: "organdose".into(),
+                model: "Phantom SPECT/CT".into(),
+                station: "ODPHANTOM".into(),
+                body_part: "ABDOMEN".into(),
+            }
+        };
 
     // Diagnostic CT.
     let (ct, ct_labels, ct_tissue) = p.diagnostic_ct();
@@ -132,7 +141,9 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
                 window_width: 400.0,
             };
             let dir = series_dir(&pdir, se.number, &se.description);
-            files.extend(dicom_write::write_ct_series(&ct, &dp, &st, &se, &info, &dir)?);
+            files.extend(dicom_write::write_ct_series(
+                &ct, &dp, &st, &se, &info, &dir,
+            )?);
             dir
         }
         Format::Nifti => {
@@ -156,7 +167,10 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
     )?;
     files.push(tissue_path);
     let ct_counts = count_labels(&ct_labels);
-    let preview_src = opts.preview.as_ref().map(|_| (ct.clone(), ct_labels.clone()));
+    let preview_src = opts
+        .preview
+        .as_ref()
+        .map(|_| (ct.clone(), ct_labels.clone()));
     drop(ct);
     drop(ct_labels);
 
@@ -197,7 +211,13 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
                     ),
                 };
                 let for_tag = format!("for-tp{k}");
-                let se = series(&format!("series-ldct-tp{k}"), 2, &format!("LDCT {hl}"), t, &for_tag);
+                let se = series(
+                    &format!("series-ldct-tp{k}"),
+                    2,
+                    &format!("LDCT {hl}"),
+                    t,
+                    &for_tag,
+                );
                 let info = CtInfo {
                     kvp: 120.0,
                     tube_current_ma: 30,
@@ -208,9 +228,17 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
                     window_width: 400.0,
                 };
                 let dir = series_dir(&pdir, se.number, &se.description);
-                files.extend(dicom_write::write_ct_series(&ldct, &dp, &st, &se, &info, &dir)?);
+                files.extend(dicom_write::write_ct_series(
+                    &ldct, &dp, &st, &se, &info, &dir,
+                )?);
                 ldct_rel = dir;
-                let se = series(&format!("series-spect-tp{k}"), 3, &format!("SPECT {hl}"), t, &for_tag);
+                let se = series(
+                    &format!("series-spect-tp{k}"),
+                    3,
+                    &format!("SPECT {hl}"),
+                    t,
+                    &for_tag,
+                );
                 let nm = NmInfo {
                     radiopharmaceutical: RADIOPHARMACEUTICAL.into(),
                     nuclide_code: (
@@ -237,7 +265,11 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
             }
             Format::Nifti => {
                 let f = pdir.join(format!("tp{k}_ldct.nii.gz"));
-                write_nifti(&to_i16(&ldct), &f, &format!("organdose phantom LDCT {hl} (HU)"))?;
+                write_nifti(
+                    &to_i16(&ldct),
+                    &f,
+                    &format!("organdose phantom LDCT {hl} (HU)"),
+                )?;
                 files.push(f.clone());
                 ldct_rel = f;
                 let f = pdir.join(format!("tp{k}_spect.nii.gz"));
@@ -356,7 +388,11 @@ pub fn truth_json(
         );
     }
     let labels: Map<String, Value> = std::iter::once(("0".to_string(), json!("background")))
-        .chain(organs::ORGANS.iter().map(|(l, n)| (l.to_string(), json!(n))))
+        .chain(
+            organs::ORGANS
+                .iter()
+                .map(|(l, n)| (l.to_string(), json!(n))),
+        )
         .collect();
     json!({
         "format_version": FORMAT_VERSION,

@@ -225,7 +225,11 @@ impl Patient {
         // weeks before.
         let day0 = datetime::days_from_civil(2023, 1, 2) + r.below(3 * 365) as i64;
         let weekday = (day0 + 3).rem_euclid(7); // 0 = Monday (1970-01-01 was a Thursday)
-        let day0 = if weekday >= 5 { day0 - (weekday - 4) } else { day0 };
+        let day0 = if weekday >= 5 {
+            day0 - (weekday - 4)
+        } else {
+            day0
+        };
         let inj = Stamp(day0 * 86_400 + 8 * 3600 + r.below(3 * 3600) as i64);
         let ct_time = Stamp(inj.0 - (7 + r.below(21) as i64) * 86_400 + r.below(6 * 3600) as i64);
         let birth = Stamp(
@@ -236,8 +240,16 @@ impl Patient {
 
         // Diagnostic CT: liver dome to below the kidneys.
         let ct_pose = Pose {
-            rot: geom::rotation_deg(r.uniform(-1.0, 1.0), r.uniform(-1.0, 1.0), r.uniform(-2.0, 2.0)),
-            shift: [r.uniform(-10.0, 10.0), r.uniform(-15.0, 15.0), -r.uniform(300.0, 700.0)],
+            rot: geom::rotation_deg(
+                r.uniform(-1.0, 1.0),
+                r.uniform(-1.0, 1.0),
+                r.uniform(-2.0, 2.0),
+            ),
+            shift: [
+                r.uniform(-10.0, 10.0),
+                r.uniform(-15.0, 15.0),
+                -r.uniform(300.0, 700.0),
+            ],
         };
         let z_lo = anatomy.z_kidney_bottom - r.uniform(20.0, 45.0);
         let z_hi = anatomy.z_liver_top + r.uniform(10.0, 30.0);
@@ -272,11 +284,20 @@ impl Patient {
         let mut mr = root.fork("misregistration");
         for _ in &cfg.times_h {
             let pose = Pose {
-                rot: geom::rotation_deg(r.uniform(-1.5, 1.5), r.uniform(-1.5, 1.5), r.uniform(-3.0, 3.0)),
-                shift: [r.uniform(-12.0, 12.0), r.uniform(-12.0, 12.0), -r.uniform(400.0, 800.0)],
+                rot: geom::rotation_deg(
+                    r.uniform(-1.5, 1.5),
+                    r.uniform(-1.5, 1.5),
+                    r.uniform(-3.0, 3.0),
+                ),
+                shift: [
+                    r.uniform(-12.0, 12.0),
+                    r.uniform(-12.0, 12.0),
+                    -r.uniform(400.0, 800.0),
+                ],
             };
             // SPECT axial field centred between kidneys and liver dome.
-            let zc = 0.5 * (anatomy.z_kidney_bottom + anatomy.z_liver_top) + r.uniform(-15.0, 15.0)
+            let zc = 0.5 * (anatomy.z_kidney_bottom + anatomy.z_liver_top)
+                + r.uniform(-15.0, 15.0)
                 + pose.shift[2];
             let nzs = (cfg.spect_axial_fov_mm / spect_mm).round().max(1.0) as usize;
             let half_s = (spect_n as f64 - 1.0) / 2.0 * spect_mm;
@@ -367,7 +388,14 @@ impl Patient {
             .unwrap_or(0.0)
     }
 
-    fn ct_image(&self, geom: &Geometry, pose: &Pose, contrast: bool, noise_hu: f64, tag: &str) -> (Volume<f32>, Volume<u8>, Vec<u8>) {
+    fn ct_image(
+        &self,
+        geom: &Geometry,
+        pose: &Pose,
+        contrast: bool,
+        noise_hu: f64,
+        tag: &str,
+    ) -> (Volume<f32>, Volume<u8>, Vec<u8>) {
         let (tissue, labels) = self.anatomy.rasterize(geom, pose);
         let lut: Vec<f32> = (0..anatomy::TISSUE_NAMES.len())
             .map(|t| tissue_from_u8(t as u8).hu(contrast))
@@ -399,7 +427,13 @@ impl Patient {
 
     /// Contrast-enhanced diagnostic CT (HU), its organ labels and tissue classes.
     pub fn diagnostic_ct(&self) -> (Volume<f32>, Volume<u8>, Vec<u8>) {
-        self.ct_image(&self.ct_geom, &self.ct_pose, true, self.ct_noise_hu, "ct-noise")
+        self.ct_image(
+            &self.ct_geom,
+            &self.ct_pose,
+            true,
+            self.ct_noise_hu,
+            "ct-noise",
+        )
     }
 
     /// Organ labels on the diagnostic CT grid only (no image).
@@ -443,9 +477,33 @@ impl Patient {
 pub fn tissue_from_u8(t: u8) -> Tissue {
     use Tissue::*;
     const ALL: [Tissue; 27] = [
-        Air, Skin, Fat, Muscle, VisceralFat, Liver, Spleen, KidneyCortex, KidneyMedulla,
-        RenalPelvis, RenalSinusFat, Aorta, VenaCava, BoneCortical, BoneCancellous, Disc, Csf,
-        StomachWall, GiFluid, Gas, Stool, BowelWall, Gallbladder, Pancreas, Tumour, Lung, Heart,
+        Air,
+        Skin,
+        Fat,
+        Muscle,
+        VisceralFat,
+        Liver,
+        Spleen,
+        KidneyCortex,
+        KidneyMedulla,
+        RenalPelvis,
+        RenalSinusFat,
+        Aorta,
+        VenaCava,
+        BoneCortical,
+        BoneCancellous,
+        Disc,
+        Csf,
+        StomachWall,
+        GiFluid,
+        Gas,
+        Stool,
+        BowelWall,
+        Gallbladder,
+        Pancreas,
+        Tumour,
+        Lung,
+        Heart,
     ];
     ALL.get(t as usize).copied().unwrap_or(Air)
 }

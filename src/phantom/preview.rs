@@ -78,7 +78,12 @@ fn planes(g: &crate::Geometry, z: f64, y: f64) -> (Plane, Plane) {
     (ax, co)
 }
 
-fn render(plane: &Plane, ct: &Volume<f32>, labels: &Volume<u8>, spect: Option<(&Volume<f32>, f32)>) -> Vec<[u8; 3]> {
+fn render(
+    plane: &Plane,
+    ct: &Volume<f32>,
+    labels: &Volume<u8>,
+    spect: Option<(&Volume<f32>, f32)>,
+) -> Vec<[u8; 3]> {
     let mut lab = vec![0u8; PANEL * PANEL];
     let mut img = vec![[0u8; 3]; PANEL * PANEL];
     for v in 0..PANEL {
@@ -90,7 +95,11 @@ fn render(plane: &Plane, ct: &Volume<f32>, labels: &Volume<u8>, spect: Option<(&
             if let Some((s, vmax)) = spect {
                 if let Some(c) = s.sample_linear(s.geom.patient_to_index(w), s.geom.dims) {
                     let t = (c / vmax).clamp(0.0, 1.0);
-                    let hot = [(3.0 * t).min(1.0), (3.0 * t - 1.0).clamp(0.0, 1.0), (3.0 * t - 2.0).clamp(0.0, 1.0)];
+                    let hot = [
+                        (3.0 * t).min(1.0),
+                        (3.0 * t - 1.0).clamp(0.0, 1.0),
+                        (3.0 * t - 2.0).clamp(0.0, 1.0),
+                    ];
                     let a = (t * 1.5).min(0.85);
                     for ch in 0..3 {
                         px[ch] = px[ch] * (1.0 - a) + 255.0 * hot[ch] * a;
@@ -107,9 +116,14 @@ fn render(plane: &Plane, ct: &Volume<f32>, labels: &Volume<u8>, spect: Option<(&
             if l == 0 {
                 continue;
             }
-            let edge = [lab[v * PANEL + u - 1], lab[v * PANEL + u + 1], lab[(v - 1) * PANEL + u], lab[(v + 1) * PANEL + u]]
-                .iter()
-                .any(|&n| n != l);
+            let edge = [
+                lab[v * PANEL + u - 1],
+                lab[v * PANEL + u + 1],
+                lab[(v - 1) * PANEL + u],
+                lab[(v + 1) * PANEL + u],
+            ]
+            .iter()
+            .any(|&n| n != l);
             if edge {
                 img[v * PANEL + u] = organ_colour(l);
             }
