@@ -12,6 +12,20 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Config {
     pub log: LogConfig,
     pub ingest: IngestConfig,
+    pub appliance: ApplianceConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceConfig {
+    pub quiet_period_s: f64,
+    pub poll_interval_s: f64,
+    pub heartbeat_s: f64,
+    pub memory_budget_mb: f64,
+    pub queue_capacity: usize,
+    pub expected_timepoints: usize,
+    pub status: String,
+    pub serial_baud: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

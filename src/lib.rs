@@ -3,12 +3,18 @@
 //! Data flow: `io` (ingest) -> `seg` (segment) -> `dosimetry` -> `report`;
 //! `appliance` orchestrates. See DESIGN notes in the README.
 
+// Index loops over 3x3 / 4x4 matrices read like the formulas they implement.
+#![allow(clippy::needless_range_loop)]
+
+pub mod appliance;
 pub mod config;
 pub mod dosimetry;
 pub mod error;
 pub mod io;
 pub mod organs;
 pub mod phantom;
+pub mod study;
+pub mod time;
 pub mod volume;
 
 pub use error::{Error, Result};

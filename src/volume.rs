@@ -38,7 +38,7 @@ impl Geometry {
     /// Checks what every consumer relies on: non-empty, positive finite spacing,
     /// orthonormal direction cosines.
     pub fn validate(&self) -> Result<()> {
-        if self.dims.iter().any(|&d| d == 0) {
+        if self.dims.contains(&0) {
             return Err(Error::geometry(format!("empty grid {:?}", self.dims)));
         }
         if self

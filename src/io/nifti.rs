@@ -443,7 +443,7 @@ pub fn read_nifti_labels(path: &Path) -> Result<Volume<u8>> {
     if let Some(bad) = v
         .data
         .iter()
-        .find(|&&x| x < 0.0 || x > 255.0 || x.fract() != 0.0)
+        .find(|&&x| !(0.0..=255.0).contains(&x) || x.fract() != 0.0)
     {
         return Err(Error::nifti(
             path,
@@ -503,7 +503,7 @@ fn rotation_to_quatern(cols: [[f64; 3]; 3]) -> ([f64; 3], f64) {
             row[2] = -row[2];
         }
     }
-    let (mut a, mut b, mut c, mut d);
+    let (a, mut b, mut c, mut d);
     let tr = r[0][0] + r[1][1] + r[2][2] + 1.0;
     if tr > 0.5 {
         a = 0.5 * tr.sqrt();
@@ -536,7 +536,6 @@ fn rotation_to_quatern(cols: [[f64; 3]; 3]) -> ([f64; 3], f64) {
             d = -d;
         }
     }
-    let _ = &mut a;
     ([b, c, d], qfac)
 }
 

@@ -1,0 +1,262 @@
+//! Watches the export folder by polling: a file is read only once its size and
+//! modification time have not changed for the quiet period, so a file still being
+//! written is never read half-way; a series is complete once all its files are
+//! quiet and its slices form a gap-free volume.
+//!
+//! Polling works on network shares where change notifications do not; `notify`
+//! events (see `daemon`) only make the next poll come sooner.
+
+use crate::config::IngestConfig;
+use crate::io::dicom::{self, DicomHeader, DicomSeries};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Unread,
+    Dicom(Box<DicomHeader>),
+    Rejected(String),
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    size: u64,
+    mtime: Option<SystemTime>,
+    changed_at_s: f64,
+    kind: Kind,
+}
+
+/// A series whose files have settled.
+#[derive(Debug, Clone)]
+pub enum SeriesState {
+    /// Complete and consistent: ready for a job.
+    Ready(DicomSeries),
+    /// Settled but unusable (missing slices, mixed sizes...): for quarantine.
+    Broken(DicomSeries, String),
+}
+
+/// The export folder as seen at the last poll.
+pub struct Ingest {
+    root: PathBuf,
+    quiet_s: f64,
+    files: BTreeMap<PathBuf, Tracked>,
+}
+
+/// A file that is neither DICOM nor NIfTI, or unreadable, once quiet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedFile {
+    pub path: PathBuf,
+    pub reason: String,
+    pub size: u64,
+}
+
+impl Ingest {
+    pub fn new(root: &Path, quiet_s: f64) -> Self {
+        Ingest {
+            root: root.to_path_buf(),
+            quiet_s,
+            files: BTreeMap::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Looks at every file once; reads the headers of files that have become quiet.
+    /// Returns the number of files that changed since the last poll.
+    pub fn poll(&mut self, now_s: f64) -> usize {
+        let listed = match dicom::list_files(&self.root) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("cannot list {}: {e}", self.root.display());
+                return 0;
+            }
+        };
+        let mut changed = 0;
+        let present: std::collections::BTreeSet<PathBuf> = listed.iter().cloned().collect();
+        self.files.retain(|p, _| present.contains(p));
+        for p in listed {
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            let (size, mtime) = (meta.len(), meta.modified().ok());
+            match self.files.get_mut(&p) {
+                Some(t) if t.size == size && t.mtime == mtime => {}
+                Some(t) => {
+                    *t = Tracked {
+                        size,
+                        mtime,
+                        changed_at_s: now_s,
+                        kind: Kind::Unread,
+                    };
+                    changed += 1;
+                }
+                None => {
+                    self.files.insert(
+                        p.clone(),
+                        Tracked {
+                            size,
+                            mtime,
+                            changed_at_s: now_s,
+                            kind: Kind::Unread,
+                        },
+                    );
+                    changed += 1;
+                }
+            }
+        }
+        for (p, t) in self.files.iter_mut() {
+            if matches!(t.kind, Kind::Unread) && now_s - t.changed_at_s >= self.quiet_s {
+                t.kind = if crate::io::nifti::is_nifti_path(p) {
+                    Kind::Rejected(
+                        "NIfTI in the watched folder: NIfTI studies need a study.json; use `organdose run`".into(),
+                    )
+                } else if !dicom::has_dicom_magic(p) {
+                    Kind::Rejected("not DICOM (no 'DICM' at byte 128)".into())
+                } else {
+                    match dicom::read_header(p) {
+                        Ok(h) => Kind::Dicom(Box::new(h)),
+                        Err(e) => Kind::Rejected(e.to_string()),
+                    }
+                };
+            }
+        }
+        changed
+    }
+
+    /// Files still waiting for their quiet period.
+    pub fn pending_files(&self) -> usize {
+        self.files
+            .values()
+            .filter(|t| matches!(t.kind, Kind::Unread))
+            .count()
+    }
+
+    pub fn rejected(&self) -> Vec<RejectedFile> {
+        self.files
+            .iter()
+            .filter_map(|(p, t)| match &t.kind {
+                Kind::Rejected(r) => Some(RejectedFile {
+                    path: p.clone(),
+                    reason: r.clone(),
+                    size: t.size,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Series whose files are all read and quiet, checked for completeness.
+    pub fn settled_series(&self, now_s: f64, cfg: &IngestConfig) -> Vec<SeriesState> {
+        let mut groups: BTreeMap<String, (Vec<DicomHeader>, bool)> = BTreeMap::new();
+        for t in self.files.values() {
+            if let Kind::Dicom(h) = &t.kind {
+                let e = groups
+                    .entry(h.series_uid.clone())
+                    .or_insert_with(|| (Vec::new(), true));
+                e.0.push((**h).clone());
+                if now_s - t.changed_at_s < self.quiet_s {
+                    e.1 = false;
+                }
+            }
+        }
+        // A file not read yet may belong to any series (its header says which), so
+        // nothing counts as settled while one is waiting; a steady trickle of files
+        // closer together than the quiet period therefore delays every series.
+        let folder_busy = self.pending_files() > 0;
+        let mut out = Vec::new();
+        for (uid, (files, quiet)) in groups {
+            if !quiet || folder_busy {
+                continue;
+            }
+            let s = DicomSeries { uid, files };
+            match s.slice_map(cfg) {
+                Ok(_) => out.push(SeriesState::Ready(s)),
+                Err(e) => out.push(SeriesState::Broken(s, e.to_string())),
+            }
+        }
+        out
+    }
+
+    /// Size and modification signature of a series' files, to notice changes.
+    pub fn signature(&self, s: &DicomSeries) -> String {
+        let mut parts: Vec<String> = s
+            .files
+            .iter()
+            .map(|h| {
+                let size = self.files.get(&h.path).map(|t| t.size).unwrap_or(0);
+                format!("{}:{size}", h.path.display())
+            })
+            .collect();
+        parts.sort();
+        parts.join("|")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn copy_dir(src: &Path, dst: &Path) -> Vec<PathBuf> {
+        std::fs::create_dir_all(dst).unwrap();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(src).unwrap() {
+            let p = e.unwrap().path();
+            let d = dst.join(p.file_name().unwrap());
+            std::fs::copy(&p, &d).unwrap();
+            out.push(d);
+        }
+        out
+    }
+
+    #[test]
+    fn series_waits_for_quiet_period_and_half_written_file_is_not_read() {
+        let cfg = Config::default();
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated/ct_axial");
+        let dir = tempfile::tempdir().unwrap();
+        let dst = dir.path().join("export/ct");
+        let files = copy_dir(&data, &dst);
+        // One slice still being written: only its first half is there.
+        let full = std::fs::read(&files[0]).unwrap();
+        std::fs::write(&files[0], &full[..full.len() / 2]).unwrap();
+        let mut ing = Ingest::new(&dir.path().join("export"), 10.0);
+        ing.poll(0.0);
+        assert!(ing.settled_series(0.0, &cfg.ingest).is_empty());
+        // The writer finishes 5 s later: the quiet period restarts for that file.
+        std::fs::write(&files[0], &full).unwrap();
+        // Make sure the change is visible even on coarse mtime file systems.
+        assert_eq!(ing.poll(5.0), 1);
+        assert!(ing.settled_series(12.0, &cfg.ingest).is_empty());
+        ing.poll(16.0);
+        let s = ing.settled_series(16.0, &cfg.ingest);
+        assert_eq!(s.len(), 1);
+        match &s[0] {
+            SeriesState::Ready(s) => {
+                assert_eq!(s.files.len(), 6);
+                let v = s.read(&cfg.ingest).unwrap();
+                assert_eq!(v.geom.dims, [20, 16, 6]);
+            }
+            SeriesState::Broken(_, r) => panic!("broken: {r}"),
+        }
+    }
+
+    #[test]
+    fn missing_slice_and_junk_are_reported_after_quiet_period() {
+        let cfg = Config::default();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated/bad");
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&root.join("missing_slice"), &dir.path().join("a"));
+        std::fs::copy(root.join("not_dicom.dcm"), dir.path().join("junk.dcm")).unwrap();
+        let mut ing = Ingest::new(dir.path(), 1.0);
+        ing.poll(0.0);
+        ing.poll(2.0);
+        let s = ing.settled_series(2.0, &cfg.ingest);
+        assert!(matches!(&s[0], SeriesState::Broken(_, r) if r.contains("missing")));
+        let r = ing.rejected();
+        assert_eq!(r.len(), 1);
+        assert!(r[0].reason.contains("not DICOM"));
+    }
+}

@@ -1,0 +1,11 @@
+//! The box beside the console: watch folder, therapy cycles across days,
+//! bounded job queue, memory budget, persistent state, status port. This layer
+//! only orchestrates; the science is behind [`daemon::Processor`].
+
+pub mod clock;
+pub mod cycles;
+pub mod daemon;
+pub mod ingest;
+pub mod quarantine;
+pub mod state;
+pub mod status;

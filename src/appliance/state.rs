@@ -1,0 +1,76 @@
+//! Persistent appliance state: one JSON record per patient cycle, written
+//! atomically after the cycle's outputs, so a restart (or a kill mid-job) loses
+//! nothing and never processes the same inputs twice.
+
+use crate::error::{Error, Result};
+use crate::io::write_bytes_atomically;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CycleRecord {
+    pub id: String,
+    pub patient_id: String,
+    pub injection: String,
+    /// Signature of the inputs of the last finished job (files and sizes).
+    pub signature: String,
+    /// "done" or "failed".
+    pub outcome: String,
+    /// "partial", "provisional" or "final" for done jobs.
+    pub summary_status: String,
+    pub timepoints: usize,
+    pub message: String,
+    /// Set by `organdose finalize`: the summary is final with what exists.
+    #[serde(default)]
+    pub finalize_requested: bool,
+}
+
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn open(out_dir: &Path) -> Result<Self> {
+        let dir = out_dir.join("state");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(StateStore { dir })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<CycleRecord>> {
+        let p = self.path(id);
+        match std::fs::read_to_string(&p) {
+            Ok(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| Error::input(format!("{}: {e}", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    pub fn put(&self, r: &CycleRecord) -> Result<()> {
+        let text = serde_json::to_string_pretty(r)
+            .map_err(|e| Error::input(format!("state record: {e}")))?;
+        write_bytes_atomically(&self.path(&r.id), text.as_bytes())
+    }
+
+    pub fn all(&self) -> Result<Vec<CycleRecord>> {
+        let mut out = Vec::new();
+        let rd = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                if let Some(id) = p.file_stem().and_then(|s| s.to_str()) {
+                    if let Some(r) = self.get(id)? {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}

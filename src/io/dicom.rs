@@ -1,0 +1,756 @@
+//! DICOM reader: finds series in any folder tree, works out their geometry from
+//! the headers, and reads CT (HU) and NM/SPECT (Bq/mL) volumes.
+//!
+//! Slices are ordered by their position along the slice normal, never by file
+//! name or InstanceNumber. Missing, duplicate and unevenly spaced slices and
+//! gantry tilt are errors: a volume with a hole in it would give a wrong organ
+//! volume without anyone noticing.
+
+use crate::config::IngestConfig;
+use crate::error::{Error, Result};
+use crate::time::DateTime;
+use crate::volume::{cross, dot, norm, Geometry, Vec3, Volume};
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
+use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use dicom_core::Tag;
+
+/// Radiopharmaceutical Information Sequence, first item.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Radiopharmaceutical {
+    /// Radionuclide code meaning, e.g. "^177^Lutetium", or the code value.
+    pub nuclide: Option<String>,
+    pub radiopharmaceutical: Option<String>,
+    /// Injected activity in MBq (RadionuclideTotalDose is in Bq).
+    pub total_dose_mbq: Option<f64>,
+    pub start_datetime: Option<DateTime>,
+    pub half_life_h: Option<f64>,
+}
+
+/// What one DICOM file's header says (pixel data not read).
+#[derive(Debug, Clone, Default)]
+pub struct DicomHeader {
+    pub path: PathBuf,
+    pub sop_class_uid: String,
+    pub transfer_syntax: String,
+    pub modality: String,
+    pub patient_id: String,
+    pub patient_name: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub frame_of_reference_uid: String,
+    pub series_description: String,
+    pub series_number: Option<i64>,
+    pub instance_number: Option<i64>,
+    pub rows: usize,
+    pub columns: usize,
+    pub frames: usize,
+    pub pixel_spacing: Option<[f64; 2]>,
+    pub position: Option<Vec3>,
+    pub orientation: Option<[f64; 6]>,
+    pub spacing_between_slices: Option<f64>,
+    pub slice_thickness: Option<f64>,
+    pub number_of_slices: Option<usize>,
+    pub acquisition: Option<DateTime>,
+    pub units: Option<String>,
+    pub rescale: (f64, f64),
+    /// Real World Value Mapping (slope, intercept, unit code value).
+    pub real_world: Option<(f64, f64, String)>,
+    pub radiopharmaceutical: Option<Radiopharmaceutical>,
+    pub contrast_agent: Option<String>,
+    pub image_type: String,
+    pub kvp: Option<f64>,
+    pub enhanced: bool,
+}
+
+/// One row of `organdose inspect`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesInfo {
+    pub source: String,
+    pub modality: String,
+    pub patient_id: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub frame_of_reference_uid: String,
+    pub series_description: String,
+    pub files: usize,
+    pub dims: [usize; 3],
+    pub spacing_mm: Vec3,
+    pub origin_mm: Vec3,
+    pub direction: [Vec3; 3],
+    pub orientation: String,
+    pub acquisition_datetime: Option<DateTime>,
+    pub units: String,
+    pub radiopharmaceutical: Option<Radiopharmaceutical>,
+    pub contrast_agent: Option<String>,
+    /// Why the geometry or pixel data cannot be used, when it cannot.
+    pub problem: Option<String>,
+}
+
+/// The files of one SeriesInstanceUID.
+#[derive(Debug, Clone)]
+pub struct DicomSeries {
+    pub uid: String,
+    pub files: Vec<DicomHeader>,
+}
+
+fn s(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|v| v.trim().trim_end_matches('\0').trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn f(obj: &InMemDicomObject, tag: Tag) -> Option<f64> {
+    obj.get(tag)
+        .and_then(|e| e.to_float64().ok())
+        .filter(|v| v.is_finite())
+}
+
+fn fs(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
+    obj.get(tag)
+        .and_then(|e| e.to_multi_float64().ok())
+        .filter(|v| v.iter().all(|x| x.is_finite()))
+}
+
+fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
+    obj.get(tag).and_then(|e| e.to_int::<i64>().ok())
+}
+
+fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
+    obj.get(tag).and_then(|e| e.items()).and_then(|i| i.first())
+}
+
+fn date_time(obj: &InMemDicomObject, dt: Tag, da: Tag, tm: Tag) -> Option<DateTime> {
+    if let Some(v) = s(obj, dt).and_then(|v| DateTime::from_dicom_dt(&v)) {
+        return Some(v);
+    }
+    let d = s(obj, da)?;
+    let t = s(obj, tm).unwrap_or_default();
+    DateTime::from_dicom_da_tm(&d, &t)
+}
+
+fn radiopharmaceutical(obj: &InMemDicomObject) -> Option<Radiopharmaceutical> {
+    let item = first_item(obj, tags::RADIOPHARMACEUTICAL_INFORMATION_SEQUENCE)?;
+    let nuclide = first_item(item, tags::RADIONUCLIDE_CODE_SEQUENCE)
+        .and_then(|c| s(c, tags::CODE_MEANING).or_else(|| s(c, tags::CODE_VALUE)));
+    let start = s(item, tags::RADIOPHARMACEUTICAL_START_DATE_TIME)
+        .and_then(|v| DateTime::from_dicom_dt(&v))
+        .or_else(|| {
+            // Start Time alone: the date is the series date (PS3.3 C.8.4.10).
+            let t = s(item, tags::RADIOPHARMACEUTICAL_START_TIME)?;
+            let d = s(obj, tags::SERIES_DATE).or_else(|| s(obj, tags::STUDY_DATE))?;
+            DateTime::from_dicom_da_tm(&d, &t)
+        });
+    Some(Radiopharmaceutical {
+        nuclide,
+        radiopharmaceutical: s(item, tags::RADIOPHARMACEUTICAL),
+        total_dose_mbq: f(item, tags::RADIONUCLIDE_TOTAL_DOSE).map(|bq| bq / 1e6),
+        start_datetime: start,
+        half_life_h: f(item, tags::RADIONUCLIDE_HALF_LIFE).map(|sec| sec / 3600.0),
+    })
+}
+
+impl DicomHeader {
+    fn from_object(path: &Path, file: &DefaultDicomObject) -> Result<Self> {
+        let meta = file.meta();
+        let obj: &InMemDicomObject = file;
+        let geom_src = first_item(obj, tags::DETECTOR_INFORMATION_SEQUENCE);
+        let orientation = fs(obj, tags::IMAGE_ORIENTATION_PATIENT)
+            .or_else(|| geom_src.and_then(|d| fs(d, tags::IMAGE_ORIENTATION_PATIENT)));
+        let position = fs(obj, tags::IMAGE_POSITION_PATIENT)
+            .or_else(|| geom_src.and_then(|d| fs(d, tags::IMAGE_POSITION_PATIENT)));
+        let real_world = first_item(obj, tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE).and_then(|rw| {
+            let slope = f(rw, tags::REAL_WORLD_VALUE_SLOPE)?;
+            let icpt = f(rw, tags::REAL_WORLD_VALUE_INTERCEPT).unwrap_or(0.0);
+            let unit = first_item(rw, tags::MEASUREMENT_UNITS_CODE_SEQUENCE)
+                .and_then(|u| s(u, tags::CODE_VALUE))
+                .unwrap_or_default();
+            Some((slope, icpt, unit))
+        });
+        let modality = s(obj, tags::MODALITY).unwrap_or_default();
+        let acquisition = date_time(
+            obj,
+            tags::ACQUISITION_DATE_TIME,
+            tags::ACQUISITION_DATE,
+            tags::ACQUISITION_TIME,
+        )
+        .or_else(|| {
+            date_time(
+                obj,
+                Tag(0xFFFF, 0xFFFF),
+                tags::SERIES_DATE,
+                tags::SERIES_TIME,
+            )
+        })
+        .or_else(|| {
+            date_time(
+                obj,
+                Tag(0xFFFF, 0xFFFF),
+                tags::CONTENT_DATE,
+                tags::CONTENT_TIME,
+            )
+        });
+        Ok(DicomHeader {
+            path: path.to_path_buf(),
+            sop_class_uid: meta
+                .media_storage_sop_class_uid()
+                .trim_end_matches('\0')
+                .to_string(),
+            transfer_syntax: meta.transfer_syntax().trim_end_matches('\0').to_string(),
+            modality,
+            patient_id: s(obj, tags::PATIENT_ID).unwrap_or_default(),
+            patient_name: s(obj, tags::PATIENT_NAME).unwrap_or_default(),
+            study_uid: s(obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+            series_uid: s(obj, tags::SERIES_INSTANCE_UID)
+                .ok_or_else(|| Error::dicom(path, "no SeriesInstanceUID (0020,000E)"))?,
+            frame_of_reference_uid: s(obj, tags::FRAME_OF_REFERENCE_UID).unwrap_or_default(),
+            series_description: s(obj, tags::SERIES_DESCRIPTION).unwrap_or_default(),
+            series_number: int(obj, tags::SERIES_NUMBER),
+            instance_number: int(obj, tags::INSTANCE_NUMBER),
+            rows: int(obj, tags::ROWS).unwrap_or(0).max(0) as usize,
+            columns: int(obj, tags::COLUMNS).unwrap_or(0).max(0) as usize,
+            frames: int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize,
+            pixel_spacing: fs(obj, tags::PIXEL_SPACING)
+                .filter(|v| v.len() >= 2)
+                .map(|v| [v[0], v[1]]),
+            position: position
+                .filter(|v| v.len() >= 3)
+                .map(|v| [v[0], v[1], v[2]]),
+            orientation: orientation
+                .filter(|v| v.len() >= 6)
+                .map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]),
+            spacing_between_slices: f(obj, tags::SPACING_BETWEEN_SLICES),
+            slice_thickness: f(obj, tags::SLICE_THICKNESS),
+            number_of_slices: int(obj, tags::NUMBER_OF_SLICES).map(|v| v.max(0) as usize),
+            acquisition,
+            units: s(obj, tags::UNITS),
+            rescale: (
+                f(obj, tags::RESCALE_SLOPE).unwrap_or(1.0),
+                f(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
+            ),
+            real_world,
+            radiopharmaceutical: radiopharmaceutical(obj),
+            contrast_agent: s(obj, tags::CONTRAST_BOLUS_AGENT),
+            image_type: s(obj, tags::IMAGE_TYPE).unwrap_or_default(),
+            kvp: f(obj, tags::KVP),
+            enhanced: obj.get(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).is_some()
+                || obj
+                    .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+                    .is_some(),
+        })
+    }
+
+    /// The unit pixel values have after [`DicomHeader::value_transform`].
+    pub fn value_unit(&self) -> String {
+        match self.modality.as_str() {
+            "CT" => "HU".into(),
+            _ => {
+                if let Some((_, _, u)) = &self.real_world {
+                    if u.eq_ignore_ascii_case("Bq/ml") {
+                        return "Bq/mL".into();
+                    }
+                }
+                match self.units.as_deref() {
+                    Some("BQML") => "Bq/mL".into(),
+                    Some(u) => u.to_string(),
+                    None => "unknown".into(),
+                }
+            }
+        }
+    }
+
+    /// (slope, intercept) from stored values to the unit of [`DicomHeader::value_unit`]:
+    /// a Real World Value Mapping in Bq/ml wins over Rescale (PS3.3 C.7.6.16.2.11).
+    pub fn value_transform(&self) -> (f64, f64) {
+        if self.modality != "CT" {
+            if let Some((slope, icpt, u)) = &self.real_world {
+                if u.eq_ignore_ascii_case("Bq/ml") {
+                    return (*slope, *icpt);
+                }
+            }
+        }
+        self.rescale
+    }
+}
+
+/// Reads the header of one DICOM file (stops before the pixel data).
+pub fn read_header(path: &Path) -> Result<DicomHeader> {
+    let file = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| Error::dicom(path, e.to_string()))?;
+    DicomHeader::from_object(path, &file)
+}
+
+/// True when the file has the DICOM Part 10 preamble ("DICM" at byte 128).
+pub fn has_dicom_magic(path: &Path) -> bool {
+    let mut buf = [0u8; 132];
+    match std::fs::File::open(path) {
+        Ok(mut f) => f.read_exact(&mut buf).is_ok() && &buf[128..132] == b"DICM",
+        Err(_) => false,
+    }
+}
+
+/// Everything found under a path.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub series: Vec<DicomSeries>,
+    pub nifti: Vec<PathBuf>,
+    /// Files that are neither readable DICOM nor NIfTI, with the reason.
+    pub rejected: Vec<(PathBuf, String)>,
+}
+
+/// Lists every file below `path` (or `path` itself), skipping hidden names
+/// (temporary files of writers in progress start with a dot).
+pub fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let p = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let ft = entry.file_type().map_err(|e| Error::io(&p, e))?;
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() || ft.is_symlink() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Finds DICOM series (grouped by SeriesInstanceUID) and NIfTI files below `path`.
+pub fn scan(path: &Path) -> Result<Scan> {
+    let mut scan = Scan::default();
+    let mut groups: BTreeMap<String, Vec<DicomHeader>> = BTreeMap::new();
+    for p in list_files(path)? {
+        if crate::io::nifti::is_nifti_path(&p) {
+            scan.nifti.push(p);
+            continue;
+        }
+        if !has_dicom_magic(&p) {
+            scan.rejected
+                .push((p, "not DICOM (no 'DICM' at byte 128) and not NIfTI".into()));
+            continue;
+        }
+        match read_header(&p) {
+            Ok(h) => groups.entry(h.series_uid.clone()).or_default().push(h),
+            Err(Error::Dicom { msg, .. }) => scan.rejected.push((p, msg)),
+            Err(e) => scan.rejected.push((p, e.to_string())),
+        }
+    }
+    scan.series = groups
+        .into_iter()
+        .map(|(uid, files)| DicomSeries { uid, files })
+        .collect();
+    Ok(scan)
+}
+
+/// Where each slice of a series comes from: (file index, frame in that file).
+#[derive(Debug, Clone)]
+pub struct SliceMap {
+    pub geometry: Geometry,
+    pub slices: Vec<(usize, usize)>,
+}
+
+const POS_TOL_MM: f64 = 1e-3;
+
+impl DicomSeries {
+    fn first(&self) -> Result<&DicomHeader> {
+        self.files
+            .first()
+            .ok_or_else(|| Error::series(&self.uid, "no files"))
+    }
+
+    /// Geometry and slice order, with every check that protects a volume measurement.
+    pub fn slice_map(&self, cfg: &IngestConfig) -> Result<SliceMap> {
+        let h0 = self.first()?;
+        let err = |m: String| Error::series(&self.uid, m);
+        if h0.enhanced {
+            return Err(err(
+                "enhanced multi-frame objects (functional groups) are not supported yet".into(),
+            ));
+        }
+        for h in &self.files {
+            if h.rows == 0 || h.columns == 0 {
+                return Err(err(format!("{}: no Rows/Columns", h.path.display())));
+            }
+            if (h.rows, h.columns) != (h0.rows, h0.columns) {
+                return Err(err(format!(
+                    "mixed image sizes in one series: {}x{} ({}) and {}x{} ({})",
+                    h0.columns,
+                    h0.rows,
+                    h0.path.display(),
+                    h.columns,
+                    h.rows,
+                    h.path.display()
+                )));
+            }
+        }
+        let iop = h0
+            .orientation
+            .ok_or_else(|| err("no ImageOrientationPatient (0020,0037)".into()))?;
+        let row = [iop[0], iop[1], iop[2]];
+        let col = [iop[3], iop[4], iop[5]];
+        if (norm(row) - 1.0).abs() > 1e-3
+            || (norm(col) - 1.0).abs() > 1e-3
+            || dot(row, col).abs() > 1e-3
+        {
+            return Err(err(format!(
+                "ImageOrientationPatient {iop:?} is not two orthonormal vectors"
+            )));
+        }
+        let normal = cross(row, col);
+        let ps = h0
+            .pixel_spacing
+            .ok_or_else(|| err("no PixelSpacing (0028,0030)".into()))?;
+        if !(ps[0] > 0.0 && ps[1] > 0.0) {
+            return Err(err(format!("PixelSpacing {ps:?} is not positive")));
+        }
+        // PixelSpacing is (between rows, between columns): rows step along j.
+        let (sx, sy) = (ps[1], ps[0]);
+
+        let multi: Vec<&DicomHeader> = self.files.iter().filter(|h| h.frames > 1).collect();
+        if !multi.is_empty() {
+            if self.files.len() > 1 {
+                return Err(err(format!(
+                    "{} files in a series holding a multi-frame image: one reconstruction per series expected",
+                    self.files.len()
+                )));
+            }
+            let h = multi[0];
+            if let Some(ns) = h.number_of_slices {
+                if ns != h.frames {
+                    return Err(err(format!(
+                        "{} frames but NumberOfSlices {ns}: several energy windows, detectors or phases in one object are not supported",
+                        h.frames
+                    )));
+                }
+            }
+            let dz = h
+                .spacing_between_slices
+                .or(h.slice_thickness)
+                .ok_or_else(|| {
+                    err("multi-frame image without SpacingBetweenSlices or SliceThickness".into())
+                })?;
+            if dz == 0.0 {
+                return Err(err("SpacingBetweenSlices is 0".into()));
+            }
+            let origin = h.position.ok_or_else(|| {
+                err("no ImagePositionPatient (top level or Detector Information Sequence)".into())
+            })?;
+            // Frames are stacked along the normal; a negative spacing means the other way.
+            let dir_z = if dz > 0.0 { normal } else { normal.map(|v| -v) };
+            let geometry = Geometry {
+                dims: [h.columns, h.rows, h.frames],
+                spacing: [sx, sy, dz.abs()],
+                origin,
+                direction: [row, col, dir_z],
+            };
+            geometry.validate().map_err(|e| err(e.to_string()))?;
+            return Ok(SliceMap {
+                geometry,
+                slices: (0..h.frames).map(|fr| (0, fr)).collect(),
+            });
+        }
+
+        // One slice per file.
+        let mut order: Vec<(f64, usize)> = Vec::with_capacity(self.files.len());
+        for (idx, h) in self.files.iter().enumerate() {
+            let o = h
+                .orientation
+                .ok_or_else(|| err(format!("{}: no ImageOrientationPatient", h.path.display())))?;
+            if o.iter().zip(iop.iter()).any(|(a, b)| (a - b).abs() > 1e-4) {
+                return Err(err(format!(
+                    "{}: orientation differs from the rest of the series",
+                    h.path.display()
+                )));
+            }
+            let p = h
+                .position
+                .ok_or_else(|| err(format!("{}: no ImagePositionPatient", h.path.display())))?;
+            if h.pixel_spacing != h0.pixel_spacing {
+                return Err(err(format!("{}: PixelSpacing differs", h.path.display())));
+            }
+            order.push((dot(p, normal), idx));
+        }
+        order.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for w in order.windows(2) {
+            if (w[1].0 - w[0].0).abs() < POS_TOL_MM {
+                return Err(err(format!(
+                    "duplicate slice at {:.3} mm along the normal: {} and {}",
+                    w[0].0,
+                    self.files[w[0].1].path.display(),
+                    self.files[w[1].1].path.display()
+                )));
+            }
+        }
+        let n = order.len();
+        let pos = |k: usize| self.files[order[k].1].position.unwrap_or([0.0; 3]);
+        let origin = pos(0);
+        let (dz, dir_z) = if n == 1 {
+            let dz = h0
+                .spacing_between_slices
+                .or(h0.slice_thickness)
+                .filter(|v| *v > 0.0)
+                .unwrap_or(1.0);
+            (dz, normal)
+        } else {
+            let gaps: Vec<f64> = order.windows(2).map(|w| w[1].0 - w[0].0).collect();
+            let mut sorted = gaps.clone();
+            sorted.sort_by(f64::total_cmp);
+            let typical = sorted[sorted.len() / 2];
+            let tol = cfg.slice_spacing_tolerance * typical;
+            for (k, &g) in gaps.iter().enumerate() {
+                if (g - typical).abs() > tol.max(POS_TOL_MM) {
+                    let ratio = g / typical;
+                    let msg = if (ratio - ratio.round()).abs() * typical <= tol.max(POS_TOL_MM)
+                        && ratio.round() >= 2.0
+                    {
+                        format!(
+                            "{} slice(s) missing between {:.2} and {:.2} mm along the normal (gap {:.3} mm, spacing {:.3} mm)",
+                            ratio.round() as i64 - 1,
+                            order[k].0,
+                            order[k + 1].0,
+                            g,
+                            typical
+                        )
+                    } else {
+                        format!(
+                            "non-uniform slice spacing: gap of {:.3} mm between {:.2} and {:.2} mm, typical {:.3} mm",
+                            g, order[k].0, order[k + 1].0, typical
+                        )
+                    };
+                    return Err(err(msg));
+                }
+            }
+            let last = pos(n - 1);
+            let step = [
+                (last[0] - origin[0]) / (n - 1) as f64,
+                (last[1] - origin[1]) / (n - 1) as f64,
+                (last[2] - origin[2]) / (n - 1) as f64,
+            ];
+            let len = norm(step);
+            let cos = (dot(step, normal) / len).clamp(-1.0, 1.0);
+            let angle = cos.acos().to_degrees();
+            if angle > cfg.max_tilt_deg {
+                return Err(err(format!(
+                    "gantry tilt of {angle:.2} degrees (slice positions do not follow the slice normal): resample the series on the console, or raise ingest.max_tilt_deg"
+                )));
+            }
+            (dot(step, normal), normal)
+        };
+        let geometry = Geometry {
+            dims: [h0.columns, h0.rows, n],
+            spacing: [sx, sy, dz],
+            origin,
+            direction: [row, col, dir_z],
+        };
+        geometry.validate().map_err(|e| err(e.to_string()))?;
+        Ok(SliceMap {
+            geometry,
+            slices: order.iter().map(|&(_, idx)| (idx, 0)).collect(),
+        })
+    }
+
+    /// The row `organdose inspect` prints. Geometry problems are reported in
+    /// `problem`, not as an error, so one bad series does not hide the others.
+    pub fn info(&self, cfg: &IngestConfig) -> Result<SeriesInfo> {
+        let h0 = self.first()?;
+        let (geom, problem) = match self.slice_map(cfg) {
+            Ok(m) => (Some(m.geometry), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let acquisition = self.files.iter().filter_map(|h| h.acquisition).fold(
+            None,
+            |acc: Option<DateTime>, t| {
+                Some(match acc {
+                    Some(a) if a <= t => a,
+                    _ => t,
+                })
+            },
+        );
+        Ok(SeriesInfo {
+            source: self.source_label(),
+            modality: h0.modality.clone(),
+            patient_id: h0.patient_id.clone(),
+            study_uid: h0.study_uid.clone(),
+            series_uid: self.uid.clone(),
+            frame_of_reference_uid: h0.frame_of_reference_uid.clone(),
+            series_description: h0.series_description.clone(),
+            files: self.files.len(),
+            dims: geom
+                .as_ref()
+                .map(|g| g.dims)
+                .unwrap_or([h0.columns, h0.rows, 0]),
+            spacing_mm: geom.as_ref().map(|g| g.spacing).unwrap_or([0.0; 3]),
+            origin_mm: geom.as_ref().map(|g| g.origin).unwrap_or([0.0; 3]),
+            direction: geom.as_ref().map(|g| g.direction).unwrap_or([[0.0; 3]; 3]),
+            orientation: geom
+                .as_ref()
+                .map(|g| g.orientation_code())
+                .unwrap_or_default(),
+            acquisition_datetime: acquisition,
+            units: h0.value_unit(),
+            radiopharmaceutical: h0.radiopharmaceutical.clone(),
+            contrast_agent: h0.contrast_agent.clone(),
+            problem,
+        })
+    }
+
+    fn source_label(&self) -> String {
+        let dirs: std::collections::BTreeSet<_> = self
+            .files
+            .iter()
+            .filter_map(|h| h.path.parent().map(|p| p.display().to_string()))
+            .collect();
+        match dirs.len() {
+            1 => dirs.into_iter().next().unwrap_or_default(),
+            n => format!("{n} folders"),
+        }
+    }
+
+    /// Reads the volume: HU for CT, the unit of [`DicomHeader::value_unit`] for NM.
+    pub fn read(&self, cfg: &IngestConfig) -> Result<Volume<f32>> {
+        let map = self.slice_map(cfg)?;
+        let g = &map.geometry;
+        let plane = g.dims[0] * g.dims[1];
+        let mut data = vec![0f32; g.len()];
+        // Files hold one slice each, or (multi-frame) every slice: decode each file once.
+        let mut by_file: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+        for (k, &(fi, fr)) in map.slices.iter().enumerate() {
+            by_file.entry(fi).or_default().push((k, fr));
+        }
+        for (fi, slots) in by_file {
+            let h = &self.files[fi];
+            let values = read_frames(h)?;
+            let (slope, icpt) = h.value_transform();
+            for (k, fr) in slots {
+                let src = values.get(fr * plane..(fr + 1) * plane).ok_or_else(|| {
+                    Error::dicom(&h.path, format!("frame {fr} missing from pixel data"))
+                })?;
+                for (dst, &v) in data[k * plane..(k + 1) * plane].iter_mut().zip(src) {
+                    *dst = (v * slope + icpt) as f32;
+                }
+            }
+        }
+        let vol = Volume::new(g.clone(), data)?;
+        vol.check_finite(&format!("series {}", self.uid))?;
+        Ok(vol)
+    }
+}
+
+/// Decodes every frame of a file as stored values (no modality LUT: the caller
+/// applies the right transform).
+fn read_frames(h: &DicomHeader) -> Result<Vec<f64>> {
+    let path = &h.path;
+    let file = OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| Error::dicom(path, e.to_string()))?;
+    if file.get(tags::PIXEL_DATA).is_none() {
+        return Err(Error::dicom(path, "no pixel data (7FE0,0010)"));
+    }
+    let decoded = file
+        .decode_pixel_data()
+        .map_err(|e| Error::dicom(path, format!("pixel data: {e}")))?;
+    if decoded.samples_per_pixel() != 1 {
+        return Err(Error::dicom(
+            path,
+            format!(
+                "{} samples per pixel: only greyscale images can be volumes",
+                decoded.samples_per_pixel()
+            ),
+        ));
+    }
+    let expected = h.rows * h.columns * h.frames;
+    let raw_len = decoded.data().len();
+    let need = expected * (decoded.bits_allocated() as usize).div_ceil(8);
+    if raw_len < need {
+        return Err(Error::dicom(
+            path,
+            format!("truncated pixel data: {raw_len} bytes, {need} needed"),
+        ));
+    }
+    let opts = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
+    let v: Vec<f64> = decoded
+        .to_vec_with_options(&opts)
+        .map_err(|e| Error::dicom(path, format!("pixel data: {e}")))?;
+    if v.len() < expected {
+        return Err(Error::dicom(
+            path,
+            format!("pixel data holds {} values, {expected} expected", v.len()),
+        ));
+    }
+    Ok(v)
+}
+
+/// Reads the one series found under `path` (a file or folder). Several series
+/// there is an error listing them, unless `series_uid` picks one.
+pub fn read_single_series(
+    path: &Path,
+    series_uid: Option<&str>,
+    cfg: &IngestConfig,
+) -> Result<(DicomSeries, Volume<f32>)> {
+    let scan = scan(path)?;
+    let series = match series_uid {
+        Some(uid) => scan
+            .series
+            .into_iter()
+            .find(|s| s.uid == uid)
+            .ok_or_else(|| Error::input(format!("{}: no series {uid}", path.display())))?,
+        None => {
+            if scan.series.len() > 1 {
+                let list: Vec<String> = scan
+                    .series
+                    .iter()
+                    .map(|s| {
+                        let d = s
+                            .files
+                            .first()
+                            .map(|h| h.series_description.as_str())
+                            .unwrap_or("");
+                        format!("  {} ({d}, {} files)", s.uid, s.files.len())
+                    })
+                    .collect();
+                return Err(Error::input(format!(
+                    "{}: {} series found; pick one with --series UID:\n{}",
+                    path.display(),
+                    scan.series.len(),
+                    list.join("\n")
+                )));
+            }
+            match scan.series.into_iter().next() {
+                Some(s) => s,
+                None => {
+                    let why = scan
+                        .rejected
+                        .first()
+                        .map(|(p, r)| format!(" ({}: {r})", p.display()))
+                        .unwrap_or_default();
+                    return Err(Error::input(format!(
+                        "{}: no readable DICOM series{why}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+    };
+    let vol = series.read(cfg)?;
+    Ok((series, vol))
+}

@@ -1,0 +1,417 @@
+//! A patient's therapy cycle as found on disk: the diagnostic CT, and per time
+//! point a quantitative SPECT (and the low-dose CT acquired with it), with the
+//! hours since injection.
+//!
+//! Two layouts are understood:
+//! - DICOM of any nesting (a console export): series are classified from their
+//!   tags. An NM series in Bq/mL is a SPECT time point; a CT sharing its
+//!   FrameOfReferenceUID is that time point's low-dose CT (same SPECT/CT session);
+//!   any other CT is a diagnostic CT (one with ContrastBolusAgent preferred).
+//!   Injection time and activity come from the RadiopharmaceuticalInformationSequence.
+//! - NIfTI with a `study.json` beside it (NIfTI has no such headers), as
+//!   `organdose phantom --format nifti` writes it.
+
+use crate::config::IngestConfig;
+use crate::error::{Error, Result};
+use crate::io::dicom::{self, DicomHeader, DicomSeries};
+use crate::io::nifti;
+use crate::time::DateTime;
+use crate::volume::Volume;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where a volume comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Dicom(DicomSeries),
+    Nifti(PathBuf),
+}
+
+impl Source {
+    pub fn read(&self, cfg: &IngestConfig) -> Result<Volume<f32>> {
+        match self {
+            Source::Dicom(s) => s.read(cfg),
+            Source::Nifti(p) => nifti::read_nifti(p),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Dicom(s) => {
+                let d = s
+                    .files
+                    .first()
+                    .map(|h| h.series_description.clone())
+                    .unwrap_or_default();
+                format!("DICOM series {} ({d})", s.uid)
+            }
+            Source::Nifti(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Injection of the therapy cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Injection {
+    pub datetime: DateTime,
+    pub activity_mbq: f64,
+    pub nuclide: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TimePoint {
+    /// Hours from injection to the SPECT acquisition.
+    pub t_h: f64,
+    pub acquisition: DateTime,
+    pub spect: Source,
+    /// Low-dose CT of the same session, when there is one.
+    pub ldct: Option<Source>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Study {
+    pub patient_id: String,
+    pub injection: Injection,
+    pub diagnostic_ct: Source,
+    /// Sorted by time.
+    pub timepoints: Vec<TimePoint>,
+    /// Things a physicist should know (a fallback was used, a series was skipped).
+    pub notes: Vec<String>,
+}
+
+/// `study.json` of the NIfTI layout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyJson {
+    pub patient_id: String,
+    pub nuclide: String,
+    pub injected_activity_mbq: f64,
+    pub injection_datetime: String,
+    pub diagnostic_ct: String,
+    pub timepoints: Vec<StudyJsonTimePoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyJsonTimePoint {
+    pub t_h: f64,
+    pub acquisition_datetime: String,
+    pub ldct: Option<String>,
+    pub spect: String,
+}
+
+/// Loads a study folder in either layout.
+pub fn load_study(dir: &Path) -> Result<Study> {
+    let sj = dir.join("study.json");
+    if sj.is_file() {
+        return load_nifti_study(dir, &sj);
+    }
+    let scan = dicom::scan(dir)?;
+    if scan.series.is_empty() {
+        return Err(Error::input(format!(
+            "{}: no DICOM series and no study.json",
+            dir.display()
+        )));
+    }
+    assemble(scan.series)
+}
+
+fn load_nifti_study(dir: &Path, sj: &Path) -> Result<Study> {
+    let text = std::fs::read_to_string(sj).map_err(|e| Error::io(sj, e))?;
+    let s: StudyJson =
+        serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", sj.display())))?;
+    let injection = DateTime::parse_iso(&s.injection_datetime).ok_or_else(|| {
+        Error::input(format!(
+            "{}: injection_datetime '{}' is not ISO 8601",
+            sj.display(),
+            s.injection_datetime
+        ))
+    })?;
+    let mut tps = Vec::new();
+    for tp in &s.timepoints {
+        let acq = DateTime::parse_iso(&tp.acquisition_datetime).ok_or_else(|| {
+            Error::input(format!(
+                "{}: acquisition_datetime '{}' is not ISO 8601",
+                sj.display(),
+                tp.acquisition_datetime
+            ))
+        })?;
+        let file = |name: &str| -> Result<Source> {
+            let p = dir.join(name);
+            if !p.is_file() {
+                return Err(Error::input(format!(
+                    "{}: names {name}, which is missing",
+                    sj.display()
+                )));
+            }
+            Ok(Source::Nifti(p))
+        };
+        tps.push(TimePoint {
+            t_h: acq.hours_since(&injection),
+            acquisition: acq,
+            spect: file(&tp.spect)?,
+            ldct: match &tp.ldct {
+                Some(n) => Some(file(n)?),
+                None => None,
+            },
+        });
+    }
+    finish(Study {
+        patient_id: s.patient_id,
+        injection: Injection {
+            datetime: injection,
+            activity_mbq: s.injected_activity_mbq,
+            nuclide: s.nuclide,
+        },
+        diagnostic_ct: Source::Nifti(dir.join(&s.diagnostic_ct)),
+        timepoints: tps,
+        notes: Vec::new(),
+    })
+}
+
+fn finish(mut study: Study) -> Result<Study> {
+    study.timepoints.sort_by(|a, b| a.t_h.total_cmp(&b.t_h));
+    if study.timepoints.is_empty() {
+        return Err(Error::input("no SPECT time point found"));
+    }
+    if let Some(tp) = study.timepoints.iter().find(|t| t.t_h < 0.0) {
+        return Err(Error::input(format!(
+            "a SPECT was acquired {:.1} h before the injection: check the radiopharmaceutical start time",
+            -tp.t_h
+        )));
+    }
+    Ok(study)
+}
+
+fn head(s: &DicomSeries) -> Result<&DicomHeader> {
+    s.files
+        .first()
+        .ok_or_else(|| Error::series(&s.uid, "empty series"))
+}
+
+/// Sorts DICOM series of one patient and cycle into a study.
+pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
+    let mut notes = Vec::new();
+    let mut patients = std::collections::BTreeSet::new();
+    let mut spects = Vec::new();
+    let mut cts = Vec::new();
+    for s in series {
+        let h = head(&s)?;
+        patients.insert(h.patient_id.clone());
+        match h.modality.as_str() {
+            "NM" | "PT" => {
+                if h.value_unit() == "Bq/mL" {
+                    spects.push(s);
+                } else {
+                    notes.push(format!(
+                        "skipped {} series {} ({}): values in {}, not Bq/mL (not a quantitative reconstruction)",
+                        h.modality,
+                        s.uid,
+                        h.series_description,
+                        h.value_unit()
+                    ));
+                }
+            }
+            "CT" => cts.push(s),
+            m => notes.push(format!("skipped {m} series {}", s.uid)),
+        }
+    }
+    if patients.len() > 1 {
+        return Err(Error::input(format!(
+            "series of {} patients in one study folder: {:?}",
+            patients.len(),
+            patients
+        )));
+    }
+    if spects.is_empty() {
+        return Err(Error::input(
+            "no quantitative SPECT (NM series in Bq/mL) found".to_string(),
+        ));
+    }
+    // Injection: every SPECT of a cycle names the same start; differing ones mean
+    // two cycles were exported together.
+    let mut injection: Option<Injection> = None;
+    for s in &spects {
+        let h = head(s)?;
+        let rp = h.radiopharmaceutical.as_ref().ok_or_else(|| {
+            Error::series(
+                &s.uid,
+                "no RadiopharmaceuticalInformationSequence: injection time unknown",
+            )
+        })?;
+        let start = rp.start_datetime.ok_or_else(|| {
+            Error::series(
+                &s.uid,
+                "no RadiopharmaceuticalStartDateTime: injection time unknown",
+            )
+        })?;
+        let act = rp.total_dose_mbq.ok_or_else(|| {
+            Error::series(
+                &s.uid,
+                "no RadionuclideTotalDose: injected activity unknown",
+            )
+        })?;
+        let this = Injection {
+            datetime: start,
+            activity_mbq: act,
+            nuclide: rp.nuclide.clone().unwrap_or_else(|| "unknown".into()),
+        };
+        match &injection {
+            None => injection = Some(this),
+            Some(i) if (i.datetime.hours_since(&this.datetime)).abs() > 1.0 => {
+                return Err(Error::input(format!(
+                    "SPECT series name two injections ({} and {}): one therapy cycle per folder",
+                    i.datetime, this.datetime
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let injection = injection.ok_or_else(|| Error::input("no injection found"))?;
+    let mut used_ct = std::collections::BTreeSet::new();
+    let mut tps = Vec::new();
+    for s in spects {
+        let h = head(&s)?;
+        let acq = h
+            .acquisition
+            .ok_or_else(|| Error::series(&s.uid, "no acquisition date/time: time point unknown"))?;
+        let ldct = cts
+            .iter()
+            .filter(|c| {
+                head(c)
+                    .map(|ch| {
+                        !h.frame_of_reference_uid.is_empty()
+                            && ch.frame_of_reference_uid == h.frame_of_reference_uid
+                    })
+                    .unwrap_or(false)
+            })
+            .min_by(|a, b| {
+                let ta = head(a).ok().and_then(|x| x.acquisition);
+                let tb = head(b).ok().and_then(|x| x.acquisition);
+                let da = ta.map(|t| t.hours_since(&acq).abs()).unwrap_or(f64::MAX);
+                let db = tb.map(|t| t.hours_since(&acq).abs()).unwrap_or(f64::MAX);
+                da.total_cmp(&db)
+            })
+            .cloned();
+        if let Some(c) = &ldct {
+            used_ct.insert(c.uid.clone());
+        } else {
+            notes.push(format!(
+                "SPECT {} has no CT in its frame of reference: the diagnostic-CT masks are used",
+                s.uid
+            ));
+        }
+        tps.push(TimePoint {
+            t_h: acq.hours_since(&injection.datetime),
+            acquisition: acq,
+            spect: Source::Dicom(s),
+            ldct: ldct.map(Source::Dicom),
+        });
+    }
+    let candidates: Vec<&DicomSeries> = cts.iter().filter(|c| !used_ct.contains(&c.uid)).collect();
+    let diag = candidates
+        .iter()
+        .max_by_key(|c| {
+            let h = head(c).ok();
+            (
+                h.map(|h| h.contrast_agent.is_some()).unwrap_or(false),
+                c.files.len(),
+            )
+        })
+        .map(|c| (*c).clone());
+    let diagnostic_ct = match diag {
+        Some(d) => Source::Dicom(d),
+        None => {
+            let first = tps
+                .iter()
+                .min_by(|a, b| a.t_h.total_cmp(&b.t_h))
+                .and_then(|t| t.ldct.clone())
+                .ok_or_else(|| Error::input("no CT found: organ masks need a CT"))?;
+            notes.push(
+                "no diagnostic CT: the first time point's low-dose CT is used for masks and masses"
+                    .into(),
+            );
+            first
+        }
+    };
+    finish(Study {
+        patient_id: patients.into_iter().next().unwrap_or_default(),
+        injection,
+        diagnostic_ct,
+        timepoints: tps,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::dicom::Radiopharmaceutical;
+
+    fn series(
+        uid: &str,
+        modality: &str,
+        for_uid: &str,
+        acq: &str,
+        extra: impl Fn(&mut DicomHeader),
+    ) -> DicomSeries {
+        let mut h = DicomHeader {
+            modality: modality.into(),
+            patient_id: "P1".into(),
+            series_uid: uid.into(),
+            frame_of_reference_uid: for_uid.into(),
+            acquisition: DateTime::parse_iso(acq),
+            ..Default::default()
+        };
+        extra(&mut h);
+        DicomSeries {
+            uid: uid.into(),
+            files: vec![h],
+        }
+    }
+
+    fn spect(uid: &str, for_uid: &str, acq: &str) -> DicomSeries {
+        series(uid, "NM", for_uid, acq, |h| {
+            h.units = Some("BQML".into());
+            h.radiopharmaceutical = Some(Radiopharmaceutical {
+                nuclide: Some("^177^Lutetium".into()),
+                radiopharmaceutical: None,
+                total_dose_mbq: Some(7400.0),
+                start_datetime: DateTime::parse_iso("2026-03-01T08:00:00"),
+                half_life_h: None,
+            });
+        })
+    }
+
+    #[test]
+    fn classifies_series_and_times_from_tags() {
+        let s = vec![
+            spect("s24", "F24", "2026-03-02T08:00:00"),
+            series("ct24", "CT", "F24", "2026-03-02T07:55:00", |_| {}),
+            spect("s0", "F0", "2026-03-01T08:30:00"),
+            series("ct0", "CT", "F0", "2026-03-01T08:25:00", |_| {}),
+            series("diag", "CT", "FD", "2026-02-20T10:00:00", |h| {
+                h.contrast_agent = Some("Iomeron".into())
+            }),
+            series("counts", "NM", "F0", "2026-03-01T08:30:00", |h| {
+                h.units = Some("CNTS".into())
+            }),
+        ];
+        let st = assemble(s).unwrap();
+        assert_eq!(st.timepoints.len(), 2);
+        assert_eq!(st.timepoints[0].t_h, 0.5);
+        assert_eq!(st.timepoints[1].t_h, 24.0);
+        assert!(matches!(&st.timepoints[1].ldct, Some(Source::Dicom(c)) if c.uid == "ct24"));
+        assert!(matches!(&st.diagnostic_ct, Source::Dicom(c) if c.uid == "diag"));
+        assert_eq!(st.injection.activity_mbq, 7400.0);
+        assert!(st.notes.iter().any(|n| n.contains("CNTS")));
+    }
+
+    #[test]
+    fn two_patients_or_no_spect_are_errors() {
+        let mut other = spect("s1", "F1", "2026-03-01T09:00:00");
+        other.files[0].patient_id = "P2".into();
+        let e = assemble(vec![spect("s0", "F0", "2026-03-01T08:30:00"), other]).unwrap_err();
+        assert!(e.to_string().contains("2 patients"));
+        let e = assemble(vec![series("ct", "CT", "F", "2026-03-01T08:00:00", |_| {})]).unwrap_err();
+        assert!(e.to_string().contains("no quantitative SPECT"));
+    }
+}
