@@ -28,6 +28,8 @@ enum Command {
     Convert(cli::convert::Args),
     /// Kidney (and organ) dosimetry of one study: dose_summary.json, report.txt, DVH, plots.
     Dose(cli::dose::Args),
+    /// Write synthetic patients (CT, LDCT + SPECT time points) with exact truth.
+    Phantom(cli::phantom::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cli::inspect::run(a, &cfg),
         Command::Convert(a) => cli::convert::run(a, &cfg),
         Command::Dose(a) => cli::dose::run(a, &cfg),
+        Command::Phantom(a) => cli::phantom::run(a, &cfg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

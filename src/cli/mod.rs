@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod dose;
 pub mod inspect;
+pub mod phantom;
 
 use organdose::config::Config;
 
