@@ -8,7 +8,10 @@
 //! - mono-exponential: `A(t) = A1 exp(-(b1 + lp) t)`, parameters `[A1, b1]`;
 //! - bi-exponential:   `A(t) = A1 exp(-(b1 + lp) t) + A2 exp(-(b2 + lp) t)`,
 //!   parameters `[A1, b1, A2, b2]`, `b1 >= b2 >= 0` (component 1 the fast one),
-//!   `A2 > 0`, `A1 + A2 > 0` (A1 < 0 describes an uptake phase).
+//!   `A2 > 0`, `A1 + A2 >= 0` (A1 < 0 describes an uptake phase);
+//! - uptake-washout: `A(t) = A (exp(-(b + lp) t) - exp(-(b + k + lp) t))`, parameters
+//!   `[A, b, k]`, `A > 0`, `k > 0`: the 3-parameter bi-exponential with A(0) = 0 that
+//!   describes kidney curves still rising at the first (0.5 h) scan.
 //!
 //! The TIA of a fit is its integral from 0 to infinity, `sum Ai / (bi + lp)`: the curve
 //! is extrapolated back to the injection and, after the last point, decays at least
@@ -22,10 +25,11 @@
 //! AICc after Glatting et al., Med Phys 2007;34:4285: `AICc = n ln(SSR/n) + 2K +
 //! 2K(K+1)/(n-K-1)`, K = parameters + 1, with SSR the weighted residual sum. It is
 //! defined only for n > K + 1 (mono: n >= 5, bi: n >= 7). When every candidate has an
-//! AICc the lowest wins. Otherwise (the usual 4-point kidney protocol): the
-//! mono-exponential if its residuals lie within the activity uncertainty (reduced
-//! chi-square <= 1), else the bi-exponential if it is admissible, else the
-//! mono-exponential. The rule used is written into the result.
+//! AICc the lowest admissible one wins. Otherwise (the usual 4-point kidney protocol):
+//! the admissible model with the fewest parameters whose residuals lie within the
+//! activity uncertainty (reduced chi-square <= 1), else the admissible fit with the
+//! smallest reduced chi-square, else the mono-exponential. The rule used is written
+//! into the result.
 //!
 //! # Fewer time points (labelled as such in the output)
 //! - two points: mono-exponential through both (rate at least physical decay),
@@ -50,6 +54,10 @@ const LN2: f64 = std::f64::consts::LN_2;
 pub enum Model {
     MonoExponential,
     BiExponential,
+    /// `a (exp(-(b+lp) t) - exp(-(b+k+lp) t))`: uptake at rate k, washout at rate b,
+    /// A(0) = 0 (the "bi-exponential with uptake" form of NUKFIT, Kletting et al.
+    /// Med Phys 2013;40:102504). Kidney curves of 177Lu peptides still rise at 0.5 h.
+    UptakeWashout,
 }
 
 impl Model {
@@ -57,16 +65,21 @@ impl Model {
         match self {
             Model::MonoExponential => 2,
             Model::BiExponential => 4,
+            Model::UptakeWashout => 3,
         }
     }
     pub fn param_names(self) -> &'static [&'static str] {
         match self {
             Model::MonoExponential => &["a1_mbq", "b1_per_h"],
             Model::BiExponential => &["a1_mbq", "b1_per_h", "a2_mbq", "b2_per_h"],
+            Model::UptakeWashout => &["a_mbq", "b_washout_per_h", "k_uptake_per_h"],
         }
     }
     /// A(t) in MBq.
     pub fn eval(self, p: &[f64], lp: f64, t: f64) -> f64 {
+        if self == Model::UptakeWashout {
+            return p[0] * ((-(p[1] + lp) * t).exp() - (-(p[1] + p[2] + lp) * t).exp());
+        }
         let mut a = p[0] * (-(p[1] + lp) * t).exp();
         if self == Model::BiExponential {
             a += p[2] * (-(p[3] + lp) * t).exp();
@@ -75,6 +88,14 @@ impl Model {
     }
     /// dA/dp at t.
     fn grad(self, p: &[f64], lp: f64, t: f64, g: &mut [f64]) {
+        if self == Model::UptakeWashout {
+            let e1 = (-(p[1] + lp) * t).exp();
+            let e2 = (-(p[1] + p[2] + lp) * t).exp();
+            g[0] = e1 - e2;
+            g[1] = p[0] * t * (e2 - e1);
+            g[2] = p[0] * t * e2;
+            return;
+        }
         let e1 = (-(p[1] + lp) * t).exp();
         g[0] = e1;
         g[1] = -p[0] * t * e1;
@@ -86,6 +107,16 @@ impl Model {
     }
     /// Integral from 0 to infinity (MBq h) and its gradient with respect to p.
     pub fn tia(self, p: &[f64], lp: f64) -> (f64, Vec<f64>) {
+        if self == Model::UptakeWashout {
+            let (k1, k2) = (p[1] + lp, p[1] + p[2] + lp);
+            let v = p[0] * (1.0 / k1 - 1.0 / k2);
+            let g = vec![
+                1.0 / k1 - 1.0 / k2,
+                p[0] * (-1.0 / (k1 * k1) + 1.0 / (k2 * k2)),
+                p[0] / (k2 * k2),
+            ];
+            return (v, g);
+        }
         let k1 = p[1] + lp;
         let mut v = p[0] / k1;
         let mut g = vec![1.0 / k1, -p[0] / (k1 * k1)];
@@ -246,8 +277,9 @@ pub fn integrate(
         }
         _ => {
             let mono = fit(Model::MonoExponential, t_h, a_mbq, lp, &sd);
+            let uptake = fit(Model::UptakeWashout, t_h, a_mbq, lp, &sd);
             let bi = (n >= 4).then(|| fit(Model::BiExponential, t_h, a_mbq, lp, &sd));
-            let mut cands = vec![mono];
+            let mut cands = vec![mono, uptake];
             if let Some(b) = bi {
                 cands.push(b);
             }
@@ -258,6 +290,7 @@ pub fn integrate(
                 match chosen.model {
                     Model::MonoExponential => "mono_exponential",
                     Model::BiExponential => "bi_exponential",
+                    Model::UptakeWashout => "uptake_washout",
                 }
             );
             k.description = format!(
@@ -265,6 +298,7 @@ pub fn integrate(
                 match chosen.model {
                     Model::MonoExponential => "Mono-exponential",
                     Model::BiExponential => "Bi-exponential",
+                    Model::UptakeWashout => "Uptake-washout (bi-exponential, A(0) = 0)",
                 },
                 chosen.r2
             );
@@ -378,35 +412,57 @@ fn non_monotonic_clearance(a: &[f64], sd: &[f64]) -> bool {
 }
 
 fn choose(c: &[FitResult], n: usize) -> (usize, String) {
+    let ok = |f: &FitResult| f.admissible && f.converged;
     if c.iter().all(|f| f.aicc.is_some()) {
-        let mut best = 0;
+        let mut best: Option<usize> = None;
         for (i, f) in c.iter().enumerate() {
-            if f.admissible && (!c[best].admissible || f.aicc < c[best].aicc) {
-                best = i;
+            if ok(f) && best.is_none_or(|b| f.aicc < c[b].aicc) {
+                best = Some(i);
             }
         }
-        return (best, "lowest AICc (Glatting 2007)".into());
+        if let Some(b) = best {
+            return (
+                b,
+                "lowest AICc among admissible fits (Glatting 2007)".into(),
+            );
+        }
     }
-    let mono = &c[0];
-    let dof = n.saturating_sub(2).max(1) as f64;
-    if mono.admissible && mono.chi2 / dof <= 1.0 {
-        return (
-            0,
-            format!("AICc undefined for n = {n}: mono-exponential residuals within the activity uncertainty (reduced chi-square {:.2} <= 1)", mono.chi2 / dof),
-        );
+    // AICc is undefined when n <= K + 1 (K counts the variance): with the usual four
+    // time points, take the model with the fewest parameters whose residuals are
+    // within the activity uncertainty (reduced chi-square <= 1), else the admissible
+    // fit with the smallest chi-square per degree of freedom.
+    let mut order: Vec<usize> = (0..c.len()).collect();
+    order.sort_by_key(|&i| c[i].model.n_params());
+    for &i in &order {
+        let dof = n.saturating_sub(c[i].model.n_params());
+        if ok(&c[i]) && dof > 0 && c[i].chi2 / dof as f64 <= 1.0 {
+            return (
+                i,
+                format!(
+                    "AICc undefined for n = {n}: fewest parameters with residuals within the activity uncertainty (reduced chi-square {:.2} <= 1)",
+                    c[i].chi2 / dof as f64
+                ),
+            );
+        }
     }
-    if let Some(i) = c
+    let per_dof = |f: &FitResult| f.chi2 / n.saturating_sub(f.model.n_params()).max(1) as f64;
+    if let Some(i) = order
         .iter()
-        .position(|f| f.model == Model::BiExponential && f.admissible && f.converged)
+        .copied()
+        .filter(|&i| ok(&c[i]))
+        .min_by(|&a, &b| per_dof(&c[a]).total_cmp(&per_dof(&c[b])))
     {
         return (
             i,
-            format!("AICc undefined for n = {n}: mono-exponential misfits (reduced chi-square {:.2} > 1), bi-exponential admissible", mono.chi2 / dof),
+            format!(
+                "AICc undefined for n = {n}: no model within the activity uncertainty; smallest reduced chi-square ({:.2}) among admissible fits",
+                per_dof(&c[i])
+            ),
         );
     }
     (
         0,
-        format!("AICc undefined for n = {n}: bi-exponential not admissible or not fitted, mono-exponential fallback"),
+        format!("AICc undefined for n = {n}: no admissible fit, mono-exponential fallback"),
     )
 }
 
@@ -416,6 +472,7 @@ pub fn fit(model: Model, t: &[f64], a: &[f64], lp: f64, sd: &[f64]) -> FitResult
     let lower: Vec<f64> = match model {
         Model::MonoExponential => vec![f64::NEG_INFINITY, 0.0],
         Model::BiExponential => vec![f64::NEG_INFINITY, 0.0, f64::NEG_INFINITY, 0.0],
+        Model::UptakeWashout => vec![f64::NEG_INFINITY, 0.0, 0.0],
     };
     let resid = |q: &[f64], r: &mut [f64], jac: Option<&mut [f64]>| {
         let mut g = vec![0.0; p];
@@ -489,7 +546,9 @@ pub fn fit(model: Model, t: &[f64], a: &[f64], lp: f64, sd: &[f64]) -> FitResult
     }
     let admissible = match model {
         Model::MonoExponential => q[0] > 0.0,
-        Model::BiExponential => q[2] > 0.0 && q[0] + q[2] > 0.0,
+        // A(0) = 0 is allowed: uptake then washout (a1 < 0) is the kidney curve of 177Lu peptides.
+        Model::BiExponential => q[2] > 0.0 && q[0] + q[2] >= -1e-6 * q[2],
+        Model::UptakeWashout => q[0] > 0.0 && q[2] > 0.0,
     } && tia.is_finite()
         && lm.cost.is_finite();
     FitResult {
@@ -522,6 +581,29 @@ fn initial_guesses(model: Model, t: &[f64], a: &[f64], lp: f64, sd: &[f64]) -> V
     let mut scored: Vec<(f64, Vec<f64>)> = Vec::new();
     let basis = |b: f64| -> Vec<f64> { t.iter().map(|&ti| (-(b + lp) * ti).exp()).collect() };
     match model {
+        Model::UptakeWashout => {
+            for &b in &rates {
+                for &k in rates.iter().filter(|&&k| k > 0.0) {
+                    let e: Vec<f64> = t
+                        .iter()
+                        .map(|&ti| (-(b + lp) * ti).exp() - (-(b + k + lp) * ti).exp())
+                        .collect();
+                    let (mut num, mut den) = (0.0, 0.0);
+                    for i in 0..t.len() {
+                        let w = 1.0 / sd[i].powi(2);
+                        num += w * e[i] * a[i];
+                        den += w * e[i] * e[i];
+                    }
+                    if den > 0.0 {
+                        let amp = num / den;
+                        let cost: f64 = (0..t.len())
+                            .map(|i| ((a[i] - amp * e[i]) / sd[i]).powi(2))
+                            .sum();
+                        scored.push((cost, vec![amp, b, k]));
+                    }
+                }
+            }
+        }
         Model::MonoExponential => {
             for &b in &rates {
                 let e = basis(b);
@@ -759,6 +841,30 @@ mod tests {
         assert!((k.tia_mbq_h - tia).abs() < 1e-6 * tia);
         assert!(f.r2 > 0.999_999);
         assert!(k.tia_mbq_h_sd > 0.0 && k.tia_mbq_h_sd < 0.2 * tia);
+    }
+
+    #[test]
+    fn known_uptake_washout_at_four_points_is_recovered() {
+        // Kidney-like: uptake half-life 0.3 h, biological washout half-life 60 h.
+        let truth = [120.0, LN2 / 60.0, LN2 / 0.3];
+        let t = [0.5, 6.0, 24.0, 72.0];
+        let a: Vec<f64> = t
+            .iter()
+            .map(|&x| Model::UptakeWashout.eval(&truth, LP, x))
+            .collect();
+        let k = integrate(&t, &a, LP, 0.05, 50.0).unwrap();
+        let f = k.fit.as_ref().unwrap();
+        assert_eq!(f.model, Model::UptakeWashout, "{}", k.selection);
+        for (got, want) in f.parameters.iter().zip(truth) {
+            assert!((got - want).abs() <= 1e-4 * want.abs(), "{got} vs {want}");
+        }
+        // Hand integral: a (1/(b+lp) - 1/(b+k+lp)).
+        let tia = 120.0 * (1.0 / (truth[1] + LP) - 1.0 / (truth[1] + truth[2] + LP));
+        assert!(
+            (k.tia_mbq_h - tia).abs() < 1e-6 * tia,
+            "{} vs {tia}",
+            k.tia_mbq_h
+        );
     }
 
     #[test]
