@@ -13,6 +13,7 @@ pub mod error;
 pub mod io;
 pub mod organs;
 pub mod phantom;
+pub mod pipeline;
 pub mod report;
 pub mod study;
 pub mod time;

@@ -26,8 +26,16 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Convert a DICOM series (or NIfTI) to NIfTI, geometry preserved.
     Convert(cli::convert::Args),
-    /// Kidney (and organ) dosimetry of one study: dose_summary.json, report.txt, DVH, plots.
+    /// Kidney (and organ) dosimetry of one study folder: dose_summary.json, report.txt,
+    /// DVH, plots (`run` is the same command: the whole chain for one patient folder).
+    #[command(visible_alias = "run")]
     Dose(cli::dose::Args),
+    /// Watch the console's export folder and process therapy cycles as they arrive.
+    Watch(cli::appliance::WatchArgs),
+    /// Print the state of a running box (from its output folder).
+    Status(cli::appliance::StatusArgs),
+    /// Make a cycle's summary final with the time points it has.
+    Finalize(cli::appliance::FinalizeArgs),
     /// Write synthetic patients (CT, LDCT + SPECT time points) with exact truth.
     Phantom(cli::phantom::Args),
 }
@@ -46,6 +54,9 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cli::inspect::run(a, &cfg),
         Command::Convert(a) => cli::convert::run(a, &cfg),
         Command::Dose(a) => cli::dose::run(a, &cfg),
+        Command::Watch(a) => cli::appliance::watch(a, &cfg),
+        Command::Status(a) => cli::appliance::status(a, &cfg),
+        Command::Finalize(a) => cli::appliance::finalize(a, &cfg),
         Command::Phantom(a) => cli::phantom::run(a, &cfg),
     };
     match result {

@@ -248,8 +248,8 @@ fn bad_input_is_an_error_not_a_panic() {
 
 #[test]
 fn nifti_study_layout_loads_with_truth_labels() {
-    use organdose::dosimetry::nifti_study::{load_nifti_study, LabelSource};
     use organdose::io::nifti::write_nifti;
+    use organdose::pipeline::{dose_input, MaskSource};
     let keep = std::env::var_os("ORGANDOSE_EXAMPLE_STUDY");
     let tmp = tempfile::tempdir().unwrap();
     let dir = keep
@@ -293,8 +293,12 @@ fn nifti_study_layout_loads_with_truth_labels() {
             "labels",
         )
         .unwrap();
+        let acq = organdose::time::DateTime::parse_iso("2026-03-01T08:00:00")
+            .unwrap()
+            .plus_hours(t)
+            .to_string();
         tps.push(
-            serde_json::json!({"t_h": t, "acquisition_datetime": "", "ldct": "", "spect": name}),
+            serde_json::json!({"t_h": t, "acquisition_datetime": acq, "ldct": null, "spect": name}),
         );
     }
     write_nifti(
@@ -305,11 +309,19 @@ fn nifti_study_layout_loads_with_truth_labels() {
     .unwrap();
     let study = serde_json::json!({
         "patient_id": "EXAMPLE01", "nuclide": "Lu-177", "injected_activity_mbq": 7400.0,
-        "injection_datetime": "", "diagnostic_ct": "ct.nii.gz", "timepoints": tps
+        "injection_datetime": "2026-03-01T08:00:00", "diagnostic_ct": "ct.nii.gz", "timepoints": tps
     });
     std::fs::write(dir.join("study.json"), study.to_string()).unwrap();
-    let (input, notes) = load_nifti_study(&dir, &LabelSource::Truth).unwrap();
-    assert!(notes.is_empty());
+    std::fs::write(
+        dir.join("truth/truth.json"),
+        serde_json::json!({ "times_h": times }).to_string(),
+    )
+    .unwrap();
+    let st = organdose::study::load_study(&dir).unwrap();
+    let cfg = organdose::config::Config::default();
+    let (input, notes) = dose_input(&st, &MaskSource::truth_of(&dir), &cfg, &|_, _| {}).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(input.timepoints[3].t_h, 72.0);
     assert_eq!(input.timepoints.len(), 4);
     let s = dosimetry::run(&input, &DosimetryConfig::default()).unwrap();
     let l = &s.organs["kidney_left"];

@@ -10,6 +10,7 @@ use super::state::{CycleRecord, StateStore};
 use super::status::StatusPort;
 use crate::config::{ApplianceConfig, IngestConfig};
 use crate::error::Result;
+use crate::pipeline::summary_status;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -54,18 +55,6 @@ pub struct Appliance {
     pub paused: Arc<AtomicBool>,
     worker: Option<std::thread::JoinHandle<()>>,
     last_heartbeat_s: f64,
-}
-
-/// "partial" below 3 time points, "provisional" from 3, "final" once the expected
-/// number arrived or a finalize was asked for.
-pub fn summary_status(timepoints: usize, expected: usize, finalize: bool) -> &'static str {
-    if finalize || timepoints >= expected {
-        "final"
-    } else if timepoints >= 3 {
-        "provisional"
-    } else {
-        "partial"
-    }
 }
 
 impl Appliance {

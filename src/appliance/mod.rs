@@ -6,6 +6,7 @@ pub mod clock;
 pub mod cycles;
 pub mod daemon;
 pub mod ingest;
+pub mod processor;
 pub mod quarantine;
 pub mod state;
 pub mod status;

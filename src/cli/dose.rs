@@ -1,24 +1,28 @@
-//! `organdose dose STUDY_DIR --labels LABELS.nii.gz -o OUT` (or `--truth`).
+//! `organdose dose STUDY_DIR (--labels L.nii.gz [--ldct-labels F]... | --truth) -o OUT`.
 
 use organdose::config::Config;
-use organdose::dosimetry::nifti_study::{load_nifti_study, LabelSource};
+use organdose::pipeline::{run_study, MaskSource};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Study folder (study.json + NIfTI volumes, as the phantom writes it).
+    /// Study folder: a DICOM export of one patient's therapy cycle (any nesting), or
+    /// NIfTI volumes with a study.json (as `organdose phantom --format nifti` writes).
     pub study_dir: PathBuf,
-    /// Organ label map on the diagnostic CT (values as in organs.rs).
+    /// Organ label map on the diagnostic CT (values as in the README's label table).
     #[arg(long, required_unless_present = "truth")]
     pub labels: Option<PathBuf>,
-    /// Label map on each time point's low-dose CT, in time-point order (repeat the
-    /// option). Without it the diagnostic-CT labels are used on every SPECT.
+    /// Label map on each time point's low-dose CT, in time order (repeat the option).
+    /// Without it the diagnostic-CT labels are carried onto every SPECT.
     #[arg(long = "ldct-labels")]
     pub ldct_labels: Vec<PathBuf>,
-    /// Use the phantom's truth labels (STUDY_DIR/truth/labels_*.nii.gz).
+    /// Use a phantom patient's truth labels (STUDY_DIR/truth, or --truth-dir).
     #[arg(long, conflicts_with = "labels")]
     pub truth: bool,
-    /// Border-extension sigma in mm (overrides the configuration; the paper: 3 or 6).
+    /// Truth folder when it is not STUDY_DIR/truth.
+    #[arg(long, requires = "truth")]
+    pub truth_dir: Option<PathBuf>,
+    /// Border-extension sigma in mm (overrides dosimetry.psf_sigma_mm; the paper: 3 or 6).
     #[arg(long)]
     pub psf_sigma_mm: Option<f64>,
     /// Output folder.
@@ -26,41 +30,59 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
-    let mut dcfg = cfg.dosimetry.clone();
-    if let Some(s) = args.psf_sigma_mm {
-        dcfg.psf_sigma_mm = s;
-    }
-    let source = if args.truth {
-        LabelSource::Truth
+pub fn masks_from(args: &Args) -> anyhow::Result<MaskSource> {
+    Ok(if args.truth {
+        match &args.truth_dir {
+            Some(d) => MaskSource::Truth(d.clone()),
+            None => MaskSource::truth_of(&args.study_dir),
+        }
     } else {
-        LabelSource::Files {
+        MaskSource::Files {
             diag_ct: args
                 .labels
                 .clone()
                 .ok_or_else(|| anyhow::anyhow!("--labels or --truth is required"))?,
             ldct: args.ldct_labels.clone(),
         }
-    };
-    let (input, notes) = load_nifti_study(&args.study_dir, &source)?;
-    let mut summary = organdose::dosimetry::run(&input, &dcfg)?;
-    summary.warnings.extend(notes);
-    let written = organdose::report::write_all(&args.out, &summary)?;
+    })
+}
+
+pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
+    let mut cfg = cfg.clone();
+    if let Some(s) = args.psf_sigma_mm {
+        cfg.dosimetry.psf_sigma_mm = s;
+    }
+    let source = masks_from(&args)?;
+    let study = organdose::study::load_study(&args.study_dir)?;
+    tracing::info!(
+        "patient {}: {} time point(s) at {} h after {:.0} MBq {}",
+        study.patient_id,
+        study.timepoints.len(),
+        study
+            .timepoints
+            .iter()
+            .map(|t| format!("{:.1}", t.t_h))
+            .collect::<Vec<_>>()
+            .join(", "),
+        study.injection.activity_mbq,
+        study.injection.nuclide
+    );
+    let status = organdose::pipeline::summary_status(
+        study.timepoints.len(),
+        cfg.appliance.expected_timepoints,
+        false,
+    );
+    let progress = |stage: &str, f: f64| tracing::info!("[{:>3.0} %] {stage}", 100.0 * f);
+    let summary = run_study(&study, &source, &args.out, &cfg, status, &progress)?;
     for (name, o) in &summary.organs {
-        tracing::info!(
-            "{name}: {:.1} g, TIA {:.0} +- {:.0} MBq h, mean dose {:.2} +- {:.2} Gy",
-            o.mass_g,
-            o.tia_mbq_h,
-            o.tia_mbq_h_sd,
-            o.mean_dose_gy,
-            o.mean_dose_gy_sd
+        println!(
+            "{name:<13} {:>7.1} g  TIA {:>7.0} +- {:<5.0} MBq h  mean dose {:>6.2} +- {:.2} Gy",
+            o.mass_g, o.tia_mbq_h, o.tia_mbq_h_sd, o.mean_dose_gy, o.mean_dose_gy_sd
         );
     }
     for w in summary.all_warnings() {
         tracing::warn!("{w}");
     }
-    for p in written {
-        println!("{}", p.display());
-    }
+    println!("outputs in {}", args.out.display());
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Subcommand implementations. They only orchestrate library calls.
 
+pub mod appliance;
 pub mod convert;
 pub mod dose;
 pub mod inspect;

@@ -10,12 +10,10 @@
 //! - [`dose`]: local energy deposition, voxel-S-value convolution (FFT), DVH;
 //! - [`uncertainty`]: propagation to TIA and mean dose (EANM 2018);
 //! - [`pipeline`]: the one entry point, [`pipeline::run`], format independent;
-//! - [`nifti_study`]: loads the phantom's NIfTI study layout into a [`pipeline::DoseInput`].
 
 pub mod activity;
 pub mod dose;
 pub mod kinetics;
-pub mod nifti_study;
 pub mod nuclide;
 pub mod pipeline;
 pub mod psf;

@@ -23,8 +23,9 @@ impl Nuclide {
             .collect::<String>()
             .to_ascii_lowercase();
         match n.as_str() {
-            "lu177" | "177lu" => Ok(Nuclide::Lu177),
-            "y90" | "90y" => Ok(Nuclide::Y90),
+            // DICOM RadionuclideCodeSequence code meanings read "^177^Lutetium".
+            "lu177" | "177lu" | "177lutetium" | "lutetium177" => Ok(Nuclide::Lu177),
+            "y90" | "90y" | "90yttrium" | "yttrium90" => Ok(Nuclide::Y90),
             _ => Err(Error::input(format!(
                 "unknown radionuclide {name:?} (known: Lu-177, Y-90)"
             ))),

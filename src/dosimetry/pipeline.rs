@@ -126,6 +126,9 @@ pub struct DoseSummary {
     pub times_h: Vec<f64>,
     pub settings: SummarySettings,
     pub organs: BTreeMap<String, OrganSummary>,
+    /// `final` once the cycle's time points are all in; `provisional` (3 or more) or
+    /// `partial` while a therapy cycle is still being acquired (set by the caller).
+    pub status: String,
     /// Study-level warnings (organ warnings are in each organ).
     pub warnings: Vec<String>,
     /// Voxel dose map (Gy) on the reference SPECT grid.
@@ -424,6 +427,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
             dose_map_t_h: ref_tp.t_h,
         },
         organs: organs_out,
+        status: "final".into(),
         warnings,
         dose_map_gy: Some(dmap),
     })

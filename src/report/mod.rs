@@ -73,6 +73,13 @@ pub fn report_text(s: &DoseSummary) -> String {
         s.schema_version, s.generator
     );
     let _ = writeln!(r, "Patient: {}", s.patient_id);
+    if s.status != "final" {
+        let _ = writeln!(
+            r,
+            "STATUS: {} (the therapy cycle's later time points are still to come; values will change)",
+            s.status.to_uppercase()
+        );
+    }
     let _ = writeln!(
         r,
         "Nuclide: {} (T1/2 = {:.1} h, {:.1} keV/decay electrons)   Injected: {:.0} MBq",

@@ -1,0 +1,193 @@
+//! One study, start to end: study folder -> organ masks -> dosimetry -> report.
+//! `organdose run`, `organdose dose` and the appliance's worker all go through
+//! here, so they give the same answer for the same inputs.
+
+use crate::config::Config;
+use crate::dosimetry::pipeline::{DoseInput, DoseSummary, TimePointInput};
+use crate::dosimetry::Nuclide;
+use crate::error::{Error, Result};
+use crate::io::nifti::read_nifti_labels;
+use crate::study::{Source, Study};
+use crate::volume::Volume;
+use std::path::{Path, PathBuf};
+
+/// Where the organ masks come from.
+#[derive(Debug, Clone)]
+pub enum MaskSource {
+    /// A phantom's truth folder (`truth.json`, `labels_ct.nii.gz`,
+    /// `labels_ldct_tp<k>.nii.gz`); time points matched by hours after injection.
+    Truth(PathBuf),
+    /// A label map on the diagnostic CT and optionally one per time point on its
+    /// low-dose CT, in time order.
+    Files {
+        diag_ct: PathBuf,
+        ldct: Vec<PathBuf>,
+    },
+}
+
+impl MaskSource {
+    /// The truth folder of a phantom patient exported to `study_dir`.
+    pub fn truth_of(study_dir: &Path) -> Self {
+        MaskSource::Truth(study_dir.join("truth"))
+    }
+}
+
+/// Label maps of the diagnostic CT and of each time point (None: use the diagnostic CT's).
+type StudyMasks = (Volume<u8>, Vec<Option<Volume<u8>>>);
+
+fn masks(study: &Study, source: &MaskSource) -> Result<StudyMasks> {
+    match source {
+        MaskSource::Truth(dir) => {
+            let tj = dir.join("truth.json");
+            let text = std::fs::read_to_string(&tj).map_err(|e| Error::io(&tj, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::input(format!("{}: {e}", tj.display())))?;
+            let times: Vec<f64> = v["times_h"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+                .unwrap_or_default();
+            let diag = read_nifti_labels(&dir.join("labels_ct.nii.gz"))?;
+            let mut per_tp = Vec::new();
+            for tp in &study.timepoints {
+                let k = times
+                    .iter()
+                    .enumerate()
+                    .min_by(|a, b| (a.1 - tp.t_h).abs().total_cmp(&(b.1 - tp.t_h).abs()))
+                    .filter(|(_, t)| (*t - tp.t_h).abs() < 1.0)
+                    .map(|(k, _)| k)
+                    .ok_or_else(|| {
+                        Error::input(format!(
+                            "{}: no truth time point near {:.2} h",
+                            tj.display(),
+                            tp.t_h
+                        ))
+                    })?;
+                per_tp.push(Some(read_nifti_labels(
+                    &dir.join(format!("labels_ldct_tp{}.nii.gz", k + 1)),
+                )?));
+            }
+            Ok((diag, per_tp))
+        }
+        MaskSource::Files { diag_ct, ldct } => {
+            if !ldct.is_empty() && ldct.len() != study.timepoints.len() {
+                return Err(Error::input(format!(
+                    "{} low-dose-CT label maps for {} time points",
+                    ldct.len(),
+                    study.timepoints.len()
+                )));
+            }
+            let diag = read_nifti_labels(diag_ct)?;
+            let per_tp = if ldct.is_empty() {
+                vec![None; study.timepoints.len()]
+            } else {
+                ldct.iter()
+                    .map(|p| read_nifti_labels(p).map(Some))
+                    .collect::<Result<Vec<_>>>()?
+            };
+            Ok((diag, per_tp))
+        }
+    }
+}
+
+/// Reads the volumes and masks of a study into the dosimetry's input.
+pub fn dose_input(
+    study: &Study,
+    source: &MaskSource,
+    cfg: &Config,
+    progress: &dyn Fn(&str, f64),
+) -> Result<(DoseInput, Vec<String>)> {
+    let mut notes = study.notes.clone();
+    let nuclide = Nuclide::from_name(&study.injection.nuclide)?;
+    progress("masks", 0.05);
+    let (diag, per_tp) = masks(study, source)?;
+    let n = study.timepoints.len();
+    let mut tps = Vec::with_capacity(n);
+    for (k, (tp, labels)) in study.timepoints.iter().zip(per_tp).enumerate() {
+        progress("read SPECT", 0.1 + 0.6 * k as f64 / n as f64);
+        let spect = tp.spect.read(&cfg.ingest)?;
+        let labels = match labels {
+            Some(l) => l,
+            None => {
+                notes.push(format!(
+                    "time point {:.1} h: no low-dose-CT mask; the diagnostic-CT mask is carried onto the SPECT by patient coordinates (registration assumed)",
+                    tp.t_h
+                ));
+                diag.clone()
+            }
+        };
+        tps.push(TimePointInput {
+            t_h: tp.t_h,
+            spect_bq_per_ml: spect,
+            labels,
+        });
+    }
+    Ok((
+        DoseInput {
+            patient_id: study.patient_id.clone(),
+            diag_ct_labels: diag,
+            timepoints: tps,
+            nuclide,
+            injected_activity_mbq: study.injection.activity_mbq,
+        },
+        notes,
+    ))
+}
+
+/// Memory a study will need, in MB, from the headers alone: the largest volume
+/// read at once plus every SPECT (f32) and label maps, with room for the
+/// dosimetry's working copies.
+pub fn memory_need_mb(study: &Study) -> f64 {
+    let voxels = |s: &Source| -> f64 {
+        match s {
+            Source::Dicom(d) => d
+                .files
+                .first()
+                .map(|h| (h.rows * h.columns) as f64 * d.files.len().max(h.frames) as f64)
+                .unwrap_or(0.0),
+            Source::Nifti(p) => crate::io::nifti::NiftiFile::open(p)
+                .map(|f| f.header.dims3().iter().product::<usize>() as f64)
+                .unwrap_or(0.0),
+        }
+    };
+    let ct = voxels(&study.diagnostic_ct);
+    let spect: f64 = study.timepoints.iter().map(|t| voxels(&t.spect)).sum();
+    let ldct = study
+        .timepoints
+        .iter()
+        .filter_map(|t| t.ldct.as_ref().map(&voxels))
+        .fold(0.0, f64::max);
+    // CT read as f32 while labels (u8) exist; SPECTs f32 with ~4 working copies.
+    (ct * 5.0 + ldct * 5.0 + spect * 4.0 * 4.0) / 1e6 + 64.0
+}
+
+/// "partial" below 3 time points, "provisional" from 3, "final" once the expected
+/// number arrived or a finalize was asked for.
+pub fn summary_status(timepoints: usize, expected: usize, finalize: bool) -> &'static str {
+    if finalize || timepoints >= expected {
+        "final"
+    } else if timepoints >= 3 {
+        "provisional"
+    } else {
+        "partial"
+    }
+}
+
+/// Runs the whole chain on a loaded study and writes the report files to `out`.
+pub fn run_study(
+    study: &Study,
+    source: &MaskSource,
+    out: &Path,
+    cfg: &Config,
+    status: &str,
+    progress: &dyn Fn(&str, f64),
+) -> Result<DoseSummary> {
+    let (input, notes) = dose_input(study, source, cfg, progress)?;
+    progress("dosimetry", 0.75);
+    let mut summary = crate::dosimetry::run(&input, &cfg.dosimetry)?;
+    summary.status = status.to_string();
+    summary.warnings.extend(notes);
+    progress("report", 0.95);
+    crate::report::write_all(out, &summary)?;
+    progress("done", 1.0);
+    Ok(summary)
+}
