@@ -13,7 +13,8 @@ pub struct DateTime {
     secs: f64,
 }
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = if y >= 0 { y } else { y - 399 } / 400;
     let yoe = y - era * 400;
@@ -152,6 +153,16 @@ impl DateTime {
             format!("{h:02}{mi:02}{:02}", whole as i64)
         };
         (format!("{y:04}{m:02}{d:02}"), tm)
+    }
+
+    /// DICOM DA ("YYYYMMDD").
+    pub fn da(&self) -> String {
+        self.to_dicom_da_tm().0
+    }
+
+    /// DICOM TM ("HHMMSS", with a fraction when there is one).
+    pub fn tm(&self) -> String {
+        self.to_dicom_da_tm().1
     }
 
     /// DICOM DT string.

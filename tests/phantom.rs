@@ -316,7 +316,7 @@ fn dicom_headers_geometry_and_units() {
         assert_eq!(s(&nm, tags::UNITS), "BQML");
         assert_eq!(s(&nm, tags::SERIES_DESCRIPTION), format!("SPECT {hl}"));
         let acq = injection.plus_hours(*t_h);
-        assert_eq!(s(&nm, tags::ACQUISITION_DATE_TIME), acq.dt());
+        assert_eq!(s(&nm, tags::ACQUISITION_DATE_TIME), acq.to_dicom_dt());
         assert_eq!(s(&ld, tags::ACQUISITION_DATE), acq.da());
         assert_eq!(s(&nm, tags::ACQUISITION_TIME), acq.tm());
         let g = &p.spect_geoms[tp];
@@ -348,7 +348,7 @@ fn dicom_headers_geometry_and_units() {
                 .to_str()
                 .unwrap()
                 .trim(),
-            injection.dt()
+            injection.to_dicom_dt()
         );
         let det = nm.element(tags::DETECTOR_INFORMATION_SEQUENCE).unwrap();
         assert!(det.items().unwrap()[0]

@@ -572,6 +572,24 @@ pub fn fit(model: Model, t: &[f64], a: &[f64], lp: f64, sd: &[f64]) -> FitResult
     }
 }
 
+/// Weighted least-squares amplitude of one basis curve: (cost, amplitude).
+fn one_amplitude(e: &[f64], a: &[f64], sd: &[f64]) -> Option<(f64, f64)> {
+    let (mut num, mut den) = (0.0, 0.0);
+    for i in 0..e.len() {
+        let w = 1.0 / sd[i].powi(2);
+        num += w * e[i] * a[i];
+        den += w * e[i] * e[i];
+    }
+    if den <= 0.0 {
+        return None;
+    }
+    let amp = num / den;
+    let cost = (0..e.len())
+        .map(|i| ((a[i] - amp * e[i]) / sd[i]).powi(2))
+        .sum();
+    Some((cost, amp))
+}
+
 /// Starting points: a grid over the biological rates with the amplitudes solved by
 /// weighted linear least squares; the best few grid points are returned.
 fn initial_guesses(model: Model, t: &[f64], a: &[f64], lp: f64, sd: &[f64]) -> Vec<Vec<f64>> {
@@ -588,17 +606,7 @@ fn initial_guesses(model: Model, t: &[f64], a: &[f64], lp: f64, sd: &[f64]) -> V
                         .iter()
                         .map(|&ti| (-(b + lp) * ti).exp() - (-(b + k + lp) * ti).exp())
                         .collect();
-                    let (mut num, mut den) = (0.0, 0.0);
-                    for i in 0..t.len() {
-                        let w = 1.0 / sd[i].powi(2);
-                        num += w * e[i] * a[i];
-                        den += w * e[i] * e[i];
-                    }
-                    if den > 0.0 {
-                        let amp = num / den;
-                        let cost: f64 = (0..t.len())
-                            .map(|i| ((a[i] - amp * e[i]) / sd[i]).powi(2))
-                            .sum();
+                    if let Some((cost, amp)) = one_amplitude(&e, a, sd) {
                         scored.push((cost, vec![amp, b, k]));
                     }
                 }
@@ -606,18 +614,7 @@ fn initial_guesses(model: Model, t: &[f64], a: &[f64], lp: f64, sd: &[f64]) -> V
         }
         Model::MonoExponential => {
             for &b in &rates {
-                let e = basis(b);
-                let (mut num, mut den) = (0.0, 0.0);
-                for i in 0..t.len() {
-                    let w = 1.0 / sd[i].powi(2);
-                    num += w * e[i] * a[i];
-                    den += w * e[i] * e[i];
-                }
-                if den > 0.0 {
-                    let amp = num / den;
-                    let cost: f64 = (0..t.len())
-                        .map(|i| ((a[i] - amp * e[i]) / sd[i]).powi(2))
-                        .sum();
+                if let Some((cost, amp)) = one_amplitude(&basis(b), a, sd) {
                     scored.push((cost, vec![amp, b]));
                 }
             }

@@ -100,7 +100,7 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
         sex: p.sex.clone(),
     };
     let series =
-        |uid_tag: &str, number: i32, desc: &str, t: super::datetime::Stamp, for_tag: &str| {
+        |uid_tag: &str, number: i32, desc: &str, t: crate::time::DateTime, for_tag: &str| {
             DicomSeries {
                 uid: uid(p, uid_tag),
                 number,
@@ -248,7 +248,7 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
                     ),
                     total_dose_bq: p.injected_mbq * 1e6,
                     half_life_s: LU177_HALF_LIFE_H * 3600.0,
-                    start_datetime: p.injection.dt(),
+                    start_datetime: p.injection.to_dicom_dt(),
                     start_time: p.injection.tm(),
                     // 177Lu 208 keV photopeak, 20 % window (EJNMMI Phys 2020;7:51).
                     energy_windows: vec![("EM208".into(), 187.2, 228.8)],
@@ -286,7 +286,7 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
         files.push(sp);
         tp_json.push(json!({
             "t_h": t_h,
-            "acquisition_datetime": t.iso(),
+            "acquisition_datetime": t.to_string(),
             "ldct": rel(&pdir, &ldct_rel),
             "spect": rel(&pdir, &spect_rel),
         }));
@@ -302,9 +302,9 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
             "nuclide": "Lu-177",
             "radiopharmaceutical": RADIOPHARMACEUTICAL,
             "injected_activity_mbq": p.injected_mbq,
-            "injection_datetime": p.injection.iso(),
+            "injection_datetime": p.injection.to_string(),
             "diagnostic_ct": rel(&pdir, &ct_file),
-            "diagnostic_ct_datetime": p.diagnostic_ct_time.iso(),
+            "diagnostic_ct_datetime": p.diagnostic_ct_time.to_string(),
             "timepoints": tp_json,
         });
         let f = pdir.join("study.json");
@@ -405,8 +405,8 @@ pub fn truth_json(
         "physical_half_life_h": LU177_HALF_LIFE_H,
         "electron_energy_per_decay_kev": kinetics::LU177_ELECTRON_KEV,
         "injected_activity_mbq": p.injected_mbq,
-        "injection_datetime": p.injection.iso(),
-        "diagnostic_ct_datetime": p.diagnostic_ct_time.iso(),
+        "injection_datetime": p.injection.to_string(),
+        "diagnostic_ct_datetime": p.diagnostic_ct_time.to_string(),
         "times_h": p.times_h,
         "timepoints": timepoints,
         "spect_fwhm_mm": p.spect_fwhm_mm,

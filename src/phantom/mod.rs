@@ -14,7 +14,6 @@
 //! between CT and SPECT).
 
 pub mod anatomy;
-pub mod datetime;
 pub mod geom;
 pub mod kinetics;
 pub mod layout;
@@ -24,9 +23,9 @@ pub mod rng;
 pub mod spect;
 
 use crate::organs;
+use crate::time::{days_from_civil, DateTime};
 use crate::volume::{Geometry, Volume};
 use anatomy::{Anatomy, AnatomyOptions, Tissue};
-use datetime::Stamp;
 use geom::Pose;
 use kinetics::Kinetics;
 use rng::Rng;
@@ -150,8 +149,8 @@ pub struct Patient {
     /// Kinetics of every organ present (label, parameters).
     pub kinetics: Vec<(u8, Kinetics)>,
     pub injected_mbq: f64,
-    pub injection: Stamp,
-    pub diagnostic_ct_time: Stamp,
+    pub injection: DateTime,
+    pub diagnostic_ct_time: DateTime,
     pub times_h: Vec<f64>,
     pub ct_geom: Geometry,
     pub ct_pose: Pose,
@@ -223,18 +222,21 @@ impl Patient {
 
         // Dates: injection on a weekday morning in 2023-2025, diagnostic CT 1-4
         // weeks before.
-        let day0 = datetime::days_from_civil(2023, 1, 2) + r.below(3 * 365) as i64;
+        let day0 = days_from_civil(2023, 1, 2) + r.below(3 * 365) as i64;
         let weekday = (day0 + 3).rem_euclid(7); // 0 = Monday (1970-01-01 was a Thursday)
         let day0 = if weekday >= 5 {
             day0 - (weekday - 4)
         } else {
             day0
         };
-        let inj = Stamp(day0 * 86_400 + 8 * 3600 + r.below(3 * 3600) as i64);
-        let ct_time = Stamp(inj.0 - (7 + r.below(21) as i64) * 86_400 + r.below(6 * 3600) as i64);
-        let birth = Stamp(
-            datetime::days_from_civil(1940 + r.below(40) as i64, 1, 1) * 86_400
-                + r.below(365) as i64 * 86_400,
+        let inj_s = day0 * 86_400 + 8 * 3600 + r.below(3 * 3600) as i64;
+        let inj = DateTime::from_epoch_seconds(inj_s as f64);
+        let ct_time = DateTime::from_epoch_seconds(
+            (inj_s - (7 + r.below(21) as i64) * 86_400 + r.below(6 * 3600) as i64) as f64,
+        );
+        let birth = DateTime::from_epoch_seconds(
+            (days_from_civil(1940 + r.below(40) as i64, 1, 1) * 86_400
+                + r.below(365) as i64 * 86_400) as f64,
         );
         let sex = if r.chance(0.5) { "M" } else { "F" }.to_string();
 
