@@ -12,6 +12,7 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub struct Config {
     pub log: LogConfig,
     pub ingest: IngestConfig,
+    pub segment: SegmentConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +26,15 @@ pub struct LogConfig {
 pub struct IngestConfig {
     pub slice_spacing_tolerance: f64,
     pub max_tilt_deg: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentConfig {
+    pub weights: std::path::PathBuf,
+    pub planes: crate::seg::driver::Planes,
+    pub batch_size: usize,
+    pub max_fill_gap_slices: usize,
 }
 
 impl Default for Config {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod io;
 pub mod organs;
 pub mod phantom;
+pub mod seg;
 pub mod study;
 pub mod time;
 pub mod volume;

@@ -26,6 +26,9 @@ enum Command {
     Inspect(cli::inspect::Args),
     /// Convert a DICOM series (or NIfTI) to NIfTI, geometry preserved.
     Convert(cli::convert::Args),
+    /// Organ labels (liver, kidneys) from a CT with the 2.5D Mask R-CNN,
+    /// or one raw forward pass (--raw-input).
+    Segment(cli::segment::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => cli::inspect::run(a, &cfg),
         Command::Convert(a) => cli::convert::run(a, &cfg),
+        Command::Segment(a) => cli::segment::run(a, &cfg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

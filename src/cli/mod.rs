@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod inspect;
+pub mod segment;
 
 use organdose::config::Config;
 
