@@ -193,7 +193,7 @@ pub fn segment(
 ) -> Result<Volume<u8>> {
     let targets = class_targets(&model.cfg.classes)?;
     let dims = ct.geom.dims;
-    if dims.iter().any(|&d| d == 0) {
+    if dims.contains(&0) {
         return Err(Error::input("CT has an empty dimension"));
     }
     ct.check_finite("CT")?;

@@ -179,7 +179,8 @@ impl RoiHeads {
         if flat.is_empty() {
             return Ok(vec![RawDetections::default(); proposals.len()]);
         }
-        let f = || -> candle_core::Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+        type Rows = Vec<Vec<f32>>;
+        let f = || -> candle_core::Result<(Rows, Rows)> {
             let x = multiscale_pool(
                 feats,
                 levels,
