@@ -222,7 +222,8 @@ pub fn segment(
 }
 
 /// Largest component per organ; a shared kidney class keeps its two largest
-/// components and names them by patient x (LPS: larger x is the patient's left).
+/// components and names each by its centroid's patient x against the body
+/// midline (LPS: larger x is the patient's left).
 pub fn to_organ_labels(map: &[u8], ct: &Volume<f32>, targets: &[Option<ClassTarget>]) -> Vec<u8> {
     let g = &ct.geom;
     let dims = g.dims;
@@ -253,11 +254,9 @@ pub fn to_organ_labels(map: &[u8], ct: &Volume<f32>, targets: &[Option<ClassTarg
             ClassTarget::Kidney => {
                 let kept: Vec<&Vec<usize>> = comps.iter().take(2).collect();
                 let xs: Vec<f64> = kept.iter().map(|c| centroid_x(c)).collect();
-                let midline = if kept.len() == 2 {
-                    (xs[0] + xs[1]) / 2.0
-                } else {
-                    body_midline_x(ct)
-                };
+                // The body's midline rather than the midpoint of the two
+                // components: a fragment of one kidney then keeps its side.
+                let midline = body_midline_x(ct);
                 for (cc, x) in kept.iter().zip(&xs) {
                     let l = if *x > midline {
                         organs::KIDNEY_LEFT
@@ -274,7 +273,7 @@ pub fn to_organ_labels(map: &[u8], ct: &Volume<f32>, targets: &[Option<ClassTarg
     out
 }
 
-/// Mean patient x of body voxels (HU > -500): the midline for a lone kidney.
+/// Mean patient x of body voxels (HU > -500), on a 4-voxel lattice.
 fn body_midline_x(ct: &Volume<f32>) -> f64 {
     let g = &ct.geom;
     let d = g.dims;
