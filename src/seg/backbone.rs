@@ -129,6 +129,9 @@ impl Conv {
         let beta = ws.get(&format!("{bn}.bias"))?;
         let mean = ws.get(&format!("{bn}.running_mean"))?;
         let var = ws.get(&format!("{bn}.running_var"))?;
+        if w.rank() != 4 {
+            return Err(Error::input(format!("{conv}.weight: expected 4-D")));
+        }
         let c = w.dims()[0];
         if [&g, &beta, &mean, &var].iter().any(|t| t.dims() != [c]) {
             return Err(Error::input(format!("{bn}: shape does not match {conv}")));

@@ -203,10 +203,17 @@ pub fn segment(
     let mut done = 0;
     let mut maps = Vec::new();
     for &p in planes {
+        let t0 = std::time::Instant::now();
         let m = segment_plane(model, &win, dims, p, opts, &mut |n| {
             done += n;
             progress(done, total);
         })?;
+        tracing::debug!(
+            "{} plane: {} slices in {:.1} s",
+            p.name(),
+            dims[p.axes().0],
+            t0.elapsed().as_secs_f64()
+        );
         maps.push(m);
     }
     let voted = if maps.len() == 1 {

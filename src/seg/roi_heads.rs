@@ -91,10 +91,14 @@ struct Linear {
 
 impl Linear {
     fn load(ws: &Weights, p: &str) -> Result<Self> {
-        Ok(Linear {
-            w: ws.get(&format!("{p}.weight"))?,
-            b: ws.get(&format!("{p}.bias"))?,
-        })
+        let w = ws.get(&format!("{p}.weight"))?;
+        let b = ws.get(&format!("{p}.bias"))?;
+        if w.rank() != 2 || b.dims() != [w.dims()[0]] {
+            return Err(Error::input(format!(
+                "{p}: expected a 2-D weight and a matching bias"
+            )));
+        }
+        Ok(Linear { w, b })
     }
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.matmul(&self.w.t()?)?.broadcast_add(&self.b)
@@ -149,14 +153,21 @@ impl RoiHeads {
         if mask_convs.is_empty() {
             return Err(Error::input("weights have no roi_heads.mask_head layers"));
         }
+        let deconv_w = ws.get("roi_heads.mask_predictor.conv5_mask.weight")?;
+        let deconv_b = ws.get("roi_heads.mask_predictor.conv5_mask.bias")?;
+        if deconv_w.rank() != 4 || deconv_b.dims() != [deconv_w.dims()[1]] {
+            return Err(Error::input(
+                "roi_heads.mask_predictor.conv5_mask: expected (in, out, 2, 2) and a matching bias",
+            ));
+        }
         Ok(RoiHeads {
             fc6,
             fc7: Linear::load(ws, "roi_heads.box_head.fc7")?,
             cls,
             bbox: Linear::load(ws, "roi_heads.box_predictor.bbox_pred")?,
             mask_convs,
-            deconv_w: ws.get("roi_heads.mask_predictor.conv5_mask.weight")?,
-            deconv_b: ws.get("roi_heads.mask_predictor.conv5_mask.bias")?,
+            deconv_w,
+            deconv_b,
             mask_logits: Conv::load(ws, "roi_heads.mask_predictor.mask_fcn_logits", 1, 0)?,
             num_classes,
         })
