@@ -8,7 +8,7 @@ two inputs and saves weights, inputs and outputs (FPN features, RPN proposals,
 boxes, labels, scores, masks) as safetensors under tests/data/seg/. Also saves
 a RoIAlign / RoI max pooling fixture straight from torchvision.ops.
 
-Run: python train/make_fixture.py   (versions in train/requirements-fixture.txt;
+Run: python train/make_fixture.py [--box-pool 28]   (versions in train/requirements-fixture.txt;
 fixtures committed were made with torch 2.15.0, torchvision 0.29.2, CPU).
 CI does not run this: the outputs are committed.
 """
@@ -18,12 +18,13 @@ import sys
 
 import torch
 import torchvision
-from safetensors.torch import save, save_file
+from safetensors.torch import load, save, save_file
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import misc as misc_ops
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "seg")
@@ -42,7 +43,7 @@ CFG = dict(
 )
 
 
-def build():
+def build(box_pool=7):
     body = ResNet(BasicBlock, [1, 1, 1, 1], norm_layer=misc_ops.FrozenBatchNorm2d)
     backbone = BackboneWithFPN(
         body,
@@ -55,7 +56,8 @@ def build():
         num_classes=None,
         min_size=SIZE,
         max_size=SIZE,
-        box_head=TwoMLPHead(FPN_CH * 7 * 7, REP),
+        box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], box_pool, 2),
+        box_head=TwoMLPHead(FPN_CH * box_pool * box_pool, REP),
         box_predictor=FastRCNNPredictor(REP, NUM_CLASSES),
         mask_head=MaskRCNNHeads(FPN_CH, [FPN_CH] * 4, 1),
         mask_predictor=MaskRCNNPredictor(FPN_CH, FPN_CH, NUM_CLASSES),
@@ -64,7 +66,7 @@ def build():
     return model.eval()
 
 
-def fill_weights(model, g):
+def fill_weights(model, g, box_pool=7):
     sd = model.state_dict()
     new = {}
     for k, v in sd.items():
@@ -80,6 +82,8 @@ def fill_weights(model, g):
         else:
             fan_in = v[0].numel() if "conv5_mask" not in k else v.shape[0] * v[0, 0].numel()
             p = 0.2  # fraction of non-zeros: sparse ternary compresses well
+            if box_pool != 7 and k.endswith("fc6.weight"):
+                p = 0.05  # the 28x28 fc6 is large: sparser still
             s = (2.0 / fan_in / p) ** 0.5
             sign = torch.randint(0, 2, v.shape, generator=g) * 2 - 1
             nz = (torch.rand(v.shape, generator=g) < p).float()
@@ -89,6 +93,9 @@ def fill_weights(model, g):
     # away from 0.5 so the thresholded masks do not hinge on rounding.
     new["roi_heads.box_predictor.cls_score.bias"] = torch.tensor([0.0, 1.5, 1.0])
     new["roi_heads.mask_predictor.mask_fcn_logits.weight"] *= 8
+    # Where a RoI's mask features are all zero the logit is the bias: keep it
+    # off 0 so that such masks are not 0.5 everywhere (a tie at the threshold).
+    new["roi_heads.mask_predictor.mask_fcn_logits.bias"] = torch.tensor([-1.0, -1.0, -1.0])
     model.load_state_dict(new)
     return {k: v.to(torch.float16).contiguous() for k, v in new.items() if v.is_floating_point()}
 
@@ -128,11 +135,27 @@ def ops_fixture(g):
 
 
 def main():
+    # --box-pool 28: the paper's 28x28 read as the box head's RoIAlign size;
+    # written to tests/data/seg/box28/ (same inputs; the tensors that differ
+    # from the main fixture's weights). Run after the main fixture.
+    box_pool = int(sys.argv[sys.argv.index("--box-pool") + 1]) if "--box-pool" in sys.argv else 7
+    out_dir = OUT if box_pool == 7 else os.path.join(OUT, f"box{box_pool}")
     torch.manual_seed(0)
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(1234)
-    model = build()
-    weights = fill_weights(model, g)
+    model = build(box_pool)
+    weights = fill_weights(model, g, box_pool)
+    if box_pool != 7:
+        # Same weights as the main fixture wherever the shapes agree (so only
+        # the differing tensors are stored), a new fc6, a damped classifier.
+        with gzip.open(os.path.join(OUT, "weights.safetensors.gz"), "rb") as fh:
+            base = load(fh.read())
+        merged = {k: base[k] if k in base and base[k].shape == v.shape else v for k, v in weights.items()}
+        merged["roi_heads.box_predictor.cls_score.weight"] = (
+            base["roi_heads.box_predictor.cls_score.weight"].float() * 0.1
+        ).half()
+        model.load_state_dict({k: v.float() for k, v in merged.items()})
+        weights = {k: v for k, v in merged.items() if k not in base or not torch.equal(base[k], v)}
     x = inputs(g)
     with torch.no_grad():
         imgs = list(x)
@@ -157,14 +180,19 @@ def main():
         out[f"masks.{i}"] = d["masks"].contiguous()
         print(f"image {i}: {len(d['boxes'])} detections, labels {d['labels'].tolist()}, "
               f"scores {[round(s, 3) for s in d['scores'].tolist()]}, {len(props[i])} proposals")
-    os.makedirs(OUT, exist_ok=True)
-    with gzip.open(os.path.join(OUT, "weights.safetensors.gz"), "wb", compresslevel=9) as fh:
+    if box_pool != 7:
+        # Keeps this fixture small: the features are checked by the main one.
+        out = {k: v for k, v in out.items() if not k.startswith("features.")}
+    os.makedirs(out_dir, exist_ok=True)
+    wname = "weights.safetensors.gz" if box_pool == 7 else "weights_override.safetensors.gz"
+    with gzip.open(os.path.join(out_dir, wname), "wb", compresslevel=9) as fh:
         fh.write(save(weights))
-    with gzip.open(os.path.join(OUT, "reference.safetensors.gz"), "wb", compresslevel=9) as fh:
+    with gzip.open(os.path.join(out_dir, "reference.safetensors.gz"), "wb", compresslevel=9) as fh:
         fh.write(save(out))
-    save_file(ops_fixture(g), os.path.join(OUT, "roi_ops.safetensors"))
-    for f in sorted(os.listdir(OUT)):
-        print(f, os.path.getsize(os.path.join(OUT, f)))
+    if box_pool == 7:
+        save_file(ops_fixture(g), os.path.join(OUT, "roi_ops.safetensors"))
+    for f in sorted(os.listdir(out_dir)):
+        print(f, os.path.getsize(os.path.join(out_dir, f)))
     print("torch", torch.__version__, "torchvision", torchvision.__version__, file=sys.stderr)
 
 
