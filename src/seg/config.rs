@@ -219,3 +219,38 @@ impl ModelConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+classes = ["background", "liver", "kidney"]
+[input]
+size = 256
+hu_window = [-100.0, 200.0]
+[transform]
+min_size = 256
+max_size = 256
+[backbone]
+depth = 50
+"#;
+
+    #[test]
+    fn minimal_config_takes_defaults_and_unknown_keys_are_refused() {
+        let p = Path::new("model.toml");
+        let c = ModelConfig::from_toml(MIN, p).unwrap();
+        assert_eq!(
+            c.backbone.resolve().unwrap(),
+            (BlockKind::Bottleneck, [3, 4, 6, 3])
+        );
+        assert_eq!(c.roi_heads.box_roi_pool_size, 7);
+        assert_eq!(c.roi_heads.score_thresh, 0.9);
+        assert_eq!(c.weights, "model.safetensors");
+        assert!(ModelConfig::from_toml(&format!("{MIN}layers_typo = 1\n"), p).is_err());
+        let bad = MIN.replace("depth = 50", "depth = 42");
+        assert!(ModelConfig::from_toml(&bad, p).is_err());
+        let bad = MIN.replace("[-100.0, 200.0]", "[200.0, -100.0]");
+        assert!(ModelConfig::from_toml(&bad, p).is_err());
+    }
+}
