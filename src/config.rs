@@ -14,6 +14,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub appliance: ApplianceConfig,
     pub dosimetry: crate::dosimetry::DosimetryConfig,
+    pub segment: SegmentConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +41,15 @@ pub struct LogConfig {
 pub struct IngestConfig {
     pub slice_spacing_tolerance: f64,
     pub max_tilt_deg: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentConfig {
+    pub weights: std::path::PathBuf,
+    pub planes: crate::seg::driver::Planes,
+    pub batch_size: usize,
+    pub max_fill_gap_slices: usize,
 }
 
 impl Default for Config {

@@ -15,6 +15,7 @@ pub mod organs;
 pub mod phantom;
 pub mod pipeline;
 pub mod report;
+pub mod seg;
 pub mod study;
 pub mod time;
 pub mod volume;

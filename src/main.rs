@@ -38,6 +38,9 @@ enum Command {
     Finalize(cli::appliance::FinalizeArgs),
     /// Write synthetic patients (CT, LDCT + SPECT time points) with exact truth.
     Phantom(cli::phantom::Args),
+    /// Organ labels (liver, kidneys) from a CT with the 2.5D Mask R-CNN,
+    /// or one raw forward pass (--raw-input).
+    Segment(cli::segment::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cli::appliance::status(a, &cfg),
         Command::Finalize(a) => cli::appliance::finalize(a, &cfg),
         Command::Phantom(a) => cli::phantom::run(a, &cfg),
+        Command::Segment(a) => cli::segment::run(a, &cfg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod dose;
 pub mod inspect;
 pub mod phantom;
+pub mod segment;
 
 use organdose::config::Config;
 

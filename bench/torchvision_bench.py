@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""torchvision side of the segmentation bench, and the bench models.
+
+For each (depth, input size) it builds torchvision's Mask R-CNN with the
+project's settings (3 classes, 100 post-NMS proposals, 5 detections, 256-channel
+FPN, torchvision's default heads), random weights, saves them with a model.toml
+under OUT/r{depth}_{size}/ for the Rust bench (cargo run --release --example
+seg_bench), and times eager inference with torch.set_num_threads(THREADS).
+Prints one line per config: depth size ms_per_slice peak_rss_mb.
+
+Usage: python bench/torchvision_bench.py OUT [THREADS] [BATCH] [REPS] [CONFIGS]
+CONFIGS: comma-separated DEPTHxSIZE[xBOXPOOL], default 18x256,18x512,50x256,50x512.
+Versions: train/requirements-fixture.txt.
+"""
+import os
+import resource
+import sys
+import time
+
+import torch
+from safetensors.torch import save_file
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
+
+TOML = """weights = "model.safetensors"
+classes = ["background", "liver", "kidney"]
+[input]
+size = {size}
+hu_window = [-100.0, 200.0]
+[transform]
+min_size = {size}
+max_size = {size}
+[backbone]
+depth = {depth}
+[rpn]
+pre_nms_top_n = 1000
+post_nms_top_n = 100
+nms_thresh = 0.7
+score_thresh = 0.0
+min_size = 0.001
+[roi_heads]
+box_roi_pool = "align"
+box_roi_pool_size = {pool}
+mask_roi_pool_size = 14
+sampling_ratio = 2
+score_thresh = 0.05
+nms_thresh = 0.5
+detections_per_img = 5
+bbox_reg_weights = [10.0, 10.0, 5.0, 5.0]
+"""
+
+
+def build(depth, size, pool=7):
+    backbone = resnet_fpn_backbone(backbone_name=f"resnet{depth}", weights=None, trainable_layers=0)
+    extra = {}
+    if pool != 7:
+        # The paper's "28x28 RoI pooling" read as the box head's pool size.
+        extra = dict(
+            box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], pool, 2),
+            box_head=TwoMLPHead(256 * pool * pool, 1024),
+        )
+    return MaskRCNN(
+        backbone,
+        num_classes=3,
+        min_size=size,
+        max_size=size,
+        rpn_pre_nms_top_n_test=1000,
+        rpn_post_nms_top_n_test=100,
+        box_score_thresh=0.05,
+        box_detections_per_img=5,
+        **extra,
+    ).eval()
+
+
+def main():
+    out = sys.argv[1]
+    threads = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    batch = int(sys.argv[3]) if len(sys.argv) > 3 else 4
+    reps = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    configs = [(18, 256, 7), (18, 512, 7), (50, 256, 7), (50, 512, 7)]
+    if len(sys.argv) > 5:
+        # e.g. 18x256,50x512x28 (depth x size [x box pool size])
+        configs = [tuple(int(v) for v in (c + "x7").split("x")[:3]) for c in sys.argv[5].split(",")]
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    for depth, size, pool in configs:
+        m = build(depth, size, pool)
+        d = os.path.join(out, f"r{depth}_{size}" + ("" if pool == 7 else f"_box{pool}"))
+        os.makedirs(d, exist_ok=True)
+        sd = {k: v.contiguous() for k, v in m.state_dict().items() if v.is_floating_point()}
+        save_file(sd, os.path.join(d, "model.safetensors"))
+        with open(os.path.join(d, "model.toml"), "w") as fh:
+            fh.write(TOML.format(size=size, depth=depth, pool=pool))
+        x = [torch.rand(3, size, size) for _ in range(batch)]
+        with torch.no_grad():
+            m(x)  # warm-up
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                r = m(x)
+                times.append((time.perf_counter() - t0) / batch)
+            # The fastest repetition: the machine is shared, slower ones saw other load.
+            dt = min(times)
+        ndet = sum(len(o["boxes"]) for o in r) / batch
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"torchvision {os.path.basename(d)}: {dt * 1e3:.0f} ms/slice (min of {reps}; median {sorted(times)[len(times) // 2] * 1e3:.0f}), "
+              f"{ndet:.1f} det/slice, peak RSS {rss:.0f} MB", flush=True)
+
+
+if __name__ == "__main__":
+    main()

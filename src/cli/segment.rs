@@ -1,0 +1,185 @@
+//! `organdose segment`: organ labels from a CT, or one raw forward pass.
+
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor};
+use organdose::config::Config;
+use organdose::io::{dicom, nifti};
+use organdose::seg::driver::{self, DriverOptions, Planes};
+use organdose::seg::MaskRcnn;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// CT: DICOM file or folder, or NIfTI.
+    #[arg(required_unless_present = "raw_input")]
+    pub ct: Option<PathBuf>,
+    /// Output label map (.nii.gz): 0 background, 1 liver, 2 kidney_left, 3 kidney_right.
+    #[arg(short, long, required_unless_present = "raw_input")]
+    pub output: Option<PathBuf>,
+    /// Planes: axial only, or all three joined by voxel vote.
+    #[arg(long, value_parser = ["axial", "all"])]
+    pub planes: Option<String>,
+    /// Model folder (model.toml + weights); default: [segment] weights.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// SeriesInstanceUID when the DICOM input holds several series.
+    #[arg(long)]
+    pub series: Option<String>,
+    /// One forward pass on the N x 3 x H x W tensor "input" of this safetensors file.
+    #[arg(long, requires = "raw_output", conflicts_with_all = ["ct", "output"])]
+    pub raw_input: Option<PathBuf>,
+    /// Where the raw forward pass writes boxes, labels, scores, masks.
+    #[arg(long, requires = "raw_input")]
+    pub raw_output: Option<PathBuf>,
+    /// With --raw-input: also write the FPN features.
+    #[arg(long, requires = "raw_input")]
+    pub features: bool,
+}
+
+fn model_dir(args: &Args, cfg: &Config) -> anyhow::Result<PathBuf> {
+    let dir = args
+        .weights
+        .clone()
+        .unwrap_or_else(|| cfg.segment.weights.clone());
+    if !dir.join("model.toml").is_file() {
+        bail!(
+            "no segmentation model at {}: none is installed yet (training is a separate step); \
+             pass --weights DIR with DIR/model.toml and its safetensors weights",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
+    let dev = Device::Cpu;
+    let model = MaskRcnn::load_dir(&model_dir(&args, cfg)?, &dev)?;
+    if let Some(inp) = &args.raw_input {
+        let out = args
+            .raw_output
+            .as_deref()
+            .context("--raw-output is required")?;
+        return raw(&model, inp, out, args.features);
+    }
+    let (Some(ct_path), Some(out)) = (&args.ct, &args.output) else {
+        bail!("give CT_PATH and -o OUTPUT, or --raw-input and --raw-output");
+    };
+    let ct = if nifti::is_nifti_path(ct_path) {
+        nifti::read_nifti(ct_path)?
+    } else {
+        dicom::read_single_series(ct_path, args.series.as_deref(), &cfg.ingest)?.1
+    };
+    let planes = match args.planes.as_deref() {
+        Some("axial") => Planes::Axial,
+        Some(_) => Planes::All,
+        None => cfg.segment.planes,
+    };
+    let opts = DriverOptions {
+        planes,
+        batch_size: cfg.segment.batch_size,
+        max_fill_gap: cfg.segment.max_fill_gap_slices,
+    };
+    let total: u64 = driver::planes_of(planes)
+        .iter()
+        .map(|p| ct.geom.dims[p.axes().0] as u64)
+        .sum();
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "segment {bar:40} {pos}/{len} slices {elapsed}/{eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let t0 = std::time::Instant::now();
+    let labels = driver::segment(&model, &ct, &opts, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    nifti::write_nifti(&labels, out, "organdose segment")?;
+    let mut counts = [0usize; 256];
+    for &l in &labels.data {
+        counts[l as usize] += 1;
+    }
+    let ml = labels.geom.voxel_volume_ml();
+    let summary: Vec<String> = organdose::organs::ORGANS
+        .iter()
+        .filter(|(l, _)| counts[*l as usize] > 0)
+        .map(|(l, n)| format!("{n} {:.1} mL", counts[*l as usize] as f64 * ml))
+        .collect();
+    tracing::info!(
+        "wrote {} in {:.1} s ({}): {}",
+        out.display(),
+        t0.elapsed().as_secs_f64(),
+        if planes == Planes::All {
+            "3 planes"
+        } else {
+            "axial"
+        },
+        if summary.is_empty() {
+            "no organ found".to_string()
+        } else {
+            summary.join(", ")
+        }
+    );
+    Ok(())
+}
+
+fn raw(model: &MaskRcnn, inp: &Path, out: &Path, features: bool) -> anyhow::Result<()> {
+    let dev = Device::Cpu;
+    let t = candle_core::safetensors::load(inp, &dev)
+        .with_context(|| format!("{}: not readable safetensors", inp.display()))?;
+    let x = match t.get("input") {
+        Some(x) => x.clone(),
+        None if t.len() == 1 => t.values().next().cloned().context("empty file")?,
+        None => bail!("{}: no tensor named \"input\"", inp.display()),
+    };
+    let x = x.to_dtype(candle_core::DType::F32)?;
+    let Ok((n, c, h, w)) = x.dims4() else {
+        bail!(
+            "{}: input must be N x 3 x H x W, got {:?}",
+            inp.display(),
+            x.dims()
+        );
+    };
+    let data: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let f = model.forward(&data, [n, c, h, w], features)?;
+    let mut o: HashMap<String, Tensor> = HashMap::new();
+    for (i, d) in f.detections.iter().enumerate() {
+        let k = d.boxes.len();
+        let b: Vec<f32> = d.boxes.iter().flatten().copied().collect();
+        o.insert(format!("boxes.{i}"), Tensor::from_vec(b, (k, 4), &dev)?);
+        let l: Vec<i64> = d.labels.iter().map(|&l| l as i64).collect();
+        o.insert(format!("labels.{i}"), Tensor::from_vec(l, k, &dev)?);
+        o.insert(
+            format!("scores.{i}"),
+            Tensor::from_vec(d.scores.clone(), k, &dev)?,
+        );
+        let m: Vec<f32> = d.masks.iter().flatten().copied().collect();
+        o.insert(
+            format!("masks.{i}"),
+            Tensor::from_vec(m, (k, 1, h, w), &dev)?,
+        );
+        let p: Vec<f32> = f.proposals[i].iter().flatten().copied().collect();
+        let np = f.proposals[i].len();
+        o.insert(
+            format!("proposals.{i}"),
+            Tensor::from_vec(p, (np, 4), &dev)?,
+        );
+    }
+    if let Some(fs) = &f.features {
+        for (name, t) in ["0", "1", "2", "3", "pool"].iter().zip(fs) {
+            o.insert(format!("features.{name}"), t.clone());
+        }
+    }
+    let tmp = out.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&o, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
+    let k: usize = f.detections.iter().map(|d| d.boxes.len()).sum();
+    tracing::info!("wrote {} ({n} images, {k} detections)", out.display());
+    Ok(())
+}

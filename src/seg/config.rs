@@ -1,0 +1,256 @@
+//! Model config: `weights/<model>/model.toml`, beside the safetensors weights.
+//!
+//! Structural choices that the weights cannot tell (block type, pool sizes,
+//! anchors, thresholds) live here; channel counts are read from the tensors,
+//! so a torchvision checkpoint with other widths loads unchanged.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Safetensors file, relative to the config's folder.
+    #[serde(default = "default_weights")]
+    pub weights: String,
+    /// Class names by index; index 0 is torchvision's background.
+    /// Organ names from `organs.rs`, or "kidney" (split left/right by patient x).
+    pub classes: Vec<String>,
+    pub input: InputConfig,
+    pub transform: TransformConfig,
+    pub backbone: BackboneConfig,
+    #[serde(default)]
+    pub anchors: AnchorConfig,
+    #[serde(default)]
+    pub rpn: RpnConfig,
+    #[serde(default)]
+    pub roi_heads: RoiHeadsConfig,
+}
+
+fn default_weights() -> String {
+    "model.safetensors".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Each plane's slices are resampled to size x size pixels.
+    pub size: usize,
+    /// HU window mapped linearly to [0, 1] (clamped).
+    pub hu_window: [f32; 2],
+}
+
+/// torchvision's GeneralizedRCNNTransform.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformConfig {
+    pub min_size: usize,
+    pub max_size: usize,
+    #[serde(default = "default_mean")]
+    pub image_mean: [f32; 3],
+    #[serde(default = "default_std")]
+    pub image_std: [f32; 3],
+    #[serde(default = "default_divisible")]
+    pub size_divisible: usize,
+}
+
+fn default_mean() -> [f32; 3] {
+    [0.485, 0.456, 0.406]
+}
+fn default_std() -> [f32; 3] {
+    [0.229, 0.224, 0.225]
+}
+fn default_divisible() -> usize {
+    32
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockKind {
+    Basic,
+    Bottleneck,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneConfig {
+    /// 18, 34 or 50; or leave out and give `block` and `layers`.
+    #[serde(default)]
+    pub depth: Option<usize>,
+    #[serde(default)]
+    pub block: Option<BlockKind>,
+    /// Blocks per stage (layer1..layer4).
+    #[serde(default)]
+    pub layers: Option<[usize; 4]>,
+}
+
+impl BackboneConfig {
+    pub fn resolve(&self) -> Result<(BlockKind, [usize; 4])> {
+        match (self.depth, self.block, self.layers) {
+            (_, Some(b), Some(l)) => Ok((b, l)),
+            (Some(18), None, None) => Ok((BlockKind::Basic, [2, 2, 2, 2])),
+            (Some(34), None, None) => Ok((BlockKind::Basic, [3, 4, 6, 3])),
+            (Some(50), None, None) => Ok((BlockKind::Bottleneck, [3, 4, 6, 3])),
+            (Some(101), None, None) => Ok((BlockKind::Bottleneck, [3, 4, 23, 3])),
+            _ => Err(Error::input(
+                "model config [backbone]: give depth = 18|34|50|101, or both block and layers",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorConfig {
+    /// One size per FPN level (P2..P5 and the pooled level).
+    pub sizes: Vec<f32>,
+    pub aspect_ratios: Vec<f32>,
+}
+
+impl Default for AnchorConfig {
+    fn default() -> Self {
+        AnchorConfig {
+            sizes: vec![32.0, 64.0, 128.0, 256.0, 512.0],
+            aspect_ratios: vec![0.5, 1.0, 2.0],
+        }
+    }
+}
+
+/// Test-time RPN settings (torchvision's `rpn_*_test`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpnConfig {
+    pub pre_nms_top_n: usize,
+    pub post_nms_top_n: usize,
+    pub nms_thresh: f32,
+    pub score_thresh: f32,
+    pub min_size: f32,
+}
+
+impl Default for RpnConfig {
+    fn default() -> Self {
+        // Few organs per slice: far fewer proposals than torchvision's 1000.
+        RpnConfig {
+            pre_nms_top_n: 1000,
+            post_nms_top_n: 100,
+            nms_thresh: 0.7,
+            score_thresh: 0.0,
+            min_size: 1e-3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoiPoolKind {
+    /// torchvision MultiScaleRoIAlign (aligned = false).
+    Align,
+    /// RoI max pooling (torchvision `roi_pool`), level chosen as for RoIAlign.
+    MaxPool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoiHeadsConfig {
+    pub box_roi_pool: RoiPoolKind,
+    pub box_roi_pool_size: usize,
+    pub mask_roi_pool_size: usize,
+    pub sampling_ratio: i32,
+    pub score_thresh: f32,
+    pub nms_thresh: f32,
+    pub detections_per_img: usize,
+    pub bbox_reg_weights: [f32; 4],
+}
+
+impl Default for RoiHeadsConfig {
+    fn default() -> Self {
+        RoiHeadsConfig {
+            box_roi_pool: RoiPoolKind::Align,
+            box_roi_pool_size: 7,
+            mask_roi_pool_size: 14,
+            sampling_ratio: 2,
+            score_thresh: 0.9,
+            nms_thresh: 0.5,
+            detections_per_img: 5,
+            bbox_reg_weights: [10.0, 10.0, 5.0, 5.0],
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+        let c: ModelConfig = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        c.validate().map_err(|msg| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        })?;
+        Ok(c)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.classes.len() < 2 {
+            return Err("classes: need background and at least one class".into());
+        }
+        if self.input.size < 32 || self.transform.min_size == 0 || self.transform.max_size == 0 {
+            return Err("input.size / transform sizes too small".into());
+        }
+        if self.input.hu_window[1] <= self.input.hu_window[0] {
+            return Err("input.hu_window must be [low, high] with low < high".into());
+        }
+        if self.transform.image_std.iter().any(|s| *s <= 0.0) {
+            return Err("transform.image_std must be positive".into());
+        }
+        if self.anchors.sizes.len() != 5 || self.anchors.aspect_ratios.is_empty() {
+            return Err("anchors: five sizes (P2..P5, pool) and at least one ratio".into());
+        }
+        if self.roi_heads.box_roi_pool_size == 0 || self.roi_heads.mask_roi_pool_size == 0 {
+            return Err("roi_heads pool sizes must be positive".into());
+        }
+        self.backbone.resolve().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+classes = ["background", "liver", "kidney"]
+[input]
+size = 256
+hu_window = [-100.0, 200.0]
+[transform]
+min_size = 256
+max_size = 256
+[backbone]
+depth = 50
+"#;
+
+    #[test]
+    fn minimal_config_takes_defaults_and_unknown_keys_are_refused() {
+        let p = Path::new("model.toml");
+        let c = ModelConfig::from_toml(MIN, p).unwrap();
+        assert_eq!(
+            c.backbone.resolve().unwrap(),
+            (BlockKind::Bottleneck, [3, 4, 6, 3])
+        );
+        assert_eq!(c.roi_heads.box_roi_pool_size, 7);
+        assert_eq!(c.roi_heads.score_thresh, 0.9);
+        assert_eq!(c.weights, "model.safetensors");
+        assert!(ModelConfig::from_toml(&format!("{MIN}layers_typo = 1\n"), p).is_err());
+        let bad = MIN.replace("depth = 50", "depth = 42");
+        assert!(ModelConfig::from_toml(&bad, p).is_err());
+        let bad = MIN.replace("[-100.0, 200.0]", "[200.0, -100.0]");
+        assert!(ModelConfig::from_toml(&bad, p).is_err());
+    }
+}

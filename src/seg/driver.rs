@@ -1,0 +1,338 @@
+//! The 2.5D driver: HU window, three adjacent slices as channels, axial /
+//! coronal / sagittal passes, masks back on the CT grid, vote, gap filling,
+//! largest components, kidney laterality from the patient x axis.
+
+use super::consensus::{components, fill_gaps, majority_vote};
+use super::model::MaskRcnn;
+use super::transform::resize_bilinear;
+use crate::error::{Error, Result};
+use crate::organs;
+use crate::volume::Volume;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Planes {
+    /// Axial slices only (the paper's first mode).
+    Axial,
+    /// Axial, coronal and sagittal, joined by voxel vote (>= 2 of 3).
+    All,
+}
+
+/// A slicing direction, in voxel index space (i, j, k).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    Axial,
+    Coronal,
+    Sagittal,
+}
+
+impl Plane {
+    /// (slice axis, image column axis, image row axis).
+    pub fn axes(self) -> (usize, usize, usize) {
+        match self {
+            Plane::Axial => (2, 0, 1),
+            Plane::Coronal => (1, 0, 2),
+            Plane::Sagittal => (0, 1, 2),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Plane::Axial => "axial",
+            Plane::Coronal => "coronal",
+            Plane::Sagittal => "sagittal",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    pub planes: Planes,
+    /// Slices per forward pass.
+    pub batch_size: usize,
+    /// Longest run of empty slices filled by interpolation (0: none).
+    pub max_fill_gap: usize,
+}
+
+/// What each model class becomes in the output label map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassTarget {
+    Organ(u8),
+    /// One class for both kidneys: split by patient x.
+    Kidney,
+}
+
+pub fn class_targets(classes: &[String]) -> Result<Vec<Option<ClassTarget>>> {
+    classes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if i == 0 {
+                return Ok(None);
+            }
+            if n == "kidney" {
+                return Ok(Some(ClassTarget::Kidney));
+            }
+            organs::label(n)
+                .map(|l| Some(ClassTarget::Organ(l)))
+                .ok_or_else(|| {
+                    Error::input(format!(
+                        "model class {n:?} is not an organ organdose knows (nor \"kidney\")"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// CT in HU to [0, 1] through the window, clamped.
+pub fn window(ct: &[f32], w: [f32; 2]) -> Vec<f32> {
+    let span = w[1] - w[0];
+    ct.iter()
+        .map(|v| ((v - w[0]) / span).clamp(0.0, 1.0))
+        .collect()
+}
+
+/// Network input for slice `t` of `plane`: slices t-1, t, t+1 (edges
+/// replicated) as channels, each resampled to size x size; (3, size, size).
+pub fn slice_input(win: &[f32], dims: [usize; 3], plane: Plane, t: usize, size: usize) -> Vec<f32> {
+    let (sa, ua, va) = plane.axes();
+    let stride = [1, dims[0], dims[0] * dims[1]];
+    let (nu, nv) = (dims[ua], dims[va]);
+    let last = dims[sa] - 1;
+    let mut out = Vec::with_capacity(3 * size * size);
+    let mut img = vec![0f32; nu * nv];
+    for tt in [t.saturating_sub(1), t, (t + 1).min(last)] {
+        for v in 0..nv {
+            for u in 0..nu {
+                img[v * nu + u] = win[tt * stride[sa] + u * stride[ua] + v * stride[va]];
+            }
+        }
+        out.extend(resize_bilinear(&img, nv, nu, size, size));
+    }
+    out
+}
+
+/// Class-index map (0 background) of one plane on the CT grid.
+pub fn segment_plane(
+    model: &MaskRcnn,
+    win: &[f32],
+    dims: [usize; 3],
+    plane: Plane,
+    opts: &DriverOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Vec<u8>> {
+    let size = model.cfg.input.size;
+    let (sa, ua, va) = plane.axes();
+    let stride = [1, dims[0], dims[0] * dims[1]];
+    let (nu, nv, ns) = (dims[ua], dims[va], dims[sa]);
+    let nc = model.cfg.classes.len();
+    let mut map = vec![0u8; win.len()];
+    let bs = opts.batch_size.max(1);
+    let mut t0 = 0;
+    while t0 < ns {
+        let t1 = (t0 + bs).min(ns);
+        let mut input = Vec::with_capacity((t1 - t0) * 3 * size * size);
+        for t in t0..t1 {
+            input.extend(slice_input(win, dims, plane, t, size));
+        }
+        let out = model.forward(&input, [t1 - t0, 3, size, size], false)?;
+        for (t, det) in (t0..t1).zip(&out.detections) {
+            // Per class: the highest mask probability of its detections.
+            let mut prob = vec![vec![0f32; size * size]; nc];
+            for (m, &l) in det.masks.iter().zip(&det.labels) {
+                if l == 0 || l >= nc {
+                    continue;
+                }
+                for (p, &v) in prob[l].iter_mut().zip(m) {
+                    *p = p.max(v);
+                }
+            }
+            let mut best = vec![0.5f32; nu * nv];
+            for (c, pc) in prob.iter().enumerate().skip(1) {
+                if pc.iter().all(|&v| v < 0.5) {
+                    continue;
+                }
+                // Masks linearly interpolated back to the slice's own grid.
+                let r = resize_bilinear(pc, size, size, nv, nu);
+                for v in 0..nv {
+                    for u in 0..nu {
+                        let p = r[v * nu + u];
+                        if p >= best[v * nu + u] {
+                            best[v * nu + u] = p;
+                            map[t * stride[sa] + u * stride[ua] + v * stride[va]] = c as u8;
+                        }
+                    }
+                }
+            }
+        }
+        progress(t1 - t0);
+        t0 = t1;
+    }
+    if opts.max_fill_gap > 0 {
+        for c in 1..nc {
+            fill_gaps(&mut map, dims, sa, c as u8, opts.max_fill_gap);
+        }
+    }
+    Ok(map)
+}
+
+pub fn planes_of(p: Planes) -> &'static [Plane] {
+    match p {
+        Planes::Axial => &[Plane::Axial],
+        Planes::All => &[Plane::Axial, Plane::Coronal, Plane::Sagittal],
+    }
+}
+
+/// Segments a CT (HU) into organ labels of `organs.rs` on the CT's own grid.
+/// `progress(done_slices, total_slices)` is called after each batch.
+pub fn segment(
+    model: &MaskRcnn,
+    ct: &Volume<f32>,
+    opts: &DriverOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Volume<u8>> {
+    let targets = class_targets(&model.cfg.classes)?;
+    let dims = ct.geom.dims;
+    if dims.contains(&0) {
+        return Err(Error::input("CT has an empty dimension"));
+    }
+    ct.check_finite("CT")?;
+    let win = window(&ct.data, model.cfg.input.hu_window);
+    let planes = planes_of(opts.planes);
+    let total: usize = planes.iter().map(|p| dims[p.axes().0]).sum();
+    let mut done = 0;
+    let mut maps = Vec::new();
+    for &p in planes {
+        let t0 = std::time::Instant::now();
+        let m = segment_plane(model, &win, dims, p, opts, &mut |n| {
+            done += n;
+            progress(done, total);
+        })?;
+        tracing::debug!(
+            "{} plane: {} slices in {:.1} s",
+            p.name(),
+            dims[p.axes().0],
+            t0.elapsed().as_secs_f64()
+        );
+        maps.push(m);
+    }
+    let voted = if maps.len() == 1 {
+        maps.pop().unwrap_or_default()
+    } else {
+        let refs: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
+        majority_vote(&refs, 2)
+    };
+    Ok(Volume {
+        geom: ct.geom.clone(),
+        data: to_organ_labels(&voted, ct, &targets),
+    })
+}
+
+/// Largest component per organ; a shared kidney class keeps its two largest
+/// components and names each by its centroid's patient x against the body
+/// midline (LPS: larger x is the patient's left).
+pub fn to_organ_labels(map: &[u8], ct: &Volume<f32>, targets: &[Option<ClassTarget>]) -> Vec<u8> {
+    let g = &ct.geom;
+    let dims = g.dims;
+    let mut out = vec![0u8; map.len()];
+    let centroid_x = |vox: &[usize]| -> f64 {
+        let mut s = 0.0;
+        for &v in vox {
+            let (i, j, k) = (
+                v % dims[0],
+                (v / dims[0]) % dims[1],
+                v / (dims[0] * dims[1]),
+            );
+            s += g.index_to_patient([i as f64, j as f64, k as f64])[0];
+        }
+        s / vox.len().max(1) as f64
+    };
+    for (c, t) in targets.iter().enumerate() {
+        let Some(t) = t else { continue };
+        let comps = components(map, dims, c as u8);
+        match t {
+            ClassTarget::Organ(l) => {
+                if let Some(cc) = comps.first() {
+                    for &v in cc {
+                        out[v] = *l;
+                    }
+                }
+            }
+            ClassTarget::Kidney => {
+                let kept: Vec<&Vec<usize>> = comps.iter().take(2).collect();
+                let xs: Vec<f64> = kept.iter().map(|c| centroid_x(c)).collect();
+                // The body's midline rather than the midpoint of the two
+                // components: a fragment of one kidney then keeps its side.
+                let midline = body_midline_x(ct);
+                for (cc, x) in kept.iter().zip(&xs) {
+                    let l = if *x > midline {
+                        organs::KIDNEY_LEFT
+                    } else {
+                        organs::KIDNEY_RIGHT
+                    };
+                    for &v in cc.iter() {
+                        out[v] = l;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Mean patient x of body voxels (HU > -500), on a 4-voxel lattice.
+fn body_midline_x(ct: &Volume<f32>) -> f64 {
+    let g = &ct.geom;
+    let d = g.dims;
+    let (mut s, mut n) = (0.0, 0usize);
+    for k in (0..d[2]).step_by(4) {
+        for j in (0..d[1]).step_by(4) {
+            for i in (0..d[0]).step_by(4) {
+                if ct.data[g.linear(i, j, k)] > -500.0 {
+                    s += g.index_to_patient([i as f64, j as f64, k as f64])[0];
+                    n += 1;
+                }
+            }
+        }
+    }
+    if n == 0 {
+        g.index_to_patient([
+            (d[0] as f64 - 1.0) / 2.0,
+            (d[1] as f64 - 1.0) / 2.0,
+            (d[2] as f64 - 1.0) / 2.0,
+        ])[0]
+    } else {
+        s / n as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Geometry;
+
+    #[test]
+    fn slice_input_replicates_edges() {
+        let dims = [4, 4, 3];
+        let win: Vec<f32> = (0..48).map(|v| (v / 16) as f32).collect();
+        let x = slice_input(&win, dims, Plane::Axial, 0, 4);
+        assert_eq!((x[0], x[16], x[32]), (0.0, 0.0, 1.0));
+        let x = slice_input(&win, dims, Plane::Axial, 2, 4);
+        assert_eq!((x[0], x[16], x[32]), (1.0, 2.0, 2.0));
+    }
+
+    #[test]
+    fn kidneys_named_by_patient_x() {
+        // Identity direction: index i grows along patient +x (LPS left).
+        let g = Geometry::new([10, 2, 2], [1.0; 3], [0.0; 3]);
+        let ct = Volume::filled(g, 0.0f32);
+        let mut map = vec![0u8; 40];
+        map[1] = 1; // low x: the patient's right
+        map[8] = 1; // high x: the patient's left
+        map[9] = 1;
+        let t = vec![None, Some(ClassTarget::Kidney)];
+        let out = to_organ_labels(&map, &ct, &t);
+        assert_eq!(out[1], organs::KIDNEY_RIGHT);
+        assert_eq!(out[8], organs::KIDNEY_LEFT);
+    }
+}

@@ -1,0 +1,16 @@
+//! CT organ segmentation: a 2.5D Mask R-CNN (torchvision layout and weight
+//! names) in candle, run along three planes and joined by voxel vote.
+
+pub mod anchors;
+pub mod backbone;
+pub mod config;
+pub mod consensus;
+pub mod driver;
+pub mod model;
+pub mod roi_heads;
+pub mod roi_ops;
+pub mod rpn;
+pub mod transform;
+
+pub use config::ModelConfig;
+pub use model::{Detections, Forward, MaskRcnn};

@@ -1,0 +1,148 @@
+//! The whole Mask R-CNN: load from a model folder, one forward pass on an
+//! (N, 3, H, W) batch with torchvision's inference semantics.
+
+use super::backbone::{ce, Fpn, ResNet, Weights};
+use super::config::ModelConfig;
+use super::roi_heads::{Levels, RoiHeads};
+use super::roi_ops::BoxF;
+use super::rpn::{proposals, RpnHead};
+use super::transform::{paste_mask, prepare, rescale_box};
+use crate::error::{Error, Result};
+use candle_core::{Device, Tensor};
+use std::path::Path;
+
+pub struct MaskRcnn {
+    pub cfg: ModelConfig,
+    body: ResNet,
+    fpn: Fpn,
+    rpn: RpnHead,
+    heads: RoiHeads,
+    device: Device,
+}
+
+/// Detections of one image in the input image's pixels.
+#[derive(Debug, Clone, Default)]
+pub struct Detections {
+    pub boxes: Vec<BoxF>,
+    pub scores: Vec<f32>,
+    /// Class indices into `ModelConfig::classes` (0 is background, never given).
+    pub labels: Vec<usize>,
+    /// One (h, w) probability map per detection, as torchvision's `masks`.
+    pub masks: Vec<Vec<f32>>,
+}
+
+pub struct Forward {
+    pub detections: Vec<Detections>,
+    /// P2..P5 and the pooled level, (N, C, h, w) each, when asked for.
+    pub features: Option<Vec<Tensor>>,
+    /// RPN proposals per image, in the resized image's pixels.
+    pub proposals: Vec<Vec<BoxF>>,
+}
+
+impl MaskRcnn {
+    /// Loads `dir/model.toml` and the weights it names.
+    pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let cfg_path = dir.join("model.toml");
+        if !cfg_path.is_file() {
+            return Err(Error::input(format!(
+                "{}: no model.toml (a model folder holds model.toml and its safetensors weights)",
+                dir.display()
+            )));
+        }
+        let cfg = ModelConfig::load(&cfg_path)?;
+        let ws = Weights::load(&dir.join(&cfg.weights), device)?;
+        Self::new(cfg, &ws, device)
+    }
+
+    pub fn new(cfg: ModelConfig, ws: &Weights, device: &Device) -> Result<Self> {
+        let (kind, blocks) = cfg.backbone.resolve()?;
+        let body = ResNet::load(ws, "backbone.body", kind, blocks)?;
+        let fpn = Fpn::load(ws, "backbone.fpn", 4)?;
+        let rpn = RpnHead::load(ws)?;
+        if rpn.num_anchors() != cfg.anchors.aspect_ratios.len() {
+            return Err(Error::input(format!(
+                "rpn.head.cls_logits has {} anchors per location, model config {} aspect ratios",
+                rpn.num_anchors(),
+                cfg.anchors.aspect_ratios.len()
+            )));
+        }
+        let heads = RoiHeads::load(ws, &cfg.roi_heads, fpn.out_channels())?;
+        if heads.num_classes != cfg.classes.len() {
+            return Err(Error::input(format!(
+                "weights predict {} classes, model config lists {}",
+                heads.num_classes,
+                cfg.classes.len()
+            )));
+        }
+        Ok(MaskRcnn {
+            cfg,
+            body,
+            fpn,
+            rpn,
+            heads,
+            device: device.clone(),
+        })
+    }
+
+    /// One forward pass. `input` is (N, 3, H, W) row-major in the value range
+    /// torchvision's model takes (the HU window mapped to [0, 1]); the model
+    /// config's mean/std and resize are applied here, as torchvision does.
+    pub fn forward(&self, input: &[f32], dims: [usize; 4], want_features: bool) -> Result<Forward> {
+        let [n, c, h, w] = dims;
+        if c != 3 || n == 0 || h == 0 || w == 0 || input.len() != n * c * h * w {
+            return Err(Error::input(format!(
+                "network input must be N x 3 x H x W with N, H, W > 0, got {dims:?} ({} values)",
+                input.len()
+            )));
+        }
+        if input.iter().any(|v| !v.is_finite()) {
+            return Err(Error::input("network input holds NaN or infinite values"));
+        }
+        let batch = prepare(input, n, h, w, &self.cfg.transform);
+        let (ph, pw) = batch.padded;
+        let x = Tensor::from_vec(batch.data, (n, 3, ph, pw), &self.device).map_err(ce)?;
+        let feats = self
+            .body
+            .forward(&x)
+            .and_then(|c| self.fpn.forward(&c))
+            .map_err(ce)?;
+        let head = self.rpn.forward(&feats).map_err(ce)?;
+        let sizes = vec![batch.image_size; n];
+        let props = proposals(
+            &head,
+            &self.cfg.anchors,
+            &self.cfg.rpn,
+            batch.padded,
+            &sizes,
+        )?;
+        let pooled = &feats[..4];
+        let levels = Levels::infer(pooled, batch.image_size.0);
+        let rh = &self.cfg.roi_heads;
+        let raw = self
+            .heads
+            .detect(pooled, &levels, &props, batch.image_size, rh)?;
+        let (mprob, m) = self.heads.masks(pooled, &levels, &raw, rh)?;
+        let mut dets = Vec::with_capacity(n);
+        let mut k = 0;
+        for r in raw {
+            let mut d = Detections {
+                scores: r.scores,
+                labels: r.labels,
+                ..Default::default()
+            };
+            for b in r.boxes {
+                let bo = rescale_box(b, batch.image_size, batch.original_size);
+                d.masks
+                    .push(paste_mask(&mprob[k * m * m..(k + 1) * m * m], m, bo, h, w));
+                d.boxes.push(bo);
+                k += 1;
+            }
+            dets.push(d);
+        }
+        Ok(Forward {
+            detections: dets,
+            features: want_features.then_some(feats),
+            proposals: props,
+        })
+    }
+}
