@@ -23,6 +23,9 @@ pub enum MaskSource {
         diag_ct: PathBuf,
         ldct: Vec<PathBuf>,
     },
+    /// The 2.5D Mask R-CNN (model folder: `model.toml` + safetensors) on the
+    /// diagnostic CT (masses) and on each time point's low-dose CT (activities).
+    Network { model_dir: PathBuf },
 }
 
 impl MaskSource {
@@ -35,8 +38,48 @@ impl MaskSource {
 /// Label maps of the diagnostic CT and of each time point (None: use the diagnostic CT's).
 type StudyMasks = (Volume<u8>, Vec<Option<Volume<u8>>>);
 
-fn masks(study: &Study, source: &MaskSource) -> Result<StudyMasks> {
+fn masks(
+    study: &Study,
+    source: &MaskSource,
+    cfg: &Config,
+    progress: &dyn Fn(&str, f64),
+) -> Result<StudyMasks> {
     match source {
+        MaskSource::Network { model_dir } => {
+            if !model_dir.join("model.toml").is_file() {
+                return Err(Error::input(format!(
+                    "no segmentation model at {}: none is installed yet; give masks with --truth or --labels, or a model folder with --weights",
+                    model_dir.display()
+                )));
+            }
+            let model =
+                crate::seg::model::MaskRcnn::load_dir(model_dir, &candle_core::Device::Cpu)?;
+            let opts = crate::seg::driver::DriverOptions {
+                planes: cfg.segment.planes,
+                batch_size: cfg.segment.batch_size,
+                max_fill_gap: cfg.segment.max_fill_gap_slices,
+            };
+            let n = study.timepoints.len() + 1;
+            let segment = |src: &Source, k: usize| -> Result<Volume<u8>> {
+                let ct = src.read(&cfg.ingest)?;
+                let stage = format!("segment CT {}/{n}", k + 1);
+                crate::seg::driver::segment(&model, &ct, &opts, &mut |done, total| {
+                    progress(
+                        &stage,
+                        0.05 + 0.5 * (k as f64 + done as f64 / total.max(1) as f64) / n as f64,
+                    )
+                })
+            };
+            let diag = segment(&study.diagnostic_ct, 0)?;
+            let mut per_tp = Vec::new();
+            for (k, tp) in study.timepoints.iter().enumerate() {
+                per_tp.push(match &tp.ldct {
+                    Some(src) => Some(segment(src, k + 1)?),
+                    None => None,
+                });
+            }
+            Ok((diag, per_tp))
+        }
         MaskSource::Truth(dir) => {
             let tj = dir.join("truth.json");
             let text = std::fs::read_to_string(&tj).map_err(|e| Error::io(&tj, e))?;
@@ -99,7 +142,7 @@ pub fn dose_input(
     let mut notes = study.notes.clone();
     let nuclide = Nuclide::from_name(&study.injection.nuclide)?;
     progress("masks", 0.05);
-    let (diag, per_tp) = masks(study, source)?;
+    let (diag, per_tp) = masks(study, source, cfg, progress)?;
     let n = study.timepoints.len();
     let mut tps = Vec::with_capacity(n);
     for (k, (tp, labels)) in study.timepoints.iter().zip(per_tp).enumerate() {

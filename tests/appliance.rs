@@ -297,3 +297,21 @@ fn killed_mid_job_restart_finishes_without_loss_or_repeat() {
     let text = String::from_utf8_lossy(&s.stdout);
     assert!(text.contains(&r.id) && text.contains("final"), "{text}");
 }
+
+#[test]
+fn run_without_masks_or_model_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient_dir = phantom(tmp.path(), 23);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_organdose"))
+        .arg("run")
+        .arg(&patient_dir)
+        .arg("--weights")
+        .arg(tmp.path().join("no-model"))
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no segmentation model"), "{err}");
+}

@@ -21,6 +21,9 @@ pub struct WatchArgs {
     /// Organ masks from phantom truth under DIR/<patient_id>/truth (demo, tests).
     #[arg(long)]
     pub truth_root: Option<PathBuf>,
+    /// Segmentation model folder (default `segment.weights`); ignored with --truth-root.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
     /// Status lines: log, file:PATH or serial:DEVICE (overrides appliance.status).
     #[arg(long)]
     pub status: Option<String>,
@@ -48,8 +51,10 @@ pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
     let status = Arc::new(StatusPort::new(sink, &args.out));
     let masks = match &args.truth_root {
         Some(r) => Masks::TruthRoot(r.clone()),
-        None => Masks::Missing(
-            "no organ masks: segmentation weights are not installed in this build; use --truth-root for phantom studies".into(),
+        None => Masks::Network(
+            args.weights
+                .clone()
+                .unwrap_or_else(|| cfg.segment.weights.clone()),
         ),
     };
     let processor = Arc::new(StudyProcessor {

@@ -10,7 +10,8 @@ pub struct Args {
     /// NIfTI volumes with a study.json (as `organdose phantom --format nifti` writes).
     pub study_dir: PathBuf,
     /// Organ label map on the diagnostic CT (values as in the README's label table).
-    #[arg(long, required_unless_present = "truth")]
+    /// Without --labels or --truth the segmentation network makes the masks.
+    #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Label map on each time point's low-dose CT, in time order (repeat the option).
     /// Without it the diagnostic-CT labels are carried onto every SPECT.
@@ -22,6 +23,10 @@ pub struct Args {
     /// Truth folder when it is not STUDY_DIR/truth.
     #[arg(long, requires = "truth")]
     pub truth_dir: Option<PathBuf>,
+    /// Segmentation model folder (model.toml + safetensors) when the network makes
+    /// the masks; default `segment.weights` of the configuration.
+    #[arg(long, conflicts_with_all = ["labels", "truth"])]
+    pub weights: Option<PathBuf>,
     /// Border-extension sigma in mm (overrides dosimetry.psf_sigma_mm; the paper: 3 or 6).
     #[arg(long)]
     pub psf_sigma_mm: Option<f64>,
@@ -30,21 +35,25 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-pub fn masks_from(args: &Args) -> anyhow::Result<MaskSource> {
-    Ok(if args.truth {
+pub fn masks_from(args: &Args, cfg: &Config) -> MaskSource {
+    if args.truth {
         match &args.truth_dir {
             Some(d) => MaskSource::Truth(d.clone()),
             None => MaskSource::truth_of(&args.study_dir),
         }
-    } else {
+    } else if let Some(l) = &args.labels {
         MaskSource::Files {
-            diag_ct: args
-                .labels
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("--labels or --truth is required"))?,
+            diag_ct: l.clone(),
             ldct: args.ldct_labels.clone(),
         }
-    })
+    } else {
+        MaskSource::Network {
+            model_dir: args
+                .weights
+                .clone()
+                .unwrap_or_else(|| cfg.segment.weights.clone()),
+        }
+    }
 }
 
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
@@ -52,7 +61,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     if let Some(s) = args.psf_sigma_mm {
         cfg.dosimetry.psf_sigma_mm = s;
     }
-    let source = masks_from(&args)?;
+    let source = masks_from(&args, &cfg);
     let study = organdose::study::load_study(&args.study_dir)?;
     tracing::info!(
         "patient {}: {} time point(s) at {} h after {:.0} MBq {}",
