@@ -166,3 +166,42 @@ fn raw_input_of_wrong_shape_is_refused() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("N x 3 x H x W"));
 }
+
+#[test]
+fn segment_runs_on_a_phantom_dicom_ct() {
+    use organdose::phantom::layout::{write_patient, WriteOptions};
+    use organdose::phantom::{Format, Patient, PhantomConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model_dir(tmp.path());
+    let p = Patient::new(&PhantomConfig::small(), 31, 0);
+    let w = write_patient(
+        &p,
+        &tmp.path().join("patients"),
+        &WriteOptions {
+            format: Format::Dicom,
+            preview: None,
+        },
+    )
+    .unwrap();
+    let ct_dir = std::fs::read_dir(&w.patient_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("CT_ABDOMEN"))
+        .expect("diagnostic CT folder");
+    let out = tmp.path().join("labels.nii.gz");
+    let st = organdose()
+        .arg("segment")
+        .arg(&ct_dir)
+        .arg("-o")
+        .arg(&out)
+        .args(["--planes", "axial", "--weights"])
+        .arg(&m)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let l = nifti::read_nifti_labels(&out).unwrap();
+    assert!(
+        l.geom.same_grid(&p.ct_geom, 1e-3),
+        "labels on the DICOM CT grid"
+    );
+}
