@@ -66,7 +66,10 @@ fn python_and_rust_slice_inputs_agree() {
             .fold(0f32, f32::max);
         assert!(max <= 1e-6, "{name}: max abs diff {max}");
         // Not a trivially flat slice.
-        assert!(py.iter().any(|&v| v > 0.1) && py.iter().any(|&v| v < 0.9), "{name}");
+        assert!(
+            py.iter().any(|&v| v > 0.1) && py.iter().any(|&v| v < 0.9),
+            "{name}"
+        );
         println!("{name}: max abs diff {max:e}");
         checked += 1;
     }
