@@ -31,8 +31,14 @@ def load_nifti(path, reorient=True):
         tr = nib.orientations.ornt_transform(cur, want)
         if not np.array_equal(tr, [[0, 1], [1, 1], [2, 1]]):
             img = img.as_reoriented(tr)
-    # scl_slope / scl_inter in f64, then f32: what read_frame does.
-    data = np.asarray(img.get_fdata(dtype=np.float64), dtype=np.float32)
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    if slope == 1 and inter == 0:
+        # Unscaled: stored values as f32 (exact for the integer types CT uses),
+        # without a float64 copy of a large volume.
+        data = np.asarray(img.dataobj).astype(np.float32)
+    else:
+        # scl_slope / scl_inter in f64, then f32: what read_frame does.
+        data = np.asarray(img.get_fdata(dtype=np.float64), dtype=np.float32)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     lps = img.affine.copy()
