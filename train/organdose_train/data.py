@@ -25,12 +25,6 @@ def load_nifti(path, reorient=True):
     """Voxels in file order (as organdose's reader) or reoriented to
     TARGET_AXCODES; returns (float32 array [i, j, k], LPS affine)."""
     img = nib.load(path)
-    if reorient:
-        cur = nib.orientations.io_orientation(img.affine)
-        want = nib.orientations.axcodes2ornt(TARGET_AXCODES)
-        tr = nib.orientations.ornt_transform(cur, want)
-        if not np.array_equal(tr, [[0, 1], [1, 1], [2, 1]]):
-            img = img.as_reoriented(tr)
     slope, inter = img.dataobj.slope, img.dataobj.inter
     if slope == 1 and inter == 0:
         # Unscaled: stored values as f32 (exact for the integer types CT uses),
@@ -41,7 +35,13 @@ def load_nifti(path, reorient=True):
         data = np.asarray(img.get_fdata(dtype=np.float64), dtype=np.float32)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    lps = img.affine.copy()
+    affine = img.affine
+    if reorient:
+        o = nib.orientations
+        tr = o.ornt_transform(o.io_orientation(affine), o.axcodes2ornt(TARGET_AXCODES))
+        affine = affine @ o.inv_ornt_aff(tr, data.shape)
+        data = o.apply_orientation(data, tr)
+    lps = affine.copy()
     lps[:2] *= -1.0
     return np.ascontiguousarray(data), lps
 
