@@ -41,6 +41,9 @@ enum Command {
     /// Organ labels (liver, kidneys) from a CT with the 2.5D Mask R-CNN,
     /// or one raw forward pass (--raw-input).
     Segment(cli::segment::Args),
+    /// Score segmentation on phantom patients against their truth: Dice, HD95,
+    /// volume error, missed slices (table + JSON).
+    Eval(cli::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Finalize(a) => cli::appliance::finalize(a, &cfg),
         Command::Phantom(a) => cli::phantom::run(a, &cfg),
         Command::Segment(a) => cli::segment::run(a, &cfg),
+        Command::Eval(a) => cli::eval::run(a, &cfg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

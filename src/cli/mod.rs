@@ -3,6 +3,7 @@
 pub mod appliance;
 pub mod convert;
 pub mod dose;
+pub mod eval;
 pub mod inspect;
 pub mod phantom;
 pub mod segment;

@@ -37,10 +37,11 @@ pub struct Args {
     pub features: bool,
 }
 
-fn model_dir(args: &Args, cfg: &Config) -> anyhow::Result<PathBuf> {
-    let dir = args
-        .weights
-        .clone()
+/// `--weights DIR`, else the config's `segment.weights`; an error that says
+/// so when the folder holds no model.toml.
+pub fn model_dir_or_default(weights: Option<&Path>, cfg: &Config) -> anyhow::Result<PathBuf> {
+    let dir = weights
+        .map(Path::to_path_buf)
         .unwrap_or_else(|| cfg.segment.weights.clone());
     if !dir.join("model.toml").is_file() {
         bail!(
@@ -54,7 +55,7 @@ fn model_dir(args: &Args, cfg: &Config) -> anyhow::Result<PathBuf> {
 
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let dev = Device::Cpu;
-    let model = MaskRcnn::load_dir(&model_dir(&args, cfg)?, &dev)?;
+    let model = MaskRcnn::load_dir(&model_dir_or_default(args.weights.as_deref(), cfg)?, &dev)?;
     if let Some(inp) = &args.raw_input {
         let out = args
             .raw_output

@@ -6,6 +6,7 @@ pub mod backbone;
 pub mod config;
 pub mod consensus;
 pub mod driver;
+pub mod eval;
 pub mod model;
 pub mod roi_heads;
 pub mod roi_ops;

@@ -1,0 +1,244 @@
+//! `organdose eval --data DIR`: segments phantom patients and scores the
+//! masks against their truth labels (Dice, HD95, volume error, missed slices).
+
+use super::segment::model_dir_or_default;
+use anyhow::{bail, Context};
+use organdose::config::Config;
+use organdose::io::nifti;
+use organdose::organs;
+use organdose::seg::driver::{self, ClassTarget, DriverOptions, Planes};
+use organdose::seg::eval::{organ_metrics, OrganMetrics};
+use organdose::seg::MaskRcnn;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Folder of phantom patients written with `organdose phantom --format nifti`
+    /// (DIR/<pid>/ct.nii.gz and DIR/<pid>/truth/labels_ct.nii.gz).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Planes: axial only, or all three joined by voxel vote.
+    #[arg(long, value_parser = ["axial", "all"])]
+    pub planes: Option<String>,
+    /// Model folder (model.toml + weights); default: [segment] weights.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// JSON output; default DIR/eval_<planes>.json.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct PatientResult {
+    patient: String,
+    seconds: f64,
+    organs: BTreeMap<String, OrganMetrics>,
+}
+
+#[derive(Serialize, Default)]
+struct Summary {
+    patients: usize,
+    dice_mean: Option<f64>,
+    dice_min: Option<f64>,
+    hd95_mm_mean: Option<f64>,
+    volume_error_pct_mean: Option<f64>,
+    abs_volume_error_pct_mean: Option<f64>,
+    truth_slices: usize,
+    missed_slices: usize,
+}
+
+#[derive(Serialize)]
+struct Report {
+    data: String,
+    weights: String,
+    classes: Vec<String>,
+    planes: Planes,
+    patients: Vec<PatientResult>,
+    summary: BTreeMap<String, Summary>,
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn summarise(rs: &[PatientResult], organ: &str) -> Summary {
+    let ms: Vec<&OrganMetrics> = rs.iter().filter_map(|r| r.organs.get(organ)).collect();
+    let dice: Vec<f64> = ms.iter().filter_map(|m| m.dice).collect();
+    let hd: Vec<f64> = ms.iter().filter_map(|m| m.hd95_mm).collect();
+    let ve: Vec<f64> = ms.iter().filter_map(|m| m.volume_error_pct).collect();
+    Summary {
+        patients: ms.len(),
+        dice_mean: mean(&dice),
+        dice_min: dice.iter().copied().reduce(f64::min),
+        hd95_mm_mean: mean(&hd),
+        volume_error_pct_mean: mean(&ve),
+        abs_volume_error_pct_mean: mean(&ve.iter().map(|v| v.abs()).collect::<Vec<_>>()),
+        truth_slices: ms.iter().map(|m| m.truth_slices).sum(),
+        missed_slices: ms.iter().map(|m| m.missed_slices).sum(),
+    }
+}
+
+fn fmt(v: Option<f64>, prec: usize) -> String {
+    v.map_or("-".into(), |x| format!("{x:.prec$}"))
+}
+
+/// Organ labels a model produces (a shared "kidney" class gives both sides).
+fn evaluated_organs(classes: &[String]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for t in driver::class_targets(classes)?.into_iter().flatten() {
+        match t {
+            ClassTarget::Organ(l) => out.push(l),
+            ClassTarget::Kidney => out.extend([organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT]),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn patients(data: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data)
+        .with_context(|| format!("reading {}", data.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("truth/labels_ct.nii.gz").is_file())
+        .collect();
+    v.sort();
+    if v.is_empty() {
+        bail!(
+            "no phantom patients in {}: expected DIR/<pid>/truth/labels_ct.nii.gz \
+             (make them with `organdose phantom --out DIR --format nifti --seed N --count K`)",
+            data.display()
+        );
+    }
+    Ok(v)
+}
+
+pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
+    let wdir = model_dir_or_default(args.weights.as_deref(), cfg)?;
+    let pdirs = patients(&args.data)?;
+    let model = MaskRcnn::load_dir(&wdir, &candle_core::Device::Cpu)?;
+    let planes = match args.planes.as_deref() {
+        Some("axial") => Planes::Axial,
+        Some(_) => Planes::All,
+        None => cfg.segment.planes,
+    };
+    let pname = if planes == Planes::All {
+        "all"
+    } else {
+        "axial"
+    };
+    let opts = DriverOptions {
+        planes,
+        batch_size: cfg.segment.batch_size,
+        max_fill_gap: cfg.segment.max_fill_gap_slices,
+    };
+    let labels = evaluated_organs(&model.cfg.classes)?;
+    let mut results = Vec::new();
+    for (n, pd) in pdirs.iter().enumerate() {
+        let id = pd
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let ct_path = pd.join("ct.nii.gz");
+        if !ct_path.is_file() {
+            bail!(
+                "{}: no ct.nii.gz (eval reads the NIfTI layout: `organdose phantom --format nifti`)",
+                pd.display()
+            );
+        }
+        let ct = nifti::read_nifti(&ct_path)?;
+        let truth = nifti::read_nifti_labels(&pd.join("truth/labels_ct.nii.gz"))?;
+        if !truth.geom.same_grid(&ct.geom, 1e-3) {
+            bail!("{}: truth labels are not on the CT grid", pd.display());
+        }
+        let t0 = std::time::Instant::now();
+        eprint!("[{}/{}] {id}: segmenting ({pname}) ...", n + 1, pdirs.len());
+        let pred = driver::segment(&model, &ct, &opts, &mut |_, _| {})?;
+        let seconds = t0.elapsed().as_secs_f64();
+        eprintln!(" {seconds:.1} s");
+        let organs_m = labels
+            .iter()
+            .map(|&l| {
+                (
+                    organs::name(l).unwrap_or("?").to_string(),
+                    organ_metrics(&pred, &truth, l),
+                )
+            })
+            .collect();
+        results.push(PatientResult {
+            patient: id,
+            seconds,
+            organs: organs_m,
+        });
+    }
+    let names: Vec<String> = labels
+        .iter()
+        .map(|&l| organs::name(l).unwrap_or("?").to_string())
+        .collect();
+    println!(
+        "{:<12} {:<13} {:>7} {:>9} {:>10} {:>10} {:>10} {:>8}",
+        "patient", "organ", "Dice", "HD95 mm", "truth mL", "pred mL", "vol err %", "missed"
+    );
+    for r in &results {
+        for (name, m) in names.iter().filter_map(|n| r.organs.get_key_value(n)) {
+            println!(
+                "{:<12} {:<13} {:>7} {:>9} {:>10.1} {:>10.1} {:>10} {:>8}",
+                r.patient,
+                name,
+                fmt(m.dice, 4),
+                fmt(m.hd95_mm, 1),
+                m.truth_ml,
+                m.predicted_ml,
+                fmt(m.volume_error_pct, 1),
+                format!("{}/{}", m.missed_slices, m.truth_slices)
+            );
+        }
+    }
+    let summary: BTreeMap<String, Summary> = names
+        .iter()
+        .map(|n| (n.clone(), summarise(&results, n)))
+        .collect();
+    println!(
+        "\nmean over {} patients ({pname}):\n{:<13} {:>7} {:>7} {:>9} {:>10} {:>12} {:>12}",
+        results.len(),
+        "organ",
+        "Dice",
+        "min",
+        "HD95 mm",
+        "vol err %",
+        "|vol err| %",
+        "missed"
+    );
+    for (n, s) in names.iter().filter_map(|n| summary.get_key_value(n)) {
+        println!(
+            "{:<13} {:>7} {:>7} {:>9} {:>10} {:>12} {:>12}",
+            n,
+            fmt(s.dice_mean, 4),
+            fmt(s.dice_min, 4),
+            fmt(s.hd95_mm_mean, 1),
+            fmt(s.volume_error_pct_mean, 1),
+            fmt(s.abs_volume_error_pct_mean, 1),
+            format!("{}/{}", s.missed_slices, s.truth_slices)
+        );
+    }
+    let report = Report {
+        data: args.data.display().to_string(),
+        weights: wdir.display().to_string(),
+        classes: model.cfg.classes.clone(),
+        planes,
+        patients: results,
+        summary,
+    };
+    let out = args
+        .json
+        .clone()
+        .unwrap_or_else(|| args.data.join(format!("eval_{pname}.json")));
+    let tmp = out.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
+    println!("\nwrote {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,216 @@
+"""Dataset readers and the 2.5D slicing that src/seg/driver.rs uses.
+
+Every volume becomes (ct_hu float32 [i, j, k], organ labels uint8 [i, j, k],
+LPS affine) with the organ labels of src/organs.rs: 1 liver, 2 kidney_left,
+3 kidney_right, 4 spleen, 5 tumour.
+"""
+import glob
+import os
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+LIVER, KIDNEY_LEFT, KIDNEY_RIGHT, SPLEEN, TUMOUR = 1, 2, 3, 4, 5
+# Planes as in driver::Plane::axes: (slice axis, image column axis, image row axis).
+PLANES = {"axial": (2, 0, 1), "coronal": (1, 0, 2), "sagittal": (0, 1, 2)}
+# Dataset readers reorient to this voxel order (nibabel codes: axis i grows
+# toward the patient's Left, j toward Posterior, k toward Superior), the order
+# of an axial DICOM series and of organdose's phantoms.
+TARGET_AXCODES = ("L", "P", "S")
+
+
+def load_nifti(path, reorient=True):
+    """Voxels in file order (as organdose's reader) or reoriented to
+    TARGET_AXCODES; returns (float32 array [i, j, k], LPS affine)."""
+    img = nib.load(path)
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    if slope == 1 and inter == 0:
+        # Unscaled: stored values as f32 (exact for the integer types CT uses),
+        # without a float64 copy of a large volume.
+        data = np.asarray(img.dataobj).astype(np.float32)
+    else:
+        # scl_slope / scl_inter in f64, then f32: what read_frame does.
+        data = np.asarray(img.get_fdata(dtype=np.float64), dtype=np.float32)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    affine = img.affine
+    if reorient:
+        o = nib.orientations
+        tr = o.ornt_transform(o.io_orientation(affine), o.axcodes2ornt(TARGET_AXCODES))
+        affine = affine @ o.inv_ornt_aff(tr, data.shape)
+        data = o.apply_orientation(data, tr)
+    lps = affine.copy()
+    lps[:2] *= -1.0
+    return np.ascontiguousarray(data), lps
+
+
+def patient_x(affine_lps, shape):
+    """Patient x (mm, LPS) of every voxel index i, j, k: broadcastable arrays."""
+    i, j, k = (np.arange(n, dtype=np.float64) for n in shape)
+    a = affine_lps[0]
+    return a[0] * i[:, None, None] + a[1] * j[None, :, None] + a[2] * k[None, None, :] + a[3]
+
+
+def split_kidneys(kidney, ct, affine_lps):
+    """Kidney voxels -> KIDNEY_LEFT / KIDNEY_RIGHT by patient x against the
+    body's mean x (voxels above -500 HU), as driver::to_organ_labels does
+    (LPS: larger x is the patient's left). Voxel-wise, not per component."""
+    x = patient_x(affine_lps, ct.shape)
+    body = ct > -500.0
+    mid = float((x * body).sum() / max(body.sum(), 1)) if body.any() else float(x.mean())
+    out = np.zeros(ct.shape, np.uint8)
+    out[kidney & (x > mid)] = KIDNEY_LEFT
+    out[kidney & ~(x > mid)] = KIDNEY_RIGHT
+    return out
+
+
+def read_phantom(pdir, reorient=True):
+    """organdose phantom --format nifti: DIR/<pid>/ct.nii.gz + truth/labels_ct.nii.gz."""
+    ct, aff = load_nifti(os.path.join(pdir, "ct.nii.gz"), reorient)
+    lab, _ = load_nifti(os.path.join(pdir, "truth", "labels_ct.nii.gz"), reorient)
+    return ct, np.rint(lab).astype(np.uint8), aff
+
+
+def read_kits(cdir, reorient=True):
+    """KiTS19 case_XXXXX: 1 kidney, 2 tumour (merged into kidney), split left/right."""
+    ct, aff = load_nifti(os.path.join(cdir, "imaging.nii.gz"), reorient)
+    seg, _ = load_nifti(os.path.join(cdir, "segmentation.nii.gz"), reorient)
+    return ct, split_kidneys(np.rint(seg) > 0, ct, aff), aff
+
+
+def read_lits(vol_path, reorient=True):
+    """LiTS volume-N.nii: 1 liver, 2 tumour (merged into liver)."""
+    seg_path = os.path.join(os.path.dirname(vol_path),
+                            os.path.basename(vol_path).replace("volume-", "segmentation-"))
+    ct, aff = load_nifti(vol_path, reorient)
+    seg, _ = load_nifti(seg_path, reorient)
+    return ct, np.where(np.rint(seg) > 0, LIVER, 0).astype(np.uint8), aff
+
+
+def find_cases(kind, root):
+    """[(patient id, reader argument)] of one dataset folder."""
+    if kind == "phantom":
+        dirs = sorted(d for d in glob.glob(os.path.join(root, "*"))
+                      if os.path.isfile(os.path.join(d, "truth", "labels_ct.nii.gz")))
+        return [(f"phantom:{os.path.basename(d)}", d) for d in dirs]
+    if kind == "kits":
+        dirs = sorted(d for d in glob.glob(os.path.join(root, "case_*"))
+                      if os.path.isfile(os.path.join(d, "segmentation.nii.gz")))
+        return [(f"kits:{os.path.basename(d)}", d) for d in dirs]
+    if kind == "lits":
+        vols = sorted(glob.glob(os.path.join(root, "**", "volume-*.nii*"), recursive=True))
+        return [(f"lits:{os.path.basename(v).split('.')[0]}", v) for v in vols]
+    raise ValueError(f"unknown dataset kind {kind!r} (phantom, kits, lits)")
+
+
+READERS = {"phantom": read_phantom, "kits": read_kits, "lits": read_lits}
+
+
+def window(ct, hu_window):
+    """driver::window: HU -> [0, 1] through the window, clamped (float32)."""
+    lo, hi = np.float32(hu_window[0]), np.float32(hu_window[1])
+    return np.clip((ct.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def plane_image(vol, plane, t):
+    """Slice t of a plane as an image [row v, column u] (driver's axes)."""
+    sa, ua, va = PLANES[plane]
+    img = np.take(vol, t, axis=sa)  # remaining axes keep their order: (ua, va)
+    assert ua < va
+    return img.T
+
+
+def resize(img, size):
+    """Bilinear, align_corners=False: transform::resize_bilinear."""
+    x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+
+
+def slice_input(win, plane, t, size):
+    """driver::slice_input: slices t-1, t, t+1 (edges replicated) -> (3, size, size)."""
+    last = win.shape[PLANES[plane][0]] - 1
+    return torch.stack([resize(plane_image(win, plane, tt), size)
+                        for tt in (max(t - 1, 0), t, min(t + 1, last))])
+
+
+def slice_target(labels, plane, t, size, class_of, min_pixels=4):
+    """Per-instance targets of one slice: one instance per organ label present
+    (so the two kidneys are two instances of class "kidney"). Masks are the
+    organ's slice resampled like the input and thresholded at 0.5."""
+    lab = plane_image(labels, plane, t)
+    boxes, cls, masks = [], [], []
+    for organ in np.unique(lab):
+        c = class_of.get(int(organ), 0)
+        if c == 0:
+            continue
+        m = resize((lab == organ).astype(np.float32), size) >= 0.5
+        if int(m.sum()) < min_pixels:
+            continue
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
+        cls.append(c)
+        masks.append(m)
+    if not boxes:
+        return {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64),
+                "masks": torch.zeros((0, size, size), dtype=torch.uint8)}
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32),
+            "labels": torch.tensor(cls, dtype=torch.int64),
+            "masks": torch.stack(masks).to(torch.uint8)}
+
+
+def class_map(classes):
+    """Organ label -> model class index, for model classes named as in
+    driver::class_targets ("kidney" takes both kidneys; tumour voxels of the
+    phantom count as liver when the model has no tumour class: they sit in it)."""
+    names = {"liver": [LIVER], "kidney_left": [KIDNEY_LEFT], "kidney_right": [KIDNEY_RIGHT],
+             "kidney": [KIDNEY_LEFT, KIDNEY_RIGHT], "spleen": [SPLEEN], "tumour": [TUMOUR]}
+    out = {}
+    for ci, n in enumerate(classes):
+        if ci == 0:
+            continue
+        if n not in names:
+            raise ValueError(f"class {n!r}: not an organdose organ name nor 'kidney'")
+        for organ in names[n]:
+            out[organ] = ci
+    if "tumour" not in classes and LIVER in out:
+        out[TUMOUR] = out[LIVER]
+    return out
+
+
+class Volume:
+    """One patient ready for slicing: windowed CT and organ labels."""
+
+    def __init__(self, pid, ct, labels, hu_window):
+        self.pid = pid
+        self.win = window(ct, hu_window)
+        self.labels = labels
+
+    def slices(self, planes, class_of, empty_fraction, rng):
+        """(plane, t) to train on: every slice with a labelled organ, plus a
+        random `empty_fraction` of the others as negatives."""
+        wanted = np.isin(self.labels, list(class_of))
+        out = []
+        for p in planes:
+            sa = PLANES[p][0]
+            other = tuple(a for a in range(3) if a != sa)
+            has = wanted.any(axis=other)
+            for t in range(self.labels.shape[sa]):
+                if has[t] or rng.random() < empty_fraction:
+                    out.append((p, t))
+        return out
+
+
+def split_patients(ids, val_fraction, folds, fold, seed):
+    """Patient-level split: (train ids, val ids). With folds > 1, fold `fold`
+    of a seeded permutation is the validation set."""
+    ids = sorted(ids)
+    perm = list(np.random.default_rng(seed).permutation(len(ids)))
+    ids = [ids[i] for i in perm]
+    if folds > 1:
+        val = set(ids[fold::folds])
+    else:
+        n_val = int(round(len(ids) * val_fraction)) if len(ids) > 1 else 0
+        val = set(ids[:n_val])
+    return [i for i in ids if i not in val], [i for i in ids if i in val]

@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Train organdose's 2.5D Mask R-CNN with torchvision; export a model folder
+(model.safetensors + model.toml + manifest.json) that `organdose segment
+--weights DIR` loads. See train/README.md.
+
+  python train/train.py --data phantom:DIR [--data kits:DIR] [--data lits:DIR] --out weights/NAME
+"""
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from organdose_train import data as D  # noqa: E402
+from organdose_train import model as M  # noqa: E402
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", action="append", required=True,
+                   help="KIND:DIR, KIND one of phantom, kits, lits (repeatable)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--classes", default="liver,kidney,spleen",
+                   help="model classes after background (organ names or 'kidney')")
+    p.add_argument("--planes", default="axial,coronal,sagittal")
+    p.add_argument("--size", type=int, default=256, help="input.size (slices resampled to size x size)")
+    p.add_argument("--depth", type=int, default=50, choices=sorted(M.DEPTHS))
+    p.add_argument("--layers", default=None, help="blocks per stage, e.g. 1,1,1,1 (overrides --depth)")
+    p.add_argument("--block", default="basic", choices=["basic", "bottleneck"])
+    p.add_argument("--fpn-channels", type=int, default=256)
+    p.add_argument("--representation", type=int, default=1024, help="box head width")
+    p.add_argument("--mask-channels", type=int, default=256)
+    p.add_argument("--box-pool", type=int, default=7)
+    p.add_argument("--pretrained", default=None,
+                   help="torchvision ResNet state dict (.pth/.safetensors) for backbone.body")
+    # The paper's schedule: heads only, 50 epochs, lr 1e-3; then all layers at lr 1e-4.
+    p.add_argument("--heads-epochs", type=int, default=50)
+    p.add_argument("--heads-lr", type=float, default=1e-3)
+    p.add_argument("--all-epochs", type=int, default=100)
+    p.add_argument("--all-lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--max-slices-per-epoch", type=int, default=0, help="0: all")
+    p.add_argument("--empty-fraction", type=float, default=0.05, help="share of organ-free slices kept")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--folds", type=int, default=1, help="k-fold: patients in k folds")
+    p.add_argument("--fold", type=int, default=0, help="which fold validates")
+    p.add_argument("--max-time-min", type=float, default=0, help="stop after this many minutes (0: no limit)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fp16", action="store_true", help="store weights as fp16")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return p.parse_args()
+
+
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total, label):
+        self.total, self.label, self.n, self.t0 = max(total, 1), label, 0, time.time()
+
+    def update(self, n, text=""):
+        self.n += n
+        f = self.n / self.total
+        el = time.time() - self.t0
+        eta = el / f - el if f > 0 else 0
+        bar = "#" * int(30 * f)
+        sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.n}/{self.total} {el:.0f}s<{eta:.0f}s {text}   ")
+        sys.stderr.flush()
+
+    def close(self):
+        sys.stderr.write("\n")
+
+
+def load_cases(specs):
+    cases = []
+    for s in specs:
+        kind, _, root = s.partition(":")
+        found = D.find_cases(kind, root)
+        if not found:
+            sys.exit(f"no {kind} cases under {root}")
+        cases += [(pid, kind, arg) for pid, arg in found]
+    return cases
+
+
+def batches(cases, cfg, planes, class_of, args, rng, limit):
+    """Yields (images, targets): volumes in random order, each loaded once,
+    its slices shuffled (a volume cache would not fit real datasets)."""
+    order = rng.permutation(len(cases))
+    per_vol = limit // len(cases) + 1 if limit else 0
+    size = cfg["input"]["size"]
+    for vi in order:
+        pid, kind, arg = cases[vi]
+        ct, lab, _ = D.READERS[kind](arg)
+        vol = D.Volume(pid, ct, lab, cfg["input"]["hu_window"])
+        sl = vol.slices(planes, class_of, args.empty_fraction, rng)
+        rng.shuffle(sl)
+        if per_vol:
+            sl = sl[:per_vol]
+        for b in range(0, len(sl), args.batch_size):
+            chunk = sl[b:b + args.batch_size]
+            yield ([D.slice_input(vol.win, p, t, size) for p, t in chunk],
+                   [D.slice_target(vol.labels, p, t, size, class_of) for p, t in chunk])
+
+
+def count_slices(cases, planes, class_of, args, rng, limit):
+    n = 0
+    for pid, kind, arg in cases:
+        ct, lab, _ = D.READERS[kind](arg)
+        n += len(D.Volume(pid, ct, lab, [-100.0, 200.0]).slices(planes, class_of, args.empty_fraction, rng))
+    return min(n, (limit // len(cases) + 1) * len(cases)) if limit else n
+
+
+@torch.no_grad()
+def validate(model, cases, cfg, planes, class_of, args, device):
+    """Slice-level Dice per class on the validation patients (every slice with
+    an organ, at input size, masks >= 0.5 after the config's score threshold):
+    a quick check; `organdose eval` gives the 3-D, voted numbers."""
+    model.eval()
+    nc = len(cfg["classes"])
+    inter, psum, tsum = np.zeros(nc), np.zeros(nc), np.zeros(nc)
+    size = cfg["input"]["size"]
+    rng = np.random.default_rng(0)
+    for pid, kind, arg in cases:
+        ct, lab, _ = D.READERS[kind](arg)
+        vol = D.Volume(pid, ct, lab, cfg["input"]["hu_window"])
+        for p, t in vol.slices(planes, class_of, 0.0, rng):
+            out = model([D.slice_input(vol.win, p, t, size).to(device)])[0]
+            tg = D.slice_target(vol.labels, p, t, size, class_of, min_pixels=1)
+            for c in range(1, nc):
+                pm = torch.zeros((size, size), dtype=torch.bool)
+                for m, l in zip(out["masks"], out["labels"]):
+                    if int(l) == c:
+                        pm |= m[0].cpu() >= 0.5
+                tm = torch.zeros((size, size), dtype=torch.bool)
+                for m, l in zip(tg["masks"], tg["labels"]):
+                    if int(l) == c:
+                        tm |= m.bool()
+                inter[c] += (pm & tm).sum().item()
+                psum[c] += pm.sum().item()
+                tsum[c] += tm.sum().item()
+    model.train()
+    return {cfg["classes"][c]: (float(2 * inter[c] / (psum[c] + tsum[c])) if psum[c] + tsum[c] else None)
+            for c in range(1, nc)}
+
+
+def set_stage(model, heads_only):
+    """Heads only = everything but backbone.body (FPN, RPN, RoI heads), as
+    the paper's Matterport 'heads'."""
+    for n, p in model.named_parameters():
+        p.requires_grad = not (heads_only and n.startswith("backbone.body."))
+
+
+def main():
+    args = parse()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    classes = ["background"] + [c for c in args.classes.split(",") if c]
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    cfg = M.default_config(classes, args.size, args.depth, layers, args.block)
+    cfg["roi_heads"]["box_roi_pool_size"] = args.box_pool
+    class_of = D.class_map(classes)
+    planes = [p for p in args.planes.split(",") if p]
+    cases = load_cases(args.data)
+    train_ids, val_ids = D.split_patients([c[0] for c in cases], args.val_fraction,
+                                          args.folds, args.fold, args.seed)
+    train_cases = [c for c in cases if c[0] in train_ids]
+    val_cases = [c for c in cases if c[0] in val_ids]
+    print(f"{len(train_cases)} training patients, {len(val_cases)} validation patients", file=sys.stderr)
+    model = M.build(cfg, args.fpn_channels, args.representation, args.mask_channels,
+                    frozen_bn=args.pretrained is not None)
+    if args.pretrained:
+        if args.pretrained.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            sd = load_file(args.pretrained)
+        else:
+            sd = torch.load(args.pretrained, map_location="cpu")
+        missing, _ = model.backbone.body.load_state_dict(
+            {k: v for k, v in sd.items() if not k.startswith("fc.")}, strict=False)
+        print(f"pretrained backbone loaded ({len(missing)} missing keys)", file=sys.stderr)
+    model.to(args.device).train()
+    os.makedirs(args.out, exist_ok=True)
+    log = open(os.path.join(args.out, "loss_log.csv"), "w")
+    log.write("stage,epoch,step,lr,loss,loss_classifier,loss_box_reg,loss_mask,loss_objectness,loss_rpn_box_reg\n")
+    n_per_epoch = count_slices(train_cases, planes, class_of, args, np.random.default_rng(args.seed),
+                               args.max_slices_per_epoch)
+    t_start = time.time()
+    history, epochs_done, stopped = [], {"heads": 0, "all": 0}, False
+    for stage, n_ep, lr in (("heads", args.heads_epochs, args.heads_lr), ("all", args.all_epochs, args.all_lr)):
+        if n_ep <= 0 or stopped:
+            continue
+        set_stage(model, stage == "heads")
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
+                              momentum=0.9, weight_decay=1e-4)
+        for ep in range(n_ep):
+            bar = Progress(n_per_epoch, f"{stage} {ep + 1}/{n_ep}")
+            losses = []
+            for step, (imgs, tgts) in enumerate(batches(train_cases, cfg, planes, class_of, args, rng,
+                                                        args.max_slices_per_epoch)):
+                imgs = [i.to(args.device) for i in imgs]
+                tgts = [{k: v.to(args.device) for k, v in t.items()} for t in tgts]
+                ld = model(imgs, tgts)
+                loss = sum(ld.values())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                log.write(f"{stage},{ep + 1},{step},{lr},{loss.item():.5f}," + ",".join(
+                    f"{ld[k].item():.5f}" for k in ("loss_classifier", "loss_box_reg", "loss_mask",
+                                                     "loss_objectness", "loss_rpn_box_reg")) + "\n")
+                bar.update(len(imgs), f"loss {np.mean(losses[-20:]):.4f}")
+                if args.max_time_min and time.time() - t_start > 60 * args.max_time_min:
+                    stopped = True
+                    break
+            bar.close()
+            log.flush()
+            epochs_done[stage] = ep + 1
+            history.append({"stage": stage, "epoch": ep + 1, "mean_loss": float(np.mean(losses)) if losses else None})
+            if stopped:
+                print(f"time limit reached ({args.max_time_min} min)", file=sys.stderr)
+                break
+    log.close()
+    dice = validate(model, val_cases, cfg, planes, class_of, args, args.device) if val_cases else {}
+    print(f"validation Dice (slices, input size): {json.dumps(dice)}", file=sys.stderr)
+    export(model, cfg, args, train_ids, val_ids, epochs_done, history, dice, stopped)
+
+
+def export(model, cfg, args, train_ids, val_ids, epochs_done, history, dice, stopped):
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+          if v.is_floating_point()}
+    if args.fp16:
+        sd = {k: v.half() for k, v in sd.items()}
+    wpath = os.path.join(args.out, cfg["weights"])
+    save_file(sd, wpath)
+    sha = hashlib.sha256(open(wpath, "rb").read()).hexdigest()
+    with open(os.path.join(args.out, "model.toml"), "w") as f:
+        f.write(M.to_toml(cfg, f"Trained by train/train.py on {', '.join(args.data)}; see manifest.json."))
+    manifest = {
+        "weights": cfg["weights"], "sha256": sha, "bytes": os.path.getsize(wpath),
+        "dtype": "float16" if args.fp16 else "float32",
+        "classes": cfg["classes"], "input_size": cfg["input"]["size"], "hu_window": cfg["input"]["hu_window"],
+        "planes": args.planes.split(","),
+        "data": {"sources": args.data, "train_patients": sorted(train_ids), "val_patients": sorted(val_ids),
+                 "folds": args.folds, "fold": args.fold, "seed": args.seed},
+        "epochs": {"heads": epochs_done["heads"], "all": epochs_done["all"],
+                   "heads_lr": args.heads_lr, "all_lr": args.all_lr, "batch_size": args.batch_size,
+                   "stopped_by_time_limit": stopped, "history": history},
+        "model": {"backbone": cfg["backbone"], "fpn_channels": args.fpn_channels,
+                  "representation": args.representation, "mask_channels": args.mask_channels,
+                  "pretrained_backbone": args.pretrained},
+        "validation_dice_slices": dice,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "not_for_clinical_use": True,
+    }
+    with open(os.path.join(args.out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2)
+    print(f"wrote {args.out}: {os.path.basename(wpath)} ({manifest['bytes']} bytes, sha256 {sha[:12]}...), "
+          "model.toml, manifest.json, loss_log.csv", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
