@@ -296,6 +296,7 @@ fn killed_mid_job_restart_finishes_without_loss_or_repeat() {
         .unwrap();
     let text = String::from_utf8_lossy(&s.stdout);
     assert!(text.contains(&r.id) && text.contains("final"), "{text}");
+    assert!(text.contains("state=idle"), "{text}");
 }
 
 #[test]

@@ -390,6 +390,9 @@ fn worker_loop(
             s.stage.clear();
             s.progress = 0.0;
         });
+        // `organdose status` should not show a finished job as running until the
+        // next heartbeat.
+        status.persist();
         let _ = done.send(Done { id });
     }
 }

@@ -140,7 +140,8 @@ impl StatusPort {
         }
     }
 
-    fn persist(&self) {
+    /// Writes `status.json` now (events and heartbeats do it too).
+    pub fn persist(&self) {
         let snap = self.get();
         if let Ok(text) = serde_json::to_string_pretty(&snap) {
             if let Err(e) =
