@@ -47,6 +47,13 @@ def parse():
     p.add_argument("--all-epochs", type=int, default=100)
     p.add_argument("--all-lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"],
+                   help="sgd (the paper: momentum 0.9, weight decay 1e-4) or adamw (converges faster from scratch)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up at the start of each stage")
+    p.add_argument("--lr-drop-at", type=float, default=0.0,
+                   help="with --max-time-min: divide the learning rate by 10 after this share of the time (0: never)")
+    p.add_argument("--rois-per-image", type=int, default=512,
+                   help="RoIs sampled per image for the box and mask losses (torchvision: 512); training only")
     p.add_argument("--max-slices-per-epoch", type=int, default=0, help="0: all")
     p.add_argument("--empty-fraction", type=float, default=0.05, help="share of organ-free slices kept")
     p.add_argument("--val-fraction", type=float, default=0.2)
@@ -177,6 +184,7 @@ def main():
     print(f"{len(train_cases)} training patients, {len(val_cases)} validation patients", file=sys.stderr)
     model = M.build(cfg, args.fpn_channels, args.representation, args.mask_channels,
                     frozen_bn=args.pretrained is not None)
+    model.roi_heads.fg_bg_sampler.batch_size_per_image = args.rois_per_image
     if args.pretrained:
         if args.pretrained.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -198,8 +206,12 @@ def main():
         if n_ep <= 0 or stopped:
             continue
         set_stage(model, stage == "heads")
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                              momentum=0.9, weight_decay=1e-4)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if args.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+        else:
+            opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+        stage_step = 0
         for ep in range(n_ep):
             bar = Progress(n_per_epoch, f"{stage} {ep + 1}/{n_ep}")
             losses = []
@@ -209,11 +221,20 @@ def main():
                 tgts = [{k: v.to(args.device) for k, v in t.items()} for t in tgts]
                 ld = model(imgs, tgts)
                 loss = sum(ld.values())
+                cur = lr * min(1.0, (stage_step + 1) / args.warmup_steps) if args.warmup_steps else lr
+                if args.lr_drop_at and args.max_time_min and \
+                        time.time() - t_start > args.lr_drop_at * 60 * args.max_time_min:
+                    cur *= 0.1
+                for g in opt.param_groups:
+                    g["lr"] = cur
+                stage_step += 1
+                if not torch.isfinite(loss):
+                    sys.exit(f"loss is {loss.item()} at {stage} epoch {ep + 1} step {step}: lower the learning rate")
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 losses.append(loss.item())
-                log.write(f"{stage},{ep + 1},{step},{lr},{loss.item():.5f}," + ",".join(
+                log.write(f"{stage},{ep + 1},{step},{cur:.3g},{loss.item():.5f}," + ",".join(
                     f"{ld[k].item():.5f}" for k in ("loss_classifier", "loss_box_reg", "loss_mask",
                                                      "loss_objectness", "loss_rpn_box_reg")) + "\n")
                 bar.update(len(imgs), f"loss {np.mean(losses[-20:]):.4f}")
@@ -252,6 +273,8 @@ def export(model, cfg, args, train_ids, val_ids, epochs_done, history, dice, sto
                  "folds": args.folds, "fold": args.fold, "seed": args.seed},
         "epochs": {"heads": epochs_done["heads"], "all": epochs_done["all"],
                    "heads_lr": args.heads_lr, "all_lr": args.all_lr, "batch_size": args.batch_size,
+                   "optimizer": args.optimizer, "warmup_steps": args.warmup_steps, "lr_drop_at": args.lr_drop_at,
+                   "rois_per_image": args.rois_per_image, "max_time_min": args.max_time_min,
                    "stopped_by_time_limit": stopped, "history": history},
         "model": {"backbone": cfg["backbone"], "fpn_channels": args.fpn_channels,
                   "representation": args.representation, "mask_channels": args.mask_channels,
