@@ -85,7 +85,8 @@ impl Weights {
 #[derive(Clone)]
 pub struct Conv {
     pub w: Tensor,
-    pub b: Option<Tensor>,
+    /// Bias (zeros when the checkpoint has none), so every conv adds one in the fused pass.
+    pub b: Tensor,
     pub stride: usize,
     pub padding: usize,
 }
@@ -103,9 +104,9 @@ impl Conv {
         }
         let bn = format!("{prefix}.bias");
         let b = if ws.has(&bn) {
-            Some(ws.get(&bn)?)
+            ws.get(&bn)?
         } else {
-            None
+            Tensor::zeros(w.dims()[0], w.dtype(), w.device()).map_err(ce)?
         };
         Ok(Conv {
             w,
@@ -145,18 +146,23 @@ impl Conv {
         let (w, b) = f().map_err(ce)?;
         Ok(Conv {
             w,
-            b: Some(b),
+            b,
             stride,
             padding,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.conv2d(&self.w, self.padding, self.stride, 1, 1)?;
-        match &self.b {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?),
-            None => Ok(y),
-        }
+        self.apply(x, false)
+    }
+
+    /// Convolution, bias and ReLU in one pass.
+    pub fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        super::conv::conv2d(x, &self.w, &self.b, self.stride, self.padding, relu)
     }
 }
 
@@ -170,10 +176,11 @@ impl Block {
         let mut y = x.clone();
         let last = self.convs.len() - 1;
         for (i, c) in self.convs.iter().enumerate() {
-            y = c.forward(&y)?;
-            if i < last {
-                y = y.relu()?;
-            }
+            y = if i < last {
+                c.forward_relu(&y)?
+            } else {
+                c.forward(&y)?
+            };
         }
         let id = match &self.downsample {
             Some(d) => d.forward(x)?,
@@ -246,7 +253,7 @@ impl ResNet {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
-        let y = self.stem.forward(x)?.relu()?;
+        let y = self.stem.forward_relu(x)?;
         // max_pool2d(3, stride 2, padding 1): after ReLU every value is >= 0,
         // so zero padding gives the same maxima as torch's -inf padding.
         let y = y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;

@@ -5,6 +5,7 @@ pub mod anchors;
 pub mod backbone;
 pub mod config;
 pub mod consensus;
+pub mod conv;
 pub mod driver;
 pub mod eval;
 pub mod model;

@@ -276,7 +276,7 @@ impl RoiHeads {
                 cfg.sampling_ratio,
             )?;
             for c in &self.mask_convs {
-                x = c.forward(&x)?.relu()?;
+                x = c.forward_relu(&x)?;
             }
             let x = x.conv_transpose2d(&self.deconv_w, 0, 0, 2, 1)?;
             let x = x

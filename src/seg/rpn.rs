@@ -35,7 +35,7 @@ impl RpnHead {
         feats
             .iter()
             .map(|f| {
-                let t = self.conv.forward(f)?.relu()?;
+                let t = self.conv.forward_relu(f)?;
                 Ok((self.cls.forward(&t)?, self.bbox.forward(&t)?))
             })
             .collect()
