@@ -26,7 +26,7 @@ from organdose_train import model as M  # noqa: E402
 def parse():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", action="append", required=True,
-                   help="KIND:DIR, KIND one of phantom, kits, lits (repeatable)")
+                   help="KIND:DIR, KIND one of phantom, phantom-ldct, kits, lits (repeatable)")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--classes", default="liver,kidney,spleen",
                    help="model classes after background (organ names or 'kidney')")

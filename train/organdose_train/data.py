@@ -73,6 +73,15 @@ def read_phantom(pdir, reorient=True):
     return ct, np.rint(lab).astype(np.uint8), aff
 
 
+def read_phantom_ldct(arg, reorient=True):
+    """One visit of a phantom patient: tp<k>_ldct.nii.gz + truth/labels_ldct_tp<k>.nii.gz
+    (the SPECT/CT's low-dose, non-contrast CT)."""
+    pdir, k = arg
+    ct, aff = load_nifti(os.path.join(pdir, f"tp{k}_ldct.nii.gz"), reorient)
+    lab, _ = load_nifti(os.path.join(pdir, "truth", f"labels_ldct_tp{k}.nii.gz"), reorient)
+    return ct, np.rint(lab).astype(np.uint8), aff
+
+
 def read_kits(cdir, reorient=True):
     """KiTS19 case_XXXXX: 1 kidney, 2 tumour (merged into kidney), split left/right."""
     ct, aff = load_nifti(os.path.join(cdir, "imaging.nii.gz"), reorient)
@@ -95,6 +104,15 @@ def find_cases(kind, root):
         dirs = sorted(d for d in glob.glob(os.path.join(root, "*"))
                       if os.path.isfile(os.path.join(d, "truth", "labels_ct.nii.gz")))
         return [(f"phantom:{os.path.basename(d)}", d) for d in dirs]
+    if kind == "phantom-ldct":
+        out = []
+        for d in sorted(glob.glob(os.path.join(root, "*"))):
+            for f in sorted(glob.glob(os.path.join(d, "tp*_ldct.nii.gz"))):
+                k = os.path.basename(f)[2:].split("_")[0]
+                if os.path.isfile(os.path.join(d, "truth", f"labels_ldct_tp{k}.nii.gz")):
+                    # "~" joins a visit to its patient: splits keep a patient's scans together.
+                    out.append((f"phantom:{os.path.basename(d)}~tp{k}", (d, k)))
+        return out
     if kind == "kits":
         dirs = sorted(d for d in glob.glob(os.path.join(root, "case_*"))
                       if os.path.isfile(os.path.join(d, "segmentation.nii.gz")))
@@ -105,7 +123,8 @@ def find_cases(kind, root):
     raise ValueError(f"unknown dataset kind {kind!r} (phantom, kits, lits)")
 
 
-READERS = {"phantom": read_phantom, "kits": read_kits, "lits": read_lits}
+READERS = {"phantom": read_phantom, "phantom-ldct": read_phantom_ldct, "kits": read_kits,
+           "lits": read_lits}
 
 
 def window(ct, hu_window):
@@ -204,8 +223,10 @@ class Volume:
 
 def split_patients(ids, val_fraction, folds, fold, seed):
     """Patient-level split: (train ids, val ids). With folds > 1, fold `fold`
-    of a seeded permutation is the validation set."""
-    ids = sorted(ids)
+    of a seeded permutation is the validation set. Scans of one patient
+    (ids equal up to "~") stay on one side."""
+    scans = sorted(ids)
+    ids = sorted({i.split("~")[0] for i in scans})
     perm = list(np.random.default_rng(seed).permutation(len(ids)))
     ids = [ids[i] for i in perm]
     if folds > 1:
@@ -213,4 +234,5 @@ def split_patients(ids, val_fraction, folds, fold, seed):
     else:
         n_val = int(round(len(ids) * val_fraction)) if len(ids) > 1 else 0
         val = set(ids[:n_val])
-    return [i for i in ids if i not in val], [i for i in ids if i in val]
+    return ([i for i in scans if i.split("~")[0] not in val],
+            [i for i in scans if i.split("~")[0] in val])
