@@ -3,8 +3,17 @@
 # threads, one process per config (so peak RSS is per config), interleaved so
 # that both see the same machine load.
 # Usage: bench/run.sh [OUT_DIR] [CONFIGS...]   (CONFIGS like 18x256 50x512x28)
+#        bench/run.sh OUT_DIR model:weights/organs CT.nii.gz   (a trained model on real slices)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${2:-}" != "${2#model:}" ]; then
+  OUT=$1 MODEL=${2#model:} CT=$3
+  THREADS=${THREADS:-2} BATCH=${BATCH:-4} REPS=${REPS:-4}
+  cargo build --release --example seg_bench
+  python3 bench/torchvision_bench.py "$OUT" "$THREADS" "$BATCH" "$REPS" "model:$MODEL" "$CT" 2>/dev/null
+  RAYON_NUM_THREADS=$THREADS target/release/examples/seg_bench "$MODEL" "$BATCH" "$REPS" "$OUT/input.f32"
+  exit 0
+fi
 OUT=${1:-/tmp/organdose-bench}
 shift || true
 CONFIGS=("$@")

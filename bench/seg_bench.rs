@@ -1,7 +1,9 @@
 //! Segmentation network bench: time per slice and peak memory of one model
 //! folder (as written by bench/torchvision_bench.py), on this machine's threads.
 //!
-//! cargo run --release --example seg_bench -- MODEL_DIR [BATCH] [REPS]
+//! cargo run --release --example seg_bench -- MODEL_DIR [BATCH] [REPS] [INPUT.f32]
+//! INPUT.f32: the batch (BATCH x 3 x size x size, little-endian f32) that
+//! bench/torchvision_bench.py timed, so both sides see the same slices.
 //! Prints ms/slice (fastest repetition, and the median), detections per slice, the extrapolated time for a
 //! 512 x 512 x 200 CT (axial: 200 slices; three planes: 200 + 512 + 512) and
 //! peak RSS (VmHWM).
@@ -34,14 +36,26 @@ fn main() -> anyhow::Result<()> {
     let s = model.cfg.input.size;
     // A fixed pseudo-random input (xorshift) so runs are comparable.
     let mut st = 0x2545F4914F6CDD1Du64;
-    let x: Vec<f32> = (0..batch * 3 * s * s)
-        .map(|_| {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            (st >> 40) as f32 / (1u64 << 24) as f32
-        })
-        .collect();
+    let x: Vec<f32> = match a.get(4) {
+        Some(p) => {
+            let bytes = std::fs::read(p)?;
+            if bytes.len() != batch * 3 * s * s * 4 {
+                anyhow::bail!("{p}: {} bytes, expected {batch} x 3 x {s} x {s} f32", bytes.len());
+            }
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        }
+        None => (0..batch * 3 * s * s)
+            .map(|_| {
+                st ^= st << 13;
+                st ^= st >> 7;
+                st ^= st << 17;
+                (st >> 40) as f32 / (1u64 << 24) as f32
+            })
+            .collect(),
+    };
     model.forward(&x, [batch, 3, s, s], false)?; // warm-up
     let mut ndet = 0;
     let mut times = Vec::with_capacity(reps);

@@ -10,6 +10,11 @@ Prints one line per config: depth size ms_per_slice peak_rss_mb.
 
 Usage: python bench/torchvision_bench.py OUT [THREADS] [BATCH] [REPS] [CONFIGS]
 CONFIGS: comma-separated DEPTHxSIZE[xBOXPOOL], default 18x256,18x512,50x256,50x512.
+
+Trained model: python bench/torchvision_bench.py OUT THREADS BATCH REPS model:DIR CT.nii.gz
+loads DIR (model.toml + safetensors, as train/train.py exports) and times it on
+BATCH real axial slices through the middle of the CT's kidneys (2.5D input, the
+Rust driver's preprocessing), written to OUT/input.f32 for the Rust side.
 Versions: train/requirements-fixture.txt.
 """
 import os
@@ -74,8 +79,53 @@ def build(depth, size, pool=7):
     ).eval()
 
 
+def trained(out, threads, batch, reps, mdir, ct_path):
+    """The shipped (or any exported) model on real slices."""
+    import tomllib
+    import numpy as np
+    from safetensors.torch import load_file
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train"))
+    from organdose_train import data as D
+    from organdose_train import model as M
+    torch.set_num_threads(threads)
+    with open(os.path.join(mdir, "model.toml"), "rb") as f:
+        cfg = tomllib.load(f)
+    sd = load_file(os.path.join(mdir, cfg.get("weights", "model.safetensors")))
+    sd = {k: v.float() for k, v in sd.items()}
+    fpn = sd["backbone.fpn.inner_blocks.0.0.weight"].shape[0]
+    rep = sd["roi_heads.box_head.fc6.weight"].shape[0]
+    mch = sd["roi_heads.mask_head.0.0.weight"].shape[0]
+    m = M.build(cfg, fpn, rep, mch)
+    missing, unexpected = m.load_state_dict(sd, strict=False)
+    if [k for k in missing if not k.endswith("num_batches_tracked")] or unexpected:
+        sys.exit(f"{mdir}: state dict mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    m.eval()
+    ct, _ = D.load_nifti(ct_path)
+    win = D.window(ct, cfg["input"]["hu_window"])
+    k0 = ct.shape[2] // 2 - batch // 2
+    size = cfg["input"]["size"]
+    x = [D.slice_input(win, "axial", k0 + i, size) for i in range(batch)]
+    os.makedirs(out, exist_ok=True)
+    torch.stack(x).numpy().astype(np.float32).tofile(os.path.join(out, "input.f32"))
+    with torch.no_grad():
+        m(x)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            r = m(x)
+            times.append((time.perf_counter() - t0) / batch)
+    dt = min(times)
+    ndet = sum(len(o["boxes"]) for o in r) / batch
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"torchvision {mdir}: {dt * 1e3:.0f} ms/slice (min of {reps}; median {sorted(times)[len(times) // 2] * 1e3:.0f}), "
+          f"{ndet:.1f} det/slice, peak RSS {rss:.0f} MB", flush=True)
+
+
 def main():
     out = sys.argv[1]
+    if len(sys.argv) > 6 and sys.argv[5].startswith("model:"):
+        return trained(out, int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+                       sys.argv[5][len("model:"):], sys.argv[6])
     threads = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     batch = int(sys.argv[3]) if len(sys.argv) > 3 else 4
     reps = int(sys.argv[4]) if len(sys.argv) > 4 else 2

@@ -50,6 +50,21 @@ pub struct SegmentConfig {
     pub planes: crate::seg::driver::Planes,
     pub batch_size: usize,
     pub max_fill_gap_slices: usize,
+    /// Coronal and sagittal passes only within the axial pass's organ extent
+    /// plus this margin (mm); a negative value runs every slice.
+    pub other_planes_margin_mm: f64,
+}
+
+impl SegmentConfig {
+    pub fn driver_options(&self) -> crate::seg::driver::DriverOptions {
+        crate::seg::driver::DriverOptions {
+            planes: self.planes,
+            batch_size: self.batch_size,
+            max_fill_gap: self.max_fill_gap_slices,
+            other_planes_margin_mm: (self.other_planes_margin_mm >= 0.0)
+                .then_some(self.other_planes_margin_mm),
+        }
+    }
 }
 
 impl Default for Config {

@@ -22,6 +22,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole job on built-in data: a synthetic patient, segmented with the
+    /// shipped weights, dosimetry, and the result beside the phantom's truth.
+    Demo(cli::demo::Args),
     /// List the series in a file or folder (DICOM of any nesting, NIfTI).
     Inspect(cli::inspect::Args),
     /// Convert a DICOM series (or NIfTI) to NIfTI, geometry preserved.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     };
     cli::init_logging(&cfg);
     let result = match cli.command {
+        Command::Demo(a) => cli::demo::run(a, &cfg),
         Command::Inspect(a) => cli::inspect::run(a, &cfg),
         Command::Convert(a) => cli::convert::run(a, &cfg),
         Command::Dose(a) => cli::dose::run(a, &cfg),

@@ -54,11 +54,7 @@ fn masks(
             }
             let model =
                 crate::seg::model::MaskRcnn::load_dir(model_dir, &candle_core::Device::Cpu)?;
-            let opts = crate::seg::driver::DriverOptions {
-                planes: cfg.segment.planes,
-                batch_size: cfg.segment.batch_size,
-                max_fill_gap: cfg.segment.max_fill_gap_slices,
-            };
+            let opts = cfg.segment.driver_options();
             let n = study.timepoints.len() + 1;
             let segment = |src: &Source, k: usize| -> Result<Volume<u8>> {
                 let ct = src.read(&cfg.ingest)?;
@@ -231,6 +227,30 @@ pub fn run_study(
     summary.warnings.extend(notes);
     progress("report", 0.95);
     crate::report::write_all(out, &summary)?;
+    if matches!(source, MaskSource::Network { .. }) {
+        write_masks(study, &input, out)?;
+    }
     progress("done", 1.0);
     Ok(summary)
+}
+
+/// The network's label maps, so a physicist can check them: `masks_ct.nii.gz` on
+/// the diagnostic CT and `masks_tp<k>.nii.gz` on each time point's low-dose CT.
+fn write_masks(study: &Study, input: &DoseInput, out: &Path) -> Result<()> {
+    use crate::io::nifti::write_nifti;
+    write_nifti(
+        &input.diag_ct_labels,
+        &out.join("masks_ct.nii.gz"),
+        "organdose masks (diagnostic CT)",
+    )?;
+    for (k, (tp, ti)) in study.timepoints.iter().zip(&input.timepoints).enumerate() {
+        if tp.ldct.is_some() {
+            write_nifti(
+                &ti.labels,
+                &out.join(format!("masks_tp{}.nii.gz", k + 1)),
+                "organdose masks (low-dose CT)",
+            )?;
+        }
+    }
+    Ok(())
 }

@@ -54,7 +54,7 @@ pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
         None => Masks::Network(
             args.weights
                 .clone()
-                .unwrap_or_else(|| cfg.segment.weights.clone()),
+                .unwrap_or_else(|| super::segment::resolve_default_weights(&cfg.segment.weights)),
         ),
     };
     let processor = Arc::new(StudyProcessor {

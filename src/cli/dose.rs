@@ -51,7 +51,7 @@ pub fn masks_from(args: &Args, cfg: &Config) -> MaskSource {
             model_dir: args
                 .weights
                 .clone()
-                .unwrap_or_else(|| cfg.segment.weights.clone()),
+                .unwrap_or_else(|| super::segment::resolve_default_weights(&cfg.segment.weights)),
         }
     }
 }

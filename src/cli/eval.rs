@@ -25,6 +25,10 @@ pub struct Args {
     /// Model folder (model.toml + weights); default: [segment] weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Coronal and sagittal passes over every slice, not only around the
+    /// axial pass's organs (segment.other_planes_margin_mm).
+    #[arg(long)]
+    pub all_slices: bool,
     /// JSON output; default DIR/eval_<planes>.json.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -129,11 +133,13 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     } else {
         "axial"
     };
-    let opts = DriverOptions {
+    let mut opts = DriverOptions {
         planes,
-        batch_size: cfg.segment.batch_size,
-        max_fill_gap: cfg.segment.max_fill_gap_slices,
+        ..cfg.segment.driver_options()
     };
+    if args.all_slices {
+        opts.other_planes_margin_mm = None;
+    }
     let labels = evaluated_organs(&model.cfg.classes)?;
     let mut results = Vec::new();
     for (n, pd) in pdirs.iter().enumerate() {

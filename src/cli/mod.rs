@@ -2,6 +2,7 @@
 
 pub mod appliance;
 pub mod convert;
+pub mod demo;
 pub mod dose;
 pub mod eval;
 pub mod inspect;

@@ -39,10 +39,23 @@ pub struct Args {
 
 /// `--weights DIR`, else the config's `segment.weights`; an error that says
 /// so when the folder holds no model.toml.
+/// The configured model folder; a relative one that is not under the current
+/// folder is looked up in the source tree the binary was built from, so
+/// `organdose demo` finds the shipped weights from anywhere on the build machine.
+pub fn resolve_default_weights(dir: &Path) -> PathBuf {
+    if dir.is_relative() && !dir.join("model.toml").is_file() {
+        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        if built.join("model.toml").is_file() {
+            return built;
+        }
+    }
+    dir.to_path_buf()
+}
+
 pub fn model_dir_or_default(weights: Option<&Path>, cfg: &Config) -> anyhow::Result<PathBuf> {
     let dir = weights
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| cfg.segment.weights.clone());
+        .unwrap_or_else(|| resolve_default_weights(&cfg.segment.weights));
     if !dir.join("model.toml").is_file() {
         bail!(
             "no segmentation model at {}: none is installed yet (training is a separate step); \
@@ -78,8 +91,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     };
     let opts = DriverOptions {
         planes,
-        batch_size: cfg.segment.batch_size,
-        max_fill_gap: cfg.segment.max_fill_gap_slices,
+        ..cfg.segment.driver_options()
     };
     let total: u64 = driver::planes_of(planes)
         .iter()
@@ -96,7 +108,8 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let t0 = std::time::Instant::now();
-    let labels = driver::segment(&model, &ct, &opts, &mut |done, _| {
+    let labels = driver::segment(&model, &ct, &opts, &mut |done, total| {
+        bar.set_length(total as u64);
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();

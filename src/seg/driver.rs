@@ -52,6 +52,33 @@ pub struct DriverOptions {
     pub batch_size: usize,
     /// Longest run of empty slices filled by interpolation (0: none).
     pub max_fill_gap: usize,
+    /// With three planes: run the coronal and sagittal passes only over the
+    /// slices the axial pass found organs in, widened by this margin (mm).
+    /// None: every slice.
+    pub other_planes_margin_mm: Option<f64>,
+}
+
+/// Slice range `[lo, hi)` along `axis` holding any labelled voxel of `map`,
+/// widened by `margin` slices; None when the map is empty.
+pub fn label_extent(
+    map: &[u8],
+    dims: [usize; 3],
+    axis: usize,
+    margin: usize,
+) -> Option<(usize, usize)> {
+    let (mut lo, mut hi) = (usize::MAX, 0usize);
+    for (v, &c) in map.iter().enumerate() {
+        if c != 0 {
+            let idx = [
+                v % dims[0],
+                (v / dims[0]) % dims[1],
+                v / (dims[0] * dims[1]),
+            ][axis];
+            lo = lo.min(idx);
+            hi = hi.max(idx);
+        }
+    }
+    (lo != usize::MAX).then(|| (lo.saturating_sub(margin), (hi + margin + 1).min(dims[axis])))
 }
 
 /// What each model class becomes in the output label map.
@@ -119,6 +146,7 @@ pub fn segment_plane(
     dims: [usize; 3],
     plane: Plane,
     opts: &DriverOptions,
+    range: Option<(usize, usize)>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<u8>> {
     let size = model.cfg.input.size;
@@ -128,9 +156,11 @@ pub fn segment_plane(
     let nc = model.cfg.classes.len();
     let mut map = vec![0u8; win.len()];
     let bs = opts.batch_size.max(1);
-    let mut t0 = 0;
-    while t0 < ns {
-        let t1 = (t0 + bs).min(ns);
+    let (lo, hi) = range.unwrap_or((0, ns));
+    let hi = hi.min(ns);
+    let mut t0 = lo;
+    while t0 < hi {
+        let t1 = (t0 + bs).min(hi);
         let mut input = Vec::with_capacity((t1 - t0) * 3 * size * size);
         for t in t0..t1 {
             input.extend(slice_input(win, dims, plane, t, size));
@@ -199,19 +229,30 @@ pub fn segment(
     ct.check_finite("CT")?;
     let win = window(&ct.data, model.cfg.input.hu_window);
     let planes = planes_of(opts.planes);
-    let total: usize = planes.iter().map(|p| dims[p.axes().0]).sum();
+    let mut total: usize = planes.iter().map(|p| dims[p.axes().0]).sum();
     let mut done = 0;
-    let mut maps = Vec::new();
+    let mut maps: Vec<Vec<u8>> = Vec::new();
     for &p in planes {
         let t0 = std::time::Instant::now();
-        let m = segment_plane(model, &win, dims, p, opts, &mut |n| {
-            done += n;
+        let sa = p.axes().0;
+        // The axial pass runs first (planes_of); its organs bound the others.
+        let range = match (opts.other_planes_margin_mm, maps.first()) {
+            (Some(mm), Some(axial)) if p != Plane::Axial => {
+                let margin = (mm.max(0.0) / ct.geom.spacing[sa]).ceil() as usize;
+                label_extent(axial, dims, sa, margin)
+            }
+            _ => None,
+        };
+        let n = range.map_or(dims[sa], |(a, b)| b - a);
+        total -= dims[sa] - n;
+        let m = segment_plane(model, &win, dims, p, opts, range, &mut |k| {
+            done += k;
             progress(done, total);
         })?;
         tracing::debug!(
-            "{} plane: {} slices in {:.1} s",
+            "{} plane: {n} of {} slices in {:.1} s",
             p.name(),
-            dims[p.axes().0],
+            dims[sa],
             t0.elapsed().as_secs_f64()
         );
         maps.push(m);
@@ -319,6 +360,19 @@ mod tests {
         assert_eq!((x[0], x[16], x[32]), (0.0, 0.0, 1.0));
         let x = slice_input(&win, dims, Plane::Axial, 2, 4);
         assert_eq!((x[0], x[16], x[32]), (1.0, 2.0, 2.0));
+    }
+
+    #[test]
+    fn label_extent_widens_and_clamps() {
+        let dims = [5, 4, 3];
+        let mut map = vec![0u8; 60];
+        assert_eq!(label_extent(&map, dims, 0, 1), None);
+        map[1 + 5 * 2 + 20 * 1] = 3; // i 1, j 2, k 1
+        map[3 + 5 * 2 + 20 * 1] = 1; // i 3
+        assert_eq!(label_extent(&map, dims, 0, 0), Some((1, 4)));
+        assert_eq!(label_extent(&map, dims, 0, 1), Some((0, 5)));
+        assert_eq!(label_extent(&map, dims, 1, 1), Some((1, 4)));
+        assert_eq!(label_extent(&map, dims, 2, 5), Some((0, 3)));
     }
 
     #[test]
