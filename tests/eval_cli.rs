@@ -78,4 +78,27 @@ fn eval_writes_table_and_json_and_refuses_missing_weights() {
         assert!(v["summary"][organ]["patients"] == 1, "{organ}");
     }
     assert!(pat["organs"].get("spleen").is_none());
+
+    // The low-dose CTs of the time points, scored on their own truth.
+    let json = tmp.path().join("eval_ldct.json");
+    let out = Command::new(bin)
+        .args(["eval", "--planes", "axial", "--scans", "ldct", "--data"])
+        .arg(&data)
+        .arg("--weights")
+        .arg(tmp.path().join("model"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let ids: Vec<&str> = v["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["patient"].as_str())
+        .collect();
+    let want: Vec<String> = (1..=4).map(|k| format!("{}~tp{k}", p.patient_id)).collect();
+    assert_eq!(ids, want);
+    assert!(v["patients"][0]["organs"]["liver"]["truth_ml"].as_f64().unwrap() > 10.0);
 }

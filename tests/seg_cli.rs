@@ -205,3 +205,39 @@ fn segment_runs_on_a_phantom_dicom_ct() {
         "labels on the DICOM CT grid"
     );
 }
+
+#[test]
+fn weights_must_match_their_manifest() {
+    use organdose::seg::MaskRcnn;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model_dir(tmp.path());
+    // sha256 of the fixture weights, from Python's hashlib.
+    let good = "93e029550a86be34ae3e510f0d025887f3bd5c68bce3b620730c1329979cf5ac";
+    let manifest = |sha: &str| {
+        std::fs::write(
+            m.join("manifest.json"),
+            format!(r#"{{"weights": "weights.safetensors", "sha256": "{sha}"}}"#),
+        )
+        .unwrap()
+    };
+    manifest(good);
+    assert!(MaskRcnn::load_dir(&m, &Device::Cpu).is_ok());
+    manifest(&good.replace('9', "8"));
+    let err = MaskRcnn::load_dir(&m, &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("does not match"), "{err}");
+    // A damaged file (one byte flipped) against the right manifest.
+    manifest(good);
+    let w = m.join("weights.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&w, bytes).unwrap();
+    let out = organdose()
+        .args(["segment", "--raw-input", "x", "--raw-output", "y", "--weights"])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("damaged or was replaced"), "{err}");
+}

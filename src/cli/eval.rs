@@ -25,6 +25,10 @@ pub struct Args {
     /// Model folder (model.toml + weights); default: [segment] weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Which CTs of each patient: the diagnostic CT, the time points' low-dose
+    /// CTs (tp<k>_ldct.nii.gz, truth/labels_ldct_tp<k>.nii.gz), or both.
+    #[arg(long, value_parser = ["ct", "ldct", "all"], default_value = "ct")]
+    pub scans: String,
     /// Coronal and sagittal passes over every slice, not only around the
     /// axial pass's organs (segment.other_planes_margin_mm).
     #[arg(long)]
@@ -119,6 +123,42 @@ fn patients(data: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// (id, CT, truth labels) of every scan to score: `PID` for the diagnostic CT,
+/// `PID~tp<k>` for a time point's low-dose CT.
+fn scans_of(pdirs: &[PathBuf], which: &str) -> anyhow::Result<Vec<(String, PathBuf, PathBuf)>> {
+    let mut out = Vec::new();
+    for pd in pdirs {
+        let id = pd
+            .file_name()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if which != "ldct" {
+            let ct = pd.join("ct.nii.gz");
+            if !ct.is_file() {
+                bail!(
+                    "{}: no ct.nii.gz (eval reads the NIfTI layout: `organdose phantom --format nifti`)",
+                    pd.display()
+                );
+            }
+            out.push((id.clone(), ct, pd.join("truth/labels_ct.nii.gz")));
+        }
+        if which != "ct" {
+            for k in 1.. {
+                let ct = pd.join(format!("tp{k}_ldct.nii.gz"));
+                let tl = pd.join(format!("truth/labels_ldct_tp{k}.nii.gz"));
+                if !(ct.is_file() && tl.is_file()) {
+                    break;
+                }
+                out.push((format!("{id}~tp{k}"), ct, tl));
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!("no {which} scans found");
+    }
+    Ok(out)
+}
+
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let wdir = model_dir_or_default(args.weights.as_deref(), cfg)?;
     let pdirs = patients(&args.data)?;
@@ -142,25 +182,16 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     }
     let labels = evaluated_organs(&model.cfg.classes)?;
     let mut results = Vec::new();
-    for (n, pd) in pdirs.iter().enumerate() {
-        let id = pd
-            .file_name()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let ct_path = pd.join("ct.nii.gz");
-        if !ct_path.is_file() {
-            bail!(
-                "{}: no ct.nii.gz (eval reads the NIfTI layout: `organdose phantom --format nifti`)",
-                pd.display()
-            );
-        }
-        let ct = nifti::read_nifti(&ct_path)?;
-        let truth = nifti::read_nifti_labels(&pd.join("truth/labels_ct.nii.gz"))?;
+    let scans = scans_of(&pdirs, &args.scans)?;
+    for (n, (id, ct_path, truth_path)) in scans.iter().enumerate() {
+        let id = id.clone();
+        let ct = nifti::read_nifti(ct_path)?;
+        let truth = nifti::read_nifti_labels(truth_path)?;
         if !truth.geom.same_grid(&ct.geom, 1e-3) {
-            bail!("{}: truth labels are not on the CT grid", pd.display());
+            bail!("{}: truth labels are not on the CT grid", truth_path.display());
         }
         let t0 = std::time::Instant::now();
-        eprint!("[{}/{}] {id}: segmenting ({pname}) ...", n + 1, pdirs.len());
+        eprint!("[{}/{}] {id}: segmenting ({pname}) ...", n + 1, scans.len());
         let pred = driver::segment(&model, &ct, &opts, &mut |_, _| {})?;
         let seconds = t0.elapsed().as_secs_f64();
         eprintln!(" {seconds:.1} s");
@@ -207,8 +238,9 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         .map(|n| (n.clone(), summarise(&results, n)))
         .collect();
     println!(
-        "\nmean over {} patients ({pname}):\n{:<13} {:>7} {:>7} {:>9} {:>10} {:>12} {:>12}",
+        "\nmean over {} scans ({pname}, {}):\n{:<13} {:>7} {:>7} {:>9} {:>10} {:>12} {:>12}",
         results.len(),
+        args.scans,
         "organ",
         "Dice",
         "min",
@@ -240,7 +272,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let out = args
         .json
         .clone()
-        .unwrap_or_else(|| args.data.join(format!("eval_{pname}.json")));
+        .unwrap_or_else(|| args.data.join(format!("eval_{}_{pname}.json", args.scans)));
     let tmp = out.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", tmp.display()))?;

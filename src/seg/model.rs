@@ -50,7 +50,9 @@ impl MaskRcnn {
             )));
         }
         let cfg = ModelConfig::load(&cfg_path)?;
-        let ws = Weights::load(&dir.join(&cfg.weights), device)?;
+        let wpath = dir.join(&cfg.weights);
+        check_manifest(dir, &wpath)?;
+        let ws = Weights::load(&wpath, device)?;
         Self::new(cfg, &ws, device)
     }
 
@@ -145,4 +147,37 @@ impl MaskRcnn {
             proposals: props,
         })
     }
+}
+
+/// When the folder has a `manifest.json` (train/train.py writes one) naming
+/// this weights file with a sha256, the file must match it: a truncated copy
+/// or a replaced file would otherwise load and segment wrongly without a word.
+fn check_manifest(dir: &Path, weights: &Path) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let mpath = dir.join("manifest.json");
+    if !mpath.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::input(format!("{}: {e}", mpath.display())))?;
+    let named = v["weights"].as_str().map(|w| dir.join(w));
+    let (Some(want), Some(named)) = (v["sha256"].as_str(), named) else {
+        return Ok(());
+    };
+    if named != weights {
+        return Ok(());
+    }
+    let mut f = std::fs::File::open(weights).map_err(|e| Error::io(weights, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(weights, e))?;
+    let got: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    if !got.eq_ignore_ascii_case(want) {
+        return Err(Error::input(format!(
+            "{}: sha256 {got} does not match {} ({want}): the weights file is damaged or was replaced",
+            weights.display(),
+            mpath.display()
+        )));
+    }
+    Ok(())
 }
