@@ -39,6 +39,8 @@ def parse():
     p.add_argument("--representation", type=int, default=1024, help="box head width")
     p.add_argument("--mask-channels", type=int, default=256)
     p.add_argument("--box-pool", type=int, default=7)
+    p.add_argument("--init", default=None,
+                   help="exported model folder to start from (continue training; same architecture)")
     p.add_argument("--pretrained", default=None,
                    help="torchvision ResNet state dict (.pth/.safetensors) for backbone.body")
     # The paper's schedule: heads only, 50 epochs, lr 1e-3; then all layers at lr 1e-4.
@@ -185,6 +187,14 @@ def main():
     model = M.build(cfg, args.fpn_channels, args.representation, args.mask_channels,
                     frozen_bn=args.pretrained is not None)
     model.roi_heads.fg_bg_sampler.batch_size_per_image = args.rois_per_image
+    if args.init:
+        from safetensors.torch import load_file
+        sd = {k: v.float() for k, v in load_file(os.path.join(args.init, cfg["weights"])).items()}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            sys.exit(f"--init {args.init}: architecture differs (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        print(f"continuing from {args.init}", file=sys.stderr)
     if args.pretrained:
         if args.pretrained.endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -278,7 +288,7 @@ def export(model, cfg, args, train_ids, val_ids, epochs_done, history, dice, sto
                    "stopped_by_time_limit": stopped, "history": history},
         "model": {"backbone": cfg["backbone"], "fpn_channels": args.fpn_channels,
                   "representation": args.representation, "mask_channels": args.mask_channels,
-                  "pretrained_backbone": args.pretrained},
+                  "pretrained_backbone": args.pretrained, "init": args.init},
         "validation_dice_slices": dice,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__, "torchvision": torchvision.__version__,
