@@ -149,7 +149,10 @@ impl Pyramid {
         self.data
             .iter()
             .zip(&self.dims)
-            .map(|(d, &dm)| Tensor::from_vec(d.clone(), dm, &Device::Cpu).expect("tensor"))
+            .map(|(d, &dm)| {
+                Tensor::from_vec(d.clone(), (dm[0], dm[1], dm[2], dm[3]), &Device::Cpu)
+                    .expect("tensor")
+            })
             .collect()
     }
 }
@@ -219,7 +222,7 @@ fn gpu_multiscale(
     let mut out = nan_buffer(gpu, total);
     ops::roi_pool_into(gpu, &dl, &rois, &lv, (size, size), pooling, &mut out).expect("launch");
     let v = download(gpu, &out);
-    let host = ops::multiscale_pool(gpu, &p.host(), 2, 5, boxes, size, kind, sr)
+    let host = ops::multiscale_pool(gpu, &p.host(), (2, 5), boxes, size, kind, sr)
         .expect("host multiscale_pool");
     assert_eq!(
         host.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),

@@ -84,7 +84,8 @@ fn compile_all(arch: Option<&str>) -> Result<KernelPtx, GpuError> {
 /// A card newer than the NVRTC library (which then refuses its architecture)
 /// gets NVRTC's default target, which the driver JIT-compiles forward.
 pub fn kernel_ptx(cc: (i32, i32)) -> Result<Arc<KernelPtx>, GpuError> {
-    static CACHE: OnceLock<Mutex<HashMap<(i32, i32), Arc<KernelPtx>>>> = OnceLock::new();
+    type PerArch = Mutex<HashMap<(i32, i32), Arc<KernelPtx>>>;
+    static CACHE: OnceLock<PerArch> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = map.get(&cc) {

@@ -229,12 +229,11 @@ pub fn roi_pool_host(
 
 /// Device twin of `seg::roi_heads::multiscale_pool`: each (image, box) pooled
 /// from the level torchvision's LevelMapper picks, (K, C, size, size) in input
-/// order. `levels[l]` must be level k_min + l.
+/// order. `levels[l]` must be level k_min + l; `(k_min, k_max)` as `Levels`.
 pub fn multiscale_pool(
     gpu: &Gpu,
     levels: &[HostLevel],
-    k_min: i32,
-    k_max: i32,
+    (k_min, k_max): (i32, i32),
     boxes: &[(usize, BoxF)],
     size: usize,
     kind: RoiPoolKind,

@@ -376,6 +376,8 @@ mod tests {
     }
 
     #[test]
+    // Indices spelled i + nx*j + nx*ny*k, the factor 1 included.
+    #[allow(clippy::identity_op)]
     fn label_extent_widens_and_clamps() {
         let dims = [5, 4, 3];
         let mut map = vec![0u8; 60];
