@@ -232,24 +232,51 @@ fn gpu_multiscale(
     v
 }
 
+// Each test makes its inputs and CPU references before it looks for a device,
+// so that on a machine without one the CPU half still runs (and a mistake in
+// it shows here, not on the scarce GPU machine).
+
+/// A CPU reference must be finite, non-trivial and equal to itself by the
+/// measure the GPU is held to.
+fn check_reference(what: &str, cpu: &[f32]) {
+    assert!(!cpu.is_empty(), "{what}: empty reference");
+    assert!(
+        cpu.iter().all(|v| v.is_finite()),
+        "{what}: non-finite reference"
+    );
+    assert!(cpu.iter().any(|&v| v != 0.0), "{what}: all-zero reference");
+    assert_eq!(rel_err(cpu, cpu), (0.0, 0), "{what}");
+}
+
 #[test]
 fn roi_align_multilevel_matches_cpu() {
-    let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new("roi_align_multilevel");
     let p = pyramid(&mut rng, 3, 6, 128);
     let boxes = random_boxes(&mut rng, 3, 128.0, 64);
     // torchvision's box (7, sr 2) and mask (14) settings, the paper's 28, and
     // the adaptive sampling ratio (0: ceil(bin size) samples).
-    for (size, sr) in [(7, 2), (14, 2), (28, 2), (7, 0), (5, 3)] {
-        let cpu = cpu_multiscale(&p, &boxes, size, RoiPoolKind::Align, sr);
-        let g = gpu_multiscale(&gpu, &p, &boxes, size, RoiPoolKind::Align, sr);
-        assert_parity(&format!("roi_align {size}x{size} sr {sr}"), &g, &cpu);
+    let cases: Vec<(usize, i32, Vec<f32>)> = [(7, 2), (14, 2), (28, 2), (7, 0), (5, 3)]
+        .into_iter()
+        .map(|(size, sr)| {
+            (
+                size,
+                sr,
+                cpu_multiscale(&p, &boxes, size, RoiPoolKind::Align, sr),
+            )
+        })
+        .collect();
+    for (size, sr, cpu) in &cases {
+        check_reference(&format!("roi_align {size} sr {sr}"), cpu);
+    }
+    let Some(gpu) = gpu() else { return };
+    for (size, sr, cpu) in &cases {
+        let g = gpu_multiscale(&gpu, &p, &boxes, *size, RoiPoolKind::Align, *sr);
+        assert_parity(&format!("roi_align {size}x{size} sr {sr}"), &g, cpu);
     }
 }
 
 #[test]
 fn roi_align_aligned_single_level_matches_cpu() {
-    let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new("roi_align_aligned");
     let (n, c, h, w) = (2, 5, 23, 31);
     let feats = rng.vec(n * c * h * w, -1.0, 1.0);
@@ -259,51 +286,70 @@ fn roi_align_aligned_single_level_matches_cpu() {
         rois.extend_from_slice(&[*b as f32, bx[0], bx[1], bx[2], bx[3]]);
     }
     let k = boxes.len();
-    for (aligned, sr) in [(true, 2), (true, 0), (false, 1)] {
-        let op = RoiAlign {
-            pooled_h: 6,
-            pooled_w: 9,
-            spatial_scale: 0.5,
-            sampling_ratio: sr,
-            aligned,
-        };
-        let f = Tensor::from_vec(feats.clone(), (n, c, h, w), &Device::Cpu).expect("tensor");
-        let r = Tensor::from_vec(rois.clone(), (k, 5), &Device::Cpu).expect("tensor");
-        let cpu: Vec<f32> = f
-            .apply_op2_no_bwd(&r, &op)
-            .and_then(|t| t.flatten_all()?.to_vec1())
-            .expect("CPU roi_align");
-        let level = [HostLevel {
-            data: &feats,
-            dims: [n, c, h, w],
-            scale: 0.5,
-        }];
-        let dl = DeviceLevels::upload(&gpu, &level).expect("upload");
+    let cases: Vec<(bool, i32, Vec<f32>)> = [(true, 2), (true, 0), (false, 1)]
+        .into_iter()
+        .map(|(aligned, sr)| {
+            let op = RoiAlign {
+                pooled_h: 6,
+                pooled_w: 9,
+                spatial_scale: 0.5,
+                sampling_ratio: sr,
+                aligned,
+            };
+            let f = Tensor::from_vec(feats.clone(), (n, c, h, w), &Device::Cpu).expect("tensor");
+            let r = Tensor::from_vec(rois.clone(), (k, 5), &Device::Cpu).expect("tensor");
+            let cpu: Vec<f32> = f
+                .apply_op2_no_bwd(&r, &op)
+                .and_then(|t| t.flatten_all()?.to_vec1())
+                .expect("CPU roi_align");
+            check_reference(&format!("roi_align aligned={aligned} sr {sr}"), &cpu);
+            (aligned, sr, cpu)
+        })
+        .collect();
+    let Some(gpu) = gpu() else { return };
+    let level = [HostLevel {
+        data: &feats,
+        dims: [n, c, h, w],
+        scale: 0.5,
+    }];
+    let dl = DeviceLevels::upload(&gpu, &level).expect("upload");
+    for (aligned, sr, cpu) in &cases {
         let mut out = nan_buffer(&gpu, k * c * 6 * 9);
         let pooling = Pooling::Align {
-            sampling_ratio: sr,
-            aligned,
+            sampling_ratio: *sr,
+            aligned: *aligned,
         };
         ops::roi_pool_into(&gpu, &dl, &rois, &vec![0; k], (6, 9), pooling, &mut out)
             .expect("launch");
         assert_parity(
             &format!("roi_align 6x9 aligned={aligned} sr {sr}"),
             &download(&gpu, &out),
-            &cpu,
+            cpu,
         );
     }
 }
 
 #[test]
 fn roi_max_pool_28_multilevel_matches_cpu() {
-    let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new("roi_max_pool");
     let p = pyramid(&mut rng, 2, 4, 256);
     let boxes = random_boxes(&mut rng, 2, 256.0, 48);
-    for size in [28, 7, 3] {
-        let cpu = cpu_multiscale(&p, &boxes, size, RoiPoolKind::MaxPool, 0);
-        let g = gpu_multiscale(&gpu, &p, &boxes, size, RoiPoolKind::MaxPool, 0);
-        assert_parity(&format!("roi_pool {size}x{size}"), &g, &cpu);
+    let cases: Vec<(usize, Vec<f32>)> = [28, 7, 3]
+        .into_iter()
+        .map(|size| {
+            (
+                size,
+                cpu_multiscale(&p, &boxes, size, RoiPoolKind::MaxPool, 0),
+            )
+        })
+        .collect();
+    for (size, cpu) in &cases {
+        check_reference(&format!("roi_pool {size}"), cpu);
+    }
+    let Some(gpu) = gpu() else { return };
+    for (size, cpu) in &cases {
+        let g = gpu_multiscale(&gpu, &p, &boxes, *size, RoiPoolKind::MaxPool, 0);
+        assert_parity(&format!("roi_pool {size}x{size}"), &g, cpu);
     }
 }
 
@@ -346,32 +392,36 @@ fn cpu_one_axis(
 
 #[test]
 fn gaussian_single_passes_write_every_voxel_and_match_cpu() {
-    let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new("gaussian_pass");
     // Odd sizes, and an axis shorter than the kernel radius (z: 4 voxels,
     // radius 8 at sigma 3 mm / 2 mm), so the boundary rule decides a lot.
     let dims = [37, 23, 4];
     let n: usize = dims.iter().product();
     let data = rng.vec(n, 0.0, 1000.0);
-    let src = gpu.stream().clone_htod(&data).expect("upload");
+    let mut cases = Vec::new();
     for (axis, spacing) in [(0, 0.9), (1, 1.7), (2, 2.0)] {
         for b in [Boundary::Zero, Boundary::Clamp] {
-            let taps = gaussian_taps(3.0, spacing);
-            let mut dst = nan_buffer(&gpu, n);
-            ops::gaussian_pass_into(&gpu, &src, &mut dst, dims, axis, &taps, b).expect("launch");
             let cpu = cpu_one_axis(&data, dims, axis, spacing, 3.0, b);
-            assert_parity(
-                &format!("gaussian pass axis {axis} {b:?} ({} taps)", taps.len()),
-                &download(&gpu, &dst),
-                &cpu,
-            );
+            check_reference(&format!("gaussian pass axis {axis} {b:?}"), &cpu);
+            assert_ne!(cpu, data, "the pass must change the data");
+            cases.push((axis, gaussian_taps(3.0, spacing), b, cpu));
         }
+    }
+    let Some(gpu) = gpu() else { return };
+    let src = gpu.stream().clone_htod(&data).expect("upload");
+    for (axis, taps, b, cpu) in &cases {
+        let mut dst = nan_buffer(&gpu, n);
+        ops::gaussian_pass_into(&gpu, &src, &mut dst, dims, *axis, taps, *b).expect("launch");
+        assert_parity(
+            &format!("gaussian pass axis {axis} {b:?} ({} taps)", taps.len()),
+            &download(&gpu, &dst),
+            cpu,
+        );
     }
 }
 
 #[test]
 fn gaussian_3d_anisotropic_matches_cpu() {
-    let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new("gaussian_3d");
     let dims = [41, 29, 19];
     let n: usize = dims.iter().product();
@@ -385,40 +435,37 @@ fn gaussian_3d_anisotropic_matches_cpu() {
         .collect();
     let spect = rng.vec(n, 0.0, 5.0e4);
     let spacing = [0.9, 1.7, 2.6];
+    let mut cases = Vec::new();
     for (name, data) in [("mask", &mask), ("spect", &spect)] {
         for b in [Boundary::Zero, Boundary::Clamp] {
             for sigma in [3.0, 6.0] {
                 let mut cpu = data.clone();
                 assert!(gaussian_blur_3d(&mut cpu, dims, spacing, sigma, b));
-                // Host wrapper.
-                let mut g = data.clone();
-                assert!(ops::gaussian_blur_3d(&gpu, &mut g, dims, spacing, sigma, b).expect("blur"));
-                assert_parity(
-                    &format!("gaussian 3-D {name} sigma {sigma} {b:?}"),
-                    &g,
-                    &cpu,
-                );
-                // Device variant with a NaN scratch buffer: three passes end in
-                // the scratch and are copied back; nothing may stay unwritten.
-                let mut d = gpu.stream().clone_htod(data).expect("upload");
-                let mut scratch = nan_buffer(&gpu, n);
-                assert!(ops::gaussian_blur_3d_device(
-                    &gpu,
-                    &mut d,
-                    &mut scratch,
-                    dims,
-                    spacing,
-                    sigma,
-                    b
-                )
-                .expect("blur"));
-                assert_parity(
-                    &format!("gaussian 3-D device {name} sigma {sigma} {b:?}"),
-                    &download(&gpu, &d),
-                    &cpu,
-                );
+                check_reference(&format!("gaussian 3-D {name} {sigma} {b:?}"), &cpu);
+                cases.push((name, data, b, sigma, cpu));
             }
         }
+    }
+    let Some(gpu) = gpu() else { return };
+    for (name, data, b, sigma, cpu) in &cases {
+        let (b, sigma) = (*b, *sigma);
+        // Host wrapper.
+        let mut g = data.to_vec();
+        assert!(ops::gaussian_blur_3d(&gpu, &mut g, dims, spacing, sigma, b).expect("blur"));
+        assert_parity(&format!("gaussian 3-D {name} sigma {sigma} {b:?}"), &g, cpu);
+        // Device variant with a NaN scratch buffer: three passes end in the
+        // scratch and are copied back; nothing may stay unwritten.
+        let mut d = gpu.stream().clone_htod(data.as_slice()).expect("upload");
+        let mut scratch = nan_buffer(&gpu, n);
+        assert!(
+            ops::gaussian_blur_3d_device(&gpu, &mut d, &mut scratch, dims, spacing, sigma, b)
+                .expect("blur")
+        );
+        assert_parity(
+            &format!("gaussian 3-D device {name} sigma {sigma} {b:?}"),
+            &download(&gpu, &d),
+            cpu,
+        );
     }
     // The twin's edge cases: sigma 0 is the identity, a wrong length is refused.
     let mut e = vec![1f32, 2.0, 3.0];

@@ -34,6 +34,16 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
     })
 }
 
+/// Whether the dynamic loader can open one of `names`. Asked before cudarc
+/// opens the library itself, because cudarc panics when it is missing.
+fn loadable(names: &[&str]) -> bool {
+    // SAFETY: these are the CUDA driver / NVRTC libraries cudarc is about to
+    // load anyway; their initialisers have no preconditions.
+    names
+        .iter()
+        .any(|n| unsafe { libloading::Library::new(*n) }.is_ok())
+}
+
 fn drv(e: DriverError) -> GpuError {
     GpuError::Driver(format!("{e:?}"))
 }
@@ -91,6 +101,19 @@ pub fn kernel_ptx(cc: (i32, i32)) -> Result<Arc<KernelPtx>, GpuError> {
     if let Some(p) = map.get(&cc) {
         return Ok(p.clone());
     }
+    let nvrtc = [
+        "libnvrtc.so",
+        "libnvrtc.so.13",
+        "libnvrtc.so.12",
+        "libnvrtc.so.11",
+    ];
+    if !loadable(&nvrtc) {
+        return Err(GpuError::Driver(
+            "NVRTC (libnvrtc.so.13 or .12) not found: put the lib folder of a CUDA toolkit or of the \
+             nvidia-cuda-nvrtc wheel on LD_LIBRARY_PATH"
+                .into(),
+        ));
+    }
     let arch = format!("compute_{}{}", cc.0, cc.1);
     let ptx = match compile_all(Some(&arch)) {
         Ok(p) => p,
@@ -117,6 +140,11 @@ impl Gpu {
     /// Opens device `ordinal` (0 = first) and compiles the kernels for it.
     /// `GpuError::NoDevice` when there is no driver or no device.
     pub fn open(ordinal: usize) -> Result<Self, GpuError> {
+        if !loadable(&["libcuda.so.1", "libcuda.so"]) {
+            return Err(GpuError::NoDevice(
+                "no NVIDIA driver library (libcuda.so.1) on this machine".into(),
+            ));
+        }
         let ctx = guarded("loading the CUDA driver (libcuda)", || {
             CudaContext::new(ordinal)
         })?
