@@ -141,12 +141,15 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                 let _ = std::fs::remove_dir_all(&root);
             }
             let desc = format!(
-                "phantom {} (seed {}): CT {:?}, {} time points, SPECT {:?}",
+                "phantom {} (seed {}): CT {:?}, {} time points, SPECT {}",
                 patient.patient_id,
                 args.seed,
                 patient.ct_geom.dims,
                 patient.spect_geoms.len(),
-                patient.spect_geoms.first().map(|g| g.dims)
+                patient
+                    .spect_geoms
+                    .first()
+                    .map_or("-".into(), |g| format!("{:?}", g.dims))
             );
             (desc, result?)
         }
