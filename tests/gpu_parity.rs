@@ -353,6 +353,48 @@ fn roi_max_pool_28_multilevel_matches_cpu() {
     }
 }
 
+/// The network's path (feature `cuda`): candle CUDA tensors through
+/// `multiscale_pool`, i.e. the RoI CustomOps' `cuda_fwd` on candle's stream,
+/// plus candle's own cat / index_select around them.
+#[cfg(feature = "cuda")]
+#[test]
+fn candle_cuda_multiscale_pool_matches_cpu() {
+    let mut rng = Rng::new("candle_cuda_multiscale");
+    let p = pyramid(&mut rng, 2, 8, 128);
+    let boxes = random_boxes(&mut rng, 2, 128.0, 32);
+    let cases: Vec<(RoiPoolKind, usize, i32, Vec<f32>)> = [
+        (RoiPoolKind::Align, 7, 2),
+        (RoiPoolKind::Align, 14, 0),
+        (RoiPoolKind::MaxPool, 28, 0),
+    ]
+    .into_iter()
+    .map(|(kind, size, sr)| (kind, size, sr, cpu_multiscale(&p, &boxes, size, kind, sr)))
+    .collect();
+    let Some(_gpu) = gpu() else { return };
+    let dev = Device::new_cuda(0).expect("candle CUDA device");
+    let feats: Vec<Tensor> = p
+        .tensors()
+        .iter()
+        .map(|t| t.to_device(&dev))
+        .collect::<candle_core::Result<_>>()
+        .expect("features to the device");
+    let levels = Levels {
+        scales: p.scales.clone(),
+        k_min: 2,
+        k_max: 5,
+    };
+    for (kind, size, sr, cpu) in &cases {
+        let g: Vec<f32> = multiscale_pool(&feats, &levels, &boxes, *size, *kind, *sr)
+            .and_then(|t| t.flatten_all()?.to_vec1())
+            .expect("multiscale_pool on CUDA");
+        assert_parity(
+            &format!("candle CUDA {kind:?} {size}x{size} sr {sr}"),
+            &g,
+            cpu,
+        );
+    }
+}
+
 #[test]
 fn roi_ops_refuse_bad_batch_index() {
     let Some(gpu) = gpu() else { return };

@@ -72,19 +72,6 @@ pub fn roi_fwd(
     let mut out = stream.alloc_zeros::<f32>(total).map_err(ce)?;
     let (one, n_rois, n_batch, channels) = (1i32, k as i32, n as i32, c as i32);
     let (ph, pw) = (ph as i32, pw as i32);
-    let mut b = func.builder();
-    b.arg(&feats)
-        .arg(&offsets)
-        .arg(&hw)
-        .arg(&scales)
-        .arg(&one)
-        .arg(&rois)
-        .arg(&levels)
-        .arg(&n_rois)
-        .arg(&n_batch)
-        .arg(&channels)
-        .arg(&ph)
-        .arg(&pw);
     let (sr, aligned) = match pooling {
         Pooling::Align {
             sampling_ratio,
@@ -92,12 +79,28 @@ pub fn roi_fwd(
         } => (sampling_ratio, aligned as i32),
         Pooling::Max => (0, 0),
     };
-    if let Pooling::Align { .. } = pooling {
-        b.arg(&sr).arg(&aligned);
+    {
+        // The builder borrows the buffers above until the launch.
+        let mut b = func.builder();
+        b.arg(&feats)
+            .arg(&offsets)
+            .arg(&hw)
+            .arg(&scales)
+            .arg(&one)
+            .arg(&rois)
+            .arg(&levels)
+            .arg(&n_rois)
+            .arg(&n_batch)
+            .arg(&channels)
+            .arg(&ph)
+            .arg(&pw);
+        if let Pooling::Align { .. } = pooling {
+            b.arg(&sr).arg(&aligned);
+        }
+        b.arg(&mut out);
+        // SAFETY: the argument lists match roi_align_fwd / roi_pool_fwd in
+        // kernels/; batch indices were checked above and the level is 0.
+        unsafe { b.launch(launch_cfg(total as u64)) }.map_err(ce)?;
     }
-    b.arg(&mut out);
-    // SAFETY: the argument lists match roi_align_fwd / roi_pool_fwd in
-    // kernels/; batch indices were checked above and the level is 0.
-    unsafe { b.launch(launch_cfg(total as u64)) }.map_err(ce)?;
     Ok((CudaStorage::wrap_cuda_slice(out, dev), shape))
 }
