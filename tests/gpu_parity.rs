@@ -351,6 +351,15 @@ fn roi_max_pool_28_multilevel_matches_cpu() {
         let g = gpu_multiscale(&gpu, &p, &boxes, *size, RoiPoolKind::MaxPool, 0);
         assert_parity(&format!("roi_pool {size}x{size}"), &g, cpu);
     }
+    // The size defaults to the paper's 28.
+    let mut rois = Vec::new();
+    let mut lv = Vec::new();
+    for (b, bx) in &boxes {
+        rois.extend_from_slice(&[*b as f32, bx[0], bx[1], bx[2], bx[3]]);
+        lv.push(map_level(bx, 2, 5).min(3));
+    }
+    let g = ops::roi_max_pool(&gpu, &p.host(), &rois, &lv, None).expect("roi_max_pool");
+    assert_parity("roi_max_pool default size", &g, &cases[0].1);
 }
 
 /// The network's path (feature `cuda`): candle CUDA tensors through

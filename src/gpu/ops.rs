@@ -227,6 +227,21 @@ pub fn roi_pool_host(
     s.clone_dtoh(&out).map_err(driver_error)
 }
 
+/// The paper's RoI pooling size (torchvision's box head pools 7 x 7).
+pub const PAPER_POOL_SIZE: usize = 28;
+
+/// RoI max pooling on the host's data, `size` x `size` (None: the paper's 28).
+pub fn roi_max_pool(
+    gpu: &Gpu,
+    levels: &[HostLevel],
+    rois: &[f32],
+    roi_level: &[usize],
+    size: Option<usize>,
+) -> Result<Vec<f32>, GpuError> {
+    let s = size.unwrap_or(PAPER_POOL_SIZE);
+    roi_pool_host(gpu, levels, rois, roi_level, (s, s), Pooling::Max)
+}
+
 /// Device twin of `seg::roi_heads::multiscale_pool`: each (image, box) pooled
 /// from the level torchvision's LevelMapper picks, (K, C, size, size) in input
 /// order. `levels[l]` must be level k_min + l; `(k_min, k_max)` as `Levels`.
