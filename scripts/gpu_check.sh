@@ -78,11 +78,13 @@ run_bench() { # name timeout args...
     echo "-- bench $name"
     timeout "$t" "$BIN/organdose" bench "$@" --weights "$MODEL" --json "$RES/$name.json" \
         >"$RES/$name.log" 2>&1
-    echo "   exit $? (log $RES/$name.log)"
+    local rc=$?
+    echo "$rc" >"$RES/$name.rc"
+    echo "   exit $rc$([ $rc = 124 ] && echo " (timed out after $t s; the rows it finished are in the log)") (log $RES/$name.log)"
 }
 run_bench cuda_full 240 --device cuda --study "$FULL"
 run_bench cuda_small 120 --device cuda --study "$SMALL"
-run_bench cpu_small_axial 240 --device cpu --study "$SMALL" --planes axial
+run_bench cpu_small_axial "${BENCH_CPU_TIMEOUT:-240}" --device cpu --study "$SMALL" --planes axial
 
 echo "== table"
 python3 - "$RES" cuda_full cuda_small cpu_small_axial <<'PY' | tee "$RES/table.txt"
@@ -101,8 +103,12 @@ for r in data.values():
             names.append(s["name"])
 w = max([len(n) for n in names] + [24])
 print(f"{'stage (s)':<{w}} " + " ".join(f"{r:>16}" for r in runs))
+def rc(r):
+    p = os.path.join(res, r + ".rc")
+    code = open(p).read().strip() if os.path.exists(p) else "?"
+    return "timeout" if code == "124" else f"exit {code}"
 def cell(r, f):
-    return f"{f(data[r]):>16}" if r in data else f"{'failed':>16}"
+    return f"{f(data[r]):>16}" if r in data else f"{rc(r):>16}"
 for n in names:
     def sec(d, n=n):
         v = [s["seconds"] for s in d["stages"] if s["name"] == n]

@@ -55,6 +55,20 @@ pub struct Args {
     pub json: Option<PathBuf>,
 }
 
+const ROW_HEADER: &str = "stage                            device    time s  detail";
+
+/// Appends a row and prints it at once, so a bench cut short by a timeout
+/// still shows the stages it finished.
+fn push(stages: &mut Vec<Stage>, s: Stage) {
+    println!(
+        "{:<32} {:<6} {:>9.3}  {}",
+        s.name, s.device, s.seconds, s.detail
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    stages.push(s);
+}
+
 /// One row of the table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stage {
@@ -91,6 +105,8 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let mut notes = Vec::new();
     let mut stages = Vec::new();
     let dev = backend.label();
+    println!("organdose bench: device {dev} ({})", backend.describe());
+    println!("{ROW_HEADER}");
 
     let (patient, memory_estimate_mb) = match &args.study {
         Some(dir) => {
@@ -121,13 +137,16 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                     preview: None,
                 },
             )?;
-            stages.push(Stage {
-                name: "phantom export (setup)".into(),
-                device: "cpu".into(),
-                seconds: t.elapsed().as_secs_f64(),
-                counted: false,
-                detail: format!("{} DICOM files", written.files.len()),
-            });
+            push(
+                &mut stages,
+                Stage {
+                    name: "phantom export (setup)".into(),
+                    device: "cpu".into(),
+                    seconds: t.elapsed().as_secs_f64(),
+                    counted: false,
+                    detail: format!("{} DICOM files", written.files.len()),
+                },
+            );
             let result = bench_study(
                 &args,
                 &cfg,
@@ -200,16 +219,19 @@ fn bench_study(
         });
         spects.push(tp.spect.read(&cfg.ingest)?);
     }
-    stages.push(Stage {
-        name: "ingest".into(),
-        device: "cpu".into(),
-        seconds: t.elapsed().as_secs_f64(),
-        counted: true,
-        detail: format!(
-            "load_study + {} volumes read",
-            1 + spects.len() + ldcts.iter().flatten().count()
-        ),
-    });
+    push(
+        stages,
+        Stage {
+            name: "ingest".into(),
+            device: "cpu".into(),
+            seconds: t.elapsed().as_secs_f64(),
+            counted: true,
+            detail: format!(
+                "load_study + {} volumes read",
+                1 + spects.len() + ldcts.iter().flatten().count()
+            ),
+        },
+    );
 
     // The model, if there is one, and the memory the study needs on the device.
     let model_dir = args
@@ -237,13 +259,16 @@ fn bench_study(
     let (diag_labels, tp_labels) = if has_model {
         let t = Instant::now();
         let model = MaskRcnn::load_dir(&model_dir, &backend.candle_device())?;
-        stages.push(Stage {
-            name: "model load (once per process)".into(),
-            device: dev.clone(),
-            seconds: t.elapsed().as_secs_f64(),
-            counted: false,
-            detail: model_dir.display().to_string(),
-        });
+        push(
+            stages,
+            Stage {
+                name: "model load (once per process)".into(),
+                device: dev.clone(),
+                seconds: t.elapsed().as_secs_f64(),
+                counted: false,
+                detail: model_dir.display().to_string(),
+            },
+        );
         let opts = cfg.segment.driver_options();
         let mut per_plane: Vec<(Plane, usize, f64)> = Vec::new();
         let mut seg = |ct: &Volume<f32>| -> anyhow::Result<Volume<u8>> {
@@ -271,13 +296,16 @@ fn bench_study(
         }
         let n_ct = 1 + ldcts.iter().flatten().count();
         for (p, n, s) in per_plane {
-            stages.push(Stage {
-                name: format!("segment {}", p.name()),
-                device: dev.clone(),
-                seconds: s,
-                counted: true,
-                detail: format!("{n_ct} CTs, {n} slices, batch {}", opts.batch_size),
-            });
+            push(
+                stages,
+                Stage {
+                    name: format!("segment {}", p.name()),
+                    device: dev.clone(),
+                    seconds: s,
+                    counted: true,
+                    detail: format!("{n_ct} CTs, {n} slices, batch {}", opts.batch_size),
+                },
+            );
         }
         (d, per_tp)
     } else {
@@ -361,13 +389,16 @@ fn bench_study(
         }
         detail.push_str(&format!("; max rel. diff to CPU {worst:.1e}"));
     }
-    stages.push(Stage {
-        name: "PSF (border blur)".into(),
-        device: dev.clone(),
-        seconds: psf_s,
-        counted: true,
-        detail,
-    });
+    push(
+        stages,
+        Stage {
+            name: "PSF (border blur)".into(),
+            device: dev.clone(),
+            seconds: psf_s,
+            counted: true,
+            detail,
+        },
+    );
 
     // Dose: the dosimetry as `organdose run` computes it.
     let input = DoseInput {
@@ -379,33 +410,28 @@ fn bench_study(
     };
     let t = Instant::now();
     let summary = organdose::dosimetry::run(&input, &cfg.dosimetry)?;
-    stages.push(Stage {
-        name: "dose".into(),
-        device: "cpu".into(),
-        seconds: t.elapsed().as_secs_f64(),
-        counted: true,
-        detail: format!(
-            "dosimetry::run, {} organs (activities with the CPU PSF, fits, dose map, DVH)",
-            summary.organs.len()
-        ),
-    });
+    push(
+        stages,
+        Stage {
+            name: "dose".into(),
+            device: "cpu".into(),
+            seconds: t.elapsed().as_secs_f64(),
+            counted: true,
+            detail: format!(
+                "dosimetry::run, {} organs (activities with the CPU PSF, fits, dose map, DVH)",
+                summary.organs.len()
+            ),
+        },
+    );
     Ok(est_mb)
 }
 
 fn print_report(r: &Report) {
-    println!("organdose bench: device {} ({})", r.device, r.device_name);
-    println!("study: {}", r.patient);
-    println!("{:<32} {:<6} {:>9}  detail", "stage", "device", "time s");
-    for s in &r.stages {
-        println!(
-            "{:<32} {:<6} {:>9.3}  {}",
-            s.name, s.device, s.seconds, s.detail
-        );
-    }
     println!(
         "{:<32} {:<6} {:>9.3}  ingest + segmentation + PSF + dose",
         "study total", "", r.study_total_s
     );
+    println!("study: {}", r.patient);
     match r.peak_memory_mb {
         Some(m) => println!("peak {}: {m:.0} MB", r.peak_memory_what),
         None => println!("peak {}: not available", r.peak_memory_what),
