@@ -8,7 +8,7 @@ use organdose::gpu::memory::MemoryEstimate;
 pub enum Backend {
     Cpu,
     #[cfg(feature = "cuda")]
-    Cuda(cuda::CudaBackend),
+    Cuda(Box<cuda::CudaBackend>),
 }
 
 impl Backend {
@@ -16,7 +16,7 @@ impl Backend {
         match device {
             "cpu" => Ok(Backend::Cpu),
             #[cfg(feature = "cuda")]
-            "cuda" => Ok(Backend::Cuda(cuda::CudaBackend::open()?)),
+            "cuda" => Ok(Backend::Cuda(Box::new(cuda::CudaBackend::open()?))),
             #[cfg(not(feature = "cuda"))]
             "cuda" => anyhow::bail!(
                 "--device cuda: this organdose was built without CUDA; rebuild with \
