@@ -29,7 +29,7 @@ for l in nvrtc cublas cublasLt curand cudart; do
     f=$(ls "$CU"/lib/lib$l.so.* | sort | head -1)
     ln -sf "$f" "$LINK/lib$l.so"
 done
-SYS=$(cargo metadata --format-version 1 | python3 -c '
+SYS=$(cargo metadata --format-version 1 --features cuda-kernels | python3 -c '
 import json, os, sys
 m = json.load(sys.stdin)
 p = [p["manifest_path"] for p in m["packages"] if p["name"] == "cudarc"][0]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of issue 8, for a session that has the device machine: run it
 # there from the repository root, with what scripts/build_gpu_dist.sh built
-# here (carry target/gpu-dist.tar.xz, about 30-60 MB):
+# here (carry target/gpu-dist.tar.xz; a dev-profile build of it was 13 MB):
 #
 #   scripts/gpu_check.sh [DIST]       # DIST: the .tar.xz or a folder with
 #                                     # organdose + gpu_parity (cuda builds)
