@@ -40,7 +40,10 @@ fn main() -> anyhow::Result<()> {
         Some(p) => {
             let bytes = std::fs::read(p)?;
             if bytes.len() != batch * 3 * s * s * 4 {
-                anyhow::bail!("{p}: {} bytes, expected {batch} x 3 x {s} x {s} f32", bytes.len());
+                anyhow::bail!(
+                    "{p}: {} bytes, expected {batch} x 3 x {s} x {s} f32",
+                    bytes.len()
+                );
             }
             bytes
                 .chunks_exact(4)

@@ -10,6 +10,7 @@ pub mod appliance;
 pub mod config;
 pub mod dosimetry;
 pub mod error;
+pub mod gpu;
 pub mod io;
 pub mod organs;
 pub mod phantom;

@@ -47,6 +47,9 @@ enum Command {
     /// Score segmentation on phantom patients against their truth: Dice, HD95,
     /// volume error, missed slices (table + JSON).
     Eval(cli::eval::Args),
+    /// Latency per stage (ingest, segmentation per plane, PSF, dose) and peak
+    /// memory of one phantom study, on the CPU or (cuda builds) the GPU.
+    Bench(cli::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
         Command::Phantom(a) => cli::phantom::run(a, &cfg),
         Command::Segment(a) => cli::segment::run(a, &cfg),
         Command::Eval(a) => cli::eval::run(a, &cfg),
+        Command::Bench(a) => cli::bench::run(a, &cfg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

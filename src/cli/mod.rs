@@ -1,6 +1,8 @@
 //! Subcommand implementations. They only orchestrate library calls.
 
 pub mod appliance;
+pub mod bench;
+mod bench_device;
 pub mod convert;
 pub mod demo;
 pub mod dose;

@@ -221,6 +221,18 @@ pub fn segment(
     opts: &DriverOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Volume<u8>> {
+    segment_timed(model, ct, opts, progress, &mut |_, _, _| {})
+}
+
+/// [`segment`], also telling `on_plane(plane, slices run, wall time)` after
+/// each plane's pass (`organdose bench` reports latency per plane).
+pub fn segment_timed(
+    model: &MaskRcnn,
+    ct: &Volume<f32>,
+    opts: &DriverOptions,
+    progress: &mut dyn FnMut(usize, usize),
+    on_plane: &mut dyn FnMut(Plane, usize, std::time::Duration),
+) -> Result<Volume<u8>> {
     let targets = class_targets(&model.cfg.classes)?;
     let dims = ct.geom.dims;
     if dims.contains(&0) {
@@ -255,6 +267,7 @@ pub fn segment(
             dims[sa],
             t0.elapsed().as_secs_f64()
         );
+        on_plane(p, n, t0.elapsed());
         maps.push(m);
     }
     let voted = if maps.len() == 1 {
@@ -363,6 +376,8 @@ mod tests {
     }
 
     #[test]
+    // Indices spelled i + nx*j + nx*ny*k, the factor 1 included.
+    #[allow(clippy::identity_op)]
     fn label_extent_widens_and_clamps() {
         let dims = [5, 4, 3];
         let mut map = vec![0u8; 60];

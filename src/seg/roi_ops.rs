@@ -1,5 +1,5 @@
 //! RoI operators with torchvision semantics: RoIAlign and RoI max pooling as
-//! candle `CustomOp2`s (CPU here; CUDA twins can fill `cuda_fwd` later), NMS,
+//! candle `CustomOp2`s (CPU here; with feature `cuda` their `cuda_fwd` runs kernels/*.cu), NMS,
 //! box coding, level mapping. Arithmetic follows torchvision's CPU kernels
 //! term by term so results agree to float rounding.
 
@@ -127,6 +127,29 @@ impl CustomOp2 for RoiAlign {
         }
         Ok((CpuStorage::F32(out), Shape::from((k, c, ph_n, pw_n))))
     }
+
+    /// kernels/roi_align.cu through `gpu::candle_ops` (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        crate::gpu::candle_ops::roi_fwd(
+            crate::gpu::ops::Pooling::Align {
+                sampling_ratio: self.sampling_ratio,
+                aligned: self.aligned,
+            },
+            (self.pooled_h, self.pooled_w),
+            self.spatial_scale,
+            s1,
+            l1,
+            s2,
+            l2,
+        )
+    }
 }
 
 /// torchvision's `pre_calc_for_bilinear_interpolate` for one sample point.
@@ -238,6 +261,26 @@ impl CustomOp2 for RoiPool {
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((k, c, ph_n, pw_n))))
+    }
+
+    /// kernels/roi_pool.cu through `gpu::candle_ops` (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        crate::gpu::candle_ops::roi_fwd(
+            crate::gpu::ops::Pooling::Max,
+            (self.pooled_h, self.pooled_w),
+            self.spatial_scale,
+            s1,
+            l1,
+            s2,
+            l2,
+        )
     }
 }
 

@@ -1,0 +1,57 @@
+//! The CUDA path (issue 8): the hand-written kernels of `kernels/` (RoIAlign,
+//! RoI max pooling, the separable Gaussian PSF) loaded through cudarc, and the
+//! device-memory budget of a study.
+//!
+//! - [`memory`] (every build): how much device memory a study needs, from the
+//!   volume dimensions and the model config, and the refusal when it does not
+//!   fit. Pure arithmetic, so the CPU build tests it.
+//! - `device`, `ops` (features `cuda-kernels` / `cuda`): the context, NVRTC
+//!   compilation of the embedded `.cu` sources at start-up (no CUDA toolkit at
+//!   build time), and launch wrappers on host `Vec<f32>` or device buffers.
+//! - `candle_ops` (feature `cuda`): the `cuda_fwd` of the RoI CustomOps, so the
+//!   network runs on candle's CUDA device with these kernels.
+//!
+//! Each kernel has a CPU twin that the CPU build uses (`seg::roi_ops`,
+//! `dosimetry::psf`); `tests/gpu_parity.rs` compares them on a GPU.
+
+pub mod memory;
+
+#[cfg(feature = "cuda-kernels")]
+mod device;
+#[cfg(feature = "cuda-kernels")]
+pub mod ops;
+#[cfg(feature = "cuda-kernels")]
+pub use device::{kernel_ptx, Gpu, KernelPtx};
+
+#[cfg(feature = "cuda")]
+pub mod candle_ops;
+
+/// What went wrong on the device side. `NoDevice` is the one a caller may
+/// treat as "run on the CPU instead"; the others are bugs or misconfiguration.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no usable CUDA device: {0}")]
+    NoDevice(String),
+    #[error("NVRTC could not compile kernels/{kernel}: {log}")]
+    Compile { kernel: &'static str, log: String },
+    #[error("CUDA driver: {0}")]
+    Driver(String),
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    OutOfMemory(#[from] memory::DoesNotFit),
+}
+
+impl From<GpuError> for crate::Error {
+    fn from(e: GpuError) -> Self {
+        crate::Error::input(e.to_string())
+    }
+}
+
+/// The kernel sources, embedded so that a binary needs no files beside it.
+#[cfg(feature = "cuda-kernels")]
+pub mod sources {
+    pub const ROI_ALIGN: &str = include_str!("../../kernels/roi_align.cu");
+    pub const ROI_POOL: &str = include_str!("../../kernels/roi_pool.cu");
+    pub const GAUSSIAN_PSF: &str = include_str!("../../kernels/gaussian_psf.cu");
+}
