@@ -90,7 +90,11 @@ fn eval_writes_table_and_json_and_refuses_missing_weights() {
         .arg(&json)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let ids: Vec<&str> = v["patients"]
         .as_array()
@@ -100,5 +104,10 @@ fn eval_writes_table_and_json_and_refuses_missing_weights() {
         .collect();
     let want: Vec<String> = (1..=4).map(|k| format!("{}~tp{k}", p.patient_id)).collect();
     assert_eq!(ids, want);
-    assert!(v["patients"][0]["organs"]["liver"]["truth_ml"].as_f64().unwrap() > 10.0);
+    assert!(
+        v["patients"][0]["organs"]["liver"]["truth_ml"]
+            .as_f64()
+            .unwrap()
+            > 10.0
+    );
 }

@@ -223,7 +223,10 @@ fn weights_must_match_their_manifest() {
     manifest(good);
     assert!(MaskRcnn::load_dir(&m, &Device::Cpu).is_ok());
     manifest(&good.replace('9', "8"));
-    let err = MaskRcnn::load_dir(&m, &Device::Cpu).err().unwrap().to_string();
+    let err = MaskRcnn::load_dir(&m, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("does not match"), "{err}");
     // A damaged file (one byte flipped) against the right manifest.
     manifest(good);
@@ -233,7 +236,14 @@ fn weights_must_match_their_manifest() {
     bytes[last] ^= 1;
     std::fs::write(&w, bytes).unwrap();
     let out = organdose()
-        .args(["segment", "--raw-input", "x", "--raw-output", "y", "--weights"])
+        .args([
+            "segment",
+            "--raw-input",
+            "x",
+            "--raw-output",
+            "y",
+            "--weights",
+        ])
         .arg(&m)
         .output()
         .unwrap();

@@ -188,7 +188,10 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         let ct = nifti::read_nifti(ct_path)?;
         let truth = nifti::read_nifti_labels(truth_path)?;
         if !truth.geom.same_grid(&ct.geom, 1e-3) {
-            bail!("{}: truth labels are not on the CT grid", truth_path.display());
+            bail!(
+                "{}: truth labels are not on the CT grid",
+                truth_path.display()
+            );
         }
         let t0 = std::time::Instant::now();
         eprint!("[{}/{}] {id}: segmenting ({pname}) ...", n + 1, scans.len());
