@@ -80,7 +80,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         None => MaskSource::Truth(truth_dir.clone()),
     };
     let result = args.out.join("result");
-    let progress = |stage: &str, f: f64| tracing::info!("[{:>3.0} %] {stage}", 100.0 * f);
+    let progress = super::progress_logger();
     println!(
         "2/3 {} CT(s) and {} SPECT time points: {} ...",
         1 + study.timepoints.iter().filter(|t| t.ldct.is_some()).count(),

@@ -81,7 +81,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         cfg.appliance.expected_timepoints,
         false,
     );
-    let progress = |stage: &str, f: f64| tracing::info!("[{:>3.0} %] {stage}", 100.0 * f);
+    let progress = super::progress_logger();
     let summary = run_study(&study, &source, &args.out, &cfg, status, &progress)?;
     for (name, o) in &summary.organs {
         println!(

@@ -23,3 +23,17 @@ pub fn init_logging(cfg: &Config) {
         .with_target(false)
         .try_init();
 }
+
+/// A progress callback for long jobs: one log line per whole percent or new
+/// stage, not one per batch of slices.
+pub fn progress_logger() -> impl Fn(&str, f64) {
+    let last = std::cell::RefCell::new((String::new(), -1i64));
+    move |stage: &str, f: f64| {
+        let pct = (100.0 * f).floor() as i64;
+        let mut l = last.borrow_mut();
+        if l.0 != stage || l.1 != pct {
+            tracing::info!("[{pct:>3} %] {stage}");
+            *l = (stage.to_string(), pct);
+        }
+    }
+}
