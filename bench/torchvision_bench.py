@@ -79,6 +79,23 @@ def build(depth, size, pool=7):
     ).eval()
 
 
+@torch.no_grad()
+def time_and_report(m, x, reps, name):
+    """One warm-up, then the fastest of `reps` passes per slice (the machine is
+    shared: slower repetitions saw other load), detections and peak RSS."""
+    m(x)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        r = m(x)
+        times.append((time.perf_counter() - t0) / len(x))
+    ndet = sum(len(o["boxes"]) for o in r) / len(x)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"torchvision {name}: {min(times) * 1e3:.0f} ms/slice (min of {reps}; "
+          f"median {sorted(times)[len(times) // 2] * 1e3:.0f}), {ndet:.1f} det/slice, "
+          f"peak RSS {rss:.0f} MB", flush=True)
+
+
 def trained(out, threads, batch, reps, mdir, ct_path):
     """The shipped (or any exported) model on real slices."""
     import tomllib
@@ -107,18 +124,7 @@ def trained(out, threads, batch, reps, mdir, ct_path):
     x = [D.slice_input(win, "axial", k0 + i, size) for i in range(batch)]
     os.makedirs(out, exist_ok=True)
     torch.stack(x).numpy().astype(np.float32).tofile(os.path.join(out, "input.f32"))
-    with torch.no_grad():
-        m(x)
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            r = m(x)
-            times.append((time.perf_counter() - t0) / batch)
-    dt = min(times)
-    ndet = sum(len(o["boxes"]) for o in r) / batch
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"torchvision {mdir}: {dt * 1e3:.0f} ms/slice (min of {reps}; median {sorted(times)[len(times) // 2] * 1e3:.0f}), "
-          f"{ndet:.1f} det/slice, peak RSS {rss:.0f} MB", flush=True)
+    time_and_report(m, x, reps, mdir)
 
 
 def main():
@@ -144,19 +150,7 @@ def main():
         with open(os.path.join(d, "model.toml"), "w") as fh:
             fh.write(TOML.format(size=size, depth=depth, pool=pool))
         x = [torch.rand(3, size, size) for _ in range(batch)]
-        with torch.no_grad():
-            m(x)  # warm-up
-            times = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                r = m(x)
-                times.append((time.perf_counter() - t0) / batch)
-            # The fastest repetition: the machine is shared, slower ones saw other load.
-            dt = min(times)
-        ndet = sum(len(o["boxes"]) for o in r) / batch
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"torchvision {os.path.basename(d)}: {dt * 1e3:.0f} ms/slice (min of {reps}; median {sorted(times)[len(times) // 2] * 1e3:.0f}), "
-              f"{ndet:.1f} det/slice, peak RSS {rss:.0f} MB", flush=True)
+        time_and_report(m, x, reps, os.path.basename(d))
 
 
 if __name__ == "__main__":
