@@ -43,7 +43,7 @@ if ldd "$BIN/organdose" | grep 'not found'; then
 fi
 
 echo "== parity tests (GPU vs CPU twin)"
-ORGANDOSE_REQUIRE_GPU=1 timeout 300 "$BIN/gpu_parity" --test-threads=1 --nocapture \
+ORGANDOSE_REQUIRE_GPU=1 timeout "${PARITY_TIMEOUT:-300}" "$BIN/gpu_parity" --test-threads=1 --nocapture \
     >"$RES/parity.log" 2>&1
 PARITY_RC=$?
 grep -E "^GPU:|max relative error|SKIP|panicked|test result" "$RES/parity.log"
@@ -82,8 +82,8 @@ run_bench() { # name timeout args...
     echo "$rc" >"$RES/$name.rc"
     echo "   exit $rc$([ $rc = 124 ] && echo " (timed out after $t s; the rows it finished are in the log)") (log $RES/$name.log)"
 }
-run_bench cuda_full 240 --device cuda --study "$FULL"
-run_bench cuda_small 120 --device cuda --study "$SMALL"
+run_bench cuda_full "${BENCH_CUDA_TIMEOUT:-240}" --device cuda --study "$FULL"
+run_bench cuda_small "${BENCH_CUDA_SMALL_TIMEOUT:-120}" --device cuda --study "$SMALL"
 run_bench cpu_small_axial "${BENCH_CPU_TIMEOUT:-240}" --device cpu --study "$SMALL" --planes axial
 
 echo "== table"

@@ -64,6 +64,10 @@ def parse():
     p.add_argument("--max-time-min", type=float, default=0, help="stop after this many minutes (0: no limit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workers", type=int, default=0,
+                   help="data-loading processes (0: load in the training process); use them with a GPU")
+    p.add_argument("--shuffle-buffer", type=int, default=0,
+                   help="slices each loader holds and draws from at random, mixing volumes (0: one volume at a time)")
     p.add_argument("--fp16", action="store_true", help="store weights as fp16")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args()
@@ -99,31 +103,71 @@ def load_cases(specs):
     return cases
 
 
-def batches(cases, cfg, planes, class_of, args, rng, limit):
-    """Yields (images, targets): volumes in random order, each loaded once,
-    its slices shuffled (a volume cache would not fit real datasets)."""
-    order = rng.permutation(len(cases))
-    per_vol = limit // len(cases) + 1 if limit else 0
-    size = cfg["input"]["size"]
-    for vi in order:
-        pid, kind, arg = cases[vi]
-        ct, lab, _ = D.READERS[kind](arg)
-        vol = D.Volume(pid, ct, lab, cfg["input"]["hu_window"])
-        sl = vol.slices(planes, class_of, args.empty_fraction, rng)
-        rng.shuffle(sl)
-        if per_vol:
-            sl = sl[:per_vol]
-        for b in range(0, len(sl), args.batch_size):
-            chunk = sl[b:b + args.batch_size]
-            yield ([D.slice_input(vol.win, p, t, size) for p, t in chunk],
-                   [D.slice_target(vol.labels, p, t, size, class_of) for p, t in chunk])
+class SliceStream(torch.utils.data.IterableDataset):
+    """(image, target) samples: volumes in random order, each loaded once,
+    its slices shuffled (a volume cache would not fit real datasets). With
+    DataLoader workers each worker takes every n-th volume of the same
+    permutation; a shuffle buffer mixes slices of several volumes."""
+
+    def __init__(self, cases, cfg, planes, class_of, args, limit):
+        self.cases, self.cfg, self.planes, self.class_of = cases, cfg, planes, class_of
+        self.empty_fraction, self.buffer = args.empty_fraction, args.shuffle_buffer
+        self.per_vol = limit // len(cases) + 1 if limit else 0
+        self.seed = args.seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        order = np.random.default_rng(self.seed).permutation(len(self.cases))[wid::nw]
+        rng = np.random.default_rng([self.seed, wid])
+        size = self.cfg["input"]["size"]
+        buf = []
+        for vi in order:
+            pid, kind, arg = self.cases[vi]
+            ct, lab, _ = D.READERS[kind](arg)
+            vol = D.Volume(pid, ct, lab, self.cfg["input"]["hu_window"])
+            sl = vol.slices(self.planes, self.class_of, self.empty_fraction, rng)
+            rng.shuffle(sl)
+            if self.per_vol:
+                sl = sl[:self.per_vol]
+            for p, t in sl:
+                sample = (D.slice_input(vol.win, p, t, size), D.slice_target(vol.labels, p, t, size, self.class_of))
+                if self.buffer <= 0:
+                    yield sample
+                    continue
+                buf.append(sample)
+                if len(buf) >= self.buffer:
+                    yield buf.pop(int(rng.integers(len(buf))))
+        rng.shuffle(buf)
+        yield from buf
 
 
-def count_slices(cases, planes, class_of, args, rng, limit):
-    n = 0
-    for pid, kind, arg in cases:
-        ct, lab, _ = D.READERS[kind](arg)
-        n += len(D.Volume(pid, ct, lab, [-100.0, 200.0]).slices(planes, class_of, args.empty_fraction, rng))
+def as_lists(batch):
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def batches(stream, args, epoch_seed):
+    stream.seed = epoch_seed
+    return torch.utils.data.DataLoader(stream, batch_size=args.batch_size, num_workers=args.workers,
+                                       collate_fn=as_lists, prefetch_factor=4 if args.workers else None)
+
+
+def _count_case(job):
+    (pid, kind, arg), planes, class_of, empty_fraction, seed = job
+    ct, lab, _ = D.READERS[kind](arg)
+    return len(D.Volume(pid, ct, lab, [-100.0, 200.0]).slices(planes, class_of, empty_fraction,
+                                                             np.random.default_rng(seed)))
+
+
+def count_slices(cases, planes, class_of, args, limit):
+    jobs = [(c, planes, class_of, args.empty_fraction, [args.seed, i]) for i, c in enumerate(cases)]
+    if args.workers > 1:
+        import multiprocessing
+        with multiprocessing.Pool(args.workers) as pool:
+            counts = pool.map(_count_case, jobs)
+    else:
+        counts = [_count_case(j) for j in jobs]
+    n = sum(counts)
     return min(n, (limit // len(cases) + 1) * len(cases)) if limit else n
 
 
@@ -140,21 +184,24 @@ def validate(model, cases, cfg, planes, class_of, args, device):
     for pid, kind, arg in cases:
         ct, lab, _ = D.READERS[kind](arg)
         vol = D.Volume(pid, ct, lab, cfg["input"]["hu_window"])
-        for p, t in vol.slices(planes, class_of, 0.0, rng):
-            out = model([D.slice_input(vol.win, p, t, size).to(device)])[0]
-            tg = D.slice_target(vol.labels, p, t, size, class_of, min_pixels=1)
-            for c in range(1, nc):
-                pm = torch.zeros((size, size), dtype=torch.bool)
-                for m, l in zip(out["masks"], out["labels"]):
-                    if int(l) == c:
-                        pm |= m[0].cpu() >= 0.5
-                tm = torch.zeros((size, size), dtype=torch.bool)
-                for m, l in zip(tg["masks"], tg["labels"]):
-                    if int(l) == c:
-                        tm |= m.bool()
-                inter[c] += (pm & tm).sum().item()
-                psum[c] += pm.sum().item()
-                tsum[c] += tm.sum().item()
+        sl = vol.slices(planes, class_of, 0.0, rng)
+        for b in range(0, len(sl), 16):  # batched: one slice per call starves a GPU
+            chunk = sl[b:b + 16]
+            outs = model([D.slice_input(vol.win, p, t, size).to(device) for p, t in chunk])
+            for (p, t), out in zip(chunk, outs):
+                tg = D.slice_target(vol.labels, p, t, size, class_of, min_pixels=1)
+                for c in range(1, nc):
+                    pm = torch.zeros((size, size), dtype=torch.bool)
+                    for m, l in zip(out["masks"], out["labels"]):
+                        if int(l) == c:
+                            pm |= m[0].cpu() >= 0.5
+                    tm = torch.zeros((size, size), dtype=torch.bool)
+                    for m, l in zip(tg["masks"], tg["labels"]):
+                        if int(l) == c:
+                            tm |= m.bool()
+                    inter[c] += (pm & tm).sum().item()
+                    psum[c] += pm.sum().item()
+                    tsum[c] += tm.sum().item()
     model.train()
     return {cfg["classes"][c]: (float(2 * inter[c] / (psum[c] + tsum[c])) if psum[c] + tsum[c] else None)
             for c in range(1, nc)}
@@ -208,8 +255,8 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     log = open(os.path.join(args.out, "loss_log.csv"), "w")
     log.write("stage,epoch,step,lr,loss,loss_classifier,loss_box_reg,loss_mask,loss_objectness,loss_rpn_box_reg\n")
-    n_per_epoch = count_slices(train_cases, planes, class_of, args, np.random.default_rng(args.seed),
-                               args.max_slices_per_epoch)
+    n_per_epoch = count_slices(train_cases, planes, class_of, args, args.max_slices_per_epoch)
+    stream = SliceStream(train_cases, cfg, planes, class_of, args, args.max_slices_per_epoch)
     t_start = time.time()
     history, epochs_done, stopped = [], {"heads": 0, "all": 0}, False
     for stage, n_ep, lr in (("heads", args.heads_epochs, args.heads_lr), ("all", args.all_epochs, args.all_lr)):
@@ -225,8 +272,8 @@ def main():
         for ep in range(n_ep):
             bar = Progress(n_per_epoch, f"{stage} {ep + 1}/{n_ep}")
             losses = []
-            for step, (imgs, tgts) in enumerate(batches(train_cases, cfg, planes, class_of, args, rng,
-                                                        args.max_slices_per_epoch)):
+            epoch_seed = int(rng.integers(2**31))
+            for step, (imgs, tgts) in enumerate(batches(stream, args, epoch_seed)):
                 imgs = [i.to(args.device) for i in imgs]
                 tgts = [{k: v.to(args.device) for k, v in t.items()} for t in tgts]
                 ld = model(imgs, tgts)
