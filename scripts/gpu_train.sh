@@ -34,9 +34,9 @@ for d in "$PH"/s*/PH*; do ln -sfn "$d" "$PH/all/$(basename "$d")"; done
 echo "phantoms: $(ls "$PH/all" | wc -l) patients in $(($(date +%s) - t0)) s" | tee "$RES/phantoms.txt"
 W=$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))
 PYTHONUNBUFFERED=1 python3 train/train.py --data phantom:"$PH/all" --data phantom-ldct:"$PH/all" \
-    --out "$RES/model" --init weights/organs \
+    --out "$RES/model" --init "${INIT:-weights/organs}" \
     --layers 1,1,1,1 --block basic --size 256 --fpn-channels 64 --representation 256 \
-    --mask-channels 64 --heads-epochs 0 --all-epochs 1000 --all-lr 1e-3 --optimizer adamw \
+    --mask-channels 64 --heads-epochs 0 --all-epochs 1000 --all-lr "${LR:-1e-3}" --optimizer adamw \
     --warmup-steps 100 --lr-drop-at 0.75 --rois-per-image 128 --batch-size 16 \
     --val-fraction 0.04 --threads 2 --workers "$W" --shuffle-buffer 64 \
     --max-time-min "$MIN" --seed 11 2>&1 | tr '\r' '\n' | grep -v '^$' | awk 'NR % 20 == 1 || /Dice|wrote|patients|limit|Error|error|Traceback/' \

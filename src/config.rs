@@ -49,6 +49,8 @@ pub struct SegmentConfig {
     pub weights: std::path::PathBuf,
     pub planes: crate::seg::driver::Planes,
     pub batch_size: usize,
+    /// Forward passes at once on the CPU (0: one per thread of the pool).
+    pub parallel_batches: usize,
     pub max_fill_gap_slices: usize,
     /// Coronal and sagittal passes only within the axial pass's organ extent
     /// plus this margin (mm); a negative value runs every slice.
@@ -60,6 +62,10 @@ impl SegmentConfig {
         crate::seg::driver::DriverOptions {
             planes: self.planes,
             batch_size: self.batch_size,
+            parallel_batches: match self.parallel_batches {
+                0 => rayon::current_num_threads(),
+                n => n,
+            },
             max_fill_gap: self.max_fill_gap_slices,
             other_planes_margin_mm: (self.other_planes_margin_mm >= 0.0)
                 .then_some(self.other_planes_margin_mm),

@@ -65,6 +65,7 @@ fn check(
     let opts = DriverOptions {
         planes: Planes::Axial,
         batch_size: 4,
+        parallel_batches: 2,
         max_fill_gap: 2,
         other_planes_margin_mm: None,
     };

@@ -269,7 +269,11 @@ fn bench_study(
                 detail: model_dir.display().to_string(),
             },
         );
-        let opts = cfg.segment.driver_options();
+        let mut opts = cfg.segment.driver_options();
+        if backend.is_cuda() {
+            // One stream of batches on the GPU: the CUDA path is measured that way.
+            opts.parallel_batches = 1;
+        }
         let mut per_plane: Vec<(Plane, usize, f64)> = Vec::new();
         let mut seg = |ct: &Volume<f32>| -> anyhow::Result<Volume<u8>> {
             Ok(segment_timed(

@@ -3,11 +3,12 @@
 //! largest components, kidney laterality from the patient x axis.
 
 use super::consensus::{components, fill_gaps, majority_vote};
-use super::model::MaskRcnn;
+use super::model::{Detections, MaskRcnn};
 use super::transform::resize_bilinear;
 use crate::error::{Error, Result};
 use crate::organs;
 use crate::volume::Volume;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +51,8 @@ pub struct DriverOptions {
     pub planes: Planes,
     /// Slices per forward pass.
     pub batch_size: usize,
+    /// Forward passes run at once, one per thread (1: one batch at a time).
+    pub parallel_batches: usize,
     /// Longest run of empty slices filled by interpolation (0: none).
     pub max_fill_gap: usize,
     /// With three planes: run the coronal and sagittal passes only over the
@@ -158,45 +161,46 @@ pub fn segment_plane(
     let bs = opts.batch_size.max(1);
     let (lo, hi) = range.unwrap_or((0, ns));
     let hi = hi.min(ns);
-    let mut t0 = lo;
-    while t0 < hi {
-        let t1 = (t0 + bs).min(hi);
-        let mut input = Vec::with_capacity((t1 - t0) * 3 * size * size);
-        for t in t0..t1 {
-            input.extend(slice_input(win, dims, plane, t, size));
-        }
-        let out = model.forward(&input, [t1 - t0, 3, size, size], false)?;
-        for (t, det) in (t0..t1).zip(&out.detections) {
-            // Per class: the highest mask probability of its detections.
-            let mut prob = vec![vec![0f32; size * size]; nc];
-            for (m, &l) in det.masks.iter().zip(&det.labels) {
-                if l == 0 || l >= nc {
-                    continue;
-                }
-                for (p, &v) in prob[l].iter_mut().zip(m) {
-                    *p = p.max(v);
-                }
+    let batches: Vec<(usize, usize)> = (lo..hi)
+        .step_by(bs)
+        .map(|t0| (t0, (t0 + bs).min(hi)))
+        .collect();
+    // Several batches in flight, one per thread: much of a forward pass
+    // (RPN, NMS, RoI heads, mask paste) is serial, so one batch at a time
+    // leaves cores idle. Each slice's result does not depend on the others,
+    // so the map is the same for any thread count.
+    let in_flight = opts.parallel_batches.max(1);
+    for group in batches.chunks(in_flight) {
+        let run = |&(t0, t1): &(usize, usize)| -> Result<Vec<Vec<u8>>> {
+            let mut input = Vec::with_capacity((t1 - t0) * 3 * size * size);
+            for t in t0..t1 {
+                input.extend(slice_input(win, dims, plane, t, size));
             }
-            let mut best = vec![0.5f32; nu * nv];
-            for (c, pc) in prob.iter().enumerate().skip(1) {
-                if pc.iter().all(|&v| v < 0.5) {
-                    continue;
-                }
-                // Masks linearly interpolated back to the slice's own grid.
-                let r = resize_bilinear(pc, size, size, nv, nu);
+            let out = model.forward(&input, [t1 - t0, 3, size, size], false)?;
+            Ok(out
+                .detections
+                .iter()
+                .map(|det| slice_classes(det, nc, size, nu, nv))
+                .collect())
+        };
+        let results: Vec<Result<Vec<Vec<u8>>>> = if group.len() > 1 {
+            group.par_iter().map(run).collect()
+        } else {
+            group.iter().map(run).collect()
+        };
+        for (&(t0, t1), slices) in group.iter().zip(results) {
+            for (t, cls) in (t0..t1).zip(slices?) {
                 for v in 0..nv {
                     for u in 0..nu {
-                        let p = r[v * nu + u];
-                        if p >= best[v * nu + u] {
-                            best[v * nu + u] = p;
-                            map[t * stride[sa] + u * stride[ua] + v * stride[va]] = c as u8;
+                        let c = cls[v * nu + u];
+                        if c != 0 {
+                            map[t * stride[sa] + u * stride[ua] + v * stride[va]] = c;
                         }
                     }
                 }
             }
+            progress(t1 - t0);
         }
-        progress(t1 - t0);
-        t0 = t1;
     }
     if opts.max_fill_gap > 0 {
         for c in 1..nc {
@@ -204,6 +208,36 @@ pub fn segment_plane(
         }
     }
     Ok(map)
+}
+
+/// One slice's class image (nu x nv, row v, 0 = none): per class the highest
+/// mask probability of its detections, linearly interpolated back to the
+/// slice's own grid; a pixel takes the most probable class at >= 0.5.
+fn slice_classes(det: &Detections, nc: usize, size: usize, nu: usize, nv: usize) -> Vec<u8> {
+    let mut prob = vec![vec![0f32; size * size]; nc];
+    for (m, &l) in det.masks.iter().zip(&det.labels) {
+        if l == 0 || l >= nc {
+            continue;
+        }
+        for (p, &v) in prob[l].iter_mut().zip(m) {
+            *p = p.max(v);
+        }
+    }
+    let mut best = vec![0.5f32; nu * nv];
+    let mut cls = vec![0u8; nu * nv];
+    for (c, pc) in prob.iter().enumerate().skip(1) {
+        if pc.iter().all(|&v| v < 0.5) {
+            continue;
+        }
+        let r = resize_bilinear(pc, size, size, nv, nu);
+        for (i, &p) in r.iter().enumerate() {
+            if p >= best[i] {
+                best[i] = p;
+                cls[i] = c as u8;
+            }
+        }
+    }
+    cls
 }
 
 pub fn planes_of(p: Planes) -> &'static [Plane] {
