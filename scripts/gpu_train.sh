@@ -5,7 +5,11 @@
 #   scripts/gpu_train.sh ORGANDOSE_BIN NIBABEL_WHEEL [PATIENTS] [MINUTES]
 #
 # ORGANDOSE_BIN: an x86-64 organdose built here (makes the phantom patients;
-# any build works). Patients: seeds 7000.., one per process, all cores;
+# any build works). INIT=DIR starts from another model folder of the same
+# architecture (default weights/organs), LR sets the AdamW learning rate
+# (default 1e-3). Leave a device call 60-90 s beyond MINUTES for the
+# slice count, validation and export (a 2.5-minute run in a 270 s call was
+# killed before it wrote anything). Patients: seeds 7000.., one per process, all cores;
 # existing ones in $PH are kept, so a second call on a warm machine reuses
 # them. Training continues from weights/organs (same architecture), all
 # three planes, contrast CT + the four low-dose CTs per patient; validation on
