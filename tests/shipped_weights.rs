@@ -6,9 +6,11 @@
 //! the three-plane numbers on whole volumes). The floors are low on purpose
 //! and say only "the shipped model finds these organs" (a broken load or
 //! preprocessing scores ~0): axial-only on this patient's slabs, measured
-//! 2026-11-26, liver 0.873 / 0.882 (CT / low-dose CT), left kidney 0.549 /
-//! 0.409, right kidney 0.263 / 0.732. The shipped model is weak on kidneys in
-//! axial-only mode on some patients; see the README's held-out evaluation.
+//! 2026-11-26 with the weights of sha256 27ef0976..., liver 0.915 / 0.917
+//! (CT / low-dose CT), left kidney 0.577 / 0.504, right kidney 0.698 / 0.216.
+//! The shipped model is weak on this patient's kidneys in axial-only mode (and
+//! the three-plane vote misses some small kidneys); see the README's held-out
+//! evaluation.
 
 use organdose::organs;
 use organdose::phantom::{Patient, PhantomConfig};
@@ -114,5 +116,5 @@ fn shipped_model_finds_liver_and_kidneys_on_an_unseen_phantom() {
     assert!(f.is_empty(), "{f:#?}");
 }
 
-const FLOOR_KIDNEY: f64 = 0.2;
+const FLOOR_KIDNEY: f64 = 0.15;
 const FLOOR_LIVER: f64 = 0.8;
