@@ -21,7 +21,7 @@ pub struct Args {
     /// OUT/result.
     #[arg(long, default_value = "organdose-demo")]
     pub out: PathBuf,
-    /// Phantom seed (the shipped weights were trained on seeds 1000-1023).
+    /// Phantom seed (the shipped weights were trained on patients of seed 1000 and seeds 7000-7063).
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
     /// Segmentation model folder; default `segment.weights` of the configuration.
