@@ -118,3 +118,46 @@ fn shipped_model_finds_liver_and_kidneys_on_an_unseen_phantom() {
 
 const FLOOR_KIDNEY: f64 = 0.15;
 const FLOOR_LIVER: f64 = 0.8;
+
+/// Batches in flight (`segment.parallel_batches`) must not change the masks:
+/// each slice's result depends on that slice alone. The shipped model on a
+/// kidney slab, one batch at a time against three at once (batches of 2, so
+/// the groups split the slab differently).
+#[test]
+fn batches_in_flight_do_not_change_the_masks() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/organs");
+    let model = MaskRcnn::load_dir(&dir, &candle_core::Device::Cpu)
+        .unwrap_or_else(|e| panic!("shipped weights must load from {}: {e}", dir.display()));
+    let p = Patient::new(&PhantomConfig::default(), 777, 0);
+    let (ct, labels, _) = p.diagnostic_ct();
+    let half = (15.0 / ct.geom.spacing[2]).ceil() as usize;
+    let (k0, k1) = organ_slab(&labels, &[organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT], half);
+    let ct = slab(&ct, k0, k1);
+    let run = |parallel_batches| {
+        let opts = DriverOptions {
+            planes: Planes::Axial,
+            batch_size: 2,
+            parallel_batches,
+            max_fill_gap: 2,
+            other_planes_margin_mm: None,
+        };
+        driver::segment(&model, &ct, &opts, &mut |_, _| {}).unwrap()
+    };
+    let one = run(1);
+    let three = run(3);
+    let found = one.data.iter().filter(|&&l| l != 0).count();
+    assert!(
+        found > 1000,
+        "the model found only {found} organ voxels on the slab"
+    );
+    let differ = one
+        .data
+        .iter()
+        .zip(&three.data)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        differ, 0,
+        "{differ} voxels differ between 1 and 3 batches in flight"
+    );
+}
