@@ -301,7 +301,7 @@ fn fft3(buf: &mut [Complex<f64>], p: [usize; 3], planner: &mut FftPlanner<f64>, 
         let mut line = vec![Complex::new(0.0, 0.0); len];
         for start in 0..buf.len() {
             // Line starts: index whose coordinate along `axis` is 0.
-            if (start / s) % len != 0 {
+            if !(start / s).is_multiple_of(len) {
                 continue;
             }
             for q in 0..len {

@@ -285,7 +285,7 @@ pub fn gaussian_pass_into(
     boundary: Boundary,
 ) -> Result<(), GpuError> {
     let n: usize = dims.iter().product();
-    if axis > 2 || taps.len() % 2 == 0 || src.len() < n || dst.len() < n {
+    if axis > 2 || taps.len().is_multiple_of(2) || src.len() < n || dst.len() < n {
         return Err(GpuError::Input(format!(
             "Gaussian pass: axis {axis}, {} taps (must be odd), buffers {} / {} for {n} voxels",
             taps.len(),
