@@ -150,6 +150,21 @@ pub enum RoiPoolKind {
     MaxPool,
 }
 
+/// How a detection's 28x28 (m x m) mask is put back into the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskPaste {
+    /// torchvision paste_masks_in_image: the grown box is truncated to whole
+    /// pixels and one pixel is added, so a pasted mask comes out about one
+    /// pixel wider and taller than the box it was trained on.
+    #[default]
+    Torchvision,
+    /// The inverse of the training targets (torchvision's
+    /// project_masks_on_boxes, RoIAlign with aligned = false): mask cell b
+    /// lies at pixel index x0 + (b + 0.5) (x1 - x0) / m. No pixel gained.
+    Exact,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoiHeadsConfig {
@@ -161,6 +176,9 @@ pub struct RoiHeadsConfig {
     pub nms_thresh: f32,
     pub detections_per_img: usize,
     pub bbox_reg_weights: [f32; 4],
+    /// Absent from a model.toml: torchvision's paste (the parity fixtures).
+    #[serde(default)]
+    pub mask_paste: MaskPaste,
 }
 
 impl Default for RoiHeadsConfig {
@@ -174,6 +192,7 @@ impl Default for RoiHeadsConfig {
             nms_thresh: 0.5,
             detections_per_img: 5,
             bbox_reg_weights: [10.0, 10.0, 5.0, 5.0],
+            mask_paste: MaskPaste::Torchvision,
         }
     }
 }

@@ -2,11 +2,11 @@
 //! (N, 3, H, W) batch with torchvision's inference semantics.
 
 use super::backbone::{ce, Fpn, ResNet, Weights};
-use super::config::ModelConfig;
+use super::config::{MaskPaste, ModelConfig};
 use super::roi_heads::{Levels, RoiHeads};
 use super::roi_ops::BoxF;
 use super::rpn::{proposals, RpnHead};
-use super::transform::{paste_mask, prepare, rescale_box};
+use super::transform::{paste_mask, paste_mask_exact, prepare, rescale_box};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use std::path::Path;
@@ -134,8 +134,11 @@ impl MaskRcnn {
             };
             for b in r.boxes {
                 let bo = rescale_box(b, batch.image_size, batch.original_size);
-                d.masks
-                    .push(paste_mask(&mprob[k * m * m..(k + 1) * m * m], m, bo, h, w));
+                let cell = &mprob[k * m * m..(k + 1) * m * m];
+                d.masks.push(match rh.mask_paste {
+                    MaskPaste::Torchvision => paste_mask(cell, m, bo, h, w),
+                    MaskPaste::Exact => paste_mask_exact(cell, m, bo, h, w),
+                });
                 d.boxes.push(bo);
                 k += 1;
             }

@@ -144,3 +144,144 @@ pub fn paste_mask(mask: &[f32], m: usize, b: BoxF, h: usize, w: usize) -> Vec<f3
     }
     out
 }
+
+/// Mask cell coordinate of each pixel index along one axis, for the exact
+/// paste: (first pixel, per pixel (cell0, w0, cell1, w1)), cells outside
+/// 0..m read as zero (torchvision pads by one empty cell too).
+fn exact_taps(lo: f32, hi: f32, m: usize, n: usize) -> (usize, Vec<(usize, f32, usize, f32)>) {
+    let cell = (hi - lo).max(1e-3) / m as f32;
+    // Pixels whose cell coordinate lies in (-1, m) can get a value.
+    let first = ((lo - 0.5 * cell).floor().max(0.0) as usize).min(n);
+    let last = ((hi + 0.5 * cell).ceil().max(0.0) as usize).min(n);
+    let taps = (first..last)
+        .map(|x| {
+            let s = (x as f32 - lo) / cell - 0.5;
+            let c0 = s.floor();
+            let f = s - c0;
+            let weight = |c: f32, w: f32| {
+                if c >= 0.0 && (c as usize) < m {
+                    (c as usize, w)
+                } else {
+                    (0, 0.0)
+                }
+            };
+            let (i0, w0) = weight(c0, 1.0 - f);
+            let (i1, w1) = weight(c0 + 1.0, f);
+            (i0, w0, i1, w1)
+        })
+        .collect();
+    (first, taps)
+}
+
+/// Pastes one (m, m) mask probability map into an (h, w) image as the
+/// inverse of the training targets: torchvision's project_masks_on_boxes
+/// samples cell b of box [x0, x1] at pixel index x0 + (b + 0.5) (x1 - x0) / m
+/// (RoIAlign, aligned = false), so pixel x reads cell (x - x0) m / (x1 - x0)
+/// - 0.5, bilinearly. Unlike [`paste_mask`] the box is not rounded out to
+/// whole pixels, which made every organ about a pixel too wide and too tall.
+pub fn paste_mask_exact(mask: &[f32], m: usize, b: BoxF, h: usize, w: usize) -> Vec<f32> {
+    let (x_first, tx) = exact_taps(b[0], b[2], m, w);
+    let (y_first, ty) = exact_taps(b[1], b[3], m, h);
+    let mut out = vec![0f32; h * w];
+    for (y, &(r0, wy0, r1, wy1)) in ty.iter().enumerate() {
+        let row = &mut out[(y_first + y) * w..(y_first + y + 1) * w];
+        for (x, &(c0, wx0, c1, wx1)) in tx.iter().enumerate() {
+            row[x_first + x] = wy0 * (wx0 * mask[r0 * m + c0] + wx1 * mask[r0 * m + c1])
+                + wy1 * (wx0 * mask[r1 * m + c0] + wx1 * mask[r1 * m + c1]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seg::roi_ops::roi_align;
+    use candle_core::{Device, Tensor};
+
+    /// An ellipse's pixels, its box as train/organdose_train/data.py writes
+    /// it ([min, min, max + 1, max + 1]) and its 28x28 training target as
+    /// torchvision's project_masks_on_boxes makes it (RoIAlign, aligned =
+    /// false, adaptive sampling).
+    fn ellipse_target(
+        n: usize,
+        c: (f32, f32),
+        r: (f32, f32),
+        m: usize,
+    ) -> (Vec<f32>, BoxF, Vec<f32>) {
+        let img: Vec<f32> = (0..n * n)
+            .map(|i| {
+                let (x, y) = ((i % n) as f32, (i / n) as f32);
+                let d = ((x - c.0) / r.0).powi(2) + ((y - c.1) / r.1).powi(2);
+                if d <= 1.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let on: Vec<usize> = (0..n * n).filter(|&i| img[i] > 0.0).collect();
+        let xs = on.iter().map(|&i| (i % n) as f32);
+        let ys = on.iter().map(|&i| (i / n) as f32);
+        let b = [
+            xs.clone().fold(f32::MAX, f32::min),
+            ys.clone().fold(f32::MAX, f32::min),
+            xs.fold(0.0, f32::max) + 1.0,
+            ys.fold(0.0, f32::max) + 1.0,
+        ];
+        let f = Tensor::from_vec(img.clone(), (1, 1, n, n), &Device::Cpu).unwrap();
+        let rois =
+            Tensor::from_vec(vec![0.0, b[0], b[1], b[2], b[3]], (1, 5), &Device::Cpu).unwrap();
+        let t = roi_align(&f, &rois, m, 1.0, 0).unwrap();
+        (img, b, t.flatten_all().unwrap().to_vec1().unwrap())
+    }
+
+    /// (pasted area / true area, IoU) at threshold 0.5.
+    fn area_and_iou(truth: &[f32], pasted: &[f32]) -> (f64, f64) {
+        let (mut t, mut p, mut both) = (0usize, 0usize, 0usize);
+        for (&a, &b) in truth.iter().zip(pasted) {
+            let (a, b) = (a > 0.5, b >= 0.5);
+            t += a as usize;
+            p += b as usize;
+            both += (a && b) as usize;
+        }
+        (p as f64 / t as f64, both as f64 / (t + p - both) as f64)
+    }
+
+    #[test]
+    fn exact_paste_inverts_the_training_target_torchvision_grows_it() {
+        // Organ-sized ellipses at 256 px (kidneys ~20-40 px across), at
+        // fractional centres: the perfect mask head returns the target, so
+        // pasting it must give the organ back.
+        let (n, m) = (96, 28);
+        let cases = [
+            ((40.3, 47.7), (13.3, 9.6)),
+            ((50.5, 44.2), (20.1, 16.4)),
+            ((47.9, 51.1), (8.2, 11.7)),
+            ((45.0, 45.0), (30.4, 25.2)),
+        ];
+        for (c, r) in cases {
+            let (img, b, target) = ellipse_target(n, c, r, m);
+            let (ae, ie) = area_and_iou(&img, &paste_mask_exact(&target, m, b, n, n));
+            let (at, it) = area_and_iou(&img, &paste_mask(&target, m, b, n, n));
+            eprintln!("{c:?} {r:?}: exact x{ae:.3} IoU {ie:.3}; torchvision x{at:.3} IoU {it:.3}");
+            assert!(
+                (ae - 1.0).abs() < 0.03 && ie > 0.96,
+                "exact paste of {c:?} {r:?}: area x{ae:.3}, IoU {ie:.3}"
+            );
+            // torchvision's rounding adds about a pixel per axis.
+            assert!(
+                at > ae && it < ie - 0.02,
+                "torchvision paste of {c:?} {r:?}: area x{at:.3} IoU {it:.3} vs exact x{ae:.3} {ie:.3}"
+            );
+        }
+    }
+
+    #[test]
+    fn exact_paste_stays_inside_the_image() {
+        let mask = vec![1.0f32; 28 * 28];
+        let out = paste_mask_exact(&mask, 28, [-5.0, 90.0, 20.0, 120.0], 100, 100);
+        assert_eq!(out.len(), 100 * 100);
+        assert!(out[99 * 100 + 10] > 0.99 && out[10] == 0.0);
+    }
+}

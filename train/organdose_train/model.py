@@ -28,7 +28,9 @@ def default_config(classes, size=256, depth=50, layers=None, block=None):
                 "score_thresh": 0.0, "min_size": 0.001},
         "roi_heads": {"box_roi_pool": "align", "box_roi_pool_size": 7, "mask_roi_pool_size": 14,
                       "sampling_ratio": 2, "score_thresh": 0.9, "nms_thresh": 0.5,
-                      "detections_per_img": 5, "bbox_reg_weights": [10.0, 10.0, 5.0, 5.0]},
+                      "detections_per_img": 5, "bbox_reg_weights": [10.0, 10.0, 5.0, 5.0],
+                      # organdose's paste that inverts the training targets (config.rs MaskPaste)
+                      "mask_paste": "exact"},
     }
     return cfg
 
