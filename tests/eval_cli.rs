@@ -76,6 +76,10 @@ fn eval_writes_table_and_json_and_refuses_missing_weights() {
         assert!(m["truth_ml"].as_f64().unwrap() > 10.0, "{organ}: {m}");
         assert!(m["truth_slices"].as_u64().unwrap() > 0, "{organ}");
         assert!(v["summary"][organ]["patients"] == 1, "{organ}");
+        // One scan: its Dice is the mean and the median.
+        let sm = &v["summary"][organ];
+        assert_eq!(sm["dice_median"], sm["dice_mean"], "{organ}: {sm}");
+        assert_eq!(sm["dice_median"], m["dice"], "{organ}: {sm}");
     }
     assert!(pat["organs"].get("spleen").is_none());
 

@@ -58,6 +58,10 @@ def parse():
                    help="RoIs sampled per image for the box and mask losses (torchvision: 512); training only")
     p.add_argument("--max-slices-per-epoch", type=int, default=0, help="0: all")
     p.add_argument("--empty-fraction", type=float, default=0.05, help="share of organ-free slices kept")
+    p.add_argument("--focus-classes", default="",
+                   help="comma-separated model classes (e.g. kidney): slices without them but with other organs "
+                        "are kept at --focus-other-fraction only (fine-tuning on a weak class)")
+    p.add_argument("--focus-other-fraction", type=float, default=1.0)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--folds", type=int, default=1, help="k-fold: patients in k folds")
     p.add_argument("--fold", type=int, default=0, help="which fold validates")
@@ -112,6 +116,7 @@ class SliceStream(torch.utils.data.IterableDataset):
     def __init__(self, cases, cfg, planes, class_of, args, limit):
         self.cases, self.cfg, self.planes, self.class_of = cases, cfg, planes, class_of
         self.empty_fraction, self.buffer = args.empty_fraction, args.shuffle_buffer
+        self.focus, self.other_fraction = args.focus, args.focus_other_fraction
         self.per_vol = limit // len(cases) + 1 if limit else 0
         self.seed = args.seed
 
@@ -126,7 +131,7 @@ class SliceStream(torch.utils.data.IterableDataset):
             pid, kind, arg = self.cases[vi]
             ct, lab, _ = D.READERS[kind](arg)
             vol = D.Volume(pid, ct, lab, self.cfg["input"]["hu_window"])
-            sl = vol.slices(self.planes, self.class_of, self.empty_fraction, rng)
+            sl = vol.slices(self.planes, self.class_of, self.empty_fraction, rng, self.focus, self.other_fraction)
             rng.shuffle(sl)
             if self.per_vol:
                 sl = sl[:self.per_vol]
@@ -153,14 +158,15 @@ def batches(stream, args, epoch_seed):
 
 
 def _count_case(job):
-    (pid, kind, arg), planes, class_of, empty_fraction, seed = job
+    (pid, kind, arg), planes, class_of, empty_fraction, focus, other_fraction, seed = job
     ct, lab, _ = D.READERS[kind](arg)
     return len(D.Volume(pid, ct, lab, [-100.0, 200.0]).slices(planes, class_of, empty_fraction,
-                                                             np.random.default_rng(seed)))
+                                                             np.random.default_rng(seed), focus, other_fraction))
 
 
 def count_slices(cases, planes, class_of, args, limit):
-    jobs = [(c, planes, class_of, args.empty_fraction, [args.seed, i]) for i, c in enumerate(cases)]
+    jobs = [(c, planes, class_of, args.empty_fraction, args.focus, args.focus_other_fraction, [args.seed, i])
+            for i, c in enumerate(cases)]
     if args.workers > 1:
         import multiprocessing
         with multiprocessing.Pool(args.workers) as pool:
@@ -224,6 +230,10 @@ def main():
     cfg = M.default_config(classes, args.size, args.depth, layers, args.block)
     cfg["roi_heads"]["box_roi_pool_size"] = args.box_pool
     class_of = D.class_map(classes)
+    focus = [c for c in args.focus_classes.split(",") if c]
+    if any(c not in classes[1:] for c in focus):
+        sys.exit(f"--focus-classes {args.focus_classes}: not among the model classes {classes[1:]}")
+    args.focus = tuple(classes.index(c) for c in focus)
     planes = [p for p in args.planes.split(",") if p]
     cases = load_cases(args.data)
     train_ids, val_ids = D.split_patients([c[0] for c in cases], args.val_fraction,
@@ -332,6 +342,7 @@ def export(model, cfg, args, train_ids, val_ids, epochs_done, history, dice, sto
                    "heads_lr": args.heads_lr, "all_lr": args.all_lr, "batch_size": args.batch_size,
                    "optimizer": args.optimizer, "warmup_steps": args.warmup_steps, "lr_drop_at": args.lr_drop_at,
                    "rois_per_image": args.rois_per_image, "max_time_min": args.max_time_min,
+                   "focus_classes": args.focus_classes, "focus_other_fraction": args.focus_other_fraction,
                    "stopped_by_time_limit": stopped, "history": history},
         "model": {"backbone": cfg["backbone"], "fpn_channels": args.fpn_channels,
                   "representation": args.representation, "mask_channels": args.mask_channels,

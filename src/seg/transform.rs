@@ -176,8 +176,8 @@ fn exact_taps(lo: f32, hi: f32, m: usize, n: usize) -> (usize, Vec<(usize, f32, 
 /// Pastes one (m, m) mask probability map into an (h, w) image as the
 /// inverse of the training targets: torchvision's project_masks_on_boxes
 /// samples cell b of box [x0, x1] at pixel index x0 + (b + 0.5) (x1 - x0) / m
-/// (RoIAlign, aligned = false), so pixel x reads cell (x - x0) m / (x1 - x0)
-/// - 0.5, bilinearly. Unlike [`paste_mask`] the box is not rounded out to
+/// (RoIAlign, aligned = false), so pixel x reads cell
+/// (x - x0) m / (x1 - x0) - 0.5, bilinearly. Unlike [`paste_mask`] the box is not rounded out to
 /// whole pixels, which made every organ about a pixel too wide and too tall.
 pub fn paste_mask_exact(mask: &[f32], m: usize, b: BoxF, h: usize, w: usize) -> Vec<f32> {
     let (x_first, tx) = exact_taps(b[0], b[2], m, w);

@@ -206,17 +206,27 @@ class Volume:
         self.win = window(ct, hu_window)
         self.labels = labels
 
-    def slices(self, planes, class_of, empty_fraction, rng):
+    def slices(self, planes, class_of, empty_fraction, rng, focus=(), other_fraction=1.0):
         """(plane, t) to train on: every slice with a labelled organ, plus a
-        random `empty_fraction` of the others as negatives."""
+        random `empty_fraction` of the others as negatives. With `focus`
+        (model class indices), slices holding none of those classes but other
+        organs are kept with probability `other_fraction` only: a fine-tune
+        then spends its time where the model is weak (small kidneys)."""
         wanted = np.isin(self.labels, list(class_of))
+        focused = np.isin(self.labels, [o for o, c in class_of.items() if c in focus]) if focus else None
         out = []
         for p in planes:
             sa = PLANES[p][0]
             other = tuple(a for a in range(3) if a != sa)
             has = wanted.any(axis=other)
+            has_focus = focused.any(axis=other) if focus else has
             for t in range(self.labels.shape[sa]):
-                if has[t] or rng.random() < empty_fraction:
+                if has_focus[t]:
+                    out.append((p, t))
+                elif has[t]:
+                    if rng.random() < other_fraction:
+                        out.append((p, t))
+                elif rng.random() < empty_fraction:
                     out.append((p, t))
         return out
 
