@@ -307,7 +307,7 @@ mod tests {
     #[test]
     fn median_of_odd_even_and_empty() {
         assert_eq!(median(&[0.9, 0.18, 0.97]), Some(0.9));
-        assert_eq!(median(&[0.2, 0.9, 0.8, 0.4]), Some(0.6));
+        assert_eq!(median(&[1.0, 0.25, 0.75, 0.5]), Some(0.625));
         assert_eq!(median(&[]), None);
     }
 }
