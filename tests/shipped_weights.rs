@@ -90,12 +90,17 @@ fn check(
     }
 }
 
-#[test]
-fn shipped_model_finds_liver_and_kidneys_on_an_unseen_phantom() {
+/// The shipped model and the unseen patient (seed 777) both tests use.
+fn shipped_model_and_patient() -> (MaskRcnn, Patient) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/organs");
     let model = MaskRcnn::load_dir(&dir, &candle_core::Device::Cpu)
         .unwrap_or_else(|e| panic!("shipped weights must load from {}: {e}", dir.display()));
-    let p = Patient::new(&PhantomConfig::default(), 777, 0);
+    (model, Patient::new(&PhantomConfig::default(), 777, 0))
+}
+
+#[test]
+fn shipped_model_finds_liver_and_kidneys_on_an_unseen_phantom() {
+    let (model, p) = shipped_model_and_patient();
     let kidneys = [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT];
     let liver = [organs::LIVER];
     let mut f = Vec::new();
@@ -125,10 +130,7 @@ const FLOOR_LIVER: f64 = 0.8;
 /// the groups split the slab differently).
 #[test]
 fn batches_in_flight_do_not_change_the_masks() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/organs");
-    let model = MaskRcnn::load_dir(&dir, &candle_core::Device::Cpu)
-        .unwrap_or_else(|e| panic!("shipped weights must load from {}: {e}", dir.display()));
-    let p = Patient::new(&PhantomConfig::default(), 777, 0);
+    let (model, p) = shipped_model_and_patient();
     let (ct, labels, _) = p.diagnostic_ct();
     let half = (15.0 / ct.geom.spacing[2]).ceil() as usize;
     let (k0, k1) = organ_slab(&labels, &[organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT], half);
