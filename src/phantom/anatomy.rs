@@ -345,6 +345,11 @@ struct Feature {
     kind: Kind,
     label: u8,
     clip_to_cavity: bool,
+    /// Fills only free cavity space (visceral fat or other bowel): bowel is
+    /// pushed aside by solid organs, never drawn through them. Without this the
+    /// colon, painted after the kidneys, hollowed some kidneys out to a shell
+    /// (a quarter of the target mass left in 5 of 18 test patients).
+    displaced_by_organs: bool,
     lo: Vec3,
     hi: Vec3,
 }
@@ -478,6 +483,7 @@ fn blob_feature(blob: Blob, fill: Fill, label: u8, clip: bool) -> Feature {
         kind: Kind::Blob(blob, fill),
         label,
         clip_to_cavity: clip,
+        displaced_by_organs: false,
         lo,
         hi,
     }
@@ -497,9 +503,31 @@ fn tube_feature(pts: Vec<Vec3>, r0: f64, r1: f64, fill: TubeFill, clip: bool) ->
         kind: Kind::Tube { pts, r0, r1, fill },
         label: 0,
         clip_to_cavity: clip,
+        displaced_by_organs: false,
         lo,
         hi,
     }
+}
+
+impl Feature {
+    fn displaced_by_organs(mut self) -> Feature {
+        self.displaced_by_organs = true;
+        self
+    }
+}
+
+/// What bowel may be drawn over: the cavity's fat and other bowel (loops and
+/// colon overlap each other freely).
+fn free_for_bowel(t: u8) -> bool {
+    [
+        Tissue::VisceralFat,
+        Tissue::BowelWall,
+        Tissue::GiFluid,
+        Tissue::Gas,
+        Tissue::Stool,
+    ]
+    .iter()
+    .any(|&f| f as u8 == t)
 }
 
 const BIG: f64 = 1.0e5;
@@ -521,6 +549,7 @@ impl Anatomy {
             kind: Kind::Body,
             label: 0,
             clip_to_cavity: false,
+            displaced_by_organs: false,
             lo: [-BIG; 3],
             hi: [BIG; 3],
         }];
@@ -744,6 +773,7 @@ impl Anatomy {
             },
             label: 0,
             clip_to_cavity: false,
+            displaced_by_organs: false,
             lo: [-60.0, spine_y - spine_r - 2.0, -BIG],
             hi: [60.0, spine_y + spine_r + 60.0, BIG],
         });
@@ -794,16 +824,19 @@ impl Anatomy {
                 1 => c[1] - rad * r.uniform(-0.2, 0.6),
                 _ => BIG,
             };
-            f.push(blob_feature(
-                blob,
-                Fill::Hollow {
-                    gas_y,
-                    wall_q: 0.72,
-                    wall: Tissue::BowelWall,
-                },
-                0,
-                true,
-            ));
+            f.push(
+                blob_feature(
+                    blob,
+                    Fill::Hollow {
+                        gas_y,
+                        wall_q: 0.72,
+                        wall: Tissue::BowelWall,
+                    },
+                    0,
+                    true,
+                )
+                .displaced_by_organs(),
+            );
         }
         let colon_r = r.uniform(18.0, 26.0);
         let zt = r.uniform(0.0, 30.0);
@@ -819,7 +852,7 @@ impl Anatomy {
         for (s, seg) in colon.windows(2).enumerate() {
             let ra = colon_r * (1.0 - 0.15 * s as f64 / nseg as f64);
             let rb = colon_r * (1.0 - 0.15 * (s + 1) as f64 / nseg as f64);
-            f.push(tube_feature(seg.to_vec(), ra, rb, TubeFill::Colon, true));
+            f.push(tube_feature(seg.to_vec(), ra, rb, TubeFill::Colon, true).displaced_by_organs());
         }
 
         // Great vessels: aorta left-anterior of the spine, vena cava on the right.
@@ -1088,6 +1121,9 @@ impl Anatomy {
                         let b = [b0[0] + s * db[0], b0[1] + s * db[1], b0[2] + s * db[2]];
                         if let Some(t) = self.classify(feat, b) {
                             if feat.clip_to_cavity && !self.body.in_cavity(b) {
+                                continue;
+                            }
+                            if feat.displaced_by_organs && !free_for_bowel(tissue[row + i]) {
                                 continue;
                             }
                             tissue[row + i] = t as u8;
