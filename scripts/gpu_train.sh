@@ -8,9 +8,10 @@
 # any build works). INIT=DIR starts from another model folder of the same
 # architecture (default weights/organs), LR sets the AdamW learning rate
 # (default 1e-3), SEED0 the first phantom seed (default 7000), TRAIN_ARGS
-# extra train.py arguments (e.g. "--focus-classes kidney"). Leave a device call 60-90 s beyond MINUTES for the
-# slice count, validation and export (a 2.5-minute run in a 270 s call was
-# killed before it wrote anything). Patients: seeds SEED0.., one per process, all cores;
+# extra train.py arguments (e.g. "--focus-classes kidney"). Leave a device
+# call 60-90 s beyond MINUTES for the slice count, validation and export (a
+# 2.5-minute run in a 270 s call was killed before it wrote anything).
+# Patients: seeds SEED0.., one per process, all cores;
 # existing ones in $PH are kept, so a second call on a warm machine reuses
 # them. Training continues from weights/organs (same architecture), all
 # three planes, contrast CT + the four low-dose CTs per patient; validation on
