@@ -475,6 +475,9 @@ pub struct Anatomy {
     pub z_liver_top: f64,
     /// Nominal total lesion volume (mL, spheres before deformation and clipping).
     pub tumour_volume_ml: f64,
+    /// Real-data anatomy (`--anatomy real`): when set, it alone is rasterized
+    /// (`features` is empty and `body` only carries the trunk size).
+    pub real: Option<std::sync::Arc<super::real_anatomy::RealAnatomy>>,
 }
 
 fn blob_feature(blob: Blob, fill: Fill, label: u8, clip: bool) -> Feature {
@@ -923,6 +926,31 @@ impl Anatomy {
             z_kidney_bottom,
             z_liver_top,
             tumour_volume_ml,
+            real: None,
+        }
+    }
+
+    /// Wraps a real-data anatomy behind the same interface (fields the patient
+    /// set-up reads: organs, target masses, z range, trunk size).
+    pub fn from_real(real: super::real_anatomy::RealAnatomy) -> Anatomy {
+        let body = BodyShape {
+            half_width_mm: real.half_width_mm,
+            half_depth_mm: real.half_depth_mm,
+            skin_mm: 2.0,
+            fat_mm: 0.0,
+            muscle_mm: 0.0,
+            phase: 0.0,
+            table: Vec::new(),
+        };
+        Anatomy {
+            body,
+            features: Vec::new(),
+            organs_present: real.organs_present.clone(),
+            target_mass_g: real.target_mass_g.clone(),
+            z_kidney_bottom: real.z_kidney_bottom,
+            z_liver_top: real.z_liver_top,
+            tumour_volume_ml: real.tumour_volume_ml,
+            real: Some(std::sync::Arc::new(real)),
         }
     }
 
@@ -1070,6 +1098,9 @@ impl Anatomy {
     /// Paints the anatomy, placed in the scanner by `pose`, onto `geom`'s voxel
     /// centres: returns (tissue classes, organ labels), both in voxel order.
     pub fn rasterize(&self, grid: &Geometry, pose: &Pose) -> (Vec<u8>, Vec<u8>) {
+        if let Some(real) = &self.real {
+            return real.rasterize(grid, pose);
+        }
         let n = grid.len();
         let mut tissue = vec![Tissue::Air as u8; n];
         let mut label = vec![0u8; n];

@@ -19,6 +19,8 @@ pub mod kinetics;
 pub mod layout;
 pub mod png;
 pub mod preview;
+pub mod real_anatomy;
+pub mod realdata;
 pub mod rng;
 pub mod spect;
 
@@ -47,9 +49,24 @@ pub enum MissingKidney {
     Random(f64),
 }
 
+/// Where the anatomy comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnatomyKind {
+    /// Smooth ellipsoid organs (`anatomy.rs`): needs no data.
+    Geometric,
+    /// Real label maps (WORD / AMOS organs in an ICRP-110 body, `real_anatomy.rs`),
+    /// read from the data folder.
+    Real,
+}
+
 /// Everything that shapes a phantom besides the seed.
 #[derive(Debug, Clone)]
 pub struct PhantomConfig {
+    /// Anatomy source. `None` (the default): real when the data folder exists,
+    /// else geometric with a logged warning; `Some(Real)` is an error without data.
+    pub anatomy: Option<AnatomyKind>,
+    /// Data folder of the real anatomy; `None`: [`realdata::default_data_dir`].
+    pub anatomy_data: Option<std::path::PathBuf>,
     /// Time points, hours after injection.
     pub times_h: Vec<f64>,
     pub injected_mbq: f64,
@@ -85,6 +102,8 @@ pub struct PhantomConfig {
 impl Default for PhantomConfig {
     fn default() -> Self {
         PhantomConfig {
+            anatomy: None,
+            anatomy_data: None,
             times_h: vec![0.5, 6.0, 24.0, 72.0],
             injected_mbq: 7400.0,
             ct_matrix: 512,
@@ -110,6 +129,35 @@ impl Default for PhantomConfig {
 }
 
 impl PhantomConfig {
+    /// The data folder for the real anatomy.
+    pub fn anatomy_data_dir(&self) -> std::path::PathBuf {
+        self.anatomy_data
+            .clone()
+            .unwrap_or_else(realdata::default_data_dir)
+    }
+
+    /// The anatomy this configuration gets: an explicit choice as is; the default
+    /// is real when the data folder holds the sources, else geometric (warned once
+    /// per process).
+    pub fn resolved_anatomy(&self) -> AnatomyKind {
+        match self.anatomy {
+            Some(k) => k,
+            None => {
+                let data = realdata::DataPaths::new(self.anatomy_data_dir());
+                match data.check() {
+                    Ok(()) => AnatomyKind::Real,
+                    Err(e) => {
+                        static WARNED: std::sync::Once = std::sync::Once::new();
+                        WARNED.call_once(|| {
+                            tracing::warn!("{e}: using the geometric anatomy");
+                        });
+                        AnatomyKind::Geometric
+                    }
+                }
+            }
+        }
+    }
+
     /// Coarse grids for fast tests (dev profile, seconds per patient).
     pub fn small() -> Self {
         PhantomConfig {
@@ -184,8 +232,32 @@ fn axial_grid(matrix: usize, px: f64, dz: f64, z_lo: f64, z_hi: f64, cx: f64, cy
 }
 
 impl Patient {
-    /// Patient `index` of a run seeded with `seed`.
+    /// Patient `index` of a run seeded with `seed`. A real anatomy that cannot be
+    /// built (data missing or unreadable) is logged and replaced by the geometric
+    /// one; [`Patient::try_new`] returns the error instead.
     pub fn new(cfg: &PhantomConfig, seed: u64, index: usize) -> Patient {
+        match Patient::try_new(cfg, seed, index) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("real anatomy: {e}; falling back to the geometric anatomy");
+                Patient::build(cfg, seed, index, AnatomyKind::Geometric)
+                    .unwrap_or_else(|_| unreachable!("the geometric anatomy cannot fail"))
+            }
+        }
+    }
+
+    /// Like [`Patient::new`], with the real anatomy's errors returned (naming the
+    /// missing or bad file).
+    pub fn try_new(cfg: &PhantomConfig, seed: u64, index: usize) -> crate::error::Result<Patient> {
+        Patient::build(cfg, seed, index, cfg.resolved_anatomy())
+    }
+
+    fn build(
+        cfg: &PhantomConfig,
+        seed: u64,
+        index: usize,
+        kind: AnatomyKind,
+    ) -> crate::error::Result<Patient> {
         let patient_seed = rng::hash64(seed, &format!("patient-{index}"));
         let root = Rng::new(patient_seed);
         let mut r = root.fork("setup");
@@ -206,13 +278,29 @@ impl Patient {
             }
         };
         let lesions = cfg.lesions.unwrap_or_else(|| r.below(3) as usize);
-        let anatomy = Anatomy::sample(
-            &mut root.fork("anatomy"),
-            &AnatomyOptions {
-                missing_kidney,
-                lesions,
-            },
-        );
+        let anatomy = match kind {
+            AnatomyKind::Geometric => Anatomy::sample(
+                &mut root.fork("anatomy"),
+                &AnatomyOptions {
+                    missing_kidney,
+                    lesions,
+                },
+            ),
+            AnatomyKind::Real => {
+                // Canonical grid about as fine as the diagnostic CT (1-3 mm in
+                // plane, 2-4 mm slices): finer than the CT buys nothing.
+                let p = cfg.ct_pixel_mm.0.clamp(1.0, 3.0);
+                Anatomy::from_real(real_anatomy::RealAnatomy::build(
+                    &mut root.fork("anatomy"),
+                    &real_anatomy::RealOptions {
+                        data: realdata::DataPaths::new(cfg.anatomy_data_dir()),
+                        voxel_mm: [p, p, (2.0 * p).clamp(2.0, 4.0)],
+                        missing_kidney,
+                        lesions,
+                    },
+                )?)
+            }
+        };
         let mut kr = root.fork("kinetics");
         let kinetics = anatomy
             .organs_present
@@ -239,6 +327,11 @@ impl Patient {
                 + r.below(365) as i64 * 86_400) as f64,
         );
         let sex = if r.chance(0.5) { "M" } else { "F" }.to_string();
+        // A real anatomy's body is a male or female reference phantom.
+        let sex = match &anatomy.real {
+            Some(real) => real.sex.clone(),
+            None => sex,
+        };
 
         // Diagnostic CT: liver dome to below the kidneys.
         let ct_pose = Pose {
@@ -341,7 +434,7 @@ impl Patient {
             misregistration.push(mis);
         }
         let patient_id = format!("PH{seed}-{:03}", index + 1);
-        Patient {
+        Ok(Patient {
             seed,
             index,
             patient_seed,
@@ -367,7 +460,7 @@ impl Patient {
             counts_per_bq: cfg.sensitivity_cps_per_mbq * 1e-6 * cfg.acquisition_s,
             ct_noise_hu: cfg.ct_noise_hu,
             ldct_noise_hu: cfg.ldct_noise_hu,
-        }
+        })
     }
 
     /// Pose of the anatomy in time point `tp`'s SPECT (visit pose after the
