@@ -8,6 +8,7 @@ use organdose::io::nifti::read_nifti;
 use organdose::phantom::layout::{write_patient, WriteOptions};
 use organdose::phantom::{Format, Patient, PhantomConfig};
 use organdose::seg::driver::{slice_input, window, Plane};
+use organdose::seg::slicing::{self, Canvas, PlaneSampler};
 use safetensors::SafeTensors;
 use std::path::Path;
 
@@ -40,24 +41,57 @@ fn python_and_rust_slice_inputs_agree() {
         .collect();
     assert_eq!(fd, dims.map(|d| d as i64).to_vec(), "phantom dims changed");
     let win = window(&ct.data, [-100.0, 200.0]);
-    let mut checked = 0;
-    for (name, view) in st.tensors() {
-        if name == "dims" {
-            continue;
-        }
-        let (plane, t) = name.split_once('.').unwrap();
-        let plane = match plane {
-            "axial" => Plane::Axial,
-            "coronal" => Plane::Coronal,
-            _ => Plane::Sagittal,
-        };
-        let size = view.shape()[1];
-        let py: Vec<f32> = view
-            .data()
+    let meta = st_metadata(&fixture);
+    let canvas = Canvas {
+        size: 48,
+        pixel_mm: meta["pixel_mm"].parse().unwrap(),
+        neighbor_mm: meta["neighbor_mm"].parse().unwrap(),
+    };
+    let spacing = ct.geom.spacing.map(|s| s as f32);
+    let body = slicing::body_box(&ct.data, dims);
+    let f32s = |view: &safetensors::tensor::TensorView| -> Vec<f32> {
+        view.data()
             .chunks(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        let rs = slice_input(&win, dims, plane, t.parse().unwrap(), size);
+            .collect()
+    };
+    let plane_of = |p: &str| match p {
+        "axial" => Plane::Axial,
+        "coronal" => Plane::Coronal,
+        _ => Plane::Sagittal,
+    };
+    let mut checked = 0;
+    let mut checked_mm = 0;
+    for (name, view) in st.tensors() {
+        if name == "dims" || name.starts_with("tile.") {
+            continue;
+        }
+        let py = f32s(&view);
+        let rs = if let Some(rest) = name.strip_prefix("mm.") {
+            // Millimetre canvas: the driver's own tiling of the plane, and
+            // its input on each tile.
+            let parts: Vec<&str> = rest.split('.').collect();
+            let plane = plane_of(parts[0]);
+            let (t, i): (usize, usize) = (parts[1].parse().unwrap(), parts[2].parse().unwrap());
+            let (_, ua, va) = plane.axes();
+            let tiles = slicing::plane_tiles(
+                &canvas,
+                slicing::axis_range_mm(body.as_ref(), dims, spacing, ua),
+                slicing::axis_range_mm(body.as_ref(), dims, spacing, va),
+            );
+            let want = f32s(&st.tensor(&format!("tile.{rest}")).unwrap());
+            assert_eq!(
+                [tiles[i].u0_mm, tiles[i].v0_mm],
+                [want[0], want[1]],
+                "{name}: tile position"
+            );
+            checked_mm += 1;
+            PlaneSampler::new(plane, dims, spacing, canvas, tiles).input(&win, t, i)
+        } else {
+            let (plane, t) = name.split_once('.').unwrap();
+            let size = view.shape()[1];
+            slice_input(&win, dims, plane_of(plane), t.parse().unwrap(), size)
+        };
         assert_eq!(py.len(), rs.len(), "{name}");
         let max = py
             .iter()
@@ -73,5 +107,16 @@ fn python_and_rust_slice_inputs_agree() {
         println!("{name}: max abs diff {max:e}");
         checked += 1;
     }
-    assert_eq!(checked, 4);
+    assert!(
+        checked_mm >= 5,
+        "{checked_mm} millimetre tiles: the small phantom needs several"
+    );
+    assert_eq!(checked - checked_mm, 4);
+}
+
+/// The safetensors header's `__metadata__` (the crate's API hides it).
+fn st_metadata(bytes: &[u8]) -> std::collections::HashMap<String, String> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    serde_json::from_value(header["__metadata__"].clone()).unwrap()
 }

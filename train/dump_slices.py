@@ -19,6 +19,9 @@ from organdose_train import data as D  # noqa: E402
 
 SIZE = 48
 HU = [-100.0, 200.0]
+# A coarse canvas (48 px of 7 mm = 336 mm) on which the small phantom needs a few tiles.
+MM_PIXEL = 7.0
+MM_NEIGHBOR = 2.5
 
 
 def main():
@@ -35,9 +38,23 @@ def main():
              ("sagittal", dims[0] // 3)]
     for plane, s in picks:
         t[f"{plane}.{s}"] = D.slice_input(win, plane, s, SIZE).contiguous()
+    # The millimetre canvas (src/seg/slicing.rs): every tile of each pick, on
+    # the body's range, as the driver tiles a plane.
+    _, aff = D.load_nifti(src, reorient=True)
+    sp = D.spacing_of(aff)
+    body = D.body_box(ct)
+    for plane, s in picks:
+        _, ua, va = D.PLANES[plane]
+        tiles = D.plane_tiles(SIZE, MM_PIXEL, D.axis_range_mm(body, dims, sp, ua),
+                              D.axis_range_mm(body, dims, sp, va))
+        for i, tile in enumerate(tiles):
+            t[f"mm.{plane}.{s}.{i}"] = D.mm_slice_input(win, sp, plane, s, tile, SIZE, MM_PIXEL,
+                                                       MM_NEIGHBOR).contiguous()
+            t[f"tile.{plane}.{s}.{i}"] = torch.tensor([float(tile[0]), float(tile[1])], dtype=torch.float32)
     t["dims"] = torch.tensor(list(dims), dtype=torch.int64)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     save_file(t, out, metadata={"size": str(SIZE), "hu_window": f"{HU[0]},{HU[1]}",
+                                "pixel_mm": str(MM_PIXEL), "neighbor_mm": str(MM_NEIGHBOR),
                                 "source": os.path.basename(src)})
     print({k: tuple(v.shape) for k, v in t.items()}, os.path.getsize(out), "bytes")
 

@@ -32,6 +32,13 @@ def parse():
                    help="model classes after background (organ names or 'kidney')")
     p.add_argument("--planes", default="axial,coronal,sagittal")
     p.add_argument("--size", type=int, default=256, help="input.size (slices resampled to size x size)")
+    p.add_argument("--pixel-mm", type=float, default=1.6,
+                   help="input.pixel_mm: slices resampled to this pixel size on the size x size canvas "
+                        "(padded or tiled); 0: stretched to size x size (models before 2026-12)")
+    p.add_argument("--neighbor-mm", type=float, default=2.5,
+                   help="input.neighbor_mm: distance of the two neighbour channels along the slice normal")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="intensity, scale, rotation, blur, resolution and noise augmentation")
     p.add_argument("--depth", type=int, default=50, choices=sorted(M.DEPTHS))
     p.add_argument("--layers", default=None, help="blocks per stage, e.g. 1,1,1,1 (overrides --depth)")
     p.add_argument("--block", default="basic", choices=["basic", "bottleneck"])
@@ -119,6 +126,7 @@ class SliceStream(torch.utils.data.IterableDataset):
         self.focus, self.other_fraction = args.focus, args.focus_other_fraction
         self.per_vol = limit // len(cases) + 1 if limit else 0
         self.seed = args.seed
+        self.augment = args.augment
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -129,14 +137,16 @@ class SliceStream(torch.utils.data.IterableDataset):
         buf = []
         for vi in order:
             pid, kind, arg = self.cases[vi]
-            ct, lab, _ = D.READERS[kind](arg)
-            vol = D.Volume(pid, ct, lab, self.cfg["input"]["hu_window"])
+            ct, lab, aff = D.READERS[kind](arg)
+            jit = (rng.uniform(0.93, 1.07), rng.uniform(-15.0, 15.0)) if self.augment else None
+            vol = D.Volume(pid, ct, lab, self.cfg["input"]["hu_window"], aff, jit)
+            del ct
             sl = vol.slices(self.planes, self.class_of, self.empty_fraction, rng, self.focus, self.other_fraction)
             rng.shuffle(sl)
             if self.per_vol:
                 sl = sl[:self.per_vol]
             for p, t in sl:
-                sample = (D.slice_input(vol.win, p, t, size), D.slice_target(vol.labels, p, t, size, self.class_of))
+                sample = make_sample(vol, p, t, self.cfg, self.class_of, rng if self.augment else None)
                 if self.buffer <= 0:
                     yield sample
                     continue
@@ -145,6 +155,62 @@ class SliceStream(torch.utils.data.IterableDataset):
                     yield buf.pop(int(rng.integers(len(buf))))
         rng.shuffle(buf)
         yield from buf
+
+
+def make_sample(vol, p, t, cfg, class_of, rng=None, min_pixels=4):
+    """(input, target) of slice t of plane p, as the Rust driver builds its
+    input (stretched, or on the millimetre canvas when the config has
+    pixel_mm); with rng, augmented (see augment)."""
+    inp = cfg["input"]
+    size = inp["size"]
+    if "pixel_mm" not in inp:
+        x = D.slice_input(vol.win, p, t, size)
+        y = D.slice_target(vol.labels, p, t, size, class_of, min_pixels)
+    else:
+        px = inp["pixel_mm"]
+        if rng is not None:
+            # Scale jitter: the body sizes of real patients vary by more than this.
+            px = px * float(np.exp(rng.uniform(-0.12, 0.12)))
+        tile = vol.crop(p, size, px, rng)
+        x = D.mm_slice_input(vol.win, vol.spacing, p, t, tile, size, px, inp.get("neighbor_mm", 2.5))
+        y = D.mm_slice_target(vol.labels, vol.spacing, p, t, tile, size, px, class_of, min_pixels)
+    if rng is not None:
+        x, y = augment(x, y, rng, min_pixels)
+    return x, y
+
+
+def augment(x, y, rng, min_pixels=4):
+    """Small rotation (image and masks), blur, lower resolution, noise: what
+    separates one scanner's images from another's. Boxes follow the masks."""
+    import torchvision.transforms.functional as TF
+    masks = y["masks"]
+    if rng.random() < 0.5:
+        ang = float(rng.uniform(-10.0, 10.0))
+        x = TF.rotate(x, ang, interpolation=TF.InterpolationMode.BILINEAR)
+        if len(masks):
+            masks = TF.rotate(masks, ang, interpolation=TF.InterpolationMode.NEAREST)
+    if rng.random() < 0.25:
+        x = TF.gaussian_blur(x, 5, float(rng.uniform(0.4, 1.2)))
+    if rng.random() < 0.2:
+        s = x.shape[-1]
+        f = float(rng.uniform(0.4, 0.75))
+        lo = torch.nn.functional.interpolate(x[None], scale_factor=f, mode="bilinear", align_corners=False)
+        x = torch.nn.functional.interpolate(lo, size=(s, s), mode="bilinear", align_corners=False)[0]
+    if rng.random() < 0.5:
+        x = x + torch.randn_like(x) * float(rng.uniform(0.0, 0.05))
+    x = x.clamp(0.0, 1.0).contiguous()
+    keep, boxes = [], []
+    for i, m in enumerate(masks):
+        if int(m.sum()) < min_pixels:
+            continue
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
+        keep.append(i)
+    if not keep:
+        return x, {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64),
+                   "masks": torch.zeros((0,) + tuple(x.shape[-2:]), dtype=torch.uint8)}
+    return x, {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": y["labels"][keep],
+               "masks": masks[keep].contiguous()}
 
 
 def as_lists(batch):
@@ -188,14 +254,14 @@ def validate(model, cases, cfg, planes, class_of, args, device):
     size = cfg["input"]["size"]
     rng = np.random.default_rng(0)
     for pid, kind, arg in cases:
-        ct, lab, _ = D.READERS[kind](arg)
-        vol = D.Volume(pid, ct, lab, cfg["input"]["hu_window"])
+        ct, lab, aff = D.READERS[kind](arg)
+        vol = D.Volume(pid, ct, lab, cfg["input"]["hu_window"], aff)
         sl = vol.slices(planes, class_of, 0.0, rng)
         for b in range(0, len(sl), 16):  # batched: one slice per call starves a GPU
             chunk = sl[b:b + 16]
-            outs = model([D.slice_input(vol.win, p, t, size).to(device) for p, t in chunk])
-            for (p, t), out in zip(chunk, outs):
-                tg = D.slice_target(vol.labels, p, t, size, class_of, min_pixels=1)
+            samples = [make_sample(vol, p, t, cfg, class_of, None, min_pixels=1) for p, t in chunk]
+            outs = model([x.to(device) for x, _ in samples])
+            for (_, tg), out in zip(samples, outs):
                 for c in range(1, nc):
                     pm = torch.zeros((size, size), dtype=torch.bool)
                     for m, l in zip(out["masks"], out["labels"]):
@@ -229,6 +295,9 @@ def main():
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     cfg = M.default_config(classes, args.size, args.depth, layers, args.block)
     cfg["roi_heads"]["box_roi_pool_size"] = args.box_pool
+    if args.pixel_mm > 0:
+        cfg["input"]["pixel_mm"] = args.pixel_mm
+        cfg["input"]["neighbor_mm"] = args.neighbor_mm
     class_of = D.class_map(classes)
     focus = [c for c in args.focus_classes.split(",") if c]
     if any(c not in classes[1:] for c in focus):

@@ -39,6 +39,17 @@ pub struct InputConfig {
     pub size: usize,
     /// HU window mapped linearly to [0, 1] (clamped).
     pub hu_window: [f32; 2],
+    /// Physical pixel size of the network input (mm): each plane's slices are
+    /// resampled to it on a size x size canvas, padded or tiled, never
+    /// stretched (`seg::slicing`). None: each slice is stretched to
+    /// size x size whatever its pixel size (models trained before 2026-12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pixel_mm: Option<f32>,
+    /// With `pixel_mm`: distance of the two neighbour channels from the
+    /// centre slice along the slice normal (mm); default 2.5. Without it the
+    /// neighbours are the adjacent slices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neighbor_mm: Option<f32>,
 }
 
 /// torchvision's GeneralizedRCNNTransform.
@@ -221,6 +232,20 @@ impl ModelConfig {
         }
         if self.input.size < 32 || self.transform.min_size == 0 || self.transform.max_size == 0 {
             return Err("input.size / transform sizes too small".into());
+        }
+        if self
+            .input
+            .pixel_mm
+            .is_some_and(|p| !(p.is_finite() && p > 0.0))
+        {
+            return Err("input.pixel_mm must be a positive number of millimetres".into());
+        }
+        if self
+            .input
+            .neighbor_mm
+            .is_some_and(|p| !(p.is_finite() && p >= 0.0))
+        {
+            return Err("input.neighbor_mm must be >= 0 mm".into());
         }
         if self.input.hu_window[1] <= self.input.hu_window[0] {
             return Err("input.hu_window must be [low, high] with low < high".into());

@@ -4,6 +4,7 @@
 
 use super::consensus::{components, fill_gaps, majority_vote};
 use super::model::{Detections, MaskRcnn};
+use super::slicing::{self, Canvas, PlaneSampler};
 use super::transform::resize_bilinear;
 use crate::error::{Error, Result};
 use crate::organs;
@@ -84,6 +85,10 @@ pub fn label_extent(
     (lo != usize::MAX).then(|| (lo.saturating_sub(margin), (hi + margin + 1).min(dims[axis])))
 }
 
+/// Neighbour-channel distance (mm) for a millimetre model that does not say:
+/// about the slice thickness of the abdominal series the paper used.
+pub const DEFAULT_NEIGHBOR_MM: f32 = 2.5;
+
 /// What each model class becomes in the output label map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClassTarget {
@@ -142,7 +147,11 @@ pub fn slice_input(win: &[f32], dims: [usize; 3], plane: Plane, t: usize, size: 
     out
 }
 
-/// Class-index map (0 background) of one plane on the CT grid.
+/// Class-index map (0 background) of one plane on the CT grid. With a
+/// `sampler` the slices reach the network in millimetres (`seg::slicing`:
+/// fixed pixel size, padded or tiled); without, each slice is stretched to
+/// the input size.
+#[allow(clippy::too_many_arguments)]
 pub fn segment_plane(
     model: &MaskRcnn,
     win: &[f32],
@@ -150,6 +159,7 @@ pub fn segment_plane(
     plane: Plane,
     opts: &DriverOptions,
     range: Option<(usize, usize)>,
+    sampler: Option<&PlaneSampler>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<u8>> {
     let size = model.cfg.input.size;
@@ -158,7 +168,9 @@ pub fn segment_plane(
     let (nu, nv, ns) = (dims[ua], dims[va], dims[sa]);
     let nc = model.cfg.classes.len();
     let mut map = vec![0u8; win.len()];
-    let bs = opts.batch_size.max(1);
+    let n_tiles = sampler.map_or(1, |s| s.tiles.len().max(1));
+    // A batch holds about batch_size images, every tile of its slices.
+    let bs = (opts.batch_size.max(1) / n_tiles).max(1);
     let (lo, hi) = range.unwrap_or((0, ns));
     let hi = hi.min(ns);
     let batches: Vec<(usize, usize)> = (lo..hi)
@@ -172,16 +184,31 @@ pub fn segment_plane(
     let in_flight = opts.parallel_batches.max(1);
     for group in batches.chunks(in_flight) {
         let run = |&(t0, t1): &(usize, usize)| -> Result<Vec<Vec<u8>>> {
-            let mut input = Vec::with_capacity((t1 - t0) * 3 * size * size);
+            let n_img = (t1 - t0) * n_tiles;
+            let mut input = Vec::with_capacity(n_img * 3 * size * size);
             for t in t0..t1 {
-                input.extend(slice_input(win, dims, plane, t, size));
+                match sampler {
+                    Some(s) => {
+                        for tile in 0..n_tiles {
+                            input.extend(s.input(win, t, tile));
+                        }
+                    }
+                    None => input.extend(slice_input(win, dims, plane, t, size)),
+                }
             }
-            let out = model.forward(&input, [t1 - t0, 3, size, size], false)?;
-            Ok(out
-                .detections
-                .iter()
-                .map(|det| slice_classes(det, nc, size, nu, nv))
-                .collect())
+            let out = model.forward(&input, [n_img, 3, size, size], false)?;
+            Ok(match sampler {
+                Some(s) => out
+                    .detections
+                    .chunks(n_tiles)
+                    .map(|dets| slice_classes_tiled(dets, s, nc))
+                    .collect(),
+                None => out
+                    .detections
+                    .iter()
+                    .map(|det| slice_classes(det, nc, size, nu, nv))
+                    .collect(),
+            })
         };
         let results: Vec<Result<Vec<Vec<u8>>>> = if group.len() > 1 {
             group.par_iter().map(run).collect()
@@ -208,6 +235,53 @@ pub fn segment_plane(
         }
     }
     Ok(map)
+}
+
+/// Per class the highest mask probability of one image's detections, on
+/// the network's size x size canvas; None for a class with no pixel >= 0.5.
+fn class_probs(det: &Detections, nc: usize, size: usize) -> Vec<Option<Vec<f32>>> {
+    let mut prob = vec![vec![0f32; size * size]; nc];
+    for (m, &l) in det.masks.iter().zip(&det.labels) {
+        if l == 0 || l >= nc {
+            continue;
+        }
+        for (p, &v) in prob[l].iter_mut().zip(m) {
+            *p = p.max(v);
+        }
+    }
+    prob.into_iter()
+        .map(|p| p.iter().any(|&v| v >= 0.5).then_some(p))
+        .collect()
+}
+
+/// One slice's class image from its tiles (`seg::slicing`): each class's
+/// probability carried back to the slice grid, the maximum over tiles; a
+/// pixel takes the most probable class at >= 0.5.
+fn slice_classes_tiled(dets: &[Detections], s: &PlaneSampler, nc: usize) -> Vec<u8> {
+    let (_, ua, va) = s.plane.axes();
+    let n = s.dims[ua] * s.dims[va];
+    let size = s.canvas.size;
+    let mut acc: Vec<Option<Vec<f32>>> = vec![None; nc];
+    for (tile, det) in dets.iter().enumerate() {
+        for (c, p) in class_probs(det, nc, size).into_iter().enumerate().skip(1) {
+            if let Some(p) = p {
+                let a = acc[c].get_or_insert_with(|| vec![0f32; n]);
+                s.back_max(&p, tile, a);
+            }
+        }
+    }
+    let mut best = vec![0.5f32; n];
+    let mut cls = vec![0u8; n];
+    for (c, a) in acc.iter().enumerate().skip(1) {
+        let Some(a) = a else { continue };
+        for (i, &p) in a.iter().enumerate() {
+            if p >= best[i] {
+                best[i] = p;
+                cls[i] = c as u8;
+            }
+        }
+    }
+    cls
 }
 
 /// One slice's class image (nu x nv, row v, 0 = none): per class the highest
@@ -275,6 +349,13 @@ pub fn segment_timed(
     ct.check_finite("CT")?;
     let win = window(&ct.data, model.cfg.input.hu_window);
     let planes = planes_of(opts.planes);
+    let spacing = ct.geom.spacing.map(|s| s as f32);
+    let canvas = model.cfg.input.pixel_mm.map(|p| Canvas {
+        size: model.cfg.input.size,
+        pixel_mm: p,
+        neighbor_mm: model.cfg.input.neighbor_mm.unwrap_or(DEFAULT_NEIGHBOR_MM),
+    });
+    let body = canvas.and_then(|_| slicing::body_box(&ct.data, dims));
     let mut total: usize = planes.iter().map(|p| dims[p.axes().0]).sum();
     let mut done = 0;
     let mut maps: Vec<Vec<u8>> = Vec::new();
@@ -291,10 +372,39 @@ pub fn segment_timed(
         };
         let n = range.map_or(dims[sa], |(a, b)| b - a);
         total -= dims[sa] - n;
-        let m = segment_plane(model, &win, dims, p, opts, range, &mut |k| {
-            done += k;
-            progress(done, total);
-        })?;
+        let sampler = canvas.map(|cv| {
+            let (_, ua, va) = p.axes();
+            let u = slicing::axis_range_mm(body.as_ref(), dims, spacing, ua);
+            let mut v = slicing::axis_range_mm(body.as_ref(), dims, spacing, va);
+            // Coronal and sagittal images span z: bounded like their slices,
+            // by the axial pass's organs, one canvas covers them (no tiles
+            // over the whole scan length).
+            if let (Some(mm), Some(axial), true) =
+                (opts.other_planes_margin_mm, maps.first(), va == 2)
+            {
+                let margin = (mm.max(0.0) / ct.geom.spacing[2]).ceil() as usize;
+                if let Some((a, b)) = label_extent(axial, dims, 2, margin) {
+                    v = (
+                        a as f32 * spacing[2] - slicing::BODY_MARGIN_MM,
+                        (b - 1) as f32 * spacing[2] + slicing::BODY_MARGIN_MM,
+                    );
+                }
+            }
+            PlaneSampler::new(p, dims, spacing, cv, slicing::plane_tiles(&cv, u, v))
+        });
+        let m = segment_plane(
+            model,
+            &win,
+            dims,
+            p,
+            opts,
+            range,
+            sampler.as_ref(),
+            &mut |k| {
+                done += k;
+                progress(done, total);
+            },
+        )?;
         tracing::debug!(
             "{} plane: {n} of {} slices in {:.1} s",
             p.name(),

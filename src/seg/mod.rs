@@ -12,6 +12,7 @@ pub mod model;
 pub mod roi_heads;
 pub mod roi_ops;
 pub mod rpn;
+pub mod slicing;
 pub mod transform;
 
 pub use config::ModelConfig;

@@ -154,17 +154,143 @@ def slice_input(win, plane, t, size):
                         for tt in (max(t - 1, 0), t, min(t + 1, last))])
 
 
+# --- Input in millimetres: src/seg/slicing.rs, float32 arithmetic in the same order ---
+
+F32 = np.float32
+BODY_HU = -500.0
+BODY_MARGIN_MM = F32(10.0)
+TILE_STEP = F32(0.75)
+
+
+def spacing_of(affine):
+    """Voxel spacing (mm) along i, j, k from an affine."""
+    return [float(np.linalg.norm(affine[:3, a])) for a in range(3)]
+
+
+def axis_tiles(lo, hi, canvas_mm):
+    """slicing::axis_tiles: left edges of the windows covering [lo, hi]."""
+    lo, hi, canvas_mm = F32(lo), F32(hi), F32(canvas_mm)
+    extent = F32(hi - lo)
+    if extent <= canvas_mm:
+        return [F32(F32((lo + hi) * F32(0.5)) - F32(canvas_mm * F32(0.5)))]
+    n = int(np.ceil(F32(F32(extent - canvas_mm) / F32(TILE_STEP * canvas_mm)))) + 1
+    step = F32(F32(extent - canvas_mm) / F32(n - 1))
+    return [F32(lo + F32(F32(i) * step)) for i in range(n)]
+
+
+def body_box(ct):
+    """slicing::body_box: [(min, max)] index per axis of voxels > -500 HU, or None."""
+    body = ct > BODY_HU
+    if not body.any():
+        return None
+    out = []
+    for a in range(3):
+        has = body.any(axis=tuple(b for b in range(3) if b != a))
+        idx = np.nonzero(has)[0]
+        out.append((int(idx[0]), int(idx[-1])))
+    return out
+
+
+def axis_range_mm(body, shape, spacing, axis):
+    """slicing::axis_range_mm."""
+    a, b = body[axis] if body is not None else (0, shape[axis] - 1)
+    sp = F32(spacing[axis])
+    return (F32(F32(F32(a) * sp) - BODY_MARGIN_MM), F32(F32(F32(b) * sp) + BODY_MARGIN_MM))
+
+
+def plane_tiles(size, pixel_mm, u_range, v_range):
+    """slicing::plane_tiles: [(u0, v0)], v outer."""
+    e = F32(F32(size) * F32(pixel_mm))
+    us = axis_tiles(u_range[0], u_range[1], e)
+    vs = axis_tiles(v_range[0], v_range[1], e)
+    return [(u0, v0) for v0 in vs for u0 in us]
+
+
+def canvas_taps(n, spacing, origin, pixel_mm, size):
+    """slicing::canvas_taps as arrays (valid, i0, i1, l0, l1)."""
+    x = np.arange(size, dtype=F32)
+    mm = F32(origin) + (x + F32(0.5)) * F32(pixel_mm)
+    src = mm / F32(spacing)
+    last = F32(n - 1)
+    valid = (src >= F32(-0.5)) & (src <= last + F32(0.5))
+    s = np.clip(src, F32(0.0), last)
+    i0 = np.minimum(np.floor(s).astype(np.int64), n - 1)
+    i1 = np.minimum(i0 + 1, n - 1)
+    l1 = (s - i0.astype(F32)).astype(F32)
+    return valid, i0, i1, (F32(1.0) - l1).astype(F32), l1
+
+
+def slice_taps(t, n, spacing, offset_mm):
+    """slicing::slice_taps."""
+    last = F32(n - 1)
+    s = min(max(F32(F32(t) + F32(F32(offset_mm) / F32(spacing))), F32(0.0)), last)
+    i0 = min(int(np.floor(s)), n - 1)
+    i1 = min(i0 + 1, n - 1)
+    l1 = F32(s - F32(i0))
+    return i0, i1, F32(F32(1.0) - l1), l1
+
+
+def _bilinear(img, tu, tv):
+    """img [v, u] sampled on a canvas: rows from tv, columns from tu; 0 outside."""
+    vu, u0, u1, lu0, lu1 = tu
+    vv, v0, v1, lv0, lv1 = tv
+    r0, r1 = img[v0], img[v1]
+    t0 = r0[:, u0] * lu0[None, :] + r0[:, u1] * lu1[None, :]
+    t1 = r1[:, u0] * lu0[None, :] + r1[:, u1] * lu1[None, :]
+    out = t0 * lv0[:, None] + t1 * lv1[:, None]
+    out[~vv, :] = 0.0
+    out[:, ~vu] = 0.0
+    return out.astype(F32)
+
+
+def mm_taps(shape, spacing, plane, tile, size, pixel_mm):
+    sa, ua, va = PLANES[plane]
+    return (canvas_taps(shape[ua], spacing[ua], tile[0], pixel_mm, size),
+            canvas_taps(shape[va], spacing[va], tile[1], pixel_mm, size))
+
+
+def mm_slice_input(win, spacing, plane, t, tile, size, pixel_mm, neighbor_mm):
+    """PlaneSampler::input: channels at -neighbor_mm, 0, +neighbor_mm along the
+    slice normal, each resampled to `size` px of `pixel_mm` from tile (u0, v0)."""
+    sa, ua, va = PLANES[plane]
+    tu, tv = mm_taps(win.shape, spacing, plane, tile, size, pixel_mm)
+    chans = []
+    for off in (-neighbor_mm, 0.0, neighbor_mm):
+        k0, k1, w0, w1 = slice_taps(t, win.shape[sa], spacing[sa], off)
+        a = _bilinear(plane_image(win, plane, k0), tu, tv)
+        if w1 == 0.0:
+            chans.append(a)
+        else:
+            b = _bilinear(plane_image(win, plane, k1), tu, tv)
+            chans.append((a * w0 + b * w1).astype(F32))
+    return torch.from_numpy(np.stack(chans))
+
+
+def mm_slice_target(labels, spacing, plane, t, tile, size, pixel_mm, class_of, min_pixels=4):
+    """slice_target on the millimetre canvas: each organ's mask of slice t
+    sampled like the centre channel, thresholded at 0.5."""
+    tu, tv = mm_taps(labels.shape, spacing, plane, tile, size, pixel_mm)
+    lab = plane_image(labels, plane, t)
+    return _targets(lab, class_of, size, min_pixels,
+                    lambda m: torch.from_numpy(_bilinear(m, tu, tv) >= 0.5))
+
+
 def slice_target(labels, plane, t, size, class_of, min_pixels=4):
+    """Per-instance targets of one slice (stretched input): see _targets."""
+    lab = plane_image(labels, plane, t)
+    return _targets(lab, class_of, size, min_pixels, lambda m: resize(m, size) >= 0.5)
+
+
+def _targets(lab, class_of, size, min_pixels, sample):
     """Per-instance targets of one slice: one instance per organ label present
     (so the two kidneys are two instances of class "kidney"). Masks are the
     organ's slice resampled like the input and thresholded at 0.5."""
-    lab = plane_image(labels, plane, t)
     boxes, cls, masks = [], [], []
     for organ in np.unique(lab):
         c = class_of.get(int(organ), 0)
         if c == 0:
             continue
-        m = resize((lab == organ).astype(np.float32), size) >= 0.5
+        m = sample((lab == organ).astype(np.float32))
         if int(m.sum()) < min_pixels:
             continue
         ys, xs = torch.nonzero(m, as_tuple=True)
@@ -201,10 +327,35 @@ def class_map(classes):
 class Volume:
     """One patient ready for slicing: windowed CT and organ labels."""
 
-    def __init__(self, pid, ct, labels, hu_window):
+    def __init__(self, pid, ct, labels, hu_window, affine=None, hu_jitter=None):
+        """`hu_jitter` (scale, shift HU): an intensity augmentation of the
+        whole volume before the window."""
         self.pid = pid
+        if hu_jitter is not None:
+            a, b = hu_jitter
+            ct = ct.astype(np.float32) * np.float32(a) + np.float32(b)
         self.win = window(ct, hu_window)
         self.labels = labels
+        self.spacing = spacing_of(affine) if affine is not None else [1.0, 1.0, 1.0]
+        self.body = body_box(ct)
+
+    def crop(self, plane, size, pixel_mm, rng=None):
+        """A canvas tile (u0, v0) of `plane`: centred on the body's range where
+        the canvas covers it, else a random window inside the range (centred
+        without rng). With rng, a random shift of up to 15 % of the canvas."""
+        sa, ua, va = PLANES[plane]
+        e = F32(F32(size) * F32(pixel_mm))
+        out = []
+        for ax in (ua, va):
+            lo, hi = axis_range_mm(self.body, self.win.shape, self.spacing, ax)
+            if hi - lo <= e or rng is None:
+                c = (lo + hi) * 0.5 - e * 0.5
+                if rng is not None:
+                    c += rng.uniform(-0.15, 0.15) * e
+            else:
+                c = rng.uniform(lo, hi - e)
+            out.append(F32(c))
+        return tuple(out)
 
     def slices(self, planes, class_of, empty_fraction, rng, focus=(), other_fraction=1.0):
         """(plane, t) to train on: every slice with a labelled organ, plus a
