@@ -1,5 +1,8 @@
 //! `organdose eval --data DIR`: segments phantom patients and scores the
 //! masks against their truth labels (Dice, HD95, volume error, missed slices).
+//! `organdose eval --real DIR_OR_CT`: the same on labelled real CTs
+//! (`organdose::seg::realct`: CHAOS, 3D-IRCADb, PNG slices, or a CT with a
+//! label map / per-slice masks).
 
 use super::segment::model_dir_or_default;
 use anyhow::{bail, Context};
@@ -8,6 +11,9 @@ use organdose::io::nifti;
 use organdose::organs;
 use organdose::seg::driver::{self, ClassTarget, DriverOptions, Planes};
 use organdose::seg::eval::{organ_metrics, OrganMetrics};
+use organdose::seg::realct::{
+    self, CaseKind, CaseSource, GenericTruth, PngSliceOptions, TruthOrgan,
+};
 use organdose::seg::MaskRcnn;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -17,8 +23,37 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     /// Folder of phantom patients written with `organdose phantom --format nifti`
     /// (DIR/<pid>/ct.nii.gz and DIR/<pid>/truth/labels_ct.nii.gz).
+    #[arg(long, required_unless_present = "real", conflicts_with = "real")]
+    pub data: Option<PathBuf>,
+    /// Labelled real CTs: a folder holding CHAOS (DICOM_anon/ + Ground/),
+    /// 3D-IRCADb (PATIENT_DICOM/ + MASKS_DICOM_liver.zip) or PNG slices
+    /// (images/ + masks/), or sub-folders of those; or, with --label-map or
+    /// --masks, one CT (DICOM folder or NIfTI).
     #[arg(long)]
-    pub data: PathBuf,
+    pub real: Option<PathBuf>,
+    /// With --real CT: truth label map (NIfTI), values named by --map.
+    #[arg(long, requires = "real", requires = "map", conflicts_with = "masks")]
+    pub label_map: Option<PathBuf>,
+    /// With --label-map: VALUE=ORGAN pairs, e.g. 1=liver,2=kidney ("kidney":
+    /// both kidneys in one label, scored against kidney_left + kidney_right).
+    #[arg(long, requires = "label_map")]
+    pub map: Option<String>,
+    /// With --real CT: folder of one PNG mask per slice (non-zero = organ), in
+    /// the DICOM files' name order (NIfTI: slice order).
+    #[arg(long, requires = "real")]
+    pub masks: Option<PathBuf>,
+    /// Organ of the --masks files.
+    #[arg(long, default_value = "liver", requires = "masks")]
+    pub mask_organ: String,
+    /// PNG slices: HU of grey 0 (not stored in the files; an estimate).
+    #[arg(long, default_value_t = PngSliceOptions::default().hu_at_grey0, allow_hyphen_values = true)]
+    pub png_hu_lo: f64,
+    /// PNG slices: HU of grey 255.
+    #[arg(long, default_value_t = PngSliceOptions::default().hu_at_grey255, allow_hyphen_values = true)]
+    pub png_hu_hi: f64,
+    /// PNG slices: pixel size in mm (not stored; an estimate).
+    #[arg(long, default_value_t = PngSliceOptions::default().pixel_mm)]
+    pub png_pixel_mm: f64,
     /// Planes: axial only, or all three joined by voxel vote.
     #[arg(long, value_parser = ["axial", "all"])]
     pub planes: Option<String>,
@@ -33,7 +68,8 @@ pub struct Args {
     /// axial pass's organs (segment.other_planes_margin_mm).
     #[arg(long)]
     pub all_slices: bool,
-    /// JSON output; default DIR/eval_<planes>.json.
+    /// JSON output; default DIR/eval_<scans>_<planes>.json (with --real:
+    /// ./eval_real_<planes>.json, the data folders may be read-only).
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -174,8 +210,15 @@ fn scans_of(pdirs: &[PathBuf], which: &str) -> anyhow::Result<Vec<(String, PathB
 }
 
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
+    if let Some(real) = args.real.clone() {
+        return run_real(&args, &real, cfg);
+    }
+    let data = args
+        .data
+        .clone()
+        .context("--data DIR or --real DIR is required")?;
     let wdir = model_dir_or_default(args.weights.as_deref(), cfg)?;
-    let pdirs = patients(&args.data)?;
+    let pdirs = patients(&data)?;
     let model = MaskRcnn::load_dir(&wdir, &candle_core::Device::Cpu)?;
     let planes = match args.planes.as_deref() {
         Some("axial") => Planes::Axial,
@@ -281,7 +324,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         );
     }
     let report = Report {
-        data: args.data.display().to_string(),
+        data: data.display().to_string(),
         weights: wdir.display().to_string(),
         classes: model.cfg.classes.clone(),
         planes,
@@ -291,12 +334,285 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let out = args
         .json
         .clone()
-        .unwrap_or_else(|| args.data.join(format!("eval_{}_{pname}.json", args.scans)));
+        .unwrap_or_else(|| data.join(format!("eval_{}_{pname}.json", args.scans)));
     let tmp = out.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
     println!("\nwrote {}", out.display());
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct RealCaseResult {
+    case: String,
+    kind: CaseKind,
+    /// Planes the network ran on (PNG slices: axial only).
+    planes: Planes,
+    seconds: f64,
+    /// Per organ; for slice cases the mL fields are areas in cm².
+    organs: BTreeMap<String, OrganMetrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+struct RealSummary {
+    cases: usize,
+    dice_mean: Option<f64>,
+    dice_median: Option<f64>,
+    dice_min: Option<f64>,
+    /// Sum over cases of 2|A∩B| / sum of (|A|+|B|): one Dice of all pixels.
+    dice_pooled: Option<f64>,
+    hd95_mm_mean: Option<f64>,
+    abs_volume_error_pct_mean: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct RealReport {
+    real: String,
+    weights: String,
+    classes: Vec<String>,
+    planes: Planes,
+    /// How the PNG slices were turned into HU and mm (assumed, not stored).
+    png_slices: Option<PngSliceOptions>,
+    png_slices_note: Option<String>,
+    cases: Vec<RealCaseResult>,
+    /// Keyed "<volume|slice>/<organ>".
+    summary: BTreeMap<String, RealSummary>,
+}
+
+fn real_summary(rs: &[&RealCaseResult], organ: &str) -> RealSummary {
+    let ms: Vec<&OrganMetrics> = rs.iter().filter_map(|r| r.organs.get(organ)).collect();
+    let dice: Vec<f64> = ms.iter().filter_map(|m| m.dice).collect();
+    let hd: Vec<f64> = ms.iter().filter_map(|m| m.hd95_mm).collect();
+    let ve: Vec<f64> = ms
+        .iter()
+        .filter_map(|m| m.volume_error_pct.map(f64::abs))
+        .collect();
+    let (mut num, mut den) = (0.0, 0.0);
+    for m in &ms {
+        let sz = m.truth_ml + m.predicted_ml;
+        num += m.dice.unwrap_or(0.0) * sz;
+        den += sz;
+    }
+    RealSummary {
+        cases: ms.len(),
+        dice_mean: mean(&dice),
+        dice_median: median(&dice),
+        dice_min: dice.iter().copied().reduce(f64::min),
+        dice_pooled: (den > 0.0).then(|| num / den),
+        hd95_mm_mean: mean(&hd),
+        abs_volume_error_pct_mean: mean(&ve),
+    }
+}
+
+fn real_sources(args: &Args, real: &Path) -> anyhow::Result<Vec<CaseSource>> {
+    if let Some(lm) = &args.label_map {
+        let spec = args
+            .map
+            .as_deref()
+            .context("--label-map needs --map VALUE=ORGAN,...")?;
+        return Ok(vec![CaseSource::Generic {
+            ct: real.to_path_buf(),
+            truth: GenericTruth::LabelMap {
+                path: lm.clone(),
+                map: realct::parse_label_mapping(spec)?,
+            },
+        }]);
+    }
+    if let Some(dir) = &args.masks {
+        let organ = match args.mask_organ.as_str() {
+            "kidney" => TruthOrgan::KidneyUnsplit,
+            n => TruthOrgan::Label(
+                organs::label(n).with_context(|| format!("--mask-organ {n}: unknown organ"))?,
+            ),
+        };
+        return Ok(vec![CaseSource::Generic {
+            ct: real.to_path_buf(),
+            truth: GenericTruth::SliceMasks {
+                dir: dir.clone(),
+                organ,
+            },
+        }]);
+    }
+    Ok(realct::discover(real)?)
+}
+
+fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
+    let wdir = model_dir_or_default(args.weights.as_deref(), cfg)?;
+    let sources = real_sources(args, real)?;
+    let model = MaskRcnn::load_dir(&wdir, &candle_core::Device::Cpu)?;
+    let planes = match args.planes.as_deref() {
+        Some("axial") => Planes::Axial,
+        Some(_) => Planes::All,
+        None => cfg.segment.planes,
+    };
+    let pname = if planes == Planes::All {
+        "all"
+    } else {
+        "axial"
+    };
+    let png = PngSliceOptions {
+        hu_at_grey0: args.png_hu_lo,
+        hu_at_grey255: args.png_hu_hi,
+        pixel_mm: args.png_pixel_mm,
+        ..PngSliceOptions::default()
+    };
+    let any_png = sources
+        .iter()
+        .any(|s| matches!(s, CaseSource::PngSlice { .. }));
+    if any_png {
+        println!("{}", png.describe());
+    }
+    let mut results = Vec::new();
+    for (n, src) in sources.iter().enumerate() {
+        let name = src.name();
+        eprint!("[{}/{}] {name}: loading ...", n + 1, sources.len());
+        let t0 = std::time::Instant::now();
+        let case = match src.load(&cfg.ingest, &png) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(" failed: {e}");
+                results.push(RealCaseResult {
+                    case: name,
+                    kind: CaseKind::Volume,
+                    planes,
+                    seconds: 0.0,
+                    organs: BTreeMap::new(),
+                    error: Some(e.to_string()),
+                });
+                continue;
+            }
+        };
+        // A repeated 2-D slice has no coronal or sagittal extent to segment.
+        let case_planes = if case.kind == CaseKind::Slice {
+            Planes::Axial
+        } else {
+            planes
+        };
+        let mut opts = DriverOptions {
+            planes: case_planes,
+            ..cfg.segment.driver_options()
+        };
+        if args.all_slices {
+            opts.other_planes_margin_mm = None;
+        }
+        eprint!(" segmenting ...");
+        let pred = driver::segment(&model, &case.ct, &opts, &mut |_, _| {})?;
+        let seconds = t0.elapsed().as_secs_f64();
+        eprintln!(" {seconds:.1} s");
+        let organs_m = realct::score(&pred, &case)?.into_iter().collect();
+        results.push(RealCaseResult {
+            case: name,
+            kind: case.kind,
+            planes: case_planes,
+            seconds,
+            organs: organs_m,
+            error: None,
+        });
+    }
+    println!(
+        "{:<20} {:<6} {:<7} {:<13} {:>7} {:>9} {:>10} {:>10} {:>10} {:>8}",
+        "case",
+        "kind",
+        "planes",
+        "organ",
+        "Dice",
+        "HD95 mm",
+        "truth",
+        "pred",
+        "vol err %",
+        "missed"
+    );
+    for r in &results {
+        let unit = if r.kind == CaseKind::Slice {
+            "cm2"
+        } else {
+            "mL"
+        };
+        let kind = if r.kind == CaseKind::Slice {
+            "2-D"
+        } else {
+            "3-D"
+        };
+        let pl = if r.planes == Planes::All {
+            "all"
+        } else {
+            "axial"
+        };
+        if let Some(e) = &r.error {
+            println!("{:<20} error: {e}", r.case);
+        }
+        for (organ, m) in &r.organs {
+            println!(
+                "{:<20} {:<6} {:<7} {:<13} {:>7} {:>9} {:>10} {:>10} {:>10} {:>8}",
+                r.case,
+                kind,
+                pl,
+                organ,
+                fmt(m.dice, 4),
+                fmt(m.hd95_mm, 1),
+                format!("{:.1} {unit}", m.truth_ml),
+                format!("{:.1} {unit}", m.predicted_ml),
+                fmt(m.volume_error_pct, 1),
+                format!("{}/{}", m.missed_slices, m.truth_slices)
+            );
+        }
+    }
+    let mut summary = BTreeMap::new();
+    for (kind, kname) in [(CaseKind::Volume, "volume"), (CaseKind::Slice, "slice")] {
+        let rs: Vec<&RealCaseResult> = results
+            .iter()
+            .filter(|r| r.kind == kind && r.error.is_none())
+            .collect();
+        let mut names: Vec<&String> = rs.iter().flat_map(|r| r.organs.keys()).collect();
+        names.sort();
+        names.dedup();
+        for n in names {
+            summary.insert(format!("{kname}/{n}"), real_summary(&rs, n));
+        }
+    }
+    println!(
+        "\nper organ ({pname} on 3-D cases, axial on 2-D slices):\n{:<22} {:>5} {:>7} {:>7} {:>7} {:>8} {:>9} {:>12}",
+        "kind/organ", "cases", "Dice", "median", "min", "pooled", "HD95 mm", "|vol err| %"
+    );
+    for (k, s) in &summary {
+        println!(
+            "{:<22} {:>5} {:>7} {:>7} {:>7} {:>8} {:>9} {:>12}",
+            k,
+            s.cases,
+            fmt(s.dice_mean, 4),
+            fmt(s.dice_median, 4),
+            fmt(s.dice_min, 4),
+            fmt(s.dice_pooled, 4),
+            fmt(s.hd95_mm_mean, 1),
+            fmt(s.abs_volume_error_pct_mean, 1)
+        );
+    }
+    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    let report = RealReport {
+        real: real.display().to_string(),
+        weights: wdir.display().to_string(),
+        classes: model.cfg.classes.clone(),
+        planes,
+        png_slices: any_png.then_some(png),
+        png_slices_note: any_png.then(|| png.describe()),
+        cases: results,
+        summary,
+    };
+    let out = args
+        .json
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("eval_real_{pname}.json")));
+    let tmp = out.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
+    println!("\nwrote {}", out.display());
+    if failed > 0 {
+        bail!("{failed} case(s) could not be loaded (see the table)");
+    }
     Ok(())
 }
 

@@ -23,6 +23,11 @@ pub struct Args {
     /// Model folder (model.toml + weights); default: [segment] weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Also write a quality-control PNG: axial, coronal and sagittal views
+    /// through the organs, organ outlines on the CT (radiological: patient
+    /// right on the image's left), physical aspect ratio.
+    #[arg(long, conflicts_with = "raw_input")]
+    pub overlay: Option<PathBuf>,
     /// SeriesInstanceUID when the DICOM input holds several series.
     #[arg(long)]
     pub series: Option<String>,
@@ -114,6 +119,10 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     })?;
     bar.finish_and_clear();
     nifti::write_nifti(&labels, out, "organdose segment")?;
+    if let Some(qc) = &args.overlay {
+        organdose::report::overlay::write_overlay(qc, &ct, &labels, &Default::default())?;
+        tracing::info!("wrote {}", qc.display());
+    }
     let mut counts = [0usize; 256];
     for &l in &labels.data {
         counts[l as usize] += 1;
