@@ -1,14 +1,21 @@
-//! `organdose phantom --out DIR [--seed N] [--count K] [--format dicom|nifti] [--preview PNG]`.
+//! `organdose phantom --out DIR [--seed N] [--count K] [--format dicom|nifti] [--preview PNG]
+//! [--anatomy geometric|real] [--anatomy-data DIR]`.
 
 use organdose::config::Config;
 use organdose::phantom::layout::{write_patient, WriteOptions};
-use organdose::phantom::{Format, MissingKidney, Patient, PhantomConfig};
+use organdose::phantom::{AnatomyKind, Format, MissingKidney, Patient, PhantomConfig};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum FormatArg {
     Dicom,
     Nifti,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum AnatomyArg {
+    Geometric,
+    Real,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -59,6 +66,15 @@ pub struct Args {
     /// Coarse grids (128x128 CT) for quick tests.
     #[arg(long)]
     pub small: bool,
+    /// Anatomy: `real` (WORD / AMOS organs in an ICRP-110 body, from the data
+    /// folder) or `geometric` (ellipsoid organs). Default: real when the data
+    /// folder exists, else geometric with a warning.
+    #[arg(long, value_enum)]
+    pub anatomy: Option<AnatomyArg>,
+    /// Data folder of the real anatomy (default: ../shared/data beside the current
+    /// directory or the source tree).
+    #[arg(long)]
+    pub anatomy_data: Option<PathBuf>,
 }
 
 pub fn run(args: Args, _cfg: &Config) -> anyhow::Result<()> {
@@ -91,12 +107,28 @@ pub fn run(args: Args, _cfg: &Config) -> anyhow::Result<()> {
         Some(KidneyArg::Random) => MissingKidney::Random(1.0),
     };
     cfg.lesions = args.lesions;
+    cfg.anatomy = args.anatomy.map(|a| match a {
+        AnatomyArg::Geometric => AnatomyKind::Geometric,
+        AnatomyArg::Real => AnatomyKind::Real,
+    });
+    cfg.anatomy_data = args.anatomy_data.clone();
     let format = match args.format {
         FormatArg::Dicom => Format::Dicom,
         FormatArg::Nifti => Format::Nifti,
     };
     for i in 0..args.count {
-        let p = Patient::new(&cfg, args.seed, i);
+        let t0 = std::time::Instant::now();
+        // try_new: an explicit `--anatomy real` without usable data is an error
+        // naming the file, not a silent geometric patient.
+        let p = Patient::try_new(&cfg, args.seed, i)?;
+        if let Some(real) = &p.anatomy.real {
+            tracing::info!(
+                "{}: anatomy {} built in {:.1} s",
+                p.patient_id,
+                real.sources,
+                t0.elapsed().as_secs_f64()
+            );
+        }
         let preview = args.preview.as_ref().map(|path| {
             if args.count == 1 {
                 path.clone()
