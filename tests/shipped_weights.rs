@@ -162,3 +162,51 @@ fn batches_in_flight_do_not_change_the_masks() {
         "{differ} voxels differ between 1 and 3 batches in flight"
     );
 }
+
+/// A feet-first series (rows mirrored: voxel axis 0 runs towards the
+/// patient's right) holds the same patient: the driver must segment it in
+/// the network's voxel order (`seg::orient`) and give the same organs, voxel
+/// for voxel. Before the reorientation the network saw a mirrored abdomen.
+#[test]
+fn a_mirrored_series_gives_the_same_masks() {
+    let (model, p) = shipped_model_and_patient();
+    let (ct, labels, _) = p.diagnostic_ct();
+    let half = (10.0 / ct.geom.spacing[2]).ceil() as usize;
+    let (k0, k1) = organ_slab(&labels, &[organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT], half);
+    let ct = slab(&ct, k0, k1);
+    let [nx, ny, nz] = ct.geom.dims;
+    let mut g = ct.geom.clone();
+    g.origin = ct.geom.index_to_patient([(nx - 1) as f64, 0.0, 0.0]);
+    g.direction[0] = ct.geom.direction[0].map(|c| -c);
+    let mut data = vec![0f32; ct.data.len()];
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                data[(k * ny + j) * nx + (nx - 1 - i)] = ct.data[(k * ny + j) * nx + i];
+            }
+        }
+    }
+    let mirrored = Volume::new(g, data).unwrap();
+    let opts = DriverOptions {
+        planes: Planes::Axial,
+        batch_size: 4,
+        parallel_batches: 2,
+        max_fill_gap: 2,
+        other_planes_margin_mm: None,
+    };
+    let a = driver::segment(&model, &ct, &opts, &mut |_, _| {}).unwrap();
+    let b = driver::segment(&model, &mirrored, &opts, &mut |_, _| {}).unwrap();
+    let mut differ = 0;
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                if a.data[(k * ny + j) * nx + i] != b.data[(k * ny + j) * nx + (nx - 1 - i)] {
+                    differ += 1;
+                }
+            }
+        }
+    }
+    let left = a.data.iter().filter(|&&l| l == organs::KIDNEY_LEFT).count();
+    assert!(left > 1000, "left kidney of {left} voxels on the slab");
+    assert_eq!(differ, 0, "{differ} voxels differ on the mirrored series");
+}

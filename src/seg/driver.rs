@@ -4,6 +4,7 @@
 
 use super::consensus::{components, fill_gaps, majority_vote};
 use super::model::{Detections, MaskRcnn};
+use super::orient::Reorient;
 use super::slicing::{self, Canvas, PlaneSampler};
 use super::transform::resize_bilinear;
 use crate::error::{Error, Result};
@@ -347,6 +348,17 @@ pub fn segment_timed(
         return Err(Error::input("CT has an empty dimension"));
     }
     ct.check_finite("CT")?;
+    // The network knows one voxel order (`seg::orient`): a feet-first or
+    // otherwise stored CT is segmented in that order and its labels put back.
+    let ro = Reorient::canonical(&ct.geom);
+    if !ro.is_identity() {
+        let canon = ro.apply(ct);
+        let labels = segment_timed(model, &canon, opts, progress, on_plane)?;
+        return Ok(Volume {
+            geom: ct.geom.clone(),
+            data: ro.undo(&labels.data),
+        });
+    }
     let win = window(&ct.data, model.cfg.input.hu_window);
     let planes = planes_of(opts.planes);
     let spacing = ct.geom.spacing.map(|s| s as f32);

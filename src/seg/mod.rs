@@ -9,6 +9,7 @@ pub mod conv;
 pub mod driver;
 pub mod eval;
 pub mod model;
+pub mod orient;
 pub mod realct;
 pub mod roi_heads;
 pub mod roi_ops;
