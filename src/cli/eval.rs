@@ -358,6 +358,7 @@ struct RealCaseResult {
 
 #[derive(Serialize, Default)]
 struct RealSummary {
+    /// Cases with the organ in the truth or the prediction (those with a Dice).
     cases: usize,
     dice_mean: Option<f64>,
     dice_median: Option<f64>,
@@ -397,7 +398,7 @@ fn real_summary(rs: &[&RealCaseResult], organ: &str) -> RealSummary {
         den += sz;
     }
     RealSummary {
-        cases: ms.len(),
+        cases: dice.len(),
         dice_mean: mean(&dice),
         dice_median: median(&dice),
         dice_min: dice.iter().copied().reduce(f64::min),
@@ -544,7 +545,8 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
         if let Some(e) = &r.error {
             println!("{:<20} error: {e}", r.case);
         }
-        for (organ, m) in &r.organs {
+        // A slice without the organ in truth or prediction says nothing (JSON keeps it).
+        for (organ, m) in r.organs.iter().filter(|(_, m)| m.dice.is_some()) {
             println!(
                 "{:<20} {:<6} {:<7} {:<13} {:>7} {:>9} {:>10} {:>10} {:>10} {:>8}",
                 r.case,
