@@ -620,6 +620,98 @@ impl RealAnatomy {
             }
         }
 
+        // KiTS23 kidneys (about half the patients): both kidneys replaced by those
+        // of one KiTS23 case, tumour and cyst included (they stay kidney-labelled),
+        // each centred on the layout's kidney and scaled to its volume.
+        let mut kits_sub: Vec<(usize, u8)> = Vec::new();
+        let mut kits_name = None;
+        let mut rk = r.fork("kits");
+        let cases = opts.data.kits_cases();
+        if !cases.is_empty() && rk.chance(0.5) {
+            for _ in 0..6 {
+                let case = &cases[rk.below(cases.len() as u64) as usize];
+                let k = match load_kits(case) {
+                    Ok(Some(k)) => k,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!("{e}: KiTS23 case skipped");
+                        continue;
+                    }
+                };
+                for (side, w) in [(1usize, word::KIDNEY_LEFT), (0, word::KIDNEY_RIGHT)] {
+                    let mut cw = [0.0; 3];
+                    let mut cnt = 0usize;
+                    for (idx, &x) in wl.iter().enumerate() {
+                        if x == w {
+                            let p = grid.index_to_patient([
+                                (idx % dims[0]) as f64,
+                                ((idx / dims[0]) % dims[1]) as f64,
+                                (idx / slice) as f64,
+                            ]);
+                            cw = geom::add(cw, p);
+                            cnt += 1;
+                        }
+                    }
+                    if cnt == 0 {
+                        continue;
+                    }
+                    cw = geom::scale(cw, 1.0 / cnt as f64);
+                    let ks = &k.sides[side];
+                    let ck = ks.centroid();
+                    let f = (cnt as f64 * vox_ml / (ks.n as f64 * k.voxel_ml)).cbrt();
+                    for x in wl.iter_mut() {
+                        if *x == w {
+                            *x = 0;
+                        }
+                    }
+                    let mut ilo = [0usize; 3];
+                    let mut ihi = [0usize; 3];
+                    for a in 0..3 {
+                        let l = cw[a] + (ks.lo[a] - ck[a]) * f - 2.0 * vx[a];
+                        let h = cw[a] + (ks.hi[a] - ck[a]) * f + 2.0 * vx[a];
+                        ilo[a] = ((l - lo[a]) / vx[a]).floor().clamp(0.0, dims[a] as f64) as usize;
+                        ihi[a] = ((h - lo[a]) / vx[a]).ceil().clamp(0.0, dims[a] as f64) as usize;
+                    }
+                    for kk in ilo[2]..ihi[2] {
+                        for j in ilo[1]..ihi[1] {
+                            for i in ilo[0]..ihi[0] {
+                                let idx = grid.linear(i, j, kk);
+                                let cur = wl[idx];
+                                if !(cur == 0
+                                    || cur == word::COLON
+                                    || cur == word::INTESTINE
+                                    || cur == word::DUODENUM)
+                                    || tissue[idx] == Tissue::Air as u8
+                                {
+                                    continue;
+                                }
+                                let b = grid.index_to_patient([i as f64, j as f64, kk as f64]);
+                                let q = [0, 1, 2].map(|a| ck[a] + (b[a] - cw[a]) / f);
+                                if (q[0] > k.split_x) != (side == 1) {
+                                    continue;
+                                }
+                                match nearest(&k.map, q) {
+                                    Some(l @ 1..=3) => {
+                                        wl[idx] = w;
+                                        if l > 1 {
+                                            kits_sub.push((idx, l));
+                                        }
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                    }
+                }
+                kits_name = Some(
+                    case.file_name()
+                        .map(|n| n.to_string_lossy().trim_end_matches(".nii.gz").to_string())
+                        .unwrap_or_default(),
+                );
+                break;
+            }
+        }
+
         // Pass 2: tissue classes of the organs.
         let mut label = vec![0u8; n];
         let mut rl = r.fork("lesions");
@@ -776,6 +868,17 @@ impl RealAnatomy {
             }
         }
 
+        // KiTS23 tumour and cyst inside the kidney label.
+        for &(idx, l) in &kits_sub {
+            if wl[idx] == word::KIDNEY_LEFT || wl[idx] == word::KIDNEY_RIGHT {
+                tissue[idx] = if l == 2 {
+                    Tissue::Tumour
+                } else {
+                    Tissue::RenalPelvis
+                } as u8;
+            }
+        }
+
         // Liver lesions: spheres well inside the liver, clipped to it.
         let mut tumour_volume_ml = 0.0;
         let mut placed = 0;
@@ -875,7 +978,10 @@ impl RealAnatomy {
             kid_bottom
         };
         Ok(RealAnatomy {
-            sources: format!("{layout_name} + ICRP-110 {icrp_name}"),
+            sources: match &kits_name {
+                Some(k) => format!("{layout_name} + ICRP-110 {icrp_name} + KiTS23 {k} kidneys"),
+                None => format!("{layout_name} + ICRP-110 {icrp_name}"),
+            },
             sex: sex.to_string(),
             organs_present: present,
             target_mass_g: target,
@@ -951,6 +1057,91 @@ impl RealAnatomy {
             });
         (tissue, label)
     }
+}
+
+/// The two kidneys of a KiTS23 case (labels 1 kidney, 2 tumour, 3 cyst).
+struct KitsKidneys {
+    map: Volume<u8>,
+    voxel_ml: f64,
+    /// LPS x dividing the patient's right (below) from the left (above).
+    split_x: f64,
+    /// [right, left] statistics of label > 0 (LPS mm).
+    sides: [Stats; 2],
+}
+
+/// Reads a KiTS23 case and splits it into right and left kidney by position
+/// (two-means on x). `None`: not two usable kidneys (a nephrectomy, a tumour
+/// over half the kidney, or an implausible volume).
+fn load_kits(path: &std::path::Path) -> Result<Option<KitsKidneys>> {
+    let map = realdata::read_label_map(path)?;
+    let [nx, ny, nz] = map.geom.dims;
+    // x histogram in 2 mm bins, then two-means on it.
+    let mut hist: std::collections::BTreeMap<i64, usize> = Default::default();
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                if map.data[i + nx * (j + ny * k)] > 0 {
+                    let x = map.geom.index_to_patient([i as f64, j as f64, k as f64])[0];
+                    *hist.entry((x / 2.0).floor() as i64).or_default() += 1;
+                }
+            }
+        }
+    }
+    let (Some((&b0, _)), Some((&b1, _))) = (hist.first_key_value(), hist.last_key_value()) else {
+        return Ok(None);
+    };
+    let (mut m0, mut m1) = (b0 as f64 * 2.0, b1 as f64 * 2.0);
+    for _ in 0..10 {
+        let split = 0.5 * (m0 + m1);
+        let (mut s0, mut n0, mut s1, mut n1) = (0.0, 0.0, 0.0, 0.0);
+        for (&b, &c) in &hist {
+            let x = b as f64 * 2.0 + 1.0;
+            if x < split {
+                s0 += x * c as f64;
+                n0 += c as f64;
+            } else {
+                s1 += x * c as f64;
+                n1 += c as f64;
+            }
+        }
+        if n0 == 0.0 || n1 == 0.0 {
+            return Ok(None);
+        }
+        m0 = s0 / n0;
+        m1 = s1 / n1;
+    }
+    let split_x = 0.5 * (m0 + m1);
+    let mut sides = [Stats::new(), Stats::new()];
+    let mut tumour = [0usize; 2];
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let l = map.data[i + nx * (j + ny * k)];
+                if l > 0 {
+                    let p = map.geom.index_to_patient([i as f64, j as f64, k as f64]);
+                    let s = usize::from(p[0] > split_x);
+                    sides[s].add(p);
+                    if l == 2 {
+                        tumour[s] += 1;
+                    }
+                }
+            }
+        }
+    }
+    let voxel_ml = map.geom.voxel_volume_ml();
+    for s in 0..2 {
+        let ml = sides[s].n as f64 * voxel_ml;
+        // Two kidneys about 60 mm or more apart, each 60-600 mL, tumour under half.
+        if !(60.0..600.0).contains(&ml) || tumour[s] * 2 > sides[s].n || m1 - m0 < 60.0 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(KitsKidneys {
+        map,
+        voxel_ml,
+        split_x,
+        sides,
+    }))
 }
 
 /// Canonical point of box voxel `q`.
