@@ -402,3 +402,103 @@ fn overlay_png_size_and_outline_colour() {
     assert_eq!(px(x0 + 17, 22 + 12), c);
     assert_ne!(px(x0 + 17, 22 + 20), c);
 }
+
+/// The fixture model of tests/data/seg (random weights: only the command's
+/// plumbing is checked, not the numbers).
+fn fixture_model(dir: &Path) -> PathBuf {
+    use std::io::Read;
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seg");
+    let m = dir.join("model");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::copy(data.join("model.toml"), m.join("model.toml")).unwrap();
+    let mut v = Vec::new();
+    let f = std::fs::File::open(data.join("weights.safetensors.gz")).unwrap();
+    flate2::read::GzDecoder::new(f).read_to_end(&mut v).unwrap();
+    std::fs::write(m.join("weights.safetensors"), v).unwrap();
+    m
+}
+
+#[test]
+fn eval_real_and_segment_overlay_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture_model(tmp.path());
+    let real = tmp.path().join("slices");
+    std::fs::create_dir_all(real.join("images")).unwrap();
+    std::fs::create_dir_all(real.join("masks")).unwrap();
+    let (w, h) = (64usize, 64usize);
+    let mut rgb = vec![0u8; w * h * 3];
+    for y in 20..40 {
+        for x in 10..30 {
+            rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&[255, 0, 255]);
+        }
+    }
+    write_png(
+        &real.join("images/a_1.png"),
+        w,
+        h,
+        png::ColorType::Grayscale,
+        &vec![90u8; w * h],
+    );
+    write_png(&real.join("masks/a_1.png"), w, h, png::ColorType::Rgb, &rgb);
+    let bin = env!("CARGO_BIN_EXE_organdose");
+    let json = tmp.path().join("real.json");
+    let out = std::process::Command::new(bin)
+        .args(["eval", "--planes", "all", "--png-hu-lo", "-20", "--real"])
+        .arg(&real)
+        .arg("--weights")
+        .arg(&model)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("grey 0 = -20 HU"), "{stdout}");
+    assert!(
+        stdout.contains("png:a_1") && stdout.contains("liver"),
+        "{stdout}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let c = &v["cases"][0];
+    assert_eq!(c["kind"], "slice");
+    // PNG slices always run axial, whatever --planes says.
+    assert_eq!(c["planes"], "axial");
+    // 20 x 20 pixels of 0.8 mm = 2.56 cm².
+    let t = c["organs"]["liver"]["truth_ml"].as_f64().unwrap();
+    assert!((t - 2.56).abs() < 1e-6, "{t}");
+    assert_eq!(v["png_slices"]["hu_at_grey0"], -20.0);
+
+    // segment --overlay on a small NIfTI CT.
+    let (ct, _) = marked_ct();
+    let ctp = tmp.path().join("ct.nii.gz");
+    nifti::write_nifti(&ct, &ctp, "test ct").unwrap();
+    let qc = tmp.path().join("qc.png");
+    let out = std::process::Command::new(bin)
+        .args(["segment", "--planes", "axial"])
+        .arg(&ctp)
+        .arg("-o")
+        .arg(tmp.path().join("labels.nii.gz"))
+        .arg("--weights")
+        .arg(&model)
+        .arg("--overlay")
+        .arg(&qc)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&qc).unwrap()));
+    let info = dec.read_info().unwrap().info().clone();
+    assert!(
+        info.width > 100 && info.height > 60,
+        "{}x{}",
+        info.width,
+        info.height
+    );
+}
