@@ -8,7 +8,10 @@
 # any build works). INIT=DIR starts from another model folder of the same
 # architecture (default weights/organs), LR sets the AdamW learning rate
 # (default 1e-3), SEED0 the first phantom seed (default 7000), TRAIN_ARGS
-# extra train.py arguments (e.g. "--focus-classes kidney"). Leave a device
+# extra train.py arguments (e.g. "--focus-classes kidney"), ANATOMY the real
+# anatomy folder for `phantom --anatomy-data` (carry ../shared/data/anatomy:
+# WORD, AMOS and ICRP-110 are 6 MB; without it the phantoms fall back to the
+# geometric anatomy with a warning). Leave a device
 # call 60-90 s beyond MINUTES for the slice count, validation and export (a
 # 2.5-minute run in a 270 s call was killed before it wrote anything).
 # Patients: seeds SEED0.., one per process, all cores;
@@ -33,7 +36,7 @@ python3 -c 'import nibabel' 2>/dev/null || {
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$RES/gpu.txt"
 t0=$(date +%s)
 seq 0 $((N - 1)) | xargs -P "$(nproc)" -I{} sh -c \
-    'd='"$PH"'/s{}; [ -f $d/done ] || { "'"$BIN"'" phantom --out $d --seed $(('"${SEED0:-7000}"' + {})) --count 1 --format nifti >/dev/null 2>&1 && touch $d/done; }'
+    'd='"$PH"'/s{}; [ -f $d/done ] || { "'"$BIN"'" phantom --out $d --seed $(('"${SEED0:-7000}"' + {})) --count 1 --format nifti '"${ANATOMY:+--anatomy-data $ANATOMY}"' >/dev/null 2>&1 && touch $d/done; }'
 # The reader takes patient folders under one root: link them flat.
 mkdir -p "$PH/all"
 for d in "$PH"/s*/PH*; do ln -sfn "$d" "$PH/all/$(basename "$d")"; done

@@ -388,7 +388,7 @@ mod tests {
         let dims = [6, 5, 4];
         let mut ct = vec![-1000f32; 120];
         ct[2 + 6 * 3 + 30] = 40.0;
-        ct[4 + 6 * 1 + 30 * 2] = 40.0;
+        ct[4 + 6 + 30 * 2] = 40.0;
         assert_eq!(body_box(&ct, dims), Some([(2, 4), (1, 3), (1, 2)]));
         assert_eq!(body_box(&vec![-1000f32; 120], dims), None);
     }
