@@ -48,6 +48,11 @@ fn kidney_dose_from_truth_labels_and_noiseless_spect_within_2_percent() {
         ldct_pixel_mm: (1.6, 1.6),
         ldct_slice_mm: vec![3.0],
         spect_grids: vec![(128, 4.42)],
+        // The geometric anatomy keeps kidneys apart from liver and spleen: this
+        // checks the pipeline itself. Real anatomy (kidneys touching liver or
+        // spleen) adds spill-in through the border extension: -0.5 to +2.3 %
+        // on seeds 11-14; tests/real_anatomy.rs checks that within 3 %.
+        anatomy: Some(organdose::phantom::AnatomyKind::Geometric),
         ..PhantomConfig::default()
     };
     let dcfg = DosimetryConfig::default();

@@ -690,14 +690,11 @@ impl RealAnatomy {
                                 if (q[0] > k.split_x) != (side == 1) {
                                     continue;
                                 }
-                                match nearest(&k.map, q) {
-                                    Some(l @ 1..=3) => {
-                                        wl[idx] = w;
-                                        if l > 1 {
-                                            kits_sub.push((idx, l));
-                                        }
+                                if let Some(l @ 1..=3) = nearest(&k.map, q) {
+                                    wl[idx] = w;
+                                    if l > 1 {
+                                        kits_sub.push((idx, l));
                                     }
-                                    _ => {}
                                 }
                             }
                         }
@@ -1073,6 +1070,11 @@ struct KitsKidneys {
 /// (two-means on x). `None`: not two usable kidneys (a nephrectomy, a tumour
 /// over half the kidney, or an implausible volume).
 fn load_kits(path: &std::path::Path) -> Result<Option<KitsKidneys>> {
+    // Thin-slice cases reach 280 M voxels: peek at the header and skip those
+    // (the choice stays wide: most cases are under 60 M).
+    if realdata::label_map_voxels(path)? > 80_000_000 {
+        return Ok(None);
+    }
     let map = realdata::read_label_map(path)?;
     let [nx, ny, nz] = map.geom.dims;
     // x histogram in 2 mm bins, then two-means on it.

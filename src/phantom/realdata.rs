@@ -196,6 +196,22 @@ pub fn read_label_map(path: &Path) -> Result<Volume<u8>> {
     read_nifti_labels_bytes(bytes, path)
 }
 
+/// Number of voxels of a `.nii` / `.nii.gz` label map, from its header alone
+/// (only the first 348 bytes are decompressed).
+pub fn label_map_voxels(path: &Path) -> Result<usize> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = vec![0u8; 348];
+    let gz = path.to_string_lossy().ends_with(".gz");
+    let read = if gz {
+        GzDecoder::new(BufReader::new(f)).read_exact(&mut head)
+    } else {
+        BufReader::new(f).read_exact(&mut head)
+    };
+    read.map_err(|e| Error::io(path, e))?;
+    let h = crate::io::nifti::NiftiHeader::parse(&head, path)?;
+    Ok(h.dims3().iter().product::<usize>() * h.frames())
+}
+
 /// One ICRP-110 reference phantom: organ IDs (ID values of `XX_organs.dat`) on an
 /// axis-aligned LPS grid. The arrays run columns right to left (+x LPS), rows
 /// front to back (+y), slices toes to vertex (+z) (P110 README), so index order is
