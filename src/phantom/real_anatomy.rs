@@ -530,7 +530,6 @@ impl RealAnatomy {
             r.uniform(-3.0, 3.0),
             r.uniform(-5.0, 5.0),
         );
-        let det = sc[0] * sc[1] * sc[2];
         // inv_lin = diag(1/sc) * rot^T (forward: b = rot * diag(sc) * x).
         let mut inv_lin = [[0.0; 3]; 3];
         for (a, row) in inv_lin.iter_mut().enumerate() {
@@ -559,71 +558,11 @@ impl RealAnatomy {
                 }
             });
         }
-        // Organ masses into range: rescale about the centroid (in WORD coordinates)
-        // and repaint from the layout.
-        for &(o, lo_g, hi_g) in &MASS_RANGE_G {
-            if opts.missing_kidney == Some(o) {
-                continue;
-            }
-            let w = wlab(o);
-            let count = wl.iter().filter(|&&x| x == w).count();
-            if count == 0 {
-                continue;
-            }
-            let m = count as f64 * vox_ml * det * organs::default_density_g_per_ml(o);
-            let want = m.clamp(lo_g * 1.05, hi_g * 0.95);
-            if (want / m - 1.0).abs() < 0.02 {
-                continue;
-            }
-            let f = (want / m).cbrt();
-            let src = if w == word::KIDNEY_LEFT {
-                kl_word
-            } else if w == word::KIDNEY_RIGHT {
-                kr_word
-            } else {
-                w
-            };
-            let ss = &st[src as usize];
-            let c = ss.centroid();
-            wl.par_iter_mut().for_each(|x| {
-                if *x == w {
-                    *x = 0;
-                }
-            });
-            // Index box of the scaled organ.
-            let mut ilo = [0usize; 3];
-            let mut ihi = [0usize; 3];
-            for a in 0..3 {
-                let l = c[a] + (ss.lo[a] - c[a]) * f - origin[a] - 2.0 * vx[a];
-                let h = c[a] + (ss.hi[a] - c[a]) * f - origin[a] + 2.0 * vx[a];
-                ilo[a] = ((l - lo[a]) / vx[a]).floor().clamp(0.0, dims[a] as f64) as usize;
-                ihi[a] = ((h - lo[a]) / vx[a]).ceil().clamp(0.0, dims[a] as f64) as usize;
-            }
-            for k in ilo[2]..ihi[2] {
-                for j in ilo[1]..ihi[1] {
-                    for i in ilo[0]..ihi[0] {
-                        let idx = grid.linear(i, j, k);
-                        if wl[idx] != 0 && wl[idx] != word::COLON && wl[idx] != word::INTESTINE {
-                            continue;
-                        }
-                        if tissue[idx] == Tissue::Air as u8 {
-                            continue;
-                        }
-                        let b = grid.index_to_patient([i as f64, j as f64, k as f64]);
-                        let pw = geom::add(b, origin);
-                        let q = [0, 1, 2].map(|a| c[a] + (pw[a] - c[a]) / f);
-                        if nearest(&layout, q) == Some(src) {
-                            wl[idx] = w;
-                        }
-                    }
-                }
-            }
-        }
-
         // KiTS23 kidneys (about half the patients): both kidneys replaced by those
         // of one KiTS23 case, tumour and cyst included (they stay kidney-labelled),
         // each centred on the layout's kidney and scaled to its volume.
-        let mut kits_sub: Vec<(usize, u8)> = Vec::new();
+        // Tumour (2) / cyst (3) of a KiTS23 kidney, per canonical voxel.
+        let mut sub = vec![0u8; n];
         let mut kits_name = None;
         let mut rk = r.fork("kits");
         let cases = opts.data.kits_cases();
@@ -692,9 +631,7 @@ impl RealAnatomy {
                                 }
                                 if let Some(l @ 1..=3) = nearest(&k.map, q) {
                                     wl[idx] = w;
-                                    if l > 1 {
-                                        kits_sub.push((idx, l));
-                                    }
+                                    sub[idx] = if l > 1 { l } else { 0 };
                                 }
                             }
                         }
@@ -709,24 +646,127 @@ impl RealAnatomy {
             }
         }
 
+        // Organ masses into range. Mass counts each canonical voxel at its volume
+        // after the deformation (the warp's Jacobian changes volumes locally by up
+        // to ~10 %); organs outside the range are rescaled about their centroid
+        // from a snapshot of their mask (so a KiTS23 kidney keeps its tumour).
+        let fwd = geom::matmul(
+            &rot,
+            &[[sc[0], 0.0, 0.0], [0.0, sc[1], 0.0], [0.0, 0.0, sc[2]]],
+        );
+        let jac_ml = |x: Vec3| -> f64 {
+            let b = geom::mul(&fwd, x);
+            let h = 2.0;
+            let mut m = inv_lin;
+            for c in 0..3 {
+                let mut bp = b;
+                let mut bm = b;
+                bp[c] += h;
+                bm[c] -= h;
+                let (up, um) = (warp.at(bp), warp.at(bm));
+                for (r, row) in m.iter_mut().enumerate() {
+                    row[c] += (up[r] - um[r]) / (2.0 * h);
+                }
+            }
+            let d = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+                - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+            vox_ml / d.abs().max(1e-6)
+        };
+        let ipoint = |idx: usize| {
+            grid.index_to_patient([
+                (idx % dims[0]) as f64,
+                ((idx / dims[0]) % dims[1]) as f64,
+                (idx / slice) as f64,
+            ])
+        };
+        let organ_ml = |wl: &[u8], w: u8| -> f64 {
+            wl.par_iter()
+                .enumerate()
+                .filter(|(_, &x)| x == w)
+                .map(|(idx, _)| jac_ml(ipoint(idx)))
+                .sum()
+        };
+        for &(o, lo_g, hi_g) in &MASS_RANGE_G {
+            if opts.missing_kidney == Some(o) {
+                continue;
+            }
+            let w = wlab(o);
+            let Some((blo, bhi)) = label_box(&wl, dims, w) else {
+                continue;
+            };
+            let m = organ_ml(&wl, w) * organs::default_density_g_per_ml(o);
+            // Margins: the voxelised mass on a coarse grid moves a few per cent.
+            let want = m.clamp(lo_g * 1.08, hi_g * 0.92);
+            if (want / m - 1.0).abs() < 0.02 {
+                continue;
+            }
+            let f = (want / m).cbrt();
+            let bd = [0, 1, 2].map(|a| bhi[a] - blo[a]);
+            let mut snap = vec![0u8; bd[0] * bd[1] * bd[2]];
+            let mut cen = [0.0; 3];
+            let mut cnt = 0.0;
+            for k in 0..bd[2] {
+                for j in 0..bd[1] {
+                    for i in 0..bd[0] {
+                        let idx = grid.linear(blo[0] + i, blo[1] + j, blo[2] + k);
+                        if wl[idx] == w {
+                            // 1 kidney / organ, 2 tumour, 3 cyst.
+                            snap[i + bd[0] * (j + bd[1] * k)] = 1 + sub[idx];
+                            cen = geom::add(cen, ipoint(idx));
+                            cnt += 1.0;
+                            wl[idx] = 0;
+                            sub[idx] = 0;
+                        }
+                    }
+                }
+            }
+            let cen = geom::scale(cen, 1.0 / cnt);
+            let mut ilo = [0usize; 3];
+            let mut ihi = [0usize; 3];
+            for a in 0..3 {
+                let l = lo[a] + blo[a] as f64 * vx[a];
+                let h = lo[a] + bhi[a] as f64 * vx[a];
+                let l = cen[a] + (l - cen[a]) * f - 2.0 * vx[a];
+                let h = cen[a] + (h - cen[a]) * f + 2.0 * vx[a];
+                ilo[a] = ((l - lo[a]) / vx[a]).floor().clamp(0.0, dims[a] as f64) as usize;
+                ihi[a] = ((h - lo[a]) / vx[a]).ceil().clamp(0.0, dims[a] as f64) as usize;
+            }
+            for k in ilo[2]..ihi[2] {
+                for j in ilo[1]..ihi[1] {
+                    for i in ilo[0]..ihi[0] {
+                        let idx = grid.linear(i, j, k);
+                        let cur = wl[idx];
+                        if !(cur == 0
+                            || cur == word::COLON
+                            || cur == word::INTESTINE
+                            || cur == word::DUODENUM)
+                            || tissue[idx] == Tissue::Air as u8
+                        {
+                            continue;
+                        }
+                        let x = grid.index_to_patient([i as f64, j as f64, k as f64]);
+                        let q = [0, 1, 2].map(|a| cen[a] + (x[a] - cen[a]) / f);
+                        let t = [0, 1, 2].map(|a| ((q[a] - lo[a]) / vx[a]).round() - blo[a] as f64);
+                        if (0..3).any(|a| !(t[a] >= 0.0 && t[a] < bd[a] as f64)) {
+                            continue;
+                        }
+                        let v =
+                            snap[t[0] as usize + bd[0] * (t[1] as usize + bd[1] * t[2] as usize)];
+                        if v > 0 {
+                            wl[idx] = w;
+                            sub[idx] = v - 1;
+                        }
+                    }
+                }
+            }
+        }
+
         // Pass 2: tissue classes of the organs.
         let mut label = vec![0u8; n];
         let mut rl = r.fork("lesions");
         let kid_t = r.uniform(5.5, 8.0);
-        let organ_box = |w: u8| -> Option<([usize; 3], [usize; 3])> {
-            let mut lo_i = [usize::MAX; 3];
-            let mut hi_i = [0usize; 3];
-            for (idx, &x) in wl.iter().enumerate() {
-                if x == w {
-                    let ijk = [idx % dims[0], (idx / dims[0]) % dims[1], idx / slice];
-                    for a in 0..3 {
-                        lo_i[a] = lo_i[a].min(ijk[a]);
-                        hi_i[a] = hi_i[a].max(ijk[a] + 1);
-                    }
-                }
-            }
-            (lo_i[0] != usize::MAX).then_some((lo_i, hi_i))
-        };
+        let organ_box = |w: u8| label_box(&wl, dims, w);
         let wall = |idx: usize, w: u8, mm: f64| -> bool {
             let ijk = [idx % dims[0], (idx / dims[0]) % dims[1], idx / slice];
             for a in 0..3 {
@@ -866,8 +906,8 @@ impl RealAnatomy {
         }
 
         // KiTS23 tumour and cyst inside the kidney label.
-        for &(idx, l) in &kits_sub {
-            if wl[idx] == word::KIDNEY_LEFT || wl[idx] == word::KIDNEY_RIGHT {
+        for (idx, &l) in sub.iter().enumerate() {
+            if l > 0 && (wl[idx] == word::KIDNEY_LEFT || wl[idx] == word::KIDNEY_RIGHT) {
                 tissue[idx] = if l == 2 {
                     Tissue::Tumour
                 } else {
@@ -940,19 +980,13 @@ impl RealAnatomy {
         }
 
         // Organs present and their masses after the affine.
-        let mut counts = [0usize; 256];
-        for &l in &label {
-            counts[l as usize] += 1;
-        }
         let mut present = Vec::new();
         let mut target = Vec::new();
         for &(o, _) in organs::ORGANS {
-            if counts[o as usize] > 0 {
+            let ml = organ_ml(&label, o);
+            if ml > 0.0 {
                 present.push(o);
-                target.push((
-                    o,
-                    counts[o as usize] as f64 * vox_ml * det * organs::default_density_g_per_ml(o),
-                ));
+                target.push((o, ml * organs::default_density_g_per_ml(o)));
             }
         }
         let kid_bottom_c = [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT]
@@ -1144,6 +1178,26 @@ fn load_kits(path: &std::path::Path) -> Result<Option<KitsKidneys>> {
         split_x,
         sides,
     }))
+}
+
+/// Index box [lo, hi) of the voxels labelled `w`.
+fn label_box(wl: &[u8], dims: [usize; 3], w: u8) -> Option<([usize; 3], [usize; 3])> {
+    let mut lo_i = [usize::MAX; 3];
+    let mut hi_i = [0usize; 3];
+    for (idx, &x) in wl.iter().enumerate() {
+        if x == w {
+            let ijk = [
+                idx % dims[0],
+                (idx / dims[0]) % dims[1],
+                idx / (dims[0] * dims[1]),
+            ];
+            for a in 0..3 {
+                lo_i[a] = lo_i[a].min(ijk[a]);
+                hi_i[a] = hi_i[a].max(ijk[a] + 1);
+            }
+        }
+    }
+    (lo_i[0] != usize::MAX).then_some((lo_i, hi_i))
 }
 
 /// Canonical point of box voxel `q`.
