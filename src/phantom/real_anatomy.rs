@@ -692,70 +692,77 @@ impl RealAnatomy {
                 continue;
             }
             let w = wlab(o);
-            let Some((blo, bhi)) = label_box(&wl, dims, w) else {
-                continue;
-            };
-            let m = organ_ml(&wl, w) * organs::default_density_g_per_ml(o);
-            // Margins: the voxelised mass on a coarse grid moves a few per cent.
-            let want = m.clamp(lo_g * 1.08, hi_g * 0.92);
-            if (want / m - 1.0).abs() < 0.02 {
-                continue;
-            }
-            let f = (want / m).cbrt();
-            let bd = [0, 1, 2].map(|a| bhi[a] - blo[a]);
-            let mut snap = vec![0u8; bd[0] * bd[1] * bd[2]];
-            let mut cen = [0.0; 3];
-            let mut cnt = 0.0;
-            for k in 0..bd[2] {
-                for j in 0..bd[1] {
-                    for i in 0..bd[0] {
-                        let idx = grid.linear(blo[0] + i, blo[1] + j, blo[2] + k);
-                        if wl[idx] == w {
-                            // 1 kidney / organ, 2 tumour, 3 cyst.
-                            snap[i + bd[0] * (j + bd[1] * k)] = 1 + sub[idx];
-                            cen = geom::add(cen, ipoint(idx));
-                            cnt += 1.0;
-                            wl[idx] = 0;
-                            sub[idx] = 0;
+            // Organs that cannot grow into their neighbours come out short:
+            // repeat (at most four times) until the mass is in range.
+            for round in 0..4 {
+                let Some((blo, bhi)) = label_box(&wl, dims, w) else {
+                    break;
+                };
+                let m = organ_ml(&wl, w) * organs::default_density_g_per_ml(o);
+                // Margins: the voxelised mass on a coarse grid moves a few per cent.
+                let want = m.clamp(lo_g * 1.08, hi_g * 0.92);
+                if (want / m - 1.0).abs() < 0.02 {
+                    break;
+                }
+                // On a coarse grid a few per cent of scale is under a voxel and the
+                // nearest-voxel repaint barely moves: push harder each round.
+                let f = 1.0 + ((want / m).cbrt() - 1.0) * (1 + round) as f64;
+                let bd = [0, 1, 2].map(|a| bhi[a] - blo[a]);
+                let mut snap = vec![0u8; bd[0] * bd[1] * bd[2]];
+                let mut cen = [0.0; 3];
+                let mut cnt = 0.0;
+                for k in 0..bd[2] {
+                    for j in 0..bd[1] {
+                        for i in 0..bd[0] {
+                            let idx = grid.linear(blo[0] + i, blo[1] + j, blo[2] + k);
+                            if wl[idx] == w {
+                                // 1 kidney / organ, 2 tumour, 3 cyst.
+                                snap[i + bd[0] * (j + bd[1] * k)] = 1 + sub[idx];
+                                cen = geom::add(cen, ipoint(idx));
+                                cnt += 1.0;
+                                wl[idx] = 0;
+                                sub[idx] = 0;
+                            }
                         }
                     }
                 }
-            }
-            let cen = geom::scale(cen, 1.0 / cnt);
-            let mut ilo = [0usize; 3];
-            let mut ihi = [0usize; 3];
-            for a in 0..3 {
-                let l = lo[a] + blo[a] as f64 * vx[a];
-                let h = lo[a] + bhi[a] as f64 * vx[a];
-                let l = cen[a] + (l - cen[a]) * f - 2.0 * vx[a];
-                let h = cen[a] + (h - cen[a]) * f + 2.0 * vx[a];
-                ilo[a] = ((l - lo[a]) / vx[a]).floor().clamp(0.0, dims[a] as f64) as usize;
-                ihi[a] = ((h - lo[a]) / vx[a]).ceil().clamp(0.0, dims[a] as f64) as usize;
-            }
-            for k in ilo[2]..ihi[2] {
-                for j in ilo[1]..ihi[1] {
-                    for i in ilo[0]..ihi[0] {
-                        let idx = grid.linear(i, j, k);
-                        let cur = wl[idx];
-                        if !(cur == 0
-                            || cur == word::COLON
-                            || cur == word::INTESTINE
-                            || cur == word::DUODENUM)
-                            || tissue[idx] == Tissue::Air as u8
-                        {
-                            continue;
-                        }
-                        let x = grid.index_to_patient([i as f64, j as f64, k as f64]);
-                        let q = [0, 1, 2].map(|a| cen[a] + (x[a] - cen[a]) / f);
-                        let t = [0, 1, 2].map(|a| ((q[a] - lo[a]) / vx[a]).round() - blo[a] as f64);
-                        if (0..3).any(|a| !(t[a] >= 0.0 && t[a] < bd[a] as f64)) {
-                            continue;
-                        }
-                        let v =
-                            snap[t[0] as usize + bd[0] * (t[1] as usize + bd[1] * t[2] as usize)];
-                        if v > 0 {
-                            wl[idx] = w;
-                            sub[idx] = v - 1;
+                let cen = geom::scale(cen, 1.0 / cnt);
+                let mut ilo = [0usize; 3];
+                let mut ihi = [0usize; 3];
+                for a in 0..3 {
+                    let l = lo[a] + blo[a] as f64 * vx[a];
+                    let h = lo[a] + bhi[a] as f64 * vx[a];
+                    let l = cen[a] + (l - cen[a]) * f - 2.0 * vx[a];
+                    let h = cen[a] + (h - cen[a]) * f + 2.0 * vx[a];
+                    ilo[a] = ((l - lo[a]) / vx[a]).floor().clamp(0.0, dims[a] as f64) as usize;
+                    ihi[a] = ((h - lo[a]) / vx[a]).ceil().clamp(0.0, dims[a] as f64) as usize;
+                }
+                for k in ilo[2]..ihi[2] {
+                    for j in ilo[1]..ihi[1] {
+                        for i in ilo[0]..ihi[0] {
+                            let idx = grid.linear(i, j, k);
+                            let cur = wl[idx];
+                            if !(cur == 0
+                                || cur == word::COLON
+                                || cur == word::INTESTINE
+                                || cur == word::DUODENUM)
+                                || tissue[idx] == Tissue::Air as u8
+                            {
+                                continue;
+                            }
+                            let x = grid.index_to_patient([i as f64, j as f64, k as f64]);
+                            let q = [0, 1, 2].map(|a| cen[a] + (x[a] - cen[a]) / f);
+                            let t =
+                                [0, 1, 2].map(|a| ((q[a] - lo[a]) / vx[a]).round() - blo[a] as f64);
+                            if (0..3).any(|a| !(t[a] >= 0.0 && t[a] < bd[a] as f64)) {
+                                continue;
+                            }
+                            let v = snap
+                                [t[0] as usize + bd[0] * (t[1] as usize + bd[1] * t[2] as usize)];
+                            if v > 0 {
+                                wl[idx] = w;
+                                sub[idx] = v - 1;
+                            }
                         }
                     }
                 }
