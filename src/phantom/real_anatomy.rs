@@ -359,6 +359,7 @@ impl RealAnatomy {
         };
         let icrp = realdata::read_icrp110(&opts.data.icrp_tar(), icrp_name, (0, 10_000))?.ids;
         let ist = label_stats(&icrp);
+        let icrp_depth = slice_depth(&icrp);
         let mut box_w = Stats::new();
         for l in [word::LIVER, word::KIDNEY_LEFT, word::KIDNEY_RIGHT] {
             box_w.merge(&st[l as usize]);
@@ -490,7 +491,7 @@ impl RealAnatomy {
                     for i in 0..dims[0] {
                         let b = grid.index_to_patient([i as f64, j as f64, k as f64]);
                         let pw = geom::add(b, origin);
-                        let id = nearest(&icrp, to_icrp(pw)).unwrap_or(0);
+                        let id = between_slices(&icrp, &icrp_depth, to_icrp(pw));
                         let t = match icrp_tissue(id) {
                             Some(t) => t,
                             None if (word_z.0..=word_z.1).contains(&pw[2]) => Tissue::VisceralFat,
@@ -1187,6 +1188,98 @@ fn load_kits(path: &std::path::Path) -> Result<Option<KitsKidneys>> {
     }))
 }
 
+/// Per slice, the in-plane chamfer distance (mm) from each voxel to the nearest
+/// voxel of another ID: how deep inside its region a voxel lies.
+fn slice_depth(v: &Volume<u8>) -> Vec<f32> {
+    let [nx, ny, _] = v.geom.dims;
+    let (dx, dy) = (v.geom.spacing[0] as f32, v.geom.spacing[1] as f32);
+    let dd = (dx * dx + dy * dy).sqrt();
+    let mut out = vec![0f32; v.data.len()];
+    out.par_chunks_mut(nx * ny).enumerate().for_each(|(k, d)| {
+        let ids = &v.data[k * nx * ny..(k + 1) * nx * ny];
+        for j in 0..ny {
+            for i in 0..nx {
+                let q = i + nx * j;
+                let id = ids[q];
+                // The image border is no boundary: regions run on past it.
+                let edge = (i > 0 && ids[q - 1] != id)
+                    || (i + 1 < nx && ids[q + 1] != id)
+                    || (j > 0 && ids[q - nx] != id)
+                    || (j + 1 < ny && ids[q + nx] != id);
+                d[q] = if edge {
+                    0.5 * dx.min(dy)
+                } else {
+                    f32::INFINITY
+                };
+            }
+        }
+        let nb = [
+            (-1isize, 0isize, dx),
+            (0, -1, dy),
+            (-1, -1, dd),
+            (1, -1, dd),
+        ];
+        for j in 0..ny {
+            for i in 0..nx {
+                for &(di, dj, w) in &nb {
+                    let (ii, jj) = (i as isize + di, j as isize + dj);
+                    if ii >= 0 && jj >= 0 && (ii as usize) < nx {
+                        let p = ii as usize + nx * jj as usize;
+                        let q = i + nx * j;
+                        d[q] = d[q].min(d[p] + w);
+                    }
+                }
+            }
+        }
+        for j in (0..ny).rev() {
+            for i in (0..nx).rev() {
+                for &(di, dj, w) in &nb {
+                    let (ii, jj) = (i as isize - di, j as isize - dj);
+                    if ii >= 0 && (ii as usize) < nx && (jj as usize) < ny {
+                        let p = ii as usize + nx * jj as usize;
+                        let q = i + nx * j;
+                        d[q] = d[q].min(d[p] + w);
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// ID at a point between two slices of a thick-slice map: where the slices
+/// disagree, the region lying deeper inside its own slice (weighted by closeness
+/// in z) wins, so boundaries move smoothly from one slice to the next instead of
+/// stepping every slice (ICRP AM slices are 8 mm).
+fn between_slices(v: &Volume<u8>, depth: &[f32], p: Vec3) -> u8 {
+    let idx = v.geom.patient_to_index(p);
+    let [nx, ny, nz] = v.geom.dims;
+    let (i, j) = (idx[0].round(), idx[1].round());
+    // Outside the map (NaN included): air.
+    let inside = (0.0..nx as f64).contains(&i)
+        && (0.0..ny as f64).contains(&j)
+        && (-0.5..nz as f64 - 0.5).contains(&idx[2]);
+    if !inside {
+        return 0;
+    }
+    let z = idx[2].clamp(0.0, (nz - 1) as f64);
+    let k0 = (z.floor() as usize).min(nz.saturating_sub(2));
+    let k1 = (k0 + 1).min(nz - 1);
+    let f = (z - k0 as f64) as f32;
+    let q = i as usize + nx * j as usize;
+    let (a, b) = (k0 * nx * ny + q, k1 * nx * ny + q);
+    let (ia, ib) = (v.data[a], v.data[b]);
+    if ia == ib {
+        return ia;
+    }
+    // Capped: a slice with one region only has infinite depth (0 x inf = NaN).
+    if (1.0 - f) * depth[a].min(1e6) >= f * depth[b].min(1e6) {
+        ia
+    } else {
+        ib
+    }
+}
+
 /// Index box [lo, hi) of the voxels labelled `w`.
 fn label_box(wl: &[u8], dims: [usize; 3], w: u8) -> Option<([usize; 3], [usize; 3])> {
     let mut lo_i = [usize::MAX; 3];
@@ -1340,6 +1433,31 @@ mod tests {
         assert_eq!(at(9), 1.0);
         // The box border is background: the slab's y faces are surfaces too.
         assert_eq!(d[(5 + 1) + 13 * (1 + 7 * 3)], 2.0);
+    }
+
+    #[test]
+    fn thick_slice_boundaries_move_smoothly_between_slices() {
+        // 12 x 1 x 2: ID 1 fills columns 0..8 in slice 0 and 0..4 in slice 1.
+        let g = Geometry::new([12, 1, 2], [1.0, 1.0, 8.0], [0.0; 3]);
+        let mut d = vec![2u8; 24];
+        for i in 0..8 {
+            d[i] = 1;
+        }
+        for i in 0..4 {
+            d[12 + i] = 1;
+        }
+        let v = Volume::new(g, d).expect("vol");
+        let depth = slice_depth(&v);
+        let edge = |z: f64| {
+            (0..12)
+                .take_while(|&i| between_slices(&v, &depth, [i as f64, 0.0, z]) == 1)
+                .count()
+        };
+        assert_eq!(edge(0.0), 8);
+        assert_eq!(edge(8.0), 4);
+        let mid = edge(4.0);
+        assert!((5..=7).contains(&mid), "{mid}");
+        assert!(edge(2.0) >= mid && edge(6.0) <= mid);
     }
 
     #[test]
