@@ -360,6 +360,8 @@ impl RealAnatomy {
         let icrp = realdata::read_icrp110(&opts.data.icrp_tar(), icrp_name, (0, 10_000))?.ids;
         let ist = label_stats(&icrp);
         let icrp_depth = slice_depth(&icrp);
+        // WORD / AMOS slices are 2.5-5 mm: organ outlines interpolated the same way.
+        let layout_depth = slice_depth(&layout);
         let mut box_w = Stats::new();
         for l in [word::LIVER, word::KIDNEY_LEFT, word::KIDNEY_RIGHT] {
             box_w.merge(&st[l as usize]);
@@ -506,7 +508,7 @@ impl RealAnatomy {
                         };
                         let idx = i + dims[0] * j;
                         ts[idx] = t as u8;
-                        let w = nearest(&layout, pw).unwrap_or(0);
+                        let w = between_slices(&layout, &layout_depth, pw);
                         let w = if w == kl_word {
                             word::KIDNEY_LEFT
                         } else if w == kr_word {
