@@ -320,7 +320,9 @@ impl RealAnatomy {
     pub fn build(rng: &mut Rng, opts: &RealOptions) -> Result<RealAnatomy> {
         opts.data.check()?;
         let mut r = rng.fork("real-anatomy");
+        let t0 = std::time::Instant::now();
         let (layout, layout_name) = load_layout(&mut r, &opts.data)?;
+        tracing::debug!("{layout_name}: read in {:.1} s", t0.elapsed().as_secs_f64());
         let st = label_stats(&layout);
         let what = |m: &str| Error::input(format!("{layout_name}: {m}"));
         for l in [word::LIVER, word::KIDNEY_LEFT, word::KIDNEY_RIGHT] {
@@ -358,6 +360,10 @@ impl RealAnatomy {
             ("AF", "F")
         };
         let icrp = realdata::read_icrp110(&opts.data.icrp_tar(), icrp_name, (0, 10_000))?.ids;
+        tracing::debug!(
+            "ICRP-110 {icrp_name}: read at {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         let ist = label_stats(&icrp);
         let icrp_depth = slice_depth(&icrp);
         // WORD / AMOS slices are 2.5-5 mm: organ outlines interpolated the same way.
@@ -489,11 +495,32 @@ impl RealAnatomy {
             .zip(wl.par_chunks_mut(slice))
             .enumerate()
             .for_each(|(k, (ts, ws))| {
+                // Both source indices are affine in i: step them along the row
+                // instead of transforming every voxel centre.
+                let at = |i: f64, j: usize| {
+                    let pw = geom::add(grid.index_to_patient([i, j as f64, k as f64]), origin);
+                    (
+                        pw,
+                        icrp.geom.patient_to_index(to_icrp(pw)),
+                        layout.geom.patient_to_index(pw),
+                    )
+                };
                 for j in 0..dims[1] {
+                    let (pw0, ii0, li0) = at(0.0, j);
+                    let (pw1, ii1, li1) = at(1.0, j);
+                    let (dp, di, dl) = (
+                        geom::sub(pw1, pw0),
+                        geom::sub(ii1, ii0),
+                        geom::sub(li1, li0),
+                    );
                     for i in 0..dims[0] {
-                        let b = grid.index_to_patient([i as f64, j as f64, k as f64]);
-                        let pw = geom::add(b, origin);
-                        let id = between_slices(&icrp, &icrp_depth, to_icrp(pw));
+                        let s = i as f64;
+                        let pw = geom::add(pw0, geom::scale(dp, s));
+                        let id = between_slices_idx(
+                            &icrp,
+                            &icrp_depth,
+                            geom::add(ii0, geom::scale(di, s)),
+                        );
                         let t = match icrp_tissue(id) {
                             Some(t) => t,
                             None if (word_z.0..=word_z.1).contains(&pw[2]) => Tissue::VisceralFat,
@@ -508,7 +535,15 @@ impl RealAnatomy {
                         };
                         let idx = i + dims[0] * j;
                         ts[idx] = t as u8;
-                        let w = between_slices(&layout, &layout_depth, pw);
+                        // Organs are painted over the body, never outside it.
+                        if t == Tissue::Air {
+                            continue;
+                        }
+                        let w = between_slices_idx(
+                            &layout,
+                            &layout_depth,
+                            geom::add(li0, geom::scale(dl, s)),
+                        );
                         let w = if w == kl_word {
                             word::KIDNEY_LEFT
                         } else if w == kr_word {
@@ -516,14 +551,17 @@ impl RealAnatomy {
                         } else {
                             w
                         };
-                        // Organs are painted over the body, never outside it.
-                        if w != 0 && w <= word::FEMUR_RIGHT && t != Tissue::Air {
+                        if w != 0 && w <= word::FEMUR_RIGHT {
                             ws[idx] = w;
                         }
                     }
                 }
             });
 
+        tracing::debug!(
+            "canonical {dims:?} painted at {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         // Deformation, drawn now: the affine's determinant scales every volume, and
         // organ masses are brought into range with it.
         let scale0 = r.uniform(0.92, 1.08);
@@ -772,6 +810,7 @@ impl RealAnatomy {
             }
         }
 
+        tracing::debug!("KiTS23 and masses at {:.1} s", t0.elapsed().as_secs_f64());
         // Pass 2: tissue classes of the organs.
         let mut label = vec![0u8; n];
         let mut rl = r.fork("lesions");
@@ -1199,6 +1238,9 @@ fn slice_depth(v: &Volume<u8>) -> Vec<f32> {
     let mut out = vec![0f32; v.data.len()];
     out.par_chunks_mut(nx * ny).enumerate().for_each(|(k, d)| {
         let ids = &v.data[k * nx * ny..(k + 1) * nx * ny];
+        // Box of the boundaries: the passes run only within it plus a margin
+        // (beyond, a voxel is so deep that the exact value does not matter).
+        let (mut i0, mut i1, mut j0, mut j1) = (nx, 0, ny, 0);
         for j in 0..ny {
             for i in 0..nx {
                 let q = i + nx * j;
@@ -1209,20 +1251,30 @@ fn slice_depth(v: &Volume<u8>) -> Vec<f32> {
                     || (j > 0 && ids[q - nx] != id)
                     || (j + 1 < ny && ids[q + nx] != id);
                 d[q] = if edge {
+                    i0 = i0.min(i);
+                    i1 = i1.max(i + 1);
+                    j0 = j0.min(j);
+                    j1 = j1.max(j + 1);
                     0.5 * dx.min(dy)
                 } else {
                     f32::INFINITY
                 };
             }
         }
+        if i0 >= i1 {
+            return;
+        }
+        const MARGIN: usize = 32;
+        let (i0, i1) = (i0.saturating_sub(MARGIN), (i1 + MARGIN).min(nx));
+        let (j0, j1) = (j0.saturating_sub(MARGIN), (j1 + MARGIN).min(ny));
         let nb = [
             (-1isize, 0isize, dx),
             (0, -1, dy),
             (-1, -1, dd),
             (1, -1, dd),
         ];
-        for j in 0..ny {
-            for i in 0..nx {
+        for j in j0..j1 {
+            for i in i0..i1 {
                 for &(di, dj, w) in &nb {
                     let (ii, jj) = (i as isize + di, j as isize + dj);
                     if ii >= 0 && jj >= 0 && (ii as usize) < nx {
@@ -1233,8 +1285,8 @@ fn slice_depth(v: &Volume<u8>) -> Vec<f32> {
                 }
             }
         }
-        for j in (0..ny).rev() {
-            for i in (0..nx).rev() {
+        for j in (j0..j1).rev() {
+            for i in (i0..i1).rev() {
                 for &(di, dj, w) in &nb {
                     let (ii, jj) = (i as isize - di, j as isize - dj);
                     if ii >= 0 && (ii as usize) < nx && (jj as usize) < ny {
@@ -1253,8 +1305,14 @@ fn slice_depth(v: &Volume<u8>) -> Vec<f32> {
 /// disagree, the region lying deeper inside its own slice (weighted by closeness
 /// in z) wins, so boundaries move smoothly from one slice to the next instead of
 /// stepping every slice (ICRP AM slices are 8 mm).
+#[cfg(test)]
 fn between_slices(v: &Volume<u8>, depth: &[f32], p: Vec3) -> u8 {
-    let idx = v.geom.patient_to_index(p);
+    between_slices_idx(v, depth, v.geom.patient_to_index(p))
+}
+
+/// [`between_slices`] at a continuous voxel index.
+#[inline]
+fn between_slices_idx(v: &Volume<u8>, depth: &[f32], idx: Vec3) -> u8 {
     let [nx, ny, nz] = v.geom.dims;
     let (i, j) = (idx[0].round(), idx[1].round());
     // Outside the map (NaN included): air.
