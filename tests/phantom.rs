@@ -186,9 +186,17 @@ fn truth_is_exact_and_nifti_reads_back() {
         .map(|(&h, _)| h)
         .collect();
     let mean = liver_hu.iter().sum::<f32>() / liver_hu.len() as f32;
+    // The phase is drawn per patient (ct_appearance): the liver must read its
+    // drawn mean for that phase (partial volume at the edges of these coarse
+    // 3.6 x 3.6 x 8 mm voxels pulls it a little towards the neighbours).
+    let phase = p.ct_look.diagnostic.phase;
+    let want = p
+        .ct_look
+        .mean_hu(organdose::phantom::anatomy::Tissue::Liver, phase);
     assert!(
-        (80.0..150.0).contains(&mean),
-        "contrast liver mean {mean} HU"
+        (mean - want).abs() < 15.0 && (40.0..150.0).contains(&mean),
+        "{} liver mean {mean} HU, drawn {want}",
+        phase.name()
     );
 
     // study.json.

@@ -75,9 +75,69 @@ pub struct Args {
     /// directory or the source tree).
     #[arg(long)]
     pub anatomy_data: Option<PathBuf>,
+    /// A real low-dose (SPECT/CT) CT series, `DIR` or `DIR:SLICE` (slice index
+    /// along the series), shown beside the first patient's low-dose CT in
+    /// `--compare-png` (W 400 / L 40).
+    #[arg(long, value_name = "DIR[:SLICE]")]
+    pub compare_real_ldct: Option<String>,
+    /// A real diagnostic CT series, shown beside the first patient's diagnostic CT.
+    #[arg(long, value_name = "DIR[:SLICE]")]
+    pub compare_real_ct: Option<String>,
+    /// The real-versus-phantom picture (with `--compare-real-*`).
+    #[arg(long, default_value = "real_vs_phantom.png")]
+    pub compare_png: PathBuf,
 }
 
-pub fn run(args: Args, _cfg: &Config) -> anyhow::Result<()> {
+/// `DIR` or `DIR:SLICE` -> (DIR, slice).
+fn dir_and_slice(s: &str) -> (PathBuf, Option<usize>) {
+    match s.rsplit_once(':') {
+        Some((d, k)) if k.parse::<usize>().is_ok() => (PathBuf::from(d), k.parse().ok()),
+        _ => (PathBuf::from(s), None),
+    }
+}
+
+/// Reads each real series, renders the first patient's matching scan and
+/// writes the side-by-side picture.
+fn write_comparison(args: &Args, cfg: &PhantomConfig, app: &Config) -> anyhow::Result<()> {
+    use organdose::phantom::ct_appearance::{kidney_slice, write_comparison, ComparePanel};
+    let p = Patient::try_new(cfg, args.seed, 0)?;
+    let mut vols = Vec::new();
+    for (spec, low_dose) in [
+        (&args.compare_real_ldct, true),
+        (&args.compare_real_ct, false),
+    ] {
+        let Some(spec) = spec else { continue };
+        let (dir, k) = dir_and_slice(spec);
+        let (_, real) = organdose::io::dicom::read_single_series(&dir, None, &app.ingest)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        let k = k.unwrap_or(real.geom.dims[2] / 2);
+        if k >= real.geom.dims[2] {
+            anyhow::bail!("{}: slice {k} of {}", dir.display(), real.geom.dims[2]);
+        }
+        let (ph, labels) = if low_dose {
+            p.ldct(0)
+        } else {
+            let (v, l, _) = p.diagnostic_ct();
+            (v, l)
+        };
+        let pk = kidney_slice(&labels);
+        vols.push((real, k, ph, pk));
+    }
+    let rows: Vec<_> = vols
+        .iter()
+        .map(|(r, k, ph, pk)| {
+            (
+                ComparePanel { ct: r, k: *k },
+                ComparePanel { ct: ph, k: *pk },
+            )
+        })
+        .collect();
+    write_comparison(&args.compare_png, &rows)?;
+    println!("comparison: {}", args.compare_png.display());
+    Ok(())
+}
+
+pub fn run(args: Args, app: &Config) -> anyhow::Result<()> {
     if args.times.is_empty() || args.times.iter().any(|t| !(t.is_finite() && *t >= 0.0)) {
         anyhow::bail!("--times must be non-negative hours, e.g. 0.5,6,24,72");
     }
@@ -116,6 +176,9 @@ pub fn run(args: Args, _cfg: &Config) -> anyhow::Result<()> {
         FormatArg::Dicom => Format::Dicom,
         FormatArg::Nifti => Format::Nifti,
     };
+    if args.compare_real_ldct.is_some() || args.compare_real_ct.is_some() {
+        write_comparison(&args, &cfg, app)?;
+    }
     for i in 0..args.count {
         let t0 = std::time::Instant::now();
         // try_new: an explicit `--anatomy real` without usable data is an error

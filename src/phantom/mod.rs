@@ -14,6 +14,7 @@
 //! between CT and SPECT).
 
 pub mod anatomy;
+pub mod ct_appearance;
 pub mod geom;
 pub mod kinetics;
 pub mod layout;
@@ -95,8 +96,10 @@ pub struct PhantomConfig {
     pub missing_kidney: MissingKidney,
     /// Liver lesions: None = random 0-2 per patient.
     pub lesions: Option<usize>,
-    pub ct_noise_hu: f64,
-    pub ldct_noise_hu: f64,
+    /// Noise SD ranges (HU, soft kernel) drawn per patient: diagnostic CT and
+    /// low-dose CT (see `ct_appearance`).
+    pub ct_noise_hu: (f64, f64),
+    pub ldct_noise_hu: (f64, f64),
 }
 
 impl Default for PhantomConfig {
@@ -107,11 +110,14 @@ impl Default for PhantomConfig {
             times_h: vec![0.5, 6.0, 24.0, 72.0],
             injected_mbq: 7400.0,
             ct_matrix: 512,
-            ct_pixel_mm: (0.65, 0.98),
-            ct_slice_mm: vec![1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
+            // Field of view 300-500 mm on 512 pixels; slices 0.625-5 mm
+            // (diagnostic) and 2.5-5 mm (SPECT/CT low-dose), the common
+            // reconstructions (typical clinical protocols).
+            ct_pixel_mm: (0.59, 0.98),
+            ct_slice_mm: vec![0.625, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0],
             ldct_matrix: 512,
-            ldct_pixel_mm: (0.98, 1.17),
-            ldct_slice_mm: vec![3.0, 4.0, 5.0],
+            ldct_pixel_mm: (0.88, 0.98),
+            ldct_slice_mm: vec![2.5, 3.0, 3.75, 4.0, 5.0],
             spect_grids: vec![(128, 4.42), (128, 4.795), (128, 3.9), (256, 2.21)],
             spect_axial_fov_mm: 400.0,
             spect_fwhm_mm: (10.0, 15.0),
@@ -122,8 +128,10 @@ impl Default for PhantomConfig {
             breathing_mm: 0.0,
             missing_kidney: MissingKidney::None,
             lesions: None,
-            ct_noise_hu: 12.0,
-            ldct_noise_hu: 35.0,
+            // Typical noise SD: diagnostic abdominal CT 8-15 HU, low-dose
+            // attenuation CT 20-40 HU (soft kernel).
+            ct_noise_hu: (8.0, 15.0),
+            ldct_noise_hu: (20.0, 40.0),
         }
     }
 }
@@ -211,6 +219,8 @@ pub struct Patient {
     pub counts_per_bq: f64,
     pub ct_noise_hu: f64,
     pub ldct_noise_hu: f64,
+    /// HU per tissue and phase, texture, kernels, couch, arms (drawn per patient).
+    pub ct_look: ct_appearance::CtLook,
 }
 
 fn pick(r: &mut Rng, xs: &[f64], default: f64) -> f64 {
@@ -434,6 +444,12 @@ impl Patient {
             misregistration.push(mis);
         }
         let patient_id = format!("PH{seed}-{:03}", index + 1);
+        // Own stream, so the appearance draws leave every other draw unchanged.
+        let ct_look = ct_appearance::CtLook::sample(
+            &mut root.fork("ct-appearance"),
+            cfg.ct_noise_hu,
+            cfg.ldct_noise_hu,
+        );
         Ok(Patient {
             seed,
             index,
@@ -458,8 +474,9 @@ impl Patient {
             spect_fwhm_mm: fwhm,
             breathing_mm: cfg.breathing_mm,
             counts_per_bq: cfg.sensitivity_cps_per_mbq * 1e-6 * cfg.acquisition_s,
-            ct_noise_hu: cfg.ct_noise_hu,
-            ldct_noise_hu: cfg.ldct_noise_hu,
+            ct_noise_hu: ct_look.diagnostic.noise_sd_hu as f64,
+            ldct_noise_hu: ct_look.low_dose.noise_sd_hu as f64,
+            ct_look,
         })
     }
 
@@ -487,26 +504,16 @@ impl Patient {
         &self,
         geom: &Geometry,
         pose: &Pose,
-        contrast: bool,
-        noise_hu: f64,
+        scan: &ct_appearance::ScanLook,
         tag: &str,
     ) -> (Volume<f32>, Volume<u8>, Vec<u8>) {
-        let (tissue, labels) = self.anatomy.rasterize(geom, pose);
-        let lut: Vec<f32> = (0..anatomy::TISSUE_NAMES.len())
-            .map(|t| tissue_from_u8(t as u8).hu(contrast))
-            .collect();
-        let mut hu: Vec<f32> = tissue.iter().map(|&t| lut[t as usize]).collect();
-        smooth_in_plane(&mut hu, geom.dims);
-        let mut r = Rng::new(rng::hash64(self.patient_seed, tag));
-        let s = noise_hu as f32;
-        for (v, &t) in hu.iter_mut().zip(&tissue) {
-            if t != Tissue::Air as u8 {
-                *v += s * r.fast_normal();
-            } else {
-                *v += 0.3 * s * r.fast_normal();
-            }
-            *v = v.clamp(-1024.0, 3071.0);
-        }
+        let (hu, labels, tissue) = ct_appearance::render(
+            &self.ct_look,
+            scan,
+            geom,
+            rng::hash64(self.patient_seed, tag),
+            &|g| self.anatomy.rasterize(g, pose),
+        );
         (
             Volume {
                 geom: geom.clone(),
@@ -520,13 +527,13 @@ impl Patient {
         )
     }
 
-    /// Contrast-enhanced diagnostic CT (HU), its organ labels and tissue classes.
+    /// Diagnostic CT (HU; contrast phase drawn per patient, `ct_look.diagnostic`),
+    /// its organ labels and tissue classes.
     pub fn diagnostic_ct(&self) -> (Volume<f32>, Volume<u8>, Vec<u8>) {
         self.ct_image(
             &self.ct_geom,
             &self.ct_pose,
-            true,
-            self.ct_noise_hu,
+            &self.ct_look.diagnostic,
             "ct-noise",
         )
     }
@@ -545,8 +552,7 @@ impl Patient {
         let (v, l, _) = self.ct_image(
             &self.ldct_geoms[tp],
             &self.visit_poses[tp],
-            false,
-            self.ldct_noise_hu,
+            &self.ct_look.low_dose,
             &format!("ldct-noise-{tp}"),
         );
         (v, l)
@@ -601,32 +607,4 @@ pub fn tissue_from_u8(t: u8) -> Tissue {
         Heart,
     ];
     ALL.get(t as usize).copied().unwrap_or(Air)
-}
-
-/// [1 2 1]/4 smoothing along x and y: the partial-volume softness of a real
-/// reconstruction.
-fn smooth_in_plane(v: &mut [f32], dims: [usize; 3]) {
-    let [nx, ny, nz] = dims;
-    if nx < 3 || ny < 3 {
-        return;
-    }
-    let mut row = vec![0f32; nx.max(ny)];
-    for k in 0..nz {
-        let s = &mut v[k * nx * ny..(k + 1) * nx * ny];
-        for j in 0..ny {
-            let r = &mut s[j * nx..(j + 1) * nx];
-            row[..nx].copy_from_slice(r);
-            for i in 1..nx - 1 {
-                r[i] = 0.25 * row[i - 1] + 0.5 * row[i] + 0.25 * row[i + 1];
-            }
-        }
-        for i in 0..nx {
-            for j in 0..ny {
-                row[j] = s[j * nx + i];
-            }
-            for j in 1..ny - 1 {
-                s[j * nx + i] = 0.25 * row[j - 1] + 0.5 * row[j] + 0.25 * row[j + 1];
-            }
-        }
-    }
 }

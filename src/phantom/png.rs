@@ -36,15 +36,32 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 
 /// Encodes `rgb` (width*height*3 bytes, rows top to bottom) as PNG bytes.
 pub fn encode_rgb(width: u32, height: u32, rgb: &[u8]) -> std::io::Result<Vec<u8>> {
+    encode(width, height, rgb, 3)
+}
+
+/// Encodes 8-bit grey (width*height bytes): a third of the size of RGB for
+/// CT pictures.
+pub fn encode_gray(width: u32, height: u32, grey: &[u8]) -> std::io::Result<Vec<u8>> {
+    encode(width, height, grey, 1)
+}
+
+fn encode(width: u32, height: u32, px: &[u8], channels: usize) -> std::io::Result<Vec<u8>> {
     let mut out = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(&width.to_be_bytes());
     ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let colour = if channels == 1 { 0 } else { 2 };
+    ihdr.extend_from_slice(&[8, colour, 0, 0, 0]);
     chunk(&mut out, b"IHDR", &ihdr);
-    let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
-    let stride = width as usize * 3;
-    for row in rgb.chunks(stride).take(height as usize) {
+    // Best compression for the grey pictures committed to the repository.
+    let level = if channels == 1 {
+        Compression::best()
+    } else {
+        Compression::default()
+    };
+    let mut z = ZlibEncoder::new(Vec::new(), level);
+    let stride = width as usize * channels;
+    for row in px.chunks(stride).take(height as usize) {
         z.write_all(&[0])?;
         z.write_all(row)?;
     }
