@@ -469,9 +469,9 @@ pub fn render(
                 } else {
                     let sc = &sub[k * nxc * nyc..(k + 1) * nxc * nyc];
                     for j in 0..ny {
-                        let jc = ((j + 1) / 2).min(nyc - 1);
+                        let jc = j.div_ceil(2).min(nyc - 1);
                         for i in 0..nx {
-                            t[j * nx + i] = sc[jc * nxc + ((i + 1) / 2).min(nxc - 1)];
+                            t[j * nx + i] = sc[jc * nxc + i.div_ceil(2).min(nxc - 1)];
                         }
                     }
                 }
