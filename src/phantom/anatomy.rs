@@ -74,7 +74,9 @@ pub const TISSUE_NAMES: &[&str] = &[
 
 impl Tissue {
     /// Mean HU without and with intravenous contrast (portal-venous phase).
-    /// Typical literature values for abdominal CT, rounded.
+    /// Typical literature values for abdominal CT, rounded. A fixed reference
+    /// only: the phantom's CT images take their HU from `ct_appearance`, drawn
+    /// per patient and contrast phase.
     pub fn hu(self, contrast: bool) -> f32 {
         use Tissue::*;
         let (plain, enhanced) = match self {
