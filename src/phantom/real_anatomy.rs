@@ -721,12 +721,22 @@ impl RealAnatomy {
                 (idx / slice) as f64,
             ])
         };
+        // Fixed chunks summed in order: a rayon `sum` adds in whatever order
+        // the threads finish, and truth.json must be the same bytes per seed.
         let organ_ml = |wl: &[u8], w: u8| -> f64 {
-            wl.par_iter()
+            const CHUNK: usize = 1 << 16;
+            let parts: Vec<f64> = wl
+                .par_chunks(CHUNK)
                 .enumerate()
-                .filter(|(_, &x)| x == w)
-                .map(|(idx, _)| jac_ml(ipoint(idx)))
-                .sum()
+                .map(|(ci, ch)| {
+                    ch.iter()
+                        .enumerate()
+                        .filter(|(_, &x)| x == w)
+                        .map(|(i, _)| jac_ml(ipoint(ci * CHUNK + i)))
+                        .sum::<f64>()
+                })
+                .collect();
+            parts.iter().sum()
         };
         for &(o, lo_g, hi_g) in &MASS_RANGE_G {
             if opts.missing_kidney == Some(o) {
