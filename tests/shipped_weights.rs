@@ -1,15 +1,16 @@
 //! The shipped model (`weights/organs`) against a phantom's truth: a full-size
-//! patient never used in training (training seeds 1000.., 7000-7063, 9000-9079), axial
-//! slabs through the kidneys and through the liver of its contrast CT and of a
-//! low-dose CT,
-//! segmented axial-only (the test suite's time budget; `organdose eval` gives
-//! the three-plane numbers on whole volumes). Measured 2026-11-27 with the
-//! weights of sha256 ff48cc92... (axial-only, this patient's slabs, CT /
-//! low-dose CT): left kidney 0.964 / 0.961, right kidney 0.973 / 0.959, liver
-//! 0.932 / 0.939. The floors sit about 0.06 below: a model that loses a kidney
-//! in part, or a broken load or preprocessing (~0), fails. (Before the phantom
-//! fix of 2026-11-27 this patient's kidneys were hollowed by the colon and the
-//! previous weights scored 0.23-0.69 on them.)
+//! patient never used in training (training seeds 1000.., 7000-7063, 9000-9079,
+//! 20000-20009), made with the default generator (real anatomy, scanner-like
+//! CT appearance), axial slabs through the kidneys and through the liver of
+//! its contrast CT and of a low-dose CT, segmented axial-only (the test
+//! suite's time budget; `organdose eval` gives the three-plane numbers on
+//! whole volumes). Measured 2026-12-02 with the weights of sha256 b690ef7f...
+//! (axial-only, this patient's slabs, CT / low-dose CT): left kidney 0.891 /
+//! 0.868, right kidney 0.805 / 0.854, liver 0.927 / 0.916. The weights they
+//! replaced (ff48cc92..., trained on the geometric phantoms) scored 0.500 /
+//! 0.000, 0.000 / 0.000 and 0.839 / 0.810 on the same slabs. The floors sit
+//! about 0.06 below the new figures: a model that loses a kidney in part, or a
+//! broken load or preprocessing (~0), fails.
 
 use organdose::organs;
 use organdose::phantom::{Patient, PhantomConfig};
@@ -120,8 +121,8 @@ fn shipped_model_finds_liver_and_kidneys_on_an_unseen_phantom() {
     assert!(f.is_empty(), "{f:#?}");
 }
 
-const FLOOR_KIDNEY: f64 = 0.9;
-const FLOOR_LIVER: f64 = 0.87;
+const FLOOR_KIDNEY: f64 = 0.74;
+const FLOOR_LIVER: f64 = 0.86;
 
 /// Batches in flight (`segment.parallel_batches`) must not change the masks:
 /// each slice's result depends on that slice alone. The shipped model on a
