@@ -35,6 +35,17 @@ fn slab<T: Copy>(v: &Volume<T>, k0: usize, k1: usize) -> Volume<T> {
     Volume::new(geom, data).unwrap()
 }
 
+/// Axial-only driver options (the test suite's time budget).
+fn axial_options(batch_size: usize, parallel_batches: usize) -> DriverOptions {
+    DriverOptions {
+        planes: Planes::Axial,
+        batch_size,
+        parallel_batches,
+        max_fill_gap: 2,
+        other_planes_margin_mm: None,
+    }
+}
+
 /// The axial slice range (k) around the centre of the organs `ls`, +- `half` slices.
 fn organ_slab(labels: &Volume<u8>, ls: &[u8], half: usize) -> (usize, usize) {
     let [nx, ny, nz] = labels.geom.dims;
@@ -64,13 +75,7 @@ fn check(
     let half = (25.0 / ct.geom.spacing[2]).ceil() as usize;
     let (k0, k1) = organ_slab(labels, ls, half);
     let (ct, labels) = (slab(ct, k0, k1), slab(labels, k0, k1));
-    let opts = DriverOptions {
-        planes: Planes::Axial,
-        batch_size: 4,
-        parallel_batches: 2,
-        max_fill_gap: 2,
-        other_planes_margin_mm: None,
-    };
+    let opts = axial_options(4, 2);
     let pred = driver::segment(model, &ct, &opts, &mut |_, _| {}).unwrap();
     for &l in ls {
         let m = organ_metrics(&pred, &labels, l);
@@ -136,13 +141,7 @@ fn batches_in_flight_do_not_change_the_masks() {
     let (k0, k1) = organ_slab(&labels, &[organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT], half);
     let ct = slab(&ct, k0, k1);
     let run = |parallel_batches| {
-        let opts = DriverOptions {
-            planes: Planes::Axial,
-            batch_size: 2,
-            parallel_batches,
-            max_fill_gap: 2,
-            other_planes_margin_mm: None,
-        };
+        let opts = axial_options(2, parallel_batches);
         driver::segment(&model, &ct, &opts, &mut |_, _| {}).unwrap()
     };
     let one = run(1);
@@ -188,13 +187,7 @@ fn a_mirrored_series_gives_the_same_masks() {
         }
     }
     let mirrored = Volume::new(g, data).unwrap();
-    let opts = DriverOptions {
-        planes: Planes::Axial,
-        batch_size: 4,
-        parallel_batches: 2,
-        max_fill_gap: 2,
-        other_planes_margin_mm: None,
-    };
+    let opts = axial_options(4, 2);
     let a = driver::segment(&model, &ct, &opts, &mut |_, _| {}).unwrap();
     let b = driver::segment(&model, &mirrored, &opts, &mut |_, _| {}).unwrap();
     let mut differ = 0;

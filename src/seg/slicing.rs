@@ -117,21 +117,23 @@ pub fn canvas_taps(
     pixel_mm: f32,
     size: usize,
 ) -> Vec<Option<(usize, usize, f32, f32)>> {
-    let last = n as f32 - 1.0;
     (0..size)
-        .map(|x| {
-            let mm = origin_mm + (x as f32 + 0.5) * pixel_mm;
-            let src = mm / spacing;
-            if !(-0.5..=last + 0.5).contains(&src) {
-                return None;
-            }
-            let s = src.clamp(0.0, last);
-            let i0 = (s.floor() as usize).min(n - 1);
-            let i1 = (i0 + 1).min(n - 1);
-            let l1 = s - i0 as f32;
-            Some((i0, i1, 1.0 - l1, l1))
-        })
+        .map(|x| tap((origin_mm + (x as f32 + 0.5) * pixel_mm) / spacing, n))
         .collect()
+}
+
+/// Linear taps at the continuous index `src` of an axis of `n` samples;
+/// None outside the half-sample border.
+fn tap(src: f32, n: usize) -> Option<(usize, usize, f32, f32)> {
+    let last = n as f32 - 1.0;
+    if !(-0.5..=last + 0.5).contains(&src) {
+        return None;
+    }
+    let s = src.clamp(0.0, last);
+    let i0 = (s.floor() as usize).min(n - 1);
+    let i1 = (i0 + 1).min(n - 1);
+    let l1 = s - i0 as f32;
+    Some((i0, i1, 1.0 - l1, l1))
 }
 
 /// The slice-axis taps of a channel at `t + offset_mm / spacing`, clamped to
@@ -235,21 +237,10 @@ impl PlaneSampler {
         let t = self.tiles[tile];
         let size = self.canvas.size;
         let p = self.canvas.pixel_mm;
+        // Slice pixel i sits at canvas position (i * spacing - origin) / p - 0.5.
         let taps = |n_img: usize, spacing: f32, origin: f32| -> TapList {
-            // Slice pixel i sits at canvas position (i * spacing - origin) / p - 0.5.
-            let last = size as f32 - 1.0;
             (0..n_img)
-                .map(|i| {
-                    let c = (i as f32 * spacing - origin) / p - 0.5;
-                    if !(-0.5..=last + 0.5).contains(&c) {
-                        return None;
-                    }
-                    let s = c.clamp(0.0, last);
-                    let i0 = (s.floor() as usize).min(size - 1);
-                    let i1 = (i0 + 1).min(size - 1);
-                    let l1 = s - i0 as f32;
-                    Some((i0, i1, 1.0 - l1, l1))
-                })
+                .map(|i| tap((i as f32 * spacing - origin) / p - 0.5, size))
                 .collect()
         };
         let tu = taps(nu, self.spacing[ua], t.u0_mm);
