@@ -8,10 +8,11 @@
 # any build works). INIT=DIR starts from another model folder of the same
 # architecture (default weights/organs), LR sets the AdamW learning rate
 # (default 1e-3), SEED0 the first phantom seed (default 7000), TRAIN_ARGS
-# extra train.py arguments (e.g. "--focus-classes kidney"), ANATOMY the real
-# anatomy folder for `phantom --anatomy-data` (carry ../shared/data/anatomy:
-# WORD, AMOS and ICRP-110 are 6 MB; without it the phantoms fall back to the
-# geometric anatomy with a warning). Leave a device
+# extra train.py arguments (e.g. "--focus-classes kidney"), ANATOMY the data
+# folder for `phantom --anatomy-data`, the one that holds anatomy/word,
+# anatomy/amos, anatomy/icrp110 and anatomy/kits23 (a copy of ../shared/data's
+# anatomy/ carried to the device: 6 MB without KiTS23, 57 MB with; without it
+# the phantoms fall back to the geometric anatomy with a warning). Leave a device
 # call 60-90 s beyond MINUTES for the slice count, validation and export (a
 # 2.5-minute run in a 270 s call was killed before it wrote anything).
 # Patients: seeds SEED0.., one per process, all cores;
