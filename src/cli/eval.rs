@@ -220,16 +220,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let wdir = model_dir_or_default(args.weights.as_deref(), cfg)?;
     let pdirs = patients(&data)?;
     let model = MaskRcnn::load_dir(&wdir, &candle_core::Device::Cpu)?;
-    let planes = match args.planes.as_deref() {
-        Some("axial") => Planes::Axial,
-        Some(_) => Planes::All,
-        None => cfg.segment.planes,
-    };
-    let pname = if planes == Planes::All {
-        "all"
-    } else {
-        "axial"
-    };
+    let (planes, pname) = planes_arg(&args, cfg);
     let mut opts = DriverOptions {
         planes,
         ..cfg.segment.driver_options()
@@ -440,20 +431,28 @@ fn real_sources(args: &Args, real: &Path) -> anyhow::Result<Vec<CaseSource>> {
     Ok(realct::discover(real)?)
 }
 
-fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
-    let wdir = model_dir_or_default(args.weights.as_deref(), cfg)?;
-    let sources = real_sources(args, real)?;
-    let model = MaskRcnn::load_dir(&wdir, &candle_core::Device::Cpu)?;
+/// `--planes`, else the config's; with the name used in file names.
+fn planes_arg(args: &Args, cfg: &Config) -> (Planes, &'static str) {
     let planes = match args.planes.as_deref() {
         Some("axial") => Planes::Axial,
         Some(_) => Planes::All,
         None => cfg.segment.planes,
     };
-    let pname = if planes == Planes::All {
-        "all"
-    } else {
-        "axial"
-    };
+    (
+        planes,
+        if planes == Planes::All {
+            "all"
+        } else {
+            "axial"
+        },
+    )
+}
+
+fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
+    let wdir = model_dir_or_default(args.weights.as_deref(), cfg)?;
+    let sources = real_sources(args, real)?;
+    let model = MaskRcnn::load_dir(&wdir, &candle_core::Device::Cpu)?;
+    let (planes, pname) = planes_arg(args, cfg);
     let png = PngSliceOptions {
         hu_at_grey0: args.png_hu_lo,
         hu_at_grey255: args.png_hu_hi,

@@ -377,47 +377,72 @@ impl NiftiFile {
 
     /// Reads 3-D frame `t` as f32, with scl_slope/scl_inter applied.
     pub fn read_frame(&self, path: &Path, t: usize) -> Result<Volume<f32>> {
-        let h = &self.header;
-        let dt = DataType::from_code(h.datatype).ok_or_else(|| {
-            Error::nifti(path, format!("unsupported datatype code {}", h.datatype))
-        })?;
-        if t >= h.frames() {
-            return Err(Error::nifti(
-                path,
-                format!("frame {t} requested, file has {}", h.frames()),
-            ));
-        }
-        let geom = h.geometry(path)?;
-        let n = geom.len();
-        let sz = dt.size();
-        let start = h.vox_offset + t * n * sz;
-        let end = start + n * sz;
-        let raw = self.raw();
-        if raw.len() < end {
-            return Err(Error::nifti(
-                path,
-                format!(
-                    "truncated: {} voxel bytes needed, {} present",
-                    h.frames() * n * sz,
-                    raw.len().saturating_sub(h.vox_offset)
-                ),
-            ));
-        }
-        // scl_slope == 0 means "no scaling" (nifti1.h).
-        let (slope, inter) = if h.scl_slope != 0.0 && h.scl_slope.is_finite() {
-            (h.scl_slope as f64, h.scl_inter as f64)
-        } else {
-            (1.0, 0.0)
-        };
-        let be = h.big_endian;
-        let data: Vec<f32> = raw[start..end]
-            .chunks_exact(sz)
-            .map(|c| (dt.read(c, be) * slope + inter) as f32)
-            .collect();
-        let v = Volume::new(geom, data)?;
+        let (geom, values) = frame_values(&self.header, self.raw(), path, t)?;
+        let v = Volume::new(geom, values.map(|x| x as f32).collect())?;
         v.check_finite(&path.display().to_string())?;
         Ok(v)
     }
+}
+
+/// Geometry and voxel values (scl_slope/scl_inter applied, f64) of 3-D frame
+/// `t` of a parsed NIfTI held in `raw`; sizes checked against the bytes
+/// present before anything is read.
+fn frame_values<'a>(
+    h: &NiftiHeader,
+    raw: &'a [u8],
+    path: &Path,
+    t: usize,
+) -> Result<(Geometry, impl Iterator<Item = f64> + 'a)> {
+    let dt = DataType::from_code(h.datatype)
+        .ok_or_else(|| Error::nifti(path, format!("unsupported datatype code {}", h.datatype)))?;
+    if t >= h.frames() {
+        return Err(Error::nifti(
+            path,
+            format!("frame {t} requested, file has {}", h.frames()),
+        ));
+    }
+    let geom = h.geometry(path)?;
+    let sz = dt.size();
+    let frame_bytes = geom
+        .len()
+        .checked_mul(sz)
+        .ok_or_else(|| Error::nifti(path, "dims overflow"))?;
+    let beyond = || {
+        Error::nifti(
+            path,
+            format!(
+                "voxel data at offset {} (vox_offset) + frame {t} lie beyond the file's {} bytes",
+                h.vox_offset,
+                raw.len()
+            ),
+        )
+    };
+    let start = frame_bytes
+        .checked_mul(t)
+        .and_then(|o| o.checked_add(h.vox_offset))
+        .ok_or_else(beyond)?;
+    let end = start.checked_add(frame_bytes).ok_or_else(beyond)?;
+    if raw.len() < end {
+        return Err(Error::nifti(
+            path,
+            format!(
+                "truncated: {} voxel bytes needed, {} present",
+                h.frames().saturating_mul(frame_bytes),
+                raw.len().saturating_sub(h.vox_offset)
+            ),
+        ));
+    }
+    // scl_slope == 0 means "no scaling" (nifti1.h).
+    let (slope, inter) = if h.scl_slope != 0.0 && h.scl_slope.is_finite() {
+        (h.scl_slope as f64, h.scl_inter as f64)
+    } else {
+        (1.0, 0.0)
+    };
+    let be = h.big_endian;
+    let values = raw[start..end]
+        .chunks_exact(sz)
+        .map(move |c| dt.read(c, be) * slope + inter);
+    Ok((geom, values))
 }
 
 /// Reads a 3-D NIfTI image as f32. A 4-D file is an error (pick a frame with
@@ -486,34 +511,9 @@ pub fn read_nifti_labels_bytes(bytes: Vec<u8>, name: &Path) -> Result<Volume<u8>
             format!("{} volumes: a label map has one", h.frames()),
         ));
     }
-    let dt = DataType::from_code(h.datatype)
-        .ok_or_else(|| Error::nifti(name, format!("unsupported datatype code {}", h.datatype)))?;
-    let geom = h.geometry(name)?;
-    let n = geom.len();
-    let sz = dt.size();
-    let need = n
-        .checked_mul(sz)
-        .and_then(|b| b.checked_add(h.vox_offset))
-        .ok_or_else(|| Error::nifti(name, "dims overflow"))?;
-    if raw.len() < need {
-        return Err(Error::nifti(
-            name,
-            format!(
-                "truncated: {} voxel bytes needed, {} present",
-                n * sz,
-                raw.len().saturating_sub(h.vox_offset)
-            ),
-        ));
-    }
-    let (slope, inter) = if h.scl_slope != 0.0 && h.scl_slope.is_finite() {
-        (h.scl_slope as f64, h.scl_inter as f64)
-    } else {
-        (1.0, 0.0)
-    };
-    let be = h.big_endian;
-    let mut data = Vec::with_capacity(n);
-    for c in raw[h.vox_offset..need].chunks_exact(sz) {
-        let x = dt.read(c, be) * slope + inter;
+    let (geom, values) = frame_values(&h, &raw, name, 0)?;
+    let mut data = Vec::with_capacity(geom.len());
+    for x in values {
         if !(0.0..=255.0).contains(&x) || x.fract() != 0.0 {
             return Err(Error::nifti(
                 name,
@@ -697,6 +697,22 @@ pub fn write_nifti<T: NiftiScalar>(vol: &Volume<T>, path: &Path, descrip: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_bytes_with_bad_offsets_or_truncation_are_errors() {
+        let g = Geometry::new([4, 3, 2], [1.0; 3], [0.0; 3]);
+        let v = Volume::new(g, (0..24u8).collect()).unwrap();
+        let good = encode_nifti(&v, "t");
+        let back = read_nifti_labels_bytes(good.clone(), Path::new("m.nii")).unwrap();
+        assert_eq!(back.data, v.data);
+        let mut far = good.clone();
+        far[108..112].copy_from_slice(&1e30f32.to_le_bytes());
+        let e = read_nifti_labels_bytes(far, Path::new("m.nii")).unwrap_err();
+        assert!(e.to_string().contains("beyond the file"), "{e}");
+        let e = read_nifti_labels_bytes(good[..good.len() - 5].to_vec(), Path::new("m.nii"))
+            .unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
 
     #[test]
     fn quaternion_round_trip_for_flips_and_obliques() {

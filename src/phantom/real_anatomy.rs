@@ -649,20 +649,14 @@ impl RealAnatomy {
                     for a in 0..3 {
                         let l = cw[a] + (ks.lo[a] - ck[a]) * f - 2.0 * vx[a];
                         let h = cw[a] + (ks.hi[a] - ck[a]) * f + 2.0 * vx[a];
-                        ilo[a] = ((l - lo[a]) / vx[a]).floor().clamp(0.0, dims[a] as f64) as usize;
-                        ihi[a] = ((h - lo[a]) / vx[a]).ceil().clamp(0.0, dims[a] as f64) as usize;
+                        (ilo[a], ihi[a]) = index_range(l, h, lo[a], vx[a], dims[a]);
                     }
                     for kk in ilo[2]..ihi[2] {
                         for j in ilo[1]..ihi[1] {
                             for i in ilo[0]..ihi[0] {
                                 let idx = grid.linear(i, j, kk);
                                 let cur = wl[idx];
-                                if !(cur == 0
-                                    || cur == word::COLON
-                                    || cur == word::INTESTINE
-                                    || cur == word::DUODENUM)
-                                    || tissue[idx] == Tissue::Air as u8
-                                {
+                                if !room_for_organ(cur, tissue[idx]) {
                                     continue;
                                 }
                                 let b = grid.index_to_patient([i as f64, j as f64, kk as f64]);
@@ -785,20 +779,14 @@ impl RealAnatomy {
                     let h = lo[a] + bhi[a] as f64 * vx[a];
                     let l = cen[a] + (l - cen[a]) * f - 2.0 * vx[a];
                     let h = cen[a] + (h - cen[a]) * f + 2.0 * vx[a];
-                    ilo[a] = ((l - lo[a]) / vx[a]).floor().clamp(0.0, dims[a] as f64) as usize;
-                    ihi[a] = ((h - lo[a]) / vx[a]).ceil().clamp(0.0, dims[a] as f64) as usize;
+                    (ilo[a], ihi[a]) = index_range(l, h, lo[a], vx[a], dims[a]);
                 }
                 for k in ilo[2]..ihi[2] {
                     for j in ilo[1]..ihi[1] {
                         for i in ilo[0]..ihi[0] {
                             let idx = grid.linear(i, j, k);
                             let cur = wl[idx];
-                            if !(cur == 0
-                                || cur == word::COLON
-                                || cur == word::INTESTINE
-                                || cur == word::DUODENUM)
-                                || tissue[idx] == Tissue::Air as u8
-                            {
+                            if !room_for_organ(cur, tissue[idx]) {
                                 continue;
                             }
                             let x = grid.index_to_patient([i as f64, j as f64, k as f64]);
@@ -1475,6 +1463,21 @@ fn chamfer_depth(
         }
     }
     d
+}
+
+/// Where a grown organ may spread: empty layout voxels or bowel (which a
+/// solid organ pushes aside), never air.
+fn room_for_organ(layout: u8, tissue: u8) -> bool {
+    (layout == 0 || layout == word::COLON || layout == word::INTESTINE || layout == word::DUODENUM)
+        && tissue != Tissue::Air as u8
+}
+
+/// Voxel index range `[lo, hi)` along one axis covering `l..h` mm, clamped to the grid.
+fn index_range(l: f64, h: f64, origin: f64, vx: f64, n: usize) -> (usize, usize) {
+    (
+        ((l - origin) / vx).floor().clamp(0.0, n as f64) as usize,
+        ((h - origin) / vx).ceil().clamp(0.0, n as f64) as usize,
+    )
 }
 
 #[cfg(test)]

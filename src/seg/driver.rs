@@ -271,11 +271,20 @@ fn slice_classes_tiled(dets: &[Detections], s: &PlaneSampler, nc: usize) -> Vec<
             }
         }
     }
+    argmax_classes(
+        n,
+        acc.iter()
+            .enumerate()
+            .filter_map(|(c, a)| a.as_deref().map(|a| (c, a))),
+    )
+}
+
+/// A pixel takes the most probable class at >= 0.5 (on a tie the later one).
+fn argmax_classes<'a>(n: usize, probs: impl Iterator<Item = (usize, &'a [f32])>) -> Vec<u8> {
     let mut best = vec![0.5f32; n];
     let mut cls = vec![0u8; n];
-    for (c, a) in acc.iter().enumerate().skip(1) {
-        let Some(a) = a else { continue };
-        for (i, &p) in a.iter().enumerate() {
+    for (c, pc) in probs {
+        for (i, &p) in pc.iter().enumerate() {
             if p >= best[i] {
                 best[i] = p;
                 cls[i] = c as u8;
@@ -289,30 +298,13 @@ fn slice_classes_tiled(dets: &[Detections], s: &PlaneSampler, nc: usize) -> Vec<
 /// mask probability of its detections, linearly interpolated back to the
 /// slice's own grid; a pixel takes the most probable class at >= 0.5.
 fn slice_classes(det: &Detections, nc: usize, size: usize, nu: usize, nv: usize) -> Vec<u8> {
-    let mut prob = vec![vec![0f32; size * size]; nc];
-    for (m, &l) in det.masks.iter().zip(&det.labels) {
-        if l == 0 || l >= nc {
-            continue;
-        }
-        for (p, &v) in prob[l].iter_mut().zip(m) {
-            *p = p.max(v);
-        }
-    }
-    let mut best = vec![0.5f32; nu * nv];
-    let mut cls = vec![0u8; nu * nv];
-    for (c, pc) in prob.iter().enumerate().skip(1) {
-        if pc.iter().all(|&v| v < 0.5) {
-            continue;
-        }
-        let r = resize_bilinear(pc, size, size, nv, nu);
-        for (i, &p) in r.iter().enumerate() {
-            if p >= best[i] {
-                best[i] = p;
-                cls[i] = c as u8;
-            }
-        }
-    }
-    cls
+    let resized: Vec<(usize, Vec<f32>)> = class_probs(det, nc, size)
+        .into_iter()
+        .enumerate()
+        .skip(1)
+        .filter_map(|(c, p)| p.map(|p| (c, resize_bilinear(&p, size, size, nv, nu))))
+        .collect();
+    argmax_classes(nu * nv, resized.iter().map(|(c, r)| (*c, r.as_slice())))
 }
 
 pub fn planes_of(p: Planes) -> &'static [Plane] {

@@ -154,8 +154,10 @@ pub struct PlaneSampler {
     pub spacing: [f32; 3],
     pub canvas: Canvas,
     pub tiles: Vec<Tile>,
-    /// Per tile: u taps and v taps.
+    /// Per tile: u taps and v taps of the canvas on the slice.
     taps: Vec<(TapList, TapList)>,
+    /// Per tile: u taps and v taps of the slice grid on the canvas.
+    back: Vec<(TapList, TapList)>,
 }
 
 type TapList = Vec<Option<(usize, usize, f32, f32)>>;
@@ -178,6 +180,26 @@ impl PlaneSampler {
                 )
             })
             .collect();
+        // Slice pixel i sits at canvas position (i * spacing - origin) / p - 0.5.
+        let back_taps = |n_img: usize, spacing: f32, origin: f32| -> TapList {
+            (0..n_img)
+                .map(|i| {
+                    tap(
+                        (i as f32 * spacing - origin) / canvas.pixel_mm - 0.5,
+                        canvas.size,
+                    )
+                })
+                .collect()
+        };
+        let back = tiles
+            .iter()
+            .map(|t| {
+                (
+                    back_taps(dims[ua], spacing[ua], t.u0_mm),
+                    back_taps(dims[va], spacing[va], t.v0_mm),
+                )
+            })
+            .collect();
         PlaneSampler {
             plane,
             dims,
@@ -185,6 +207,7 @@ impl PlaneSampler {
             canvas,
             tiles,
             taps,
+            back,
         }
     }
 
@@ -232,19 +255,9 @@ impl PlaneSampler {
     /// each pixel (u, v) of the slice grid, 0 outside the tile; the maximum
     /// is kept in `acc` (nu x nv, row v).
     pub fn back_max(&self, prob: &[f32], tile: usize, acc: &mut [f32]) {
-        let (_, ua, va) = self.plane.axes();
-        let (nu, nv) = (self.dims[ua], self.dims[va]);
-        let t = self.tiles[tile];
+        let nu = self.dims[self.plane.axes().1];
         let size = self.canvas.size;
-        let p = self.canvas.pixel_mm;
-        // Slice pixel i sits at canvas position (i * spacing - origin) / p - 0.5.
-        let taps = |n_img: usize, spacing: f32, origin: f32| -> TapList {
-            (0..n_img)
-                .map(|i| tap((i as f32 * spacing - origin) / p - 0.5, size))
-                .collect()
-        };
-        let tu = taps(nu, self.spacing[ua], t.u0_mm);
-        let tv = taps(nv, self.spacing[va], t.v0_mm);
+        let (tu, tv) = &self.back[tile];
         for (v, tvv) in tv.iter().enumerate() {
             let Some((y0, y1, ly0, ly1)) = *tvv else {
                 continue;
