@@ -43,8 +43,13 @@ pub enum GpuError {
 }
 
 impl From<GpuError> for crate::Error {
+    /// A failing driver, compiler or device memory is the machine's fault, not
+    /// the study's: the appliance retries those (see [`crate::error::FaultKind`]).
     fn from(e: GpuError) -> Self {
-        crate::Error::input(e.to_string())
+        match e {
+            GpuError::Input(m) => crate::Error::input(m),
+            other => crate::Error::environment(other.to_string()),
+        }
     }
 }
 

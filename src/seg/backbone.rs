@@ -6,9 +6,17 @@ use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 
-/// candle errors on tensors built from checked inputs are internal failures.
+/// candle errors on tensors built from checked inputs are not the patient's
+/// fault: a device that ran out of memory (or a CUDA failure) is the machine's,
+/// anything else a bug.
 pub(crate) fn ce(e: candle_core::Error) -> Error {
-    Error::input(format!("segmentation network: {e}"))
+    let msg = format!("segmentation network: {e}");
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("out of memory") || lower.contains("cuda") || lower.contains("alloc") {
+        Error::environment(msg)
+    } else {
+        Error::internal(msg)
+    }
 }
 
 /// torchvision's FrozenBatchNorm2d eps (1e-5 since torchvision 0.6).
