@@ -28,6 +28,10 @@ pub struct ApplianceConfig {
     pub expected_timepoints: usize,
     pub status: String,
     pub serial_baud: u32,
+    /// First wait before a job that hit an environment fault runs again; doubled
+    /// per failure up to `retry_max_s`.
+    pub retry_initial_s: f64,
+    pub retry_max_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

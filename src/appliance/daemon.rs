@@ -1,21 +1,32 @@
 //! The appliance loop: poll the export folder, settle series, group them into
 //! cycles, queue jobs (bounded crossbeam channel: back-pressure), run them in a
 //! worker thread within the memory budget, record results, quarantine failures.
+//!
+//! Faults are handled by kind ([`FaultKind`]): an input fault is recorded as the
+//! cycle's outcome and quarantined, and the cycle waits for its inputs to change;
+//! an environment fault (full or read-only OUT, permissions, memory, GPU) is never
+//! recorded: the job runs again after a back-off that doubles per failure; an
+//! internal fault (a panic) is contained, recorded and quarantined for a bug
+//! report, and the box keeps running. A failing round of the loop itself backs
+//! off the same way instead of repeating at loop rate.
 
 use super::clock::Clock;
 use super::cycles::{group_cycles, CycleInput};
 use super::ingest::{Ingest, SeriesState};
+use super::lock::OutLock;
 use super::quarantine::quarantine;
 use super::state::{CycleRecord, StateStore};
 use super::status::StatusPort;
+use super::swap;
 use crate::config::{ApplianceConfig, IngestConfig};
-use crate::error::Result;
+use crate::error::{Error, FaultKind, Result};
 use crate::pipeline::summary_status;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// One unit of work: (re)compute the outputs of a cycle from its current series.
 #[derive(Debug, Clone)]
@@ -24,8 +35,19 @@ pub struct Job {
     /// partial | provisional | final
     pub summary_status: String,
     pub signature: String,
+    /// The input files as `path:size`, sorted (kept in the state record).
+    pub inputs: Vec<String>,
     /// `OUT/<cycle id>/`
     pub out_dir: PathBuf,
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone, Default)]
+pub struct JobOutput {
+    /// The status the summary was written with: the job's, or `needs_review`
+    /// when a plausibility gate held it back.
+    pub summary_status: String,
+    pub message: String,
 }
 
 /// Does the science for a job; the appliance only orchestrates.
@@ -33,11 +55,28 @@ pub trait Processor: Send + Sync {
     /// Memory the job will need, in MB, estimated before it starts.
     fn memory_need_mb(&self, job: &Job) -> f64;
     /// Runs the job; `progress(stage, fraction)` reports where it is.
-    fn process(&self, job: &Job, progress: &dyn Fn(&str, f64)) -> Result<String>;
+    fn process(&self, job: &Job, progress: &dyn Fn(&str, f64)) -> Result<JobOutput>;
 }
 
 struct Done {
     id: String,
+    /// An environment fault: run the job again after a back-off.
+    retry: bool,
+}
+
+/// Failures so far of something retried, and when to try it next.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    next_s: f64,
+}
+
+/// Seconds to wait after the `failures`-th failure in a row: `retry_initial_s`
+/// doubled per failure, at most `retry_max_s`.
+pub fn backoff_s(cfg: &ApplianceConfig, failures: u32) -> f64 {
+    let first = cfg.retry_initial_s.max(0.0);
+    let exp = failures.saturating_sub(1).min(30) as i32;
+    (first * 2f64.powi(exp)).min(cfg.retry_max_s.max(first))
 }
 
 pub struct Appliance {
@@ -52,9 +91,17 @@ pub struct Appliance {
     done_rx: Receiver<Done>,
     in_flight: BTreeSet<String>,
     quarantined: BTreeSet<String>,
+    /// Cycles waiting after an environment fault.
+    retry: BTreeMap<String, Backoff>,
+    /// Quarantine copies that failed (full or read-only OUT), by name#signature.
+    quarantine_retry: BTreeMap<String, Backoff>,
+    /// Held changes already reported (cycle#message), so each is said once.
+    held_noted: BTreeSet<String>,
     pub paused: Arc<AtomicBool>,
     worker: Option<std::thread::JoinHandle<()>>,
     last_heartbeat_s: f64,
+    /// Dropped last: no other box works on this OUT while this one lives.
+    _lock: OutLock,
 }
 
 impl Appliance {
@@ -67,6 +114,10 @@ impl Appliance {
         status: Arc<StatusPort>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
+        let lock = OutLock::acquire(out_dir)?;
+        // Result and quarantine folders whose swap a kill interrupted.
+        swap::recover(out_dir)?;
+        swap::recover(&out_dir.join("quarantine"))?;
         let store = Arc::new(StateStore::open(out_dir)?);
         let (tx, rx) = bounded::<Job>(cfg.queue_capacity.max(1));
         let (done_tx, done_rx) = bounded::<Done>(cfg.queue_capacity.max(1) + 1);
@@ -81,7 +132,7 @@ impl Appliance {
                 .spawn(move || {
                     worker_loop(rx, done_tx, processor, status, store, budget, &export, &out)
                 })
-                .map_err(|e| crate::Error::input(format!("cannot start worker thread: {e}")))?
+                .map_err(|e| Error::environment(format!("cannot start worker thread: {e}")))?
         };
         status.update(|s| s.memory_budget_mb = cfg.memory_budget_mb);
         Ok(Appliance {
@@ -96,13 +147,19 @@ impl Appliance {
             done_rx,
             in_flight: BTreeSet::new(),
             quarantined: BTreeSet::new(),
+            retry: BTreeMap::new(),
+            quarantine_retry: BTreeMap::new(),
+            held_noted: BTreeSet::new(),
             paused: Arc::new(AtomicBool::new(false)),
             worker: Some(worker),
             last_heartbeat_s: f64::NEG_INFINITY,
+            _lock: lock,
         })
     }
 
-    /// One round: poll, settle, quarantine, queue. Returns the number of jobs queued.
+    /// One round: poll, settle, quarantine, queue. Returns the number of jobs
+    /// queued; an error (e.g. a state record that cannot be read) is returned
+    /// after the round has done what it could.
     pub fn step(&mut self) -> Result<usize> {
         let now = self.clock.now_s();
         self.collect_done();
@@ -114,7 +171,7 @@ impl Appliance {
                 SeriesState::Broken(s, why) => {
                     let sig = self.ingest.signature(&s);
                     let files: Vec<PathBuf> = s.files.iter().map(|h| h.path.clone()).collect();
-                    self.quarantine_once(&format!("series_{}", s.uid), &files, &why, &sig);
+                    self.quarantine_once(&format!("series_{}", s.uid), &files, &why, &sig, now);
                 }
             }
         }
@@ -127,21 +184,31 @@ impl Appliance {
                     .unwrap_or(&r.path)
                     .display()
             );
-            self.quarantine_once(&name, std::slice::from_ref(&r.path), &r.reason, &sig);
+            self.quarantine_once(&name, std::slice::from_ref(&r.path), &r.reason, &sig, now);
         }
         let (cycles, problems) = group_cycles(&ready);
         for (s, why) in problems {
             let sig = self.ingest.signature(&s);
             let files: Vec<PathBuf> = s.files.iter().map(|h| h.path.clone()).collect();
-            self.quarantine_once(&format!("series_{}", s.uid), &files, &why, &sig);
+            self.quarantine_once(&format!("series_{}", s.uid), &files, &why, &sig, now);
         }
         let mut queued = 0;
+        let mut first_error: Option<Error> = None;
         if !self.paused.load(Ordering::SeqCst) {
             for c in cycles {
                 if self.in_flight.contains(&c.id) {
                     continue;
                 }
-                let record = self.store.get(&c.id)?;
+                if self.retry.get(&c.id).is_some_and(|b| b.next_s > now) {
+                    continue;
+                }
+                let record = match self.store.get(&c.id) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                };
                 let finalize = record.as_ref().is_some_and(|r| r.finalize_requested);
                 let status = summary_status(c.timepoints, self.cfg.expected_timepoints, finalize);
                 let mut sigs: Vec<String> =
@@ -151,10 +218,22 @@ impl Appliance {
                 if record.as_ref().is_some_and(|r| r.signature == signature) {
                     continue;
                 }
+                let mut inputs: Vec<String> = c
+                    .series
+                    .iter()
+                    .flat_map(|s| self.ingest.inputs(s))
+                    .collect();
+                inputs.sort();
+                if let Some(r) = &record {
+                    if self.hold_final(r, &inputs) {
+                        continue;
+                    }
+                }
                 let job = Job {
                     out_dir: self.out_dir.join(&c.id),
                     summary_status: status.to_string(),
                     signature,
+                    inputs,
                     cycle: c,
                 };
                 let Some(tx) = &self.tx else { break };
@@ -170,7 +249,7 @@ impl Appliance {
                         break;
                     }
                     Err(TrySendError::Disconnected(_)) => {
-                        return Err(crate::Error::input("worker thread stopped"));
+                        return Err(Error::internal("worker thread stopped"));
                     }
                 }
             }
@@ -178,10 +257,12 @@ impl Appliance {
         let paused = self.paused.load(Ordering::SeqCst);
         let pending = self.ingest.pending_files();
         let qlen = self.tx.as_ref().map(|t| t.len()).unwrap_or(0);
+        let retrying = self.retry.len() + self.quarantine_retry.len();
         self.status.update(|s| {
             s.queue = qlen;
             s.pending_files = pending;
             s.time_s = now;
+            s.retrying = retrying;
             if paused {
                 s.state = "paused".into();
             } else if s.state == "paused" {
@@ -192,27 +273,117 @@ impl Appliance {
             self.last_heartbeat_s = now;
             self.status.heartbeat();
         }
-        Ok(queued)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(queued),
+        }
     }
 
-    fn quarantine_once(&mut self, name: &str, files: &[PathBuf], why: &str, sig: &str) {
+    /// A final result is never replaced by one computed from fewer inputs without
+    /// an explicit `organdose finalize`: true (and the change reported once) when
+    /// files the final result was computed from are gone or changed.
+    fn hold_final(&mut self, r: &CycleRecord, inputs: &[String]) -> bool {
+        if r.outcome != "done"
+            || !r.signature.starts_with("final#")
+            || r.recompute_requested
+            || r.inputs.is_empty()
+        {
+            return false;
+        }
+        let now: BTreeSet<&String> = inputs.iter().collect();
+        let lost: Vec<&String> = r.inputs.iter().filter(|x| !now.contains(x)).collect();
+        let Some(first) = lost.first() else {
+            return false;
+        };
+        let example = first.rsplit_once(':').map(|(p, _)| p).unwrap_or(first);
+        let msg = format!(
+            "{} input file(s) of the final result were removed or changed since it was computed (e.g. {example}); the final result is kept; `organdose finalize --out {} {}` recomputes it with the inputs present",
+            lost.len(),
+            self.out_dir.display(),
+            r.id
+        );
+        if self.held_noted.insert(format!("{}#{msg}", r.id)) {
+            self.status.event(&format!("cycle {} held: {msg}", r.id));
+            if r.held != msg {
+                let mut held = r.clone();
+                held.held = msg;
+                if let Err(e) = self.store.put(&held) {
+                    tracing::warn!("state record for {}: {e}", r.id);
+                }
+            }
+        }
+        true
+    }
+
+    fn quarantine_once(&mut self, name: &str, files: &[PathBuf], why: &str, sig: &str, now: f64) {
         let key = format!("{name}#{sig}");
         if self.quarantined.contains(&key) {
             return;
         }
-        match quarantine(&self.out_dir, name, self.ingest.root(), files, why, sig) {
+        if self
+            .quarantine_retry
+            .get(&key)
+            .is_some_and(|b| b.next_s > now)
+        {
+            return;
+        }
+        match quarantine(
+            &self.out_dir,
+            name,
+            self.ingest.root(),
+            files,
+            why,
+            FaultKind::Input,
+            sig,
+        ) {
             Ok(dir) => {
                 self.status
                     .event(&format!("quarantine {} reason=\"{why}\"", dir.display()));
-                self.quarantined.insert(key);
+                self.quarantined.insert(key.clone());
+                self.quarantine_retry.remove(&key);
             }
-            Err(e) => tracing::error!("quarantine of {name} failed: {e}"),
+            Err(e) => {
+                let failures = self.quarantine_retry.get(&key).map_or(0, |b| b.failures) + 1;
+                let wait = backoff_s(&self.cfg, failures);
+                self.status.event(&format!(
+                    "quarantine of {name} failed ({} fault), next try in {wait:.0} s: {e}",
+                    e.kind()
+                ));
+                self.quarantine_retry.insert(
+                    key,
+                    Backoff {
+                        failures,
+                        next_s: now + wait,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_done(&mut self, d: Done) {
+        self.in_flight.remove(&d.id);
+        if d.retry {
+            let failures = self.retry.get(&d.id).map_or(0, |b| b.failures) + 1;
+            let wait = backoff_s(&self.cfg, failures);
+            self.status.event(&format!(
+                "job {} runs again in {wait:.0} s (environment fault {failures} in a row)",
+                d.id
+            ));
+            self.retry.insert(
+                d.id,
+                Backoff {
+                    failures,
+                    next_s: self.clock.now_s() + wait,
+                },
+            );
+        } else {
+            self.retry.remove(&d.id);
         }
     }
 
     fn collect_done(&mut self) {
         while let Ok(d) = self.done_rx.try_recv() {
-            self.in_flight.remove(&d.id);
+            self.on_done(d);
         }
     }
 
@@ -226,32 +397,72 @@ impl Appliance {
     pub fn wait_idle(&mut self) {
         while !self.in_flight.is_empty() {
             match self.done_rx.recv() {
-                Ok(d) => {
-                    self.in_flight.remove(&d.id);
-                }
+                Ok(d) => self.on_done(d),
                 Err(_) => break,
             }
         }
     }
 
-    /// Runs until `stop` is set: a round every poll interval, sooner when the
-    /// file system reports a change.
+    /// Runs until `stop` is set: a round every poll interval. A change reported by
+    /// the file system brings the next round forward, but never closer than
+    /// `min(poll_interval_s, 1 s)` to the last one; a failing round backs off.
     pub fn run(&mut self, stop: Arc<AtomicBool>) -> Result<()> {
         let (wake_tx, wake_rx) = bounded::<()>(1);
         let _watcher = start_notify(self.ingest.root(), wake_tx);
         self.status.event(&format!(
-            "watching {} (quiet period {} s, budget {} MB)",
+            "watching {} (quiet period {} s, poll every {} s, budget {} MB)",
             self.ingest.root().display(),
             self.cfg.quiet_period_s,
+            self.cfg.poll_interval_s,
             self.cfg.memory_budget_mb
         ));
+        let poll = self.cfg.poll_interval_s.max(0.05);
+        let min_gap = Duration::from_secs_f64(poll.min(1.0));
+        let mut failures = 0u32;
+        let mut last_error = String::new();
         while !stop.load(Ordering::SeqCst) {
-            if let Err(e) = self.step() {
-                self.status.event(&format!("error {e}"));
+            let started = Instant::now();
+            let wait_s = match self.step() {
+                Ok(_) => {
+                    if failures > 0 {
+                        self.status
+                            .event(&format!("recovered after {failures} failed round(s)"));
+                        failures = 0;
+                        last_error.clear();
+                    }
+                    poll
+                }
+                Err(e) => {
+                    failures += 1;
+                    let wait = backoff_s(&self.cfg, failures).max(poll);
+                    let msg = e.to_string();
+                    // The same error is said again only at doubling counts, not per round.
+                    if msg != last_error || failures.is_power_of_two() {
+                        self.status.event(&format!(
+                            "error ({} fault, {failures} round(s) in a row, next round in {wait:.0} s): {msg}",
+                            e.kind()
+                        ));
+                        last_error = msg;
+                    }
+                    wait
+                }
+            };
+            let deadline = started + Duration::from_secs_f64(wait_s);
+            std::thread::sleep((started + min_gap).saturating_duration_since(Instant::now()));
+            while !stop.load(Ordering::SeqCst) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                // Stop is looked at every second; while backing off, file events do
+                // not shorten the wait.
+                let woke = wake_rx
+                    .recv_timeout(left.min(Duration::from_secs(1)))
+                    .is_ok();
+                if woke && failures == 0 {
+                    break;
+                }
             }
-            let _ = wake_rx.recv_timeout(std::time::Duration::from_secs_f64(
-                self.cfg.poll_interval_s.max(0.05),
-            ));
         }
         self.status.update(|s| s.state = "stopped".into());
         self.status.event("stopping");
@@ -270,9 +481,22 @@ impl Drop for Appliance {
 
 /// File-system notifications as wake-ups only; polling stays the source of truth.
 fn start_notify(root: &Path, wake: Sender<()>) -> Option<notify::RecommendedWatcher> {
-    use notify::{RecursiveMode, Watcher};
-    let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = wake.try_send(());
+    use notify::event::{AccessKind, AccessMode, ModifyKind};
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        // The poll itself opens and reads the watched folders and files: those
+        // access events (and the atime updates they cause) must not wake the
+        // loop, or it spins (issue 20: ~1,500 rounds a second on an empty folder).
+        let relevant = match ev.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+            EventKind::Other => false,
+            _ => true,
+        };
+        if relevant {
+            let _ = wake.try_send(());
+        }
     })
     .map_err(|e| tracing::warn!("file notifications unavailable ({e}); polling only"))
     .ok()?;
@@ -281,6 +505,26 @@ fn start_notify(root: &Path, wake: Sender<()>) -> Option<notify::RecommendedWatc
         return None;
     }
     Some(w)
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
+/// Whether a job's input files are still as they were when it was queued (a file
+/// deleted or rewritten while the job ran makes its failure meaningless).
+fn inputs_unchanged(job: &Job) -> bool {
+    job.inputs.iter().all(|entry| {
+        let Some((path, size)) = entry.rsplit_once(':') else {
+            return true;
+        };
+        std::fs::metadata(path)
+            .map(|m| m.len().to_string() == size)
+            .unwrap_or(false)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -310,7 +554,7 @@ fn worker_loop(
         ));
         let need = processor.memory_need_mb(&job);
         let result = if need > budget_mb {
-            Err(crate::Error::input(format!(
+            Err(Error::input(format!(
                 "job needs about {need:.0} MB, more than the memory budget of {budget_mb:.0} MB (appliance.memory_budget_mb)"
             )))
         } else {
@@ -325,64 +569,120 @@ fn worker_loop(
                 processor.process(&job, &progress)
             })) {
                 Ok(r) => r,
-                Err(_) => Err(crate::Error::input(
-                    "internal error (panic) while processing",
-                )),
+                Err(p) => Err(Error::internal(format!(
+                    "panic while processing: {}",
+                    panic_message(p.as_ref())
+                ))),
             }
         };
         let prev = store.get(&id).ok().flatten();
-        let finalize_requested = prev.map(|p| p.finalize_requested).unwrap_or(false);
+        let finalize_requested = prev.as_ref().is_some_and(|p| p.finalize_requested);
+        let mut retry = false;
         let record = match result {
-            Ok(msg) => {
-                status.update(|s| s.jobs_done += 1);
-                status.event(&format!("job {id} done: {} {msg}", job.summary_status));
-                CycleRecord {
+            Ok(o) => {
+                status.update(|s| {
+                    s.jobs_done += 1;
+                    s.fault.clear();
+                    s.fault_message.clear();
+                });
+                status.event(&format!(
+                    "job {id} done: {} {}",
+                    o.summary_status, o.message
+                ));
+                Some(CycleRecord {
                     id: id.clone(),
                     patient_id: job.cycle.patient_id.clone(),
                     injection: job.cycle.injection.clone(),
                     signature: job.signature.clone(),
                     outcome: "done".into(),
-                    summary_status: job.summary_status.clone(),
+                    summary_status: o.summary_status,
                     timepoints: job.cycle.timepoints,
-                    message: msg,
+                    message: o.message,
                     finalize_requested,
-                }
+                    fault: String::new(),
+                    inputs: job.inputs.clone(),
+                    recompute_requested: false,
+                    held: String::new(),
+                })
             }
             Err(e) => {
-                status.update(|s| s.jobs_failed += 1);
+                let kind = e.kind();
                 let why = e.to_string();
-                status.event(&format!("job {id} failed: {why}"));
-                let files: Vec<PathBuf> = job
-                    .cycle
-                    .series
-                    .iter()
-                    .flat_map(|s| s.files.iter().map(|h| h.path.clone()))
-                    .collect();
-                if let Err(q) = quarantine(
-                    out,
-                    &format!("cycle_{id}"),
-                    export,
-                    &files,
-                    &why,
-                    &job.signature,
-                ) {
-                    tracing::error!("quarantine of {id} failed: {q}");
-                }
-                CycleRecord {
-                    id: id.clone(),
-                    patient_id: job.cycle.patient_id.clone(),
-                    injection: job.cycle.injection.clone(),
-                    signature: job.signature.clone(),
-                    outcome: "failed".into(),
-                    summary_status: String::new(),
-                    timepoints: job.cycle.timepoints,
-                    message: why,
-                    finalize_requested,
+                status.update(|s| {
+                    s.fault = kind.to_string();
+                    s.fault_message = why.clone();
+                });
+                if kind == FaultKind::Environment {
+                    // Not the study's fault: nothing is recorded, the job runs again.
+                    status.event(&format!("job {id} environment fault: {why}"));
+                    retry = true;
+                    None
+                } else if !inputs_unchanged(&job) {
+                    status.event(&format!(
+                        "job {id}: its input files changed while it ran ({why}); it runs again once they have settled"
+                    ));
+                    None
+                } else {
+                    status.update(|s| s.jobs_failed += 1);
+                    status.event(&format!("job {id} failed ({kind} fault): {why}"));
+                    let files: Vec<PathBuf> = job
+                        .cycle
+                        .series
+                        .iter()
+                        .flat_map(|s| s.files.iter().map(|h| h.path.clone()))
+                        .collect();
+                    let q = quarantine(
+                        out,
+                        &format!("cycle_{id}"),
+                        export,
+                        &files,
+                        &why,
+                        kind,
+                        &job.signature,
+                    );
+                    match q {
+                        Err(q) if q.kind() == FaultKind::Environment => {
+                            // Without its quarantine copy the failure is not recorded
+                            // either: both are tried again after the back-off.
+                            status.event(&format!(
+                                "quarantine of {id} failed (environment fault): {q}"
+                            ));
+                            retry = true;
+                            None
+                        }
+                        r => {
+                            if let Err(q) = r {
+                                tracing::error!("quarantine of {id} failed: {q}");
+                            }
+                            Some(CycleRecord {
+                                id: id.clone(),
+                                patient_id: job.cycle.patient_id.clone(),
+                                injection: job.cycle.injection.clone(),
+                                signature: job.signature.clone(),
+                                outcome: "failed".into(),
+                                summary_status: String::new(),
+                                timepoints: job.cycle.timepoints,
+                                message: why,
+                                finalize_requested,
+                                fault: kind.to_string(),
+                                inputs: job.inputs.clone(),
+                                recompute_requested: false,
+                                held: String::new(),
+                            })
+                        }
+                    }
                 }
             }
         };
-        if let Err(e) = store.put(&record) {
-            tracing::error!("state record for {id}: {e}");
+        if let Some(record) = record {
+            if let Err(e) = store.put(&record) {
+                // The outputs are there but the record is not: the job runs again.
+                status.event(&format!(
+                    "state record for {id} not written ({} fault): {e}",
+                    e.kind()
+                ));
+                retry = true;
+            }
         }
         status.update(|s| {
             s.state = "idle".into();
@@ -393,7 +693,7 @@ fn worker_loop(
         // `organdose status` should not show a finished job as running until the
         // next heartbeat.
         status.persist();
-        let _ = done.send(Done { id });
+        let _ = done.send(Done { id, retry });
     }
 }
 
@@ -425,7 +725,7 @@ mod tests {
         fn memory_need_mb(&self, _job: &Job) -> f64 {
             self.need_mb
         }
-        fn process(&self, job: &Job, progress: &dyn Fn(&str, f64)) -> Result<String> {
+        fn process(&self, job: &Job, progress: &dyn Fn(&str, f64)) -> Result<JobOutput> {
             progress("record", 0.5);
             if self.fail {
                 return Err(crate::Error::input("test processor refuses"));
@@ -437,7 +737,10 @@ mod tests {
             ));
             std::fs::create_dir_all(&job.out_dir).unwrap();
             std::fs::write(job.out_dir.join("out.txt"), &job.signature).unwrap();
-            Ok(String::new())
+            Ok(JobOutput {
+                summary_status: job.summary_status.clone(),
+                message: String::new(),
+            })
         }
     }
 
@@ -556,5 +859,187 @@ mod tests {
         assert!(export.join("junk.dcm").is_file());
         assert!(export.join("a/spect.dcm").is_file());
         assert_eq!(app.status.get().jobs_failed, 1);
+    }
+
+    /// Fails as told, one behaviour per call, then succeeds.
+    struct Scripted {
+        plan: Mutex<Vec<&'static str>>,
+        calls: Mutex<usize>,
+    }
+
+    impl Processor for Scripted {
+        fn memory_need_mb(&self, _job: &Job) -> f64 {
+            1.0
+        }
+        fn process(&self, job: &Job, _progress: &dyn Fn(&str, f64)) -> Result<JobOutput> {
+            *self.calls.lock().unwrap() += 1;
+            let next = {
+                let mut p = self.plan.lock().unwrap();
+                if p.is_empty() {
+                    "ok"
+                } else {
+                    p.remove(0)
+                }
+            };
+            match next {
+                "disk full" => Err(Error::io(
+                    &job.out_dir.join("dose_summary.json"),
+                    std::io::Error::from_raw_os_error(28),
+                )),
+                "panic" => panic!("test processor panics"),
+                _ => Ok(JobOutput {
+                    summary_status: job.summary_status.clone(),
+                    message: "ok".into(),
+                }),
+            }
+        }
+    }
+
+    fn scripted(plan: &[&'static str]) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            plan: Mutex::new(plan.to_vec()),
+            calls: Mutex::new(0),
+        })
+    }
+
+    #[test]
+    fn environment_fault_is_retried_with_backoff_and_never_recorded() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated");
+        let dir = tempfile::tempdir().unwrap();
+        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
+        let clock = ManualClock::default();
+        let p = scripted(&["disk full", "disk full"]);
+        let mut app = appliance(&export, &out, &clock, p.clone());
+        app.step().unwrap();
+        clock.advance(11.0);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        assert!(
+            records(&out).unwrap().is_empty(),
+            "an environment fault is no outcome"
+        );
+        assert!(
+            !out.join("quarantine").exists(),
+            "nor a reason to quarantine"
+        );
+        assert_eq!(app.status.get().fault, "environment");
+        assert_eq!(app.status.get().retrying, 0);
+        // Rounds within the back-off (5 s, then 10 s) do not run the job again.
+        for _ in 0..50 {
+            assert_eq!(app.step().unwrap(), 0);
+        }
+        assert_eq!(app.status.get().retrying, 1);
+        assert_eq!(*p.calls.lock().unwrap(), 1);
+        clock.advance(5.1);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        clock.advance(5.1);
+        assert_eq!(app.step().unwrap(), 0, "second back-off is 10 s");
+        clock.advance(5.1);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        assert_eq!(*p.calls.lock().unwrap(), 3);
+        let r = records(&out).unwrap();
+        let rec = r.values().next().unwrap();
+        assert_eq!(rec.outcome, "done");
+        assert_eq!(app.status.get().fault, "", "cleared by the job that worked");
+        assert_eq!(app.status.get().jobs_failed, 0);
+    }
+
+    #[test]
+    fn a_panic_is_an_internal_fault_and_the_box_keeps_going() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated");
+        let dir = tempfile::tempdir().unwrap();
+        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
+        let clock = ManualClock::default();
+        let p = scripted(&["panic"]);
+        let mut app = appliance(&export, &out, &clock, p.clone());
+        app.step().unwrap();
+        clock.advance(11.0);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        let r = records(&out).unwrap();
+        let rec = r.values().next().unwrap();
+        assert_eq!(
+            (rec.outcome.as_str(), rec.fault.as_str()),
+            ("failed", "internal")
+        );
+        assert!(
+            rec.message.contains("test processor panics"),
+            "{}",
+            rec.message
+        );
+        assert_eq!(app.status.get().fault, "internal");
+        // Not retried until the inputs change; then the box runs it again.
+        clock.advance(1000.0);
+        assert_eq!(app.step().unwrap(), 0);
+        copy_tree(&data.join("nm_multiframe_rescale"), &export.join("b"));
+        app.step().unwrap();
+        clock.advance(11.0);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        assert_eq!(
+            records(&out).unwrap().values().next().unwrap().outcome,
+            "done"
+        );
+    }
+
+    #[test]
+    fn a_final_result_is_kept_when_inputs_are_removed_until_finalize_says_otherwise() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated");
+        let dir = tempfile::tempdir().unwrap();
+        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
+        copy_tree(&data.join("nm_multiframe_rescale"), &export.join("b"));
+        let clock = ManualClock::default();
+        let rec = Arc::new(Recorder {
+            jobs: Mutex::new(vec![]),
+            need_mb: 1.0,
+            fail: false,
+        });
+        let mut cfg = Config::default();
+        cfg.appliance.quiet_period_s = 10.0;
+        cfg.appliance.expected_timepoints = 2;
+        let status = Arc::new(StatusPort::new(Sink::Log, &out));
+        let mut app = Appliance::new(
+            &export,
+            &out,
+            cfg.appliance,
+            cfg.ingest,
+            rec.clone(),
+            status,
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        app.step().unwrap();
+        clock.advance(11.0);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        let r = records(&out).unwrap().into_values().next().unwrap();
+        assert_eq!((r.summary_status.as_str(), r.timepoints), ("final", 2));
+        // One time point's SPECT is deleted: after the quiet period the box keeps
+        // the final result and says so.
+        std::fs::remove_dir_all(export.join("b")).unwrap();
+        app.step().unwrap();
+        clock.advance(11.0);
+        assert_eq!(app.step().unwrap(), 0, "a final result is not downgraded");
+        assert_eq!(rec.jobs.lock().unwrap().len(), 1);
+        let r = records(&out).unwrap().into_values().next().unwrap();
+        assert_eq!((r.summary_status.as_str(), r.timepoints), ("final", 2));
+        assert!(r.held.contains("removed or changed"), "{}", r.held);
+        assert!(app.status.get().last_event.contains("held"));
+        // The explicit command: recompute with what is there.
+        let store = StateStore::open(&out).unwrap();
+        let mut r2 = r.clone();
+        r2.finalize_requested = true;
+        r2.recompute_requested = true;
+        store.put(&r2).unwrap();
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        let r = records(&out).unwrap().into_values().next().unwrap();
+        assert_eq!((r.summary_status.as_str(), r.timepoints), ("final", 1));
+        assert!(r.held.is_empty() && !r.recompute_requested);
     }
 }

@@ -5,6 +5,11 @@
 //!
 //! Polling works on network shares where change notifications do not; `notify`
 //! events (see `daemon`) only make the next poll come sooner.
+//!
+//! A deletion is a change like any other: nothing in the folder counts as settled
+//! until the quiet period has passed since the last file disappeared, so an
+//! `rm -rf` in progress (or a console replacing a series) is never processed
+//! half-way.
 
 use crate::config::IngestConfig;
 use crate::io::dicom::{self, DicomHeader, DicomSeries};
@@ -41,6 +46,8 @@ pub struct Ingest {
     root: PathBuf,
     quiet_s: f64,
     files: BTreeMap<PathBuf, Tracked>,
+    /// When a file last disappeared.
+    last_removal_s: f64,
 }
 
 /// A file that is neither DICOM nor NIfTI, or unreadable, once quiet.
@@ -57,6 +64,7 @@ impl Ingest {
             root: root.to_path_buf(),
             quiet_s,
             files: BTreeMap::new(),
+            last_removal_s: f64::NEG_INFINITY,
         }
     }
 
@@ -76,7 +84,12 @@ impl Ingest {
         };
         let mut changed = 0;
         let present: std::collections::BTreeSet<PathBuf> = listed.iter().cloned().collect();
+        let before = self.files.len();
         self.files.retain(|p, _| present.contains(p));
+        if self.files.len() < before {
+            changed += before - self.files.len();
+            self.last_removal_s = now_s;
+        }
         for p in listed {
             let Ok(meta) = std::fs::metadata(&p) else {
                 continue;
@@ -109,6 +122,15 @@ impl Ingest {
         }
         for (p, t) in self.files.iter_mut() {
             if matches!(t.kind, Kind::Unread) && now_s - t.changed_at_s >= self.quiet_s {
+                // A file the box may not read (permissions, a failing share) is the
+                // machine's problem, not a bad file: it stays unread and is tried
+                // again at the next poll instead of being rejected for good.
+                if let Err(e) = std::fs::File::open(p) {
+                    if crate::error::io_is_environment(&e) {
+                        tracing::warn!("{}: {e}; tried again at the next poll", p.display());
+                        continue;
+                    }
+                }
                 t.kind = if crate::io::nifti::is_nifti_path(p) {
                     Kind::Rejected(
                         "NIfTI in the watched folder: NIfTI studies need a study.json; use `organdose run`".into(),
@@ -165,7 +187,7 @@ impl Ingest {
         // A file not read yet may belong to any series (its header says which), so
         // nothing counts as settled while one is waiting; a steady trickle of files
         // closer together than the quiet period therefore delays every series.
-        let folder_busy = self.pending_files() > 0;
+        let folder_busy = self.pending_files() > 0 || now_s - self.last_removal_s < self.quiet_s;
         let mut out = Vec::new();
         for (uid, (files, quiet)) in groups {
             if !quiet || folder_busy {
@@ -182,6 +204,11 @@ impl Ingest {
 
     /// Size and modification signature of a series' files, to notice changes.
     pub fn signature(&self, s: &DicomSeries) -> String {
+        self.inputs(s).join("|")
+    }
+
+    /// The series' files as `path:size`, sorted.
+    pub fn inputs(&self, s: &DicomSeries) -> Vec<String> {
         let mut parts: Vec<String> = s
             .files
             .iter()
@@ -191,7 +218,7 @@ impl Ingest {
             })
             .collect();
         parts.sort();
-        parts.join("|")
+        parts
     }
 }
 
@@ -258,5 +285,26 @@ mod tests {
         let r = ing.rejected();
         assert_eq!(r.len(), 1);
         assert!(r[0].reason.contains("not DICOM"));
+    }
+
+    #[test]
+    fn a_deletion_restarts_the_quiet_period() {
+        let cfg = Config::default();
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated/ct_axial");
+        let dir = tempfile::tempdir().unwrap();
+        let files = copy_dir(&data, &dir.path().join("ct"));
+        let mut ing = Ingest::new(dir.path(), 10.0);
+        ing.poll(0.0);
+        ing.poll(11.0);
+        assert_eq!(ing.settled_series(11.0, &cfg.ingest).len(), 1);
+        // The top slice goes (an `rm` in progress): the shorter series is not used
+        // until the folder has been quiet again.
+        let mut sorted = files.clone();
+        sorted.sort();
+        std::fs::remove_file(sorted.last().unwrap()).unwrap();
+        assert_eq!(ing.poll(12.0), 1);
+        assert!(ing.settled_series(12.0, &cfg.ingest).is_empty());
+        assert!(ing.settled_series(21.0, &cfg.ingest).is_empty());
+        assert_eq!(ing.settled_series(22.5, &cfg.ingest).len(), 1);
     }
 }

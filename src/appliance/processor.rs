@@ -1,7 +1,9 @@
 //! The appliance's [`Processor`]: assembles a cycle's series into a study and runs
-//! [`crate::pipeline`] on it, exactly as `organdose run` does.
+//! [`crate::pipeline`] on it, exactly as `organdose run` does. The outputs are
+//! written to a staging folder and swapped in whole ([`super::swap`]).
 
-use super::daemon::{Job, Processor};
+use super::daemon::{Job, JobOutput, Processor};
+use super::swap;
 use crate::config::Config;
 use crate::error::Result;
 use crate::pipeline::{memory_need_mb, run_study, MaskSource};
@@ -62,23 +64,31 @@ impl Processor for StudyProcessor {
         volumes + network
     }
 
-    fn process(&self, job: &Job, progress: &dyn Fn(&str, f64)) -> Result<String> {
+    fn process(&self, job: &Job, progress: &dyn Fn(&str, f64)) -> Result<JobOutput> {
         let study = Self::study(job)?;
         let source = self.mask_source(&study)?;
+        let staged = swap::staging(&job.out_dir)?;
         let summary = run_study(
             &study,
             &source,
-            &job.out_dir,
+            &staged,
             &self.cfg,
             &job.summary_status,
             progress,
-        )?;
+        )
+        .inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&staged);
+        })?;
+        swap::commit(&staged, &job.out_dir)?;
         let kidneys: Vec<String> = summary
             .organs
             .iter()
             .filter(|(n, _)| n.starts_with("kidney"))
             .map(|(n, o)| format!("{n} {:.2} Gy", o.mean_dose_gy))
             .collect();
-        Ok(kidneys.join(", "))
+        Ok(JobOutput {
+            summary_status: summary.status.clone(),
+            message: kidneys.join(", "),
+        })
     }
 }

@@ -1,20 +1,25 @@
 //! Quarantine: what cannot be processed is copied (never moved: input files are
 //! never modified or deleted) to `OUT/quarantine/<name>/` with a `reason.txt`.
+//! A quarantine folder is complete or absent: files are copied into a staging
+//! folder, flushed, the reason written, and the folder swapped in whole
+//! ([`super::swap`]); a full disk leaves nothing behind but the error.
 
-use crate::error::{Error, Result};
+use super::swap;
+use crate::error::{Error, FaultKind, Result};
 use crate::io::write_bytes_atomically;
 use std::path::{Path, PathBuf};
 
-/// Copies `files` (keeping their paths relative to `root`) and writes the reason.
-/// Does nothing when the same name already holds the same reason and signature.
-pub fn quarantine(
-    out_dir: &Path,
-    name: &str,
-    root: &Path,
-    files: &[PathBuf],
-    reason: &str,
-    signature: &str,
-) -> Result<PathBuf> {
+/// FNV-1a, 64 bit: a stable short tag for names (std's hasher may change between
+/// Rust versions, and these names live on disk).
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// File-system-safe folder name. Names that had to be changed get a tag of the
+/// original, so two different inputs (`a/b.dcm`, `a_b.dcm`) never share a folder.
+pub fn folder_name(name: &str) -> String {
     let safe: String = name
         .chars()
         .map(|c| {
@@ -25,25 +30,92 @@ pub fn quarantine(
             }
         })
         .collect();
-    let dir = out_dir.join("quarantine").join(safe);
-    let text = format!("{reason}\n\nsignature: {signature}\n");
+    // A leading dot would hide the folder (and collide with staging names).
+    let safe = match safe.strip_prefix('.') {
+        Some(rest) => format!("_{rest}"),
+        None => safe,
+    };
+    if safe == name {
+        safe
+    } else {
+        format!("{safe}-{:08x}", fnv1a(name) as u32)
+    }
+}
+
+/// Copies one file and flushes it to disk, naming the side that failed.
+fn copy_synced(src: &Path, dst: &Path) -> Result<()> {
+    let mut from = std::fs::File::open(src).map_err(|e| Error::io(src, e))?;
+    let mut to = std::fs::File::create(dst).map_err(|e| Error::io(dst, e))?;
+    std::io::copy(&mut from, &mut to).map_err(|e| Error::io(dst, e))?;
+    to.sync_all().map_err(|e| Error::io(dst, e))
+}
+
+/// Copies `files` (keeping their paths relative to `root`) and writes the reason.
+/// Does nothing when the same name already holds the same reason and signature.
+pub fn quarantine(
+    out_dir: &Path,
+    name: &str,
+    root: &Path,
+    files: &[PathBuf],
+    reason: &str,
+    fault: FaultKind,
+    signature: &str,
+) -> Result<PathBuf> {
+    let dir = out_dir.join("quarantine").join(folder_name(name));
+    let mut text = format!("{reason}\n\nfault: {fault}\nsignature: {signature}\n");
     let reason_path = dir.join("reason.txt");
     if std::fs::read_to_string(&reason_path).ok().as_deref() == Some(text.as_str()) {
         return Ok(dir);
     }
-    for f in files {
-        let rel = f.strip_prefix(root).unwrap_or(f.as_path());
-        let rel = if rel.is_absolute() {
-            PathBuf::from(rel.file_name().unwrap_or_default())
-        } else {
-            rel.to_path_buf()
-        };
-        let dst = dir.join("files").join(rel);
-        if let Some(p) = dst.parent() {
-            std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+    let staged = swap::staging(&dir)?;
+    let result = (|| -> Result<()> {
+        let mut gone = Vec::new();
+        for f in files {
+            let rel = f.strip_prefix(root).unwrap_or(f.as_path());
+            let rel = if rel.is_absolute() {
+                PathBuf::from(rel.file_name().unwrap_or_default())
+            } else {
+                rel.to_path_buf()
+            };
+            let dst = staged.join("files").join(rel);
+            if let Some(p) = dst.parent() {
+                std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+            }
+            match copy_synced(f, &dst) {
+                Ok(()) => {}
+                // Deleted from the export folder meanwhile: say so rather than fail.
+                Err(Error::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => {
+                    gone.push(f.display().to_string());
+                }
+                Err(e) => return Err(e),
+            }
         }
-        std::fs::copy(f, &dst).map_err(|e| Error::io(f, e))?;
+        if !gone.is_empty() {
+            text.push_str(&format!(
+                "not copied (gone from the export folder): {}\n",
+                gone.join(", ")
+            ));
+        }
+        write_bytes_atomically(&staged.join("reason.txt"), text.as_bytes())?;
+        swap::commit(&staged, &dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staged);
     }
-    write_bytes_atomically(&reason_path, text.as_bytes())?;
-    Ok(dir)
+    result.map(|_| dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn different_names_never_share_a_folder() {
+        assert_eq!(folder_name("file_a.dcm"), "file_a.dcm");
+        let a = folder_name("file_a/b.dcm");
+        let b = folder_name("file_a_b.dcm");
+        let c = folder_name("file_a b.dcm");
+        assert!(a != b && a != c && b != c, "{a} {b} {c}");
+        assert!(!folder_name(".hidden").starts_with('.'));
+    }
 }

@@ -23,6 +23,38 @@ pub struct CycleRecord {
     /// Set by `organdose finalize`: the summary is final with what exists.
     #[serde(default)]
     pub finalize_requested: bool,
+    /// input | internal for failed jobs (environment faults are never recorded:
+    /// they are retried).
+    #[serde(default)]
+    pub fault: String,
+    /// The input files of the last finished job, `path:size`, sorted.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Set by `organdose finalize`: recompute with the inputs present even when
+    /// that replaces a final result with fewer inputs (cleared by the next job).
+    #[serde(default)]
+    pub recompute_requested: bool,
+    /// Why the inputs' current state is not processed (a final result is kept
+    /// although inputs were removed); empty when nothing is held.
+    #[serde(default)]
+    pub held: String,
+}
+
+/// Cycle ids are `<patient>_<YYYYMMDD>T<HHMMSS>` made of `[A-Za-z0-9_-]`; anything
+/// else (`../../x`, an absolute path) is refused before it becomes a file name.
+pub fn check_id(id: &str) -> Result<()> {
+    if !id.is_empty()
+        && id.len() <= 200
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(())
+    } else {
+        Err(Error::input(format!(
+            "'{id}' is not a cycle id (letters, digits, '_' and '-' only; `organdose status` lists them)"
+        )))
+    }
 }
 
 pub struct StateStore {
@@ -36,12 +68,13 @@ impl StateStore {
         Ok(StateStore { dir })
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
+    fn path(&self, id: &str) -> Result<PathBuf> {
+        check_id(id)?;
+        Ok(self.dir.join(format!("{id}.json")))
     }
 
     pub fn get(&self, id: &str) -> Result<Option<CycleRecord>> {
-        let p = self.path(id);
+        let p = self.path(id)?;
         match std::fs::read_to_string(&p) {
             Ok(t) => serde_json::from_str(&t)
                 .map(Some)
@@ -53,8 +86,8 @@ impl StateStore {
 
     pub fn put(&self, r: &CycleRecord) -> Result<()> {
         let text = serde_json::to_string_pretty(r)
-            .map_err(|e| Error::input(format!("state record: {e}")))?;
-        write_bytes_atomically(&self.path(&r.id), text.as_bytes())
+            .map_err(|e| Error::internal(format!("state record: {e}")))?;
+        write_bytes_atomically(&self.path(&r.id)?, text.as_bytes())
     }
 
     pub fn all(&self) -> Result<Vec<CycleRecord>> {
@@ -63,7 +96,11 @@ impl StateStore {
         for e in rd.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "json") {
-                if let Some(id) = p.file_stem().and_then(|s| s.to_str()) {
+                if let Some(id) = p
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .filter(|id| check_id(id).is_ok())
+                {
                     if let Some(r) = self.get(id)? {
                         out.push(r);
                     }
@@ -72,5 +109,22 @@ impl StateStore {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_id_is_never_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let store = StateStore::open(&out).unwrap();
+        for bad in ["../../x", "/etc/passwd", "..", "a/b", ""] {
+            let e = store.get(bad).unwrap_err();
+            assert!(e.to_string().contains("not a cycle id"), "{bad}: {e}");
+        }
+        assert!(store.get("P1_20260301T080000").unwrap().is_none());
     }
 }

@@ -27,12 +27,22 @@ pub struct Snapshot {
     pub last_event: String,
     /// Seconds on the appliance clock.
     pub time_s: f64,
+    /// Kind of the last fault not yet cleared by a successful job
+    /// (input | environment | internal), empty when none.
+    #[serde(default)]
+    pub fault: String,
+    /// The message of that fault.
+    #[serde(default)]
+    pub fault_message: String,
+    /// Cycles waiting to be retried after an environment fault.
+    #[serde(default)]
+    pub retrying: usize,
 }
 
 impl Snapshot {
     pub fn line(&self, kind: &str) -> String {
         format!(
-            "organdose {kind} state={} job={} stage={} progress={:.2} mem_mb={:.0}/{:.0} queue={} pending_files={} done={} failed={}",
+            "organdose {kind} state={} job={} stage={} progress={:.2} mem_mb={:.0}/{:.0} queue={} pending_files={} done={} failed={} fault={} retrying={}",
             self.state,
             if self.job.is_empty() { "-" } else { &self.job },
             if self.stage.is_empty() { "-" } else { &self.stage },
@@ -42,7 +52,9 @@ impl Snapshot {
             self.queue,
             self.pending_files,
             self.jobs_done,
-            self.jobs_failed
+            self.jobs_failed,
+            if self.fault.is_empty() { "-" } else { &self.fault },
+            self.retrying
         )
     }
 }
@@ -77,6 +89,9 @@ pub struct StatusPort {
     sink: Mutex<Sink>,
     pub snapshot: Arc<Mutex<Snapshot>>,
     out_dir: PathBuf,
+    /// The last status.json write error, so a full or read-only OUT logs it once,
+    /// not on every event.
+    persist_error: Mutex<Option<String>>,
 }
 
 impl StatusPort {
@@ -88,6 +103,7 @@ impl StatusPort {
                 ..Default::default()
             })),
             out_dir: out_dir.to_path_buf(),
+            persist_error: Mutex::new(None),
         }
     }
 
@@ -144,10 +160,23 @@ impl StatusPort {
     pub fn persist(&self) {
         let snap = self.get();
         if let Ok(text) = serde_json::to_string_pretty(&snap) {
-            if let Err(e) =
-                write_bytes_atomically(&self.out_dir.join("status.json"), text.as_bytes())
-            {
-                tracing::warn!("status.json: {e}");
+            let r = write_bytes_atomically(&self.out_dir.join("status.json"), text.as_bytes());
+            let Ok(mut last) = self.persist_error.lock() else {
+                return;
+            };
+            match r {
+                Ok(()) => {
+                    if last.take().is_some() {
+                        tracing::info!("status.json written again");
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if last.as_deref() != Some(msg.as_str()) {
+                        tracing::warn!("status.json ({} fault): {msg}", e.kind());
+                        *last = Some(msg);
+                    }
+                }
             }
         }
     }
@@ -171,6 +200,16 @@ pub fn read_status(out_dir: &Path) -> Result<Snapshot> {
     let p = out_dir.join("status.json");
     let t = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
     serde_json::from_str(&t).map_err(|e| Error::input(format!("{}: {e}", p.display())))
+}
+
+/// Seconds since `status.json` in `out_dir` was last written (None when unknown).
+pub fn status_age_s(out_dir: &Path) -> Option<f64> {
+    let m = std::fs::metadata(out_dir.join("status.json")).ok()?;
+    let t = m.modified().ok()?;
+    std::time::SystemTime::now()
+        .duration_since(t)
+        .ok()
+        .map(|d| d.as_secs_f64())
 }
 
 /// Serves commands arriving on the status port, one per line: `STATUS` answers
@@ -209,10 +248,10 @@ pub fn open_serial(dev: &str, baud: u32) -> Result<(Sink, Box<dyn std::io::Read 
     let port = serialport::new(dev, baud)
         .timeout(std::time::Duration::from_secs(3600))
         .open()
-        .map_err(|e| Error::input(format!("serial port {dev}: {e}")))?;
+        .map_err(|e| Error::environment(format!("serial port {dev}: {e}")))?;
     let reader = port
         .try_clone()
-        .map_err(|e| Error::input(format!("serial port {dev}: {e}")))?;
+        .map_err(|e| Error::environment(format!("serial port {dev}: {e}")))?;
     Ok((Sink::Writer(Box::new(port)), Box::new(reader)))
 }
 

@@ -2,9 +2,12 @@
 
 use organdose::appliance::clock::SystemClock;
 use organdose::appliance::daemon::{records, Appliance};
+use organdose::appliance::lock::OutLock;
 use organdose::appliance::processor::{Masks, StudyProcessor};
-use organdose::appliance::state::StateStore;
-use organdose::appliance::status::{open_serial, read_status, serve_commands, Sink, StatusPort};
+use organdose::appliance::state::{check_id, StateStore};
+use organdose::appliance::status::{
+    open_serial, read_status, serve_commands, status_age_s, Sink, StatusPort,
+};
 use organdose::config::Config;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -110,25 +113,72 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub fn status(args: StatusArgs, _cfg: &Config) -> anyhow::Result<()> {
-    let snap = read_status(&args.out)?;
+pub fn status(args: StatusArgs, cfg: &Config) -> anyhow::Result<()> {
+    let mut snap = read_status(&args.out)?;
     let recs = records(&args.out)?;
+    // status.json is the box's last word; whether a box still runs is the lock's.
+    let holder = OutLock::holder(&args.out);
+    let age_s = status_age_s(&args.out);
+    let mut notes = Vec::new();
+    match &holder {
+        None => {
+            if snap.state != "stopped" && snap.state != "idle" {
+                notes.push(format!(
+                    "no box runs on {} (it was {} when it stopped: that job did not finish and runs again at the next start)",
+                    args.out.display(),
+                    snap.state
+                ));
+                snap.state = "stopped".into();
+            } else {
+                notes.push(format!("no box runs on {}", args.out.display()));
+            }
+        }
+        Some(who) => {
+            let beat = cfg.appliance.heartbeat_s.max(1.0);
+            if let Some(age) = age_s.filter(|a| *a > 3.0 * beat + 10.0) {
+                notes.push(format!(
+                    "a box runs ({who}) but status.json is {age:.0} s old although it beats every {beat:.0} s: it cannot write {} (full or read-only?)",
+                    args.out.display()
+                ));
+            }
+        }
+    }
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"status": snap, "cycles": recs}))?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "status": snap,
+                "running": holder.is_some(),
+                "status_age_s": age_s,
+                "notes": notes,
+                "cycles": recs
+            }))?
         );
         return Ok(());
     }
     println!("{}", snap.line("status"));
+    for n in &notes {
+        println!("note: {n}");
+    }
+    if !snap.fault.is_empty() {
+        println!("last fault ({}): {}", snap.fault, snap.fault_message);
+    }
     if !snap.last_event.is_empty() {
         println!("last event: {}", snap.last_event);
     }
     for r in recs.values() {
+        let outcome = if r.fault.is_empty() {
+            r.outcome.clone()
+        } else {
+            format!("{} ({} fault)", r.outcome, r.fault)
+        };
         println!(
             "{:<32} {:<7} {:<12} {} time point(s)  {}",
-            r.id, r.outcome, r.summary_status, r.timepoints, r.message
+            r.id, outcome, r.summary_status, r.timepoints, r.message
         );
+        if !r.held.is_empty() {
+            println!("{:<32} held: {}", "", r.held);
+        }
     }
     Ok(())
 }
@@ -143,15 +193,26 @@ pub struct FinalizeArgs {
 }
 
 pub fn finalize(args: FinalizeArgs, _cfg: &Config) -> anyhow::Result<()> {
+    check_id(&args.cycle)?;
     let store = StateStore::open(&args.out)?;
     let mut r = store
         .get(&args.cycle)?
         .ok_or_else(|| anyhow::anyhow!("no cycle {} in {}", args.cycle, args.out.display()))?;
     r.finalize_requested = true;
+    // The explicit command that may replace a final result computed from inputs
+    // that have since been removed (the box never does that on its own).
+    r.recompute_requested = !r.held.is_empty();
     store.put(&r)?;
-    println!(
-        "{}: the next round of the box writes the final summary with the {} time point(s) present",
-        r.id, r.timepoints
-    );
+    if r.recompute_requested {
+        println!(
+            "{}: the next round of the box recomputes the final summary with the inputs present now ({})",
+            r.id, r.held
+        );
+    } else {
+        println!(
+            "{}: the next round of the box writes the final summary with the {} time point(s) present",
+            r.id, r.timepoints
+        );
+    }
     Ok(())
 }
