@@ -110,36 +110,36 @@ pub fn ds(x: f64) -> String {
     }
 }
 
-fn ds_multi(xs: &[f64]) -> PrimitiveValue {
+pub(crate) fn ds_multi(xs: &[f64]) -> PrimitiveValue {
     PrimitiveValue::Strs(xs.iter().map(|&x| ds(x)).collect::<Vec<_>>().into())
 }
 
-fn put_str(o: &mut InMemDicomObject, tag: Tag, vr: VR, s: &str) {
+pub(crate) fn put_str(o: &mut InMemDicomObject, tag: Tag, vr: VR, s: &str) {
     o.put(DataElement::new(tag, vr, PrimitiveValue::from(s)));
 }
-fn put_strs(o: &mut InMemDicomObject, tag: Tag, vr: VR, s: &[&str]) {
+pub(crate) fn put_strs(o: &mut InMemDicomObject, tag: Tag, vr: VR, s: &[&str]) {
     o.put(DataElement::new(
         tag,
         vr,
         PrimitiveValue::Strs(s.iter().map(|x| x.to_string()).collect::<Vec<_>>().into()),
     ));
 }
-fn put_ds(o: &mut InMemDicomObject, tag: Tag, xs: &[f64]) {
+pub(crate) fn put_ds(o: &mut InMemDicomObject, tag: Tag, xs: &[f64]) {
     o.put(DataElement::new(tag, VR::DS, ds_multi(xs)));
 }
-fn put_is(o: &mut InMemDicomObject, tag: Tag, v: i64) {
+pub(crate) fn put_is(o: &mut InMemDicomObject, tag: Tag, v: i64) {
     put_str(o, tag, VR::IS, &v.to_string());
 }
-fn put_us(o: &mut InMemDicomObject, tag: Tag, v: u16) {
+pub(crate) fn put_us(o: &mut InMemDicomObject, tag: Tag, v: u16) {
     o.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
 }
-fn put_empty(o: &mut InMemDicomObject, tag: Tag, vr: VR) {
+pub(crate) fn put_empty(o: &mut InMemDicomObject, tag: Tag, vr: VR) {
     o.put(DataElement::new(tag, vr, PrimitiveValue::Empty));
 }
-fn put_seq(o: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
+pub(crate) fn put_seq(o: &mut InMemDicomObject, tag: Tag, items: Vec<InMemDicomObject>) {
     o.put(DataElement::new(tag, VR::SQ, DataSetSequence::from(items)));
 }
-fn code_item(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
+pub(crate) fn code_item(value: &str, scheme: &str, meaning: &str) -> InMemDicomObject {
     let mut c = InMemDicomObject::new_empty();
     put_str(&mut c, tags::CODE_VALUE, VR::SH, value);
     put_str(&mut c, tags::CODING_SCHEME_DESIGNATOR, VR::SH, scheme);

@@ -2,6 +2,7 @@
 //! `tac.png` and `dose_map.nii.gz`. Every file is written atomically (temporary name,
 //! then rename).
 
+pub mod dicom_out;
 pub mod overlay;
 pub mod plot;
 

@@ -1,0 +1,206 @@
+//! The cycle's results as DICOM objects consoles, TPSs and PACS open, in
+//! `OUT/dicom/`:
+//!
+//! - `RTSTRUCT_CT.dcm`, `SEG_CT.dcm`: the organ masks on the diagnostic CT;
+//! - `RTSTRUCT_TP<k>.dcm`, `SEG_TP<k>.dcm`: the masks on time point k's low-dose CT;
+//! - `RTDOSE.dcm`: the voxel dose map (Gy) on the reference SPECT;
+//! - `REPORT_PDF.dcm`: report.pdf as Encapsulated PDF.
+//!
+//! Each object is a new series (new UIDs) in the study of the images it derives
+//! from, with that study's patient and study attributes copied unchanged.
+
+pub mod common;
+pub mod contours;
+pub mod pdf;
+pub mod rtdose;
+pub mod rtstruct;
+pub mod seg;
+pub mod source;
+
+use crate::dosimetry::pipeline::{DoseInput, DoseSummary};
+use crate::error::Result;
+use crate::study::{Source, Study};
+use crate::volume::Volume;
+use common::NewSeries;
+use source::SourceSeries;
+use std::path::{Path, PathBuf};
+
+/// Who made the masks: goes into ROI/segment algorithm attributes.
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    /// (name, version) of the algorithm for automatic masks; None for masks a person
+    /// (or a phantom's truth) gave.
+    pub algorithm: Option<(String, String)>,
+    pub description: String,
+}
+
+impl Provenance {
+    pub fn rt_algorithm(&self) -> &'static str {
+        if self.algorithm.is_some() {
+            "AUTOMATIC"
+        } else {
+            "MANUAL"
+        }
+    }
+
+    pub fn seg_algorithm(&self) -> &'static str {
+        self.rt_algorithm()
+    }
+}
+
+/// A label map as each slice of a CT series sees it.
+pub struct MaskSlices<'a> {
+    pub src: &'a SourceSeries,
+    /// Per instance of `src` (same order): labels at its pixel centres, row-major.
+    pub per_instance: Vec<Vec<u8>>,
+}
+
+impl<'a> MaskSlices<'a> {
+    pub fn new(src: &'a SourceSeries, labels: &Volume<u8>) -> Self {
+        MaskSlices {
+            src,
+            per_instance: src
+                .instances
+                .iter()
+                .map(|i| i.sample_labels(labels))
+                .collect(),
+        }
+    }
+}
+
+/// RT Structure Set and SEG of `labels` on `src`, as `<stem>` files in `dir`.
+pub fn write_masks(
+    src: &SourceSeries,
+    labels: &Volume<u8>,
+    prov: &Provenance,
+    what: &str,
+    stem: &str,
+    series_number: i64,
+    dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let masks = MaskSlices::new(src, labels);
+    let mut out = Vec::new();
+    let p = dir.join(format!("RTSTRUCT_{stem}.dcm"));
+    rtstruct::write(
+        &masks,
+        prov,
+        &NewSeries {
+            modality: "RTSTRUCT",
+            number: series_number,
+            description: format!("organdose organs on {what}"),
+        },
+        "ORGANDOSE",
+        &p,
+    )?;
+    out.push(p);
+    let p = dir.join(format!("SEG_{stem}.dcm"));
+    if seg::write(
+        &masks,
+        prov,
+        &NewSeries {
+            modality: "SEG",
+            number: series_number + 1,
+            description: format!("organdose organs on {what}"),
+        },
+        &p,
+    )?
+    .is_some()
+    {
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Everything above for one finished cycle. `pdf` is report.pdf's bytes when it
+/// was made. Returns the files written and notes for what could not be written
+/// (a NIfTI study has no DICOM images to reference).
+pub fn write_cycle(
+    study: &Study,
+    input: &DoseInput,
+    summary: &DoseSummary,
+    prov: &Provenance,
+    pdf: Option<&[u8]>,
+    out_dir: &Path,
+) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let dir = out_dir.join("dicom");
+    std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
+    let mut written = Vec::new();
+    let mut notes = Vec::new();
+    let dicom = |s: &Source| match s {
+        Source::Dicom(d) => Some(d.clone()),
+        Source::Nifti(_) => None,
+    };
+    match dicom(&study.diagnostic_ct) {
+        Some(ct) => {
+            let src = SourceSeries::read(&ct)?;
+            written.extend(write_masks(
+                &src,
+                &input.diag_ct_labels,
+                prov,
+                "diagnostic CT",
+                "CT",
+                9001,
+                &dir,
+            )?);
+        }
+        None => notes.push("diagnostic CT is NIfTI: no RT Structure Set / SEG for it".into()),
+    }
+    for (k, (tp, ti)) in study.timepoints.iter().zip(&input.timepoints).enumerate() {
+        let Some(ldct) = tp.ldct.as_ref().and_then(dicom) else {
+            continue;
+        };
+        let src = SourceSeries::read(&ldct)?;
+        written.extend(write_masks(
+            &src,
+            &ti.labels,
+            prov,
+            &format!("low-dose CT {:.1} h", tp.t_h),
+            &format!("TP{}", k + 1),
+            9011 + 2 * k as i64,
+            &dir,
+        )?);
+    }
+    // The dose map lies on the SPECT of the reference time point (1-based in the
+    // summary, time order, as study.timepoints are).
+    let ref_tp = summary
+        .settings
+        .dose_map_time_point
+        .checked_sub(1)
+        .and_then(|k| study.timepoints.get(k));
+    let spect = ref_tp.and_then(|tp| dicom(&tp.spect));
+    match (&summary.dose_map_gy, spect) {
+        (Some(dose), Some(spect)) => {
+            let src = SourceSeries::read(&spect)?;
+            let p = dir.join("RTDOSE.dcm");
+            rtdose::write(
+                dose,
+                &src,
+                &rtdose::DoseDescription {
+                    comment: format!(
+                        "{} absorbed dose, whole cycle (organ kinetics)",
+                        summary.nuclide
+                    ),
+                    derivation: format!(
+                        "organdose: time-integrated activity per organ spread as the activity of the SPECT at {:.1} h p.i.; kernel {}",
+                        summary.settings.dose_map_t_h, summary.settings.kernel
+                    ),
+                },
+                &NewSeries {
+                    modality: "RTDOSE",
+                    number: 9051,
+                    description: "organdose absorbed dose (Gy)".into(),
+                },
+                &p,
+            )?;
+            written.push(p);
+            if let Some(bytes) = pdf {
+                let p = dir.join("REPORT_PDF.dcm");
+                pdf::write_encapsulated(bytes, &src, "organdose dosimetry report", 9061, &p)?;
+                written.push(p);
+            }
+        }
+        (None, _) => notes.push("no voxel dose map: no RT Dose written".into()),
+        (_, None) => notes.push("reference SPECT is not DICOM: no RT Dose written".into()),
+    }
+    Ok((written, notes))
+}

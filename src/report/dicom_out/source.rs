@@ -1,0 +1,210 @@
+//! What a derived object needs to know about the images it is made from: each
+//! instance's own plane (position, orientation, spacing) and UIDs, and the patient
+//! and study attributes to copy. Read again from the files' headers, so the
+//! geometry of every output comes from each slice's own header, never from the
+//! order of an array.
+
+use crate::error::{Error, Result};
+use crate::io::dicom::DicomSeries;
+use crate::volume::{cross, dot, Vec3, Volume};
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use std::path::PathBuf;
+
+/// One image instance (a CT slice, or a multi-frame NM object).
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub path: PathBuf,
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    /// Centre of the first transmitted pixel, LPS mm.
+    pub position: Vec3,
+    /// Direction of increasing column index (along a row), LPS.
+    pub row_dir: Vec3,
+    /// Direction of increasing row index (down a column), LPS.
+    pub col_dir: Vec3,
+    /// PixelSpacing as stored: (between rows, between columns), mm.
+    pub pixel_spacing: [f64; 2],
+    pub rows: usize,
+    pub columns: usize,
+    pub slice_thickness: Option<f64>,
+}
+
+impl Instance {
+    /// Patient position of the centre of pixel (column `u`, row `v`); fractional
+    /// values give positions between pixel centres (contour vertices).
+    pub fn pixel_to_patient(&self, u: f64, v: f64) -> Vec3 {
+        let (dr, dc) = (self.pixel_spacing[0], self.pixel_spacing[1]);
+        let mut p = self.position;
+        for a in 0..3 {
+            p[a] += u * dc * self.row_dir[a] + v * dr * self.col_dir[a];
+        }
+        p
+    }
+
+    pub fn normal(&self) -> Vec3 {
+        cross(self.row_dir, self.col_dir)
+    }
+
+    /// The label map sampled at this plane's pixel centres (nearest voxel; 0 outside
+    /// the map), row by row: the mask as the viewer of this slice sees it.
+    pub fn sample_labels(&self, labels: &Volume<u8>) -> Vec<u8> {
+        let g = &labels.geom;
+        let [nx, ny, nz] = g.dims;
+        let mut out = vec![0u8; self.rows * self.columns];
+        for v in 0..self.rows {
+            for u in 0..self.columns {
+                let idx = g.patient_to_index(self.pixel_to_patient(u as f64, v as f64));
+                let r = idx.map(|x| x.round());
+                if r.iter()
+                    .zip([nx, ny, nz])
+                    .all(|(&x, n)| x >= 0.0 && x < n as f64)
+                {
+                    out[u + self.columns * v] =
+                        labels.data[g.linear(r[0] as usize, r[1] as usize, r[2] as usize)];
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A source series as the derived objects reference it.
+#[derive(Debug, Clone)]
+pub struct SourceSeries {
+    pub series_uid: String,
+    pub study_uid: String,
+    pub frame_of_reference_uid: String,
+    pub modality: String,
+    /// Sorted along the slice normal (ascending).
+    pub instances: Vec<Instance>,
+    /// Patient and study attributes of the first instance, copied into every
+    /// object derived from this series.
+    pub patient_study: InMemDicomObject,
+}
+
+/// Patient, patient-study and general-study attributes copied unchanged, so a PACS
+/// files the derived object under the same patient and study as its images.
+const COPIED: &[Tag] = &[
+    tags::SPECIFIC_CHARACTER_SET,
+    tags::PATIENT_NAME,
+    tags::PATIENT_ID,
+    tags::ISSUER_OF_PATIENT_ID,
+    tags::PATIENT_BIRTH_DATE,
+    tags::PATIENT_SEX,
+    tags::PATIENT_AGE,
+    tags::PATIENT_SIZE,
+    tags::PATIENT_WEIGHT,
+    tags::STUDY_INSTANCE_UID,
+    tags::STUDY_DATE,
+    tags::STUDY_TIME,
+    tags::STUDY_ID,
+    tags::ACCESSION_NUMBER,
+    tags::REFERRING_PHYSICIAN_NAME,
+    tags::STUDY_DESCRIPTION,
+];
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|v| v.trim().trim_end_matches('\0').trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn floats(obj: &InMemDicomObject, tag: Tag, n: usize) -> Option<Vec<f64>> {
+    obj.get(tag)
+        .and_then(|e| e.to_multi_float64().ok())
+        .filter(|v| v.len() >= n && v.iter().all(|x| x.is_finite()))
+}
+
+fn int(obj: &InMemDicomObject, tag: Tag) -> Option<usize> {
+    obj.get(tag)
+        .and_then(|e| e.to_int::<i64>().ok())
+        .filter(|&v| v > 0)
+        .map(|v| v as usize)
+}
+
+/// Plane attributes at the top level, or (NM) in the Detector Information Sequence.
+fn plane_attr(obj: &InMemDicomObject, tag: Tag, n: usize) -> Option<Vec<f64>> {
+    floats(obj, tag, n).or_else(|| {
+        obj.get(tags::DETECTOR_INFORMATION_SEQUENCE)
+            .and_then(|e| e.items())
+            .and_then(|i| i.first())
+            .and_then(|d| floats(d, tag, n))
+    })
+}
+
+impl SourceSeries {
+    /// Reads every file's header of `series` (pixel data not read).
+    pub fn read(series: &DicomSeries) -> Result<Self> {
+        let err = |m: String| Error::series(&series.uid, m);
+        let mut instances = Vec::with_capacity(series.files.len());
+        let mut first: Option<InMemDicomObject> = None;
+        for h in &series.files {
+            let file = OpenFileOptions::new()
+                .read_until(tags::PIXEL_DATA)
+                .open_file(&h.path)
+                .map_err(|e| Error::dicom(&h.path, e.to_string()))?;
+            let obj: &InMemDicomObject = &file;
+            let missing = |what: &str| Error::dicom(&h.path, format!("no {what}"));
+            let iop = plane_attr(obj, tags::IMAGE_ORIENTATION_PATIENT, 6)
+                .ok_or_else(|| missing("ImageOrientationPatient"))?;
+            let ipp = plane_attr(obj, tags::IMAGE_POSITION_PATIENT, 3)
+                .ok_or_else(|| missing("ImagePositionPatient"))?;
+            let ps = floats(obj, tags::PIXEL_SPACING, 2).ok_or_else(|| missing("PixelSpacing"))?;
+            instances.push(Instance {
+                path: h.path.clone(),
+                sop_class_uid: text(obj, tags::SOP_CLASS_UID)
+                    .ok_or_else(|| missing("SOPClassUID"))?,
+                sop_instance_uid: text(obj, tags::SOP_INSTANCE_UID)
+                    .ok_or_else(|| missing("SOPInstanceUID"))?,
+                position: [ipp[0], ipp[1], ipp[2]],
+                row_dir: [iop[0], iop[1], iop[2]],
+                col_dir: [iop[3], iop[4], iop[5]],
+                pixel_spacing: [ps[0], ps[1]],
+                rows: int(obj, tags::ROWS).ok_or_else(|| missing("Rows"))?,
+                columns: int(obj, tags::COLUMNS).ok_or_else(|| missing("Columns"))?,
+                slice_thickness: floats(obj, tags::SLICE_THICKNESS, 1).map(|v| v[0]),
+            });
+            if first.is_none() {
+                let mut keep = InMemDicomObject::new_empty();
+                for &t in COPIED {
+                    if let Some(e) = obj.get(t) {
+                        keep.put(e.clone());
+                    }
+                }
+                first = Some(keep);
+            }
+        }
+        let patient_study = first.ok_or_else(|| err("no files".into()))?;
+        let i0 = instances
+            .first()
+            .ok_or_else(|| err("no files".into()))?
+            .clone();
+        let normal = i0.normal();
+        instances.sort_by(|a, b| dot(a.position, normal).total_cmp(&dot(b.position, normal)));
+        let h0 = &series.files[0];
+        if h0.study_uid.is_empty() {
+            return Err(err("no StudyInstanceUID".into()));
+        }
+        if h0.frame_of_reference_uid.is_empty() {
+            return Err(err(
+                "no FrameOfReferenceUID: derived objects could not be placed on the images".into(),
+            ));
+        }
+        Ok(SourceSeries {
+            series_uid: series.uid.clone(),
+            study_uid: h0.study_uid.clone(),
+            frame_of_reference_uid: h0.frame_of_reference_uid.clone(),
+            modality: h0.modality.clone(),
+            instances,
+            patient_study,
+        })
+    }
+
+    /// A patient attribute as text (for the report), "" when absent.
+    pub fn attr(&self, tag: Tag) -> String {
+        text(&self.patient_study, tag).unwrap_or_default()
+    }
+}
