@@ -3,6 +3,10 @@
 //! between them are what matters. Converted to seconds on a proleptic Gregorian
 //! calendar (Howard Hinnant's days-from-civil algorithm).
 
+use dicom_core::value::deserialize::{
+    parse_date_partial, parse_datetime_partial, parse_time_partial,
+};
+use dicom_core::value::{DicomDate, DicomTime};
 use serde::{Serialize, Serializer};
 use std::fmt;
 
@@ -37,6 +41,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// A run of ASCII digits as a number (used by the ISO 8601 parser).
 fn num(s: &str) -> Option<i64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -58,46 +63,56 @@ impl DateTime {
         })
     }
 
-    /// DICOM DA ("YYYYMMDD") plus TM ("HH", "HHMM", "HHMMSS", "HHMMSS.FFFFFF";
-    /// the old "HH:MM:SS" form too).
+    /// DICOM DA ("YYYYMMDD"; the old "YYYY.MM.DD" too) plus TM ("HH", "HHMM",
+    /// "HHMMSS", "HHMMSS.FFFFFF"; the old "HH:MM:SS" too; empty is midnight).
+    /// Parsed by dicom-core, on bytes: a value with non-ASCII bytes is refused,
+    /// never sliced inside a character.
     pub fn from_dicom_da_tm(da: &str, tm: &str) -> Option<Self> {
         let da = da.trim().replace('.', "");
-        if da.len() != 8 {
+        let (date, rest) = parse_date_partial(da.as_bytes()).ok()?;
+        if !rest.is_empty() {
             return None;
         }
-        let (y, mo, d) = (num(&da[0..4])?, num(&da[4..6])?, num(&da[6..8])?);
         let tm = tm.trim().replace(':', "");
-        let (main, frac) = match tm.split_once('.') {
-            Some((a, b)) => (a.to_string(), format!("0.{b}")),
-            None => (tm.clone(), "0".to_string()),
-        };
-        let h = if main.len() >= 2 {
-            num(&main[0..2])?
+        let time = if tm.is_empty() {
+            None
         } else {
-            0
+            let (t, rest) = parse_time_partial(tm.as_bytes()).ok()?;
+            if !rest.is_empty() {
+                return None;
+            }
+            Some(t)
         };
-        let mi = if main.len() >= 4 {
-            num(&main[2..4])?
-        } else {
-            0
-        };
-        let s = if main.len() >= 6 {
-            num(&main[4..6])?
-        } else {
-            0
-        };
-        let f: f64 = frac.parse().ok()?;
-        Self::from_parts(y, mo, d, h, mi, s as f64 + f)
+        Self::from_dicom_parts(&date, time.as_ref())
     }
 
-    /// DICOM DT ("YYYYMMDDHHMMSS.FFFFFF", optionally with "&ZZXX" which is ignored).
+    /// A full dicom-core date (year, month and day) and an optional time.
+    fn from_dicom_parts(date: &DicomDate, time: Option<&DicomTime>) -> Option<Self> {
+        let (y, mo, d) = (*date.year(), *date.month()?, *date.day()?);
+        let (h, mi, sec, micro) = match time {
+            Some(t) => (
+                *t.hour(),
+                t.minute().copied().unwrap_or(0),
+                t.second().copied().unwrap_or(0),
+                t.fraction_micro().unwrap_or(0),
+            ),
+            None => (0, 0, 0, 0),
+        };
+        Self::from_parts(
+            y as i64,
+            mo as i64,
+            d as i64,
+            h as i64,
+            mi as i64,
+            sec as f64 + micro as f64 * 1e-6,
+        )
+    }
+
+    /// DICOM DT ("YYYYMMDDHHMMSS.FFFFFF", optionally with "&ZZXX", which is
+    /// ignored: see the module comment).
     pub fn from_dicom_dt(dt: &str) -> Option<Self> {
-        let dt = dt.trim();
-        let dt = dt.split(['+', '-']).next().unwrap_or(dt);
-        if dt.len() < 8 {
-            return None;
-        }
-        Self::from_dicom_da_tm(&dt[0..8], &dt[8..])
+        let v = parse_datetime_partial(dt.trim().as_bytes()).ok()?;
+        Self::from_dicom_parts(v.date(), v.time())
     }
 
     /// ISO 8601 "YYYY-MM-DDTHH:MM:SS[.ffffff]".
@@ -212,5 +227,44 @@ mod tests {
         assert_eq!(DateTime::from_dicom_da_tm("2024xx01", "00"), None);
         let e = DateTime::from_dicom_da_tm("19991231", "235959.5").unwrap();
         assert_eq!(e.to_dicom_dt(), "19991231235959.500000");
+        // Old forms with separators; a DT without a time is midnight.
+        assert_eq!(
+            DateTime::from_dicom_da_tm("2026.03.01", "08:15:00"),
+            Some(a)
+        );
+        assert_eq!(
+            DateTime::from_dicom_dt("20260301").map(|v| v.to_string()),
+            Some("2026-03-01T00:00:00".into())
+        );
+        assert_eq!(DateTime::from_dicom_dt("20260301081500-0500"), Some(a));
+    }
+
+    /// Issue 20 finding 8: values with multi-byte characters were sliced by byte
+    /// index (a panic on the ingest thread); they are refused now.
+    #[test]
+    fn non_ascii_dicom_date_times_are_refused_not_panics() {
+        for (da, tm) in [
+            ("20260é1", "0815"),
+            ("20260301", "0é15"),
+            ("2026030é", "0815"),
+            ("20260301", "08é5"),
+            ("2026é0301", "081500"),
+            ("20260301", "0é"),
+            ("é", ""),
+            ("20260301", "081500.é"),
+            ("20260301", "08150é.5"),
+        ] {
+            assert_eq!(DateTime::from_dicom_da_tm(da, tm), None, "{da} {tm}");
+        }
+        for dt in [
+            "2026030é1",
+            "2026030é",
+            "20260301é815",
+            "2026030108150é",
+            "202603010815+0é00",
+            "ééééééééé",
+        ] {
+            assert_eq!(DateTime::from_dicom_dt(dt), None, "{dt}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::config::IngestConfig;
 use crate::error::{Error, Result};
+use crate::io::dicom_bounds::{check_element_lengths, ElementBounds};
 use crate::time::DateTime;
 use crate::volume::{cross, dot, norm, Geometry, Vec3, Volume};
 use dicom_dictionary_std::tags;
@@ -66,6 +67,14 @@ pub struct DicomHeader {
     pub image_type: String,
     pub kvp: Option<f64>,
     pub enhanced: bool,
+    /// BitsAllocated (0028,0100); 0 when absent.
+    pub bits_allocated: u16,
+    /// SamplesPerPixel (0028,0002); 1 when absent.
+    pub samples_per_pixel: u16,
+    /// The file's size and its pixel data as measured by the header walk
+    /// ([`crate::io::dicom_bounds`]): what Rows x Columns x NumberOfFrames is
+    /// checked against before anything is allocated.
+    pub bounds: ElementBounds,
 }
 
 /// One row of `organdose inspect`.
@@ -157,7 +166,7 @@ fn radiopharmaceutical(obj: &InMemDicomObject) -> Option<Radiopharmaceutical> {
 }
 
 impl DicomHeader {
-    fn from_object(path: &Path, file: &DefaultDicomObject) -> Result<Self> {
+    fn from_object(path: &Path, file: &DefaultDicomObject, bounds: ElementBounds) -> Result<Self> {
         let meta = file.meta();
         let obj: &InMemDicomObject = file;
         let geom_src = first_item(obj, tags::DETECTOR_INFORMATION_SEQUENCE);
@@ -243,6 +252,13 @@ impl DicomHeader {
                 || obj
                     .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
                     .is_some(),
+            bits_allocated: int(obj, tags::BITS_ALLOCATED)
+                .and_then(|v| u16::try_from(v).ok())
+                .unwrap_or(0),
+            samples_per_pixel: int(obj, tags::SAMPLES_PER_PIXEL)
+                .and_then(|v| u16::try_from(v).ok())
+                .unwrap_or(1),
+            bounds,
         })
     }
 
@@ -279,13 +295,98 @@ impl DicomHeader {
     }
 }
 
-/// Reads the header of one DICOM file (stops before the pixel data).
+/// Reads the header of one DICOM file (stops before the pixel data). Every
+/// element length is checked against the file's size first
+/// ([`check_element_lengths`]): dicom-rs allocates what a length declares.
 pub fn read_header(path: &Path) -> Result<DicomHeader> {
+    let bounds = check_element_lengths(path)?;
     let file = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|e| Error::dicom(path, e.to_string()))?;
-    DicomHeader::from_object(path, &file)
+    DicomHeader::from_object(path, &file, bounds)
+}
+
+/// Largest volume organdose builds from DICOM, in voxels: a 512 x 512 x 4096
+/// whole-body CT; the f32 volume alone is 4 GiB, the box's whole memory.
+pub const MAX_VOXELS: u64 = 512 * 512 * 4096;
+
+/// Largest ratio of decoded to encapsulated pixel bytes accepted: deflate's
+/// limit is 1032:1 (RLE 64:1), so a header claiming more than this of a
+/// compressed stream is describing data that is not there.
+pub const MAX_COMPRESSION_RATIO: u64 = 1100;
+
+impl DicomHeader {
+    /// Checks Rows x Columns x NumberOfFrames x SamplesPerPixel x BitsAllocated
+    /// against the pixel data really present, before anything is sized from them.
+    pub fn check_pixel_budget(&self) -> Result<()> {
+        let path = &self.path;
+        let bytes_per_sample = (self.bits_allocated.max(1) as u64).div_ceil(8);
+        let voxels = (self.rows as u64)
+            .checked_mul(self.columns as u64)
+            .and_then(|v| v.checked_mul(self.frames as u64))
+            .filter(|&v| v <= MAX_VOXELS)
+            .ok_or_else(|| {
+                Error::dicom(
+                    path,
+                    format!(
+                        "header declares {} x {} x {} frames, more than the {MAX_VOXELS} voxels organdose reads",
+                        self.columns, self.rows, self.frames
+                    ),
+                )
+            })?;
+        let need = voxels * bytes_per_sample * self.samples_per_pixel.max(1) as u64;
+        let pd = self
+            .bounds
+            .pixel_data
+            .ok_or_else(|| Error::dicom(path, "no pixel data (7FE0,0010)"))?;
+        let dims = format!(
+            "{} x {} x {} frames x {} byte(s)",
+            self.columns, self.rows, self.frames, bytes_per_sample
+        );
+        if let Some(declared) = pd.declared_but_cut {
+            // dicom-rs would size the value from the declared length.
+            return Err(Error::dicom(
+                path,
+                format!(
+                    "truncated pixel data: (7FE0,0010) declares {declared} bytes, the file holds {}",
+                    pd.bytes
+                ),
+            ));
+        }
+        if !pd.encapsulated {
+            if pd.bytes < need {
+                return Err(Error::dicom(
+                    path,
+                    format!(
+                        "truncated pixel data: the header declares {dims} = {need} bytes, the file holds {}",
+                        pd.bytes
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        // Encapsulated: every frame is at least one fragment (PS3.5 A.4).
+        if self.frames > 1 && pd.fragments < self.frames as u64 {
+            return Err(Error::dicom(
+                path,
+                format!(
+                    "header declares {} frames, the compressed pixel data holds {} fragment(s)",
+                    self.frames, pd.fragments
+                ),
+            ));
+        }
+        if need > pd.bytes.saturating_mul(MAX_COMPRESSION_RATIO) {
+            return Err(Error::dicom(
+                path,
+                format!(
+                    "header declares {dims} = {need} bytes, more than {MAX_COMPRESSION_RATIO} times the {} bytes of compressed pixel data",
+                    pd.bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// True when the file has the DICOM Part 10 preamble ("DICM" at byte 128).
@@ -315,7 +416,13 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
+    // Symlinked folders are followed (an export that links series in); each real
+    // folder is listed once, so a link loop ends.
+    let mut seen = std::collections::BTreeSet::new();
     while let Some(dir) = stack.pop() {
+        if !seen.insert(std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone())) {
+            continue;
+        }
         let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         for entry in rd {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
@@ -324,7 +431,8 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
                 continue;
             }
             let ft = entry.file_type().map_err(|e| Error::io(&p, e))?;
-            if ft.is_dir() {
+            let link_to_dir = ft.is_symlink() && std::fs::metadata(&p).is_ok_and(|m| m.is_dir());
+            if ft.is_dir() || link_to_dir {
                 stack.push(p);
             } else if ft.is_file() || ft.is_symlink() {
                 out.push(p);
@@ -391,6 +499,8 @@ impl DicomSeries {
             if h.rows == 0 || h.columns == 0 {
                 return Err(err(format!("{}: no Rows/Columns", h.path.display())));
             }
+            // Before the slice list or a volume is sized from the header.
+            h.check_pixel_budget()?;
             if (h.rows, h.columns) != (h0.rows, h0.columns) {
                 return Err(err(format!(
                     "mixed image sizes in one series: {}x{} ({}) and {}x{} ({})",
@@ -660,6 +770,13 @@ impl DicomSeries {
 /// applies the right transform).
 fn read_frames(h: &DicomHeader) -> Result<Vec<f64>> {
     let path = &h.path;
+    // The file may have changed since its header was read: walk it again.
+    let bounds = check_element_lengths(path)?;
+    DicomHeader {
+        bounds,
+        ..h.clone()
+    }
+    .check_pixel_budget()?;
     let file = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| Error::dicom(path, e.to_string()))?;

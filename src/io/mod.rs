@@ -1,6 +1,7 @@
 //! Readers and writers: DICOM (CT, NM/SPECT) and NIfTI-1.
 
 pub mod dicom;
+pub mod dicom_bounds;
 pub mod dicom_write;
 pub mod nifti;
 

@@ -1,0 +1,161 @@
+//! Files whose headers lie (issue 20, findings 1 and 8): each reader must give an
+//! error naming the file, and must not allocate from the header's word. The
+//! counting allocator refuses any single request above 256 MiB, so a reader that
+//! trusts a header aborts this test instead of taking the machine's memory.
+
+#[path = "common/alloc_meter.rs"]
+mod alloc_meter;
+#[path = "common/dicom_bytes.rs"]
+mod dicom_bytes;
+
+use organdose::config::Config;
+use organdose::io::dicom::{read_header, read_single_series, scan};
+use organdose::io::nifti::{encode_nifti, read_nifti};
+use organdose::volume::{Geometry, Volume};
+use std::path::Path;
+
+#[global_allocator]
+static A: alloc_meter::AllocMeter = alloc_meter::AllocMeter;
+
+/// Allocation allowed beyond the file's size: parser state, error strings, the
+/// directory walk. A reader sizing anything from a lying header exceeds it.
+const MARGIN: usize = 4 << 20;
+
+fn check_bounded(name: &str, file_len: usize, largest: usize, peak: usize) {
+    assert!(
+        largest <= file_len + MARGIN && peak <= 4 * file_len + MARGIN,
+        "{name}: largest allocation {largest} B, peak {peak} B for a {file_len}-byte file"
+    );
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write test file");
+    p
+}
+
+#[test]
+fn lying_dicom_and_nifti_headers_are_errors_with_bounded_memory() {
+    alloc_meter::set_cap(256 << 20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config::default().ingest;
+
+    // Finding 1a: 2,000,000,000 frames declared, 16 x 12 x 8 frames of pixels present
+    // (was: "memory allocation of 32000000000 bytes failed" in DicomSeries::slice_map).
+    let frames = dicom_bytes::nm_multiframe(2_000_000_000, 16, 12, 16 * 12 * 8 * 2);
+    let sub = dir.path().join("frames");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let p = write(&sub, "nm_frames.dcm", &frames);
+    let (r, largest, peak) = alloc_meter::measure(|| read_single_series(&sub, None, &cfg));
+    let msg = r
+        .map(|_| ())
+        .expect_err("2e9 frames must be refused")
+        .to_string();
+    assert!(
+        msg.contains("nm_frames.dcm") && msg.contains("2000000000"),
+        "{msg}"
+    );
+    check_bounded("frames", frames.len(), largest, peak);
+    // `inspect` shows the series with the problem, it does not abort.
+    let (s, largest, peak) = alloc_meter::measure(|| scan(&sub).expect("scan"));
+    let info = s.series[0].info(&cfg).expect("info");
+    let problem = info.problem.expect("a problem");
+    assert!(problem.contains("nm_frames.dcm"), "{problem}");
+    check_bounded("frames inspect", frames.len(), largest, peak);
+    // Frames that fit the voxel limit but not the pixel data.
+    let short = dicom_bytes::nm_multiframe(100, 16, 12, 16 * 12 * 8 * 2);
+    let sub2 = dir.path().join("short");
+    std::fs::create_dir(&sub2).expect("mkdir");
+    write(&sub2, "nm_short.dcm", &short);
+    let msg = read_single_series(&sub2, None, &cfg)
+        .map(|_| ())
+        .expect_err("100 frames declared, 8 present")
+        .to_string();
+    assert!(
+        msg.contains("nm_short.dcm") && msg.contains("truncated pixel data"),
+        "{msg}"
+    );
+    // The honest file reads.
+    let good = dicom_bytes::nm_multiframe(8, 16, 12, 16 * 12 * 8 * 2);
+    let sub3 = dir.path().join("good");
+    std::fs::create_dir(&sub3).expect("mkdir");
+    write(&sub3, "nm_good.dcm", &good);
+    let (_, v) = read_single_series(&sub3, None, &cfg).expect("honest file reads");
+    assert_eq!(v.geom.dims, [16, 12, 8]);
+
+    // Finding 1b: a 340-byte file whose UT element declares 0xFFFFFFF0 bytes (was:
+    // `inspect` at 4.2 GB resident, the daemon killed in Ingest::poll -> read_header).
+    let mut body = dicom_bytes::element(0x0008, 0x0060, "CS", b"NM", None);
+    body.extend(dicom_bytes::element(
+        0x0018,
+        0x1030,
+        "UT",
+        b"protocol",
+        Some(0xFFFF_FFF0),
+    ));
+    let mut ut = dicom_bytes::part10(dicom_bytes::NM_STORAGE, dicom_bytes::EXPLICIT_LE, &body);
+    ut.resize(340, b' ');
+    let p_ut = write(dir.path(), "ut_huge.dcm", &ut);
+    let (r, largest, peak) = alloc_meter::measure(|| read_header(&p_ut));
+    let msg = r
+        .map(|_| ())
+        .expect_err("UT past the end must be refused")
+        .to_string();
+    assert!(
+        msg.contains("ut_huge.dcm") && msg.contains("(0018,1030)") && msg.contains("4294967280"),
+        "{msg}"
+    );
+    check_bounded("UT", ut.len(), largest, peak);
+    // The same length on an element nested in a sequence item, and on a meta element.
+    let mut item = dicom_bytes::element(0x0008, 0x0104, "LO", b"x", Some(0xFFF0));
+    item.truncate(item.len());
+    let mut sq = Vec::new();
+    sq.extend_from_slice(&[0x54, 0x00, 0x16, 0x00, b'S', b'Q', 0, 0]);
+    sq.extend_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+    sq.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+    sq.extend_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+    sq.extend(dicom_bytes::element(
+        0x0018,
+        0x0031,
+        "UT",
+        b"Lu",
+        Some(0x7FFF_FFF0),
+    ));
+    let nested = dicom_bytes::part10(dicom_bytes::NM_STORAGE, dicom_bytes::EXPLICIT_LE, &sq);
+    let p_nested = write(dir.path(), "nested.dcm", &nested);
+    let (r, largest, peak) = alloc_meter::measure(|| read_header(&p_nested));
+    let msg = r
+        .map(|_| ())
+        .expect_err("nested length past the end")
+        .to_string();
+    assert!(
+        msg.contains("nested.dcm") && msg.contains("(0018,0031)"),
+        "{msg}"
+    );
+    check_bounded("nested", nested.len(), largest, peak);
+
+    // Finding 8: vox_offset = 1e30 (was: a range panic in src/io/nifti.rs).
+    let g = Geometry::new([4, 3, 2], [1.0; 3], [0.0; 3]);
+    let v = Volume::new(g, vec![1.0f32; 24]).expect("volume");
+    let mut nii = encode_nifti(&v, "t");
+    nii[108..112].copy_from_slice(&1e30f32.to_le_bytes());
+    let p_nii = write(dir.path(), "far.nii", &nii);
+    let (r, largest, peak) = alloc_meter::measure(|| read_nifti(&p_nii));
+    let msg = r.map(|_| ()).expect_err("vox_offset 1e30").to_string();
+    assert!(msg.contains("far.nii"), "{msg}");
+    check_bounded("vox_offset", nii.len(), largest, peak);
+    // dims of 32767^3 declared over 24 voxels of data.
+    let mut big = encode_nifti(&v, "t");
+    for a in 0..3 {
+        big[42 + 2 * a..44 + 2 * a].copy_from_slice(&32767i16.to_le_bytes());
+    }
+    let p_big = write(dir.path(), "big.nii", &big);
+    let (r, largest, peak) = alloc_meter::measure(|| read_nifti(&p_big));
+    let msg = r.map(|_| ()).expect_err("huge dims").to_string();
+    assert!(
+        msg.contains("big.nii") && msg.contains("truncated"),
+        "{msg}"
+    );
+    check_bounded("dims", big.len(), largest, peak);
+    let _ = p;
+}
