@@ -47,7 +47,8 @@ fn masks(
     match source {
         MaskSource::Network { model_dir } => {
             if !model_dir.join("model.toml").is_file() {
-                return Err(Error::input(format!(
+                // The box's installation, not the patient's data: retried, not quarantined.
+                return Err(Error::environment(format!(
                     "no segmentation model at {}: none is installed yet; give masks with --truth or --labels, or a model folder with --weights",
                     model_dir.display()
                 )));
@@ -139,6 +140,9 @@ pub fn dose_input(
     let nuclide = Nuclide::from_name(&study.injection.nuclide)?;
     progress("masks", 0.05);
     let (diag, per_tp) = masks(study, source, cfg, progress)?;
+    if !matches!(source, MaskSource::Network { .. }) {
+        check_ct(study, &diag, cfg)?;
+    }
     let n = study.timepoints.len();
     let mut tps = Vec::with_capacity(n);
     for (k, (tp, labels)) in study.timepoints.iter().zip(per_tp).enumerate() {
@@ -170,6 +174,22 @@ pub fn dose_input(
         },
         notes,
     ))
+}
+
+/// With masks from files (`--truth`, `--labels`) the diagnostic CT is still read:
+/// a broken CT must fail here as it would with the network, and the label map
+/// must lie on its grid (its masses are computed on it).
+fn check_ct(study: &Study, labels: &Volume<u8>, cfg: &Config) -> Result<()> {
+    let ct = study.diagnostic_ct.read(&cfg.ingest)?;
+    if ct.geom.dims != labels.geom.dims {
+        return Err(Error::input(format!(
+            "the diagnostic-CT label map is {:?} voxels but the diagnostic CT ({}) is {:?}: masks must be on the CT's grid",
+            labels.geom.dims,
+            study.diagnostic_ct.describe(),
+            ct.geom.dims
+        )));
+    }
+    Ok(())
 }
 
 /// Memory a study will need, in MB, from the headers alone: the largest volume
@@ -225,6 +245,17 @@ pub fn run_study(
     let mut summary = crate::dosimetry::run(&input, &cfg.dosimetry)?;
     summary.status = status.to_string();
     summary.warnings.extend(notes);
+    // A result no physicist should trust is never reported as final (a partial one
+    // already says it is incomplete).
+    if status != "partial" {
+        let reasons = crate::dosimetry::plausibility::review_reasons(&summary);
+        if !reasons.is_empty() {
+            summary.status = "needs_review".into();
+            summary
+                .warnings
+                .extend(reasons.into_iter().map(|r| format!("needs review: {r}")));
+        }
+    }
     progress("report", 0.95);
     crate::report::write_all(out, &summary)?;
     if matches!(source, MaskSource::Network { .. }) {

@@ -114,26 +114,89 @@ pub fn load_study(dir: &Path) -> Result<Study> {
     assemble(scan.series)
 }
 
+/// Highest injected activity believed, MBq: 100 GBq is over ten times any
+/// 177Lu or 90Y therapy activity (177Lu-DOTATATE 7.4 GBq per cycle); a larger
+/// number is a unit error (Bq for MBq) or a broken file.
+pub const MAX_ACTIVITY_MBQ: f64 = 1e5;
+
+/// How far a time point's `t_h` may differ from what its date-times say, hours:
+/// six minutes covers rounding to the minute on either side.
+pub const T_H_TOLERANCE_H: f64 = 0.1;
+
+/// ISO 8601 date-time with an optional zone ("Z", "+05:00", "-0330", "+05"):
+/// the naive date-time and the zone's offset east of UTC in seconds (None when
+/// the text has no zone).
+pub fn parse_iso_zoned(text: &str) -> Option<(DateTime, Option<f64>)> {
+    let t = text.trim();
+    if let Some(naive) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')) {
+        return DateTime::parse_iso(naive).map(|d| (d, Some(0.0)));
+    }
+    // A zone sign can only follow the time part (the date has '-' of its own).
+    let time_start = t.find(['T', ' ']).map(|i| i + 1).unwrap_or(t.len());
+    let Some(pos) = t[time_start..].rfind(['+', '-']).map(|i| time_start + i) else {
+        return DateTime::parse_iso(t).map(|d| (d, None));
+    };
+    let (naive, zone) = t.split_at(pos);
+    let sign = if zone.starts_with('-') { -1.0 } else { 1.0 };
+    let digits: String = zone[1..].chars().filter(|c| *c != ':').collect();
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !(digits.len() == 2 || digits.len() == 4) {
+        return None;
+    }
+    let h: f64 = digits.get(0..2)?.parse().ok()?;
+    let m: f64 = digits.get(2..4).unwrap_or("0").parse().ok()?;
+    if h > 14.0 || m >= 60.0 {
+        return None;
+    }
+    DateTime::parse_iso(naive).map(|d| (d, Some(sign * (h * 3600.0 + m * 60.0))))
+}
+
 fn load_nifti_study(dir: &Path, sj: &Path) -> Result<Study> {
     let text = std::fs::read_to_string(sj).map_err(|e| Error::io(sj, e))?;
     let s: StudyJson =
         serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", sj.display())))?;
-    let injection = DateTime::parse_iso(&s.injection_datetime).ok_or_else(|| {
-        Error::input(format!(
-            "{}: injection_datetime '{}' is not ISO 8601",
-            sj.display(),
-            s.injection_datetime
-        ))
-    })?;
-    let mut tps = Vec::new();
-    for tp in &s.timepoints {
-        let acq = DateTime::parse_iso(&tp.acquisition_datetime).ok_or_else(|| {
+    let a = s.injected_activity_mbq;
+    if !(a.is_finite() && a > 0.0 && a <= MAX_ACTIVITY_MBQ) {
+        return Err(Error::input(format!(
+            "{}: injected_activity_mbq {a} is not a plausible activity (more than 0 and at most {MAX_ACTIVITY_MBQ} MBq)",
+            sj.display()
+        )));
+    }
+    // Date-times with a zone are converted to UTC; zone-less ones are taken as
+    // they are (the console's local time). Mixing the two would make every
+    // difference off by the zone, so it is refused.
+    let mut zoned: Vec<bool> = Vec::new();
+    let mut parse = |what: &str, text: &str| -> Result<DateTime> {
+        let (d, off) = parse_iso_zoned(text).ok_or_else(|| {
             Error::input(format!(
-                "{}: acquisition_datetime '{}' is not ISO 8601",
-                sj.display(),
-                tp.acquisition_datetime
+                "{}: {what} '{text}' is not ISO 8601 (YYYY-MM-DDTHH:MM:SS, optionally with Z or +HH:MM)",
+                sj.display()
             ))
         })?;
+        zoned.push(off.is_some());
+        Ok(d.plus_hours(-off.unwrap_or(0.0) / 3600.0))
+    };
+    let injection = parse("injection_datetime", &s.injection_datetime)?;
+    let mut acqs = Vec::new();
+    for tp in &s.timepoints {
+        acqs.push(parse("acquisition_datetime", &tp.acquisition_datetime)?);
+    }
+    if zoned.iter().any(|z| *z) && !zoned.iter().all(|z| *z) {
+        return Err(Error::input(format!(
+            "{}: some date-times name a time zone and some do not: give all of them a zone, or none",
+            sj.display()
+        )));
+    }
+    let mut tps = Vec::new();
+    for (tp, acq) in s.timepoints.iter().zip(acqs) {
+        let from_dates = acq.hours_since(&injection);
+        if !tp.t_h.is_finite() || (tp.t_h - from_dates).abs() > T_H_TOLERANCE_H {
+            return Err(Error::input(format!(
+                "{}: time point {}: t_h = {} h but its acquisition_datetime is {from_dates:.2} h after the injection",
+                sj.display(),
+                tp.acquisition_datetime,
+                tp.t_h
+            )));
+        }
         let file = |name: &str| -> Result<Source> {
             let p = dir.join(name);
             if !p.is_file() {
@@ -145,7 +208,7 @@ fn load_nifti_study(dir: &Path, sj: &Path) -> Result<Study> {
             Ok(Source::Nifti(p))
         };
         tps.push(TimePoint {
-            t_h: acq.hours_since(&injection),
+            t_h: from_dates,
             acquisition: acq,
             spect: file(&tp.spect)?,
             ldct: match &tp.ldct {
@@ -413,5 +476,22 @@ mod tests {
         assert!(e.to_string().contains("2 patients"));
         let e = assemble(vec![series("ct", "CT", "F", "2026-03-01T08:00:00", |_| {})]).unwrap_err();
         assert!(e.to_string().contains("no quantitative SPECT"));
+    }
+
+    #[test]
+    fn iso_zones_are_read_and_applied() {
+        let (d, off) = parse_iso_zoned("2026-03-01T08:00:00+05:00").unwrap();
+        assert_eq!(off, Some(18000.0));
+        assert_eq!(d, DateTime::parse_iso("2026-03-01T08:00:00").unwrap());
+        assert_eq!(
+            parse_iso_zoned("2026-03-01T08:00:00Z").unwrap().1,
+            Some(0.0)
+        );
+        assert_eq!(
+            parse_iso_zoned("2026-03-01T08:00:00-0330").unwrap().1,
+            Some(-12600.0)
+        );
+        assert_eq!(parse_iso_zoned("2026-03-01T08:00:00").unwrap().1, None);
+        assert!(parse_iso_zoned("2026-03-01T08:00:00+5x").is_none());
     }
 }

@@ -10,12 +10,14 @@
 //! - [`dose`]: local energy deposition, voxel-S-value convolution (FFT), DVH;
 //! - [`uncertainty`]: propagation to TIA and mean dose (EANM 2018);
 //! - [`pipeline`]: the one entry point, [`pipeline::run`], format independent;
+//! - [`plausibility`]: gates that hold an implausible result back as `needs_review`;
 
 pub mod activity;
 pub mod dose;
 pub mod kinetics;
 pub mod nuclide;
 pub mod pipeline;
+pub mod plausibility;
 pub mod psf;
 pub mod uncertainty;
 

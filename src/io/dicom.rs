@@ -408,19 +408,21 @@ pub struct Scan {
 }
 
 /// Lists every file below `path` (or `path` itself), skipping hidden names
-/// (temporary files of writers in progress start with a dot).
+/// (temporary files of writers in progress start with a dot). Symbolic links
+/// are followed (a series folder linked into the export is read like any
+/// other); a folder reached twice, e.g. through a link loop, is walked once.
 pub fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut stack = vec![path.to_path_buf()];
-    // Symlinked folders are followed (an export that links series in); each real
-    // folder is listed once, so a link loop ends.
-    let mut seen = std::collections::BTreeSet::new();
     while let Some(dir) = stack.pop() {
-        if !seen.insert(std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone())) {
+        // canonicalize resolves links, so a loop lands on a folder already seen.
+        let real = std::fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?;
+        if !seen.insert(real) {
             continue;
         }
         let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -430,11 +432,20 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
             if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            let ft = entry.file_type().map_err(|e| Error::io(&p, e))?;
-            let link_to_dir = ft.is_symlink() && std::fs::metadata(&p).is_ok_and(|m| m.is_dir());
-            if ft.is_dir() || link_to_dir {
+            let mut ft = entry.file_type().map_err(|e| Error::io(&p, e))?;
+            if ft.is_symlink() {
+                match std::fs::metadata(&p) {
+                    Ok(m) => ft = m.file_type(),
+                    // A dangling link: listed, so the reader names it as unreadable.
+                    Err(_) => {
+                        out.push(p);
+                        continue;
+                    }
+                }
+            }
+            if ft.is_dir() {
                 stack.push(p);
-            } else if ft.is_file() || ft.is_symlink() {
+            } else if ft.is_file() {
                 out.push(p);
             }
         }

@@ -75,7 +75,12 @@ pub fn report_text(s: &DoseSummary) -> String {
         s.schema_version, s.generator
     );
     let _ = writeln!(r, "Patient: {}", s.patient_id);
-    if s.status != "final" {
+    if s.status == "needs_review" {
+        let _ = writeln!(
+            r,
+            "STATUS: NEEDS REVIEW (a plausibility check failed, see the warnings: not a final result)"
+        );
+    } else if s.status != "final" {
         let _ = writeln!(
             r,
             "STATUS: {} (the therapy cycle's later time points are still to come; values will change)",

@@ -1,0 +1,192 @@
+//! Plausibility gates: a result no physicist should trust must not be reported
+//! as final. A summary that fails one of these is written with the status
+//! `needs_review` and the reasons among its warnings (issue 20, finding 7: a
+//! small phantom with the network's masks gave kidney_right 6.81 +- 3,070,424 Gy
+//! from activities 115, 58, 83, 41 MBq).
+//!
+//! The gates look at what the dosimetry already computed; they change no number.
+
+use super::pipeline::DoseSummary;
+
+/// Relative standard uncertainty of the TIA or the mean dose above which the
+/// value cannot support a decision. A 4-point fit of 177Lu kidney activities with
+/// 5 % (`activity_rel_sd`) per point has about 5-15 %; EANM 2018 budgets for
+/// kidney dosimetry reach 20-30 %. 50 % means the fit is not determined.
+pub const MAX_REL_SD: f64 = 0.5;
+
+/// After the peak an organ's activity only falls (physical decay alone halves
+/// 177Lu in 6.6 d); a rise larger than this many standard uncertainties of the
+/// difference of two points is not noise but a wrong mask or a wrong time point.
+pub const WASHOUT_RISE_SIGMAS: f64 = 3.0;
+
+/// An organ does not change volume between time points days apart; masks of one
+/// organ on the time points' low-dose CTs that differ by more than this fraction
+/// (of the smaller one) mean a segmentation or field-of-view failure. Network
+/// masks of one kidney vary by about 10 % between scans.
+pub const MAX_VOLUME_JUMP: f64 = 0.4;
+
+/// Organs smaller than this (mL) are left out of the volume gate: a few voxels
+/// of a small lesion on a 4 mm SPECT grid change the volume by more than 40 %.
+pub const MIN_VOLUME_ML: f64 = 10.0;
+
+/// One organ's numbers, as the gates need them.
+#[derive(Debug, Clone, Default)]
+pub struct OrganFigures<'a> {
+    pub name: &'a str,
+    pub tia_mbq_h: f64,
+    pub tia_mbq_h_sd: f64,
+    pub mean_dose_gy: f64,
+    pub mean_dose_gy_sd: f64,
+    pub times_h: &'a [f64],
+    pub activity_mbq: &'a [f64],
+    pub activity_mbq_sd: &'a [f64],
+    /// Organ volume on each time point's SPECT grid (from that time point's mask).
+    pub volume_ml: &'a [f64],
+}
+
+fn rel(sd: f64, v: f64) -> Option<f64> {
+    (sd.is_finite() && v.is_finite() && v.abs() > 0.0).then(|| sd / v.abs())
+}
+
+/// Why one organ's result needs a physicist's review (empty: none).
+pub fn organ_reasons(o: &OrganFigures) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = o.name;
+    if !(o.tia_mbq_h.is_finite() && o.mean_dose_gy.is_finite()) {
+        out.push(format!("{name}: TIA or mean dose is not a finite number"));
+    }
+    if let Some(r) = rel(o.tia_mbq_h_sd, o.tia_mbq_h).filter(|r| *r > MAX_REL_SD) {
+        out.push(format!(
+            "{name}: TIA {:.0} +- {:.0} MBq h ({:.0} % relative SD, above {:.0} %): the time-activity fit is not determined",
+            o.tia_mbq_h,
+            o.tia_mbq_h_sd,
+            100.0 * r,
+            100.0 * MAX_REL_SD
+        ));
+    } else if let Some(r) = rel(o.mean_dose_gy_sd, o.mean_dose_gy).filter(|r| *r > MAX_REL_SD) {
+        out.push(format!(
+            "{name}: mean dose {:.2} +- {:.2} Gy ({:.0} % relative SD, above {:.0} %)",
+            o.mean_dose_gy,
+            o.mean_dose_gy_sd,
+            100.0 * r,
+            100.0 * MAX_REL_SD
+        ));
+    }
+    let a = o.activity_mbq;
+    if a.len() >= 3 {
+        let peak = a
+            .iter()
+            .enumerate()
+            .max_by(|x, y| x.1.total_cmp(y.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        for i in peak..a.len() - 1 {
+            let sd = |k: usize| o.activity_mbq_sd.get(k).copied().unwrap_or(0.0);
+            let noise = (sd(i).powi(2) + sd(i + 1).powi(2)).sqrt();
+            let rise = a[i + 1] - a[i];
+            if rise > WASHOUT_RISE_SIGMAS * noise {
+                let t = |k: usize| o.times_h.get(k).copied().unwrap_or(f64::NAN);
+                out.push(format!(
+                    "{name}: activity rises after its peak, {:.1} MBq at {:.1} h -> {:.1} MBq at {:.1} h ({:.1} standard uncertainties): not a washout",
+                    a[i],
+                    t(i),
+                    a[i + 1],
+                    t(i + 1),
+                    rise / noise.max(1e-12)
+                ));
+                break;
+            }
+        }
+    }
+    let v = o.volume_ml;
+    let vmax = v.iter().copied().fold(0.0f64, f64::max);
+    if v.len() >= 2 && vmax >= MIN_VOLUME_ML {
+        for i in 0..v.len() - 1 {
+            let (lo, hi) = (v[i].min(v[i + 1]), v[i].max(v[i + 1]));
+            if lo <= 0.0 || (hi - lo) / lo > MAX_VOLUME_JUMP {
+                let t = |k: usize| o.times_h.get(k).copied().unwrap_or(f64::NAN);
+                out.push(format!(
+                    "{name}: mask volume jumps from {:.1} mL at {:.1} h to {:.1} mL at {:.1} h (more than {:.0} %): check the masks of those time points",
+                    v[i],
+                    t(i),
+                    v[i + 1],
+                    t(i + 1),
+                    100.0 * MAX_VOLUME_JUMP
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Why a summary needs review (empty: it may be reported as it is).
+pub fn review_reasons(s: &DoseSummary) -> Vec<String> {
+    s.organs
+        .iter()
+        .flat_map(|(name, o)| {
+            organ_reasons(&OrganFigures {
+                name,
+                tia_mbq_h: o.tia_mbq_h,
+                tia_mbq_h_sd: o.tia_mbq_h_sd,
+                mean_dose_gy: o.mean_dose_gy,
+                mean_dose_gy_sd: o.mean_dose_gy_sd,
+                times_h: &s.times_h,
+                activity_mbq: &o.activity_mbq,
+                activity_mbq_sd: &o.activity_mbq_sd,
+                volume_ml: &o.spect_organ_volume_ml,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: [f64; 4] = [0.5, 6.0, 24.0, 72.0];
+
+    fn kidney<'a>(a: &'a [f64], sd: &'a [f64], v: &'a [f64]) -> OrganFigures<'a> {
+        OrganFigures {
+            name: "kidney_right",
+            tia_mbq_h: 5000.0,
+            tia_mbq_h_sd: 400.0,
+            mean_dose_gy: 4.0,
+            mean_dose_gy_sd: 0.4,
+            times_h: &T,
+            activity_mbq: a,
+            activity_mbq_sd: sd,
+            volume_ml: v,
+        }
+    }
+
+    #[test]
+    fn a_plausible_kidney_passes() {
+        let a = [60.0, 110.0, 80.0, 35.0];
+        let sd = [3.0, 5.5, 4.0, 1.75];
+        let v = [150.0, 160.0, 145.0, 155.0];
+        assert!(organ_reasons(&kidney(&a, &sd, &v)).is_empty());
+    }
+
+    #[test]
+    fn the_issues_kidney_is_held_for_review() {
+        // Issue 20, finding 7: 115, 58, 83, 41 MBq; TIA SD 5e9 MBq h.
+        let a = [115.0, 58.0, 83.0, 41.0];
+        let sd = [5.75, 2.9, 4.15, 2.05];
+        let v = [150.0, 150.0, 150.0, 150.0];
+        let mut k = kidney(&a, &sd, &v);
+        k.tia_mbq_h = 4600.0;
+        k.tia_mbq_h_sd = 5e9;
+        let r = organ_reasons(&k);
+        assert!(r.iter().any(|x| x.contains("relative SD")), "{r:?}");
+        assert!(
+            r.iter().any(|x| x.contains("rises after its peak")),
+            "{r:?}"
+        );
+        // A mask that loses half the kidney at one time point.
+        let v = [150.0, 70.0, 150.0, 150.0];
+        let a = [60.0, 110.0, 80.0, 35.0];
+        let r = organ_reasons(&kidney(&a, &sd, &v));
+        assert!(r.iter().any(|x| x.contains("volume jumps")), "{r:?}");
+    }
+}
