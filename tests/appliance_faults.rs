@@ -1,0 +1,631 @@
+//! The failures found by probing the box (issue 20), each as a regression test:
+//! an idle daemon that spins, failing rounds at loop rate, two boxes on one OUT,
+//! result folders mixed after a kill, a read-only OUT recorded as the study's
+//! fault, implausible results reported as final, and the smaller ones (cycle ids
+//! as paths, quarantine names that collide, study.json values believed, CTs
+//! never opened with --truth, symlinked folders, causes printed twice).
+
+use organdose::appliance::clock::ManualClock;
+use organdose::appliance::daemon::{records, Appliance, Job, JobOutput, Processor};
+use organdose::appliance::processor::{Masks, StudyProcessor};
+use organdose::appliance::status::{Sink, StatusPort};
+use organdose::config::Config;
+use organdose::io::nifti::{read_nifti_labels, write_nifti};
+use organdose::phantom::layout::{write_patient, WriteOptions};
+use organdose::phantom::{Format, Patient, PhantomConfig};
+use organdose::pipeline::{run_study, MaskSource};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_organdose");
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated")
+}
+
+fn phantom(dir: &Path, seed: u64, format: Format) -> PathBuf {
+    let p = Patient::new(&PhantomConfig::small(), seed, 0);
+    write_patient(
+        &p,
+        dir,
+        &WriteOptions {
+            format,
+            preview: None,
+        },
+    )
+    .unwrap()
+    .patient_dir
+}
+
+fn copy_tree(src: &Path, dst: &Path) {
+    for f in organdose::io::dicom::list_files(src).unwrap() {
+        let d = dst.join(f.strip_prefix(src).unwrap());
+        std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &d).unwrap();
+    }
+}
+
+/// The series folders of a phantom patient (not its truth), sorted.
+fn series_dirs(patient_dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(patient_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.ends_with("truth"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn box_config(dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("box.toml");
+    std::fs::write(
+        &p,
+        format!("[appliance]\nquiet_period_s = 1\npoll_interval_s = 1\nheartbeat_s = 1\n{extra}"),
+    )
+    .unwrap();
+    p
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Reaper(Child);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn watch(cfg: &Path, export: &Path, out: &Path, events: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--config")
+        .arg(cfg)
+        .arg("watch")
+        .arg("--in")
+        .arg(export)
+        .arg("--out")
+        .arg(out)
+        .arg("--status")
+        .arg(format!("file:{}", events.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// CPU time (user + system) of a process, in clock ticks (Linux /proc).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn wait_for(what: &str, limit_s: u64, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed().as_secs() < limit_s,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Finding 2: an idle box on an empty export folder burnt 60-70 % of a core
+/// (each poll's own open events woke the loop: ~1,500 rounds a second).
+#[test]
+fn an_idle_box_sleeps_between_polls() {
+    if !Path::new("/proc/self/stat").exists() {
+        eprintln!("skipped: needs Linux /proc to measure CPU time");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (export, out) = (tmp.path().join("export"), tmp.path().join("out"));
+    std::fs::create_dir_all(&export).unwrap();
+    let cfg = box_config(tmp.path(), "");
+    let events = tmp.path().join("events.log");
+    let child = Reaper(watch(&cfg, &export, &out, &events).spawn().unwrap());
+    let pid = child.0.id();
+    wait_for("the box to start", 30, || events.exists());
+    std::thread::sleep(Duration::from_millis(500));
+    let a = cpu_ticks(pid).unwrap();
+    let secs = 5.0;
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let b = cpu_ticks(pid).unwrap();
+    // Clock ticks are 1/100 s on Linux (sysconf(_SC_CLK_TCK)).
+    let share = (b - a) as f64 / 100.0 / secs;
+    eprintln!(
+        "idle box: {} ticks in {secs} s = {:.2} % of a core",
+        b - a,
+        100.0 * share
+    );
+    assert!(
+        share < 0.03,
+        "idle box uses {:.1} % of a core",
+        100.0 * share
+    );
+}
+
+/// Finding 2 (second half): a round that fails was repeated at loop rate (1,452
+/// error lines in 6 s); it backs off now.
+#[test]
+fn a_failing_round_backs_off_instead_of_repeating_at_loop_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (export, out) = (tmp.path().join("export"), tmp.path().join("out"));
+    copy_tree(&data().join("nm_multiframe_rwv"), &export.join("a"));
+    // The cycle's state record is unreadable: every round that looks at it fails.
+    std::fs::create_dir_all(out.join("state")).unwrap();
+    std::fs::write(out.join("state/REF001_20260301T080000.json"), "{ not json").unwrap();
+    let cfg = box_config(tmp.path(), "retry_initial_s = 1\n");
+    let events = tmp.path().join("events.log");
+    let _child = Reaper(watch(&cfg, &export, &out, &events).spawn().unwrap());
+    wait_for("the first failing round", 60, || {
+        std::fs::read_to_string(&events).is_ok_and(|l| l.contains("event error"))
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let log = std::fs::read_to_string(&events).unwrap();
+    let errors = log.matches("event error").count();
+    assert!(errors <= 3, "{errors} error lines in about 4 s:\n{log}");
+    assert!(log.contains("input fault"), "{log}");
+}
+
+/// Finding 4: two `watch` on one OUT both ran the same job.
+#[test]
+fn a_second_box_on_one_out_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (export, out) = (tmp.path().join("export"), tmp.path().join("out"));
+    std::fs::create_dir_all(&export).unwrap();
+    let cfg = box_config(tmp.path(), "");
+    let events = tmp.path().join("events.log");
+    let _first = Reaper(watch(&cfg, &export, &out, &events).spawn().unwrap());
+    wait_for("the first box", 30, || events.exists());
+    let mut second = Reaper(
+        watch(&cfg, &export, &out, &tmp.path().join("events2.log"))
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = second.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed().as_secs() < 20, "the second box kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(second.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("another organdose box"), "{err}");
+    // `status` tells a running box from a stopped one.
+    let s = Command::new(BIN)
+        .args(["status", "--json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(v["running"], true);
+}
+
+fn appliance(
+    export: &Path,
+    out: &Path,
+    clock: &ManualClock,
+    cfg: &Config,
+    p: Arc<dyn Processor>,
+) -> Appliance {
+    let status = Arc::new(StatusPort::new(Sink::Log, out));
+    Appliance::new(
+        export,
+        out,
+        cfg.appliance.clone(),
+        cfg.ingest.clone(),
+        p,
+        status,
+        Arc::new(clock.clone()),
+    )
+    .unwrap()
+}
+
+fn fast_config() -> Config {
+    let mut cfg = Config::default();
+    cfg.appliance.quiet_period_s = 2.0;
+    cfg.appliance.retry_initial_s = 5.0;
+    cfg
+}
+
+/// Finding 5: after a kill a result folder held a `final` summary beside a
+/// PROVISIONAL report and old plots; results are now swapped in whole.
+#[test]
+fn a_result_folder_is_replaced_as_a_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("staging");
+    let patient = phantom(&staging, 31, Format::Dicom);
+    let (export, out) = (tmp.path().join("export"), tmp.path().join("out"));
+    let dirs = series_dirs(&patient);
+    let (last, first) = dirs.split_last().unwrap();
+    // Without the 72 h SPECT the cycle is provisional.
+    assert!(last.ends_with("003_SPECT_72h"), "{}", last.display());
+    for d in first {
+        copy_tree(d, &export.join(d.file_name().unwrap()));
+    }
+    let cfg = fast_config();
+    let clock = ManualClock::default();
+    let p = Arc::new(StudyProcessor {
+        cfg: cfg.clone(),
+        masks: Masks::TruthRoot(staging.clone()),
+    });
+    let mut app = appliance(&export, &out, &clock, &cfg, p);
+    app.step().unwrap();
+    clock.advance(3.0);
+    assert_eq!(app.step().unwrap(), 1);
+    app.wait_idle();
+    let rec = records(&out).unwrap().into_values().next().unwrap();
+    assert_eq!(rec.summary_status, "provisional", "{}", rec.message);
+    let dir = out.join(&rec.id);
+    assert!(std::fs::read_to_string(dir.join("report.txt"))
+        .unwrap()
+        .contains("PROVISIONAL"));
+    std::fs::write(dir.join("left_from_before.png"), "old").unwrap();
+    copy_tree(last, &export.join(last.file_name().unwrap()));
+    app.step().unwrap();
+    clock.advance(3.0);
+    assert_eq!(app.step().unwrap(), 1);
+    app.wait_idle();
+    let rec = records(&out).unwrap().into_values().next().unwrap();
+    assert_eq!(rec.summary_status, "final", "{}", rec.message);
+    let report = std::fs::read_to_string(dir.join("report.txt")).unwrap();
+    assert!(!report.contains("PROVISIONAL"), "{report}");
+    assert!(
+        !dir.join("left_from_before.png").exists(),
+        "a file of the old result folder survived"
+    );
+    let hidden: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".partial") || n.ends_with(".old"))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+}
+
+/// Sets or clears the immutable attribute (the one thing root cannot write
+/// through, so a "read-only OUT" can be made in a test run as root).
+fn immutable(p: &Path, on: bool) -> bool {
+    Command::new("chattr")
+        .arg(if on { "+i" } else { "-i" })
+        .arg(p)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+struct Mutable(PathBuf);
+impl Drop for Mutable {
+    fn drop(&mut self) {
+        immutable(&self.0, false);
+    }
+}
+
+/// Finding 6: a read-only OUT was recorded as the study's failure (quarantine,
+/// never retried) and left a piece of a copy; now it is an environment fault,
+/// retried with back-off, nothing recorded or quarantined until it works.
+#[test]
+fn a_read_only_out_is_retried_and_never_blamed_on_the_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("staging");
+    let patient = phantom(&staging, 32, Format::Dicom);
+    let (export, out) = (tmp.path().join("export"), tmp.path().join("out"));
+    for d in series_dirs(&patient) {
+        copy_tree(&d, &export.join(d.file_name().unwrap()));
+    }
+    std::fs::write(export.join("notes.txt"), "not an image\n").unwrap();
+    let cfg = fast_config();
+    let clock = ManualClock::default();
+    let p = Arc::new(StudyProcessor {
+        cfg: cfg.clone(),
+        masks: Masks::TruthRoot(staging.clone()),
+    });
+    let mut app = appliance(&export, &out, &clock, &cfg, p);
+    if !immutable(&out, true) {
+        eprintln!("skipped: chattr +i is not available here");
+        return;
+    }
+    let _guard = Mutable(out.clone());
+    app.step().unwrap();
+    clock.advance(3.0);
+    assert_eq!(app.step().unwrap(), 1);
+    app.wait_idle();
+    let snap = app.status.get();
+    assert_eq!(snap.fault, "environment", "{snap:?}");
+    assert_eq!(snap.state, "idle", "not stuck on busy");
+    assert!(records(&out).unwrap().is_empty(), "no outcome recorded");
+    assert!(!out.join("quarantine").exists());
+    // Rounds during the back-off do not run the job again.
+    for _ in 0..20 {
+        assert_eq!(app.step().unwrap(), 0);
+    }
+    assert!(app.status.get().retrying >= 1);
+    immutable(&out, false);
+    clock.advance(6.0);
+    assert_eq!(app.step().unwrap(), 1);
+    app.wait_idle();
+    let rec = records(&out).unwrap().into_values().next().unwrap();
+    assert_eq!(
+        (rec.outcome.as_str(), rec.summary_status.as_str()),
+        ("done", "final"),
+        "{}",
+        rec.message
+    );
+    // The junk file's quarantine came once OUT could be written, whole.
+    clock.advance(600.0);
+    app.step().unwrap();
+    let q = out.join("quarantine");
+    for e in std::fs::read_dir(&q).unwrap() {
+        let e = e.unwrap().path();
+        assert!(
+            e.join("reason.txt").is_file(),
+            "{} has no reason",
+            e.display()
+        );
+    }
+    assert_eq!(app.status.get().fault, "");
+}
+
+/// Finding 7: a result with a mask that loses half a kidney at one time point
+/// (activity falling and rising again) was reported as final.
+#[test]
+fn an_implausible_result_needs_review_and_is_never_final() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 33, Format::Dicom);
+    let study = organdose::study::load_study(&patient).unwrap();
+    let truth = patient.join("truth");
+    let cfg = Config::default();
+    let mut ldct = Vec::new();
+    for k in 1..=study.timepoints.len() {
+        let p = truth.join(format!("labels_ldct_tp{k}.nii.gz"));
+        if k == 2 {
+            // The right kidney's lower half is missing from this time point's mask.
+            let mut l = read_nifti_labels(&p).unwrap();
+            let [nx, ny, nz] = l.geom.dims;
+            let ks: Vec<usize> = (0..nz)
+                .filter(|&z| (0..nx * ny).any(|i| l.data[z * nx * ny + i] == 3))
+                .collect();
+            let mid = (ks[0] + ks[ks.len() - 1]) / 2;
+            for z in ks[0]..=mid {
+                for v in &mut l.data[z * nx * ny..(z + 1) * nx * ny] {
+                    if *v == 3 {
+                        *v = 0;
+                    }
+                }
+            }
+            let q = tmp.path().join("ldct_tp2_cut.nii.gz");
+            write_nifti(&l, &q, "cut").unwrap();
+            ldct.push(q);
+        } else {
+            ldct.push(p);
+        }
+    }
+    let source = MaskSource::Files {
+        diag_ct: truth.join("labels_ct.nii.gz"),
+        ldct,
+    };
+    let out = tmp.path().join("out");
+    let s = run_study(&study, &source, &out, &cfg, "final", &|_, _| {}).unwrap();
+    assert_eq!(s.status, "needs_review", "{:?}", s.warnings);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.starts_with("needs review: kidney_right")),
+        "{:?}",
+        s.warnings
+    );
+    let report = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(report.contains("NEEDS REVIEW"), "{report}");
+    // The untouched masks pass the gates.
+    let ok = run_study(
+        &study,
+        &MaskSource::truth_of(&patient),
+        &tmp.path().join("ok"),
+        &cfg,
+        "final",
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!(ok.status, "final", "{:?}", ok.warnings);
+}
+
+/// Finding 9: `finalize` took the cycle id as a path.
+#[test]
+fn finalize_refuses_a_cycle_id_that_is_a_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("box/out");
+    std::fs::create_dir_all(out.join("state")).unwrap();
+    // A record outside the box's state folder, where `../../x` leads.
+    let victim = tmp.path().join("box/x.json");
+    let rec = r#"{"id":"x","patient_id":"P","injection":"","signature":"","outcome":"done","summary_status":"partial","timepoints":1,"message":""}"#;
+    std::fs::write(&victim, rec).unwrap();
+    let o = Command::new(BIN)
+        .args(["finalize", "--out"])
+        .arg(&out)
+        .arg("../../x")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a cycle id"));
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        rec,
+        "file outside OUT changed"
+    );
+}
+
+/// Accepts every job and does nothing.
+struct Nothing;
+impl Processor for Nothing {
+    fn memory_need_mb(&self, _job: &Job) -> f64 {
+        1.0
+    }
+    fn process(&self, job: &Job, _p: &dyn Fn(&str, f64)) -> organdose::error::Result<JobOutput> {
+        Ok(JobOutput {
+            summary_status: job.summary_status.clone(),
+            message: String::new(),
+        })
+    }
+}
+
+/// Finding 9: `a/b.dcm` and `a_b.dcm` were quarantined into one folder.
+#[test]
+fn two_inputs_never_share_a_quarantine_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (export, out) = (tmp.path().join("export"), tmp.path().join("out"));
+    std::fs::create_dir_all(export.join("a")).unwrap();
+    std::fs::write(export.join("a/b.dcm"), "first junk\n").unwrap();
+    std::fs::write(export.join("a_b.dcm"), "second junk\n").unwrap();
+    let cfg = fast_config();
+    let clock = ManualClock::default();
+    let mut app = appliance(&export, &out, &clock, &cfg, Arc::new(Nothing));
+    app.step().unwrap();
+    clock.advance(3.0);
+    app.step().unwrap();
+    let q: Vec<PathBuf> = std::fs::read_dir(out.join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(q.len(), 2, "{q:?}");
+    let mut copied: Vec<String> = q
+        .iter()
+        .flat_map(|d| organdose::io::dicom::list_files(&d.join("files")).unwrap())
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    copied.sort();
+    assert_eq!(copied, vec!["first junk\n", "second junk\n"]);
+}
+
+fn edit_study_json(dir: &Path, f: impl Fn(&mut serde_json::Value)) {
+    let p = dir.join("study.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, v.to_string()).unwrap();
+}
+
+/// Finding 9: zero, negative or 1e300 MBq and a `t_h` contradicting the
+/// date-times were accepted; `+05:00` was refused.
+#[test]
+fn study_json_values_are_checked_and_zones_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 34, Format::Nifti);
+    let original = std::fs::read(patient.join("study.json")).unwrap();
+    let reference = organdose::study::load_study(&patient).unwrap();
+    for bad in [0.0, -7400.0, 1e300] {
+        edit_study_json(&patient, |v| v["injected_activity_mbq"] = bad.into());
+        let e = organdose::study::load_study(&patient)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a plausible activity") && e.contains("study.json"),
+            "{e}"
+        );
+        std::fs::write(patient.join("study.json"), &original).unwrap();
+    }
+    edit_study_json(&patient, |v| {
+        let t = v["timepoints"][1]["t_h"].as_f64().unwrap();
+        v["timepoints"][1]["t_h"] = (t + 5.0).into();
+    });
+    let e = organdose::study::load_study(&patient)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("t_h"), "{e}");
+    std::fs::write(patient.join("study.json"), &original).unwrap();
+    // Every date-time with a +05:00 zone: read, and the same hours after injection.
+    edit_study_json(&patient, |v| {
+        let z = |s: &serde_json::Value| format!("{}+05:00", s.as_str().unwrap());
+        v["injection_datetime"] = z(&v["injection_datetime"]).into();
+        for tp in v["timepoints"].as_array_mut().unwrap() {
+            tp["acquisition_datetime"] = z(&tp["acquisition_datetime"]).into();
+        }
+    });
+    let zoned = organdose::study::load_study(&patient).unwrap();
+    let t = |s: &organdose::study::Study| s.timepoints.iter().map(|t| t.t_h).collect::<Vec<_>>();
+    assert_eq!(t(&zoned), t(&reference));
+    // A zone on the injection only is refused (every difference would be off by it).
+    std::fs::write(patient.join("study.json"), &original).unwrap();
+    edit_study_json(&patient, |v| {
+        v["injection_datetime"] =
+            format!("{}+05:00", v["injection_datetime"].as_str().unwrap()).into();
+    });
+    let e = organdose::study::load_study(&patient)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("time zone"), "{e}");
+}
+
+/// Finding 9: with `--truth` the CT was never opened, so a CT with a missing
+/// slice passed silently.
+#[test]
+fn truth_masks_still_read_the_ct() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 35, Format::Dicom);
+    let ct = patient.join("002_CT_ABDOMEN_CONTRAST");
+    let mut slices: Vec<PathBuf> = std::fs::read_dir(&ct)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    slices.sort();
+    assert!(slices.len() >= 5);
+    // A slice from the middle of the series (by position) is lost.
+    let series = organdose::io::dicom::scan(&ct).unwrap().series.remove(0);
+    let mut by_z: Vec<(f64, PathBuf)> = series
+        .files
+        .iter()
+        .map(|h| (h.position.map(|p| p[2]).unwrap_or(0.0), h.path.clone()))
+        .collect();
+    by_z.sort_by(|a, b| a.0.total_cmp(&b.0));
+    std::fs::remove_file(&by_z[by_z.len() / 2].1).unwrap();
+    let o = Command::new(BIN)
+        .arg("run")
+        .arg(&patient)
+        .arg("--truth")
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a CT with a missing slice passed");
+    assert!(err.to_lowercase().contains("slice"), "{err}");
+}
+
+/// Finding 9: a symlinked series folder was reported as "not DICOM".
+#[test]
+fn symlinked_series_folders_are_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(&tmp.path().join("real"), 36, Format::Dicom);
+    let linked = tmp.path().join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    for d in series_dirs(&patient) {
+        std::os::unix::fs::symlink(&d, linked.join(d.file_name().unwrap())).unwrap();
+    }
+    // A loop must not hang the walk.
+    std::os::unix::fs::symlink(&linked, linked.join("loop")).unwrap();
+    let a = organdose::study::load_study(&patient).unwrap();
+    let b = organdose::study::load_study(&linked).unwrap();
+    assert_eq!(a.timepoints.len(), b.timepoints.len());
+    let scan = organdose::io::dicom::scan(&linked).unwrap();
+    assert!(scan.rejected.is_empty(), "{:?}", scan.rejected);
+}
+
+/// Finding 9: "No such file or directory (os error 2): No such file or
+/// directory (os error 2)".
+#[test]
+fn an_error_says_its_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["run", "/nonexistent/study", "--truth", "-o"])
+        .arg(tmp.path().join("x"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/study"), "{err}");
+}
