@@ -357,3 +357,29 @@ fn inspect_cli_reports_every_series_as_json() {
     assert!(tilt["problem"].as_str().unwrap().contains("gantry tilt"));
     assert_eq!(v["rejected"].as_array().unwrap().len(), 2);
 }
+
+/// Issue 20 finding 9: a series folder linked into the export was reported as
+/// "not DICOM"; links are followed now, and a link loop is walked once.
+#[test]
+fn symlinked_series_folders_are_read_and_loops_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("elsewhere");
+    std::fs::create_dir(&real).unwrap();
+    let src = data_dir().join("generated/ct_axial");
+    let mut n = 0;
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), real.join(e.file_name())).unwrap();
+        n += 1;
+    }
+    let export = dir.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    std::os::unix::fs::symlink(&real, export.join("CT")).unwrap();
+    std::os::unix::fs::symlink(&export, export.join("loop")).unwrap();
+    let s = scan(&export).unwrap();
+    assert!(s.rejected.is_empty(), "{:?}", s.rejected);
+    assert_eq!(s.series.len(), 1);
+    assert_eq!(s.series[0].files.len(), n);
+    let (_, v) = read_single_series(&export, None, &Config::default().ingest).unwrap();
+    assert_eq!(v.geom.dims[2], n);
+}
