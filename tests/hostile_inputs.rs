@@ -158,4 +158,26 @@ fn lying_dicom_and_nifti_headers_are_errors_with_bounded_memory() {
     );
     check_bounded("dims", big.len(), largest, peak);
     let _ = p;
+
+    // A gzip bomb: a 4 x 3 x 2 header followed by 64 MB of zeros (was: all of it
+    // decompressed into memory before the header was looked at).
+    let mut bomb = encode_nifti(&v, "t");
+    bomb.resize(bomb.len() + (64 << 20), 0);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, &bomb).expect("gzip");
+    let gz = enc.finish().expect("gzip");
+    drop(bomb);
+    let p_gz = write(dir.path(), "bomb.nii.gz", &gz);
+    let (r, largest, peak) = alloc_meter::measure(|| read_nifti(&p_gz).map(|v| v.data.len()));
+    assert_eq!(r.expect("the declared image reads"), 24);
+    check_bounded("gzip bomb", gz.len(), largest, peak);
+    // A small stream whose header declares 32767^3 float32 voxels.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, &big).expect("gzip");
+    let p_bgz = write(dir.path(), "big.nii.gz", &enc.finish().expect("gzip"));
+    let msg = read_nifti(&p_bgz)
+        .map(|_| ())
+        .expect_err("huge dims in gzip")
+        .to_string();
+    assert!(msg.contains("big.nii.gz"), "{msg}");
 }

@@ -348,11 +348,7 @@ impl NiftiFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let bytes = if is_gz(path) {
-            let mut buf = Vec::new();
-            GzDecoder::new(std::io::BufReader::new(file))
-                .read_to_end(&mut buf)
-                .map_err(|e| Error::nifti(path, format!("gzip stream: {e}")))?;
-            NiftiBytes::Owned(buf)
+            NiftiBytes::Owned(read_gz_bounded(file, path)?)
         } else {
             // SAFETY: the map is read-only and organdose never writes input files; a file
             // truncated by another process while mapped is the caller's (watch folder's)
@@ -381,6 +377,64 @@ impl NiftiFile {
         let v = Volume::new(geom, values.map(|x| x as f32).collect())?;
         v.check_finite(&path.display().to_string())?;
         Ok(v)
+    }
+}
+
+/// Largest ratio of decompressed to compressed bytes a gzip stream can have
+/// (deflate's limit is 1032:1), with a margin.
+const MAX_GZIP_RATIO: u64 = 1100;
+
+/// Decompresses a `.nii.gz`: the header first, then exactly the bytes it
+/// declares (vox_offset + voxels), never more, and only after checking that a
+/// stream of this compressed size could hold them. Memory follows the data
+/// really present, not the header's word.
+fn read_gz_bounded(file: File, path: &Path) -> Result<Vec<u8>> {
+    let gz_err = |e: std::io::Error| Error::nifti(path, format!("gzip stream: {e}"));
+    let compressed = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut dec = GzDecoder::new(std::io::BufReader::new(file));
+    let mut buf = Vec::new();
+    (&mut dec)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut buf)
+        .map_err(gz_err)?;
+    let h = NiftiHeader::parse(&buf, path)?;
+    let need = h.data_end(path)?;
+    let most = compressed.saturating_mul(MAX_GZIP_RATIO);
+    if need > most {
+        return Err(Error::nifti(
+            path,
+            format!(
+                "header declares {need} bytes of image, more than a {compressed}-byte gzip stream can hold"
+            ),
+        ));
+    }
+    dec.take(need - buf.len() as u64)
+        .read_to_end(&mut buf)
+        .map_err(gz_err)?;
+    Ok(buf)
+}
+
+impl NiftiHeader {
+    /// Where the voxel data of every frame ends (vox_offset + voxels x size), in bytes.
+    fn data_end(&self, path: &Path) -> Result<u64> {
+        let dt = DataType::from_code(self.datatype).ok_or_else(|| {
+            Error::nifti(path, format!("unsupported datatype code {}", self.datatype))
+        })?;
+        self.dims
+            .iter()
+            .try_fold(dt.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .and_then(|b| b.checked_add(self.vox_offset as u64))
+            .ok_or_else(|| {
+                Error::nifti(
+                    path,
+                    format!(
+                        "dims {:?} x {} bytes + vox_offset {} overflow",
+                        self.dims,
+                        dt.size(),
+                        self.vox_offset
+                    ),
+                )
+            })
     }
 }
 
