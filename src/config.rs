@@ -15,6 +15,28 @@ pub struct Config {
     pub appliance: ApplianceConfig,
     pub dosimetry: crate::dosimetry::DosimetryConfig,
     pub segment: SegmentConfig,
+    /// Absent from older config files: the defaults then.
+    #[serde(default)]
+    pub report: ReportConfig,
+}
+
+/// What a finished cycle writes besides the JSON/text/CSV results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// RT Structure Sets, SEGs, RT Dose and the Encapsulated PDF in `OUT/<cycle>/dicom/`.
+    pub dicom: bool,
+    /// Time-activity plot with a logarithmic activity axis.
+    pub tac_log_scale: bool,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            dicom: true,
+            tac_log_scale: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

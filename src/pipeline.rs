@@ -257,12 +257,56 @@ pub fn run_study(
         }
     }
     progress("report", 0.95);
+    // QC pictures, report.pdf and the DICOM objects; what cannot be made there is a
+    // warning in the summary, not a lost result.
+    let (_, review_warnings) = crate::report::review::write_review(
+        &crate::report::review::ReviewInput {
+            study,
+            input: &input,
+            summary: &summary,
+            provenance: provenance(source),
+            ingest: &cfg.ingest,
+            dicom: cfg.report.dicom,
+            tac_log_scale: cfg.report.tac_log_scale,
+        },
+        out,
+    );
+    summary.warnings.extend(review_warnings);
     crate::report::write_all(out, &summary)?;
     if matches!(source, MaskSource::Network { .. }) {
         write_masks(study, &input, out)?;
     }
     progress("done", 1.0);
     Ok(summary)
+}
+
+/// Who made the masks, as the RT Structure Set and SEG record it.
+fn provenance(source: &MaskSource) -> crate::report::dicom_out::Provenance {
+    use crate::report::dicom_out::Provenance;
+    match source {
+        MaskSource::Network { model_dir } => Provenance {
+            algorithm: Some((
+                "organdose 2.5D Mask R-CNN".into(),
+                format!(
+                    "{} weights {}",
+                    env!("CARGO_PKG_VERSION"),
+                    model_dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ),
+            )),
+            description: "organdose 2.5D Mask R-CNN, three planes, voxel vote".into(),
+        },
+        MaskSource::Truth(_) => Provenance {
+            algorithm: None,
+            description: "phantom truth label map".into(),
+        },
+        MaskSource::Files { .. } => Provenance {
+            algorithm: None,
+            description: "label map given to organdose".into(),
+        },
+    }
 }
 
 /// The network's label maps, so a physicist can check them: `masks_ct.nii.gz` on

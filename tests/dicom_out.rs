@@ -55,8 +55,11 @@ fn have_python() -> bool {
     )
 }
 
-/// dciodvfy's error lines for `path` (warnings are printed, not counted).
-fn dciodvfy_errors(path: &Path) -> Vec<String> {
+/// dciodvfy's error lines for `path` (warnings are printed, not counted). A run
+/// that does not finish normally, or does not recognise the object as `iod`,
+/// is an error too: dciodvfy exits 0 after finding errors, and a crash prints
+/// no "Error" line.
+fn dciodvfy_errors(path: &Path, iod: &str) -> Vec<String> {
     let out = Command::new("dciodvfy")
         .arg(path)
         .output()
@@ -66,6 +69,13 @@ fn dciodvfy_errors(path: &Path) -> Vec<String> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    if out.status.code() != Some(0) || text.lines().next() != Some(iod) {
+        return vec![format!(
+            "dciodvfy did not verify {} as {iod} ({}):\n{text}",
+            path.display(),
+            out.status
+        )];
+    }
     let warnings: Vec<&str> = text.lines().filter(|l| l.starts_with("Warning")).collect();
     eprintln!(
         "dciodvfy {}: {} warning(s)\n  {}",
@@ -273,8 +283,8 @@ fn rtstruct_and_seg_round_trip_through_orientations() {
         let prefix = tmp.path().join(format!("truth_{name}"));
         write_truth(&prefix, &labels.geom, &labels.data, |v| vec![v]);
         if dv {
-            for f in &files {
-                let e = dciodvfy_errors(f);
+            for (f, iod) in files.iter().zip(["RTStructureSet", "Segmentation"]) {
+                let e = dciodvfy_errors(f, iod);
                 assert!(
                     e.is_empty(),
                     "{name}: dciodvfy {}:\n{}",
@@ -426,7 +436,7 @@ fn rtdose_round_trip_axial_and_non_axial_spect() {
             v.to_le_bytes().to_vec()
         });
         if dv {
-            let e = dciodvfy_errors(&p);
+            let e = dciodvfy_errors(&p, "RTDose");
             assert!(e.is_empty(), "{name}: dciodvfy:\n{}", e.join("\n"));
         }
         if !py {
@@ -440,6 +450,7 @@ fn rtdose_round_trip_axial_and_non_axial_spect() {
             "{name}: {r}"
         );
         assert_eq!(r["units"], "GY");
+        assert_eq!(r["summation"], rtdose::DOSE_SUMMATION_TYPE);
         assert_eq!(r["frame_of_reference"], src.frame_of_reference_uid.as_str());
         // Read back within half a scaling step (the rounding to integers), plus
         // float rounding of the f32 map.
@@ -480,7 +491,7 @@ fn encapsulated_pdf_passes_dciodvfy() {
     let head = organdose::io::dicom::read_header(&p).unwrap();
     assert_eq!(head.sop_class_uid, ENCAPSULATED_PDF_STORAGE);
     if dv {
-        let e = dciodvfy_errors(&p);
+        let e = dciodvfy_errors(&p, "EncapsulatedPDF");
         assert!(e.is_empty(), "dciodvfy:\n{}", e.join("\n"));
     }
 }

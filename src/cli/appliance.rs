@@ -33,6 +33,9 @@ pub struct WatchArgs {
     /// Process what is there, wait for the queue to empty, then exit.
     #[arg(long)]
     pub once: bool,
+    /// Skip the DICOM objects of each cycle's dicom/ folder (`report.dicom`).
+    #[arg(long)]
+    pub no_dicom: bool,
 }
 
 pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
@@ -60,8 +63,12 @@ pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
                 .unwrap_or_else(|| super::segment::resolve_default_weights(&cfg.segment.weights)),
         ),
     };
+    let mut proc_cfg = cfg.clone();
+    if args.no_dicom {
+        proc_cfg.report.dicom = false;
+    }
     let processor = Arc::new(StudyProcessor {
-        cfg: cfg.clone(),
+        cfg: proc_cfg,
         masks,
     });
     let mut app = Appliance::new(

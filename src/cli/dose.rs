@@ -33,6 +33,10 @@ pub struct Args {
     /// Output folder.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// Skip the DICOM objects of OUT/dicom/ (RT Structure Sets, SEGs, RT Dose,
+    /// Encapsulated PDF; `report.dicom` of the configuration).
+    #[arg(long)]
+    pub no_dicom: bool,
 }
 
 pub fn masks_from(args: &Args, cfg: &Config) -> MaskSource {
@@ -60,6 +64,9 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let mut cfg = cfg.clone();
     if let Some(s) = args.psf_sigma_mm {
         cfg.dosimetry.psf_sigma_mm = s;
+    }
+    if args.no_dicom {
+        cfg.report.dicom = false;
     }
     let source = masks_from(&args, &cfg);
     let study = organdose::study::load_study(&args.study_dir)?;

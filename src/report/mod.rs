@@ -4,7 +4,9 @@
 
 pub mod dicom_out;
 pub mod overlay;
+pub mod pdf_report;
 pub mod plot;
+pub mod review;
 
 use crate::dosimetry::DoseSummary;
 use crate::error::{Error, Result};

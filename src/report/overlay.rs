@@ -24,8 +24,8 @@ use crate::volume::{Vec3, Volume};
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use std::path::Path;
 
-// Same font the plots use (BSD-3-Clause, licence beside it).
-static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/Go-Regular.ttf");
+// Same font the plots use (Bitstream Vera licence, beside it).
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// Gap between views and the margins (pixels).
 const GAP: usize = 8;
@@ -192,12 +192,19 @@ fn centres(labels: &Volume<u8>) -> [Option<Vec3>; 5] {
 
 fn views(labels: &Volume<u8>, panel_px: usize) -> Vec<View> {
     let (lo, hi) = bounds(&labels.geom);
-    let ext = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
-    let s = ext.iter().cloned().fold(0.0, f64::max) / panel_px.max(16) as f64;
     let mid = [0, 1, 2].map(|a| 0.5 * (lo[a] + hi[a]));
     let [kid, rk, liv, lk, all] = centres(labels);
     let ax_co = kid.or(all).unwrap_or(mid);
     let sag = rk.or(liv).or(lk).or(all).unwrap_or(mid);
+    views_at(&labels.geom, panel_px, ax_co, sag)
+}
+
+/// Axial and coronal views through `ax_co`, sagittal through `sag`, covering the
+/// patient-space box of `g`.
+fn views_at(g: &crate::Geometry, panel_px: usize, ax_co: Vec3, sag: Vec3) -> Vec<View> {
+    let (lo, hi) = bounds(g);
+    let ext = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+    let s = ext.iter().cloned().fold(0.0, f64::max) / panel_px.max(16) as f64;
     let n = |e: f64| ((e / s).round() as usize).max(1);
     vec![
         View {
@@ -308,21 +315,96 @@ pub fn render(ct: &Volume<f32>, labels: &Volume<u8>, o: &OverlayOptions) -> Resu
             "overlay: the label map is not on the CT's grid",
         ));
     }
+    let note = format!(
+        "CT window {:.0}..{:.0} HU; radiological: patient right on image left; square mm pixels",
+        o.window_hu[0], o.window_hu[1]
+    );
+    render_views(
+        ct,
+        labels,
+        &views(labels, o.panel_px),
+        o.window_hu,
+        Palette::Grey,
+        &note,
+    )
+}
+
+/// How image values are shown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Palette {
+    /// CT: grey.
+    Grey,
+    /// SPECT: black-red-yellow-white ("hot iron"), so outlines stay visible.
+    Hot,
+}
+
+fn colour(p: Palette, g: u8) -> [u8; 3] {
+    match p {
+        Palette::Grey => [g, g, g],
+        Palette::Hot => {
+            let t = g as f32 / 255.0;
+            let c = |a: f32| (a.clamp(0.0, 1.0) * 255.0).round() as u8;
+            [c(t * 2.5), c(t * 2.5 - 1.0), c(t * 3.0 - 2.0)]
+        }
+    }
+}
+
+/// The three views of `image` through `centre` (any grid: masks and image are
+/// both sampled in patient space), outlines of `labels`, a legend and `note`.
+pub fn render_through(
+    image: &Volume<f32>,
+    labels: &Volume<u8>,
+    centre: Vec3,
+    window: [f32; 2],
+    palette: Palette,
+    panel_px: usize,
+    note: &str,
+) -> Result<Rgb> {
+    let vs = views_at(&image.geom, panel_px, centre, centre);
+    render_views(image, labels, &vs, window, palette, note)
+}
+
+/// Patient-space centroid of one label, if it is there.
+pub fn label_centre(labels: &Volume<u8>, label: u8) -> Option<Vec3> {
+    let [nx, ny, nz] = labels.geom.dims;
+    let (mut sum, mut n) = ([0f64; 3], 0usize);
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                if labels.data[labels.geom.linear(i, j, k)] == label {
+                    sum[0] += i as f64;
+                    sum[1] += j as f64;
+                    sum[2] += k as f64;
+                    n += 1;
+                }
+            }
+        }
+    }
+    (n > 0).then(|| labels.geom.index_to_patient(sum.map(|v| v / n as f64)))
+}
+
+fn render_views(
+    ct: &Volume<f32>,
+    labels: &Volume<u8>,
+    vs: &[View],
+    window: [f32; 2],
+    palette: Palette,
+    note: &str,
+) -> Result<Rgb> {
     let font = FontRef::try_from_slice(FONT_BYTES)
         .map_err(|e| Error::input(format!("overlay font: {e}")))?;
-    let vs = views(labels, o.panel_px);
     let width = GAP + vs.iter().map(|v| v.w + GAP).sum::<usize>();
     let body_h = vs.iter().map(|v| v.h).max().unwrap_or(1);
     let height = HEADER + body_h + FOOTER;
     let mut img = Rgb::new(width, height, BG);
     let mut x0 = GAP;
-    for view in &vs {
-        let (grey, lab) = sample(view, ct, labels, o.window_hu);
+    for view in vs {
+        let (grey, lab) = sample(view, ct, labels, window);
         let (w, h) = (view.w, view.h);
         for v in 0..h {
             for u in 0..w {
                 let g = grey[v * w + u];
-                img.put(x0 + u, HEADER + v, [g, g, g]);
+                img.put(x0 + u, HEADER + v, colour(palette, g));
             }
         }
         // Outline: an organ pixel with a 4-neighbour of another label, drawn
@@ -386,6 +468,7 @@ pub fn render(ct: &Volume<f32>, labels: &Volume<u8>, o: &OverlayOptions) -> Resu
         (organs::KIDNEY_LEFT, "kidney left"),
         (organs::KIDNEY_RIGHT, "kidney right"),
         (organs::SPLEEN, "spleen"),
+        (organs::TUMOUR, "tumour"),
     ] {
         let c = organ_colour(l);
         for dy in 0..12 {
@@ -396,14 +479,10 @@ pub fn render(ct: &Volume<f32>, labels: &Volume<u8>, o: &OverlayOptions) -> Resu
         x += 16.0;
         x += draw_text(&mut img, &font, name, x, y, 14.0, [235, 235, 235]) + 14.0;
     }
-    let note = format!(
-        "CT window {:.0}..{:.0} HU; radiological: patient right on image left; square mm pixels",
-        o.window_hu[0], o.window_hu[1]
-    );
     draw_text(
         &mut img,
         &font,
-        &note,
+        note,
         GAP as f32,
         y + 18.0,
         13.0,

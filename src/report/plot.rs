@@ -1,9 +1,10 @@
 //! PNG plots (tac.png, dvh.png) with plotters' bitmap backend.
 //!
 //! Text does not depend on the machine's fonts: plotters 0.3.7 is built without its
-//! font features and [`TextBackend`] draws every label with `ab_glyph` from the Go
-//! Regular font compiled into the binary (`assets/fonts/Go-Regular.ttf`, BSD-3-Clause,
-//! licence beside it).
+//! font features and [`TextBackend`] draws every label with `ab_glyph` from DejaVu
+//! Sans compiled into the binary (`assets/fonts/DejaVuSans.ttf`, Bitstream Vera
+//! licence beside it). Not Go Regular, used before: its slashed zero made every
+//! tick label with a 0 look struck through.
 
 use crate::dosimetry::kinetics::Model;
 use crate::dosimetry::DoseSummary;
@@ -16,7 +17,7 @@ use plotters_backend::{
     BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind,
 };
 
-static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/Go-Regular.ttf");
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 const W: u32 = 900;
 const H: u32 = 600;
@@ -228,43 +229,111 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Time-activity curves: measured points and the chosen fit of each organ.
+/// Time-activity curves: measured points with their standard uncertainty and the
+/// chosen fit of each organ, on a linear activity axis.
 pub fn tac_png(s: &DoseSummary) -> Result<Vec<u8>> {
+    tac_png_scaled(s, false)
+}
+
+/// [`tac_png`], or with `log` a logarithmic activity axis (a mono-exponential
+/// phase is a straight line there, so a wrong fit or an outlier stands out). The
+/// log axis is drawn as log10 of the activity with labels in MBq.
+pub fn tac_png_scaled(s: &DoseSummary, log: bool) -> Result<Vec<u8>> {
     let lp = std::f64::consts::LN_2 / s.half_life_h;
     let t_max = s.times_h.iter().cloned().fold(1.0, f64::max) * 1.3;
     let mut a_max: f64 = 0.0;
+    let mut a_min = f64::INFINITY;
     for o in s.organs.values() {
-        a_max = o.activity_mbq.iter().cloned().fold(a_max, f64::max);
+        for (k, &a) in o.activity_mbq.iter().enumerate() {
+            let sd = o.activity_mbq_sd.get(k).copied().unwrap_or(0.0);
+            a_max = a_max.max(a + sd.max(0.0));
+            if a > 0.0 {
+                a_min = a_min.min(a);
+            }
+        }
     }
     let a_max = if a_max > 0.0 { a_max * 1.15 } else { 1.0 };
+    // Log axis: from a decade below the smallest point, as log10.
+    let (y0, y1) = if log {
+        let lo = if a_min.is_finite() {
+            a_min / 10.0
+        } else {
+            a_max / 1e3
+        };
+        (lo.log10().floor(), a_max.log10())
+    } else {
+        (0.0, a_max)
+    };
+    let y_of = move |a: f64| -> f64 {
+        if log {
+            a.max(10f64.powf(y0)).log10()
+        } else {
+            a.clamp(0.0, a_max)
+        }
+    };
     render(|root| {
         let mut chart = ChartBuilder::on(root)
             .caption(
-                format!("Time-activity curves, patient {}", s.patient_id),
+                format!(
+                    "Time-activity curves, patient {}{}",
+                    s.patient_id,
+                    if log { " (log scale)" } else { "" }
+                ),
                 ("sans-serif", 22),
             )
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(70)
-            .build_cartesian_2d(0.0..t_max, 0.0..a_max)
+            .build_cartesian_2d(0.0..t_max, y0..y1)
             .map_err(|e| e.to_string())?;
+        let fmt_y = move |v: &f64| -> String {
+            if log {
+                let a = 10f64.powf(*v);
+                if a >= 10.0 {
+                    format!("{a:.0}")
+                } else {
+                    format!("{a:.2}")
+                }
+            } else {
+                format!("{v:.0}")
+            }
+        };
         chart
             .configure_mesh()
             .x_desc("time after injection (h)")
             .y_desc("organ activity (MBq)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&fmt_y)
             .label_style(("sans-serif", 15))
             .draw()
             .map_err(|e| e.to_string())?;
         for (name, o) in &s.organs {
             let c = colour(o.label);
-            let pts: Vec<(f64, f64)> = s
+            let pts: Vec<(f64, f64, f64)> = s
                 .times_h
                 .iter()
                 .cloned()
                 .zip(o.activity_mbq.iter().cloned())
+                .enumerate()
+                .map(|(k, (t, a))| (t, a, o.activity_mbq_sd.get(k).copied().unwrap_or(0.0)))
                 .collect();
             chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 5, c.filled())))
+                .draw_series(pts.iter().map(|&(t, a, sd)| {
+                    ErrorBar::new_vertical(
+                        t,
+                        y_of(a - sd),
+                        y_of(a),
+                        y_of(a + sd),
+                        Color::stroke_width(&c, 2),
+                        10,
+                    )
+                }))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(
+                    pts.iter()
+                        .map(|&(t, a, _)| Circle::new((t, y_of(a)), 5, c.filled())),
+                )
                 .map_err(|e| e.to_string())?
                 .label(format!("{name} ({})", o.kinetics.method))
                 .legend(move |(x, y)| Circle::new((x + 10, y), 5, c.filled()));
@@ -273,7 +342,7 @@ pub fn tac_png(s: &DoseSummary) -> Result<Vec<u8>> {
                 let curve: Vec<(f64, f64)> = (0..=300)
                     .map(|i| {
                         let t = t_max * i as f64 / 300.0;
-                        (t, m.eval(&f.parameters, lp, t).clamp(0.0, a_max))
+                        (t, y_of(m.eval(&f.parameters, lp, t)).min(y1))
                     })
                     .collect();
                 chart

@@ -11,9 +11,11 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use std::path::Path;
 
-/// Largest stored value: 32-bit unsigned (what RT Dose readers take), with room
-/// below 2^32 so rounding never wraps.
-const MAX_STORED: f64 = 4.0e9;
+/// Largest stored value. 16-bit unsigned: every RT Dose reader takes it, and
+/// dicom3tools (the validator in the tests) aborts on 32-bit OW pixel data. One
+/// step is max/65000, 0.0015 % of the hottest voxel (under 1 mGy for 50 Gy),
+/// far below the dose's own uncertainty.
+const MAX_STORED: f64 = 65000.0;
 
 /// What the RT Dose says about the dose it holds.
 pub struct DoseDescription {
@@ -87,19 +89,24 @@ pub fn write(
     );
     put_us(&mut o, tags::ROWS, ny as u16);
     put_us(&mut o, tags::COLUMNS, nx as u16);
-    put_us(&mut o, tags::BITS_ALLOCATED, 32);
-    put_us(&mut o, tags::BITS_STORED, 32);
-    put_us(&mut o, tags::HIGH_BIT, 31);
+    put_us(&mut o, tags::BITS_ALLOCATED, 16);
+    put_us(&mut o, tags::BITS_STORED, 16);
+    put_us(&mut o, tags::HIGH_BIT, 15);
     put_us(&mut o, tags::PIXEL_REPRESENTATION, 0);
     put_str(&mut o, tags::DOSE_UNITS, VR::CS, "GY");
     put_str(&mut o, tags::DOSE_TYPE, VR::CS, "PHYSICAL");
     // There is no RT Plan in radionuclide therapy: the dose comes from measured
-    // activity, not from a planned delivery. PLAN, FRACTION, BEAM, BRACHY and the
-    // *_SESSION types all require a Referenced RT Plan Sequence, which would
-    // have to point at an object that does not exist. RECORD ("dose calculated for
-    // the treatment record") is the delivered dose, which this is, without a plan;
-    // the measurement it comes from is referenced instead, as the source SPECT in
-    // ReferencedImageSequence.
+    // activity over a therapy cycle, not from a planned delivery. Every defined
+    // term of PS3.3 C.8.8.3 makes a reference Type 1C: PLAN, MULTI_PLAN,
+    // FRACTION, BEAM, BRACHY, the *_SESSION types and CONTROL_POINT require a
+    // Referenced RT Plan Sequence, RECORD a Referenced Treatment Record Sequence,
+    // and either would point at an object that does not exist (dciodvfy reports
+    // both as errors). Dose Summation Type is Defined Terms, which the standard
+    // lets an application extend, so the dose says what it is: MRT_CYCLE, the
+    // absorbed dose of one molecular-radiotherapy cycle integrated over time
+    // (dciodvfy: a warning for an unrecognised defined term, no error). The
+    // measurement it comes from is referenced instead: the SPECT, in
+    // ReferencedImageSequence, on the same frame of reference.
     put_str(
         &mut o,
         tags::DOSE_SUMMATION_TYPE,
@@ -150,17 +157,17 @@ pub fn write(
             } else {
                 0.0
             };
-            (v / scaling).round().min(u32::MAX as f64) as u32
+            (v / scaling).round().min(u16::MAX as f64) as u16
         }));
     }
     o.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OW,
-        PrimitiveValue::U32(C::from_vec(px)),
+        PrimitiveValue::U16(C::from_vec(px)),
     ));
     write_part10(o, path, true)?;
     Ok((sop, scaling))
 }
 
 /// See the comment where it is written.
-pub const DOSE_SUMMATION_TYPE: &str = "RECORD";
+pub const DOSE_SUMMATION_TYPE: &str = "MRT_CYCLE";

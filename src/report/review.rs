@@ -1,0 +1,290 @@
+//! What a person reviews before trusting a dose: quality-control pictures in
+//! `OUT/qc/`, `tac_log.png`, `report.pdf`, and the DICOM objects of `OUT/dicom/`.
+//!
+//! QC pictures (axial, coronal, sagittal through each organ's centre):
+//! - `qc/ct_<organ>.png`: the mask outlines over the diagnostic CT;
+//! - `qc/tp<k>_ldct_<organ>.png`: time point k's mask over its low-dose CT;
+//! - `qc/tp<k>_spect_<organ>.png`: the same mask over time point k's SPECT, where
+//!   a CT-SPECT misregistration shows as activity beside the outline.
+//!
+//! Nothing here fails a study: the dose results are already computed, so a
+//! picture or object that cannot be made becomes a warning.
+
+use super::dicom_out::source::SourceSeries;
+use super::dicom_out::{self, Provenance};
+use super::overlay::{label_centre, render_through, Palette};
+use super::pdf_report::{render as render_pdf, Picture, ReportPages};
+use crate::config::IngestConfig;
+use crate::dosimetry::pipeline::{DoseInput, DoseSummary};
+use crate::error::Result;
+use crate::io::write_bytes_atomically;
+use crate::organs;
+use crate::study::{Source, Study};
+use crate::volume::Volume;
+use dicom_dictionary_std::tags;
+use std::path::{Path, PathBuf};
+
+/// Everything the review outputs are made from.
+pub struct ReviewInput<'a> {
+    pub study: &'a Study,
+    pub input: &'a DoseInput,
+    pub summary: &'a DoseSummary,
+    pub provenance: Provenance,
+    pub ingest: &'a IngestConfig,
+    /// Write `dicom/` too.
+    pub dicom: bool,
+    pub tac_log_scale: bool,
+}
+
+/// Soft-tissue CT window (level 40, width 400).
+const CT_WINDOW: [f32; 2] = [-160.0, 240.0];
+const PANEL_PX: usize = 300;
+
+/// Writes the QC pictures, report.pdf and (when asked) the DICOM objects into
+/// `out`. Returns the files written and warnings for what could not be made.
+pub fn write_review(r: &ReviewInput, out: &Path) -> (Vec<PathBuf>, Vec<String>) {
+    let mut written = Vec::new();
+    let mut warnings = Vec::new();
+    let t0 = std::time::Instant::now();
+    let pictures = match qc_pictures(r, &out.join("qc"), &mut written) {
+        Ok(p) => p,
+        Err(e) => {
+            warnings.push(format!("quality-control pictures not made: {e}"));
+            Vec::new()
+        }
+    };
+    tracing::debug!("QC pictures in {:.1} s", t0.elapsed().as_secs_f64());
+    // tac.png is linear; the log-scale twin shows each phase as a straight line.
+    let p = out.join("tac_log.png");
+    match super::plot::tac_png_scaled(r.summary, true)
+        .and_then(|png| write_bytes_atomically(&p, &png))
+    {
+        Ok(()) => written.push(p),
+        Err(e) => warnings.push(format!("tac_log.png not written: {e}")),
+    }
+    let pdf = match report_pdf(r, pictures) {
+        Ok(bytes) => {
+            let p = out.join("report.pdf");
+            match write_bytes_atomically(&p, &bytes) {
+                Ok(()) => written.push(p),
+                Err(e) => warnings.push(format!("report.pdf not written: {e}")),
+            }
+            Some(bytes)
+        }
+        Err(e) => {
+            warnings.push(format!("report.pdf not made: {e}"));
+            None
+        }
+    };
+    if r.dicom {
+        let t1 = std::time::Instant::now();
+        match dicom_out::write_cycle(
+            r.study,
+            r.input,
+            r.summary,
+            &r.provenance,
+            pdf.as_deref(),
+            out,
+        ) {
+            Ok((files, notes)) => {
+                written.extend(files);
+                warnings.extend(notes.into_iter().map(|n| format!("DICOM outputs: {n}")));
+            }
+            Err(e) => warnings.push(format!("DICOM outputs not written: {e}")),
+        }
+        tracing::debug!("DICOM outputs in {:.1} s", t1.elapsed().as_secs_f64());
+    }
+    (written, warnings)
+}
+
+/// Organs present in a label map, in label order.
+fn present(labels: &Volume<u8>) -> Vec<(u8, &'static str)> {
+    let mut seen = [false; 256];
+    for &v in &labels.data {
+        seen[v as usize] = true;
+    }
+    organs::ORGANS
+        .iter()
+        .copied()
+        .filter(|(l, _)| seen[*l as usize])
+        .collect()
+}
+
+/// High end of the SPECT display window: the 99.5th percentile of positive
+/// voxels, so one hot voxel does not darken the picture.
+fn spect_window(v: &Volume<f32>) -> [f32; 2] {
+    let mut pos: Vec<f32> = v.data.iter().copied().filter(|x| *x > 0.0).collect();
+    if pos.is_empty() {
+        return [0.0, 1.0];
+    }
+    let k = ((pos.len() - 1) as f64 * 0.995) as usize;
+    let (_, hi, _) = pos.select_nth_unstable_by(k, f32::total_cmp);
+    [0.0, hi.max(1e-6)]
+}
+
+/// Writes every QC picture; returns those the PDF shows (diagnostic CT, and the
+/// reference time point's low-dose CT and SPECT, per organ).
+fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Result<Vec<Picture>> {
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+    let mut for_pdf = Vec::new();
+    let ref_k = r.summary.settings.dose_map_time_point.saturating_sub(1);
+    let mut put = |name: String,
+                   caption: String,
+                   img: &Volume<f32>,
+                   labels: &Volume<u8>,
+                   lab: u8,
+                   window: [f32; 2],
+                   palette: Palette,
+                   in_pdf: bool|
+     -> Result<()> {
+        let Some(c) = label_centre(labels, lab) else {
+            return Ok(());
+        };
+        let note = match palette {
+            Palette::Grey => format!(
+                "{caption}; CT window {:.0}..{:.0} HU; patient right on image left",
+                window[0], window[1]
+            ),
+            Palette::Hot => format!(
+                "{caption}; SPECT 0..{:.0} Bq/mL; patient right on image left",
+                window[1]
+            ),
+        };
+        let rgb = render_through(img, labels, c, window, palette, PANEL_PX, &note)?;
+        let png = rgb.encode_png()?;
+        let p = dir.join(&name);
+        write_bytes_atomically(&p, &png)?;
+        written.push(p);
+        if in_pdf {
+            for_pdf.push(Picture {
+                caption: caption.clone(),
+                width: rgb.width,
+                height: rgb.height,
+                rgb: rgb.data,
+            });
+        }
+        Ok(())
+    };
+    let ct = r.study.diagnostic_ct.read(r.ingest)?;
+    let diag = &r.input.diag_ct_labels;
+    for (lab, organ) in present(diag) {
+        put(
+            format!("ct_{organ}.png"),
+            format!("{organ} on the diagnostic CT"),
+            &ct,
+            diag,
+            lab,
+            CT_WINDOW,
+            Palette::Grey,
+            true,
+        )?;
+    }
+    drop(ct);
+    for (k, (tp, ti)) in r
+        .study
+        .timepoints
+        .iter()
+        .zip(&r.input.timepoints)
+        .enumerate()
+    {
+        let organs_here = present(&ti.labels);
+        if let Some(src) = &tp.ldct {
+            let ldct = src.read(r.ingest)?;
+            for &(lab, organ) in &organs_here {
+                put(
+                    format!("tp{}_ldct_{organ}.png", k + 1),
+                    format!("{organ} on the low-dose CT at {:.1} h", tp.t_h),
+                    &ldct,
+                    &ti.labels,
+                    lab,
+                    CT_WINDOW,
+                    Palette::Grey,
+                    k == ref_k,
+                )?;
+            }
+        }
+        let spect = &ti.spect_bq_per_ml;
+        let win = spect_window(spect);
+        for &(lab, organ) in &organs_here {
+            put(
+                format!("tp{}_spect_{organ}.png", k + 1),
+                format!("{organ} mask over the SPECT at {:.1} h", tp.t_h),
+                spect,
+                &ti.labels,
+                lab,
+                win,
+                Palette::Hot,
+                k == ref_k,
+            )?;
+        }
+    }
+    Ok(for_pdf)
+}
+
+/// Patient and study lines for the header, from the diagnostic CT's DICOM
+/// header when there is one.
+fn header_lines(r: &ReviewInput) -> (Vec<String>, String) {
+    let s = r.summary;
+    let mut lines = Vec::new();
+    let mut footer = format!("Patient ID {}", s.patient_id);
+    if let Source::Dicom(d) = &r.study.diagnostic_ct {
+        if let Ok(src) = SourceSeries::read(d) {
+            let name = src.attr(tags::PATIENT_NAME).replace('^', " ");
+            lines.push(format!(
+                "Patient: {}   ID {}   born {}   sex {}",
+                name.trim(),
+                s.patient_id,
+                src.attr(tags::PATIENT_BIRTH_DATE),
+                src.attr(tags::PATIENT_SEX)
+            ));
+            lines.push(format!(
+                "Diagnostic CT study: {} {}   accession {}   {}",
+                src.attr(tags::STUDY_DATE),
+                src.attr(tags::STUDY_TIME),
+                src.attr(tags::ACCESSION_NUMBER),
+                src.attr(tags::STUDY_DESCRIPTION)
+            ));
+            footer = format!("{} (ID {})", name.trim(), s.patient_id);
+        }
+    }
+    if lines.is_empty() {
+        lines.push(format!("Patient ID {}", s.patient_id));
+    }
+    let inj = &r.study.injection;
+    lines.push(format!(
+        "Injection: {} {:.0} MBq at {}   time points {} h p.i.   status {}",
+        s.nuclide,
+        inj.activity_mbq,
+        inj.datetime,
+        s.times_h
+            .iter()
+            .map(|t| format!("{t:.1}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.status
+    ));
+    (lines, footer)
+}
+
+fn report_pdf(r: &ReviewInput, qc: Vec<Picture>) -> Result<Vec<u8>> {
+    let s = r.summary;
+    let (header, footer) = header_lines(r);
+    let mut pictures = vec![
+        Picture::from_png(
+            "Time-activity curves (points +- one standard uncertainty; lines: chosen fits)",
+            &super::plot::tac_png_scaled(s, r.tac_log_scale)?,
+        )?,
+        Picture::from_png(
+            "Cumulative dose-volume histograms",
+            &super::plot::dvh_png(s)?,
+        )?,
+    ];
+    pictures.extend(qc);
+    render_pdf(&ReportPages {
+        title: "organdose dosimetry report".into(),
+        header,
+        body: super::report_text(s),
+        pictures,
+        footer,
+    })
+}
