@@ -495,3 +495,144 @@ fn encapsulated_pdf_passes_dciodvfy() {
         assert!(e.is_empty(), "dciodvfy:\n{}", e.join("\n"));
     }
 }
+
+/// A whole cycle as `organdose run --truth` makes it: every object in dicom/,
+/// each accepted by dciodvfy, the SEG and RT Structure Set of the diagnostic CT
+/// and of a low-dose CT equal to the phantom's truth label maps, and the RT
+/// Dose equal to dose_map.nii.gz; with `report.dicom = false` no dicom/ at all.
+#[test]
+fn phantom_cycle_writes_every_object() {
+    use organdose::config::Config;
+    use organdose::io::nifti::{read_nifti, read_nifti_labels};
+    use organdose::phantom::layout::{write_patient, WriteOptions};
+    use organdose::phantom::{Format, Patient, PhantomConfig};
+    use organdose::pipeline::{run_study, MaskSource};
+    use organdose::study::{load_study, Source};
+
+    let py = have_python();
+    let dv = have_dciodvfy();
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = Patient::new(&PhantomConfig::small(), 7, 0);
+    let w = write_patient(
+        &patient,
+        &tmp.path().join("export"),
+        &WriteOptions {
+            format: Format::Dicom,
+            preview: None,
+        },
+    )
+    .unwrap();
+    let study = load_study(&w.patient_dir).unwrap();
+    let out = tmp.path().join("out");
+    let cfg = Config::default();
+    let t0 = std::time::Instant::now();
+    run_study(
+        &study,
+        &MaskSource::truth_of(&w.patient_dir),
+        &out,
+        &cfg,
+        "final",
+        &|_, _| {},
+    )
+    .unwrap();
+    eprintln!(
+        "cycle with review outputs in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let dicom = out.join("dicom");
+    let n = study.timepoints.len();
+    let mut expected: Vec<(String, &str)> = vec![
+        ("RTSTRUCT_CT.dcm".into(), "RTStructureSet"),
+        ("SEG_CT.dcm".into(), "Segmentation"),
+        ("RTDOSE.dcm".into(), "RTDose"),
+        ("REPORT_PDF.dcm".into(), "EncapsulatedPDF"),
+    ];
+    for k in 1..=n {
+        expected.push((format!("RTSTRUCT_TP{k}.dcm"), "RTStructureSet"));
+        expected.push((format!("SEG_TP{k}.dcm"), "Segmentation"));
+    }
+    for (f, iod) in &expected {
+        let p = dicom.join(f);
+        assert!(p.is_file(), "{f} missing");
+        if dv {
+            let e = dciodvfy_errors(&p, iod);
+            assert!(e.is_empty(), "{f}: {}", e.join("\n"));
+        }
+    }
+    assert!(out.join("report.pdf").is_file());
+    assert!(out.join("qc/ct_kidney_left.png").is_file());
+    assert!(out
+        .join(format!("qc/tp{n}_spect_kidney_right.png"))
+        .is_file());
+
+    if py {
+        let truth = w.patient_dir.join("truth");
+        let series_dir = |s: &Source| match s {
+            Source::Dicom(d) => d.files[0].path.parent().unwrap().to_path_buf(),
+            Source::Nifti(_) => panic!("phantom export is DICOM"),
+        };
+        let ldct = study.timepoints[0].ldct.as_ref().unwrap();
+        for (obj, ct_dir, labels) in [
+            ("CT", series_dir(&study.diagnostic_ct), "labels_ct.nii.gz"),
+            ("TP1", series_dir(ldct), "labels_ldct_tp1.nii.gz"),
+        ] {
+            let lab = read_nifti_labels(&truth.join(labels)).unwrap();
+            let prefix = tmp.path().join(format!("truth_{obj}"));
+            write_truth(&prefix, &lab.geom, &lab.data, |v| vec![v]);
+            let (ct, pre) = (ct_dir.to_str().unwrap(), prefix.to_str().unwrap());
+            let seg_path = dicom.join(format!("SEG_{obj}.dcm"));
+            let seg = check_py(&["seg", seg_path.to_str().unwrap(), ct, pre]);
+            let rs_path = dicom.join(format!("RTSTRUCT_{obj}.dcm"));
+            let rs = check_py(&["rtstruct", rs_path.to_str().unwrap(), ct, pre]);
+            eprintln!("{obj}: SEG {seg}\n{obj}: RTSTRUCT {rs}");
+            let organs: Vec<u8> = (1..=5).filter(|l| lab.data.contains(l)).collect();
+            assert!(organs.len() >= 4, "{obj}: organs {organs:?}");
+            for l in organs {
+                let key = l.to_string();
+                assert_eq!(seg["segments"][&key]["mismatch"], 0, "{obj} SEG label {l}");
+                assert_eq!(seg["highdicom_mismatch"][&key], 0, "{obj} SEG label {l}");
+                let dice = rs["rois"][&key]["dice"].as_f64().unwrap();
+                let dist = rs["rois"][&key]["centroid_distance_mm"].as_f64().unwrap();
+                assert!(
+                    dice >= 0.999 && dist <= 0.1,
+                    "{obj} RTSTRUCT label {l}: Dice {dice}, {dist} mm"
+                );
+            }
+            assert_eq!(rs["all_images_referenced"], true, "{obj}");
+            assert!(
+                seg["segments"]["2"]["centroid_mm"][0].as_f64().unwrap() > 0.0,
+                "{obj}: left kidney on the left"
+            );
+        }
+        let dose = read_nifti(&out.join("dose_map.nii.gz")).unwrap();
+        let prefix = tmp.path().join("truth_dose");
+        write_truth(&prefix, &dose.geom, &dose.data, |v: f32| {
+            v.to_le_bytes().to_vec()
+        });
+        let rd = dicom.join("RTDOSE.dcm");
+        let r = check_py(&["rtdose", rd.to_str().unwrap(), prefix.to_str().unwrap()]);
+        eprintln!("RTDOSE {r}");
+        assert_eq!(r["missing_voxels"], 0);
+        let scaling = r["scaling"].as_f64().unwrap();
+        let err = r["max_abs_err_gy"].as_f64().unwrap();
+        assert!(
+            err <= 0.5 * scaling + 1e-6,
+            "dose read back {err} Gy off (scaling {scaling})"
+        );
+    }
+
+    let mut no_dicom = cfg.clone();
+    no_dicom.report.dicom = false;
+    let out2 = tmp.path().join("out_no_dicom");
+    run_study(
+        &study,
+        &MaskSource::truth_of(&w.patient_dir),
+        &out2,
+        &no_dicom,
+        "final",
+        &|_, _| {},
+    )
+    .unwrap();
+    assert!(!out2.join("dicom").exists());
+    assert!(out2.join("report.pdf").is_file());
+}
