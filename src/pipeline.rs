@@ -266,6 +266,7 @@ pub fn run_study(
             summary: &summary,
             provenance: provenance(source),
             ingest: &cfg.ingest,
+            dosimetry: &cfg.dosimetry,
             dicom: cfg.report.dicom,
             tac_log_scale: cfg.report.tac_log_scale,
         },

@@ -4,8 +4,9 @@
 //! QC pictures (axial, coronal, sagittal through each organ's centre):
 //! - `qc/ct_<organ>.png`: the mask outlines over the diagnostic CT;
 //! - `qc/tp<k>_ldct_<organ>.png`: time point k's mask over its low-dose CT;
-//! - `qc/tp<k>_spect_<organ>.png`: the same mask over time point k's SPECT, where
-//!   a CT-SPECT misregistration shows as activity beside the outline.
+//! - `qc/tp<k>_spect_<organ>.png`: the organ's VOI (the border-extended volume its
+//!   activity was measured in) over time point k's SPECT, where a CT-SPECT
+//!   misregistration shows as activity beside the outline.
 //!
 //! Nothing here fails a study: the dose results are already computed, so a
 //! picture or object that cannot be made becomes a warning.
@@ -15,7 +16,9 @@ use super::dicom_out::{self, Provenance};
 use super::overlay::{label_centre, render_through, Palette};
 use super::pdf_report::{render as render_pdf, Picture, ReportPages};
 use crate::config::IngestConfig;
+use crate::dosimetry::activity::measure_time_point;
 use crate::dosimetry::pipeline::{DoseInput, DoseSummary};
+use crate::dosimetry::DosimetryConfig;
 use crate::error::Result;
 use crate::io::write_bytes_atomically;
 use crate::organs;
@@ -31,6 +34,8 @@ pub struct ReviewInput<'a> {
     pub summary: &'a DoseSummary,
     pub provenance: Provenance,
     pub ingest: &'a IngestConfig,
+    /// For the VOIs drawn over each SPECT (the ones the activities were measured in).
+    pub dosimetry: &'a DosimetryConfig,
     /// Write `dicom/` too.
     pub dicom: bool,
     pub tac_log_scale: bool,
@@ -205,12 +210,13 @@ fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Resul
         }
         let spect = &ti.spect_bq_per_ml;
         let win = spect_window(spect);
+        let vois = voi_labels(spect, &ti.labels, &organs_here, r.dosimetry)?;
         for &(lab, organ) in &organs_here {
             put(
                 format!("tp{}_spect_{organ}.png", k + 1),
-                format!("{organ} mask over the SPECT at {:.1} h", tp.t_h),
+                format!("{organ} VOI over the SPECT at {:.1} h", tp.t_h),
                 spect,
-                &ti.labels,
+                &vois,
                 lab,
                 win,
                 Palette::Hot,
@@ -219,6 +225,27 @@ fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Resul
         }
     }
     Ok(for_pdf)
+}
+
+/// The organs' border-extended VOIs on the SPECT grid as one label map (a voxel
+/// in two VOIs shows the first organ's).
+fn voi_labels(
+    spect: &Volume<f32>,
+    labels: &Volume<u8>,
+    organs: &[(u8, &str)],
+    cfg: &DosimetryConfig,
+) -> Result<Volume<u8>> {
+    let ids: Vec<u8> = organs.iter().map(|o| o.0).collect();
+    let m = measure_time_point(spect, labels, &ids, cfg)?;
+    let mut out = vec![0u8; spect.geom.len()];
+    for (&lab, w) in m.voi.iter().rev() {
+        for (o, &v) in out.iter_mut().zip(w) {
+            if v >= 0.5 {
+                *o = lab;
+            }
+        }
+    }
+    Volume::new(spect.geom.clone(), out)
 }
 
 /// Patient and study lines for the header, from the diagnostic CT's DICOM

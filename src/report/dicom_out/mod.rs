@@ -126,6 +126,12 @@ pub fn write_cycle(
     std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
     let mut written = Vec::new();
     let mut notes = Vec::new();
+    // A provisional result says so in the series description a PACS lists: the
+    // final one comes later as new series.
+    let status = match summary.status.as_str() {
+        "final" => String::new(),
+        s => format!(" ({s})"),
+    };
     let dicom = |s: &Source| match s {
         Source::Dicom(d) => Some(d.clone()),
         Source::Nifti(_) => None,
@@ -137,7 +143,7 @@ pub fn write_cycle(
                 &src,
                 &input.diag_ct_labels,
                 prov,
-                "diagnostic CT",
+                &format!("diagnostic CT{status}"),
                 "CT",
                 9001,
                 &dir,
@@ -154,7 +160,7 @@ pub fn write_cycle(
             &src,
             &ti.labels,
             prov,
-            &format!("low-dose CT {:.1} h", tp.t_h),
+            &format!("low-dose CT {:.1} h{status}", tp.t_h),
             &format!("TP{}", k + 1),
             9011 + 2 * k as i64,
             &dir,
@@ -188,14 +194,20 @@ pub fn write_cycle(
                 &NewSeries {
                     modality: "RTDOSE",
                     number: 9051,
-                    description: "organdose absorbed dose (Gy)".into(),
+                    description: format!("organdose absorbed dose (Gy){status}"),
                 },
                 &p,
             )?;
             written.push(p);
             if let Some(bytes) = pdf {
                 let p = dir.join("REPORT_PDF.dcm");
-                pdf::write_encapsulated(bytes, &src, "organdose dosimetry report", 9061, &p)?;
+                pdf::write_encapsulated(
+                    bytes,
+                    &src,
+                    &format!("organdose dosimetry report{status}"),
+                    9061,
+                    &p,
+                )?;
                 written.push(p);
             }
         }
