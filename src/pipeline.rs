@@ -248,13 +248,22 @@ pub fn run_study(
     // A result no physicist should trust is never reported as final (a partial one
     // already says it is incomplete).
     if status != "partial" {
-        let reasons = crate::dosimetry::plausibility::review_reasons(&summary);
-        if !reasons.is_empty() {
+        let review = crate::dosimetry::plausibility::review(&summary);
+        if !review.hold.is_empty() {
             summary.status = "needs_review".into();
-            summary
-                .warnings
-                .extend(reasons.into_iter().map(|r| format!("needs review: {r}")));
         }
+        summary.warnings.extend(
+            review
+                .hold
+                .into_iter()
+                .map(|r| format!("needs review: {r}"))
+                .chain(review.small_vois.into_iter().map(|r| {
+                    format!(
+                        "implausible, but a lesion or a VOI under {} mL does not hold the summary back: {r}",
+                        crate::dosimetry::plausibility::MIN_VOLUME_ML
+                    )
+                })),
+        );
     }
     progress("report", 0.95);
     // QC pictures, report.pdf and the DICOM objects; what cannot be made there is a

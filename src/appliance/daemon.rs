@@ -71,6 +71,10 @@ struct Backoff {
     next_s: f64,
 }
 
+/// A full round runs at least this often even when nothing seems to have
+/// changed (a clock step, a file system that keeps mtimes coarse).
+const FULL_ROUND_S: f64 = 60.0;
+
 /// Seconds to wait after the `failures`-th failure in a row: `retry_initial_s`
 /// doubled per failure, at most `retry_max_s`.
 pub fn backoff_s(cfg: &ApplianceConfig, failures: u32) -> f64 {
@@ -100,6 +104,12 @@ pub struct Appliance {
     pub paused: Arc<AtomicBool>,
     worker: Option<std::thread::JoinHandle<()>>,
     last_heartbeat_s: f64,
+    /// When the last full round ran, and what it saw (see [`Appliance::step`]).
+    last_full_s: f64,
+    state_mtime: Option<std::time::SystemTime>,
+    paused_before: bool,
+    /// A full round is owed (a job finished, the queue was full, a round failed).
+    dirty: bool,
     /// Dropped last: no other box works on this OUT while this one lives.
     _lock: OutLock,
 }
@@ -153,6 +163,10 @@ impl Appliance {
             paused: Arc::new(AtomicBool::new(false)),
             worker: Some(worker),
             last_heartbeat_s: f64::NEG_INFINITY,
+            last_full_s: f64::NEG_INFINITY,
+            state_mtime: None,
+            paused_before: false,
+            dirty: true,
             _lock: lock,
         })
     }
@@ -160,10 +174,64 @@ impl Appliance {
     /// One round: poll, settle, quarantine, queue. Returns the number of jobs
     /// queued; an error (e.g. a state record that cannot be read) is returned
     /// after the round has done what it could.
+    ///
+    /// When nothing changed since the last round (no file changed or settled, no
+    /// job finished, no retry due, no record written by `organdose finalize`),
+    /// only the poll and the heartbeat run: an export folder holding months of
+    /// patients costs a directory walk per poll, not a regrouping of every series.
     pub fn step(&mut self) -> Result<usize> {
         let now = self.clock.now_s();
-        self.collect_done();
-        self.ingest.poll(now);
+        let done = self.collect_done();
+        let changed = self.ingest.poll(now);
+        let paused = self.paused.load(Ordering::SeqCst);
+        let state_mtime = std::fs::metadata(self.out_dir.join("state"))
+            .and_then(|m| m.modified())
+            .ok();
+        let due = self.retry.values().any(|b| b.next_s <= now)
+            || self.quarantine_retry.values().any(|b| b.next_s <= now);
+        let full = self.dirty
+            || changed > 0
+            || done > 0
+            || due
+            || paused != self.paused_before
+            || state_mtime != self.state_mtime
+            || self.ingest.settling(self.last_full_s, now)
+            || now - self.last_full_s >= FULL_ROUND_S;
+        let result = if full {
+            self.last_full_s = now;
+            self.state_mtime = state_mtime;
+            self.paused_before = paused;
+            self.dirty = false;
+            self.full_round(now)
+        } else {
+            Ok(0)
+        };
+        if result.is_err() {
+            self.dirty = true;
+        }
+        let pending = self.ingest.pending_files();
+        let qlen = self.tx.as_ref().map(|t| t.len()).unwrap_or(0);
+        let retrying = self.retry.len() + self.quarantine_retry.len();
+        self.status.update(|s| {
+            s.queue = qlen;
+            s.pending_files = pending;
+            s.time_s = now;
+            s.retrying = retrying;
+            if paused {
+                s.state = "paused".into();
+            } else if s.state == "paused" {
+                s.state = "idle".into();
+            }
+        });
+        if now - self.last_heartbeat_s >= self.cfg.heartbeat_s {
+            self.last_heartbeat_s = now;
+            self.status.heartbeat();
+        }
+        result
+    }
+
+    /// Settle, group, quarantine and queue (see [`Self::step`]).
+    fn full_round(&mut self, now: f64) -> Result<usize> {
         let mut ready = Vec::new();
         for st in self.ingest.settled_series(now, &self.ingest_cfg) {
             match st {
@@ -246,6 +314,7 @@ impl Appliance {
                     Err(TrySendError::Full(job)) => {
                         // Back-pressure: the job is found again on the next round.
                         tracing::debug!("queue full; {} waits", job.cycle.id);
+                        self.dirty = true;
                         break;
                     }
                     Err(TrySendError::Disconnected(_)) => {
@@ -253,25 +322,6 @@ impl Appliance {
                     }
                 }
             }
-        }
-        let paused = self.paused.load(Ordering::SeqCst);
-        let pending = self.ingest.pending_files();
-        let qlen = self.tx.as_ref().map(|t| t.len()).unwrap_or(0);
-        let retrying = self.retry.len() + self.quarantine_retry.len();
-        self.status.update(|s| {
-            s.queue = qlen;
-            s.pending_files = pending;
-            s.time_s = now;
-            s.retrying = retrying;
-            if paused {
-                s.state = "paused".into();
-            } else if s.state == "paused" {
-                s.state = "idle".into();
-            }
-        });
-        if now - self.last_heartbeat_s >= self.cfg.heartbeat_s {
-            self.last_heartbeat_s = now;
-            self.status.heartbeat();
         }
         match first_error {
             Some(e) => Err(e),
@@ -362,6 +412,8 @@ impl Appliance {
 
     fn on_done(&mut self, d: Done) {
         self.in_flight.remove(&d.id);
+        // The cycle may have new inputs that arrived while it ran.
+        self.dirty = true;
         if d.retry {
             let failures = self.retry.get(&d.id).map_or(0, |b| b.failures) + 1;
             let wait = backoff_s(&self.cfg, failures);
@@ -381,10 +433,14 @@ impl Appliance {
         }
     }
 
-    fn collect_done(&mut self) {
+    /// Takes the finished jobs' reports; returns how many there were.
+    fn collect_done(&mut self) -> usize {
+        let mut n = 0;
         while let Ok(d) = self.done_rx.try_recv() {
             self.on_done(d);
+            n += 1;
         }
+        n
     }
 
     /// True when nothing is queued or running.

@@ -73,7 +73,8 @@ impl Ingest {
     }
 
     /// Looks at every file once; reads the headers of files that have become quiet.
-    /// Returns the number of files that changed since the last poll.
+    /// Returns the number of files that changed, disappeared or were read since
+    /// the last poll.
     pub fn poll(&mut self, now_s: f64) -> usize {
         let listed = match dicom::list_files(&self.root) {
             Ok(l) => l,
@@ -143,9 +144,18 @@ impl Ingest {
                         Err(e) => Kind::Rejected(e.to_string()),
                     }
                 };
+                changed += 1;
             }
         }
         changed
+    }
+
+    /// Whether what [`Self::settled_series`] returns may differ from the last
+    /// round's although [`Self::poll`] saw no change: files are still settling, or
+    /// the quiet period after a deletion ends between `since_s` and `now_s`.
+    pub fn settling(&self, since_s: f64, now_s: f64) -> bool {
+        let removal_quiet_at = self.last_removal_s + self.quiet_s;
+        self.pending_files() > 0 || (removal_quiet_at > since_s && removal_quiet_at <= now_s)
     }
 
     /// Files still waiting for their quiet period.
