@@ -943,6 +943,12 @@ mod tests {
                     std::io::Error::from_raw_os_error(28),
                 )),
                 "panic" => panic!("test processor panics"),
+                "vanish" => {
+                    // `rm -rf` of the patient while the job reads it.
+                    let f = &job.cycle.series[0].files[0].path;
+                    std::fs::remove_file(f).unwrap();
+                    Err(Error::io(f, std::io::ErrorKind::NotFound.into()))
+                }
                 _ => Ok(JobOutput {
                     summary_status: job.summary_status.clone(),
                     message: "ok".into(),
@@ -1001,6 +1007,28 @@ mod tests {
         assert_eq!(rec.outcome, "done");
         assert_eq!(app.status.get().fault, "", "cleared by the job that worked");
         assert_eq!(app.status.get().jobs_failed, 0);
+    }
+
+    #[test]
+    fn inputs_deleted_while_the_job_ran_are_no_outcome() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated");
+        let dir = tempfile::tempdir().unwrap();
+        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
+        let clock = ManualClock::default();
+        let p = scripted(&["vanish"]);
+        let mut app = appliance(&export, &out, &clock, p.clone());
+        app.step().unwrap();
+        clock.advance(11.0);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        assert!(
+            records(&out).unwrap().is_empty(),
+            "a raced job is no outcome"
+        );
+        assert!(!out.join("quarantine").exists(), "nothing half-copied");
+        assert_eq!(app.status.get().jobs_failed, 0);
+        assert!(app.status.get().last_event.contains("changed while it ran"));
     }
 
     #[test]
