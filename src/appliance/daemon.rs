@@ -71,6 +71,11 @@ struct Backoff {
     next_s: f64,
 }
 
+/// A job during which the box died this many times in a row (same inputs) is
+/// not started again: an internal fault, quarantined, until its inputs change.
+/// Three, so that a stop or a power cut during a job is never mistaken for it.
+pub const MAX_DEATHS_PER_JOB: u32 = 3;
+
 /// A full round runs at least this often even when nothing seems to have
 /// changed (a clock step, a file system that keeps mtimes coarse).
 const FULL_ROUND_S: f64 = 60.0;
@@ -609,7 +614,18 @@ fn worker_loop(
             job.summary_status
         ));
         let need = processor.memory_need_mb(&job);
-        let result = if need > budget_mb {
+        let died = match store.job_starts(&id, &job.signature) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("{e}");
+                0
+            }
+        };
+        let result = if died >= MAX_DEATHS_PER_JOB {
+            Err(Error::internal(format!(
+                "the box stopped {died} times in a row while running this job (killed, out of memory or aborted); it is not tried again until its inputs change"
+            )))
+        } else if need > budget_mb {
             Err(Error::input(format!(
                 "job needs about {need:.0} MB, more than the memory budget of {budget_mb:.0} MB (appliance.memory_budget_mb)"
             )))
@@ -730,6 +746,7 @@ fn worker_loop(
                 }
             }
         };
+        store.job_ended(&id);
         if let Some(record) = record {
             if let Err(e) = store.put(&record) {
                 // The outputs are there but the record is not: the job runs again.
@@ -1029,6 +1046,45 @@ mod tests {
         assert!(!out.join("quarantine").exists(), "nothing half-copied");
         assert_eq!(app.status.get().jobs_failed, 0);
         assert!(app.status.get().last_event.contains("changed while it ran"));
+    }
+
+    #[test]
+    fn a_job_that_keeps_killing_the_box_is_not_started_a_fourth_time() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated");
+        let dir = tempfile::tempdir().unwrap();
+        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
+        let clock = ManualClock::default();
+        let p = scripted(&[]);
+        // Three processes died while running this job: each left its start
+        // marker and never the end.
+        let mut ing = super::super::ingest::Ingest::new(&export, 10.0);
+        ing.poll(0.0);
+        ing.poll(11.0);
+        let s = match &ing.settled_series(11.0, &Config::default().ingest)[0] {
+            SeriesState::Ready(s) => s.clone(),
+            SeriesState::Broken(_, r) => panic!("{r}"),
+        };
+        let sig = format!("partial#{}", ing.signature(&s));
+        let store = StateStore::open(&out).unwrap();
+        let id = "REF001_20260301T080000";
+        for died in 0..3 {
+            assert_eq!(store.job_starts(id, &sig).unwrap(), died);
+        }
+        let mut app = appliance(&export, &out, &clock, p.clone());
+        app.step().unwrap();
+        clock.advance(11.0);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        assert_eq!(*p.calls.lock().unwrap(), 0, "not started a fourth time");
+        let rec = records(&out).unwrap().into_values().next().unwrap();
+        assert_eq!(
+            (rec.outcome.as_str(), rec.fault.as_str()),
+            ("failed", "internal")
+        );
+        assert_eq!(rec.signature, sig);
+        assert!(rec.message.contains("3 times in a row"), "{}", rec.message);
+        assert!(!out.join("state").join(format!("{id}.running")).exists());
     }
 
     #[test]

@@ -90,6 +90,36 @@ impl StateStore {
         write_bytes_atomically(&self.path(&r.id)?, text.as_bytes())
     }
 
+    fn running_path(&self, id: &str) -> Result<PathBuf> {
+        check_id(id)?;
+        Ok(self.dir.join(format!("{id}.running")))
+    }
+
+    /// Notes that a job starts, and returns how many times in a row the box
+    /// died while running this same job (same inputs) before: a marker left by
+    /// a process that never finished the job. An allocation failure aborts the
+    /// process (it cannot be caught like a panic), so without this count a job
+    /// that takes the box down would do it again after every restart.
+    pub fn job_starts(&self, id: &str, signature: &str) -> Result<u32> {
+        let p = self.running_path(id)?;
+        let died: u32 = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|t| {
+                let (n, sig) = t.split_once('\n')?;
+                (sig == signature).then(|| n.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        write_bytes_atomically(&p, format!("{}\n{signature}", died + 1).as_bytes())?;
+        Ok(died)
+    }
+
+    /// The job ended (whatever its outcome): its marker goes.
+    pub fn job_ended(&self, id: &str) {
+        if let Ok(p) = self.running_path(id) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
     pub fn all(&self) -> Result<Vec<CycleRecord>> {
         let mut out = Vec::new();
         let rd = std::fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
