@@ -220,9 +220,44 @@ pub fn serve_commands<R: std::io::BufRead>(
     port: &StatusPort,
     paused: &std::sync::atomic::AtomicBool,
 ) {
+    use std::io::{BufRead, Read};
     use std::sync::atomic::Ordering;
-    for line in input.lines() {
-        let Ok(line) = line else { break };
+    // Bytes, not `lines()`: one non-UTF-8 byte of line noise made `lines()` fail
+    // and end this loop for good (found by fuzz/); a line is capped so an
+    // endless one cannot grow memory; a serial read timeout is not the end.
+    const MAX_LINE: u64 = 256;
+    let mut input = input;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut input).take(MAX_LINE).read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(_) => break,
+        }
+        if buf.len() as u64 == MAX_LINE && buf.last() != Some(&b'\n') {
+            // Too long for a command: skip to the end of this line.
+            let mut rest = Vec::new();
+            while let Ok(n) = (&mut input).take(MAX_LINE).read_until(b'\n', &mut rest) {
+                if n == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+                rest.clear();
+            }
+            port.emit(&format!(
+                "organdose error command longer than {MAX_LINE} bytes ignored"
+            ));
+            continue;
+        }
+        let line = String::from_utf8_lossy(&buf);
         match line.trim().to_ascii_uppercase().as_str() {
             "" => {}
             "STATUS" => port.emit(&port.get().line("status")),
@@ -294,5 +329,23 @@ mod tests {
         );
         let snap = read_status(dir.path()).unwrap();
         assert_eq!(snap.state, "idle");
+    }
+
+    /// Found by fuzz/: one non-UTF-8 byte ended the command loop for good; an
+    /// endless line grew memory. Both are skipped now and the next command works.
+    #[test]
+    fn line_noise_and_long_lines_do_not_stop_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let buf = Shared::default();
+        let port = StatusPort::new(Sink::Writer(Box::new(buf.clone())), dir.path());
+        let paused = std::sync::atomic::AtomicBool::new(false);
+        let mut input = b"\xff\xfe noise\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 100_000));
+        input.extend_from_slice(b"\nPAUSE\n");
+        serve_commands(std::io::Cursor::new(input), &port, &paused);
+        assert!(paused.load(std::sync::atomic::Ordering::SeqCst));
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("unknown command"), "{text}");
+        assert!(text.contains("longer than 256 bytes"), "{text}");
     }
 }

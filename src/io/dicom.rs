@@ -794,6 +794,27 @@ fn read_frames(h: &DicomHeader) -> Result<Vec<f64>> {
     if file.get(tags::PIXEL_DATA).is_none() {
         return Err(Error::dicom(path, "no pixel data (7FE0,0010)"));
     }
+    // dicom-pixeldata's decoders panic on some corrupt streams (an RLE segment
+    // that decodes short indexes past its buffer, rle_lossless.rs:119, found by
+    // fuzz/): a bad file is an input fault, so the panic becomes its error here
+    // rather than reaching the appliance's worker.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_frames(h, &file)))
+        .unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(Error::dicom(
+                path,
+                format!("pixel data: the decoder failed ({why})"),
+            ))
+        })
+}
+
+/// Decodes and converts the pixel data of an opened file (see [`read_frames`]).
+fn decode_frames(h: &DicomHeader, file: &DefaultDicomObject) -> Result<Vec<f64>> {
+    let path = &h.path;
     let decoded = file
         .decode_pixel_data()
         .map_err(|e| Error::dicom(path, format!("pixel data: {e}")))?;

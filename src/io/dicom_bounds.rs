@@ -153,23 +153,32 @@ fn u32_of(b: [u8; 4], be: bool) -> u32 {
     }
 }
 
-/// VRs whose explicit header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
+/// Explicit VR: every VR but these has 2 reserved bytes and a 4-byte length
+/// (PS3.5 7.1.2); an unknown VR is read as UN, long, as dicom-encoding does.
 fn long_vr(vr: [u8; 2]) -> bool {
-    matches!(
+    !matches!(
         &vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
     )
 }
 
@@ -207,11 +216,7 @@ pub fn check_element_lengths(path: &Path) -> Result<ElementBounds> {
         file_len,
         pixel_data: None,
     };
-    let (ts, first) = walk_meta(&mut src, path)?;
-    let Some(first) = first else {
-        // The file holds the meta group only.
-        return Ok(bounds);
-    };
+    let ts = walk_meta(&mut src, path)?;
     let (syntax, deflated) = match ts.trim_end_matches(['\0', ' ']) {
         "1.2.840.10008.1.2" => (Syntax::ImplicitLe, false),
         "1.2.840.10008.1.2.2" => (Syntax::ExplicitBe, false),
@@ -219,17 +224,15 @@ pub fn check_element_lengths(path: &Path) -> Result<ElementBounds> {
         _ => (Syntax::ExplicitLe, false),
     };
     if deflated {
-        // The 4 bytes already read are the start of the deflate stream.
-        let start = src.pos - 4;
+        let start = src.pos;
         let mut z = Source {
-            r: flate2::read::DeflateDecoder::new(std::io::Cursor::new(first).chain(src.r)),
+            r: flate2::read::DeflateDecoder::new(src.r),
             pos: 0,
             limit: None,
         };
-        walk_data_set(&mut z, path, syntax, None, &mut bounds)
-            .map_err(|e| with_offset_note(e, start))?;
+        walk_data_set(&mut z, path, syntax, &mut bounds).map_err(|e| with_offset_note(e, start))?;
     } else {
-        walk_data_set(&mut src, path, syntax, Some(first), &mut bounds)?;
+        walk_data_set(&mut src, path, syntax, &mut bounds)?;
     }
     Ok(bounds)
 }
@@ -244,38 +247,66 @@ fn with_offset_note(e: Error, start: u64) -> Error {
     }
 }
 
-/// The file meta group (explicit VR little endian, group 0002): returns the
-/// transfer syntax UID and the first 4 bytes after the group (None at the end of
-/// the file).
-fn walk_meta(src: &mut Source<BufReader<File>>, path: &Path) -> Result<(String, Option<[u8; 4]>)> {
+/// The file meta group (explicit VR little endian), walked the way dicom-object
+/// reads it: (0002,0000) first, then elements until its group length is used
+/// up (not until the group number changes: a lying group length moves where the
+/// data set starts, for dicom-object and so for this walk). Returns the transfer
+/// syntax UID.
+fn walk_meta(src: &mut Source<BufReader<File>>, path: &Path) -> Result<String> {
     let io = |e: std::io::Error| Error::dicom(path, format!("file meta group: {e}"));
+    let at = src.pos;
+    let mut t = [0u8; 4];
+    src.read_exact(&mut t).map_err(io)?;
+    let tag = (
+        u16::from_le_bytes([t[0], t[1]]),
+        u16::from_le_bytes([t[2], t[3]]),
+    );
+    let (_, len) = read_explicit_rest(src, false).map_err(io)?;
+    if tag != (0x0002, 0x0000) || len != 4 {
+        return Err(Error::dicom(
+            path,
+            format!(
+                "file meta group does not start with its group length (0002,0000) at byte {at}"
+            ),
+        ));
+    }
+    let mut g = [0u8; 4];
+    src.read_exact(&mut g).map_err(io)?;
+    let group_len = u32::from_le_bytes(g) as u64;
+    let start = src.pos;
     let mut ts = String::new();
-    loop {
+    while src.pos - start < group_len {
         let at = src.pos;
-        let mut t = [0u8; 4];
-        if !src.read_or_eof(&mut t).map_err(io)? {
-            return Ok((ts, None));
-        }
-        let group = u16::from_le_bytes([t[0], t[1]]);
-        if group != 0x0002 {
-            return Ok((ts, Some(t)));
-        }
-        let elem = u16::from_le_bytes([t[2], t[3]]);
-        let (_, len) = read_explicit_rest(src, false).map_err(io)?;
+        src.read_exact(&mut t).map_err(io)?;
+        let tag = (
+            u16::from_le_bytes([t[0], t[1]]),
+            u16::from_le_bytes([t[2], t[3]]),
+        );
+        let len = if tag.0 == 0xFFFE {
+            let mut l = [0u8; 4];
+            src.read_exact(&mut l).map_err(io)?;
+            u32::from_le_bytes(l)
+        } else {
+            read_explicit_rest(src, false).map_err(io)?.1
+        };
         if len == UNDEFINED {
             return Err(Error::dicom(
                 path,
-                format!("meta element (0002,{elem:04X}) at byte {at} has an undefined length"),
+                format!(
+                    "meta element ({:04X},{:04X}) at byte {at} has an undefined length",
+                    tag.0, tag.1
+                ),
             ));
         }
-        if elem == 0x0010 && len <= 64 {
+        if tag == (0x0002, 0x0010) && len <= 64 {
             let mut v = vec![0u8; len as usize];
             src.read_exact(&mut v).map_err(io)?;
             ts = String::from_utf8_lossy(&v).into_owned();
         } else if src.skip(len as u64).map_err(io)? < len as u64 {
-            return Err(too_long(path, (0x0002, elem), at, len, src));
+            return Err(too_long(path, tag, at, len, src));
         }
     }
+    Ok(ts)
 }
 
 fn too_long<R>(path: &Path, tag: (u16, u16), at: u64, len: u32, src: &Source<R>) -> Error {
@@ -311,7 +342,6 @@ fn walk_data_set<R: Read>(
     src: &mut Source<R>,
     path: &Path,
     syntax: Syntax,
-    mut first: Option<[u8; 4]>,
     bounds: &mut ElementBounds,
 ) -> Result<()>
 where
@@ -333,16 +363,10 @@ where
             stack.pop();
         }
         let at = src.pos;
-        let t = match first.take() {
-            Some(t) => t,
-            None => {
-                let mut t = [0u8; 4];
-                if !src.read_or_eof(&mut t).map_err(io)? {
-                    return Ok(());
-                }
-                t
-            }
-        };
+        let mut t = [0u8; 4];
+        if !src.read_or_eof(&mut t).map_err(io)? {
+            return Ok(());
+        }
         let tag = (u16_of([t[0], t[1]], be), u16_of([t[2], t[3]], be));
         let top = stack.last().map(|f| f.kind).unwrap_or(Kind::DataSet);
         // Items and delimiters have no VR in any syntax (PS3.5 7.5).
@@ -351,14 +375,16 @@ where
             src.read_exact(&mut l).map_err(io)?;
             let len = u32_of(l, be);
             match tag {
-                ITEM_END => {
-                    if top == Kind::DataSet && stack.len() > 1 {
+                // Delimiters end containers; their length field is not read.
+                ITEM_END if stack.len() > 1 => {
+                    if top == Kind::DataSet {
                         stack.pop();
                     }
                 }
-                SEQ_END => {
+                ITEM_END => {}
+                SEQ_END if stack.len() > 1 => {
                     while let Some(f) = stack.pop() {
-                        if f.kind != Kind::DataSet || stack.is_empty() {
+                        if f.kind != Kind::DataSet || stack.len() <= 1 {
                             break;
                         }
                     }
@@ -385,7 +411,7 @@ where
                         }
                     }
                 }
-                _ => {
+                ITEM if top == Kind::Sequence => {
                     // An item of a sequence holds a data set.
                     let end = if len == UNDEFINED {
                         None
@@ -397,6 +423,12 @@ where
                         Some(end)
                     };
                     push(&mut stack, Kind::DataSet, end, path)?;
+                }
+                // Anywhere else dicom-parser reads these as elements with a value.
+                _ => {
+                    if len != UNDEFINED && src.skip(len as u64).map_err(io)? < len as u64 {
+                        return Err(too_long(path, tag, at, len, src));
+                    }
                 }
             }
             continue;

@@ -19,6 +19,29 @@ static LARGEST: AtomicUsize = AtomicUsize::new(0);
 /// Requests larger than this are refused; usize::MAX: no cap.
 static CAP: AtomicUsize = AtomicUsize::new(usize::MAX);
 
+/// Requests above this print a backtrace to stderr (fuzz: FUZZ_TRACE_BYTES).
+static TRACE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+thread_local! {
+    static IN_TRACE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn trace(size: usize) {
+    if size <= TRACE.load(Relaxed) || IN_TRACE.with(|t| t.replace(true)) {
+        return;
+    }
+    eprintln!(
+        "allocation of {size} B at\n{}",
+        std::backtrace::Backtrace::force_capture()
+    );
+    IN_TRACE.with(|t| t.set(false));
+}
+
+/// Prints a backtrace for every request above `bytes`.
+pub fn set_trace(bytes: usize) {
+    TRACE.store(bytes, Relaxed);
+}
+
 fn note(size: usize) {
     LARGEST.fetch_max(size, Relaxed);
     let now = HELD.fetch_add(size, Relaxed) + size;
@@ -27,6 +50,7 @@ fn note(size: usize) {
 
 unsafe impl GlobalAlloc for AllocMeter {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        trace(l.size());
         if l.size() > CAP.load(Relaxed) {
             LARGEST.fetch_max(l.size(), Relaxed);
             return std::ptr::null_mut();
@@ -40,6 +64,7 @@ unsafe impl GlobalAlloc for AllocMeter {
     }
 
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        trace(l.size());
         if l.size() > CAP.load(Relaxed) {
             LARGEST.fetch_max(l.size(), Relaxed);
             return std::ptr::null_mut();
@@ -59,6 +84,7 @@ unsafe impl GlobalAlloc for AllocMeter {
     }
 
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        trace(new);
         if new > CAP.load(Relaxed) {
             LARGEST.fetch_max(new, Relaxed);
             return std::ptr::null_mut();
