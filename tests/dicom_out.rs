@@ -636,3 +636,30 @@ fn phantom_cycle_writes_every_object() {
     assert!(!out2.join("dicom").exists());
     assert!(out2.join("report.pdf").is_file());
 }
+
+#[test]
+fn no_organ_no_structure_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = centred(
+        [16, 16, 4],
+        [2.5, 2.5, 3.0],
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+    );
+    // Far from every organ of organ_at: an empty label map.
+    let mut g_far = g.clone();
+    g_far.origin[2] += 500.0;
+    let (ct_dir, labels) = ct_case(tmp.path(), "empty", 99, g_far);
+    assert!(labels.data.iter().all(|&v| v == 0));
+    let src = source_of(&ct_dir);
+    let files = write_masks(
+        &src,
+        &labels,
+        &automatic(),
+        "empty CT",
+        "CT",
+        9001,
+        tmp.path(),
+    )
+    .unwrap();
+    assert!(files.is_empty(), "{files:?}");
+}

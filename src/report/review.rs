@@ -115,9 +115,21 @@ fn present(labels: &Volume<u8>) -> Vec<(u8, &'static str)> {
         .collect()
 }
 
-/// High end of the SPECT display window: the 99.5th percentile of positive
-/// voxels, so one hot voxel does not darken the picture.
-fn spect_window(v: &Volume<f32>) -> [f32; 2] {
+/// High end of the SPECT display window: the hottest voxel inside the VOIs, so
+/// the organs' inner structure stays visible (a window from the whole image
+/// saturates the kidneys, which are a few per mille of it); without VOIs the
+/// 99.5th percentile of positive voxels.
+fn spect_window(v: &Volume<f32>, vois: &Volume<u8>) -> [f32; 2] {
+    let in_voi = v
+        .data
+        .iter()
+        .zip(&vois.data)
+        .filter(|(_, &l)| l != 0)
+        .map(|(&x, _)| x)
+        .fold(0f32, f32::max);
+    if in_voi > 0.0 {
+        return [0.0, in_voi];
+    }
     let mut pos: Vec<f32> = v.data.iter().copied().filter(|x| *x > 0.0).collect();
     if pos.is_empty() {
         return [0.0, 1.0];
@@ -209,8 +221,8 @@ fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Resul
             }
         }
         let spect = &ti.spect_bq_per_ml;
-        let win = spect_window(spect);
         let vois = voi_labels(spect, &ti.labels, &organs_here, r.dosimetry)?;
+        let win = spect_window(spect, &vois);
         for &(lab, organ) in &organs_here {
             put(
                 format!("tp{}_spect_{organ}.png", k + 1),

@@ -158,8 +158,18 @@ def check_seg(path, ct_dir, prefix):
 
 
 def even_odd(contours, rows, cols):
-    v, u = np.mgrid[0:rows, 0:cols].astype(float)
-    inside = np.zeros((rows, cols), dtype=bool)
+    """Pixel centres inside the contours by the even-odd rule (only the contours'
+    bounding box is tested: everything outside it is outside)."""
+    inside_full = np.zeros((rows, cols), dtype=bool)
+    allc = np.concatenate(contours)
+    u0 = max(0, int(np.floor(allc[:, 0].min())))
+    u1 = min(cols, int(np.ceil(allc[:, 0].max())) + 1)
+    v0 = max(0, int(np.floor(allc[:, 1].min())))
+    v1 = min(rows, int(np.ceil(allc[:, 1].max())) + 1)
+    if u1 <= u0 or v1 <= v0:
+        return inside_full
+    v, u = np.mgrid[v0:v1, u0:u1].astype(float)
+    inside = np.zeros(v.shape, dtype=bool)
     for c in contours:
         x, y = c[:, 0], c[:, 1]
         x2, y2 = np.roll(x, -1), np.roll(y, -1)
@@ -169,7 +179,8 @@ def even_odd(contours, rows, cols):
             cross = (y[a] > v) != (y2[a] > v)
             xc = x[a] + (v - y[a]) * (x2[a] - x[a]) / (y2[a] - y[a])
             inside ^= cross & (u < xc)
-    return inside
+    inside_full[v0:v1, u0:u1] = inside
+    return inside_full
 
 
 def check_rtstruct(path, ct_dir, prefix):

@@ -80,6 +80,15 @@ pub fn write_masks(
 ) -> Result<Vec<PathBuf>> {
     let masks = MaskSlices::new(src, labels);
     let mut out = Vec::new();
+    // A structure set must hold at least one ROI: none when no organ is on these
+    // slices (a CT that misses the abdomen, or a network that found nothing).
+    let any_organ = masks
+        .per_instance
+        .iter()
+        .any(|p| p.iter().any(|&v| crate::organs::name(v).is_some()));
+    if !any_organ {
+        return Ok(out);
+    }
     let p = dir.join(format!("RTSTRUCT_{stem}.dcm"));
     rtstruct::write(
         &masks,
@@ -139,7 +148,7 @@ pub fn write_cycle(
     match dicom(&study.diagnostic_ct) {
         Some(ct) => {
             let src = SourceSeries::read(&ct)?;
-            written.extend(write_masks(
+            let files = write_masks(
                 &src,
                 &input.diag_ct_labels,
                 prov,
@@ -147,7 +156,11 @@ pub fn write_cycle(
                 "CT",
                 9001,
                 &dir,
-            )?);
+            )?;
+            if files.is_empty() {
+                notes.push("no organ on the diagnostic CT: no RT Structure Set / SEG".into());
+            }
+            written.extend(files);
         }
         None => notes.push("diagnostic CT is NIfTI: no RT Structure Set / SEG for it".into()),
     }
@@ -156,7 +169,7 @@ pub fn write_cycle(
             continue;
         };
         let src = SourceSeries::read(&ldct)?;
-        written.extend(write_masks(
+        let files = write_masks(
             &src,
             &ti.labels,
             prov,
@@ -164,7 +177,14 @@ pub fn write_cycle(
             &format!("TP{}", k + 1),
             9011 + 2 * k as i64,
             &dir,
-        )?);
+        )?;
+        if files.is_empty() {
+            notes.push(format!(
+                "no organ on the low-dose CT at {:.1} h: no RT Structure Set / SEG",
+                tp.t_h
+            ));
+        }
+        written.extend(files);
     }
     // The dose map lies on the SPECT of the reference time point (1-based in the
     // summary, time order, as study.timepoints are).
