@@ -559,7 +559,24 @@ fn phantom_cycle_writes_every_object() {
             assert!(e.is_empty(), "{f}: {}", e.join("\n"));
         }
     }
-    assert!(out.join("report.pdf").is_file());
+    // The Encapsulated PDF holds report.pdf byte for byte (the even-length pad
+    // after it excluded by EncapsulatedDocumentLength).
+    let pdf = std::fs::read(out.join("report.pdf")).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    let obj = dicom_object::open_file(dicom.join("REPORT_PDF.dcm")).unwrap();
+    let doc = obj
+        .element(dicom_dictionary_std::tags::ENCAPSULATED_DOCUMENT)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let len: u32 = obj
+        .element(dicom_dictionary_std::tags::ENCAPSULATED_DOCUMENT_LENGTH)
+        .unwrap()
+        .to_int()
+        .unwrap();
+    assert_eq!(len as usize, pdf.len());
+    assert_eq!(&doc[..pdf.len()], &pdf[..]);
+    assert!(out.join("tac_log.png").is_file());
     assert!(out.join("qc/ct_kidney_left.png").is_file());
     assert!(out
         .join(format!("qc/tp{n}_spect_kidney_right.png"))
