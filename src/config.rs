@@ -73,6 +73,9 @@ pub struct IngestConfig {
 #[serde(deny_unknown_fields)]
 pub struct SegmentConfig {
     pub weights: std::path::PathBuf,
+    /// Where the network runs ("cpu" or "cuda"); `--device` overrides it.
+    #[serde(default)]
+    pub device: crate::seg::engine::DeviceKind,
     pub planes: crate::seg::driver::Planes,
     pub batch_size: usize,
     /// Forward passes at once on the CPU (0: one per thread of the pool).

@@ -53,8 +53,9 @@ fn masks(
                     model_dir.display()
                 )));
             }
+            // Loaded once per process on the configured device (seg::engine).
             let model =
-                crate::seg::model::MaskRcnn::load_dir(model_dir, &candle_core::Device::Cpu)?;
+                crate::seg::engine::Engine::shared(cfg.segment.device)?.model(model_dir)?;
             let opts = cfg.segment.driver_options();
             let n = study.timepoints.len() + 1;
             let segment = |src: &Source, k: usize| -> Result<Volume<u8>> {

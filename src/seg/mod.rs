@@ -7,6 +7,7 @@ pub mod config;
 pub mod consensus;
 pub mod conv;
 pub mod driver;
+pub mod engine;
 pub mod eval;
 pub mod model;
 pub mod orient;
