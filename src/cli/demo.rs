@@ -141,7 +141,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         println!("    warning: {w}");
     }
     println!(
-        "outputs in {} (dose_summary.json, report.txt, dvh.png, tac.png{}); total {:.1} s",
+        "outputs in {} (dose_summary.json, report.txt, report.pdf, dvh.png, tac.png, qc/, dicom/{}); total {:.1} s",
         result.display(),
         if pred.is_some() {
             ", masks_*.nii.gz"
