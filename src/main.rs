@@ -16,6 +16,10 @@ struct Cli {
     /// TOML file whose keys override config/default.toml.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Where the segmentation network runs (overrides segment.device) for every
+    /// command that segments: run/dose, segment, eval, watch, demo, bench.
+    #[arg(long, global = true, value_enum)]
+    device: Option<organdose::seg::engine::DeviceKind>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,13 +58,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = match organdose::config::Config::load(cli.config.as_deref()) {
+    let mut cfg = match organdose::config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(d) = cli.device {
+        cfg.segment.device = d;
+    }
     cli::init_logging(&cfg);
     let result = match cli.command {
         Command::Demo(a) => cli::demo::run(a, &cfg),

@@ -54,9 +54,12 @@ fn masks(
                 )));
             }
             // Loaded once per process on the configured device (seg::engine).
-            let model =
-                crate::seg::engine::Engine::shared(cfg.segment.device)?.model(model_dir)?;
-            let opts = cfg.segment.driver_options();
+            let model = crate::seg::engine::Engine::shared(cfg.segment.device)?.model(model_dir)?;
+            let mut opts = cfg.segment.driver_options();
+            if cfg.segment.device == crate::seg::engine::DeviceKind::Cuda {
+                // One stream of batches on the GPU (config: parallel_batches).
+                opts.parallel_batches = 1;
+            }
             let n = study.timepoints.len() + 1;
             let segment = |src: &Source, k: usize| -> Result<Volume<u8>> {
                 let ct = src.read(&cfg.ingest)?;

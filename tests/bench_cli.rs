@@ -34,10 +34,14 @@ fn cpu_bench_prints_every_stage_and_peak_rss() {
         text.contains("segmentation: skipped: no model at"),
         "{text}"
     );
+    // The stages of pipeline::run_study, as it reports them (the bench observes
+    // the production path; it has no copy of its own).
     for row in [
-        "ingest",
-        "PSF (border blur)",
-        "dose",
+        "load_study",
+        "masks",
+        "read SPECT",
+        "dosimetry",
+        "report",
         "study total",
         "peak resident set",
     ] {

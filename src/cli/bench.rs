@@ -1,6 +1,7 @@
-//! `organdose bench --device cpu|cuda`: latency of one phantom study, stage by
-//! stage (ingest, segmentation per plane, PSF, dose), with peak memory: GPU
-//! memory in use for cuda, resident set (VmHWM) for cpu.
+//! `organdose bench [--device cpu|cuda]`: latency of one phantom study, stage by
+//! stage as `pipeline::run_study` reports them (the path `run` and the daemon
+//! take; the bench only observes it), with peak memory: GPU memory in use for
+//! cuda, resident set (VmHWM) for cpu.
 //!
 //! The study is a synthetic patient written as DICOM to a temporary folder (or
 //! `--keep DIR`), then read back as the appliance would read a console export.
@@ -11,25 +12,22 @@ use super::bench_device::Backend;
 use super::segment::resolve_default_weights;
 use anyhow::Context;
 use organdose::config::Config;
-use organdose::dosimetry::activity::coverage_fractions;
-use organdose::dosimetry::psf::Boundary;
-use organdose::dosimetry::{DoseInput, Nuclide, TimePointInput};
 use organdose::gpu::memory::{estimate, NetworkShape, MIB};
-use organdose::io::nifti::read_nifti_labels;
+use organdose::io::nifti::NiftiFile;
 use organdose::phantom::layout::{write_patient, WriteOptions};
 use organdose::phantom::{Format, Patient, PhantomConfig};
-use organdose::seg::driver::{segment_timed, Plane, Planes};
-use organdose::seg::{MaskRcnn, ModelConfig};
-use organdose::volume::Volume;
+use organdose::pipeline::{run_study, MaskSource};
+use organdose::seg::driver::Planes;
+use organdose::seg::engine::Engine;
+use organdose::seg::ModelConfig;
+use organdose::study::Source;
 use serde::Serialize;
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Where the network and the PSF run. `cuda` needs a build with `--features cuda`.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
-    pub device: String,
     /// Segmentation model folder; default `segment.weights` of the configuration.
     /// Without one the segmentation stage is skipped and truth masks are used.
     #[arg(long)]
@@ -101,7 +99,8 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         None => {}
     }
     // Refuse an impossible device before minutes of phantom work.
-    let mut backend = Backend::open(&args.device)?;
+    // The device is the engine's: global --device or segment.device.
+    let mut backend = Backend::open(cfg.segment.device.name())?;
     let mut notes = Vec::new();
     let mut stages = Vec::new();
     let dev = backend.label();
@@ -195,8 +194,11 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ingest, segmentation, PSF and dose of the exported study; stages appended.
-/// Returns the device-memory estimate (MB) when one applies.
+/// Runs the exported study through `pipeline::run_study`, the path `organdose
+/// run` and every job of the daemon take, on the process's engine, and times
+/// its stages from the progress it reports: the bench observes production, it
+/// has no pipeline of its own. Returns the device-memory estimate (MB) when
+/// one applies.
 fn bench_study(
     args: &Args,
     cfg: &Config,
@@ -206,30 +208,16 @@ fn bench_study(
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Option<f64>> {
     let dev = backend.label();
-    // Ingest: the study's series found and grouped, then every volume read.
     let t = Instant::now();
     let study = organdose::study::load_study(study_dir)?;
-    let diag = study.diagnostic_ct.read(&cfg.ingest)?;
-    let mut ldcts = Vec::new();
-    let mut spects = Vec::new();
-    for tp in &study.timepoints {
-        ldcts.push(match &tp.ldct {
-            Some(s) => Some(s.read(&cfg.ingest)?),
-            None => None,
-        });
-        spects.push(tp.spect.read(&cfg.ingest)?);
-    }
     push(
         stages,
         Stage {
-            name: "ingest".into(),
+            name: "load_study".into(),
             device: "cpu".into(),
             seconds: t.elapsed().as_secs_f64(),
             counted: true,
-            detail: format!(
-                "load_study + {} volumes read",
-                1 + spects.len() + ldcts.iter().flatten().count()
-            ),
+            detail: format!("{} time point(s), headers only", study.timepoints.len()),
         },
     );
 
@@ -239,7 +227,13 @@ fn bench_study(
         .clone()
         .unwrap_or_else(|| resolve_default_weights(&cfg.segment.weights));
     let has_model = model_dir.join("model.toml").is_file();
-    let spect_dims: Vec<[usize; 3]> = spects.iter().map(|s| s.geom.dims).collect();
+    let mut spect_dims: Vec<[usize; 3]> = Vec::new();
+    for tp in &study.timepoints {
+        spect_dims.push(match &tp.spect {
+            Source::Dicom(d) => d.slice_map(&cfg.ingest)?.geometry.dims,
+            Source::Nifti(p) => NiftiFile::open(p)?.header.dims3(),
+        });
+    }
     let net = if has_model {
         let mc = ModelConfig::load(&model_dir.join("model.toml"))?;
         let shape = NetworkShape::from_safetensors(&model_dir.join(&mc.weights))?;
@@ -255,10 +249,11 @@ fn bench_study(
     let est_mb = backend.is_cuda().then_some(est.total as f64 / MIB as f64);
     backend.check_memory(&est)?;
 
-    // Segmentation per plane, over the diagnostic CT and every low-dose CT.
-    let (diag_labels, tp_labels) = if has_model {
+    let source = if has_model {
+        // Loaded here, once, so the study's time does not include it (a daemon
+        // loads it once for all its jobs).
         let t = Instant::now();
-        let model = MaskRcnn::load_dir(&model_dir, &backend.candle_device())?;
+        Engine::shared(cfg.segment.device)?.model(&model_dir)?;
         push(
             stages,
             Stage {
@@ -269,49 +264,7 @@ fn bench_study(
                 detail: model_dir.display().to_string(),
             },
         );
-        let mut opts = cfg.segment.driver_options();
-        if backend.is_cuda() {
-            // One stream of batches on the GPU: the CUDA path is measured that way.
-            opts.parallel_batches = 1;
-        }
-        let mut per_plane: Vec<(Plane, usize, f64)> = Vec::new();
-        let mut seg = |ct: &Volume<f32>| -> anyhow::Result<Volume<u8>> {
-            Ok(segment_timed(
-                &model,
-                ct,
-                &opts,
-                &mut |_, _| {},
-                &mut |p, n, d| match per_plane.iter_mut().find(|(q, _, _)| *q == p) {
-                    Some(e) => {
-                        e.1 += n;
-                        e.2 += d.as_secs_f64();
-                    }
-                    None => per_plane.push((p, n, d.as_secs_f64())),
-                },
-            )?)
-        };
-        let d = seg(&diag)?;
-        let mut per_tp = Vec::new();
-        for l in &ldcts {
-            per_tp.push(match l {
-                Some(ct) => Some(seg(ct)?),
-                None => None,
-            });
-        }
-        let n_ct = 1 + ldcts.iter().flatten().count();
-        for (p, n, s) in per_plane {
-            push(
-                stages,
-                Stage {
-                    name: format!("segment {}", p.name()),
-                    device: dev.clone(),
-                    seconds: s,
-                    counted: true,
-                    detail: format!("{n_ct} CTs, {n} slices, batch {}", opts.batch_size),
-                },
-            );
-        }
-        (d, per_tp)
+        MaskSource::Network { model_dir }
     } else {
         let line = format!(
             "segmentation: skipped: no model at {} (give --weights DIR); the dose uses the phantom's truth masks",
@@ -319,120 +272,61 @@ fn bench_study(
         );
         println!("{line}");
         notes.push(line);
-        let truth = study_dir.join("truth");
-        anyhow::ensure!(
-            truth.join("labels_ct.nii.gz").is_file(),
-            "no segmentation model at {} and no phantom truth masks in {}: give --weights DIR",
-            model_dir.display(),
-            truth.display()
+        MaskSource::truth_of(study_dir)
+    };
+
+    // Stage boundaries as run_study reports them ("masks", "segment CT k/n",
+    // "read SPECT", "dosimetry", "report", "done").
+    let marks: RefCell<Vec<(String, Instant)>> = RefCell::new(Vec::new());
+    let observe = |stage: &str, _: f64| {
+        let mut m = marks.borrow_mut();
+        if m.last().is_none_or(|(s, _)| s != stage) {
+            m.push((stage.to_string(), Instant::now()));
+        }
+    };
+    let out = std::env::temp_dir().join(format!("organdose-bench-out-{}", std::process::id()));
+    let status = organdose::pipeline::summary_status(
+        study.timepoints.len(),
+        cfg.appliance.expected_timepoints,
+        false,
+    );
+    let result = run_study(&study, &source, &out, cfg, status, &observe);
+    let end = Instant::now();
+    let _ = std::fs::remove_dir_all(&out);
+    let summary = result?;
+    let marks = marks.into_inner();
+    for (k, (stage, at)) in marks.iter().enumerate() {
+        if stage == "done" {
+            break;
+        }
+        let next = marks.get(k + 1).map_or(end, |m| m.1);
+        let on_device = stage.starts_with("segment") || stage == "masks" && has_model;
+        push(
+            stages,
+            Stage {
+                name: stage.clone(),
+                device: if on_device { dev.clone() } else { "cpu".into() },
+                seconds: next.duration_since(*at).as_secs_f64(),
+                counted: true,
+                detail: match stage.as_str() {
+                    "masks" if has_model => "engine model, first CT read".into(),
+                    "masks" => "truth label maps + diagnostic CT read".into(),
+                    "dosimetry" => format!(
+                        "dosimetry::run, {} organs (activities, PSF, fits, dose map, DVH)",
+                        summary.organs.len()
+                    ),
+                    "report" => "report files, QC pictures, DICOM objects".into(),
+                    _ => String::new(),
+                },
+            },
         );
-        let d = read_nifti_labels(&truth.join("labels_ct.nii.gz"))?;
-        let mut per_tp = Vec::new();
-        for k in 0..spects.len() {
-            per_tp.push(Some(read_nifti_labels(
-                &truth.join(format!("labels_ldct_tp{}.nii.gz", k + 1)),
-            )?));
-        }
-        (d, per_tp)
-    };
-
-    let timepoints: Vec<TimePointInput> = study
-        .timepoints
-        .iter()
-        .zip(spects)
-        .zip(tp_labels)
-        .map(|((tp, spect), labels)| TimePointInput {
-            t_h: tp.t_h,
-            spect_bq_per_ml: spect,
-            labels: labels.unwrap_or_else(|| diag_labels.clone()),
-        })
-        .collect();
-
-    // PSF: the border extension's Gaussian blur of every organ's mask on every
-    // SPECT grid (the coverage fractions it blurs are made first, untimed).
-    let sigma = cfg.dosimetry.psf_sigma_mm;
-    let mut cores = Vec::new();
-    for tp in &timepoints {
-        let mut organs: Vec<u8> = tp.labels.data.iter().copied().filter(|&l| l != 0).collect();
-        organs.sort_unstable();
-        organs.dedup();
-        let g = &tp.spect_bq_per_ml.geom;
-        let cov = coverage_fractions(&tp.labels, g, cfg.dosimetry.coverage_subsamples, &organs);
-        for (_, core) in cov {
-            cores.push((g.dims, g.spacing, core));
-        }
     }
-    let t = Instant::now();
-    let mut blurred = Vec::with_capacity(cores.len());
-    for (dims, spacing, core) in &cores {
-        let mut b = core.clone();
-        backend.blur(&mut b, *dims, *spacing, sigma, Boundary::Zero)?;
-        blurred.push(b);
-    }
-    let psf_s = t.elapsed().as_secs_f64();
-    let mut detail = format!(
-        "{} masks on {} SPECT grids, sigma {sigma} mm",
-        cores.len(),
-        timepoints.len()
-    );
-    if backend.is_cuda() {
-        // The same blurs on the CPU twin (untimed): the kernel on real data.
-        let mut worst = 0f64;
-        for ((dims, spacing, core), g) in cores.iter().zip(&blurred) {
-            let mut c = core.clone();
-            organdose::dosimetry::psf::gaussian_blur_3d(
-                &mut c,
-                *dims,
-                *spacing,
-                sigma,
-                Boundary::Zero,
-            );
-            for (a, b) in g.iter().zip(&c) {
-                worst = worst.max((a - b).abs() as f64 / (b.abs() as f64).max(1e-6));
-            }
-        }
-        detail.push_str(&format!("; max rel. diff to CPU {worst:.1e}"));
-    }
-    push(
-        stages,
-        Stage {
-            name: "PSF (border blur)".into(),
-            device: dev.clone(),
-            seconds: psf_s,
-            counted: true,
-            detail,
-        },
-    );
-
-    // Dose: the dosimetry as `organdose run` computes it.
-    let input = DoseInput {
-        patient_id: study.patient_id.clone(),
-        diag_ct_labels: diag_labels,
-        timepoints,
-        nuclide: Nuclide::from_name(&study.injection.nuclide)?,
-        injected_activity_mbq: study.injection.activity_mbq,
-    };
-    let t = Instant::now();
-    let summary = organdose::dosimetry::run(&input, &cfg.dosimetry)?;
-    push(
-        stages,
-        Stage {
-            name: "dose".into(),
-            device: "cpu".into(),
-            seconds: t.elapsed().as_secs_f64(),
-            counted: true,
-            detail: format!(
-                "dosimetry::run, {} organs (activities with the CPU PSF, fits, dose map, DVH)",
-                summary.organs.len()
-            ),
-        },
-    );
     Ok(est_mb)
 }
 
 fn print_report(r: &Report) {
     println!(
-        "{:<32} {:<6} {:>9.3}  ingest + segmentation + PSF + dose",
+        "{:<32} {:<6} {:>9.3}  load_study + pipeline::run_study",
         "study total", "", r.study_total_s
     );
     println!("study: {}", r.patient);

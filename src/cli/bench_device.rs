@@ -2,7 +2,6 @@
 //! CUDA device with our kernels loaded on its stream, plus the peak-memory
 //! figure of each (VmHWM; GPU memory in use sampled while the bench runs).
 
-use organdose::dosimetry::psf::{gaussian_blur_3d, Boundary};
 use organdose::gpu::memory::MemoryEstimate;
 
 pub enum Backend {
@@ -46,14 +45,6 @@ impl Backend {
         }
     }
 
-    pub fn candle_device(&self) -> candle_core::Device {
-        match self {
-            Backend::Cpu => candle_core::Device::Cpu,
-            #[cfg(feature = "cuda")]
-            Backend::Cuda(c) => c.candle.clone(),
-        }
-    }
-
     /// Refuses the study up front when its estimate does not fit the device.
     pub fn check_memory(&self, est: &MemoryEstimate) -> anyhow::Result<()> {
         match self {
@@ -75,26 +66,6 @@ impl Backend {
                 Ok(())
             }
         }
-    }
-
-    /// The PSF blur, in place, on this device.
-    pub fn blur(
-        &self,
-        data: &mut [f32],
-        dims: [usize; 3],
-        spacing: [f64; 3],
-        sigma: f64,
-        b: Boundary,
-    ) -> anyhow::Result<()> {
-        let ok = match self {
-            Backend::Cpu => gaussian_blur_3d(data, dims, spacing, sigma, b),
-            #[cfg(feature = "cuda")]
-            Backend::Cuda(c) => {
-                organdose::gpu::ops::gaussian_blur_3d(&c.gpu, data, dims, spacing, sigma, b)?
-            }
-        };
-        anyhow::ensure!(ok, "PSF: mask length does not match its grid {dims:?}");
-        Ok(())
     }
 
     /// (peak MB, what was measured). Stops the GPU sampler.
@@ -136,7 +107,11 @@ mod cuda {
 
     impl CudaBackend {
         pub fn open() -> anyhow::Result<Self> {
-            let candle = candle_core::Device::new_cuda(0).context("opening CUDA device 0")?;
+            // The engine's device: the network of run_study runs on it.
+            let candle =
+                organdose::seg::engine::Engine::shared(organdose::seg::engine::DeviceKind::Cuda)?
+                    .device()
+                    .clone();
             // Our kernels on candle's own stream and context.
             let stream = candle.as_cuda_device()?.cuda_stream();
             let gpu = Gpu::with_stream(stream)?;

@@ -10,11 +10,11 @@ use organdose::config::Config;
 use organdose::io::nifti;
 use organdose::organs;
 use organdose::seg::driver::{self, ClassTarget, DriverOptions, Planes};
+use organdose::seg::engine::Engine;
 use organdose::seg::eval::{organ_metrics, OrganMetrics};
 use organdose::seg::realct::{
     self, CaseKind, CaseSource, GenericTruth, PngSliceOptions, TruthOrgan,
 };
-use organdose::seg::MaskRcnn;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -219,7 +219,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         .context("--data DIR or --real DIR is required")?;
     let wdir = model_dir_or_default(args.weights.as_deref(), cfg)?;
     let pdirs = patients(&data)?;
-    let model = MaskRcnn::load_dir(&wdir, &candle_core::Device::Cpu)?;
+    let model = Engine::shared(cfg.segment.device)?.model(&wdir)?;
     let (planes, pname) = planes_arg(&args, cfg);
     let mut opts = DriverOptions {
         planes,
@@ -451,7 +451,7 @@ fn planes_arg(args: &Args, cfg: &Config) -> (Planes, &'static str) {
 fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
     let wdir = model_dir_or_default(args.weights.as_deref(), cfg)?;
     let sources = real_sources(args, real)?;
-    let model = MaskRcnn::load_dir(&wdir, &candle_core::Device::Cpu)?;
+    let model = Engine::shared(cfg.segment.device)?.model(&wdir)?;
     let (planes, pname) = planes_arg(args, cfg);
     let png = PngSliceOptions {
         hu_at_grey0: args.png_hu_lo,

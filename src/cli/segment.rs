@@ -5,6 +5,7 @@ use candle_core::{Device, Tensor};
 use organdose::config::Config;
 use organdose::io::{dicom, nifti};
 use organdose::seg::driver::{self, DriverOptions, Planes};
+use organdose::seg::engine::Engine;
 use organdose::seg::MaskRcnn;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,14 +73,15 @@ pub fn model_dir_or_default(weights: Option<&Path>, cfg: &Config) -> anyhow::Res
 }
 
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
-    let dev = Device::Cpu;
-    let model = MaskRcnn::load_dir(&model_dir_or_default(args.weights.as_deref(), cfg)?, &dev)?;
+    // The process's engine: the configured device, the model loaded once.
+    let engine = Engine::shared(cfg.segment.device)?;
+    let model = engine.model(&model_dir_or_default(args.weights.as_deref(), cfg)?)?;
     if let Some(inp) = &args.raw_input {
         let out = args
             .raw_output
             .as_deref()
             .context("--raw-output is required")?;
-        return raw(&model, inp, out, args.features);
+        return raw(&model, engine.device(), inp, out, args.features);
     }
     let (Some(ct_path), Some(out)) = (&args.ct, &args.output) else {
         bail!("give CT_PATH and -o OUTPUT, or --raw-input and --raw-output");
@@ -151,9 +153,14 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn raw(model: &MaskRcnn, inp: &Path, out: &Path, features: bool) -> anyhow::Result<()> {
-    let dev = Device::Cpu;
-    let t = candle_core::safetensors::load(inp, &dev)
+fn raw(
+    model: &MaskRcnn,
+    dev: &Device,
+    inp: &Path,
+    out: &Path,
+    features: bool,
+) -> anyhow::Result<()> {
+    let t = candle_core::safetensors::load(inp, dev)
         .with_context(|| format!("{}: not readable safetensors", inp.display()))?;
     let x = match t.get("input") {
         Some(x) => x.clone(),
@@ -174,23 +181,23 @@ fn raw(model: &MaskRcnn, inp: &Path, out: &Path, features: bool) -> anyhow::Resu
     for (i, d) in f.detections.iter().enumerate() {
         let k = d.boxes.len();
         let b: Vec<f32> = d.boxes.iter().flatten().copied().collect();
-        o.insert(format!("boxes.{i}"), Tensor::from_vec(b, (k, 4), &dev)?);
+        o.insert(format!("boxes.{i}"), Tensor::from_vec(b, (k, 4), dev)?);
         let l: Vec<i64> = d.labels.iter().map(|&l| l as i64).collect();
-        o.insert(format!("labels.{i}"), Tensor::from_vec(l, k, &dev)?);
+        o.insert(format!("labels.{i}"), Tensor::from_vec(l, k, dev)?);
         o.insert(
             format!("scores.{i}"),
-            Tensor::from_vec(d.scores.clone(), k, &dev)?,
+            Tensor::from_vec(d.scores.clone(), k, dev)?,
         );
         let m: Vec<f32> = d.masks.iter().flatten().copied().collect();
         o.insert(
             format!("masks.{i}"),
-            Tensor::from_vec(m, (k, 1, h, w), &dev)?,
+            Tensor::from_vec(m, (k, 1, h, w), dev)?,
         );
         let p: Vec<f32> = f.proposals[i].iter().flatten().copied().collect();
         let np = f.proposals[i].len();
         o.insert(
             format!("proposals.{i}"),
-            Tensor::from_vec(p, (np, 4), &dev)?,
+            Tensor::from_vec(p, (np, 4), dev)?,
         );
     }
     if let Some(fs) = &f.features {
