@@ -11,8 +11,9 @@
 # ResNet-50 FPN at 256 from bench/torchvision_bench.py when torchvision is
 # there, else the tiny test fixture); `organdose bench` on cuda (full-size
 # and small phantom) and cpu (small phantom, axial only: a full CPU run takes
-# minutes); then one table. Logs and JSON go to $OUT (the device tool's
-# folder) or /tmp/organdose-gpu-check. Budget: about 5 minutes.
+# minutes); `organdose run --device cuda` and `--device cpu` on the small
+# phantom with the same model, summaries compared (issue 20); then one table. Logs and JSON go to $OUT (the device tool's
+# folder) or /tmp/organdose-gpu-check. Budget: about 7 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DIST=${1:-target/gpu-dist.tar.xz}
@@ -86,6 +87,46 @@ run_bench cuda_full "${BENCH_CUDA_TIMEOUT:-240}" --device cuda --study "$FULL"
 run_bench cuda_small "${BENCH_CUDA_SMALL_TIMEOUT:-120}" --device cuda --study "$SMALL"
 run_bench cpu_small_axial "${BENCH_CPU_TIMEOUT:-240}" --device cpu --study "$SMALL" --planes axial
 
+echo "== organdose run --device cuda vs --device cpu (issue 20: one engine)"
+# The production path (pipeline::run_study) on both devices, same model and
+# study, axial only so the CPU run stays short; the summaries must agree.
+printf '[segment]\nplanes = "axial"\n' >"$WORK/axial.toml"
+RUN_RC=0
+for d in cuda cpu; do
+    timeout "${RUN_TIMEOUT:-300}" "$BIN/organdose" run "$SMALL" --weights "$MODEL" --no-dicom \
+        --config "$WORK/axial.toml" --device "$d" -o "$RES/run_$d" >"$RES/run_$d.log" 2>&1
+    rc=$?
+    echo "   run --device $d: exit $rc (log $RES/run_$d.log)"
+    [ $rc = 0 ] || RUN_RC=$rc
+done
+if [ $RUN_RC = 0 ]; then
+    python3 - "$RES/run_cuda/dose_summary.json" "$RES/run_cpu/dose_summary.json" <<'PY' | tee "$RES/run_compare.txt"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+def organs(s):
+    o = s.get("organs", {})
+    return o if isinstance(o, dict) else {x.get("name"): x for x in o}
+oa, ob = organs(a), organs(b)
+worst = 0.0
+print(f"{'organ':<14} {'mass cuda':>10} {'mass cpu':>10} {'dose cuda':>10} {'dose cpu':>10} {'rel diff':>9}")
+for n in sorted(set(oa) | set(ob)):
+    if n not in oa or n not in ob:
+        print(f"{n:<14} only on {'cuda' if n in oa else 'cpu'}")
+        worst = float("inf")
+        continue
+    x, y = oa[n], ob[n]
+    rel = max(abs(x["mass_g"] - y["mass_g"]) / max(abs(y["mass_g"]), 1e-9),
+              abs(x["mean_dose_gy"] - y["mean_dose_gy"]) / max(abs(y["mean_dose_gy"]), 1e-9))
+    worst = max(worst, rel)
+    print(f"{n:<14} {x['mass_g']:>10.2f} {y['mass_g']:>10.2f} {x['mean_dose_gy']:>10.4f} {y['mean_dose_gy']:>10.4f} {rel:>9.2e}")
+print(f"status cuda {a.get('status')}, cpu {b.get('status')}; worst relative difference {worst:.2e}")
+# Float sums in another order move a few boundary voxels at most.
+sys.exit(0 if worst <= 0.01 and a.get("status") == b.get("status") else 1)
+PY
+    RUN_RC=$?
+fi
+echo "run comparison exit $RUN_RC"
+
 echo "== table"
 python3 - "$RES" cuda_full cuda_small cpu_small_axial <<'PY' | tee "$RES/table.txt"
 import json, os, sys
@@ -120,6 +161,7 @@ print(f"{'GPU estimate MB':<{w}} " + " ".join(cell(r, lambda d: f"{d['memory_est
 for r, d in data.items():
     print(f"{r}: {d['device_name']}; {d['patient']}")
 PY
-echo "parity tests exit $PARITY_RC; results in $RES"
+echo "parity tests exit $PARITY_RC; run cuda-vs-cpu exit $RUN_RC; results in $RES"
 rm -rf "$WORK"
+[ $PARITY_RC = 0 ] && exit $RUN_RC
 exit $PARITY_RC
