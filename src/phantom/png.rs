@@ -1,79 +1,54 @@
-//! Minimal PNG encoder (8-bit RGB, zlib via flate2): enough for previews without
-//! another dependency.
-
-use flate2::write::ZlibEncoder;
-use flate2::Compression;
-use std::io::Write;
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut table = [0u32; 256];
-    for (n, t) in table.iter_mut().enumerate() {
-        let mut c = n as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-        *t = c;
-    }
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in data {
-        c = table[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
-    }
-    c ^ 0xFFFF_FFFF
-}
-
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let mut c = Vec::with_capacity(4 + data.len());
-    c.extend_from_slice(kind);
-    c.extend_from_slice(data);
-    out.extend_from_slice(&c);
-    out.extend_from_slice(&crc32(&c).to_be_bytes());
-}
+//! PNG output of the phantom's pictures (previews, CT appearance figures),
+//! through the `png` crate the report already uses; this module only keeps the
+//! two calls the phantom makes.
 
 /// Encodes `rgb` (width*height*3 bytes, rows top to bottom) as PNG bytes.
 pub fn encode_rgb(width: u32, height: u32, rgb: &[u8]) -> std::io::Result<Vec<u8>> {
-    encode(width, height, rgb, 3)
+    encode(width, height, rgb, ::png::ColorType::Rgb)
 }
 
 /// Encodes 8-bit grey (width*height bytes): a third of the size of RGB for
 /// CT pictures.
 pub fn encode_gray(width: u32, height: u32, grey: &[u8]) -> std::io::Result<Vec<u8>> {
-    encode(width, height, grey, 1)
+    encode(width, height, grey, ::png::ColorType::Grayscale)
 }
 
-fn encode(width: u32, height: u32, px: &[u8], channels: usize) -> std::io::Result<Vec<u8>> {
-    let mut out = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    let colour = if channels == 1 { 0 } else { 2 };
-    ihdr.extend_from_slice(&[8, colour, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
-    // Best compression for the grey pictures committed to the repository.
-    let level = if channels == 1 {
-        Compression::best()
-    } else {
-        Compression::default()
-    };
-    let mut z = ZlibEncoder::new(Vec::new(), level);
-    let stride = width as usize * channels;
-    for row in px.chunks(stride).take(height as usize) {
-        z.write_all(&[0])?;
-        z.write_all(row)?;
+fn encode(
+    width: u32,
+    height: u32,
+    px: &[u8],
+    colour: ::png::ColorType,
+) -> std::io::Result<Vec<u8>> {
+    let err = |e: ::png::EncodingError| std::io::Error::other(e.to_string());
+    let mut out = Vec::new();
+    {
+        let mut enc = ::png::Encoder::new(&mut out, width, height);
+        enc.set_color(colour);
+        enc.set_depth(::png::BitDepth::Eight);
+        // Smallest files for the grey pictures committed to the repository.
+        if colour == ::png::ColorType::Grayscale {
+            enc.set_compression(::png::Compression::High);
+        }
+        let mut w = enc.write_header().map_err(err)?;
+        w.write_image_data(px).map_err(err)?;
+        w.finish().map_err(err)?;
     }
-    chunk(&mut out, b"IDAT", &z.finish()?);
-    chunk(&mut out, b"IEND", &[]);
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn crc_of_iend() {
-        assert_eq!(super::crc32(b"IEND"), 0xAE42_6082);
+    fn grey_and_rgb_decode_back() {
+        let grey: Vec<u8> = (0..12u8).collect();
+        let bytes = super::encode_gray(4, 3, &grey).unwrap();
+        let mut r = ::png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; r.output_buffer_size().unwrap()];
+        let info = r.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height), (4, 3));
+        assert_eq!(&buf[..12], &grey[..]);
+        assert!(super::encode_rgb(2, 2, &[0u8; 12]).is_ok());
     }
 }
