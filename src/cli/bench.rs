@@ -39,8 +39,8 @@ pub struct Args {
     #[arg(long)]
     pub small: bool,
     /// Planes: axial only, or all three (default: config).
-    #[arg(long, value_parser = ["axial", "all"])]
-    pub planes: Option<String>,
+    #[arg(long, value_enum)]
+    pub planes: Option<Planes>,
     /// Keep the phantom export in this folder instead of a temporary one.
     #[arg(long)]
     pub keep: Option<PathBuf>,
@@ -93,10 +93,8 @@ pub struct Report {
 
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let mut cfg = cfg.clone();
-    match args.planes.as_deref() {
-        Some("axial") => cfg.segment.planes = Planes::Axial,
-        Some(_) => cfg.segment.planes = Planes::All,
-        None => {}
+    if let Some(p) = args.planes {
+        cfg.segment.planes = p;
     }
     // Refuse an impossible device before minutes of phantom work.
     // The device is the engine's: global --device or segment.device.

@@ -28,8 +28,8 @@ pub struct Args {
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Planes: axial only, or all three joined by voxel vote (default: config).
-    #[arg(long, value_parser = ["axial", "all"])]
-    pub planes: Option<String>,
+    #[arg(long, value_enum)]
+    pub planes: Option<Planes>,
     /// Use the phantom's truth masks instead of the network (no weights needed).
     #[arg(long)]
     pub truth: bool,
@@ -37,10 +37,8 @@ pub struct Args {
 
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let mut cfg = cfg.clone();
-    match args.planes.as_deref() {
-        Some("axial") => cfg.segment.planes = Planes::Axial,
-        Some(_) => cfg.segment.planes = Planes::All,
-        None => {}
+    if let Some(p) = args.planes {
+        cfg.segment.planes = p;
     }
     // Fail before the minutes of work if the model is missing.
     let model_dir = if args.truth {

@@ -55,8 +55,8 @@ pub struct Args {
     #[arg(long, default_value_t = PngSliceOptions::default().pixel_mm)]
     pub png_pixel_mm: f64,
     /// Planes: axial only, or all three joined by voxel vote.
-    #[arg(long, value_parser = ["axial", "all"])]
-    pub planes: Option<String>,
+    #[arg(long, value_enum)]
+    pub planes: Option<Planes>,
     /// Model folder (model.toml + weights); default: [segment] weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -433,19 +433,8 @@ fn real_sources(args: &Args, real: &Path) -> anyhow::Result<Vec<CaseSource>> {
 
 /// `--planes`, else the config's; with the name used in file names.
 fn planes_arg(args: &Args, cfg: &Config) -> (Planes, &'static str) {
-    let planes = match args.planes.as_deref() {
-        Some("axial") => Planes::Axial,
-        Some(_) => Planes::All,
-        None => cfg.segment.planes,
-    };
-    (
-        planes,
-        if planes == Planes::All {
-            "all"
-        } else {
-            "axial"
-        },
-    )
+    let planes = args.planes.unwrap_or(cfg.segment.planes);
+    (planes, planes.name())
 }
 
 fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {

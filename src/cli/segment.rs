@@ -19,8 +19,8 @@ pub struct Args {
     #[arg(short, long, required_unless_present = "raw_input")]
     pub output: Option<PathBuf>,
     /// Planes: axial only, or all three joined by voxel vote.
-    #[arg(long, value_parser = ["axial", "all"])]
-    pub planes: Option<String>,
+    #[arg(long, value_enum)]
+    pub planes: Option<Planes>,
     /// Model folder (model.toml + weights); default: [segment] weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -91,11 +91,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     } else {
         dicom::read_single_series(ct_path, args.series.as_deref(), &cfg.ingest)?.1
     };
-    let planes = match args.planes.as_deref() {
-        Some("axial") => Planes::Axial,
-        Some(_) => Planes::All,
-        None => cfg.segment.planes,
-    };
+    let planes = args.planes.unwrap_or(cfg.segment.planes);
     let opts = DriverOptions {
         planes,
         ..cfg.segment.driver_options()
@@ -195,10 +191,7 @@ fn raw(
         );
         let p: Vec<f32> = f.proposals[i].iter().flatten().copied().collect();
         let np = f.proposals[i].len();
-        o.insert(
-            format!("proposals.{i}"),
-            Tensor::from_vec(p, (np, 4), dev)?,
-        );
+        o.insert(format!("proposals.{i}"), Tensor::from_vec(p, (np, 4), dev)?);
     }
     if let Some(fs) = &f.features {
         for (name, t) in ["0", "1", "2", "3", "pool"].iter().zip(fs) {

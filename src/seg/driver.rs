@@ -13,13 +13,24 @@ use crate::volume::Volume;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `--planes axial|all` on the command line (clap::ValueEnum), `planes` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Planes {
     /// Axial slices only (the paper's first mode).
     Axial,
     /// Axial, coronal and sagittal, joined by voxel vote (>= 2 of 3).
     All,
+}
+
+impl Planes {
+    /// The name `--planes` and the config use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Planes::Axial => "axial",
+            Planes::All => "all",
+        }
+    }
 }
 
 /// A slicing direction, in voxel index space (i, j, k).
