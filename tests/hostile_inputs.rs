@@ -102,7 +102,10 @@ fn lying_dicom_and_nifti_headers_are_errors_with_bounded_memory() {
         .expect_err("UT past the end must be refused")
         .to_string();
     assert!(
-        msg.contains("ut_huge.dcm") && msg.contains("(0018,1030)") && msg.contains("4294967280"),
+        msg.contains("ut_huge.dcm")
+            && msg.contains("(0018,1030)")
+            && msg.contains("4294967280")
+            && msg.contains("but 76 bytes remain"),
         "{msg}"
     );
     check_bounded("UT", ut.len(), largest, peak);

@@ -79,6 +79,13 @@ struct Source<R> {
     limit: Option<u64>,
 }
 
+impl<R> Source<R> {
+    /// Bytes after the current position, when the source's size is known.
+    fn left(&self) -> Option<u64> {
+        self.limit.map(|l| l.saturating_sub(self.pos))
+    }
+}
+
 impl<R: Read> Source<R> {
     /// Reads exactly `buf.len()` bytes; `Ok(false)` at a clean end of stream.
     fn read_or_eof(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
@@ -302,16 +309,21 @@ fn walk_meta(src: &mut Source<BufReader<File>>, path: &Path) -> Result<String> {
             let mut v = vec![0u8; len as usize];
             src.read_exact(&mut v).map_err(io)?;
             ts = String::from_utf8_lossy(&v).into_owned();
-        } else if src.skip(len as u64).map_err(io)? < len as u64 {
-            return Err(too_long(path, tag, at, len, src));
+        } else {
+            let left = src.left();
+            let got = src.skip(len as u64).map_err(io)?;
+            if got < len as u64 {
+                return Err(too_long(path, tag, at, len, left.or(Some(got))));
+            }
         }
     }
     Ok(ts)
 }
 
-fn too_long<R>(path: &Path, tag: (u16, u16), at: u64, len: u32, src: &Source<R>) -> Error {
-    let left = match src.limit {
-        Some(l) => format!("{} bytes remain in the file", l.saturating_sub(src.pos)),
+/// `left`: the bytes after the element's header, when the file's size is known.
+fn too_long(path: &Path, tag: (u16, u16), at: u64, len: u32, left: Option<u64>) -> Error {
+    let left = match left {
+        Some(l) => format!("{l} bytes remain in the file"),
         None => "the data set ends before that".to_string(),
     };
     Error::dicom(
@@ -396,8 +408,13 @@ where
                     }
                 }
                 ITEM if top == Kind::Fragments => {
-                    if len == UNDEFINED || src.skip(len as u64).map_err(io)? < len as u64 {
-                        return Err(too_long(path, tag, at, len, src));
+                    let left = src.left();
+                    if len == UNDEFINED {
+                        return Err(too_long(path, tag, at, len, left));
+                    }
+                    let got = src.skip(len as u64).map_err(io)?;
+                    if got < len as u64 {
+                        return Err(too_long(path, tag, at, len, left.or(Some(got))));
                     }
                     if let Some(p) = bounds.pixel_data.as_mut() {
                         if p.encapsulated && stack.len() == 2 {
@@ -418,7 +435,7 @@ where
                     } else {
                         let end = src.pos + len as u64;
                         if src.limit.is_some_and(|l| end > l) {
-                            return Err(too_long(path, tag, at, len, src));
+                            return Err(too_long(path, tag, at, len, src.left()));
                         }
                         Some(end)
                     };
@@ -426,8 +443,12 @@ where
                 }
                 // Anywhere else dicom-parser reads these as elements with a value.
                 _ => {
-                    if len != UNDEFINED && src.skip(len as u64).map_err(io)? < len as u64 {
-                        return Err(too_long(path, tag, at, len, src));
+                    if len != UNDEFINED {
+                        let left = src.left();
+                        let got = src.skip(len as u64).map_err(io)?;
+                        if got < len as u64 {
+                            return Err(too_long(path, tag, at, len, left.or(Some(got))));
+                        }
                     }
                 }
             }
@@ -470,11 +491,12 @@ where
         if &vr == b"SQ" {
             let end = src.pos + len as u64;
             if src.limit.is_some_and(|l| end > l) {
-                return Err(too_long(path, tag, at, len, src));
+                return Err(too_long(path, tag, at, len, src.left()));
             }
             push(&mut stack, Kind::Sequence, Some(end), path)?;
             continue;
         }
+        let left = src.left();
         let got = src.skip(len as u64).map_err(io)?;
         if top_level && tag == PIXEL_DATA {
             // Native pixel data cut short is not a header fault: the bytes there
@@ -490,7 +512,7 @@ where
                 return Ok(());
             }
         } else if got < len as u64 {
-            return Err(too_long(path, tag, at, len, src));
+            return Err(too_long(path, tag, at, len, left.or(Some(got))));
         }
     }
 }
