@@ -184,3 +184,38 @@ fn lying_dicom_and_nifti_headers_are_errors_with_bounded_memory() {
         .to_string();
     assert!(msg.contains("big.nii.gz"), "{msg}");
 }
+
+/// The header walk must not refuse honest files in the other transfer
+/// syntaxes (implicit VR, explicit big endian, deflated; written by pydicom
+/// from the NM reference) nor compressed ones (RLE, JPEG 2000).
+#[test]
+fn the_header_walk_accepts_every_syntax_organdose_reads() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/dicom");
+    let cfg = Config::default().ingest;
+    for name in [
+        "nm_implicit_le.dcm",
+        "nm_explicit_be.dcm",
+        "nm_deflated.dcm",
+        "nm_multiframe_rwv.dcm",
+        "ct_rle_slice.dcm",
+        "MR_small_jp2klossless.dcm",
+        "CT_small.dcm",
+    ] {
+        let (_, v) = read_single_series(&corpus.join(name), None, &cfg)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(v.geom.len() > 0, "{name}");
+    }
+    let (_, nm) =
+        read_single_series(&corpus.join("nm_multiframe_rwv.dcm"), None, &cfg).expect("reference");
+    for name in [
+        "nm_implicit_le.dcm",
+        "nm_explicit_be.dcm",
+        "nm_deflated.dcm",
+    ] {
+        let (_, v) = read_single_series(&corpus.join(name), None, &cfg).expect("read");
+        assert_eq!(
+            v.data, nm.data,
+            "{name}: voxels differ from the explicit-LE file"
+        );
+    }
+}
