@@ -12,8 +12,10 @@ use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
 use std::path::{Path, PathBuf};
 
-pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
-pub const NM_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.20";
+// SOP classes from the standard dictionary, not typed out here.
+pub use dicom_dictionary_std::uids::{
+    CT_IMAGE_STORAGE, NUCLEAR_MEDICINE_IMAGE_STORAGE as NM_IMAGE_STORAGE,
+};
 /// Implementation class UID of organdose (under the 2.25 UUID-derived root).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.275741864483510678566144889372061815320";
 

@@ -16,10 +16,10 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub const RT_STRUCTURE_SET_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.481.3";
-pub const RT_DOSE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.481.2";
-pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
-pub const ENCAPSULATED_PDF_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.104.1";
+// SOP classes from the standard dictionary, not typed out here.
+pub use dicom_dictionary_std::uids::{
+    ENCAPSULATED_PDF_STORAGE, RT_DOSE_STORAGE, RT_STRUCTURE_SET_STORAGE, SEGMENTATION_STORAGE,
+};
 
 /// A new UID under the 2.25 root (PS3.5 B.2: a UUID as one decimal number). The
 /// 128 bits are a SHA-256 of the clock, the process, a counter and `salt`, so two
