@@ -274,7 +274,8 @@ fn rtstruct_and_seg_round_trip_through_orientations() {
         let out = tmp.path().join(format!("out_{name}"));
         std::fs::create_dir_all(&out).unwrap();
         let t0 = std::time::Instant::now();
-        let files = write_masks(&src, &labels, &automatic(), "test CT", "CT", 9001, &out).unwrap();
+        let (files, _) =
+            write_masks(&src, &labels, &automatic(), "test CT", "CT", 9001, &out).unwrap();
         eprintln!(
             "{name}: RT Struct + SEG written in {:.2} s",
             t0.elapsed().as_secs_f64()
@@ -427,7 +428,7 @@ fn rtdose_round_trip_axial_and_non_axial_spect() {
             number: 9051,
             description: "dose".into(),
         };
-        let (_, scaling) = rtdose::write(&dose, &src, &desc, &series, &p).unwrap();
+        let (_, scaling) = rtdose::write(&dose, &src, &desc, None, &series, &p).unwrap();
         let head = organdose::io::dicom::read_header(&p).unwrap();
         assert_eq!(head.sop_class_uid, RT_DOSE_STORAGE);
         assert_eq!(head.frame_of_reference_uid, src.frame_of_reference_uid);
@@ -496,6 +497,34 @@ fn encapsulated_pdf_passes_dciodvfy() {
     }
 }
 
+/// Every DS value at most 16 characters (Eclipse refuses longer ones), IS at
+/// most 12, UI at most 64, through all sequences.
+fn check_value_lengths(obj: &dicom_object::InMemDicomObject, bad: &mut Vec<String>) {
+    use dicom_core::VR;
+    for e in obj.iter() {
+        if let Some(items) = e.items() {
+            for it in items {
+                check_value_lengths(it, bad);
+            }
+            continue;
+        }
+        let max = match e.vr() {
+            VR::DS => 16,
+            VR::IS => 12,
+            VR::UI => 64,
+            _ => continue,
+        };
+        if let Ok(vals) = e.value().to_multi_str() {
+            for v in vals.iter() {
+                let v = v.trim_end_matches(['\0', ' ']);
+                if v.len() > max {
+                    bad.push(format!("{:?} {:?} '{v}'", e.header().tag, e.vr()));
+                }
+            }
+        }
+    }
+}
+
 /// A whole cycle as `organdose run --truth` makes it: every object in dicom/,
 /// each accepted by dciodvfy, the SEG and RT Structure Set of the diagnostic CT
 /// and of a low-dose CT equal to the phantom's truth label maps, and the RT
@@ -554,6 +583,10 @@ fn phantom_cycle_writes_every_object() {
     for (f, iod) in &expected {
         let p = dicom.join(f);
         assert!(p.is_file(), "{f} missing");
+        let obj = dicom_object::open_file(&p).unwrap();
+        let mut bad = Vec::new();
+        check_value_lengths(&obj, &mut bad);
+        assert!(bad.is_empty(), "{f}: {bad:?}");
         if dv {
             let e = dciodvfy_errors(&p, iod);
             assert!(e.is_empty(), "{f}: {}", e.join("\n"));
@@ -636,6 +669,45 @@ fn phantom_cycle_writes_every_object() {
             err <= 0.5 * scaling + 1e-6,
             "dose read back {err} Gy off (scaling {scaling})"
         );
+        // DVHs: on the reference time point's LDCT structure set (same frame of
+        // reference as the SPECT), one per organ, volumes and means consistent.
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("dose_summary.json")).unwrap())
+                .unwrap();
+        let k = summary["settings"]["dose_map_time_point"].as_u64().unwrap();
+        let ss = dicom_object::open_file(dicom.join(format!("RTSTRUCT_TP{k}.dcm"))).unwrap();
+        let ss_uid = ss
+            .element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert_eq!(r["referenced_structure_set"], ss_uid.trim_end_matches('\0'));
+        let organs = summary["organs"].as_object().unwrap();
+        assert_eq!(r["dvhs"].as_array().unwrap().len(), organs.len());
+        for h in r["dvhs"].as_array().unwrap() {
+            let o = organs
+                .values()
+                .find(|o| o["label"] == h["roi"])
+                .expect("DVH ROI is an organ");
+            let vol = o["dvh"]["volume_ml"].as_f64().unwrap();
+            let w = h["bin_width"].as_f64().unwrap();
+            let (m_data, m_stated) = (
+                h["mean_from_data"].as_f64().unwrap(),
+                h["mean_stated"].as_f64().unwrap(),
+            );
+            assert!(
+                (h["volume_cm3"].as_f64().unwrap() - vol).abs() < 1e-3 * vol,
+                "{h}"
+            );
+            assert!(
+                (m_stated - o["dvh"]["mean"].as_f64().unwrap()).abs() < 1e-6,
+                "{h}"
+            );
+            assert!(
+                (m_data - m_stated).abs() <= w,
+                "DVHData mean {m_data} vs {m_stated} (bin {w}): {h}"
+            );
+        }
     }
 
     let mut no_dicom = cfg.clone();
@@ -668,7 +740,7 @@ fn no_organ_no_structure_set() {
     let (ct_dir, labels) = ct_case(tmp.path(), "empty", 99, g_far);
     assert!(labels.data.iter().all(|&v| v == 0));
     let src = source_of(&ct_dir);
-    let files = write_masks(
+    let (files, uid) = write_masks(
         &src,
         &labels,
         &automatic(),
@@ -678,5 +750,5 @@ fn no_organ_no_structure_set() {
         tmp.path(),
     )
     .unwrap();
-    assert!(files.is_empty(), "{files:?}");
+    assert!(files.is_empty() && uid.is_none(), "{files:?}");
 }

@@ -259,7 +259,24 @@ def check_rtdose(path, prefix):
         placed[r[ok, 2], r[ok, 1], r[ok, 0]] = vals[ok]
     missing = int(np.isnan(placed).sum())
     err = np.abs(np.nan_to_num(placed) - truth.astype(np.float64))
-    return dict(scaling=scale, frames=nf, missing_voxels=missing, worst_offset_index=worst_off,
+    # DVHs (RT DVH module): the mean dose recomputed from the cumulative DVHData
+    # pairs (bin width, volume at or above the bin's lower edge), against the
+    # stated DVHMeanDose.
+    dvhs = []
+    for it in ds.get("DVHSequence", []):
+        d = np.array(it.DVHData, dtype=float).reshape(-1, 2)
+        w, v = d[:, 0], d[:, 1]
+        lower = np.concatenate([[0.0], np.cumsum(w)[:-1]])
+        diff = v - np.concatenate([v[1:], [0.0]])
+        mean = float((diff * (lower + w / 2)).sum() / v[0]) if v[0] > 0 else None
+        dvhs.append(dict(roi=int(it.DVHReferencedROISequence[0].ReferencedROINumber),
+                         type=str(it.DVHType), volume_cm3=float(v[0]), mean_from_data=mean,
+                         mean_stated=float(it.DVHMeanDose), bin_width=float(w[0])))
+    ref_ss = None
+    if "ReferencedStructureSetSequence" in ds:
+        ref_ss = str(ds.ReferencedStructureSetSequence[0].ReferencedSOPInstanceUID)
+    return dict(dvhs=dvhs, referenced_structure_set=ref_ss,
+                scaling=scale, frames=nf, missing_voxels=missing, worst_offset_index=worst_off,
                 max_abs_err_gy=float(err.max()), max_dose_gy=float(truth.max()),
                 units=str(ds.DoseUnits), summation=str(ds.DoseSummationType),
                 frame_of_reference=str(ds.FrameOfReferenceUID))

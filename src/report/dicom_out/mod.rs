@@ -68,7 +68,8 @@ impl<'a> MaskSlices<'a> {
     }
 }
 
-/// RT Structure Set and SEG of `labels` on `src`, as `<stem>` files in `dir`.
+/// RT Structure Set and SEG of `labels` on `src`, as `<stem>` files in `dir`;
+/// returns the files and the structure set's SOP instance UID.
 pub fn write_masks(
     src: &SourceSeries,
     labels: &Volume<u8>,
@@ -77,7 +78,7 @@ pub fn write_masks(
     stem: &str,
     series_number: i64,
     dir: &Path,
-) -> Result<Vec<PathBuf>> {
+) -> Result<(Vec<PathBuf>, Option<String>)> {
     let masks = MaskSlices::new(src, labels);
     let mut out = Vec::new();
     // A structure set must hold at least one ROI: none when no organ is on these
@@ -87,10 +88,10 @@ pub fn write_masks(
         .iter()
         .any(|p| p.iter().any(|&v| crate::organs::name(v).is_some()));
     if !any_organ {
-        return Ok(out);
+        return Ok((out, None));
     }
     let p = dir.join(format!("RTSTRUCT_{stem}.dcm"));
-    rtstruct::write(
+    let uid = rtstruct::write(
         &masks,
         prov,
         &NewSeries {
@@ -117,7 +118,7 @@ pub fn write_masks(
     {
         out.push(p);
     }
-    Ok(out)
+    Ok((out, Some(uid)))
 }
 
 /// Everything above for one finished cycle. `pdf` is report.pdf's bytes when it
@@ -148,7 +149,7 @@ pub fn write_cycle(
     match dicom(&study.diagnostic_ct) {
         Some(ct) => {
             let src = SourceSeries::read(&ct)?;
-            let files = write_masks(
+            let (files, _) = write_masks(
                 &src,
                 &input.diag_ct_labels,
                 prov,
@@ -164,12 +165,14 @@ pub fn write_cycle(
         }
         None => notes.push("diagnostic CT is NIfTI: no RT Structure Set / SEG for it".into()),
     }
+    // (time point, frame of reference, structure set UID) of each LDCT's RT Struct.
+    let mut ldct_structs: Vec<(usize, String, String)> = Vec::new();
     for (k, (tp, ti)) in study.timepoints.iter().zip(&input.timepoints).enumerate() {
         let Some(ldct) = tp.ldct.as_ref().and_then(dicom) else {
             continue;
         };
         let src = SourceSeries::read(&ldct)?;
-        let files = write_masks(
+        let (files, uid) = write_masks(
             &src,
             &ti.labels,
             prov,
@@ -185,19 +188,34 @@ pub fn write_cycle(
             ));
         }
         written.extend(files);
+        if let Some(uid) = uid {
+            ldct_structs.push((k, src.frame_of_reference_uid.clone(), uid));
+        }
     }
     // The dose map lies on the SPECT of the reference time point (1-based in the
     // summary, time order, as study.timepoints are).
-    let ref_tp = summary
-        .settings
-        .dose_map_time_point
-        .checked_sub(1)
-        .and_then(|k| study.timepoints.get(k));
+    let ref_k = summary.settings.dose_map_time_point.checked_sub(1);
+    let ref_tp = ref_k.and_then(|k| study.timepoints.get(k));
     let spect = ref_tp.and_then(|tp| dicom(&tp.spect));
     match (&summary.dose_map_gy, spect) {
         (Some(dose), Some(spect)) => {
             let src = SourceSeries::read(&spect)?;
             let p = dir.join("RTDOSE.dcm");
+            // The DVHs belong to the organs on the dose grid, from the reference
+            // time point's mask: its low-dose CT's structure set, when that shares
+            // the SPECT's frame of reference (the same SPECT/CT session).
+            let dvh_rois: Vec<(i64, &crate::dosimetry::dose::Dvh)> = summary
+                .organs
+                .values()
+                .filter_map(|o| o.dvh_curve.as_ref().map(|h| (o.label as i64, h)))
+                .collect();
+            let dvhs = ldct_structs
+                .iter()
+                .find(|(k, frame, _)| Some(*k) == ref_k && *frame == src.frame_of_reference_uid)
+                .map(|(_, _, uid)| rtdose::DvhRefs {
+                    structure_set_uid: uid.clone(),
+                    rois: dvh_rois,
+                });
             rtdose::write(
                 dose,
                 &src,
@@ -211,6 +229,7 @@ pub fn write_cycle(
                         summary.settings.dose_map_t_h, summary.settings.kernel
                     ),
                 },
+                dvhs.as_ref(),
                 &NewSeries {
                     modality: "RTDOSE",
                     number: 9051,

@@ -1,8 +1,11 @@
 //! RT Dose (PS3.3 A.18) of the voxel dose map, in Gy, on the SPECT's grid and
 //! frame of reference.
 
-use super::common::{base_object, sop_ref, write_part10, NewSeries, RT_DOSE_STORAGE};
+use super::common::{
+    base_object, sop_ref, write_part10, NewSeries, RT_DOSE_STORAGE, RT_STRUCTURE_SET_STORAGE,
+};
 use super::source::SourceSeries;
+use crate::dosimetry::dose::Dvh;
 use crate::error::{Error, Result};
 use crate::io::dicom_write::{ds, put_ds, put_is, put_seq, put_str, put_us};
 use crate::volume::{cross, dot, Volume};
@@ -24,12 +27,20 @@ pub struct DoseDescription {
     pub derivation: String,
 }
 
+/// DVHs for the RT DVH module: the structure set on the dose's frame of reference
+/// whose ROIs they belong to, and per ROI number its cumulative DVH.
+pub struct DvhRefs<'a> {
+    pub structure_set_uid: String,
+    pub rois: Vec<(i64, &'a Dvh)>,
+}
+
 /// Writes `dose_gy` (on the grid of `spect`'s volume, same frame of reference) to
 /// `path`; returns (SOP instance UID, DoseGridScaling as written).
 pub fn write(
     dose_gy: &Volume<f32>,
     spect: &SourceSeries,
     desc: &DoseDescription,
+    dvhs: Option<&DvhRefs>,
     series: &NewSeries,
     path: &Path,
 ) -> Result<(String, f64)> {
@@ -146,6 +157,9 @@ pub fn write(
         .map_err(|_| Error::geometry(format!("dose grid scaling {scaling_text}")))?;
     debug_assert!(scaling_text.len() <= 16 && ds(scaling).len() <= 16);
     put_str(&mut o, tags::DOSE_GRID_SCALING, VR::DS, &scaling_text);
+    if let Some(d) = dvhs.filter(|d| !d.rois.is_empty()) {
+        put_dvhs(&mut o, d);
+    }
     let mut px = Vec::with_capacity(g.len());
     for f in 0..nz {
         let k = slice(f);
@@ -167,6 +181,49 @@ pub fn write(
     ));
     write_part10(o, path, true)?;
     Ok((sop, scaling))
+}
+
+/// RT DVH module (PS3.3 C.8.8.4): cumulative DVHs in Gy and cm3. DVHData pairs
+/// are (bin width, volume receiving at least the bin's lower edge), bins from
+/// 0 Gy: the organdose DVH's levels are 0, w, 2w, ... with the fraction at or
+/// above each, times the organ's volume on the dose grid.
+fn put_dvhs(o: &mut dicom_object::InMemDicomObject, d: &DvhRefs) {
+    use dicom_object::InMemDicomObject;
+    put_seq(
+        o,
+        tags::REFERENCED_STRUCTURE_SET_SEQUENCE,
+        vec![sop_ref(RT_STRUCTURE_SET_STORAGE, &d.structure_set_uid)],
+    );
+    let items: Vec<InMemDicomObject> = d
+        .rois
+        .iter()
+        .filter(|(_, h)| h.dose_gy.len() >= 2)
+        .map(|&(roi, h)| {
+            let mut it = InMemDicomObject::new_empty();
+            let mut r = InMemDicomObject::new_empty();
+            put_is(&mut r, tags::REFERENCED_ROI_NUMBER, roi);
+            put_str(&mut r, tags::DVHROI_CONTRIBUTION_TYPE, VR::CS, "INCLUDED");
+            put_seq(&mut it, tags::DVH_REFERENCED_ROI_SEQUENCE, vec![r]);
+            put_str(&mut it, tags::DVH_TYPE, VR::CS, "CUMULATIVE");
+            put_str(&mut it, tags::DOSE_UNITS, VR::CS, "GY");
+            put_str(&mut it, tags::DOSE_TYPE, VR::CS, "PHYSICAL");
+            put_ds(&mut it, tags::DVH_DOSE_SCALING, &[1.0]);
+            put_str(&mut it, tags::DVH_VOLUME_UNITS, VR::CS, "CM3");
+            put_is(&mut it, tags::DVH_NUMBER_OF_BINS, h.dose_gy.len() as i64);
+            let width = h.dose_gy[1] - h.dose_gy[0];
+            let data: Vec<f64> = h
+                .volume_fraction
+                .iter()
+                .flat_map(|&f| [width, f * h.volume_ml])
+                .collect();
+            put_ds(&mut it, tags::DVH_DATA, &data);
+            put_ds(&mut it, tags::DVH_MINIMUM_DOSE, &[h.min]);
+            put_ds(&mut it, tags::DVH_MAXIMUM_DOSE, &[h.max]);
+            put_ds(&mut it, tags::DVH_MEAN_DOSE, &[h.mean]);
+            it
+        })
+        .collect();
+    put_seq(o, tags::DVH_SEQUENCE, items);
 }
 
 /// See the comment where it is written.
