@@ -33,8 +33,8 @@ fn main() {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_organdose"));
     let r = soak::run_soak(bin, work.path(), &opts);
     println!(
-        "soak: {} patients, {} SIGKILLs, {} junk and {} half-written files",
-        r.patients, r.kills, r.junk_files, r.half_written
+        "soak: {} patients, {} SIGKILLs ({} during a job), {} junk and {} half-written files",
+        r.patients, r.kills, r.kills_during_job, r.junk_files, r.half_written
     );
     println!(
         "      {} jobs started, {} cycles, {} final summaries identical to `organdose run`",

@@ -31,6 +31,8 @@ pub struct SoakOptions {
 pub struct SoakReport {
     pub patients: usize,
     pub kills: usize,
+    /// Kills that landed while the box said it was running a job.
+    pub kills_during_job: usize,
     pub jobs_started: usize,
     pub cycles: usize,
     pub final_identical: usize,
@@ -286,11 +288,22 @@ pub fn run_soak(bin: &Path, work: &Path, o: &SoakOptions) -> SoakReport {
             }
             report.junk_files += 1;
         }
-        std::thread::sleep(Duration::from_secs_f64(rng.unit() * o.quiet_s));
+        // Mostly the next visit follows at once (files closer together than the
+        // quiet period keep every series waiting); one time in four the folder
+        // settles and jobs run, so kills also land during jobs.
+        let pause = if rng.below(4) == 0 {
+            1.5 * o.quiet_s + 2.0
+        } else {
+            rng.unit() * o.quiet_s
+        };
+        std::thread::sleep(Duration::from_secs_f64(pause));
         while kill_at.first() == Some(&n) {
             kill_at.remove(0);
             // A random moment: between files settling, during a job, or idle.
             std::thread::sleep(Duration::from_secs_f64(rng.unit() * 3.0 * o.quiet_s));
+            let busy = std::fs::read_to_string(out.join("status.json"))
+                .is_ok_and(|t| t.contains("\"state\": \"busy\""));
+            report.kills_during_job += busy as usize;
             peak_rss = peak_rss.max(the_box.kill());
             the_box = spawn_box(bin, &cfg, &export, &out, &staging, &events);
         }
@@ -301,9 +314,14 @@ pub fn run_soak(bin: &Path, work: &Path, o: &SoakOptions) -> SoakReport {
     let mut calm = 0;
     loop {
         let recs = records(&out);
+        // Final, or held back by a plausibility gate exactly as `organdose run`
+        // holds it (the byte comparison below checks that).
         let finals = recs
             .iter()
-            .filter(|r| r["outcome"] == "done" && r["summary_status"] == "final")
+            .filter(|r| {
+                r["outcome"] == "done"
+                    && (r["summary_status"] == "final" || r["summary_status"] == "needs_review")
+            })
             .count();
         let snap: serde_json::Value = std::fs::read(out.join("status.json"))
             .ok()
