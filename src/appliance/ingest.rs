@@ -17,6 +17,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+/// How many quiet periods a file the box may not read is retried before it is
+/// rejected (and quarantined, which then fails and is retried with back-off).
+const UNREADABLE_QUIET_PERIODS: f64 = 10.0;
+
 #[derive(Debug, Clone)]
 enum Kind {
     Unread,
@@ -126,9 +130,16 @@ impl Ingest {
                 // A file the box may not read (permissions, a failing share) is the
                 // machine's problem, not a bad file: it stays unread and is tried
                 // again at the next poll instead of being rejected for good.
+                // After UNREADABLE_QUIET_PERIODS it is rejected all the same: a file
+                // nobody may read would otherwise keep the folder busy for good.
                 if let Err(e) = std::fs::File::open(p) {
                     if crate::error::io_is_environment(&e) {
-                        tracing::warn!("{}: {e}; tried again at the next poll", p.display());
+                        if now_s - t.changed_at_s < UNREADABLE_QUIET_PERIODS * self.quiet_s {
+                            tracing::warn!("{}: {e}; tried again at the next poll", p.display());
+                            continue;
+                        }
+                        t.kind = Kind::Rejected(format!("cannot be read: {e}"));
+                        changed += 1;
                         continue;
                     }
                 }
