@@ -307,6 +307,9 @@ fn nifti_study_layout_loads_with_truth_labels() {
         "labels",
     )
     .unwrap();
+    // --truth still reads the diagnostic CT (a broken CT must fail as it would with
+    // the network), so the study has one, on the labels' grid.
+    write_nifti(&labels.map(|_| 0f32), &dir.join("ct.nii.gz"), "test ct").unwrap();
     let study = serde_json::json!({
         "patient_id": "EXAMPLE01", "nuclide": "Lu-177", "injected_activity_mbq": 7400.0,
         "injection_datetime": "2026-03-01T08:00:00", "diagnostic_ct": "ct.nii.gz", "timepoints": tps
