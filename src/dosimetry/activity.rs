@@ -3,7 +3,7 @@
 //! (the paper: sigma 3 mm, QDOSE "border extension"), and the SPECT (Bq/mL) is summed
 //! in that VOI. A shell beyond the VOI is checked for spill-out or misregistration.
 
-use super::psf::{gaussian_blur_3d, Boundary};
+use super::boxmap::blurred_full;
 use super::DosimetryConfig;
 use crate::error::{Error, Result};
 use crate::volume::{Geometry, Vec3, Volume};
@@ -18,18 +18,81 @@ pub const ONE_SIGMA_LEVEL: f32 = 0.158_655_25;
 /// `sub`^3 sample points per target voxel looked up nearest-neighbour in the label map
 /// (`sub` = 1 is plain nearest-neighbour resampling). Only labels in `wanted` are
 /// returned; a wanted label that covers nothing gets an all-zero map.
+///
+/// Only the target voxels that can reach the wanted labels' bounding box are sampled,
+/// and the slices are shared among threads: organs fill a small part of a SPECT.
 pub fn coverage_fractions(
     labels: &Volume<u8>,
     target: &Geometry,
     sub: usize,
     wanted: &[u8],
 ) -> BTreeMap<u8, Vec<f32>> {
+    use rayon::prelude::*;
     let sub = sub.max(1);
     let mut out: BTreeMap<u8, Vec<f32>> = wanted
         .iter()
         .map(|&l| (l, vec![0f32; target.len()]))
         .collect();
     let src = &labels.geom;
+    let [sx, sy, sz] = src.dims;
+    let mut want = [false; 256];
+    wanted.iter().for_each(|&l| want[l as usize] = true);
+    // Bounding box of the wanted labels, in label voxels.
+    let plane = sx * sy;
+    let boxes: Vec<Option<([usize; 3], [usize; 3])>> = labels
+        .data
+        .par_chunks(plane.max(1))
+        .enumerate()
+        .map(|(k, sl)| {
+            let mut b: Option<([usize; 3], [usize; 3])> = None;
+            for (l, &v) in sl.iter().enumerate() {
+                if want[v as usize] {
+                    let (i, j) = (l % sx, l / sx);
+                    let e = b.get_or_insert(([i, j, k], [i, j, k]));
+                    e.0 = [e.0[0].min(i), e.0[1].min(j), k];
+                    e.1 = [e.1[0].max(i), e.1[1].max(j), k];
+                }
+            }
+            b
+        })
+        .collect();
+    let mut bb: Option<([usize; 3], [usize; 3])> = None;
+    for b in boxes.into_iter().flatten() {
+        let e = bb.get_or_insert(b);
+        for a in 0..3 {
+            e.0[a] = e.0[a].min(b.0[a]);
+            e.1[a] = e.1[a].max(b.1[a]);
+        }
+    }
+    let Some((blo, bhi)) = bb else {
+        return out;
+    };
+    // The target voxels whose samples can land in that box.
+    let [nx, ny, nz] = target.dims;
+    let (mut tlo, mut thi) = ([f64::MAX; 3], [f64::MIN; 3]);
+    for c in 0..8 {
+        let corner: Vec3 = std::array::from_fn(|a| {
+            if c >> a & 1 == 0 {
+                blo[a] as f64 - 0.5
+            } else {
+                bhi[a] as f64 + 0.5
+            }
+        });
+        let t = target.patient_to_index(src.index_to_patient(corner));
+        for a in 0..3 {
+            tlo[a] = tlo[a].min(t[a]);
+            thi[a] = thi[a].max(t[a]);
+        }
+    }
+    let n = [nx, ny, nz];
+    let range: [(usize, usize); 3] = std::array::from_fn(|a| {
+        let lo = (tlo[a].floor() - 1.0).max(0.0);
+        let hi = (thi[a].ceil() + 1.0).min(n[a] as f64 - 1.0);
+        (lo as usize, hi.max(lo) as usize)
+    });
+    if (0..3).any(|a| tlo[a] > n[a] as f64 || thi[a] < -1.0 || n[a] == 0) {
+        return out;
+    }
     let o = src.patient_to_index(target.index_to_patient([0.0; 3]));
     let step = |a: usize| -> Vec3 {
         let mut e = [0.0; 3];
@@ -42,52 +105,66 @@ pub fn coverage_fractions(
         .map(|q| (q as f64 + 0.5) / sub as f64 - 0.5)
         .collect();
     let weight = 1.0 / (sub * sub * sub) as f32;
-    let [nx, ny, nz] = target.dims;
-    let [sx, sy, sz] = src.dims;
-    let mut counts: Vec<(u8, u32)> = Vec::with_capacity(4);
-    let mut l = 0usize;
-    for k in 0..nz {
-        for j in 0..ny {
-            for i in 0..nx {
-                counts.clear();
-                for &dk in &offsets {
-                    for &dj in &offsets {
-                        for &di in &offsets {
-                            let c = [i as f64 + di, j as f64 + dj, k as f64 + dk];
-                            let mut p = o;
-                            for (a, sa) in s.iter().enumerate() {
-                                p[0] += c[a] * sa[0];
-                                p[1] += c[a] * sa[1];
-                                p[2] += c[a] * sa[2];
-                            }
-                            let (pi, pj, pk) = (p[0].round(), p[1].round(), p[2].round());
-                            if pi < 0.0
-                                || pj < 0.0
-                                || pk < 0.0
-                                || pi >= sx as f64
-                                || pj >= sy as f64
-                                || pk >= sz as f64
-                            {
-                                continue;
-                            }
-                            let v = labels.get(pi as usize, pj as usize, pk as usize);
-                            if v == 0 {
-                                continue;
-                            }
-                            match counts.iter_mut().find(|(lab, _)| *lab == v) {
-                                Some(c) => c.1 += 1,
-                                None => counts.push((v, 1)),
+    let lim = [sx as f64 - 0.5, sy as f64 - 0.5, sz as f64 - 0.5];
+    // Per target slice: (voxel, label, fraction) of every covered voxel.
+    let found: Vec<Vec<(usize, u8, f32)>> = (range[2].0..=range[2].1)
+        .into_par_iter()
+        .map(|k| {
+            let mut hits = Vec::new();
+            let mut counts: Vec<(u8, u32)> = Vec::with_capacity(4);
+            for j in range[1].0..=range[1].1 {
+                for i in range[0].0..=range[0].1 {
+                    counts.clear();
+                    for &dk in &offsets {
+                        for &dj in &offsets {
+                            for &di in &offsets {
+                                let c = [i as f64 + di, j as f64 + dj, k as f64 + dk];
+                                let mut p = o;
+                                for (a, sa) in s.iter().enumerate() {
+                                    p[0] += c[a] * sa[0];
+                                    p[1] += c[a] * sa[1];
+                                    p[2] += c[a] * sa[2];
+                                }
+                                // Nearest voxel: inside when -0.5 <= p < n - 0.5.
+                                if p[0] < -0.5
+                                    || p[1] < -0.5
+                                    || p[2] < -0.5
+                                    || p[0] >= lim[0]
+                                    || p[1] >= lim[1]
+                                    || p[2] >= lim[2]
+                                {
+                                    continue;
+                                }
+                                let (pi, pj, pk) = (
+                                    (p[0] + 0.5) as usize,
+                                    (p[1] + 0.5) as usize,
+                                    (p[2] + 0.5) as usize,
+                                );
+                                let v = labels.data[pi + sx * (pj + sy * pk)];
+                                if v == 0 {
+                                    continue;
+                                }
+                                match counts.iter_mut().find(|(lab, _)| *lab == v) {
+                                    Some(c) => c.1 += 1,
+                                    None => counts.push((v, 1)),
+                                }
                             }
                         }
                     }
-                }
-                for &(lab, n) in &counts {
-                    if let Some(m) = out.get_mut(&lab) {
-                        m[l] = n as f32 * weight;
+                    let l = i + nx * (j + ny * k);
+                    for &(lab, c) in &counts {
+                        if want[lab as usize] {
+                            hits.push((l, lab, c as f32 * weight));
+                        }
                     }
                 }
-                l += 1;
             }
+            hits
+        })
+        .collect();
+    for (l, lab, f) in found.into_iter().flatten() {
+        if let Some(m) = out.get_mut(&lab) {
+            m[l] = f;
         }
     }
     out
@@ -110,15 +187,7 @@ pub fn border_extended_voi(
     if sigma_mm <= 0.0 {
         return core.to_vec();
     }
-    let mut blurred = core.to_vec();
-    gaussian_blur_3d(
-        &mut blurred,
-        geom.dims,
-        geom.spacing,
-        sigma_mm,
-        Boundary::Zero,
-    );
-    blurred
+    blurred_full(core, geom, [sigma_mm; 3])
         .iter()
         .enumerate()
         .map(|(l, &b)| {
@@ -174,25 +243,28 @@ pub fn measure_time_point(
         tracing::debug!("SPECT has negative voxels (reconstruction noise); summed as they are");
     }
     let g = &spect.geom;
+    let __t = std::time::Instant::now();
     let core = coverage_fractions(labels, g, cfg.coverage_subsamples, organs);
+    eprintln!("TIMING coverage {:?} dims {:?} label dims {:?}", __t.elapsed(), g.dims, labels.geom.dims);
     let vox_ml = g.voxel_volume_ml();
     let mut voi = BTreeMap::new();
     let mut result = BTreeMap::new();
+    // Coverage of all organs together: "another organ" is this minus the organ's own.
+    let mut total_cover = vec![0f32; g.len()];
+    for m in core.values() {
+        total_cover.iter_mut().zip(m).for_each(|(a, &b)| *a += b);
+    }
     for &lab in organs {
         let own = core
             .get(&lab)
             .ok_or_else(|| Error::input(format!("no coverage map for label {lab}")))?;
-        let other: Option<Vec<f32>> = if cfg.exclude_other_organs {
-            let mut o = vec![0f32; g.len()];
-            for (&l2, m) in &core {
-                if l2 != lab {
-                    o.iter_mut().zip(m).for_each(|(a, &b)| *a += b);
-                }
-            }
-            Some(o)
-        } else {
-            None
-        };
+        let other: Option<Vec<f32>> = cfg.exclude_other_organs.then(|| {
+            total_cover
+                .iter()
+                .zip(own)
+                .map(|(&t, &o)| (t - o).max(0.0))
+                .collect()
+        });
         let w = border_extended_voi(
             own,
             other.as_deref(),
@@ -212,14 +284,9 @@ pub fn measure_time_point(
             core_sum += own[l] as f64;
         }
         // Shell: beyond the VOI by about spill_shell_mm, not in another organ.
-        let mut ind: Vec<f32> = w.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect();
-        gaussian_blur_3d(
-            &mut ind,
-            g.dims,
-            g.spacing,
-            cfg.spill_shell_mm,
-            Boundary::Zero,
-        );
+        eprintln!("TIMING voi {lab} {:?}", __t.elapsed());
+        let ind: Vec<f32> = w.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect();
+        let ind = blurred_full(&ind, g, [cfg.spill_shell_mm; 3]);
         let mut shell: Vec<f64> = Vec::new();
         for l in 0..g.len() {
             let foreign = other.as_ref().map(|o| o[l]).unwrap_or(0.0);
@@ -227,6 +294,7 @@ pub fn measure_time_point(
                 shell.push(spect.data[l] as f64);
             }
         }
+        eprintln!("TIMING shell {lab} {:?}", __t.elapsed());
         let core_conc = if core_sum > 0.0 {
             core_act / core_sum
         } else {

@@ -13,12 +13,14 @@
 //! - [`plausibility`]: gates that hold an implausible result back as `needs_review`;
 
 pub mod activity;
+pub mod boxmap;
 pub mod dose;
 pub mod kinetics;
 pub mod nuclide;
 pub mod pipeline;
 pub mod plausibility;
 pub mod psf;
+pub mod pvc;
 pub mod uncertainty;
 
 pub use nuclide::Nuclide;
@@ -39,6 +41,12 @@ pub struct DosimetryConfig {
     pub exclude_other_organs: bool,
     pub spill_shell_mm: f64,
     pub spill_warn_ratio: f64,
+    pub pvc: pvc::PvcMethod,
+    pub pvc_psf_fwhm_mm: f64,
+    #[serde(default)]
+    pub pvc_psf_axial_fwhm_mm: Option<f64>,
+    pub pvc_psf_fwhm_sd_mm: f64,
+    pub pvc_shell_mm: f64,
     pub activity_rel_sd: f64,
     pub mass_rel_sd: f64,
     pub population_teff_h: BTreeMap<String, f64>,
@@ -74,6 +82,11 @@ impl DosimetryConfig {
             .unwrap_or(50.0)
     }
 
+    /// The PSF the partial-volume correction assumes.
+    pub fn psf(&self) -> pvc::Psf {
+        pvc::Psf::new(self.pvc_psf_fwhm_mm, self.pvc_psf_axial_fwhm_mm)
+    }
+
     /// Refuses values that would make results meaningless.
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |what: &str, v: f64| {
@@ -92,6 +105,22 @@ impl DosimetryConfig {
         }
         if !(self.spill_shell_mm.is_finite() && self.spill_shell_mm > 0.0) {
             return bad("spill_shell_mm", self.spill_shell_mm);
+        }
+        let fwhm_ok = |v: f64| v.is_finite() && (1.0..=60.0).contains(&v);
+        if !fwhm_ok(self.pvc_psf_fwhm_mm) {
+            return bad("pvc_psf_fwhm_mm", self.pvc_psf_fwhm_mm);
+        }
+        if let Some(v) = self.pvc_psf_axial_fwhm_mm {
+            if !fwhm_ok(v) {
+                return bad("pvc_psf_axial_fwhm_mm", v);
+            }
+        }
+        if !(self.pvc_psf_fwhm_sd_mm.is_finite() && (0.0..10.0).contains(&self.pvc_psf_fwhm_sd_mm))
+        {
+            return bad("pvc_psf_fwhm_sd_mm", self.pvc_psf_fwhm_sd_mm);
+        }
+        if !(self.pvc_shell_mm.is_finite() && (0.0..=100.0).contains(&self.pvc_shell_mm)) {
+            return bad("pvc_shell_mm", self.pvc_shell_mm);
         }
         if !(self.activity_rel_sd > 0.0 && self.activity_rel_sd < 1.0) {
             return bad("activity_rel_sd", self.activity_rel_sd);

@@ -17,6 +17,7 @@
 use super::activity::{measure_time_point, TimePointMeasurement};
 use super::dose::{dose_map, dvh, local_deposition_gy, Dvh, Kernel};
 use super::kinetics::{self, FitResult, Kinetics};
+use super::pvc::{self, PvcMethod, PvcResult, PvcSettings};
 use super::uncertainty::mean_dose_sd;
 use super::{DosimetryConfig, Nuclide};
 use crate::error::{Error, Result};
@@ -27,7 +28,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Version of the `dose_summary.json` schema (README: "dose_summary.json").
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 
 /// One SPECT time point with the organ mask for it.
 #[derive(Debug, Clone)]
@@ -78,9 +79,17 @@ pub struct OrganSummary {
     pub volume_ml: f64,
     pub density_g_per_ml: f64,
     pub mass_g: f64,
-    /// Organ activity per time point (border-extended VOI), MBq.
+    /// Organ activity per time point, MBq: partial-volume corrected when
+    /// `settings.pvc` is not "none" (these are the activities the kinetics fit).
     pub activity_mbq: Vec<f64>,
+    /// Standard uncertainty of `activity_mbq`: quantification (`activity_rel_sd`) and
+    /// the PSF's uncertainty through the correction, in quadrature.
     pub activity_mbq_sd: Vec<f64>,
+    /// Activity in the border-extended VOI (no partial-volume correction), MBq.
+    pub activity_uncorrected_mbq: Vec<f64>,
+    /// Mean over the organ of its own PSF-blurred mask, per time point (1: no loss to
+    /// the PSF); `None` without correction.
+    pub pvc_self_recovery: Vec<Option<f64>>,
     pub voi_volume_ml: Vec<f64>,
     /// Organ volume on each SPECT grid (from the time point's mask).
     pub spect_organ_volume_ml: Vec<f64>,
@@ -103,6 +112,8 @@ pub struct OrganSummary {
 /// Settings a reader of the summary needs to interpret it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SummarySettings {
+    /// Partial-volume correction: "none", "gtm", "labbe", "rc".
+    pub pvc: String,
     pub psf_sigma_mm: f64,
     pub voi_threshold: f64,
     pub coverage_subsamples: usize,
@@ -125,6 +136,8 @@ pub struct DoseSummary {
     pub injected_activity_mbq: f64,
     pub times_h: Vec<f64>,
     pub settings: SummarySettings,
+    /// What the partial-volume correction used and found (absent when "none").
+    pub pvc: Option<PvcSummary>,
     pub organs: BTreeMap<String, OrganSummary>,
     /// `final` once the cycle's time points are all in; `provisional` (3 or more) or
     /// `partial` while a therapy cycle is still being acquired (set by the caller).
@@ -134,6 +147,23 @@ pub struct DoseSummary {
     /// Voxel dose map (Gy) on the reference SPECT grid.
     #[serde(skip)]
     pub dose_map_gy: Option<Volume<f32>>,
+}
+
+/// The partial-volume correction of a run (`pvc` in `dose_summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PvcSummary {
+    pub method: String,
+    /// The SPECT PSF assumed (Gaussian, depth-independent), FWHM mm per axis x, y, z.
+    pub psf_fwhm_mm: [f64; 3],
+    pub psf_fwhm_sd_mm: f64,
+    /// The configuration key the PSF came from.
+    pub psf_source: String,
+    pub shell_mm: f64,
+    /// Per time point: condition number of the matrix solved.
+    pub condition_number: Vec<f64>,
+    /// Per time point: mean concentration (Bq/mL) of the field of view outside the
+    /// organs and their shells.
+    pub rest_concentration_bq_per_ml: Vec<f64>,
 }
 
 impl DoseSummary {
@@ -209,6 +239,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         .unwrap_or(0);
     let mut per_tp: Vec<TimePointMeasurement> = Vec::new();
     let mut rest_mbq = Vec::new();
+    let mut per_tp_pvc: Vec<Option<(PvcResult, PvcResult)>> = Vec::new();
     let mut ref_meas: Option<TimePointMeasurement> = None;
     for (pos, &i) in order.iter().enumerate() {
         let tp = &input.timepoints[i];
@@ -223,8 +254,28 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
             .sum::<f64>()
             * vox_ml
             / 1e6;
-        let in_vois: f64 = m.organs.values().map(|o| o.activity_mbq).sum();
-        rest_mbq.push((total - in_vois).max(0.0));
+        let corrected = match cfg.pvc {
+            PvcMethod::None => None,
+            _ => Some(
+                correct_time_point(&tp.spect_bq_per_ml, &m, cfg).map_err(|e| {
+                    Error::input(format!("time point {} ({} h): {e}", pos + 1, tp.t_h))
+                })?,
+            ),
+        };
+        let in_organs: f64 = m
+            .organs
+            .iter()
+            .map(|(l, o)| {
+                corrected
+                    .as_ref()
+                    .and_then(|c| c.0.organs.get(l))
+                    .map(|c| c.activity_mbq)
+                    .filter(|a| a.is_finite() && *a > 0.0)
+                    .unwrap_or(o.activity_mbq)
+            })
+            .sum();
+        rest_mbq.push((total - in_organs).max(0.0));
+        per_tp_pvc.push(corrected);
         let light = TimePointMeasurement {
             organs: m.organs.clone(),
             core: BTreeMap::new(),
@@ -247,17 +298,47 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         let density = cfg.density(&name);
         let volume_ml = counts[lab as usize] as f64 * ct_vox_ml;
         let mass_g = volume_ml * density;
-        let acts: Vec<f64> = per_tp.iter().map(|m| m.organs[&lab].activity_mbq).collect();
-        let k = kinetics::integrate(
-            &times,
-            &acts,
-            lp,
-            cfg.activity_rel_sd,
-            cfg.population_teff_h(&name),
-        )?;
+        let uncorrected: Vec<f64> = per_tp.iter().map(|m| m.organs[&lab].activity_mbq).collect();
+        let mut ow = Vec::new();
+        let mut acts = uncorrected.clone();
+        let mut sds = kinetics::activity_sd(&uncorrected, cfg.activity_rel_sd);
+        let mut recovery = vec![None; times.len()];
+        for (pos, c) in per_tp_pvc.iter().enumerate() {
+            let Some((c, wide)) = c else { continue };
+            let (Some(o), Some(w)) = (c.organs.get(&lab), wide.organs.get(&lab)) else {
+                continue;
+            };
+            let tp_name = format!("time point {} ({:.1} h)", pos + 1, times[pos]);
+            recovery[pos] = Some(o.self_recovery);
+            if !(o.activity_mbq.is_finite() && o.activity_mbq > 0.0) {
+                ow.push(format!(
+                    "{tp_name}: partial-volume corrected activity {:.3} MBq is not positive: the uncorrected VOI activity is used",
+                    o.activity_mbq
+                ));
+                continue;
+            }
+            let ratio = o.activity_mbq / uncorrected[pos];
+            if !(0.8..=2.0).contains(&ratio) {
+                ow.push(format!(
+                    "{tp_name}: partial-volume correction changes the activity by x{ratio:.2} ({:.1} -> {:.1} MBq): implausible, check the masks, registration and PSF",
+                    uncorrected[pos], o.activity_mbq
+                ));
+            }
+            if o.self_recovery < 0.5 {
+                ow.push(format!(
+                    "{tp_name}: the organ is small for the PSF (self-recovery {:.2}): its corrected activity depends strongly on the PSF",
+                    o.self_recovery
+                ));
+            }
+            // PSF uncertainty: the correction redone with the FWHM one SD wider.
+            let u_psf = (w.activity_mbq - o.activity_mbq).abs();
+            acts[pos] = o.activity_mbq;
+            sds[pos] = ((cfg.activity_rel_sd * o.activity_mbq).powi(2) + u_psf * u_psf).sqrt();
+        }
+        let k = kinetics::integrate_with_sd(&times, &acts, &sds, lp, cfg.population_teff_h(&name))?;
         let dose = local_deposition_gy(k.tia_mbq_h, e_j, mass_g);
         let dose_sd = mean_dose_sd(dose, k.tia_mbq_h, k.tia_mbq_h_sd, cfg.mass_rel_sd);
-        let mut ow = k.warnings.clone();
+        ow.extend(k.warnings.iter().cloned());
         for (pos, m) in per_tp.iter().enumerate() {
             let o = &m.organs[&lab];
             if o.core_volume_ml <= 0.0 {
@@ -293,8 +374,10 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
                 volume_ml,
                 density_g_per_ml: density,
                 mass_g,
-                activity_mbq_sd: kinetics::activity_sd(&acts, cfg.activity_rel_sd),
+                activity_mbq_sd: sds,
                 activity_mbq: acts,
+                activity_uncorrected_mbq: uncorrected,
+                pvc_self_recovery: recovery,
                 voi_volume_ml: per_tp
                     .iter()
                     .map(|m| m.organs[&lab].voi_volume_ml)
@@ -325,6 +408,42 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
             },
         );
     }
+
+    let pvc_summary = (cfg.pvc != PvcMethod::None).then(|| {
+        let psf = cfg.psf();
+        let cond: Vec<f64> = per_tp_pvc
+            .iter()
+            .map(|c| c.as_ref().map_or(f64::NAN, |c| c.0.condition_number))
+            .collect();
+        for (pos, c) in per_tp_pvc.iter().enumerate() {
+            if let Some((c, _)) = c {
+                warnings.extend(
+                    c.warnings
+                        .iter()
+                        .map(|w| format!("time point {} ({:.1} h): {w}", pos + 1, times[pos])),
+                );
+            }
+        }
+        PvcSummary {
+            method: cfg.pvc.name().into(),
+            psf_fwhm_mm: psf.fwhm_mm,
+            psf_fwhm_sd_mm: cfg.pvc_psf_fwhm_sd_mm,
+            psf_source: if cfg.pvc_psf_axial_fwhm_mm.is_some() {
+                "dosimetry.pvc_psf_fwhm_mm, dosimetry.pvc_psf_axial_fwhm_mm".into()
+            } else {
+                "dosimetry.pvc_psf_fwhm_mm".into()
+            },
+            shell_mm: cfg.pvc_shell_mm,
+            condition_number: cond,
+            rest_concentration_bq_per_ml: per_tp_pvc
+                .iter()
+                .map(|c| {
+                    c.as_ref()
+                        .map_or(f64::NAN, |c| c.0.rest_concentration_bq_per_ml)
+                })
+                .collect(),
+        }
+    });
 
     // Voxel dose map on the reference SPECT grid.
     let spect = &ref_tp.spect_bq_per_ml;
@@ -416,6 +535,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         injected_activity_mbq: input.injected_activity_mbq,
         times_h: times,
         settings: SummarySettings {
+            pvc: cfg.pvc.name().into(),
             psf_sigma_mm: cfg.psf_sigma_mm,
             voi_threshold: cfg.voi_threshold,
             coverage_subsamples: cfg.coverage_subsamples,
@@ -426,9 +546,36 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
             dose_map_time_point: ref_pos + 1,
             dose_map_t_h: ref_tp.t_h,
         },
+        pvc: pvc_summary,
         organs: organs_out,
         status: "final".into(),
         warnings,
         dose_map_gy: Some(dmap),
     })
+}
+
+/// The correction of one time point with the configured PSF, and again with the
+/// FWHM one standard uncertainty wider (for the PSF's share of the activity
+/// uncertainty).
+fn correct_time_point(
+    spect: &Volume<f32>,
+    m: &TimePointMeasurement,
+    cfg: &DosimetryConfig,
+) -> Result<(PvcResult, PvcResult)> {
+    let settings = PvcSettings {
+        method: cfg.pvc,
+        psf: cfg.psf(),
+        shell_mm: cfg.pvc_shell_mm,
+    };
+    let r = pvc::correct(&spect.data, &spect.geom, &m.core, &m.voi, &settings)?;
+    let wide = if cfg.pvc_psf_fwhm_sd_mm > 0.0 {
+        let s = PvcSettings {
+            psf: settings.psf.widened(cfg.pvc_psf_fwhm_sd_mm),
+            ..settings
+        };
+        pvc::correct(&spect.data, &spect.geom, &m.core, &m.voi, &s)?
+    } else {
+        r.clone()
+    };
+    Ok((r, wide))
 }
