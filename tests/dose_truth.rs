@@ -55,7 +55,12 @@ fn kidney_dose_from_truth_labels_and_noiseless_spect_within_2_percent() {
         anatomy: Some(organdose::phantom::AnatomyKind::Geometric),
         ..PhantomConfig::default()
     };
-    let dcfg = DosimetryConfig::default();
+    // Unblurred SPECT: nothing spills, the paper's VOI method is what is tested
+    // (tests/pvc_truth.rs checks the correction on blurred SPECTs).
+    let dcfg = DosimetryConfig {
+        pvc: organdose::dosimetry::pvc::PvcMethod::None,
+        ..DosimetryConfig::default()
+    };
     assert_eq!(dcfg.psf_sigma_mm, 3.0);
     for seed in [11u64, 12] {
         let p = Patient::new(&cfg, seed, 0);

@@ -1,5 +1,6 @@
 //! Dosimetry integration tests on synthetic volumes with closed-form answers.
 
+use organdose::dosimetry::pvc::PvcMethod;
 use organdose::dosimetry::{self, DoseInput, DosimetryConfig, Nuclide, TimePointInput};
 use organdose::{Geometry, Volume};
 
@@ -59,7 +60,15 @@ fn uniform_sphere_mono_exponential_closed_form_tia_and_dose() {
         nuclide: nuc,
         injected_activity_mbq: 7400.0,
     };
-    let s = dosimetry::run(&input, &DosimetryConfig::default()).unwrap();
+    let s = dosimetry::run(
+        &input,
+        &DosimetryConfig {
+            // Unblurred SPECT: nothing spills, the paper's VOI method is what is tested.
+            pvc: PvcMethod::None,
+            ..DosimetryConfig::default()
+        },
+    )
+    .unwrap();
     let o = &s.organs["kidney_left"];
     let mass_g = n_vox * 0.064 * 1.06;
     assert!((o.mass_g - mass_g).abs() < 1e-9 * mass_g);
@@ -104,7 +113,7 @@ fn uniform_sphere_mono_exponential_closed_form_tia_and_dose() {
     }
     let text = std::fs::read_to_string(dir.path().join("dose_summary.json")).unwrap();
     let j: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(j["schema_version"], "1.0");
+    assert_eq!(j["schema_version"], "1.1");
     let k = &j["organs"]["kidney_left"];
     for key in [
         "mass_g",
@@ -157,7 +166,15 @@ fn hand_computed_mean_dose_one_kidney_single_time_point() {
         nuclide: Nuclide::Lu177,
         injected_activity_mbq: 7400.0,
     };
-    let s = dosimetry::run(&input, &DosimetryConfig::default()).unwrap();
+    let s = dosimetry::run(
+        &input,
+        &DosimetryConfig {
+            // Unblurred SPECT: nothing spills, the paper's VOI method is what is tested.
+            pvc: PvcMethod::None,
+            ..DosimetryConfig::default()
+        },
+    )
+    .unwrap();
     let o = &s.organs["kidney_right"];
     assert!((o.mass_g - 132.5).abs() < 1e-9);
     assert!((o.activity_mbq[0] - 10.0).abs() < 1e-5);

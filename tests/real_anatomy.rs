@@ -285,7 +285,15 @@ fn kidney_dose_on_real_anatomy_within_3_percent() {
         nuclide: Nuclide::Lu177,
         injected_activity_mbq: p.injected_mbq,
     };
-    let s = organdose::dosimetry::run(&input, &DosimetryConfig::default()).expect("dose");
+    let s = organdose::dosimetry::run(
+        &input,
+        &DosimetryConfig {
+            // Unblurred SPECT: the paper's VOI method, no partial-volume correction.
+            pvc: organdose::dosimetry::pvc::PvcMethod::None,
+            ..DosimetryConfig::default()
+        },
+    )
+    .expect("dose");
     for (label, name) in [
         (organs::KIDNEY_LEFT, "kidney_left"),
         (organs::KIDNEY_RIGHT, "kidney_right"),

@@ -3,9 +3,10 @@
 //! (the paper: sigma 3 mm, QDOSE "border extension"), and the SPECT (Bq/mL) is summed
 //! in that VOI. A shell beyond the VOI is checked for spill-out or misregistration.
 
-use super::boxmap::blurred_full;
+use super::boxmap::{blurred_full, reach, BoxMap};
+use super::psf::{gaussian_blur_3d_axes, Boundary};
 use super::DosimetryConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::volume::{Geometry, Vec3, Volume};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -27,12 +28,30 @@ pub fn coverage_fractions(
     sub: usize,
     wanted: &[u8],
 ) -> BTreeMap<u8, Vec<f32>> {
+    let boxes = coverage_boxes(labels, target, sub, wanted);
+    wanted
+        .iter()
+        .map(|&l| {
+            let mut full = vec![0f32; target.len()];
+            if let Some(b) = boxes.get(&l) {
+                b.for_each(target.dims, |v, x| full[v] = x);
+            }
+            (l, full)
+        })
+        .collect()
+}
+
+/// As [`coverage_fractions`], each label's map held on its own bounding box on the
+/// target grid; labels that cover nothing are absent.
+pub fn coverage_boxes(
+    labels: &Volume<u8>,
+    target: &Geometry,
+    sub: usize,
+    wanted: &[u8],
+) -> BTreeMap<u8, BoxMap> {
     use rayon::prelude::*;
     let sub = sub.max(1);
-    let mut out: BTreeMap<u8, Vec<f32>> = wanted
-        .iter()
-        .map(|&l| (l, vec![0f32; target.len()]))
-        .collect();
+    let out = BTreeMap::new();
     let src = &labels.geom;
     let [sx, sy, sz] = src.dims;
     let mut want = [false; 256];
@@ -162,9 +181,36 @@ pub fn coverage_fractions(
             hits
         })
         .collect();
+    // Bounding box per label, then the values.
+    let mut bounds: BTreeMap<u8, ([usize; 3], [usize; 3])> = BTreeMap::new();
+    for &(l, lab, _) in found.iter().flatten() {
+        let idx = [l % nx, (l / nx) % ny, l / (nx * ny)];
+        let e = bounds.entry(lab).or_insert((idx, idx));
+        for a in 0..3 {
+            e.0[a] = e.0[a].min(idx[a]);
+            e.1[a] = e.1[a].max(idx[a]);
+        }
+    }
+    let mut out: BTreeMap<u8, BoxMap> = bounds
+        .into_iter()
+        .map(|(lab, (lo, hi))| {
+            let dims = [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1];
+            (
+                lab,
+                BoxMap {
+                    lo,
+                    dims,
+                    w: vec![0f32; dims[0] * dims[1] * dims[2]],
+                },
+            )
+        })
+        .collect();
     for (l, lab, f) in found.into_iter().flatten() {
-        if let Some(m) = out.get_mut(&lab) {
-            m[l] = f;
+        if let Some(b) = out.get_mut(&lab) {
+            let idx = [l % nx, (l / nx) % ny, l / (nx * ny)];
+            let q = (idx[0] - b.lo[0])
+                + b.dims[0] * ((idx[1] - b.lo[1]) + b.dims[1] * (idx[2] - b.lo[2]));
+            b.w[q] = f;
         }
     }
     out
@@ -220,16 +266,22 @@ pub struct OrganActivity {
     pub shell_to_core_ratio: Option<f64>,
 }
 
-/// One time point measured for all organs, with the maps the dose map needs.
+/// One time point measured for all organs, with the maps the dose map and the
+/// partial-volume correction need, each on its organ's box of the SPECT grid.
 #[derive(Debug, Clone)]
 pub struct TimePointMeasurement {
     pub organs: BTreeMap<u8, OrganActivity>,
-    pub core: BTreeMap<u8, Vec<f32>>,
-    pub voi: BTreeMap<u8, Vec<f32>>,
+    /// Coverage fraction of each organ (organs that miss the grid are absent).
+    pub core: BTreeMap<u8, BoxMap>,
+    /// Border-extended VOI weights of each organ.
+    pub voi: BTreeMap<u8, BoxMap>,
 }
 
 /// Measures every organ in `organs` on one SPECT (Bq/mL) with the organ mask `labels`
 /// (any grid: carried onto the SPECT grid by coverage).
+///
+/// Each organ is worked on its own box: the coverage's bounding box grown by the border
+/// extension's and the spill shell's reach, where the blurred maps are exact.
 pub fn measure_time_point(
     spect: &Volume<f32>,
     labels: &Volume<u8>,
@@ -243,58 +295,87 @@ pub fn measure_time_point(
         tracing::debug!("SPECT has negative voxels (reconstruction noise); summed as they are");
     }
     let g = &spect.geom;
-    let __t = std::time::Instant::now();
-    let core = coverage_fractions(labels, g, cfg.coverage_subsamples, organs);
-    eprintln!("TIMING coverage {:?} dims {:?} label dims {:?}", __t.elapsed(), g.dims, labels.geom.dims);
+    let core = coverage_boxes(labels, g, cfg.coverage_subsamples, organs);
     let vox_ml = g.voxel_volume_ml();
     let mut voi = BTreeMap::new();
     let mut result = BTreeMap::new();
-    // Coverage of all organs together: "another organ" is this minus the organ's own.
-    let mut total_cover = vec![0f32; g.len()];
-    for m in core.values() {
-        total_cover.iter_mut().zip(m).for_each(|(a, &b)| *a += b);
-    }
+    let extension = [cfg.psf_sigma_mm.max(0.0); 3];
+    let shell_sigma = [cfg.spill_shell_mm; 3];
     for &lab in organs {
-        let own = core
-            .get(&lab)
-            .ok_or_else(|| Error::input(format!("no coverage map for label {lab}")))?;
-        let other: Option<Vec<f32>> = cfg.exclude_other_organs.then(|| {
-            total_cover
-                .iter()
-                .zip(own)
-                .map(|(&t, &o)| (t - o).max(0.0))
+        let Some(own_box) = core.get(&lab) else {
+            result.insert(
+                lab,
+                OrganActivity {
+                    activity_mbq: 0.0,
+                    voi_volume_ml: 0.0,
+                    core_volume_ml: 0.0,
+                    core_concentration_bq_per_ml: 0.0,
+                    shell_concentration_bq_per_ml: 0.0,
+                    shell_to_core_ratio: None,
+                },
+            );
+            continue;
+        };
+        let (r1, r2) = (reach(g, extension), reach(g, shell_sigma));
+        let work = own_box.grown(std::array::from_fn(|a| r1[a] + r2[a] + 1), g.dims);
+        let own = &work.w;
+        // Other organs' coverage on the working box.
+        let mut other = BoxMap {
+            w: vec![0f32; work.w.len()],
+            ..work.clone()
+        };
+        if cfg.exclude_other_organs {
+            for (&l2, b) in &core {
+                if l2 != lab {
+                    other.add(b);
+                }
+            }
+        }
+        let w: Vec<f32> = if cfg.psf_sigma_mm > 0.0 {
+            let mut blurred = own.clone();
+            gaussian_blur_3d_axes(
+                &mut blurred,
+                work.dims,
+                g.spacing,
+                extension,
+                Boundary::Zero,
+            );
+            (0..own.len())
+                .map(|l| {
+                    let foreign = other.w[l];
+                    let taken_by_other = foreign >= 0.5 && foreign > own[l];
+                    if own[l] >= 0.5 || (blurred[l] as f64 >= cfg.voi_threshold && !taken_by_other)
+                    {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
                 .collect()
-        });
-        let w = border_extended_voi(
-            own,
-            other.as_deref(),
-            g,
-            cfg.psf_sigma_mm,
-            cfg.voi_threshold,
-        );
+        } else {
+            own.clone()
+        };
+        let values = work.gather(&spect.data, g.dims);
         let mut act = 0f64;
         let mut wsum = 0f64;
         let mut core_act = 0f64;
         let mut core_sum = 0f64;
-        for l in 0..g.len() {
-            let c = spect.data[l] as f64;
+        for l in 0..own.len() {
+            let c = values[l] as f64;
             act += c * w[l] as f64;
             wsum += w[l] as f64;
             core_act += c * own[l] as f64;
             core_sum += own[l] as f64;
         }
         // Shell: beyond the VOI by about spill_shell_mm, not in another organ.
-        eprintln!("TIMING voi {lab} {:?}", __t.elapsed());
-        let ind: Vec<f32> = w.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect();
-        let ind = blurred_full(&ind, g, [cfg.spill_shell_mm; 3]);
+        let mut ind: Vec<f32> = w.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect();
+        gaussian_blur_3d_axes(&mut ind, work.dims, g.spacing, shell_sigma, Boundary::Zero);
         let mut shell: Vec<f64> = Vec::new();
-        for l in 0..g.len() {
-            let foreign = other.as_ref().map(|o| o[l]).unwrap_or(0.0);
-            if w[l] == 0.0 && own[l] == 0.0 && ind[l] >= ONE_SIGMA_LEVEL && foreign < 0.5 {
-                shell.push(spect.data[l] as f64);
+        for l in 0..own.len() {
+            if w[l] == 0.0 && own[l] == 0.0 && ind[l] >= ONE_SIGMA_LEVEL && other.w[l] < 0.5 {
+                shell.push(values[l] as f64);
             }
         }
-        eprintln!("TIMING shell {lab} {:?}", __t.elapsed());
         let core_conc = if core_sum > 0.0 {
             core_act / core_sum
         } else {
@@ -323,7 +404,9 @@ pub fn measure_time_point(
                 shell_to_core_ratio: ratio,
             },
         );
-        voi.insert(lab, w);
+        if let Some(v) = (BoxMap { w, ..work }).trimmed() {
+            voi.insert(lab, v);
+        }
     }
     Ok(TimePointMeasurement {
         organs: result,

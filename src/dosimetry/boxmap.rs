@@ -59,6 +59,57 @@ impl BoxMap {
         BoxMap { lo, dims, w }
     }
 
+    /// Adds `other` where the two boxes overlap.
+    pub fn add(&mut self, other: &BoxMap) {
+        self.overlap_rows(other, |a, b| {
+            a.iter_mut().zip(b).for_each(|(x, &y)| *x += y)
+        });
+    }
+
+    /// The values of a full-grid map on this box.
+    pub fn gather(&self, full: &[f32], grid: [usize; 3]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.w.len());
+        let [nx, ny, _] = grid;
+        for k in 0..self.dims[2] {
+            for j in 0..self.dims[1] {
+                let s = ((self.lo[2] + k) * ny + self.lo[1] + j) * nx + self.lo[0];
+                out.extend_from_slice(&full[s..s + self.dims[0]]);
+            }
+        }
+        out
+    }
+
+    /// The box shrunk to its non-zero voxels (`None`: all zero).
+    pub fn trimmed(&self) -> Option<BoxMap> {
+        let t = BoxMap::from_full(&self.w, self.dims)?;
+        Some(BoxMap {
+            lo: std::array::from_fn(|a| self.lo[a] + t.lo[a]),
+            dims: t.dims,
+            w: t.w,
+        })
+    }
+
+    /// Calls `f(self_row, other_row)` for each x-row where the boxes overlap.
+    fn overlap_rows(&mut self, other: &BoxMap, mut f: impl FnMut(&mut [f32], &[f32])) {
+        let lo: [usize; 3] = std::array::from_fn(|a| self.lo[a].max(other.lo[a]));
+        let hi: [usize; 3] =
+            std::array::from_fn(|a| (self.lo[a] + self.dims[a]).min(other.lo[a] + other.dims[a]));
+        if (0..3).any(|a| hi[a] <= lo[a]) {
+            return;
+        }
+        let n = hi[0] - lo[0];
+        for k in lo[2]..hi[2] {
+            for j in lo[1]..hi[1] {
+                let a0 = ((k - self.lo[2]) * self.dims[1] + j - self.lo[1]) * self.dims[0] + lo[0]
+                    - self.lo[0];
+                let b0 = ((k - other.lo[2]) * other.dims[1] + j - other.lo[1]) * other.dims[0]
+                    + lo[0]
+                    - other.lo[0];
+                f(&mut self.w[a0..a0 + n], &other.w[b0..b0 + n]);
+            }
+        }
+    }
+
     pub fn sum(&self) -> f64 {
         self.w.iter().map(|&v| v as f64).sum()
     }

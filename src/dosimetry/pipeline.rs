@@ -451,18 +451,21 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
     let vox_ml = g.voxel_volume_ml();
     let mut tia_map = vec![0f64; g.len()];
     let mut in_any_voi = vec![false; g.len()];
-    for (&lab, w) in &ref_meas.voi {
-        for (l, &x) in w.iter().enumerate() {
+    for w in ref_meas.voi.values() {
+        w.for_each(g.dims, |l, x| {
             if x > 0.0 {
                 in_any_voi[l] = true;
             }
-        }
-        let core = &ref_meas.core[&lab];
+        });
+    }
+    for (&lab, core) in &ref_meas.core {
         let name = organs::name(lab).unwrap_or("unknown");
         let tia_bq_s = organs_out[name].tia_mbq_h * 1e6 * 3600.0;
+        let activity = core.gather(&spect.data, g.dims);
         let weights: Vec<f64> = core
+            .w
             .iter()
-            .zip(&spect.data)
+            .zip(&activity)
             .map(|(&c, &a)| c as f64 * (a as f64).max(0.0))
             .collect();
         let mut s: f64 = weights.iter().sum();
@@ -470,14 +473,16 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         let weights = if s > 0.0 {
             &weights
         } else {
-            uniform = core.iter().map(|&c| c as f64).collect::<Vec<f64>>();
+            uniform = core.w.iter().map(|&c| c as f64).collect::<Vec<f64>>();
             s = uniform.iter().sum();
             &uniform
         };
         if s > 0.0 {
-            for (t, &w) in tia_map.iter_mut().zip(weights) {
-                *t += tia_bq_s * w / s;
-            }
+            let mut q = 0;
+            core.for_each(g.dims, |l, _| {
+                tia_map[l] += tia_bq_s * weights[q] / s;
+                q += 1;
+            });
         }
     }
     let rest_tia_bq_s = kinetics::trapezoid_physical_tail(&times, &rest_mbq, lp) * 1e6 * 3600.0;
@@ -502,12 +507,20 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
     };
     let tia_vol = Volume::new(g.clone(), tia_map)?;
     let dmap = dose_map(&tia_vol, &kernel)?;
-    for (&lab, core) in &ref_meas.core {
+    drop(in_any_voi);
+    for &lab in &organ_labels {
         let name = organs::name(lab).unwrap_or("unknown");
-        let d: Vec<f64> = dmap.data.iter().map(|&v| v as f64).collect();
-        let w: Vec<f64> = core.iter().map(|&c| c as f64 * vox_ml).collect();
+        let h = ref_meas.core.get(&lab).and_then(|core| {
+            let d: Vec<f64> = core
+                .gather(&dmap.data, g.dims)
+                .into_iter()
+                .map(|v| v as f64)
+                .collect();
+            let w: Vec<f64> = core.w.iter().map(|&c| c as f64 * vox_ml).collect();
+            dvh(&d, &w, cfg.dvh_bins)
+        });
         if let Some(o) = organs_out.get_mut(name) {
-            if let Some(h) = dvh(&d, &w, cfg.dvh_bins) {
+            if let Some(h) = h {
                 o.dvh = Some(DvhMetrics {
                     d2: h.d2,
                     d30: h.d30,

@@ -135,13 +135,14 @@ pub struct PvcSettings {
 pub fn correct(
     spect: &[f32],
     geom: &Geometry,
-    core: &BTreeMap<u8, Vec<f32>>,
-    voi: &BTreeMap<u8, Vec<f32>>,
+    core: &BTreeMap<u8, BoxMap>,
+    voi: &BTreeMap<u8, BoxMap>,
     settings: &PvcSettings,
 ) -> Result<PvcResult> {
     let grid = geom.dims;
     let n = geom.len();
-    if spect.len() != n || core.values().any(|m| m.len() != n) {
+    let inside = |b: &BoxMap| (0..3).all(|a| b.lo[a] + b.dims[a] <= grid[a]);
+    if spect.len() != n || !core.values().chain(voi.values()).all(inside) {
         return Err(Error::input(
             "partial-volume correction: SPECT and organ maps differ in size",
         ));
@@ -149,7 +150,8 @@ pub fn correct(
     let vox_ml = geom.voxel_volume_ml();
     let organs: Vec<(u8, BoxMap)> = core
         .iter()
-        .filter_map(|(&l, m)| BoxMap::from_full(m, grid).map(|b| (l, b)))
+        .filter(|(_, b)| b.sum() > 0.0)
+        .map(|(&l, b)| (l, b.clone()))
         .collect();
     if organs.is_empty() {
         return Err(Error::input(
@@ -182,13 +184,9 @@ pub fn correct(
                 let w = voi
                     .get(l)
                     .ok_or_else(|| Error::input(format!("no VOI for label {l}")))?;
-                let rc = blurred.dot_full(w, grid) / vol;
+                let rc = blurred.dot(w) / vol;
                 let own = blurred.dot(b) / vol;
-                let y: f64 = w
-                    .iter()
-                    .zip(spect)
-                    .map(|(&a, &c)| a as f64 * c as f64)
-                    .sum();
+                let y = w.dot_full(spect, grid);
                 t.push(if rc > 0.0 { y / (rc * vol) } else { f64::NAN });
                 rec.push(own);
             }
@@ -556,7 +554,10 @@ mod tests {
             .collect();
         let psf = Psf::new(true_fwhm, None);
         gaussian_blur_3d_axes(&mut img, g.dims, g.spacing, psf.sigma_mm(), Boundary::Zero);
-        let core: BTreeMap<u8, Vec<f32>> = [(2u8, a.clone()), (3u8, b.clone())].into();
+        let core: BTreeMap<u8, BoxMap> = [(2u8, &a), (3u8, &b)]
+            .into_iter()
+            .filter_map(|(l, m)| BoxMap::from_full(m, g.dims).map(|x| (l, x)))
+            .collect();
         [PvcMethod::Gtm, PvcMethod::Labbe]
             .into_iter()
             .map(|method| {
