@@ -82,6 +82,24 @@ const COLUMNS: &[Column] = &[
     },
 ];
 
+/// CPU time (user + system) of this process so far, from /proc/self/stat: on a
+/// shared machine the wall clock depends on the load, the CPU time much less.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which is in parentheses): utime is the 12th.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -106,6 +124,8 @@ fn main() {
         .filter(|c| only.as_ref().is_none_or(|o| o.iter().any(|n| n == c.name)))
         .collect();
     let n = env("ORGANDOSE_BENCH_PATIENTS", 4);
+    // ORGANDOSE_BENCH_VERBOSE=1: activity errors per time point and warnings.
+    let verbose = env("ORGANDOSE_BENCH_VERBOSE", 0) == 1;
     let first = env("ORGANDOSE_BENCH_SEED", 100);
     let cfg = PhantomConfig::default();
     print!(
@@ -118,6 +138,7 @@ fn main() {
     println!();
     let mut errs: Vec<Vec<(String, f64)>> = vec![Vec::new(); columns.len()];
     let mut secs: Vec<f64> = vec![0.0; columns.len()];
+    let mut cpu: Vec<f64> = vec![0.0; columns.len()];
     for seed in first..first + n {
         let t0 = std::time::Instant::now();
         let p = Patient::new(&cfg, seed, 0);
@@ -146,12 +167,14 @@ fn main() {
             .enumerate()
             .map(|(c, col)| {
                 let t = std::time::Instant::now();
+                let c0 = cpu_seconds();
                 let s = organdose::dosimetry::run(
                     &input(col.shifted_masks),
                     &(col.cfg)(p.spect_fwhm_mm),
                 )
                 .expect("dosimetry");
                 secs[c] += t.elapsed().as_secs_f64();
+                cpu[c] += cpu_seconds() - c0;
                 s
             })
             .collect();
@@ -185,6 +208,29 @@ fn main() {
                 print!(" {:>+7.1}%", e);
             }
             println!();
+            if verbose {
+                // Per time point: measured / true organ activity, and the warnings.
+                for (c, s) in summaries.iter().enumerate() {
+                    let o = &s.organs[name];
+                    let r: Vec<String> = p
+                        .times_h
+                        .iter()
+                        .zip(&o.activity_mbq)
+                        .map(|(&t, &a)| {
+                            format!(
+                                "{:+.1}%",
+                                100.0 * (a / p.organ_activity_mbq(label, t) - 1.0)
+                            )
+                        })
+                        .collect();
+                    eprintln!(
+                        "    {:<9} activity vs truth {}  {:?}",
+                        columns[c].name,
+                        r.join(" "),
+                        o.warnings
+                    );
+                }
+            }
         }
         eprintln!(
             "  ({} in {:.1} s)",
@@ -194,8 +240,14 @@ fn main() {
     }
     println!();
     println!(
-        "{:<10} {:>22} {:>22} {:>14} {:>14} {:>10}",
-        "column", "kidneys mean / RMS", "kidneys worst", "liver mean", "spleen mean", "s/run"
+        "{:<10} {:>22} {:>22} {:>14} {:>14} {:>10} {:>10}",
+        "column",
+        "kidneys mean / RMS",
+        "kidneys worst",
+        "liver mean",
+        "spleen mean",
+        "s/run",
+        "CPU s/run"
     );
     for (c, col) in columns.iter().enumerate() {
         let pick = |pred: &dyn Fn(&str) -> bool| -> Vec<f64> {
@@ -212,7 +264,7 @@ fn main() {
             .iter()
             .fold(0.0f64, |m, &x| if x.abs() > m.abs() { x } else { m });
         println!(
-            "{:<10} {:>+9.1} % / {:>5.1} % {:>+12.1} % ({:>2}) {:>+12.1} % {:>+12.1} % {:>10.2}",
+            "{:<10} {:>+9.1} % / {:>5.1} % {:>+12.1} % ({:>2}) {:>+12.1} % {:>+12.1} % {:>10.2} {:>10.2}",
             col.name,
             mean(&kid),
             rms(&kid),
@@ -220,7 +272,8 @@ fn main() {
             kid.len(),
             mean(&pick(&|o| o == "liver")),
             mean(&pick(&|o| o == "spleen")),
-            secs[c] / n.max(1) as f64
+            secs[c] / n.max(1) as f64,
+            cpu[c] / n.max(1) as f64
         );
     }
     println!();

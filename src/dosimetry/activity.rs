@@ -4,7 +4,7 @@
 //! in that VOI. A shell beyond the VOI is checked for spill-out or misregistration.
 
 use super::boxmap::{blurred_full, reach, BoxMap};
-use super::psf::{gaussian_blur_3d_axes, Boundary};
+use super::psf::{blur_3d_with_taps, gaussian_blur_3d_axes, gaussian_taps_to, Boundary};
 use super::DosimetryConfig;
 use crate::error::Result;
 use crate::volume::{Geometry, Vec3, Volume};
@@ -300,7 +300,10 @@ pub fn measure_time_point(
     let mut voi = BTreeMap::new();
     let mut result = BTreeMap::new();
     let extension = [cfg.psf_sigma_mm.max(0.0); 3];
-    let shell_sigma = [cfg.spill_shell_mm; 3];
+    // The shell is the blurred VOI thresholded at one sigma: taps to 3 sigma suffice.
+    let shell_taps: [Vec<f32>; 3] =
+        std::array::from_fn(|a| gaussian_taps_to(cfg.spill_shell_mm, g.spacing[a], 3.0));
+    let shell_reach: [usize; 3] = std::array::from_fn(|a| shell_taps[a].len() / 2);
     for &lab in organs {
         let Some(own_box) = core.get(&lab) else {
             result.insert(
@@ -316,7 +319,7 @@ pub fn measure_time_point(
             );
             continue;
         };
-        let (r1, r2) = (reach(g, extension), reach(g, shell_sigma));
+        let (r1, r2) = (reach(g, extension), shell_reach);
         let work = own_box.grown(std::array::from_fn(|a| r1[a] + r2[a] + 1), g.dims);
         let own = &work.w;
         // Other organs' coverage on the working box.
@@ -369,7 +372,7 @@ pub fn measure_time_point(
         }
         // Shell: beyond the VOI by about spill_shell_mm, not in another organ.
         let mut ind: Vec<f32> = w.iter().map(|&x| if x > 0.0 { 1.0 } else { 0.0 }).collect();
-        gaussian_blur_3d_axes(&mut ind, work.dims, g.spacing, shell_sigma, Boundary::Zero);
+        blur_3d_with_taps(&mut ind, work.dims, &shell_taps, Boundary::Zero);
         let mut shell: Vec<f64> = Vec::new();
         for l in 0..own.len() {
             if w[l] == 0.0 && own[l] == 0.0 && ind[l] >= ONE_SIGMA_LEVEL && other.w[l] < 0.5 {

@@ -580,13 +580,14 @@ fn correct_time_point(
         psf: cfg.psf(),
         shell_mm: cfg.pvc_shell_mm,
     };
-    let r = pvc::correct(&spect.data, &spect.geom, &m.core, &m.voi, &settings)?;
+    let regions = pvc::Regions::new(&spect.geom, &m.core, &settings)?;
+    let r = regions.correct(&spect.data, &spect.geom, &m.voi, &settings)?;
     let wide = if cfg.pvc_psf_fwhm_sd_mm > 0.0 {
         let s = PvcSettings {
             psf: settings.psf.widened(cfg.pvc_psf_fwhm_sd_mm),
             ..settings
         };
-        pvc::correct(&spect.data, &spect.geom, &m.core, &m.voi, &s)?
+        regions.correct(&spect.data, &spect.geom, &m.voi, &s)?
     } else {
         r.clone()
     };

@@ -25,11 +25,17 @@ pub enum Boundary {
 /// Normalised 1-D Gaussian taps for `sigma_mm` on a grid of `spacing_mm`; index
 /// `radius + t` holds the weight of offset `t`. `sigma_mm <= 0` gives the identity `[1]`.
 pub fn gaussian_taps(sigma_mm: f64, spacing_mm: f64) -> Vec<f32> {
+    gaussian_taps_to(sigma_mm, spacing_mm, 5.0)
+}
+
+/// As [`gaussian_taps`], truncated at `n_sigma` instead of 5 sigma (for uses that only
+/// threshold the result near 2 sigma, where 3 sigma is plenty).
+pub fn gaussian_taps_to(sigma_mm: f64, spacing_mm: f64, n_sigma: f64) -> Vec<f32> {
     if !(sigma_mm > 0.0 && sigma_mm.is_finite() && spacing_mm > 0.0 && spacing_mm.is_finite()) {
         return vec![1.0];
     }
     let s = sigma_mm / spacing_mm;
-    let radius = (5.0 * s).ceil().max(1.0) as i64;
+    let radius = (n_sigma * s).ceil().max(1.0) as i64;
     let mut w: Vec<f64> = (-radius..=radius)
         .map(|t| (-(t as f64).powi(2) / (2.0 * s * s)).exp())
         .collect();
@@ -73,16 +79,33 @@ pub fn gaussian_blur_3d_axes(
     if n != Some(data.len()) || data.is_empty() {
         return false;
     }
+    let taps: [Vec<f32>; 3] = std::array::from_fn(|a| gaussian_taps(sigma_mm[a], spacing_mm[a]));
+    blur_3d_with_taps(data, dims, &taps, boundary)
+}
+
+/// Separable blur of `data` with the given 1-D taps per axis (odd lengths, centred).
+pub fn blur_3d_with_taps(
+    data: &mut [f32],
+    dims: [usize; 3],
+    taps: &[Vec<f32>; 3],
+    boundary: Boundary,
+) -> bool {
+    let n = dims[0]
+        .checked_mul(dims[1])
+        .and_then(|v| v.checked_mul(dims[2]));
+    if n != Some(data.len()) || data.is_empty() || taps.iter().any(|t| t.len() % 2 == 0) {
+        return false;
+    }
     let mut scratch: Vec<f32> = Vec::new();
     for axis in 0..3 {
-        let taps = gaussian_taps(sigma_mm[axis], spacing_mm[axis]);
+        let taps = &taps[axis];
         if taps.len() == 1 || dims[axis] == 0 {
             continue;
         }
         if scratch.is_empty() {
             scratch = vec![0f32; data.len()];
         }
-        blur_axis(data, &mut scratch, dims, axis, &taps, boundary);
+        blur_axis(data, &mut scratch, dims, axis, taps, boundary);
         data.copy_from_slice(&scratch);
     }
     true

@@ -31,7 +31,9 @@
 //! within each region, a depth-independent Gaussian PSF, masks registered to the SPECT.
 
 use super::boxmap::BoxMap;
-use super::psf::{gaussian_blur_3d_axes, gaussian_taps, Boundary};
+use super::psf::{
+    blur_3d_with_taps, gaussian_blur_3d_axes, gaussian_taps, gaussian_taps_to, Boundary,
+};
 use crate::error::{Error, Result};
 use crate::volume::Geometry;
 use serde::{Deserialize, Serialize};
@@ -139,102 +141,144 @@ pub fn correct(
     voi: &BTreeMap<u8, BoxMap>,
     settings: &PvcSettings,
 ) -> Result<PvcResult> {
-    let grid = geom.dims;
-    let n = geom.len();
-    let inside = |b: &BoxMap| (0..3).all(|a| b.lo[a] + b.dims[a] <= grid[a]);
-    if spect.len() != n || !core.values().chain(voi.values()).all(inside) {
-        return Err(Error::input(
-            "partial-volume correction: SPECT and organ maps differ in size",
-        ));
-    }
-    let vox_ml = geom.voxel_volume_ml();
-    let organs: Vec<(u8, BoxMap)> = core
-        .iter()
-        .filter(|(_, b)| b.sum() > 0.0)
-        .map(|(&l, b)| (l, b.clone()))
-        .collect();
-    if organs.is_empty() {
-        return Err(Error::input(
-            "partial-volume correction: no organ on the SPECT grid",
-        ));
-    }
-    let shells = background_shells(&organs, geom, settings.shell_mm);
-    let mut regions: Vec<Region> = organs
-        .iter()
-        .map(|(l, b)| Region {
-            organ: Some(*l),
-            near: *l,
-            chi: b.clone(),
-        })
-        .collect();
-    regions.extend(shells.into_iter().map(|(l, b)| Region {
-        organ: None,
-        near: l,
-        chi: b,
-    }));
+    let regions = Regions::new(geom, core, settings)?;
+    regions.correct(spect, geom, voi, settings)
+}
 
-    let mut warnings = Vec::new();
-    let (t, cond, self_rec) = match settings.method {
-        PvcMethod::Rc => {
-            let mut t = Vec::new();
-            let mut rec = Vec::new();
-            for (l, b) in &organs {
-                let blurred = blurred(b, geom, &settings.psf);
-                let vol = b.sum();
-                let w = voi
-                    .get(l)
-                    .ok_or_else(|| Error::input(format!("no VOI for label {l}")))?;
-                let rc = blurred.dot(w) / vol;
-                let own = blurred.dot(b) / vol;
-                let y = w.dot_full(spect, grid);
-                t.push(if rc > 0.0 { y / (rc * vol) } else { f64::NAN });
-                rec.push(own);
-            }
-            (t, 1.0, rec)
-        }
-        PvcMethod::Gtm | PvcMethod::Labbe => {
-            solve_regions(spect, geom, &regions, settings, &mut warnings)?
-        }
-        PvcMethod::None => {
+/// The regions of the model on one SPECT grid: made once, solved for several PSFs
+/// (the configured one and one for its uncertainty).
+#[derive(Debug, Clone)]
+pub struct Regions {
+    organs: Vec<(u8, BoxMap)>,
+    regions: Vec<Region>,
+}
+
+impl Regions {
+    /// The organs of `core` and, for GTM and Labbé, their background shells.
+    pub fn new(
+        geom: &Geometry,
+        core: &BTreeMap<u8, BoxMap>,
+        settings: &PvcSettings,
+    ) -> Result<Regions> {
+        let grid = geom.dims;
+        let inside = |b: &BoxMap| (0..3).all(|a| b.lo[a] + b.dims[a] <= grid[a]);
+        if !core.values().all(inside) {
             return Err(Error::input(
-                "partial-volume correction called with method none",
-            ))
+                "partial-volume correction: an organ map reaches beyond the SPECT grid",
+            ));
         }
-    };
-    let mut out = BTreeMap::new();
-    let mut shell_conc = BTreeMap::new();
-    for (r, reg) in regions.iter().enumerate() {
-        match reg.organ {
-            Some(l) => {
-                out.insert(
-                    l,
-                    PvcOrgan {
-                        concentration_bq_per_ml: t[r],
-                        activity_mbq: t[r] * reg.chi.sum() * vox_ml / 1e6,
-                        self_recovery: self_rec[r],
-                    },
-                );
+        let organs: Vec<(u8, BoxMap)> = core
+            .iter()
+            .filter(|(_, b)| b.sum() > 0.0)
+            .map(|(&l, b)| (l, b.clone()))
+            .collect();
+        if organs.is_empty() {
+            return Err(Error::input(
+                "partial-volume correction: no organ on the SPECT grid",
+            ));
+        }
+        let shells = match settings.method {
+            PvcMethod::Gtm | PvcMethod::Labbe => {
+                background_shells(&organs, geom, settings.shell_mm)
             }
-            None => {
-                if settings.method != PvcMethod::Rc {
-                    shell_conc.insert(reg.near, t[r]);
+            _ => Vec::new(),
+        };
+        let mut regions: Vec<Region> = organs
+            .iter()
+            .map(|(l, b)| Region {
+                organ: Some(*l),
+                near: *l,
+                chi: b.clone(),
+            })
+            .collect();
+        regions.extend(shells.into_iter().map(|(l, b)| Region {
+            organ: None,
+            near: l,
+            chi: b,
+        }));
+        Ok(Regions { organs, regions })
+    }
+
+    /// Solves for the region concentrations with `settings.method` and `.psf`.
+    pub fn correct(
+        &self,
+        spect: &[f32],
+        geom: &Geometry,
+        voi: &BTreeMap<u8, BoxMap>,
+        settings: &PvcSettings,
+    ) -> Result<PvcResult> {
+        let grid = geom.dims;
+        let inside = |b: &BoxMap| (0..3).all(|a| b.lo[a] + b.dims[a] <= grid[a]);
+        if spect.len() != geom.len() || !voi.values().all(inside) {
+            return Err(Error::input(
+                "partial-volume correction: SPECT and organ maps differ in size",
+            ));
+        }
+        let vox_ml = geom.voxel_volume_ml();
+        let (organs, regions) = (&self.organs, &self.regions);
+        let mut warnings = Vec::new();
+        let (t, cond, self_rec) = match settings.method {
+            PvcMethod::Rc => {
+                let mut t = Vec::new();
+                let mut rec = Vec::new();
+                for (l, b) in organs {
+                    let blurred = blurred(b, geom, &settings.psf);
+                    let vol = b.sum();
+                    let w = voi
+                        .get(l)
+                        .ok_or_else(|| Error::input(format!("no VOI for label {l}")))?;
+                    let rc = blurred.dot(w) / vol;
+                    let own = blurred.dot(b) / vol;
+                    let y = w.dot_full(spect, grid);
+                    t.push(if rc > 0.0 { y / (rc * vol) } else { f64::NAN });
+                    rec.push(own);
+                }
+                (t, 1.0, rec)
+            }
+            PvcMethod::Gtm | PvcMethod::Labbe => {
+                solve_regions(spect, geom, regions, settings, &mut warnings)?
+            }
+            PvcMethod::None => {
+                return Err(Error::input(
+                    "partial-volume correction called with method none",
+                ))
+            }
+        };
+        let mut out = BTreeMap::new();
+        let mut shell_conc = BTreeMap::new();
+        for (r, reg) in regions.iter().enumerate() {
+            match reg.organ {
+                Some(l) => {
+                    out.insert(
+                        l,
+                        PvcOrgan {
+                            concentration_bq_per_ml: t[r],
+                            activity_mbq: t[r] * reg.chi.sum() * vox_ml / 1e6,
+                            self_recovery: self_rec[r],
+                        },
+                    );
+                }
+                None => {
+                    if settings.method != PvcMethod::Rc {
+                        shell_conc.insert(reg.near, t[r]);
+                    }
                 }
             }
         }
+        let rest = if settings.method == PvcMethod::Rc {
+            f64::NAN
+        } else {
+            t[regions.len()]
+        };
+        Ok(PvcResult {
+            method: settings.method,
+            organs: out,
+            shell_concentration_bq_per_ml: shell_conc,
+            rest_concentration_bq_per_ml: rest,
+            condition_number: cond,
+            warnings,
+        })
     }
-    let rest = if settings.method == PvcMethod::Rc {
-        f64::NAN
-    } else {
-        t[regions.len()]
-    };
-    Ok(PvcResult {
-        method: settings.method,
-        organs: out,
-        shell_concentration_bq_per_ml: shell_conc,
-        rest_concentration_bq_per_ml: rest,
-        condition_number: cond,
-        warnings,
-    })
 }
 
 /// `P chi` on the box grown by the PSF's reach.
@@ -281,6 +325,8 @@ fn background_shells(organs: &[(u8, BoxMap)], geom: &Geometry, shell_mm: f64) ->
     // Phi(-2) = 0.0228 at shell_mm outside it.
     let sigma = shell_mm / 2.0;
     const LEVEL: f32 = 0.022_750_13;
+    let taps: [Vec<f32>; 3] =
+        std::array::from_fn(|a| gaussian_taps_to(sigma, geom.spacing[a], 3.0));
     let r: [usize; 3] = std::array::from_fn(|a| (shell_mm / geom.spacing[a]).ceil() as usize + 1);
     // Union box of the grown organs: the only place shells can be.
     let grown: Vec<BoxMap> = organs.iter().map(|(_, b)| b.grown(r, grid)).collect();
@@ -296,7 +342,7 @@ fn background_shells(organs: &[(u8, BoxMap)], geom: &Geometry, shell_mm: f64) ->
     for (o, (_, b)) in organs.iter().enumerate() {
         visit(b, |x, y, z, v| occupied[uidx(x, y, z)] += v);
         let mut g = grown[o].clone();
-        gaussian_blur_3d_axes(&mut g.w, g.dims, geom.spacing, [sigma; 3], Boundary::Zero);
+        blur_3d_with_taps(&mut g.w, g.dims, &taps, Boundary::Zero);
         visit(&g, |x, y, z, v| {
             let u = uidx(x, y, z);
             if v >= LEVEL && v > best[u] {
