@@ -5,6 +5,7 @@
 use super::segment::model_dir_or_default;
 use anyhow::Context;
 use organdose::config::Config;
+use organdose::dosimetry::pvc::PvcMethod;
 use organdose::io::nifti::read_nifti_labels;
 use organdose::organs;
 use organdose::phantom::layout::{write_patient, WriteOptions};
@@ -77,6 +78,24 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         },
         None => MaskSource::Truth(truth_dir.clone()),
     };
+    let tj = truth_dir.join("truth.json");
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&tj).with_context(|| format!("reading {}", tj.display()))?,
+    )
+    .with_context(|| format!("parsing {}", tj.display()))?;
+    // The phantom camera's PSF stands for the site's measured one (calibrate-psf).
+    let mut cfg = cfg.clone();
+    let psf_note = match truth["spect_psf"]["fwhm_mm"][0].as_f64() {
+        Some(f) if cfg.dosimetry.pvc != PvcMethod::None => {
+            cfg.dosimetry.pvc_psf_fwhm_mm = f;
+            format!(
+                "partial-volume correction {} with PSF FWHM {f:.1} mm (the phantom camera's; a site measures its own with `organdose calibrate-psf`)",
+                cfg.dosimetry.pvc.name()
+            )
+        }
+        _ => format!("partial-volume correction {}", cfg.dosimetry.pvc.name()),
+    };
+    let cfg = &cfg;
     let result = args.out.join("result");
     let progress = super::progress_logger();
     println!(
@@ -96,14 +115,10 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             None => "truth masks, dosimetry".to_string(),
         }
     );
-    let summary = run_study(&study, &source, &result, &cfg, "final", &progress)?;
+    println!("    {psf_note}");
+    let summary = run_study(&study, &source, &result, cfg, "final", &progress)?;
     println!("    done in {:.1} s", t0.elapsed().as_secs_f64());
 
-    let tj = truth_dir.join("truth.json");
-    let truth: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&tj).with_context(|| format!("reading {}", tj.display()))?,
-    )
-    .with_context(|| format!("parsing {}", tj.display()))?;
     let masks = result.join("masks_ct.nii.gz");
     let (pred, truth_labels) = if masks.is_file() {
         (
@@ -114,24 +129,26 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         (None, None)
     };
     println!(
-        "3/3 {:<13} {:>8} {:>10} {:>10} {:>8} {:>7}",
-        "organ", "mass g", "dose Gy", "truth Gy", "error", "Dice"
+        "3/3 {:<13} {:>8} {:>10} {:>10} {:>8} {:>8} {:>7}",
+        "organ", "mass g", "dose Gy", "truth Gy", "error", "no PVC", "Dice"
     );
     for (name, o) in &summary.organs {
         let t = &truth["organs"][name.as_str()];
         let td = t["mean_dose_gy"].as_f64();
         let err = td.map(|td| 100.0 * (o.mean_dose_gy - td) / td);
+        let err_uncorrected = td.map(|td| 100.0 * (o.mean_dose_uncorrected_gy - td) / td);
         let dice = match (&pred, &truth_labels, organs::label(name)) {
             (Some(p), Some(tl), Some(l)) => organ_metrics(p, tl, l).dice,
             _ => None,
         };
         println!(
-            "    {:<13} {:>8.1} {:>10.2} {:>10} {:>8} {:>7}",
+            "    {:<13} {:>8.1} {:>10.2} {:>10} {:>8} {:>8} {:>7}",
             name,
             o.mass_g,
             o.mean_dose_gy,
             td.map_or("-".into(), |v| format!("{v:.2}")),
             err.map_or("-".into(), |v| format!("{v:+.1} %")),
+            err_uncorrected.map_or("-".into(), |v| format!("{v:+.1} %")),
             dice.map_or("-".into(), |v| format!("{v:.3}"))
         );
     }

@@ -30,6 +30,13 @@ pub struct Args {
     /// Border-extension sigma in mm (overrides dosimetry.psf_sigma_mm; the paper: 3 or 6).
     #[arg(long)]
     pub psf_sigma_mm: Option<f64>,
+    /// Partial-volume correction (overrides dosimetry.pvc): none, gtm, labbe, rc.
+    #[arg(long, value_parser = parse_pvc)]
+    pub pvc: Option<organdose::dosimetry::pvc::PvcMethod>,
+    /// SPECT PSF FWHM in mm for the partial-volume correction (overrides
+    /// dosimetry.pvc_psf_fwhm_mm; measure it with `organdose calibrate-psf`).
+    #[arg(long)]
+    pub psf_fwhm_mm: Option<f64>,
     /// Output folder.
     #[arg(short, long)]
     pub out: PathBuf,
@@ -37,6 +44,10 @@ pub struct Args {
     /// Encapsulated PDF; `report.dicom` of the configuration).
     #[arg(long)]
     pub no_dicom: bool,
+}
+
+fn parse_pvc(s: &str) -> Result<organdose::dosimetry::pvc::PvcMethod, String> {
+    organdose::dosimetry::pvc::PvcMethod::from_name(s)
 }
 
 pub fn masks_from(args: &Args, cfg: &Config) -> MaskSource {
@@ -68,6 +79,13 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     if args.no_dicom {
         cfg.report.dicom = false;
     }
+    if let Some(m) = args.pvc {
+        cfg.dosimetry.pvc = m;
+    }
+    if let Some(f) = args.psf_fwhm_mm {
+        cfg.dosimetry.pvc_psf_fwhm_mm = f;
+    }
+    cfg.dosimetry.validate()?;
     let source = masks_from(&args, &cfg);
     let study = organdose::study::load_study(&args.study_dir)?;
     tracing::info!(

@@ -101,6 +101,10 @@ pub struct OrganSummary {
     pub tiac_h: Option<f64>,
     pub mean_dose_gy: f64,
     pub mean_dose_gy_sd: f64,
+    /// TIA and mean dose from the uncorrected activities (equal to the above when
+    /// `settings.pvc` is "none").
+    pub tia_uncorrected_mbq_h: f64,
+    pub mean_dose_uncorrected_gy: f64,
     pub dvh: Option<DvhMetrics>,
     #[serde(skip)]
     pub dvh_curve: Option<Dvh>,
@@ -337,6 +341,19 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         }
         let k = kinetics::integrate_with_sd(&times, &acts, &sds, lp, cfg.population_teff_h(&name))?;
         let dose = local_deposition_gy(k.tia_mbq_h, e_j, mass_g);
+        // The same kinetics on the uncorrected activities: what the correction changed.
+        let uncorrected_tia = if cfg.pvc == PvcMethod::None {
+            k.tia_mbq_h
+        } else {
+            kinetics::integrate(
+                &times,
+                &uncorrected,
+                lp,
+                cfg.activity_rel_sd,
+                cfg.population_teff_h(&name),
+            )
+            .map_or(f64::NAN, |u| u.tia_mbq_h)
+        };
         let dose_sd = mean_dose_sd(dose, k.tia_mbq_h, k.tia_mbq_h_sd, cfg.mass_rel_sd);
         ow.extend(k.warnings.iter().cloned());
         for (pos, m) in per_tp.iter().enumerate() {
@@ -399,6 +416,8 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
                 tiac_h: (input.injected_activity_mbq > 0.0)
                     .then(|| k.tia_mbq_h / input.injected_activity_mbq),
                 mean_dose_gy: dose,
+                tia_uncorrected_mbq_h: uncorrected_tia,
+                mean_dose_uncorrected_gy: local_deposition_gy(uncorrected_tia, e_j, mass_g),
                 mean_dose_gy_sd: dose_sd,
                 dvh: None,
                 dvh_curve: None,

@@ -54,6 +54,19 @@ pub enum PvcMethod {
 }
 
 impl PvcMethod {
+    /// The method of a configuration or command-line name.
+    pub fn from_name(s: &str) -> std::result::Result<PvcMethod, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(PvcMethod::None),
+            "gtm" => Ok(PvcMethod::Gtm),
+            "labbe" | "labbé" => Ok(PvcMethod::Labbe),
+            "rc" => Ok(PvcMethod::Rc),
+            other => Err(format!(
+                "unknown partial-volume correction {other:?}: none, gtm, labbe or rc"
+            )),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             PvcMethod::None => "none",

@@ -411,6 +411,7 @@ pub fn truth_json(
         "timepoints": timepoints,
         "spect_fwhm_mm": p.spect_fwhm_mm,
         "breathing_amplitude_mm": p.breathing_mm,
+        "spect_psf": spect_psf(p),
         "misregistration": p.misregistration.iter().zip(&p.times_h).map(|(m, t)| json!({
             "t_h": t,
             "shift_mm": m.shift_mm,
@@ -430,5 +431,37 @@ pub fn truth_json(
             "spect": p.spect_geoms.iter().map(|g| json!({"dims": g.dims, "spacing_mm": g.spacing, "origin_mm": g.origin})).collect::<Vec<_>>(),
         },
         "organs": organs_obj,
+    })
+}
+
+/// The SPECT simulation's PSF as `truth.json` states it (`spect::measure`): a centred box
+/// along z for breathing (when any), then an isotropic Gaussian truncated at 3 sigma. The
+/// effective axial FWHM is the Gaussian's with the box's variance added, the value a
+/// partial-volume correction with a Gaussian PSF should assume along z.
+fn spect_psf(p: &Patient) -> serde_json::Value {
+    let f = p.spect_fwhm_mm;
+    let sigma = f / (8.0 * std::f64::consts::LN_2).sqrt();
+    let axial: Vec<f64> = p
+        .spect_geoms
+        .iter()
+        .map(|g| {
+            if p.breathing_mm > 0.0 {
+                let n = ((p.breathing_mm / g.spacing[2]).round() as usize).max(1) as f64;
+                // Variance of a discrete box of n + 1 taps of spacing dz.
+                let var = ((n + 1.0).powi(2) - 1.0) / 12.0 * g.spacing[2].powi(2);
+                (8.0 * std::f64::consts::LN_2 * (sigma * sigma + var)).sqrt()
+            } else {
+                f
+            }
+        })
+        .collect();
+    json!({
+        "model": "Gaussian, depth-independent, isotropic, truncated at 3 sigma; breathing box along z first",
+        "fwhm_mm": [f, f, f],
+        "sigma_mm": sigma,
+        "truncation_sigma": 3.0,
+        "breathing_box_mm": p.breathing_mm,
+        "effective_axial_fwhm_mm": axial,
+        "meaning": "what a partial-volume correction should use as dosimetry.pvc_psf_fwhm_mm (and pvc_psf_axial_fwhm_mm = effective_axial_fwhm_mm when breathing is on)",
     })
 }

@@ -110,6 +110,37 @@ pub fn report_text(s: &DoseSummary) -> String {
         "        DVH from voxel dose map, kernel {}, activity distribution of time point {} ({:.1} h).",
         st.kernel, st.dose_map_time_point, st.dose_map_t_h
     );
+    match &s.pvc {
+        Some(p) => {
+            let cond: Vec<String> = p
+                .condition_number
+                .iter()
+                .map(|c| format!("{c:.1}"))
+                .collect();
+            let _ = writeln!(
+                r,
+                "        partial-volume correction {} (organs, {:.0} mm background shells, rest of field),",
+                p.method.to_uppercase(),
+                p.shell_mm
+            );
+            let _ = writeln!(
+                r,
+                "        SPECT PSF FWHM {:.1} x {:.1} x {:.1} mm +- {:.1} mm ({}); condition numbers {}.",
+                p.psf_fwhm_mm[0],
+                p.psf_fwhm_mm[1],
+                p.psf_fwhm_mm[2],
+                p.psf_fwhm_sd_mm,
+                p.psf_source,
+                cond.join(", ")
+            );
+        }
+        None => {
+            let _ = writeln!(
+                r,
+                "        no partial-volume correction (activity in the border-extended VOI)."
+            );
+        }
+    }
     let _ = writeln!(r);
     let _ = writeln!(
         r,
@@ -149,6 +180,26 @@ pub fn report_text(s: &DoseSummary) -> String {
     for (name, o) in &s.organs {
         let a: Vec<String> = o.activity_mbq.iter().map(|a| format!("{a:8.2}")).collect();
         let _ = writeln!(r, "  {:<13}{}", name, a.join(" "));
+    }
+    if s.pvc.is_some() {
+        let _ = writeln!(
+            r,
+            "  without partial-volume correction (border-extended VOI):"
+        );
+        for (name, o) in &s.organs {
+            let a: Vec<String> = o
+                .activity_uncorrected_mbq
+                .iter()
+                .map(|a| format!("{a:8.2}"))
+                .collect();
+            let _ = writeln!(
+                r,
+                "  {:<13}{}   mean dose {:.2} Gy",
+                name,
+                a.join(" "),
+                o.mean_dose_uncorrected_gy
+            );
+        }
     }
     let _ = writeln!(r);
     let _ = writeln!(r, "Kinetics:");
