@@ -438,7 +438,7 @@ pub fn truth_json(
 /// along z for breathing (when any), then an isotropic Gaussian truncated at 3 sigma. The
 /// effective axial FWHM is the Gaussian's with the box's variance added, the value a
 /// partial-volume correction with a Gaussian PSF should assume along z.
-fn spect_psf(p: &Patient) -> serde_json::Value {
+pub fn spect_psf(p: &Patient) -> serde_json::Value {
     let f = p.spect_fwhm_mm;
     let sigma = f / (8.0 * std::f64::consts::LN_2).sqrt();
     let axial: Vec<f64> = p

@@ -1,0 +1,123 @@
+//! Partial-volume correction against the phantom's truth: a SPECT blurred by the
+//! PSF that `truth.json` states (no noise, so only the method is tested), organ masks
+//! from the truth labels. With the true PSF the kidney activities come back within
+//! 2 % at every time point; with no correction they are low by several per cent; with
+//! a PSF 3 mm too wide they come out too high.
+
+use organdose::dosimetry::pipeline::{DoseInput, DoseSummary, TimePointInput};
+use organdose::dosimetry::pvc::PvcMethod;
+use organdose::dosimetry::{DosimetryConfig, Nuclide};
+use organdose::organs;
+use organdose::phantom::{Patient, PhantomConfig};
+
+fn run(p: &Patient, method: PvcMethod, fwhm: f64) -> DoseSummary {
+    let input = DoseInput {
+        patient_id: p.patient_id.clone(),
+        diag_ct_labels: p.diagnostic_ct_labels(),
+        timepoints: (0..p.times_h.len())
+            .map(|tp| TimePointInput {
+                t_h: p.times_h[tp],
+                spect_bq_per_ml: p.spect(tp).0,
+                labels: p.ldct(tp).1,
+            })
+            .collect(),
+        nuclide: Nuclide::Lu177,
+        injected_activity_mbq: p.injected_mbq,
+    };
+    let cfg = DosimetryConfig {
+        pvc: method,
+        pvc_psf_fwhm_mm: fwhm,
+        ..DosimetryConfig::default()
+    };
+    organdose::dosimetry::run(&input, &cfg).expect("dosimetry")
+}
+
+/// Worst relative error (per cent) of the kidney activities over the time points.
+fn worst_kidney_activity_error(p: &Patient, s: &DoseSummary) -> f64 {
+    let mut worst = 0f64;
+    for label in [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT] {
+        let Some(name) = organs::name(label) else {
+            continue;
+        };
+        let Some(o) = s.organs.get(name) else {
+            continue;
+        };
+        for (&t, &a) in p.times_h.iter().zip(&o.activity_mbq) {
+            let e = 100.0 * (a / p.organ_activity_mbq(label, t) - 1.0);
+            if e.abs() > worst.abs() {
+                worst = e;
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn gtm_with_the_stated_psf_recovers_kidney_activity() {
+    let cfg = PhantomConfig {
+        ct_matrix: 256,
+        ct_pixel_mm: (1.6, 1.6),
+        ct_slice_mm: vec![3.0],
+        ldct_matrix: 256,
+        ldct_pixel_mm: (1.6, 1.6),
+        ldct_slice_mm: vec![3.0],
+        spect_grids: vec![(128, 4.42)],
+        // No counting noise: the SPECT is the activity blurred by the stated PSF.
+        acquisition_s: 0.0,
+        misregistration_mm: 0.0,
+        ..PhantomConfig::default()
+    };
+    let p = Patient::new(&cfg, 21, 0);
+    let truth_psf = organdose::phantom::layout::spect_psf(&p);
+    let fwhm = truth_psf["fwhm_mm"][0]
+        .as_f64()
+        .expect("truth states the FWHM");
+    assert_eq!(fwhm, p.spect_fwhm_mm);
+    assert_eq!(truth_psf["truncation_sigma"].as_f64(), Some(3.0));
+
+    let none = run(&p, PvcMethod::None, fwhm);
+    let gtm = run(&p, PvcMethod::Gtm, fwhm);
+    let labbe = run(&p, PvcMethod::Labbe, fwhm);
+    let wide = run(&p, PvcMethod::Gtm, fwhm + 3.0);
+    let (e_none, e_gtm, e_labbe, e_wide) = (
+        worst_kidney_activity_error(&p, &none),
+        worst_kidney_activity_error(&p, &gtm),
+        worst_kidney_activity_error(&p, &labbe),
+        worst_kidney_activity_error(&p, &wide),
+    );
+    eprintln!(
+        "FWHM {fwhm:.1} mm; worst kidney activity error: none {e_none:+.2} %, GTM {e_gtm:+.2} %, Labbé {e_labbe:+.2} %, GTM with +3 mm {e_wide:+.2} %"
+    );
+    assert!(e_gtm.abs() < 2.0, "GTM {e_gtm:+.2} %");
+    assert!(e_labbe.abs() < 2.0, "Labbé {e_labbe:+.2} %");
+    assert!(e_none < -4.0, "without correction {e_none:+.2} %");
+    assert!(e_wide > e_gtm + 2.0, "too wide a PSF {e_wide:+.2} %");
+
+    // The summary says what was used, and keeps the uncorrected values beside.
+    let p_sum = gtm.pvc.as_ref().expect("pvc summary");
+    assert_eq!(p_sum.method, "gtm");
+    assert_eq!(p_sum.psf_fwhm_mm, [fwhm; 3]);
+    assert_eq!(p_sum.condition_number.len(), p.times_h.len());
+    assert!(p_sum
+        .condition_number
+        .iter()
+        .all(|&c| c.is_finite() && c >= 1.0));
+    assert!(none.pvc.is_none());
+    for (name, o) in &gtm.organs {
+        let u = &none.organs[name];
+        assert_eq!(o.activity_uncorrected_mbq, u.activity_mbq, "{name}");
+        assert!(
+            (o.mean_dose_uncorrected_gy - u.mean_dose_gy).abs() < 1e-9 * u.mean_dose_gy.max(1.0)
+        );
+        // The PSF's uncertainty widens the activity uncertainty beyond the 5 %.
+        for (a, sd) in o.activity_mbq.iter().zip(&o.activity_mbq_sd) {
+            assert!(*sd >= 0.05 * a * 0.999, "{name}: sd {sd} for {a}");
+        }
+    }
+    let k = &gtm.organs["kidney_left"];
+    assert!(k
+        .activity_mbq
+        .iter()
+        .zip(&k.activity_mbq_sd)
+        .any(|(a, sd)| *sd > 0.051 * a));
+}
