@@ -330,7 +330,7 @@ fn blurred_ones(geom: &Geometry, psf: &Psf) -> [Vec<f64>; 3] {
 /// the part of the voxel no organ covers; a voxel near several organs goes to the one
 /// whose blurred mask is highest there (the nearest, for flat borders).
 fn background_shells(organs: &[(u8, BoxMap)], geom: &Geometry, shell_mm: f64) -> Vec<(u8, BoxMap)> {
-    if !(shell_mm > 0.0) {
+    if shell_mm.is_nan() || shell_mm <= 0.0 {
         return Vec::new();
     }
     let grid = geom.dims;
@@ -546,7 +546,7 @@ fn solve_regions(
         PvcMethod::Gtm => 20.0,
         _ => 50.0,
     };
-    if !(cond < limit) {
+    if cond.is_nan() || cond >= limit {
         warnings.push(format!(
             "partial-volume correction ({}): condition number {cond:.1} above {limit:.0}: regions too small or too close for the PSF, corrected activities amplify noise",
             settings.method.name()

@@ -251,11 +251,11 @@ fn voi_labels(
     let m = measure_time_point(spect, labels, &ids, cfg)?;
     let mut out = vec![0u8; spect.geom.len()];
     for (&lab, w) in m.voi.iter().rev() {
-        for (o, &v) in out.iter_mut().zip(w) {
+        w.for_each(spect.geom.dims, |l, v| {
             if v >= 0.5 {
-                *o = lab;
+                out[l] = lab;
             }
-        }
+        });
     }
     Volume::new(spect.geom.clone(), out)
 }
