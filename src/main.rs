@@ -54,6 +54,9 @@ enum Command {
     /// Latency per stage (ingest, segmentation per plane, PSF, dose) and peak
     /// memory of one phantom study, on the CPU or (cuda builds) the GPU.
     Bench(cli::bench::Args),
+    /// The SPECT system PSF (FWHM for the partial-volume correction) from a
+    /// reconstructed sphere phantom.
+    CalibratePsf(cli::calibrate_psf::Args),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Segment(a) => cli::segment::run(a, &cfg),
         Command::Eval(a) => cli::eval::run(a, &cfg),
         Command::Bench(a) => cli::bench::run(a, &cfg),
+        Command::CalibratePsf(a) => cli::calibrate_psf::run(a, &cfg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

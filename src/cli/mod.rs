@@ -3,6 +3,7 @@
 pub mod appliance;
 pub mod bench;
 mod bench_device;
+pub mod calibrate_psf;
 pub mod convert;
 pub mod demo;
 pub mod dose;

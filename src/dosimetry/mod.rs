@@ -20,6 +20,7 @@ pub mod nuclide;
 pub mod pipeline;
 pub mod plausibility;
 pub mod psf;
+pub mod psf_calibration;
 pub mod pvc;
 pub mod uncertainty;
 

@@ -83,7 +83,9 @@ pub struct OrganSummary {
     /// `settings.pvc` is not "none" (these are the activities the kinetics fit).
     pub activity_mbq: Vec<f64>,
     /// Standard uncertainty of `activity_mbq`: quantification (`activity_rel_sd`) and
-    /// the PSF's uncertainty through the correction, in quadrature.
+    /// the PSF's uncertainty through the correction, in quadrature. The fits weigh by
+    /// the quantification part only; the PSF part, the same direction at every time
+    /// point, reaches `tia_mbq_h_sd` as one correlated component.
     pub activity_mbq_sd: Vec<f64>,
     /// Activity in the border-extended VOI (no partial-volume correction), MBq.
     pub activity_uncorrected_mbq: Vec<f64>,
@@ -306,6 +308,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         let mut ow = Vec::new();
         let mut acts = uncorrected.clone();
         let mut sds = kinetics::activity_sd(&uncorrected, cfg.activity_rel_sd);
+        let mut wide_acts = uncorrected.clone();
         let mut recovery = vec![None; times.len()];
         for (pos, c) in per_tp_pvc.iter().enumerate() {
             let Some((c, wide)) = c else { continue };
@@ -337,9 +340,33 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
             // PSF uncertainty: the correction redone with the FWHM one SD wider.
             let u_psf = (w.activity_mbq - o.activity_mbq).abs();
             acts[pos] = o.activity_mbq;
+            wide_acts[pos] = w.activity_mbq;
             sds[pos] = ((cfg.activity_rel_sd * o.activity_mbq).powi(2) + u_psf * u_psf).sqrt();
         }
-        let k = kinetics::integrate_with_sd(&times, &acts, &sds, lp, cfg.population_teff_h(&name))?;
+        // The fit weights carry the independent (quantification) uncertainty only: the
+        // PSF's error moves every time point the same way, so it is propagated as one
+        // correlated component, the TIA of the activities corrected with the wider PSF
+        // (EANM 2018: correlated inputs are not added as independent noise; as weights
+        // they would also tip the model choice towards the simplest model).
+        let k = kinetics::integrate(
+            &times,
+            &acts,
+            lp,
+            cfg.activity_rel_sd,
+            cfg.population_teff_h(&name),
+        )?;
+        let mut k = k;
+        if per_tp_pvc.iter().any(|c| c.is_some()) && wide_acts != acts {
+            let wide = kinetics::integrate(
+                &times,
+                &wide_acts,
+                lp,
+                cfg.activity_rel_sd,
+                cfg.population_teff_h(&name),
+            )?;
+            let u = wide.tia_mbq_h - k.tia_mbq_h;
+            k.tia_mbq_h_sd = (k.tia_mbq_h_sd.powi(2) + u * u).sqrt();
+        }
         let dose = local_deposition_gy(k.tia_mbq_h, e_j, mass_g);
         // The same kinetics on the uncorrected activities: what the correction changed.
         let uncorrected_tia = if cfg.pvc == PvcMethod::None {

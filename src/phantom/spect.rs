@@ -68,15 +68,35 @@ pub fn activity_map(p: &Patient, tp: usize) -> (Volume<f32>, Volume<u8>, f64) {
 
 /// Breathing blur (box along z), Gaussian system blur, Poisson noise.
 pub fn measure(p: &Patient, tp: usize, act: &Volume<f32>) -> Volume<f32> {
+    camera(
+        act,
+        p.spect_fwhm_mm,
+        p.breathing_mm,
+        p.counts_per_bq,
+        rng::hash64(p.patient_seed, &format!("spect-noise-{tp}")),
+    )
+}
+
+/// The phantom's camera on any activity map (Bq/mL): breathing box along z of
+/// `breathing_mm`, Gaussian of `fwhm_mm` truncated at 3 sigma, Poisson noise at
+/// `counts_per_bq` counts per Bq of a voxel (0: no noise). Also what a calibration
+/// sphere acquisition sees (`tests/psf_calibration.rs`).
+pub fn camera(
+    act: &Volume<f32>,
+    fwhm_mm: f64,
+    breathing_mm: f64,
+    counts_per_bq: f64,
+    noise_seed: u64,
+) -> Volume<f32> {
     let g = &act.geom;
     let mut v: Vec<f64> = act.data.iter().map(|&x| x as f64).collect();
-    if p.breathing_mm > 0.0 {
-        let n = ((p.breathing_mm / g.spacing[2]).round() as usize).max(1);
+    if breathing_mm > 0.0 {
+        let n = ((breathing_mm / g.spacing[2]).round() as usize).max(1);
         let w = vec![1.0 / (n + 1) as f64; n + 1];
         // Centred box of n+1 taps (odd or even: shift half a tap down).
         convolve_axis(&mut v, g.dims, 2, &w, n / 2);
     }
-    let sigma_mm = p.spect_fwhm_mm / (8.0 * std::f64::consts::LN_2).sqrt();
+    let sigma_mm = fwhm_mm / (8.0 * std::f64::consts::LN_2).sqrt();
     for axis in 0..3 {
         let s = sigma_mm / g.spacing[axis];
         let r = (3.0 * s).ceil() as usize;
@@ -91,8 +111,8 @@ pub fn measure(p: &Patient, tp: usize, act: &Volume<f32>) -> Volume<f32> {
         convolve_axis(&mut v, g.dims, axis, &w, r);
     }
     let vox_ml = g.voxel_volume_ml();
-    let k = p.counts_per_bq * vox_ml; // counts per (Bq/mL)
-    let mut r = Rng::new(rng::hash64(p.patient_seed, &format!("spect-noise-{tp}")));
+    let k = counts_per_bq * vox_ml; // counts per (Bq/mL)
+    let mut r = Rng::new(noise_seed);
     let data = v
         .iter()
         .map(|&c| {
