@@ -97,7 +97,9 @@ pub fn camera(
         convolve_axis(&mut v, g.dims, 2, &w, n / 2);
     }
     let sigma_mm = fwhm_mm / (8.0 * std::f64::consts::LN_2).sqrt();
-    for axis in 0..3 {
+    // FWHM 0: no system blur (noise only).
+    let axes = if sigma_mm > 0.0 { 0..3 } else { 0..0 };
+    for axis in axes {
         let s = sigma_mm / g.spacing[axis];
         let r = (3.0 * s).ceil() as usize;
         let mut w: Vec<f64> = (0..=2 * r)
