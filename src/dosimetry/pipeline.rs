@@ -324,8 +324,10 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
                 ));
                 continue;
             }
+            // A small organ (low self-recovery) legitimately gains more than a kidney.
             let ratio = o.activity_mbq / uncorrected[pos];
-            if !(0.8..=2.0).contains(&ratio) {
+            let max_ratio = 1.5 / o.self_recovery.clamp(0.2, 1.0);
+            if !(0.8..=max_ratio).contains(&ratio) {
                 ow.push(format!(
                     "{tp_name}: partial-volume correction changes the activity by x{ratio:.2} ({:.1} -> {:.1} MBq): implausible, check the masks, registration and PSF",
                     uncorrected[pos], o.activity_mbq
@@ -357,15 +359,15 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         )?;
         let mut k = k;
         if per_tp_pvc.iter().any(|c| c.is_some()) && wide_acts != acts {
-            let wide = kinetics::integrate(
-                &times,
-                &wide_acts,
-                lp,
-                cfg.activity_rel_sd,
-                cfg.population_teff_h(&name),
-            )?;
-            let u = wide.tia_mbq_h - k.tia_mbq_h;
-            k.tia_mbq_h_sd = (k.tia_mbq_h_sd.powi(2) + u * u).sqrt();
+            // Relative change of the TIA through the trapezoid + physical tail, which is
+            // linear in the activities: a fit could switch models between the two PSFs
+            // and turn a small change into a jump.
+            let trap = kinetics::trapezoid_physical_tail(&times, &acts, lp);
+            let trap_wide = kinetics::trapezoid_physical_tail(&times, &wide_acts, lp);
+            if trap > 0.0 {
+                let u = k.tia_mbq_h * (trap_wide - trap) / trap;
+                k.tia_mbq_h_sd = (k.tia_mbq_h_sd.powi(2) + u * u).sqrt();
+            }
         }
         let dose = local_deposition_gy(k.tia_mbq_h, e_j, mass_g);
         // The same kinetics on the uncorrected activities: what the correction changed.
