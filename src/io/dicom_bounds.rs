@@ -189,11 +189,30 @@ fn long_vr(vr: [u8; 2]) -> bool {
     )
 }
 
-fn implicit_is_sequence(tag: (u16, u16)) -> bool {
+/// Implicit VR: the VR dicom-parser gives a tag, from the standard dictionary
+/// (UN when it is not there).
+fn implicit_vr(tag: (u16, u16)) -> [u8; 2] {
     use dicom_core::dictionary::DataDictionary;
     StandardDataDictionary
         .by_tag(dicom_core::Tag(tag.0, tag.1))
-        .is_some_and(|e| e.vr.relaxed() == dicom_core::VR::SQ)
+        .map(|e| e.vr.relaxed())
+        .and_then(|vr| vr.to_string().as_bytes().try_into().ok())
+        .unwrap_or(*b"UN")
+}
+
+/// Bytes dicom-parser consumes for a value of `len` bytes: binary VRs are read
+/// as whole numbers (`len / size` of them), so a length that is not a multiple
+/// of the size leaves the rest for the next header, and the walk must do the
+/// same or it reads other headers than the parser (found by fuzz/: a UL of 2
+/// bytes put the parser on a 943 MB "length" the walk never saw).
+fn consumed(vr: [u8; 2], len: u32) -> u64 {
+    let size = match &vr {
+        b"US" | b"OW" | b"SS" => 2,
+        b"AT" | b"FL" | b"OF" | b"SL" | b"OL" | b"UL" => 4,
+        b"FD" | b"OD" | b"SV" | b"OV" | b"UV" => 8,
+        _ => 1,
+    };
+    (len as u64 / size) * size
 }
 
 /// Walks every element header of the DICOM Part 10 file at `path` and checks each
@@ -458,12 +477,7 @@ where
             Syntax::ImplicitLe => {
                 let mut l = [0u8; 4];
                 src.read_exact(&mut l).map_err(io)?;
-                let vr = if implicit_is_sequence(tag) {
-                    *b"SQ"
-                } else {
-                    *b"UN"
-                };
-                (vr, u32::from_le_bytes(l))
+                (implicit_vr(tag), u32::from_le_bytes(l))
             }
             _ => read_explicit_rest(src, be).map_err(io)?,
         };
@@ -497,7 +511,8 @@ where
             continue;
         }
         let left = src.left();
-        let got = src.skip(len as u64).map_err(io)?;
+        let want = consumed(vr, len);
+        let got = src.skip(want).map_err(io)?;
         if top_level && tag == PIXEL_DATA {
             // Native pixel data cut short is not a header fault: the bytes there
             // are recorded and the geometry check reports the truncation.
@@ -505,13 +520,13 @@ where
                 encapsulated: false,
                 bytes: got,
                 fragments: 0,
-                declared_but_cut: (got < len as u64).then_some(len as u64),
+                declared_but_cut: (got < want).then_some(len as u64),
                 offset_table_seen: false,
             });
-            if got < len as u64 {
+            if got < want {
                 return Ok(());
             }
-        } else if got < len as u64 {
+        } else if got < want {
             return Err(too_long(path, tag, at, len, left.or(Some(got))));
         }
     }
