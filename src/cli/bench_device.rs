@@ -92,13 +92,11 @@ fn vm_hwm_mb() -> Option<f64> {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use anyhow::Context;
     use organdose::gpu::Gpu;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
 
     pub struct CudaBackend {
-        pub candle: candle_core::Device,
         pub gpu: Gpu,
         stop: Arc<AtomicBool>,
         peak: Arc<AtomicU64>,
@@ -130,7 +128,6 @@ mod cuda {
                 }
             });
             Ok(CudaBackend {
-                candle,
                 gpu,
                 stop,
                 peak,
