@@ -4,6 +4,15 @@ use organdose::dosimetry::pvc::PvcMethod;
 use organdose::dosimetry::{self, DoseInput, DosimetryConfig, Nuclide, TimePointInput};
 use organdose::{Geometry, Volume};
 
+/// The paper's VOI method: these SPECTs are unblurred, nothing spills, there is no
+/// partial volume to correct.
+fn paper_method() -> DosimetryConfig {
+    DosimetryConfig {
+        pvc: PvcMethod::None,
+        ..DosimetryConfig::default()
+    }
+}
+
 const LN2: f64 = std::f64::consts::LN_2;
 
 /// Labels: a sphere of `label` (radius `r_mm`, centred) on `g`.
@@ -60,15 +69,7 @@ fn uniform_sphere_mono_exponential_closed_form_tia_and_dose() {
         nuclide: nuc,
         injected_activity_mbq: 7400.0,
     };
-    let s = dosimetry::run(
-        &input,
-        &DosimetryConfig {
-            // Unblurred SPECT: nothing spills, the paper's VOI method is what is tested.
-            pvc: PvcMethod::None,
-            ..DosimetryConfig::default()
-        },
-    )
-    .unwrap();
+    let s = dosimetry::run(&input, &paper_method()).unwrap();
     let o = &s.organs["kidney_left"];
     let mass_g = n_vox * 0.064 * 1.06;
     assert!((o.mass_g - mass_g).abs() < 1e-9 * mass_g);
@@ -166,15 +167,7 @@ fn hand_computed_mean_dose_one_kidney_single_time_point() {
         nuclide: Nuclide::Lu177,
         injected_activity_mbq: 7400.0,
     };
-    let s = dosimetry::run(
-        &input,
-        &DosimetryConfig {
-            // Unblurred SPECT: nothing spills, the paper's VOI method is what is tested.
-            pvc: PvcMethod::None,
-            ..DosimetryConfig::default()
-        },
-    )
-    .unwrap();
+    let s = dosimetry::run(&input, &paper_method()).unwrap();
     let o = &s.organs["kidney_right"];
     assert!((o.mass_g - 132.5).abs() < 1e-9);
     assert!((o.activity_mbq[0] - 10.0).abs() < 1e-5);

@@ -110,6 +110,11 @@ impl BoxMap {
         }
     }
 
+    /// Whether the box lies within a grid of `grid` voxels.
+    pub fn fits(&self, grid: [usize; 3]) -> bool {
+        (0..3).all(|a| self.lo[a] + self.dims[a] <= grid[a])
+    }
+
     pub fn sum(&self) -> f64 {
         self.w.iter().map(|&v| v as f64).sum()
     }

@@ -174,8 +174,7 @@ impl Regions {
         settings: &PvcSettings,
     ) -> Result<Regions> {
         let grid = geom.dims;
-        let inside = |b: &BoxMap| (0..3).all(|a| b.lo[a] + b.dims[a] <= grid[a]);
-        if !core.values().all(inside) {
+        if !core.values().all(|b| b.fits(grid)) {
             return Err(Error::input(
                 "partial-volume correction: an organ map reaches beyond the SPECT grid",
             ));
@@ -221,8 +220,7 @@ impl Regions {
         settings: &PvcSettings,
     ) -> Result<PvcResult> {
         let grid = geom.dims;
-        let inside = |b: &BoxMap| (0..3).all(|a| b.lo[a] + b.dims[a] <= grid[a]);
-        if spect.len() != geom.len() || !voi.values().all(inside) {
+        if spect.len() != geom.len() || !voi.values().all(|b| b.fits(grid)) {
             return Err(Error::input(
                 "partial-volume correction: SPECT and organ maps differ in size",
             ));
