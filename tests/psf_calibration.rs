@@ -120,3 +120,42 @@ fn calibrate_psf_refuses_a_flat_image_and_names_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn calibrate_psf_refuses_an_image_that_is_not_one_sphere() {
+    // A long hot bar, not a 30 mm sphere: the fit runs to the edge of its search.
+    let dir = tempfile::tempdir().expect("tmp");
+    let g = Geometry::new([40, 40, 40], [4.0; 3], [0.0; 3]);
+    let data: Vec<f32> = (0..g.len())
+        .map(|l| {
+            let (i, j) = (l % 40, (l / 40) % 40);
+            if (18..22).contains(&i) && (18..22).contains(&j) {
+                100.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let path = dir.path().join("bar.nii.gz");
+    organdose::io::nifti::write_nifti(&Volume::new(g, data).expect("volume"), &path, "bar")
+        .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_organdose"))
+        .args([
+            "calibrate-psf",
+            path.to_str().unwrap(),
+            "--sphere-diameter-mm",
+            "30",
+        ])
+        .output()
+        .expect("run organdose");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        err.contains("bar.nii.gz") && err.contains("not one hot"),
+        "{err}"
+    );
+}

@@ -3,7 +3,7 @@
 //! (the paper: sigma 3 mm, QDOSE "border extension"), and the SPECT (Bq/mL) is summed
 //! in that VOI. A shell beyond the VOI is checked for spill-out or misregistration.
 
-use super::boxmap::{blurred_full, reach, BoxMap};
+use super::boxmap::{reach, BoxMap};
 use super::psf::{blur_3d_with_taps, gaussian_blur_3d_axes, gaussian_taps_to, Boundary};
 use super::DosimetryConfig;
 use crate::error::Result;
@@ -18,31 +18,11 @@ pub const ONE_SIGMA_LEVEL: f32 = 0.158_655_25;
 /// Fraction (0..1) of each voxel of `target` covered by each label of `labels`, from
 /// `sub`^3 sample points per target voxel looked up nearest-neighbour in the label map
 /// (`sub` = 1 is plain nearest-neighbour resampling). Only labels in `wanted` are
-/// returned; a wanted label that covers nothing gets an all-zero map.
+/// returned, each on its own bounding box of the target grid; a wanted label that
+/// covers nothing is absent.
 ///
 /// Only the target voxels that can reach the wanted labels' bounding box are sampled,
 /// and the slices are shared among threads: organs fill a small part of a SPECT.
-pub fn coverage_fractions(
-    labels: &Volume<u8>,
-    target: &Geometry,
-    sub: usize,
-    wanted: &[u8],
-) -> BTreeMap<u8, Vec<f32>> {
-    let boxes = coverage_boxes(labels, target, sub, wanted);
-    wanted
-        .iter()
-        .map(|&l| {
-            let mut full = vec![0f32; target.len()];
-            if let Some(b) = boxes.get(&l) {
-                b.for_each(target.dims, |v, x| full[v] = x);
-            }
-            (l, full)
-        })
-        .collect()
-}
-
-/// As [`coverage_fractions`], each label's map held on its own bounding box on the
-/// target grid; labels that cover nothing are absent.
 pub fn coverage_boxes(
     labels: &Volume<u8>,
     target: &Geometry,
@@ -226,14 +206,23 @@ pub fn coverage_boxes(
 pub fn border_extended_voi(
     core: &[f32],
     other: Option<&[f32]>,
-    geom: &Geometry,
+    dims: [usize; 3],
+    spacing_mm: [f64; 3],
     sigma_mm: f64,
     threshold: f64,
 ) -> Vec<f32> {
     if sigma_mm <= 0.0 {
         return core.to_vec();
     }
-    blurred_full(core, geom, [sigma_mm; 3])
+    let mut blurred = core.to_vec();
+    gaussian_blur_3d_axes(
+        &mut blurred,
+        dims,
+        spacing_mm,
+        [sigma_mm; 3],
+        Boundary::Zero,
+    );
+    blurred
         .iter()
         .enumerate()
         .map(|(l, &b)| {
@@ -334,30 +323,16 @@ pub fn measure_time_point(
                 }
             }
         }
-        let w: Vec<f32> = if cfg.psf_sigma_mm > 0.0 {
-            let mut blurred = own.clone();
-            gaussian_blur_3d_axes(
-                &mut blurred,
-                work.dims,
-                g.spacing,
-                extension,
-                Boundary::Zero,
-            );
-            (0..own.len())
-                .map(|l| {
-                    let foreign = other.w[l];
-                    let taken_by_other = foreign >= 0.5 && foreign > own[l];
-                    if own[l] >= 0.5 || (blurred[l] as f64 >= cfg.voi_threshold && !taken_by_other)
-                    {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        } else {
-            own.clone()
-        };
+        // On the working box, which holds the blur's whole reach: the same VOI as on
+        // the whole grid.
+        let w = border_extended_voi(
+            own,
+            cfg.exclude_other_organs.then_some(other.w.as_slice()),
+            work.dims,
+            g.spacing,
+            cfg.psf_sigma_mm,
+            cfg.voi_threshold,
+        );
         let values = work.gather(&spect.data, g.dims);
         let mut act = 0f64;
         let mut wsum = 0f64;
@@ -436,8 +411,9 @@ mod tests {
             }
         }
         let tgt = Geometry::new([4, 4, 4], [2.0; 3], [0.5, 0.5, 0.5]);
-        let f = coverage_fractions(&lab, &tgt, 2, &[2]);
-        let m = &f[&2];
+        let f = coverage_boxes(&lab, &tgt, 2, &[2]);
+        let mut m = vec![0f32; tgt.len()];
+        f[&2].for_each(tgt.dims, |l, v| m[l] = v);
         assert!((m[0] - 1.0).abs() < 1e-6);
         assert!((m[1] - 0.5).abs() < 1e-6);
         assert_eq!(m[2], 0.0);
@@ -453,7 +429,7 @@ mod tests {
                 *c = 1.0;
             }
         }
-        let w = border_extended_voi(&core, None, &g, 3.0, ONE_SIGMA_LEVEL as f64);
+        let w = border_extended_voi(&core, None, g.dims, g.spacing, 3.0, ONE_SIGMA_LEVEL as f64);
         let width = (0..60)
             .filter(|&i| w[i + 60 * (15 + 31 * 15)] > 0.0)
             .count();

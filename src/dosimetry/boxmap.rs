@@ -1,7 +1,8 @@
 //! Maps held on a box of a grid: an organ fills a small part of a SPECT, so its masks
-//! and blurred masks are stored and blurred on its bounding box plus the blur's reach.
+//! and blurred masks are stored and blurred on its bounding box grown by the blur's
+//! reach (`grown`, `reach`), where the blurred values equal those of the whole grid.
 
-use super::psf::{gaussian_blur_3d_axes, gaussian_taps, Boundary};
+use super::psf::gaussian_taps;
 use crate::volume::Geometry;
 
 /// A map held on a box of the SPECT grid: `lo` its first voxel, `dims` its size,
@@ -190,26 +191,13 @@ pub fn reach(geom: &Geometry, sigma_mm: [f64; 3]) -> [usize; 3] {
     std::array::from_fn(|a| gaussian_taps(sigma_mm[a], geom.spacing[a]).len() / 2)
 }
 
-/// `full` (a map on the whole grid of `geom`) blurred by a Gaussian with zero outside
-/// the grid, computed on the map's bounding box grown by the blur's reach: the same
-/// values as blurring the whole grid, in a fraction of the time.
-pub fn blurred_full(full: &[f32], geom: &Geometry, sigma_mm: [f64; 3]) -> Vec<f32> {
-    let mut out = vec![0f32; full.len()];
-    let Some(b) = BoxMap::from_full(full, geom.dims) else {
-        return out;
-    };
-    let mut g = b.grown(reach(geom, sigma_mm), geom.dims);
-    gaussian_blur_3d_axes(&mut g.w, g.dims, geom.spacing, sigma_mm, Boundary::Zero);
-    g.for_each(geom.dims, |l, v| out[l] = v);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dosimetry::psf::{gaussian_blur_3d_axes, Boundary};
 
     #[test]
-    fn blurring_on_the_box_equals_blurring_the_grid() {
+    fn blurring_on_the_grown_box_equals_blurring_the_grid() {
         let g = Geometry::new([30, 26, 22], [2.0, 2.5, 3.0], [0.0; 3]);
         let mut full = vec![0f32; g.len()];
         for k in 8..12 {
@@ -219,19 +207,18 @@ mod tests {
                 }
             }
         }
-        let fast = blurred_full(&full, &g, [4.0, 3.0, 5.0]);
-        let mut slow = full.clone();
-        gaussian_blur_3d_axes(
-            &mut slow,
-            g.dims,
-            g.spacing,
-            [4.0, 3.0, 5.0],
-            Boundary::Zero,
-        );
-        assert!(fast.iter().zip(&slow).all(|(a, b)| a == b));
+        let sigma = [4.0, 3.0, 5.0];
         let b = BoxMap::from_full(&full, g.dims).expect("box");
         assert_eq!((b.lo, b.dims), ([20, 3, 8], [9, 6, 4]));
+        let mut grown = b.grown(reach(&g, sigma), g.dims);
+        gaussian_blur_3d_axes(&mut grown.w, grown.dims, g.spacing, sigma, Boundary::Zero);
+        let mut fast = vec![0f32; g.len()];
+        grown.for_each(g.dims, |l, v| fast[l] = v);
+        let mut slow = full.clone();
+        gaussian_blur_3d_axes(&mut slow, g.dims, g.spacing, sigma, Boundary::Zero);
+        assert!(fast.iter().zip(&slow).all(|(a, b)| a == b));
         assert!((b.sum() - full.iter().map(|&v| v as f64).sum::<f64>()).abs() < 1e-9);
         assert!((b.dot_full(&full, g.dims) - b.dot(&b)).abs() < 1e-9);
+        assert_eq!(b.trimmed().map(|t| (t.lo, t.dims)), Some((b.lo, b.dims)));
     }
 }

@@ -190,34 +190,15 @@ pub fn integrate(
     rel_sd: f64,
     teff_pop_h: f64,
 ) -> Result<Kinetics> {
-    integrate_with_sd(t_h, a_mbq, &activity_sd(a_mbq, rel_sd), lp, teff_pop_h)
-}
-
-/// As [`integrate`], with one standard uncertainty per activity (MBq), e.g. when
-/// partial-volume correction makes some time points less certain than others.
-pub fn integrate_with_sd(
-    t_h: &[f64],
-    a_mbq: &[f64],
-    sd_mbq: &[f64],
-    lp: f64,
-    teff_pop_h: f64,
-) -> Result<Kinetics> {
-    if t_h.is_empty() || t_h.len() != a_mbq.len() || sd_mbq.len() != a_mbq.len() {
+    if t_h.is_empty() || t_h.len() != a_mbq.len() {
         return Err(Error::input(format!(
             "{} times and {} activities: need the same number, at least one",
             t_h.len(),
             a_mbq.len()
         )));
     }
-    if t_h
-        .iter()
-        .chain(a_mbq)
-        .chain(sd_mbq)
-        .any(|v| !v.is_finite())
-    {
-        return Err(Error::input(
-            "time, activity or its uncertainty is NaN or infinite",
-        ));
+    if t_h.iter().chain(a_mbq).any(|v| !v.is_finite()) {
+        return Err(Error::input("time or activity is NaN or infinite"));
     }
     if t_h.iter().any(|&t| t < 0.0) || t_h.windows(2).any(|w| w[1] <= w[0]) {
         return Err(Error::input(format!(
@@ -237,10 +218,7 @@ pub fn integrate_with_sd(
     if a_mbq.iter().all(|&a| a <= 0.0) {
         warnings.push("no positive activity at any time point: TIA is 0".into());
     }
-    // A zero or negative uncertainty would give a point infinite weight.
-    let amax = a_mbq.iter().fold(0.0f64, |m, &v| m.max(v.abs()));
-    let floor = (amax * 1e-3).max(1e-12);
-    let sd: Vec<f64> = sd_mbq.iter().map(|&s| s.abs().max(floor)).collect();
+    let sd: Vec<f64> = activity_sd(a_mbq, rel_sd);
     let trap = trapezoid_physical_tail(t_h, a_mbq, lp);
     let trap_fn = |a: &[f64]| trapezoid_physical_tail(t_h, a, lp);
     let mut k = Kinetics {
@@ -280,7 +258,7 @@ pub fn integrate_with_sd(
                     "single time point at {t:.1} h is outside 48-168 h where Hanscheid's approximation holds; Madsen's population-T_eff method used"
                 ));
             }
-            k.tia_mbq_h_sd = k.tia_mbq_h * sd[0] / a.max(floor);
+            k.tia_mbq_h_sd = k.tia_mbq_h * rel_sd;
             k.selection = "one time point".into();
         }
         2 => {

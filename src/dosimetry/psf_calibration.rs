@@ -137,12 +137,31 @@ pub fn fit_sphere(image: &Volume<f32>, diameter_mm: f64) -> Result<PsfFit> {
             .sum();
         (sse, a, b)
     };
+    const RANGE_MM: (f64, f64) = (1.0, 40.0);
     let (mut f, mut fz) = (10.0, 10.0);
     for _ in 0..3 {
-        f = golden(|x| model(x, fz).0, 1.0, 40.0);
-        fz = golden(|x| model(f, x).0, 1.0, 40.0);
+        f = golden(|x| model(x, fz).0, RANGE_MM.0, RANGE_MM.1);
+        fz = golden(|x| model(f, x).0, RANGE_MM.0, RANGE_MM.1);
+    }
+    // A minimum at the edge of the search is no minimum: the image is not one sphere
+    // of that diameter (or the PSF is outside any SPECT's range).
+    if [f, fz]
+        .iter()
+        .any(|&x| x < RANGE_MM.0 + 0.1 || x > RANGE_MM.1 - 0.1)
+    {
+        return Err(Error::input(format!(
+            "calibration image: the best FWHM ({f:.1} mm in-plane, {fz:.1} mm axial) is at the edge of the {}-{} mm searched: not one hot {diameter_mm} mm sphere",
+            RANGE_MM.0, RANGE_MM.1
+        )));
     }
     let (sse, a, b) = model(f, fz);
+    // A sphere model that is flat over the fit box (no edge in it) leaves the fit
+    // undetermined: say so rather than print NaN.
+    if !(sse.is_finite() && a.is_finite() && a > 0.0) {
+        return Err(Error::input(format!(
+            "calibration image: the fit of a {diameter_mm} mm sphere did not converge (sphere value {a}): is it one hot sphere of that size?"
+        )));
+    }
     let centre_mm = g.index_to_patient(centre_idx);
     Ok(PsfFit {
         fwhm_mm: f,

@@ -380,7 +380,7 @@ fn background_shells(organs: &[(u8, BoxMap)], geom: &Geometry, shell_mm: f64) ->
             w,
         };
         // Trim to the shell's own bounding box.
-        if let Some(t) = trim(&full_box) {
+        if let Some(t) = full_box.trimmed() {
             out.push((*l, t));
         }
     }
@@ -398,16 +398,6 @@ fn visit(b: &BoxMap, mut f: impl FnMut(usize, usize, usize, f32)) {
             }
         }
     }
-}
-
-/// The box shrunk to its non-zero voxels.
-fn trim(b: &BoxMap) -> Option<BoxMap> {
-    let t = BoxMap::from_full(&b.w, b.dims)?;
-    Some(BoxMap {
-        lo: std::array::from_fn(|a| b.lo[a] + t.lo[a]),
-        dims: t.dims,
-        w: t.w,
-    })
 }
 
 /// GTM or Labbé over `regions` plus the rest of the field of view. Returns the
