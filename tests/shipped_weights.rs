@@ -100,7 +100,17 @@ fn shipped_model_and_patient() -> (MaskRcnn, Patient) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/organs");
     let model = MaskRcnn::load_dir(&dir, &candle_core::Device::Cpu)
         .unwrap_or_else(|e| panic!("shipped weights must load from {}: {e}", dir.display()));
-    (model, Patient::new(&PhantomConfig::default(), 777, 0))
+    // The floors are for the real anatomy: ask for it, so that a clone without
+    // `../shared/data` fails naming the folder instead of silently scoring the
+    // geometric fallback anatomy against floors set for another one.
+    let cfg = PhantomConfig {
+        anatomy: Some(organdose::phantom::AnatomyKind::Real),
+        ..PhantomConfig::default()
+    };
+    let patient = Patient::try_new(&cfg, 777, 0).unwrap_or_else(|e| {
+        panic!("this test needs the real anatomy of ../shared/data (see its README): {e}")
+    });
+    (model, patient)
 }
 
 #[test]
