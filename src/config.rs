@@ -18,6 +18,9 @@ pub struct Config {
     /// Absent from older config files: the defaults then.
     #[serde(default)]
     pub report: ReportConfig,
+    /// The DICOM network: Storage SCP and the outbox's destinations.
+    #[serde(default)]
+    pub dicom: crate::net::DicomNetConfig,
 }
 
 /// What a finished cycle writes besides the JSON/text/CSV results.

@@ -1,7 +1,8 @@
 //! organdose: scanner-side dosimetry for 177Lu molecular radiotherapy.
 //!
 //! Data flow: `io` (ingest) -> `seg` (segment) -> `dosimetry` -> `report`;
-//! `appliance` orchestrates. See DESIGN notes in the README.
+//! `appliance` orchestrates; `net` is its DICOM network (Storage SCP in, outbox
+//! and Storage SCU out). See DESIGN notes in the README.
 
 // Index loops over 3x3 / 4x4 matrices read like the formulas they implement.
 #![allow(clippy::needless_range_loop)]
@@ -12,6 +13,7 @@ pub mod dosimetry;
 pub mod error;
 pub mod gpu;
 pub mod io;
+pub mod net;
 pub mod organs;
 pub mod phantom;
 pub mod pipeline;

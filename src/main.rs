@@ -60,6 +60,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A file-size limit (systemd LimitFSIZE=, ulimit -f) must be a write error
+    // the box handles (a failure status to a C-STORE, a retried job), not
+    // SIGXFSZ killing it.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before any
+    // thread exists, touches no Rust state.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     let mut cfg = match organdose::config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,

@@ -99,6 +99,7 @@ fn files_in_random_order_days_apart_give_the_same_summary_as_run() {
     let processor = Arc::new(StudyProcessor {
         cfg: cfg.clone(),
         masks: Masks::TruthRoot(staging.clone()),
+        outbox: None,
     });
     let mut app = Appliance::new(
         &export,

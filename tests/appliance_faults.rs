@@ -255,6 +255,7 @@ fn a_result_folder_is_replaced_as_a_whole() {
     let p = Arc::new(StudyProcessor {
         cfg: cfg.clone(),
         masks: Masks::TruthRoot(staging.clone()),
+        outbox: None,
     });
     let mut app = appliance(&export, &out, &clock, &cfg, p);
     app.step().unwrap();
@@ -331,6 +332,7 @@ fn a_read_only_out_is_retried_and_never_blamed_on_the_study() {
     let p = Arc::new(StudyProcessor {
         cfg: cfg.clone(),
         masks: Masks::TruthRoot(staging.clone()),
+        outbox: None,
     });
     let mut app = appliance(&export, &out, &clock, &cfg, p);
     if !immutable(&out, true) {

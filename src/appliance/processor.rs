@@ -22,6 +22,9 @@ pub enum Masks {
 pub struct StudyProcessor {
     pub cfg: Config,
     pub masks: Masks,
+    /// Where each committed result's DICOM objects are queued to be sent (None:
+    /// not sent).
+    pub outbox: Option<std::sync::Arc<crate::net::outbox::Outbox>>,
 }
 
 impl StudyProcessor {
@@ -80,6 +83,11 @@ impl Processor for StudyProcessor {
             let _ = std::fs::remove_dir_all(&staged);
         })?;
         swap::commit(&staged, &job.out_dir)?;
+        if let Some(outbox) = &self.outbox {
+            // Queued once the result is in place; a failure to queue (a full OUT)
+            // is an environment fault: the job runs again and queues again.
+            outbox.enqueue(&job.cycle.id, &job.out_dir.join("dicom"))?;
+        }
         let kidneys: Vec<String> = summary
             .organs
             .iter()

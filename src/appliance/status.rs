@@ -37,12 +37,36 @@ pub struct Snapshot {
     /// Cycles waiting to be retried after an environment fault.
     #[serde(default)]
     pub retrying: usize,
+    /// The DICOM network (src/net/): where the Storage SCP listens (empty: none),
+    /// associations accepted and rejected, instances stored and refused.
+    #[serde(default)]
+    pub dicom_listening: String,
+    #[serde(default)]
+    pub dicom_associations: u64,
+    #[serde(default)]
+    pub dicom_rejected: u64,
+    #[serde(default)]
+    pub dicom_instances: u64,
+    #[serde(default)]
+    pub dicom_store_failures: u64,
+    /// The outbox: instances waiting to be sent, in how many jobs, jobs whose last
+    /// try failed (and its error), instances sent since the start.
+    #[serde(default)]
+    pub outbox_queued: usize,
+    #[serde(default)]
+    pub outbox_jobs: usize,
+    #[serde(default)]
+    pub outbox_failing: usize,
+    #[serde(default)]
+    pub outbox_error: String,
+    #[serde(default)]
+    pub outbox_sent: u64,
 }
 
 impl Snapshot {
     pub fn line(&self, kind: &str) -> String {
         format!(
-            "organdose {kind} state={} job={} stage={} progress={:.2} mem_mb={:.0}/{:.0} queue={} pending_files={} done={} failed={} fault={} retrying={}",
+            "organdose {kind} state={} job={} stage={} progress={:.2} mem_mb={:.0}/{:.0} queue={} pending_files={} done={} failed={} fault={} retrying={} associations={} stored={} store_refused={} outbox_queued={} outbox_sent={} outbox_failing={}",
             self.state,
             if self.job.is_empty() { "-" } else { &self.job },
             if self.stage.is_empty() { "-" } else { &self.stage },
@@ -54,7 +78,13 @@ impl Snapshot {
             self.jobs_done,
             self.jobs_failed,
             if self.fault.is_empty() { "-" } else { &self.fault },
-            self.retrying
+            self.retrying,
+            self.dicom_associations,
+            self.dicom_instances,
+            self.dicom_store_failures,
+            self.outbox_queued,
+            self.outbox_sent,
+            self.outbox_failing
         )
     }
 }

@@ -9,6 +9,9 @@ use organdose::appliance::status::{
     open_serial, read_status, serve_commands, status_age_s, Sink, StatusPort,
 };
 use organdose::config::Config;
+use organdose::net::outbox::{self, Outbox};
+use organdose::net::scp::StorageScp;
+use organdose::net::{Destination, DicomNetConfig};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -36,6 +39,53 @@ pub struct WatchArgs {
     /// Skip the DICOM objects of each cycle's dicom/ folder (`report.dicom`).
     #[arg(long)]
     pub no_dicom: bool,
+    /// Storage SCP on this TCP port (dicom.port; 0: none): C-STORE into --in.
+    #[arg(long)]
+    pub dicom_port: Option<u16>,
+    /// This box's AE title, called by senders and calling destinations (dicom.ae_title).
+    #[arg(long)]
+    pub ae_title: Option<String>,
+    /// Address the SCP listens on (dicom.bind; default all interfaces).
+    #[arg(long)]
+    pub dicom_bind: Option<String>,
+    /// A calling AE title allowed to send (repeatable; replaces dicom.allow_ae).
+    #[arg(long = "allow-ae")]
+    pub allow_ae: Vec<String>,
+    /// A host allowed to connect, IP address or name (repeatable; replaces dicom.allow_host).
+    #[arg(long = "allow-host")]
+    pub allow_host: Vec<String>,
+    /// Send each result's DICOM objects to AE@HOST:PORT (repeatable; replaces
+    /// dicom.destinations).
+    #[arg(long = "send-to")]
+    pub send_to: Vec<String>,
+}
+
+/// `[dicom]` with the command line's overrides.
+fn net_config(args: &WatchArgs, cfg: &Config) -> anyhow::Result<DicomNetConfig> {
+    let mut net = cfg.dicom.clone();
+    if let Some(p) = args.dicom_port {
+        net.port = p;
+    }
+    if let Some(a) = &args.ae_title {
+        net.ae_title = a.clone();
+    }
+    if let Some(b) = &args.dicom_bind {
+        net.bind = b.clone();
+    }
+    if !args.allow_ae.is_empty() {
+        net.allow_ae = args.allow_ae.clone();
+    }
+    if !args.allow_host.is_empty() {
+        net.allow_host = args.allow_host.clone();
+    }
+    if !args.send_to.is_empty() {
+        net.destinations = args
+            .send_to
+            .iter()
+            .map(|d| Destination::parse(d))
+            .collect::<Result<_, _>>()?;
+    }
+    Ok(net)
 }
 
 pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
@@ -55,6 +105,15 @@ pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
         None => (Sink::from_spec(&spec, cfg.appliance.serial_baud)?, None),
     };
     let status = Arc::new(StatusPort::new(sink, &args.out));
+    let net = net_config(&args, cfg)?;
+    // The outbox also runs without destinations when jobs of an earlier
+    // configuration wait in it (they are still delivered, and reported).
+    let outbox =
+        if !net.destinations.is_empty() || outbox::summary(&args.out).is_ok_and(|s| s.jobs > 0) {
+            Some(Arc::new(Outbox::new(&args.out, &net, status.clone())?))
+        } else {
+            None
+        };
     let masks = match &args.truth_root {
         Some(r) => Masks::TruthRoot(r.clone()),
         None => Masks::Network(
@@ -70,6 +129,7 @@ pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
     let processor = Arc::new(StudyProcessor {
         cfg: proc_cfg,
         masks,
+        outbox: outbox.clone(),
     });
     let mut app = Appliance::new(
         &args.input,
@@ -80,6 +140,18 @@ pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
         status.clone(),
         Arc::new(SystemClock::default()),
     )?;
+    // Both after the lock on OUT: no second box on this OUT writes the outbox or
+    // takes instances for it.
+    if let Some(ob) = &outbox {
+        ob.prepare()?;
+    }
+    if net.port != 0 {
+        StorageScp::bind(&net, &args.input, status.clone())?.spawn()?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    if let (Some(ob), false) = (&outbox, args.once) {
+        ob.spawn(stop.clone())?;
+    }
     if let Some(reader) = commands {
         let (port, paused) = (status.clone(), app.paused.clone());
         std::thread::spawn(move || serve_commands(std::io::BufReader::new(reader), &port, &paused));
@@ -100,13 +172,17 @@ pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
             }
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
+        // One try of every waiting send; what fails waits for the next start.
+        if let Some(ob) = &outbox {
+            ob.round();
+        }
         status.heartbeat();
         return Ok(());
     }
     // Runs until the process is stopped (systemd sends SIGTERM): every output and
     // state record is written atomically, so a stop at any moment loses nothing and
     // the next start resumes where this one was (tests/appliance.rs kills it to check).
-    app.run(Arc::new(AtomicBool::new(false)))?;
+    app.run(stop)?;
     Ok(())
 }
 
@@ -150,11 +226,14 @@ pub fn status(args: StatusArgs, cfg: &Config) -> anyhow::Result<()> {
             }
         }
     }
+    // The outbox as it is on disk now, running box or not.
+    let ob = outbox::summary(&args.out)?;
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "status": snap,
+                "outbox": ob,
                 "running": holder.is_some(),
                 "status_age_s": age_s,
                 "notes": notes,
@@ -169,6 +248,30 @@ pub fn status(args: StatusArgs, cfg: &Config) -> anyhow::Result<()> {
     }
     if !snap.fault.is_empty() {
         println!("last fault ({}): {}", snap.fault, snap.fault_message);
+    }
+    if !snap.dicom_listening.is_empty() {
+        println!(
+            "dicom SCP on {}: {} association(s), {} rejected, {} instance(s) stored, {} refused",
+            snap.dicom_listening,
+            snap.dicom_associations,
+            snap.dicom_rejected,
+            snap.dicom_instances,
+            snap.dicom_store_failures
+        );
+    }
+    if ob.jobs > 0 || ob.sent_jobs > 0 {
+        println!(
+            "outbox: {} instance(s) queued in {} job(s), {} failing, {} job(s) sent{}",
+            ob.queued_instances,
+            ob.jobs,
+            ob.failing_jobs,
+            ob.sent_jobs,
+            if ob.last_error.is_empty() {
+                String::new()
+            } else {
+                format!("; last error: {}", ob.last_error)
+            }
+        );
     }
     if !snap.last_event.is_empty() {
         println!("last event: {}", snap.last_event);

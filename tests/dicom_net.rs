@@ -1,0 +1,765 @@
+//! The DICOM network against real peers, on loopback with free ports above 1024
+//! picked at run time:
+//! - dcmtk's `storescu` sends a phantom export into the box's Storage SCP while
+//!   `organdose watch` runs; the cycle's dose_summary.json must equal the one
+//!   `organdose run` writes for the same folder;
+//! - a calling AE not on the list, a wrong called AE and a host not on the list
+//!   are rejected (`echoscu`/`storescu` fail, nothing is written); an association
+//!   aborted or dropped half-way through an instance leaves no file; a write that
+//!   fails (the box runs under a file-size limit, `prlimit --fsize`, so the write
+//!   gets EFBIG as it would ENOSPC on a full disk) is answered with 0xA700, not
+//!   success, and leaves no file;
+//! - the outbox sends each result to a real Orthanc (started by the test with its
+//!   own configuration), read back through Orthanc's REST API: queued while
+//!   Orthanc is down, delivered after it starts by a restarted box, each instance
+//!   received exactly once (Orthanc's Lua `ReceivedInstanceFilter` logs every
+//!   C-STORE it receives, duplicates included).
+//!
+//! The tools (Debian dcmtk and orthanc) are installed pinned by `.ci/run`; there
+//! ORGANDOSE_REQUIRE_TOOLS=1 makes a missing tool a failure. Elsewhere a test
+//! without its tools says so and passes without checking.
+
+use organdose::appliance::daemon::records;
+use organdose::net::{outbox, scu};
+use organdose::phantom::layout::{write_patient, WriteOptions};
+use organdose::phantom::{Format, Patient, PhantomConfig};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_organdose");
+
+fn tools_required() -> bool {
+    std::env::var("ORGANDOSE_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+}
+
+fn have(what: &str, cmd: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if tools_required() {
+            panic!("ORGANDOSE_REQUIRE_TOOLS=1 but {what} is not available");
+        }
+        eprintln!("SKIP: {what} not available (see README \"DICOM network\")");
+    }
+    ok
+}
+
+fn have_dcmtk() -> bool {
+    have("dcmtk's storescu (apt-get install dcmtk)", "storescu")
+        && have("dcmtk's echoscu (apt-get install dcmtk)", "echoscu")
+}
+
+/// A port above 1024 nobody listens on right now.
+fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p > 1024 {
+            return p;
+        }
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed().as_secs() < secs,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn phantom(dir: &Path, seed: u64) -> PathBuf {
+    let p = Patient::new(&PhantomConfig::small(), seed, 0);
+    write_patient(
+        &p,
+        dir,
+        &WriteOptions {
+            format: Format::Dicom,
+            preview: None,
+        },
+    )
+    .unwrap()
+    .patient_dir
+}
+
+fn series_dirs(patient_dir: &Path) -> Vec<PathBuf> {
+    let mut d: Vec<PathBuf> = std::fs::read_dir(patient_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && !p.ends_with("truth"))
+        .collect();
+    d.sort();
+    d
+}
+
+/// Every file under `dir`, hidden ones (the SCP's incoming folder) included.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("box.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[appliance]\nquiet_period_s = 1.0\npoll_interval_s = 0.1\nheartbeat_s = 0.2\n{extra}"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// `organdose watch` with status lines in `events`; `wrap` runs it under another
+/// command (prlimit).
+fn watch(
+    cfg: &Path,
+    export: &Path,
+    out: &Path,
+    events: &Path,
+    args: &[&str],
+    wrap: &[&str],
+) -> Command {
+    let mut c = match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    c.arg("--config")
+        .arg(cfg)
+        .arg("watch")
+        .arg("--in")
+        .arg(export)
+        .arg("--out")
+        .arg(out)
+        .arg("--status")
+        .arg(format!("file:{}", events.display()))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// A box with a Storage SCP on a free port; returns it once it listens.
+fn scp_box(tmp: &Path, export: &Path, args: &[&str], wrap: &[&str]) -> (Proc, u16, PathBuf) {
+    let port = free_port();
+    let events = tmp.join("events.log");
+    let cfg = config(tmp, "");
+    let p = port.to_string();
+    let mut all = vec![
+        "--dicom-port",
+        p.as_str(),
+        "--dicom-bind",
+        "127.0.0.1",
+        "--ae-title",
+        "ORGANDOSE",
+        "--truth-root",
+    ];
+    let truth = tmp.join("no-truth");
+    let truth_s = truth.display().to_string();
+    all.push(&truth_s);
+    all.extend_from_slice(args);
+    let child = watch(&cfg, export, &tmp.join("out"), &events, &all, wrap)
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    wait_until("the SCP to listen", 60, || {
+        read(&events).contains(&format!("listening on 127.0.0.1:{port}"))
+    });
+    (proc, port, events)
+}
+
+fn dcmtk(tool: &str, args: &[&str]) -> std::process::Output {
+    Command::new(tool).args(args).output().unwrap()
+}
+
+fn ct_axial() -> Vec<String> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated/ct_axial");
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn dcm_files(export: &Path) -> Vec<PathBuf> {
+    all_files(export)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+        .collect()
+}
+
+#[test]
+fn storescu_into_the_scp_gives_the_same_summary_as_run() {
+    if !have_dcmtk() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("staging");
+    let patient_dir = phantom(&staging, 31);
+    let export = tmp.path().join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let out = tmp.path().join("out");
+    let events = tmp.path().join("events.log");
+    let cfg = config(tmp.path(), "");
+    let port = free_port().to_string();
+    let _box = Proc(
+        watch(
+            &cfg,
+            &export,
+            &out,
+            &events,
+            &[
+                "--truth-root",
+                staging.to_str().unwrap(),
+                "--dicom-port",
+                &port,
+                "--dicom-bind",
+                "127.0.0.1",
+                "--ae-title",
+                "ORGANDOSE",
+                "--allow-ae",
+                "CONSOLE",
+            ],
+            &[],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    wait_until("the SCP to listen", 60, || {
+        read(&events).contains("listening on")
+    });
+    let dirs = series_dirs(&patient_dir);
+    let sent: usize = dirs.iter().map(|d| all_files(d).len()).sum();
+    let mut args = vec![
+        "-aet",
+        "CONSOLE",
+        "-aec",
+        "ORGANDOSE",
+        "+sd",
+        "127.0.0.1",
+        &port,
+    ];
+    let dir_strings: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    args.extend(dir_strings.iter().map(|s| s.as_str()));
+    let st = dcmtk("storescu", &args);
+    assert!(
+        st.status.success(),
+        "storescu: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // The whole patient arrived by the network: one cycle, final.
+    wait_until("the cycle to finish", 600, || {
+        records(&out).is_ok_and(|r| {
+            r.values()
+                .any(|c| c.outcome == "done" && c.summary_status == "final")
+        })
+    });
+    let recs = records(&out).unwrap();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let id = recs.keys().next().unwrap().clone();
+    let got = read(&out.join(&id).join("dose_summary.json"));
+    let reference = tmp.path().join("reference");
+    let st = Command::new(BIN)
+        .arg("run")
+        .arg(&patient_dir)
+        .arg("--truth")
+        .arg("-o")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert_eq!(
+        got,
+        read(&reference.join("dose_summary.json")),
+        "watch over the network and `run` on the folder differ"
+    );
+    // Every instance is a whole file in the watched folder, nothing left over.
+    let files = all_files(&export);
+    assert_eq!(dcm_files(&export).len(), sent, "{files:?}");
+    assert_eq!(files.len(), sent, "only the instances: {files:?}");
+    let status: serde_json::Value = serde_json::from_str(&read(&out.join("status.json"))).unwrap();
+    assert_eq!(status["dicom_instances"], sent as u64, "{status}");
+    assert_eq!(status["dicom_store_failures"], 0, "{status}");
+    let log = read(&events);
+    assert!(log.contains("calling AE titles accepted: CONSOLE"), "{log}");
+    assert!(
+        log.contains(&format!("released: {sent} instance(s) stored")),
+        "{log}"
+    );
+}
+
+#[test]
+fn wrong_called_ae_calling_ae_or_host_is_rejected_and_nothing_written() {
+    if !have_dcmtk() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let export = tmp.path().join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let (_box, port, events) = scp_box(tmp.path(), &export, &["--allow-ae", "CONSOLE"], &[]);
+    let port = port.to_string();
+    let ok = dcmtk(
+        "echoscu",
+        &["-aet", "CONSOLE", "-aec", "ORGANDOSE", "127.0.0.1", &port],
+    );
+    assert!(ok.status.success(), "the allowed peer is answered");
+    let files = ct_axial();
+    for (calling, called) in [("INTRUDER", "ORGANDOSE"), ("CONSOLE", "WRONG")] {
+        let e = dcmtk(
+            "echoscu",
+            &["-aet", calling, "-aec", called, "127.0.0.1", &port],
+        );
+        assert!(!e.status.success(), "echo {calling} -> {called} accepted");
+        let mut args = vec!["-aet", calling, "-aec", called, "127.0.0.1", &port];
+        args.extend(files.iter().map(|s| s.as_str()));
+        let s = dcmtk("storescu", &args);
+        assert!(!s.status.success(), "store {calling} -> {called} accepted");
+        let err = String::from_utf8_lossy(&s.stderr).to_string();
+        assert!(err.contains("Association Rejected"), "{err}");
+    }
+    assert!(dcm_files(&export).is_empty(), "{:?}", all_files(&export));
+    wait_until("the rejection lines", 30, || {
+        let log = read(&events);
+        log.contains("rejected: calling AE title not in dicom.allow_ae")
+            && log.contains("rejected: called AE title is not ORGANDOSE")
+    });
+    // Positive control: the allowed AE stores the same files.
+    let mut args = vec!["-aet", "CONSOLE", "-aec", "ORGANDOSE", "127.0.0.1", &port];
+    args.extend(files.iter().map(|s| s.as_str()));
+    assert!(dcmtk("storescu", &args).status.success());
+    assert_eq!(dcm_files(&export).len(), files.len());
+    drop(_box);
+
+    // A host allowlist without this host: even the allowed AE is refused.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let export2 = tmp2.path().join("export");
+    std::fs::create_dir_all(&export2).unwrap();
+    let (_box2, port2, events2) = scp_box(
+        tmp2.path(),
+        &export2,
+        &["--allow-ae", "CONSOLE", "--allow-host", "192.0.2.7"],
+        &[],
+    );
+    let port2 = port2.to_string();
+    let e = dcmtk(
+        "echoscu",
+        &["-aet", "CONSOLE", "-aec", "ORGANDOSE", "127.0.0.1", &port2],
+    );
+    assert!(!e.status.success());
+    wait_until("the host rejection line", 30, || {
+        read(&events2).contains("rejected: host not in dicom.allow_host")
+    });
+    assert!(all_files(&export2).is_empty());
+}
+
+#[test]
+fn no_allowlist_is_said_at_start_up_and_an_aborted_association_leaves_nothing() {
+    use dicom_ul::association::client::ClientAssociationOptions;
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    if !have_dcmtk() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let export = tmp.path().join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let (_box, port, events) = scp_box(tmp.path(), &export, &[], &[]);
+    assert!(
+        read(&events).contains("no allow_ae list, ANY calling AE title is accepted"),
+        "{}",
+        read(&events)
+    );
+    let file = &ct_axial()[0];
+    let info = scu::file_info(Path::new(file)).unwrap();
+    let bytes = std::fs::read(file).unwrap();
+    let data = &bytes[info.data_offset as usize..];
+    // Half an instance, then an A-ABORT; then half an instance and the TCP
+    // connection closed without a word (a console switched off).
+    for abort in [true, false] {
+        let mut a = ClientAssociationOptions::new()
+            .calling_ae_title("ANYONE")
+            .called_ae_title("ORGANDOSE")
+            .with_presentation_context(info.sop_class.as_str(), vec![info.transfer_syntax.as_str()])
+            .establish(("127.0.0.1", port))
+            .unwrap();
+        let pc = a.presentation_contexts()[0].id;
+        let cmd = organdose::net::dimse::store_rq(1, &info.sop_class, &info.sop_instance).unwrap();
+        for (kind, data, last) in [
+            (PDataValueType::Command, cmd, true),
+            (PDataValueType::Data, data[..data.len() / 2].to_vec(), false),
+        ] {
+            a.send(&dicom_ul::Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc,
+                    value_type: kind,
+                    is_last: last,
+                    data,
+                }],
+            })
+            .unwrap();
+        }
+        let n = read(&events).matches("no partial instance kept").count();
+        if abort {
+            a.abort().unwrap();
+        } else {
+            a.inner_stream().shutdown(std::net::Shutdown::Both).unwrap();
+            drop(a);
+        }
+        wait_until("the SCP to end the association", 30, || {
+            read(&events).matches("no partial instance kept").count() > n
+        });
+        assert!(
+            all_files(&export).is_empty(),
+            "abort={abort}: {:?}",
+            all_files(&export)
+        );
+    }
+    // The SCP still serves after both.
+    let p = port.to_string();
+    assert!(
+        dcmtk("storescu", &["-aec", "ORGANDOSE", "127.0.0.1", &p, file])
+            .status
+            .success()
+    );
+    assert_eq!(dcm_files(&export).len(), 1);
+}
+
+#[test]
+fn a_write_that_fails_is_answered_out_of_resources_and_leaves_nothing() {
+    use organdose::io::dicom_write::{
+        write_ct_series, CtInfo, DicomPatient, DicomSeries, DicomStudy,
+    };
+    use organdose::volume::{Geometry, Volume};
+    if !have_dcmtk() || !have("prlimit (util-linux)", "prlimit") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // One 512 x 512 CT slice: 512 KiB of pixels, over the 128 KiB the box may write.
+    let g = Geometry::new([512, 512, 1], [0.8, 0.8, 2.0], [0.0, 0.0, 0.0]);
+    let vol = Volume::new(g, vec![40.0f32; 512 * 512]).unwrap();
+    let big = write_ct_series(
+        &vol,
+        &DicomPatient {
+            id: "NET0001".into(),
+            name: "TEST^NET".into(),
+            birth_date: "19600101".into(),
+            sex: "F".into(),
+        },
+        &DicomStudy {
+            uid: "2.25.71".into(),
+            date: "20260101".into(),
+            time: "090000".into(),
+            description: "NET".into(),
+            study_id: "1".into(),
+            accession: "A1".into(),
+        },
+        &DicomSeries {
+            uid: "2.25.72".into(),
+            number: 2,
+            description: "big".into(),
+            date: "20260101".into(),
+            time: "090000".into(),
+            frame_of_reference_uid: "2.25.73".into(),
+            acquisition_date: "20260101".into(),
+            acquisition_time: "090000".into(),
+            manufacturer: "test".into(),
+            model: "test".into(),
+            station: "TEST".into(),
+            body_part: "ABDOMEN".into(),
+        },
+        &CtInfo {
+            kvp: 120.0,
+            tube_current_ma: 100,
+            exposure_mas: 100,
+            kernel: "B30f".into(),
+            contrast_agent: None,
+            window_center: 40.0,
+            window_width: 400.0,
+        },
+        &tmp.path().join("big"),
+    )
+    .unwrap();
+    assert!(std::fs::metadata(&big[0]).unwrap().len() > 256 * 1024);
+    let export = tmp.path().join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let (_box, port, events) = scp_box(
+        tmp.path(),
+        &export,
+        &[],
+        &["prlimit", "--fsize=131072", "--"],
+    );
+    let p = port.to_string();
+    let big_s = big[0].display().to_string();
+    let s = dcmtk(
+        "storescu",
+        &["-v", "-aec", "ORGANDOSE", "127.0.0.1", &p, &big_s],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&s.stdout),
+        String::from_utf8_lossy(&s.stderr)
+    );
+    assert!(
+        text.contains("Received Store Response (Refused: OutOfResources)"),
+        "storescu was not told of the failure: {text}"
+    );
+    assert!(
+        !text.contains("Received Store Response (Success)"),
+        "{text}"
+    );
+    assert!(all_files(&export).is_empty(), "{:?}", all_files(&export));
+    let log = read(&events);
+    assert!(log.contains("refused (status 0xA700)"), "{log}");
+    // Under the limit the same box stores: the refusal was the write, not the peer.
+    let mut args = vec!["-aec", "ORGANDOSE", "127.0.0.1", &p];
+    let files = ct_axial();
+    args.extend(files.iter().map(|s| s.as_str()));
+    assert!(dcmtk("storescu", &args).status.success());
+    assert_eq!(dcm_files(&export).len(), files.len());
+}
+
+// ---- Orthanc ----
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.")
+        .then_some(())
+        .filter(|_| head.split_whitespace().nth(1) == Some("200"))?;
+    Some(body.to_string())
+}
+
+struct Orthanc {
+    proc: Proc,
+    http: u16,
+    received: PathBuf,
+}
+
+fn start_orthanc(dir: &Path, http: u16, dicom: u16) -> Orthanc {
+    let db = dir.join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let received = dir.join("received.log");
+    let lua = dir.join("count.lua");
+    // Called for every instance Orthanc receives, before it decides whether it
+    // already has it: the record of what was sent, duplicates included.
+    std::fs::write(
+        &lua,
+        format!(
+            "function ReceivedInstanceFilter(dicom, origin, info)\n  local f = io.open({:?}, \"a\")\n  f:write(dicom.SOPInstanceUID .. \"\\n\")\n  f:close()\n  return true\nend\n",
+            received.display().to_string()
+        ),
+    )
+    .unwrap();
+    let cfg = serde_json::json!({
+        "Name": "organdose-test",
+        "StorageDirectory": db,
+        "IndexDirectory": db,
+        "HttpPort": http,
+        "DicomPort": dicom,
+        "DicomAet": "ORTHANC",
+        "DicomCheckCalledAet": true,
+        "RemoteAccessAllowed": false,
+        "AuthenticationEnabled": false,
+        "HttpServerEnabled": true,
+        "DicomServerEnabled": true,
+        "StorageCompression": false,
+        "Plugins": [],
+        "LuaScripts": [lua],
+    });
+    let cfg_path = dir.join("orthanc.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let child = Command::new("Orthanc")
+        .arg(&cfg_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let o = Orthanc {
+        proc: Proc(child),
+        http,
+        received,
+    };
+    wait_until("Orthanc to answer", 60, || {
+        http_get(http, "/system").is_some()
+    });
+    o
+}
+
+impl Orthanc {
+    fn sop_instance_uids(&self) -> Vec<String> {
+        let ids: Vec<String> =
+            serde_json::from_str(&http_get(self.http, "/instances").unwrap()).unwrap();
+        let mut uids: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                let v: serde_json::Value = serde_json::from_str(
+                    &http_get(self.http, &format!("/instances/{id}")).unwrap(),
+                )
+                .unwrap();
+                v["MainDicomTags"]["SOPInstanceUID"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        uids.sort();
+        uids
+    }
+
+    fn received(&self) -> Vec<String> {
+        let mut v: Vec<String> = read(&self.received).lines().map(String::from).collect();
+        v.sort();
+        v
+    }
+}
+
+#[test]
+fn the_outbox_delivers_results_to_orthanc_after_it_starts_each_once() {
+    if !have("Orthanc (apt-get install orthanc)", "Orthanc") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("staging");
+    let patient_dir = phantom(&staging, 32);
+    let export = tmp.path().join("export");
+    for d in series_dirs(&patient_dir) {
+        let dst = export.join(d.file_name().unwrap());
+        std::fs::create_dir_all(&dst).unwrap();
+        for f in all_files(&d) {
+            std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let out = tmp.path().join("out");
+    let events = tmp.path().join("events.log");
+    let cfg = config(
+        tmp.path(),
+        "[dicom]\nretry_initial_s = 0.5\nretry_max_s = 2.0\ntimeout_s = 5.0\n",
+    );
+    let (http, dicom) = (free_port(), free_port());
+    let dest = format!("ORTHANC@127.0.0.1:{dicom}");
+    let args = [
+        "--truth-root",
+        staging.to_str().unwrap(),
+        "--send-to",
+        dest.as_str(),
+    ];
+    let with_once: Vec<&str> = args.iter().copied().chain(["--once"]).collect();
+
+    // 1. Orthanc is down: the result is computed and queued, the send fails.
+    let st = watch(&cfg, &export, &out, &events, &with_once, &[])
+        .status()
+        .unwrap();
+    assert!(st.success(), "{}", read(&events));
+    let recs = records(&out).unwrap();
+    let rec = recs.values().next().unwrap();
+    assert_eq!(rec.outcome, "done", "{}", rec.message);
+    let mut expected: Vec<String> = all_files(&out.join(&rec.id).join("dicom"))
+        .iter()
+        .map(|f| scu::file_info(f).unwrap().sop_instance)
+        .collect();
+    expected.sort();
+    assert!(expected.len() >= 4, "{expected:?}");
+    let s = outbox::summary(&out).unwrap();
+    assert_eq!(
+        (s.jobs, s.queued_instances, s.failing_jobs),
+        (1, expected.len(), 1),
+        "{s:?}"
+    );
+    let shown = Command::new(BIN)
+        .args(["status", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(
+        shown.contains(&format!(
+            "outbox: {} instance(s) queued in 1 job(s), 1 failing",
+            expected.len()
+        )),
+        "{shown}"
+    );
+
+    // 2. A new start keeps trying (Orthanc still down), then Orthanc starts and
+    // the back-off's next try delivers.
+    let failures_before = read(&events).matches("unsent, failure").count();
+    let running = Proc(
+        watch(&cfg, &export, &out, &events, &args, &[])
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("a failed try after the restart", 60, || {
+        read(&events).matches("unsent, failure").count() > failures_before
+    });
+    let orthanc = start_orthanc(&tmp.path().join("orthanc"), http, dicom);
+    wait_until("the outbox to deliver", 120, || {
+        outbox::summary(&out).is_ok_and(|s| s.jobs == 0)
+    });
+    // The status lines say so too (status.json is written at the next beat).
+    wait_until("status.json to show an empty outbox", 30, || {
+        serde_json::from_str::<serde_json::Value>(&read(&out.join("status.json")))
+            .is_ok_and(|s| s["outbox_queued"] == 0 && s["outbox_failing"] == 0)
+    });
+    drop(running);
+    assert_eq!(orthanc.sop_instance_uids(), expected, "what Orthanc holds");
+    assert_eq!(orthanc.received(), expected, "each received exactly once");
+
+    // 3. A third start sends nothing again.
+    let st = watch(&cfg, &export, &out, &events, &with_once, &[])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(orthanc.received(), expected, "nothing sent twice");
+    let s = outbox::summary(&out).unwrap();
+    assert_eq!((s.jobs, s.sent_jobs), (0, 1), "{s:?}");
+    drop(orthanc.proc);
+}
