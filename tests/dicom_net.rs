@@ -460,7 +460,16 @@ fn no_allowlist_is_said_at_start_up_and_an_aborted_association_leaves_nothing() 
             all_files(&export)
         );
     }
-    // The SCP still serves after both.
+    // A peer that speaks no DICOM at all (a port scanner): its connection ends,
+    // the box goes on.
+    let mut junk = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    junk.write_all(b"GET / HTTP/1.0\r\n\r\n\xff\xff\xff\xff")
+        .unwrap();
+    drop(junk);
+    wait_until("the junk peer to be turned away", 30, || {
+        read(&events).matches("rejected").count() >= 1
+    });
+    // The SCP still serves after all three.
     let p = port.to_string();
     assert!(
         dcmtk("storescu", &["-aec", "ORGANDOSE", "127.0.0.1", &p, file])
