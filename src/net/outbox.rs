@@ -465,3 +465,64 @@ impl Outbox {
             .map_err(|e| Error::environment(format!("cannot start the outbox thread: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::appliance::status::Sink;
+
+    #[test]
+    fn a_newer_result_supersedes_a_waiting_job_and_failures_back_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated/ct_axial");
+        // Nobody listens on this port: every try fails (connection refused).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = super::super::DicomNetConfig {
+            destinations: vec![Destination {
+                ae_title: "PACS".into(),
+                host: "127.0.0.1".into(),
+                port,
+            }],
+            retry_initial_s: 100.0,
+            timeout_s: 2.0,
+            ..Default::default()
+        };
+        let status = Arc::new(StatusPort::new(Sink::Log, &out));
+        let ob = Outbox::new(&out, &cfg, status.clone()).unwrap();
+        ob.prepare().unwrap();
+        assert_eq!(ob.enqueue("C1", &src).unwrap(), 1);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(ob.enqueue("C1", &src).unwrap(), 1);
+        assert_eq!(summary(&out).unwrap().jobs, 2);
+        assert_eq!(ob.round(), 1, "the newer job waits, the older is dropped");
+        let s = summary(&out).unwrap();
+        assert_eq!((s.jobs, s.queued_instances, s.failing_jobs), (1, 6, 1));
+        assert!(s.last_error.contains("association"), "{}", s.last_error);
+        let dropped: OutboxJob = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::fs::read_dir(out.join(OUTBOX).join("sent"))
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap()
+                    .path(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(!dropped.superseded_by.is_empty());
+        // Within the back-off the job is not tried again.
+        assert_eq!(ob.round(), 1);
+        assert_eq!(list_jobs(&ob.dir).unwrap()[0].1.failures, 1);
+        // A new start tries at once.
+        let again = Outbox::new(&out, &cfg, status).unwrap();
+        again.prepare().unwrap();
+        assert_eq!(again.round(), 1);
+        assert_eq!(list_jobs(&again.dir).unwrap()[0].1.failures, 2);
+    }
+}
