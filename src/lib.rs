@@ -8,6 +8,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod appliance;
+pub mod classify;
 pub mod config;
 pub mod dosimetry;
 pub mod error;

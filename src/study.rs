@@ -11,6 +11,7 @@
 //! - NIfTI with a `study.json` beside it (NIfTI has no such headers), as
 //!   `organdose phantom --format nifti` writes it.
 
+use crate::classify::{self, Role};
 use crate::config::IngestConfig;
 use crate::error::{Error, Result};
 use crate::io::dicom::{self, DicomHeader, DicomSeries};
@@ -250,7 +251,8 @@ fn head(s: &DicomSeries) -> Result<&DicomHeader> {
         .ok_or_else(|| Error::series(&s.uid, "empty series"))
 }
 
-/// Sorts DICOM series of one patient and cycle into a study.
+/// Sorts DICOM series of one patient and cycle into a study; what each series
+/// is comes from [`crate::classify`], as in the appliance.
 pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
     let mut notes = Vec::new();
     let mut patients = std::collections::BTreeSet::new();
@@ -259,22 +261,14 @@ pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
     for s in series {
         let h = head(&s)?;
         patients.insert(h.patient_id.clone());
-        match h.modality.as_str() {
-            "NM" | "PT" => {
-                if h.value_unit() == "Bq/mL" {
-                    spects.push(s);
-                } else {
-                    notes.push(format!(
-                        "skipped {} series {} ({}): values in {}, not Bq/mL (not a quantitative reconstruction)",
-                        h.modality,
-                        s.uid,
-                        h.series_description,
-                        h.value_unit()
-                    ));
-                }
-            }
-            "CT" => cts.push(s),
-            m => notes.push(format!("skipped {m} series {}", s.uid)),
+        match classify::role(h) {
+            Role::QuantitativeSpect => spects.push(s),
+            Role::NotQuantitative { unit } => notes.push(format!(
+                "skipped {} series {} ({}): values in {unit}, not Bq/mL (not a quantitative reconstruction)",
+                h.modality, s.uid, h.series_description
+            )),
+            Role::Ct => cts.push(s),
+            Role::Unused { modality } => notes.push(format!("skipped {modality} series {}", s.uid)),
         }
     }
     if patients.len() > 1 {
@@ -286,7 +280,7 @@ pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
     }
     if spects.is_empty() {
         return Err(Error::input(
-            "no quantitative SPECT (NM series in Bq/mL) found".to_string(),
+            "no quantitative SPECT found (Modality NM or PT with Units BQML, or a Real World Value Mapping in Bq/ml)".to_string(),
         ));
     }
     // Injection: every SPECT of a cycle names the same start; differing ones mean
@@ -294,23 +288,15 @@ pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
     let mut injection: Option<Injection> = None;
     for s in &spects {
         let h = head(s)?;
+        let at = |m: &str| Error::series(&s.uid, format!("{}: {m}", h.path.display()));
         let rp = h.radiopharmaceutical.as_ref().ok_or_else(|| {
-            Error::series(
-                &s.uid,
-                "no RadiopharmaceuticalInformationSequence: injection time unknown",
-            )
+            at("no RadiopharmaceuticalInformationSequence (0054,0016): injection time unknown; export the SPECT with its radiopharmaceutical module")
         })?;
         let start = rp.start_datetime.ok_or_else(|| {
-            Error::series(
-                &s.uid,
-                "no RadiopharmaceuticalStartDateTime: injection time unknown",
-            )
+            at("no RadiopharmaceuticalStartDateTime (0018,1078) or StartTime (0018,1072): injection time unknown")
         })?;
         let act = rp.total_dose_mbq.ok_or_else(|| {
-            Error::series(
-                &s.uid,
-                "no RadionuclideTotalDose: injected activity unknown",
-            )
+            at("no RadionuclideTotalDose (0018,1074): injected activity unknown")
         })?;
         let this = Injection {
             datetime: start,
@@ -329,34 +315,24 @@ pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
         }
     }
     let injection = injection.ok_or_else(|| Error::input("no injection found"))?;
-    let mut used_ct = std::collections::BTreeSet::new();
+    let spect_heads: Vec<&DicomHeader> = spects.iter().map(head).collect::<Result<_>>()?;
+    let ct_heads: Vec<&DicomHeader> = cts.iter().map(head).collect::<Result<_>>()?;
+    let sessions = classify::pair_sessions(&spect_heads, &ct_heads);
+    notes.extend(sessions.notes.iter().cloned());
     let mut tps = Vec::new();
-    for s in spects {
-        let h = head(&s)?;
-        let acq = h
-            .acquisition
-            .ok_or_else(|| Error::series(&s.uid, "no acquisition date/time: time point unknown"))?;
-        let ldct = cts
-            .iter()
-            .filter(|c| {
-                head(c)
-                    .map(|ch| {
-                        !h.frame_of_reference_uid.is_empty()
-                            && ch.frame_of_reference_uid == h.frame_of_reference_uid
-                    })
-                    .unwrap_or(false)
-            })
-            .min_by(|a, b| {
-                let ta = head(a).ok().and_then(|x| x.acquisition);
-                let tb = head(b).ok().and_then(|x| x.acquisition);
-                let da = ta.map(|t| t.hours_since(&acq).abs()).unwrap_or(f64::MAX);
-                let db = tb.map(|t| t.hours_since(&acq).abs()).unwrap_or(f64::MAX);
-                da.total_cmp(&db)
-            })
-            .cloned();
-        if let Some(c) = &ldct {
-            used_ct.insert(c.uid.clone());
-        } else {
+    for (s, ldct) in spects.iter().zip(&sessions.ldct) {
+        let h = head(s)?;
+        let acq = h.acquisition.ok_or_else(|| {
+            Error::series(
+                &s.uid,
+                format!(
+                    "{}: no AcquisitionDateTime (0008,002A), AcquisitionDate/Time, SeriesDate/Time or ContentDate/Time: time point unknown",
+                    h.path.display()
+                ),
+            )
+        })?;
+        let ldct = ldct.map(|k| cts[k].clone());
+        if ldct.is_none() {
             notes.push(format!(
                 "SPECT {} has no CT in its frame of reference: the diagnostic-CT masks are used",
                 s.uid
@@ -365,21 +341,16 @@ pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
         tps.push(TimePoint {
             t_h: acq.hours_since(&injection.datetime),
             acquisition: acq,
-            spect: Source::Dicom(s),
+            spect: Source::Dicom(s.clone()),
             ldct: ldct.map(Source::Dicom),
         });
     }
-    let candidates: Vec<&DicomSeries> = cts.iter().filter(|c| !used_ct.contains(&c.uid)).collect();
-    let diag = candidates
+    let candidates: Vec<(&DicomHeader, usize)> = sessions
+        .diagnostic
         .iter()
-        .max_by_key(|c| {
-            let h = head(c).ok();
-            (
-                h.map(|h| h.contrast_agent.is_some()).unwrap_or(false),
-                c.files.len(),
-            )
-        })
-        .map(|c| (*c).clone());
+        .map(|&k| (ct_heads[k], cts[k].files.len()))
+        .collect();
+    let diag = classify::pick_diagnostic(&candidates).map(|i| cts[sessions.diagnostic[i]].clone());
     let diagnostic_ct = match diag {
         Some(d) => Source::Dicom(d),
         None => {
@@ -428,6 +399,7 @@ mod tests {
         DicomSeries {
             uid: uid.into(),
             files: vec![h],
+            identity: None,
         }
     }
 

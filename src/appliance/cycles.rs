@@ -1,8 +1,10 @@
 //! Groups complete series into therapy cycles: one patient (PatientID) and one
 //! injection (RadiopharmaceuticalStartDateTime). A CT joins the cycle of the SPECT
-//! that shares its FrameOfReferenceUID (same SPECT/CT session); a CT of no SPECT
-//! session is a diagnostic CT and joins every cycle of its patient.
+//! whose session it belongs to ([`crate::classify::pair_sessions`]: the same
+//! FrameOfReferenceUID, or without one the same patient, station and time); a
+//! CT of no SPECT session is a diagnostic CT and joins every cycle of its patient.
 
+use crate::classify::{self, Role};
 use crate::io::dicom::DicomSeries;
 use std::collections::BTreeMap;
 
@@ -30,16 +32,19 @@ fn safe(s: &str) -> String {
         .collect()
 }
 
-/// Cycles, plus series that cannot belong to any (with the reason).
+/// Cycles, plus series that cannot belong to any (with the reason). What a
+/// series is, and which CT belongs to which SPECT session, is decided by
+/// [`crate::classify`], as `organdose run` decides it.
 pub fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries, String)>) {
     let mut cycles: BTreeMap<(String, String), CycleInput> = BTreeMap::new();
     let mut problems = Vec::new();
-    let mut for_to_cycle: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let mut cts = Vec::new();
+    // SPECTs with their cycle key, and CTs, by first file.
+    let mut spects: Vec<(&DicomSeries, (String, String))> = Vec::new();
+    let mut cts: Vec<&DicomSeries> = Vec::new();
     for s in ready {
         let Some(h) = s.files.first() else { continue };
-        match h.modality.as_str() {
-            "NM" | "PT" => {
+        match classify::role(h) {
+            Role::QuantitativeSpect => {
                 let start = h
                     .radiopharmaceutical
                     .as_ref()
@@ -47,8 +52,10 @@ pub fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries
                 let Some(start) = start else {
                     problems.push((
                         s.clone(),
-                        "SPECT without RadiopharmaceuticalStartDateTime: cannot tell its therapy cycle"
-                            .to_string(),
+                        format!(
+                            "{}: SPECT without RadiopharmaceuticalStartDateTime (0018,1078) or StartTime (0018,1072) in the RadiopharmaceuticalInformationSequence: cannot tell its therapy cycle",
+                            h.path.display()
+                        ),
                     ));
                     continue;
                 };
@@ -69,22 +76,36 @@ pub fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries
                 });
                 c.series.push(s.clone());
                 c.timepoints += 1;
-                if !h.frame_of_reference_uid.is_empty() {
-                    for_to_cycle.insert(h.frame_of_reference_uid.clone(), key);
-                }
+                spects.push((s, key));
             }
-            "CT" => cts.push(s),
-            m => problems.push((s.clone(), format!("modality {m} is not used by organdose"))),
+            Role::NotQuantitative { unit } => problems.push((
+                s.clone(),
+                format!(
+                    "{}: {} series in {unit}, not Bq/mL (Units BQML or a Real World Value Mapping in Bq/ml): not a quantitative reconstruction; export the quantitative SPECT",
+                    h.path.display(),
+                    h.modality
+                ),
+            )),
+            Role::Ct => cts.push(s),
+            Role::Unused { modality } => problems.push((
+                s.clone(),
+                format!("modality {modality} is not used by organdose"),
+            )),
         }
     }
-    for s in cts {
-        let Some(h) = s.files.first() else { continue };
-        if let Some(key) = for_to_cycle.get(&h.frame_of_reference_uid) {
-            if let Some(c) = cycles.get_mut(key) {
-                c.series.push(s.clone());
+    let spect_heads: Vec<_> = spects.iter().filter_map(|(s, _)| s.files.first()).collect();
+    let ct_heads: Vec<_> = cts.iter().filter_map(|s| s.files.first()).collect();
+    let sessions = classify::pair_sessions(&spect_heads, &ct_heads);
+    for ((_, key), ldct) in spects.iter().zip(&sessions.ldct) {
+        if let (Some(k), Some(c)) = (ldct, cycles.get_mut(key)) {
+            if !c.series.iter().any(|x| x.uid == cts[*k].uid) {
+                c.series.push(cts[*k].clone());
             }
-            continue;
         }
+    }
+    for &k in &sessions.diagnostic {
+        let s = cts[k];
+        let Some(h) = s.files.first() else { continue };
         // Diagnostic CT: every cycle of the patient (none yet: it waits).
         for ((pid, _), c) in cycles.iter_mut() {
             if *pid == h.patient_id {

@@ -26,6 +26,8 @@ enum Kind {
     Unread,
     Dicom(Box<DicomHeader>),
     Rejected(String),
+    /// Read and skipped on purpose (a DICOMDIR: its files are read directly).
+    Ignored,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +153,7 @@ impl Ingest {
                     Kind::Rejected("not DICOM (no 'DICM' at byte 128)".into())
                 } else {
                     match dicom::read_header(p) {
+                        Ok(h) if dicom::is_dicomdir(&h) => Kind::Ignored,
                         Ok(h) => Kind::Dicom(Box::new(h)),
                         Err(e) => Kind::Rejected(e.to_string()),
                     }
@@ -192,29 +195,34 @@ impl Ingest {
     }
 
     /// Series whose files are all read and quiet, checked for completeness.
+    /// Files are grouped as `inspect` and `run` group them ([`dicom::group_series`]:
+    /// by SeriesInstanceUID, else by what identifies the series).
     pub fn settled_series(&self, now_s: f64, cfg: &IngestConfig) -> Vec<SeriesState> {
-        let mut groups: BTreeMap<String, (Vec<DicomHeader>, bool)> = BTreeMap::new();
-        for t in self.files.values() {
-            if let Kind::Dicom(h) = &t.kind {
-                let e = groups
-                    .entry(h.series_uid.clone())
-                    .or_insert_with(|| (Vec::new(), true));
-                e.0.push((**h).clone());
-                if now_s - t.changed_at_s < self.quiet_s {
-                    e.1 = false;
-                }
-            }
-        }
         // A file not read yet may belong to any series (its header says which), so
         // nothing counts as settled while one is waiting; a steady trickle of files
         // closer together than the quiet period therefore delays every series.
         let folder_busy = self.pending_files() > 0 || now_s - self.last_removal_s < self.quiet_s;
+        let headers: Vec<DicomHeader> = self
+            .files
+            .values()
+            .filter_map(|t| match &t.kind {
+                Kind::Dicom(h) => Some((**h).clone()),
+                _ => None,
+            })
+            .collect();
         let mut out = Vec::new();
-        for (uid, (files, quiet)) in groups {
-            if !quiet || folder_busy {
+        if folder_busy {
+            return out;
+        }
+        for s in dicom::group_series(headers) {
+            let quiet = s.files.iter().all(|h| {
+                self.files
+                    .get(&h.path)
+                    .is_some_and(|t| now_s - t.changed_at_s >= self.quiet_s)
+            });
+            if !quiet {
                 continue;
             }
-            let s = DicomSeries { uid, files };
             match s.slice_map(cfg) {
                 Ok(_) => out.push(SeriesState::Ready(s)),
                 Err(e) => out.push(SeriesState::Broken(s, e.to_string())),

@@ -37,6 +37,8 @@ struct Report {
     series: Vec<dicom::SeriesInfo>,
     nifti: Vec<NiftiRow>,
     rejected: Vec<Rejected>,
+    /// Files read and skipped on purpose (a DICOMDIR).
+    ignored: Vec<Rejected>,
 }
 
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
@@ -78,10 +80,19 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             }),
         }
     }
+    let ignored = scan
+        .ignored
+        .iter()
+        .map(|(p, r)| Rejected {
+            path: p.display().to_string(),
+            reason: r.clone(),
+        })
+        .collect();
     let report = Report {
         series,
         nifti: rows,
         rejected,
+        ignored,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -140,6 +151,9 @@ fn print_table(r: &Report) {
             "     series {}  study {}  {} file(s) in {}",
             s.series_uid, s.study_uid, s.files, s.source
         );
+        if let Some(i) = &s.identity {
+            println!("     identity: {i}");
+        }
         if let Some(p) = &s.problem {
             println!("     PROBLEM: {p}");
         }
@@ -161,6 +175,9 @@ fn print_table(r: &Report) {
         if let Some(p) = &n.problem {
             println!("     PROBLEM: {p}");
         }
+    }
+    for x in &r.ignored {
+        println!("skipped {}: {}", x.path, x.reason);
     }
     if !r.rejected.is_empty() {
         println!("{} file(s) not read:", r.rejected.len());

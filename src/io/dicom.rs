@@ -43,10 +43,15 @@ pub struct DicomHeader {
     pub patient_id: String,
     pub patient_name: String,
     pub study_uid: String,
+    /// SeriesInstanceUID; empty when the file has none or an empty one (an
+    /// anonymiser's export): the series is then found by [`DicomHeader::series_key`].
     pub series_uid: String,
     pub frame_of_reference_uid: String,
     pub series_description: String,
     pub series_number: Option<i64>,
+    /// SeriesDate + SeriesTime as written (part of a series' identity).
+    pub series_datetime: String,
+    pub station_name: String,
     pub instance_number: Option<i64>,
     pub rows: usize,
     pub columns: usize,
@@ -66,7 +71,19 @@ pub struct DicomHeader {
     pub contrast_agent: Option<String>,
     pub image_type: String,
     pub kvp: Option<f64>,
+    /// Exposure (0018,1152) in mAs: low on a SPECT/CT's attenuation CT.
+    pub exposure_mas: Option<f64>,
+    /// An enhanced multi-frame object (functional groups).
     pub enhanced: bool,
+    /// Enhanced objects: per frame, ImagePositionPatient (Plane Position
+    /// Sequence) and the rescale (Pixel Value Transformation Sequence).
+    pub frame_positions: Vec<Option<Vec3>>,
+    pub frame_rescale: Vec<Option<(f64, f64)>>,
+    /// NM multi-frame: the vectors naming each frame's energy window, detector
+    /// and slice (PS3.3 C.8.4.8), empty when absent.
+    pub energy_window_vector: Vec<i64>,
+    pub detector_vector: Vec<i64>,
+    pub slice_vector: Vec<i64>,
     /// BitsAllocated (0028,0100); 0 when absent.
     pub bits_allocated: u16,
     /// SamplesPerPixel (0028,0002); 1 when absent.
@@ -99,13 +116,20 @@ pub struct SeriesInfo {
     pub contrast_agent: Option<String>,
     /// Why the geometry or pixel data cannot be used, when it cannot.
     pub problem: Option<String>,
+    /// How the series was told apart when its files have no SeriesInstanceUID.
+    pub identity: Option<String>,
 }
 
-/// The files of one SeriesInstanceUID.
+/// The files of one series.
 #[derive(Debug, Clone)]
 pub struct DicomSeries {
+    /// The SeriesInstanceUID, or for files without one the key
+    /// `nouid-<hash of the identity>` (see [`DicomHeader::series_key`]).
     pub uid: String,
     pub files: Vec<DicomHeader>,
+    /// How the series was told apart when its files have no SeriesInstanceUID
+    /// (shown by `inspect`); None when they have one.
+    pub identity: Option<String>,
 }
 
 fn s(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
@@ -165,23 +189,105 @@ fn radiopharmaceutical(obj: &InMemDicomObject) -> Option<Radiopharmaceutical> {
     })
 }
 
+/// The item of a functional group macro (PS3.3 C.7.6.16) that applies to a
+/// frame: the frame's own Per-frame group, else the Shared one.
+fn fg_item<'a>(
+    frame: Option<&'a InMemDicomObject>,
+    shared: Option<&'a InMemDicomObject>,
+    seq: Tag,
+) -> Option<&'a InMemDicomObject> {
+    frame
+        .and_then(|f| first_item(f, seq))
+        .or_else(|| shared.and_then(|s| first_item(s, seq)))
+}
+
+fn vec3(v: Option<Vec<f64>>) -> Option<Vec3> {
+    v.filter(|v| v.len() >= 3).map(|v| [v[0], v[1], v[2]])
+}
+
+fn ints(obj: &InMemDicomObject, tag: Tag) -> Vec<i64> {
+    obj.get(tag)
+        .and_then(|e| e.to_multi_int::<i64>().ok())
+        .unwrap_or_default()
+}
+
 impl DicomHeader {
     fn from_object(path: &Path, file: &DefaultDicomObject, bounds: ElementBounds) -> Result<Self> {
         let meta = file.meta();
         let obj: &InMemDicomObject = file;
         let geom_src = first_item(obj, tags::DETECTOR_INFORMATION_SEQUENCE);
+        // Enhanced multi-frame (Enhanced CT, Enhanced PET...): plane geometry and
+        // rescale live in functional groups, not at the top level.
+        let shared = first_item(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+        let per_frame: &[InMemDicomObject] = obj
+            .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
+            .and_then(|e| e.items())
+            .map(|v| &v[..])
+            .unwrap_or(&[]);
+        let enhanced = shared.is_some() || !per_frame.is_empty();
+        let frame0 = per_frame.first();
+        let fg = |seq: Tag, tag: Tag| fg_item(frame0, shared, seq).and_then(|i| fs(i, tag));
         let orientation = fs(obj, tags::IMAGE_ORIENTATION_PATIENT)
-            .or_else(|| geom_src.and_then(|d| fs(d, tags::IMAGE_ORIENTATION_PATIENT)));
+            .or_else(|| geom_src.and_then(|d| fs(d, tags::IMAGE_ORIENTATION_PATIENT)))
+            .or_else(|| fg(tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT));
         let position = fs(obj, tags::IMAGE_POSITION_PATIENT)
-            .or_else(|| geom_src.and_then(|d| fs(d, tags::IMAGE_POSITION_PATIENT)));
-        let real_world = first_item(obj, tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE).and_then(|rw| {
-            let slope = f(rw, tags::REAL_WORLD_VALUE_SLOPE)?;
-            let icpt = f(rw, tags::REAL_WORLD_VALUE_INTERCEPT).unwrap_or(0.0);
-            let unit = first_item(rw, tags::MEASUREMENT_UNITS_CODE_SEQUENCE)
-                .and_then(|u| s(u, tags::CODE_VALUE))
-                .unwrap_or_default();
-            Some((slope, icpt, unit))
-        });
+            .or_else(|| geom_src.and_then(|d| fs(d, tags::IMAGE_POSITION_PATIENT)))
+            .or_else(|| fg(tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT));
+        let pixel_spacing = fs(obj, tags::PIXEL_SPACING)
+            .or_else(|| fg(tags::PIXEL_MEASURES_SEQUENCE, tags::PIXEL_SPACING));
+        let frame_positions: Vec<Option<Vec3>> = per_frame
+            .iter()
+            .map(|fr| {
+                vec3(
+                    fg_item(Some(fr), shared, tags::PLANE_POSITION_SEQUENCE)
+                        .and_then(|i| fs(i, tags::IMAGE_POSITION_PATIENT)),
+                )
+            })
+            .collect();
+        let frame_orientations: Vec<Option<Vec<f64>>> = per_frame
+            .iter()
+            .map(|fr| {
+                fg_item(Some(fr), shared, tags::PLANE_ORIENTATION_SEQUENCE)
+                    .and_then(|i| fs(i, tags::IMAGE_ORIENTATION_PATIENT))
+            })
+            .collect();
+        if let (Some(o0), true) = (frame_orientations.first(), enhanced) {
+            if frame_orientations.iter().any(|o| o != o0) {
+                return Err(Error::dicom(
+                    path,
+                    "frames of different ImageOrientationPatient (Plane Orientation Sequence (0020,9116)): one volume needs one orientation; export the reformats as separate series",
+                ));
+            }
+        }
+        let frame_rescale: Vec<Option<(f64, f64)>> = per_frame
+            .iter()
+            .map(|fr| {
+                let i = fg_item(Some(fr), shared, tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE)?;
+                Some((
+                    f(i, tags::RESCALE_SLOPE)?,
+                    f(i, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
+                ))
+            })
+            .collect();
+        let real_world = first_item(obj, tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE)
+            .or_else(|| {
+                // Enhanced objects carry it in a functional group (Real World Value
+                // Mapping Sequence inside the shared or per-frame item).
+                fg_item(frame0, shared, tags::REAL_WORLD_VALUE_MAPPING_SEQUENCE)
+            })
+            .and_then(|rw| {
+                let slope = f(rw, tags::REAL_WORLD_VALUE_SLOPE)?;
+                let icpt = f(rw, tags::REAL_WORLD_VALUE_INTERCEPT).unwrap_or(0.0);
+                let unit = first_item(rw, tags::MEASUREMENT_UNITS_CODE_SEQUENCE)
+                    .and_then(|u| s(u, tags::CODE_VALUE))
+                    .unwrap_or_default();
+                Some((slope, icpt, unit))
+            });
+        let measures = |tag: Tag| {
+            f(obj, tag).or_else(|| {
+                fg_item(frame0, shared, tags::PIXEL_MEASURES_SEQUENCE).and_then(|i| f(i, tag))
+            })
+        };
         let modality = s(obj, tags::MODALITY).unwrap_or_default();
         let acquisition = date_time(
             obj,
@@ -216,42 +322,48 @@ impl DicomHeader {
             patient_id: s(obj, tags::PATIENT_ID).unwrap_or_default(),
             patient_name: s(obj, tags::PATIENT_NAME).unwrap_or_default(),
             study_uid: s(obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
-            series_uid: s(obj, tags::SERIES_INSTANCE_UID)
-                .ok_or_else(|| Error::dicom(path, "no SeriesInstanceUID (0020,000E)"))?,
+            series_uid: s(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
             frame_of_reference_uid: s(obj, tags::FRAME_OF_REFERENCE_UID).unwrap_or_default(),
             series_description: s(obj, tags::SERIES_DESCRIPTION).unwrap_or_default(),
             series_number: int(obj, tags::SERIES_NUMBER),
+            series_datetime: format!(
+                "{}{}",
+                s(obj, tags::SERIES_DATE).unwrap_or_default(),
+                s(obj, tags::SERIES_TIME).unwrap_or_default()
+            ),
+            station_name: s(obj, tags::STATION_NAME).unwrap_or_default(),
             instance_number: int(obj, tags::INSTANCE_NUMBER),
             rows: int(obj, tags::ROWS).unwrap_or(0).max(0) as usize,
             columns: int(obj, tags::COLUMNS).unwrap_or(0).max(0) as usize,
             frames: int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize,
-            pixel_spacing: fs(obj, tags::PIXEL_SPACING)
+            pixel_spacing: pixel_spacing
                 .filter(|v| v.len() >= 2)
                 .map(|v| [v[0], v[1]]),
-            position: position
-                .filter(|v| v.len() >= 3)
-                .map(|v| [v[0], v[1], v[2]]),
+            position: vec3(position),
             orientation: orientation
                 .filter(|v| v.len() >= 6)
                 .map(|v| [v[0], v[1], v[2], v[3], v[4], v[5]]),
-            spacing_between_slices: f(obj, tags::SPACING_BETWEEN_SLICES),
-            slice_thickness: f(obj, tags::SLICE_THICKNESS),
+            spacing_between_slices: measures(tags::SPACING_BETWEEN_SLICES),
+            slice_thickness: measures(tags::SLICE_THICKNESS),
             number_of_slices: int(obj, tags::NUMBER_OF_SLICES).map(|v| v.max(0) as usize),
             acquisition,
             units: s(obj, tags::UNITS),
-            rescale: (
-                f(obj, tags::RESCALE_SLOPE).unwrap_or(1.0),
-                f(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0),
-            ),
+            rescale: match f(obj, tags::RESCALE_SLOPE) {
+                Some(slope) => (slope, f(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0)),
+                None => frame_rescale.first().copied().flatten().unwrap_or((1.0, 0.0)),
+            },
             real_world,
             radiopharmaceutical: radiopharmaceutical(obj),
             contrast_agent: s(obj, tags::CONTRAST_BOLUS_AGENT),
             image_type: s(obj, tags::IMAGE_TYPE).unwrap_or_default(),
             kvp: f(obj, tags::KVP),
-            enhanced: obj.get(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).is_some()
-                || obj
-                    .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
-                    .is_some(),
+            exposure_mas: f(obj, tags::EXPOSURE),
+            enhanced,
+            frame_positions,
+            frame_rescale,
+            energy_window_vector: ints(obj, tags::ENERGY_WINDOW_VECTOR),
+            detector_vector: ints(obj, tags::DETECTOR_VECTOR),
+            slice_vector: ints(obj, tags::SLICE_VECTOR),
             bits_allocated: int(obj, tags::BITS_ALLOCATED)
                 .and_then(|v| u16::try_from(v).ok())
                 .unwrap_or(0),
@@ -281,6 +393,23 @@ impl DicomHeader {
         }
     }
 
+    /// [`Self::value_transform`] for one frame: an enhanced object's per-frame
+    /// Pixel Value Transformation wins over the top-level rescale.
+    pub fn frame_transform(&self, frame: usize) -> (f64, f64) {
+        let rwvm_bq = self
+            .real_world
+            .as_ref()
+            .is_some_and(|(_, _, u)| u.eq_ignore_ascii_case("Bq/ml"));
+        if self.modality != "CT" && rwvm_bq {
+            return self.value_transform();
+        }
+        self.frame_rescale
+            .get(frame)
+            .copied()
+            .flatten()
+            .unwrap_or_else(|| self.value_transform())
+    }
+
     /// (slope, intercept) from stored values to the unit of [`DicomHeader::value_unit`]:
     /// a Real World Value Mapping in Bq/ml wins over Rescale (PS3.3 C.7.6.16.2.11).
     pub fn value_transform(&self) -> (f64, f64) {
@@ -293,6 +422,154 @@ impl DicomHeader {
         }
         self.rescale
     }
+}
+
+/// FNV-1a, 64 bits: a stable key for a fallback identity (the same files give
+/// the same key in every run and on every box).
+fn fnv64(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// A number as identity text: rounded to 1e-4 (writers differ in the last
+/// digits), and never "-0".
+fn key_num(x: f64) -> String {
+    format!("{:.4}", (x * 1e4).round() / 1e4 + 0.0)
+}
+
+impl DicomHeader {
+    /// The attributes that tell this file's series apart when it has no
+    /// SeriesInstanceUID: what every instance of one series shares (PS3.3
+    /// General Series, Frame of Reference, Image Plane and Image Pixel modules).
+    /// The folder is not among them (a study may be split over several export
+    /// folders); it only separates files that would otherwise collide.
+    pub fn identity_attributes(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            ("PatientID", self.patient_id.clone()),
+            ("StudyInstanceUID", self.study_uid.clone()),
+            ("Modality", self.modality.clone()),
+            ("FrameOfReferenceUID", self.frame_of_reference_uid.clone()),
+            (
+                "SeriesNumber",
+                self.series_number.map(|n| n.to_string()).unwrap_or_default(),
+            ),
+            ("SeriesDescription", self.series_description.clone()),
+            ("SeriesDate/Time", self.series_datetime.clone()),
+            (
+                "ImageOrientationPatient",
+                self.orientation
+                    .map(|o| o.iter().map(|&x| key_num(x)).collect::<Vec<_>>().join("\\"))
+                    .unwrap_or_default(),
+            ),
+            ("Rows/Columns", format!("{}x{}", self.rows, self.columns)),
+            (
+                "PixelSpacing",
+                self.pixel_spacing
+                    .map(|p| format!("{}\\{}", key_num(p[0]), key_num(p[1])))
+                    .unwrap_or_default(),
+            ),
+        ];
+        v.retain(|(_, val)| !val.is_empty());
+        v
+    }
+
+    /// The key files are grouped into series by: the SeriesInstanceUID, or
+    /// `nouid-<hash>` of [`Self::identity_attributes`] when it is missing or empty.
+    pub fn series_key(&self) -> String {
+        if !self.series_uid.is_empty() {
+            return self.series_uid.clone();
+        }
+        let text: Vec<String> = self
+            .identity_attributes()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("nouid-{:016x}", fnv64(&text.join("|")))
+    }
+}
+
+/// Groups files into series by [`DicomHeader::series_key`]. Files of one
+/// fallback identity in several folders are one series (a study split over
+/// export folders) unless their slices collide (the same position twice, or
+/// several multi-frame objects): then each folder, or each multi-frame file,
+/// is a series of its own.
+pub fn group_series(headers: Vec<DicomHeader>) -> Vec<DicomSeries> {
+    let mut groups: BTreeMap<String, Vec<DicomHeader>> = BTreeMap::new();
+    for h in headers {
+        groups.entry(h.series_key()).or_default().push(h);
+    }
+    let mut out = Vec::new();
+    for (key, files) in groups {
+        let Some(h0) = files.first() else { continue };
+        if !h0.series_uid.is_empty() {
+            out.push(DicomSeries {
+                uid: key,
+                files,
+                identity: None,
+            });
+            continue;
+        }
+        let attrs: Vec<String> = h0
+            .identity_attributes()
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let why = format!(
+            "no SeriesInstanceUID (0020,000E) in the files: grouped by {}",
+            attrs.join(", ")
+        );
+        let multi = files.iter().filter(|h| h.frames > 1).count();
+        let folders: std::collections::BTreeSet<PathBuf> = files
+            .iter()
+            .map(|h| h.path.parent().map(Path::to_path_buf).unwrap_or_default())
+            .collect();
+        let collide = || {
+            let mut pos: Vec<Vec3> = files.iter().filter_map(|h| h.position).collect();
+            pos.sort_by(|a, b| a[2].total_cmp(&b[2]));
+            pos.len() < files.len()
+                || pos.iter().enumerate().any(|(i, a)| {
+                    pos[i + 1..]
+                        .iter()
+                        .take_while(|b| b[2] - a[2] < POS_TOL_MM)
+                        .any(|b| norm([b[0] - a[0], b[1] - a[1], b[2] - a[2]]) < POS_TOL_MM)
+                })
+        };
+        if files.len() > 1 && multi > 0 {
+            // A multi-frame object is a whole reconstruction: one series each.
+            for h in files {
+                let name = h.path.display().to_string();
+                out.push(DicomSeries {
+                    uid: format!("{key}-{:08x}", fnv64(&name) as u32),
+                    identity: Some(format!("{why}, file {name}")),
+                    files: vec![h],
+                });
+            }
+        } else if folders.len() > 1 && collide() {
+            let mut by_folder: BTreeMap<PathBuf, Vec<DicomHeader>> = BTreeMap::new();
+            for h in files {
+                let d = h.path.parent().map(Path::to_path_buf).unwrap_or_default();
+                by_folder.entry(d).or_default().push(h);
+            }
+            for (d, files) in by_folder {
+                let name = d.display().to_string();
+                out.push(DicomSeries {
+                    uid: format!("{key}-{:08x}", fnv64(&name) as u32),
+                    identity: Some(format!(
+                        "{why}, folder {name} (the same slices are in other folders)"
+                    )),
+                    files,
+                });
+            }
+        } else {
+            out.push(DicomSeries {
+                uid: key,
+                files,
+                identity: Some(why),
+            });
+        }
+    }
+    out
 }
 
 /// Reads the header of one DICOM file (stops before the pixel data). Every
@@ -405,6 +682,8 @@ pub struct Scan {
     pub nifti: Vec<PathBuf>,
     /// Files that are neither readable DICOM nor NIfTI, with the reason.
     pub rejected: Vec<(PathBuf, String)>,
+    /// DICOM files that are not images and are skipped on purpose (a DICOMDIR).
+    pub ignored: Vec<(PathBuf, String)>,
 }
 
 /// Lists every file below `path` (or `path` itself), skipping hidden names
@@ -454,10 +733,20 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Finds DICOM series (grouped by SeriesInstanceUID) and NIfTI files below `path`.
+/// Why a DICOMDIR is not read as an image: the files it indexes lie in the
+/// same folder tree and are read from there directly, whatever their names.
+pub const DICOMDIR_NOTE: &str =
+    "DICOMDIR (Media Storage Directory): an index, not an image; the files it lists are read from the folder tree directly";
+
+/// True for a DICOMDIR (its SOP class is the Media Storage Directory).
+pub fn is_dicomdir(h: &DicomHeader) -> bool {
+    h.sop_class_uid == dicom_dictionary_std::uids::MEDIA_STORAGE_DIRECTORY_STORAGE
+}
+
+/// Finds DICOM series (grouped by [`group_series`]) and NIfTI files below `path`.
 pub fn scan(path: &Path) -> Result<Scan> {
     let mut scan = Scan::default();
-    let mut groups: BTreeMap<String, Vec<DicomHeader>> = BTreeMap::new();
+    let mut headers = Vec::new();
     for p in list_files(path)? {
         if crate::io::nifti::is_nifti_path(&p) {
             scan.nifti.push(p);
@@ -469,15 +758,13 @@ pub fn scan(path: &Path) -> Result<Scan> {
             continue;
         }
         match read_header(&p) {
-            Ok(h) => groups.entry(h.series_uid.clone()).or_default().push(h),
+            Ok(h) if is_dicomdir(&h) => scan.ignored.push((p, DICOMDIR_NOTE.into())),
+            Ok(h) => headers.push(h),
             Err(Error::Dicom { msg, .. }) => scan.rejected.push((p, msg)),
             Err(e) => scan.rejected.push((p, e.to_string())),
         }
     }
-    scan.series = groups
-        .into_iter()
-        .map(|(uid, files)| DicomSeries { uid, files })
-        .collect();
+    scan.series = group_series(headers);
     Ok(scan)
 }
 
@@ -498,17 +785,17 @@ impl DicomSeries {
     }
 
     /// Geometry and slice order, with every check that protects a volume measurement.
+    /// Every refusal names the file, the attribute, and what would make it readable.
     pub fn slice_map(&self, cfg: &IngestConfig) -> Result<SliceMap> {
         let h0 = self.first()?;
         let err = |m: String| Error::series(&self.uid, m);
-        if h0.enhanced {
-            return Err(err(
-                "enhanced multi-frame objects (functional groups) are not supported yet".into(),
-            ));
-        }
+        let at = |h: &DicomHeader, m: String| err(format!("{}: {m}", h.path.display()));
         for h in &self.files {
             if h.rows == 0 || h.columns == 0 {
-                return Err(err(format!("{}: no Rows/Columns", h.path.display())));
+                return Err(at(
+                    h,
+                    "no Rows (0028,0010) / Columns (0028,0011): not an image (export the image series, not a report or a raw-data object)".into(),
+                ));
             }
             // Before the slice list or a volume is sized from the header.
             h.check_pixel_budget()?;
@@ -524,57 +811,93 @@ impl DicomSeries {
                 )));
             }
         }
-        let iop = h0
-            .orientation
-            .ok_or_else(|| err("no ImageOrientationPatient (0020,0037)".into()))?;
+        let iop = h0.orientation.ok_or_else(|| {
+            at(
+                h0,
+                "no ImageOrientationPatient (0020,0037) (top level, Detector Information Sequence or Plane Orientation Sequence): the slices cannot be placed in the patient; export the reconstructed volume with its Image Plane module".into(),
+            )
+        })?;
         let row = [iop[0], iop[1], iop[2]];
         let col = [iop[3], iop[4], iop[5]];
         if (norm(row) - 1.0).abs() > 1e-3
             || (norm(col) - 1.0).abs() > 1e-3
             || dot(row, col).abs() > 1e-3
         {
-            return Err(err(format!(
-                "ImageOrientationPatient {iop:?} is not two orthonormal vectors"
-            )));
+            return Err(at(
+                h0,
+                format!("ImageOrientationPatient (0020,0037) {iop:?} is not two orthonormal vectors"),
+            ));
         }
         let normal = cross(row, col);
-        let ps = h0
-            .pixel_spacing
-            .ok_or_else(|| err("no PixelSpacing (0028,0030)".into()))?;
+        let ps = h0.pixel_spacing.ok_or_else(|| {
+            at(
+                h0,
+                "no PixelSpacing (0028,0030) (top level or Pixel Measures Sequence): the voxel size is unknown; export with the Image Plane module".into(),
+            )
+        })?;
         if !(ps[0] > 0.0 && ps[1] > 0.0) {
-            return Err(err(format!("PixelSpacing {ps:?} is not positive")));
+            return Err(at(
+                h0,
+                format!("PixelSpacing (0028,0030) {ps:?} is not positive"),
+            ));
         }
         // PixelSpacing is (between rows, between columns): rows step along j.
         let (sx, sy) = (ps[1], ps[0]);
 
         let multi: Vec<&DicomHeader> = self.files.iter().filter(|h| h.frames > 1).collect();
-        if !multi.is_empty() {
+        if let Some(&h) = multi.first() {
             if self.files.len() > 1 {
                 return Err(err(format!(
-                    "{} files in a series holding a multi-frame image: one reconstruction per series expected",
-                    self.files.len()
+                    "{} files in a series holding a multi-frame image ({}): one reconstruction per series expected; export each reconstruction as its own series",
+                    self.files.len(),
+                    h.path.display()
                 )));
             }
-            let h = multi[0];
-            if let Some(ns) = h.number_of_slices {
-                if ns != h.frames {
-                    return Err(err(format!(
-                        "{} frames but NumberOfSlices {ns}: several energy windows, detectors or phases in one object are not supported",
-                        h.frames
-                    )));
+            if h.enhanced {
+                // Enhanced multi-frame: every frame has its own plane position.
+                if h.frame_positions.len() != h.frames {
+                    return Err(at(
+                        h,
+                        format!(
+                            "Per-frame Functional Groups Sequence (5200,9230) has {} item(s) for NumberOfFrames {}: the frames cannot be placed",
+                            h.frame_positions.len(),
+                            h.frames
+                        ),
+                    ));
                 }
+                let mut entries = Vec::with_capacity(h.frames);
+                for (fr, p) in h.frame_positions.iter().enumerate() {
+                    let p = p.ok_or_else(|| {
+                        at(
+                            h,
+                            format!(
+                                "frame {}: no ImagePositionPatient in the Plane Position Sequence (0020,9113), per-frame or shared",
+                                fr + 1
+                            ),
+                        )
+                    })?;
+                    entries.push((p, 0, fr));
+                }
+                return self.stack(entries, h, [row, col, normal], [sx, sy], cfg);
             }
+            let slot = self.nm_frame_slots(h)?;
             let dz = h
                 .spacing_between_slices
                 .or(h.slice_thickness)
                 .ok_or_else(|| {
-                    err("multi-frame image without SpacingBetweenSlices or SliceThickness".into())
+                    at(
+                        h,
+                        "multi-frame image without SpacingBetweenSlices (0018,0088) or SliceThickness (0018,0050): the slice distance is unknown".into(),
+                    )
                 })?;
             if dz == 0.0 {
-                return Err(err("SpacingBetweenSlices is 0".into()));
+                return Err(at(h, "SpacingBetweenSlices (0018,0088) is 0".into()));
             }
             let origin = h.position.ok_or_else(|| {
-                err("no ImagePositionPatient (top level or Detector Information Sequence)".into())
+                at(
+                    h,
+                    "no ImagePositionPatient (0020,0032) (top level or Detector Information Sequence): the volume cannot be placed in the patient".into(),
+                )
             })?;
             // Frames are stacked along the normal; a negative spacing means the other way.
             let dir_z = if dz > 0.0 { normal } else { normal.map(|v| -v) };
@@ -587,43 +910,134 @@ impl DicomSeries {
             geometry.validate().map_err(|e| err(e.to_string()))?;
             return Ok(SliceMap {
                 geometry,
-                slices: (0..h.frames).map(|fr| (0, fr)).collect(),
+                slices: slot.into_iter().map(|fr| (0, fr)).collect(),
             });
         }
 
         // One slice per file.
-        let mut order: Vec<(f64, usize)> = Vec::with_capacity(self.files.len());
+        let mut entries = Vec::with_capacity(self.files.len());
         for (idx, h) in self.files.iter().enumerate() {
-            let o = h
-                .orientation
-                .ok_or_else(|| err(format!("{}: no ImageOrientationPatient", h.path.display())))?;
+            let o = h.orientation.ok_or_else(|| {
+                at(h, "no ImageOrientationPatient (0020,0037): the slice cannot be placed".into())
+            })?;
             if o.iter().zip(iop.iter()).any(|(a, b)| (a - b).abs() > 1e-4) {
-                return Err(err(format!(
-                    "{}: orientation differs from the rest of the series",
-                    h.path.display()
+                return Err(at(
+                    h,
+                    format!(
+                        "ImageOrientationPatient (0020,0037) differs from the rest of the series ({})",
+                        h0.path.display()
+                    ),
+                ));
+            }
+            let p = h.position.ok_or_else(|| {
+                at(h, "no ImagePositionPatient (0020,0032): the slice cannot be placed".into())
+            })?;
+            if h.pixel_spacing != h0.pixel_spacing {
+                return Err(at(
+                    h,
+                    format!(
+                        "PixelSpacing (0028,0030) differs from the rest of the series ({})",
+                        h0.path.display()
+                    ),
+                ));
+            }
+            entries.push((p, idx, 0));
+        }
+        self.stack(entries, h0, [row, col, normal], [sx, sy], cfg)
+    }
+
+    /// NM multi-frame (PS3.3 C.8.4.8): which frame holds which slice, from the
+    /// Slice Vector when there is one; several energy windows or detectors in
+    /// one reconstruction are refused (the volume would mix them).
+    fn nm_frame_slots(&self, h: &DicomHeader) -> Result<Vec<usize>> {
+        let at = |m: String| Error::series(&self.uid, format!("{}: {m}", h.path.display()));
+        let distinct = |v: &[i64]| v.iter().collect::<std::collections::BTreeSet<_>>().len();
+        if distinct(&h.energy_window_vector) > 1 {
+            return Err(at(format!(
+                "EnergyWindowVector (0054,0010) names {} energy windows in one object: export the photopeak reconstruction as its own series",
+                distinct(&h.energy_window_vector)
+            )));
+        }
+        if distinct(&h.detector_vector) > 1 {
+            return Err(at(format!(
+                "DetectorVector (0054,0020) names {} detectors in one object (projections?): export the reconstructed (RECON TOMO) series",
+                distinct(&h.detector_vector)
+            )));
+        }
+        if let Some(ns) = h.number_of_slices {
+            if ns != h.frames {
+                return Err(at(format!(
+                    "{} frames but NumberOfSlices (0054,0081) {ns}: several energy windows, detectors or phases in one object are not supported; export one reconstruction per series",
+                    h.frames
                 )));
             }
-            let p = h
-                .position
-                .ok_or_else(|| err(format!("{}: no ImagePositionPatient", h.path.display())))?;
-            if h.pixel_spacing != h0.pixel_spacing {
-                return Err(err(format!("{}: PixelSpacing differs", h.path.display())));
-            }
-            order.push((dot(p, normal), idx));
         }
+        if h.slice_vector.is_empty() {
+            return Ok((0..h.frames).collect());
+        }
+        // slice_vector[frame] is the 1-based slice of that frame; slot[slice] = frame.
+        let mut slot = vec![usize::MAX; h.frames];
+        if h.slice_vector.len() == h.frames {
+            for (fr, &sl) in h.slice_vector.iter().enumerate() {
+                match usize::try_from(sl - 1).ok().and_then(|k| slot.get_mut(k)) {
+                    Some(x) if *x == usize::MAX => *x = fr,
+                    _ => {
+                        slot.clear();
+                        break;
+                    }
+                }
+            }
+        } else {
+            slot.clear();
+        }
+        if slot.len() != h.frames {
+            return Err(at(format!(
+                "SliceVector (0054,0080) is not each slice 1..{} once ({} values): the frames cannot be ordered",
+                h.frames,
+                h.slice_vector.len()
+            )));
+        }
+        Ok(slot)
+    }
+
+    /// Orders planes (position, file, frame) along the slice normal and checks
+    /// them for duplicates, holes, uneven spacing and gantry tilt.
+    fn stack(
+        &self,
+        entries: Vec<(Vec3, usize, usize)>,
+        h0: &DicomHeader,
+        [row, col, normal]: [Vec3; 3],
+        [sx, sy]: [f64; 2],
+        cfg: &IngestConfig,
+    ) -> Result<SliceMap> {
+        let err = |m: String| Error::series(&self.uid, m);
+        let label = |k: usize| {
+            let (_, fi, fr) = entries[k];
+            let p = self.files[fi].path.display();
+            if self.files[fi].frames > 1 {
+                format!("{p} frame {}", fr + 1)
+            } else {
+                p.to_string()
+            }
+        };
+        let mut order: Vec<(f64, usize)> = entries
+            .iter()
+            .enumerate()
+            .map(|(k, e)| (dot(e.0, normal), k))
+            .collect();
         order.sort_by(|a, b| a.0.total_cmp(&b.0));
         for w in order.windows(2) {
             if (w[1].0 - w[0].0).abs() < POS_TOL_MM {
                 return Err(err(format!(
-                    "duplicate slice at {:.3} mm along the normal: {} and {}",
+                    "duplicate slice at {:.3} mm along the normal: {} and {} (two series with the same identity? give them SeriesInstanceUIDs or export them to separate folders)",
                     w[0].0,
-                    self.files[w[0].1].path.display(),
-                    self.files[w[1].1].path.display()
+                    label(w[0].1),
+                    label(w[1].1)
                 )));
             }
         }
         let n = order.len();
-        let pos = |k: usize| self.files[order[k].1].position.unwrap_or([0.0; 3]);
+        let pos = |k: usize| entries[order[k].1].0;
         let origin = pos(0);
         let (dz, dir_z) = if n == 1 {
             let dz = h0
@@ -686,7 +1100,10 @@ impl DicomSeries {
         geometry.validate().map_err(|e| err(e.to_string()))?;
         Ok(SliceMap {
             geometry,
-            slices: order.iter().map(|&(_, idx)| (idx, 0)).collect(),
+            slices: order
+                .iter()
+                .map(|&(_, k)| (entries[k].1, entries[k].2))
+                .collect(),
         })
     }
 
@@ -732,6 +1149,7 @@ impl DicomSeries {
             radiopharmaceutical: h0.radiopharmaceutical.clone(),
             contrast_agent: h0.contrast_agent.clone(),
             problem,
+            identity: self.identity.clone(),
         })
     }
 
@@ -761,8 +1179,8 @@ impl DicomSeries {
         for (fi, slots) in by_file {
             let h = &self.files[fi];
             let values = read_frames(h)?;
-            let (slope, icpt) = h.value_transform();
             for (k, fr) in slots {
+                let (slope, icpt) = h.frame_transform(fr);
                 let src = values.get(fr * plane..(fr + 1) * plane).ok_or_else(|| {
                     Error::dicom(&h.path, format!("frame {fr} missing from pixel data"))
                 })?;
