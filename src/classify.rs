@@ -3,7 +3,8 @@
 //! read the same export the same way:
 //!
 //! - a quantitative SPECT: Modality NM or PT with values in Bq/mL (Units BQML,
-//!   or a Real World Value Mapping in Bq/ml);
+//!   or a Real World Value Mapping in Bq/ml), not decay-corrected to the
+//!   injection (DecayCorrection NONE or START: the activity at the scan);
 //! - a low-dose CT of a SPECT/CT session: a CT sharing the SPECT's
 //!   FrameOfReferenceUID; when either has none (anonymised exports blank it),
 //!   a CT without contrast agent of the same patient and station acquired
@@ -25,6 +26,8 @@ pub enum Role {
     QuantitativeSpect,
     /// NM or PT in other units (counts, projections): not used.
     NotQuantitative { unit: String },
+    /// In Bq/mL but not usable as it is (the reason names the attribute).
+    Unusable { why: String },
     /// A CT: low-dose or diagnostic, decided by [`pair_sessions`].
     Ct,
     /// A modality organdose does not use.
@@ -35,6 +38,9 @@ pub enum Role {
 pub fn role(h: &DicomHeader) -> Role {
     match h.modality.as_str() {
         "NM" | "PT" => match h.value_unit().as_str() {
+            "Bq/mL" if h.decay_correction.as_deref() == Some("ADMIN") => Role::Unusable {
+                why: "DecayCorrection (0054,1102) ADMIN: the values are corrected to the injection time, the dosimetry needs the activity at the scan; reconstruct without decay correction (NONE) or to the scan start (START)".into(),
+            },
             "Bq/mL" => Role::QuantitativeSpect,
             u => Role::NotQuantitative { unit: u.to_string() },
         },
@@ -147,6 +153,10 @@ mod tests {
         let mut pt = nm.clone();
         pt.modality = "PT".into();
         assert_eq!(role(&pt), Role::QuantitativeSpect);
+        pt.decay_correction = Some("START".into());
+        assert_eq!(role(&pt), Role::QuantitativeSpect);
+        pt.decay_correction = Some("ADMIN".into());
+        assert!(matches!(role(&pt), Role::Unusable { why } if why.contains("(0054,1102)")));
         // Only a Real World Value Mapping in Bq/ml, no Units.
         let mut rw = h("NM", "P", "", "2026-03-01T08:00:00");
         rw.real_world = Some((0.5, 0.0, "Bq/ml".into()));

@@ -267,6 +267,9 @@ pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
                 "skipped {} series {} ({}): values in {unit}, not Bq/mL (not a quantitative reconstruction)",
                 h.modality, s.uid, h.series_description
             )),
+            Role::Unusable { why } => {
+                return Err(Error::series(&s.uid, format!("{}: {why}", h.path.display())))
+            }
             Role::Ct => cts.push(s),
             Role::Unused { modality } => notes.push(format!("skipped {modality} series {}", s.uid)),
         }
@@ -295,9 +298,9 @@ pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
         let start = rp.start_datetime.ok_or_else(|| {
             at("no RadiopharmaceuticalStartDateTime (0018,1078) or StartTime (0018,1072): injection time unknown")
         })?;
-        let act = rp.total_dose_mbq.ok_or_else(|| {
-            at("no RadionuclideTotalDose (0018,1074): injected activity unknown")
-        })?;
+        let act = rp
+            .total_dose_mbq
+            .ok_or_else(|| at("no RadionuclideTotalDose (0018,1074): injected activity unknown"))?;
         let this = Injection {
             datetime: start,
             activity_mbq: act,

@@ -18,6 +18,8 @@ pub struct CycleInput {
     pub series: Vec<DicomSeries>,
     /// Number of SPECT time points present.
     pub timepoints: usize,
+    /// Said in the summary's warnings (why a result is held from final).
+    pub notes: Vec<String>,
 }
 
 fn safe(s: &str) -> String {
@@ -73,6 +75,7 @@ pub fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries
                     injection: start.to_string(),
                     series: Vec::new(),
                     timepoints: 0,
+                    notes: Vec::new(),
                 });
                 c.series.push(s.clone());
                 c.timepoints += 1;
@@ -86,6 +89,9 @@ pub fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries
                     h.modality
                 ),
             )),
+            Role::Unusable { why } => {
+                problems.push((s.clone(), format!("{}: {why}", h.path.display())))
+            }
             Role::Ct => cts.push(s),
             Role::Unused { modality } => problems.push((
                 s.clone(),

@@ -267,10 +267,15 @@ impl Appliance {
     /// Settle, group, quarantine and queue (see [`Self::step`]).
     fn full_round(&mut self, now: f64) -> Result<usize> {
         let mut ready = Vec::new();
+        // DICOM that could not be used, by patient (None: unknown): it may be a
+        // cycle's missing diagnostic CT or time point, so no cycle it may belong
+        // to is reported as final while it is there.
+        let mut refused: Vec<(Option<String>, String)> = Vec::new();
         for st in self.ingest.settled_series(now, &self.ingest_cfg) {
             match st {
                 SeriesState::Ready(s) => ready.push(s),
                 SeriesState::Broken(s, why) => {
+                    refused.push((s.files.first().map(|h| h.patient_id.clone()), why.clone()));
                     let sig = self.ingest.signature(&s);
                     let files: Vec<PathBuf> = s.files.iter().map(|h| h.path.clone()).collect();
                     self.quarantine_once(&format!("series_{}", s.uid), &files, &why, &sig, now);
@@ -278,6 +283,9 @@ impl Appliance {
             }
         }
         for r in self.ingest.rejected() {
+            if r.dicom {
+                refused.push((None, format!("{}: {}", r.path.display(), r.reason)));
+            }
             let sig = format!("{}:{}", r.path.display(), r.size);
             let name = format!(
                 "file_{}",
@@ -312,7 +320,23 @@ impl Appliance {
                     }
                 };
                 let finalize = record.as_ref().is_some_and(|r| r.finalize_requested);
-                let status = summary_status(c.timepoints, self.cfg.expected_timepoints, finalize);
+                let mut status =
+                    summary_status(c.timepoints, self.cfg.expected_timepoints, finalize);
+                let mut c = c;
+                let theirs: Vec<&String> = refused
+                    .iter()
+                    .filter(|(p, _)| p.as_ref().is_none_or(|p| *p == c.patient_id))
+                    .map(|(_, why)| why)
+                    .collect();
+                if status == "final" && !finalize {
+                    if let Some(first) = theirs.first() {
+                        status = "needs_review";
+                        c.notes.push(format!(
+                            "held from final: {} DICOM series or file(s) in the export could not be read and may belong to this cycle (e.g. {first}); fix or remove them (see quarantine/), or `organdose finalize` to accept the result without them",
+                            theirs.len()
+                        ));
+                    }
+                }
                 let mut sigs: Vec<String> =
                     c.series.iter().map(|s| self.ingest.signature(s)).collect();
                 sigs.sort();

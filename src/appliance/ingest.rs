@@ -62,6 +62,9 @@ pub struct RejectedFile {
     pub path: PathBuf,
     pub reason: String,
     pub size: u64,
+    /// The file is DICOM (it has the 'DICM' preamble): it may be one of a
+    /// patient's series that could not be read.
+    pub dicom: bool,
 }
 
 impl Ingest {
@@ -188,6 +191,7 @@ impl Ingest {
                     path: p.clone(),
                     reason: r.clone(),
                     size: t.size,
+                    dicom: !crate::io::nifti::is_nifti_path(p) && dicom::has_dicom_magic(p),
                 }),
                 _ => None,
             })

@@ -29,7 +29,9 @@ pub struct StudyProcessor {
 
 impl StudyProcessor {
     fn study(job: &Job) -> Result<Study> {
-        assemble(job.cycle.series.clone())
+        let mut study = assemble(job.cycle.series.clone())?;
+        study.notes.extend(job.cycle.notes.iter().cloned());
+        Ok(study)
     }
 
     fn mask_source(&self, study: &Study) -> Result<MaskSource> {

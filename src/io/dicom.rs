@@ -64,6 +64,8 @@ pub struct DicomHeader {
     pub number_of_slices: Option<usize>,
     pub acquisition: Option<DateTime>,
     pub units: Option<String>,
+    /// DecayCorrection (0054,1102): NONE, START or ADMIN.
+    pub decay_correction: Option<String>,
     pub rescale: (f64, f64),
     /// Real World Value Mapping (slope, intercept, unit code value).
     pub real_world: Option<(f64, f64, String)>,
@@ -222,14 +224,18 @@ impl DicomHeader {
         let per_frame: &[InMemDicomObject] = obj
             .get(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE)
             .and_then(|e| e.items())
-            .map(|v| &v[..])
             .unwrap_or(&[]);
         let enhanced = shared.is_some() || !per_frame.is_empty();
         let frame0 = per_frame.first();
         let fg = |seq: Tag, tag: Tag| fg_item(frame0, shared, seq).and_then(|i| fs(i, tag));
         let orientation = fs(obj, tags::IMAGE_ORIENTATION_PATIENT)
             .or_else(|| geom_src.and_then(|d| fs(d, tags::IMAGE_ORIENTATION_PATIENT)))
-            .or_else(|| fg(tags::PLANE_ORIENTATION_SEQUENCE, tags::IMAGE_ORIENTATION_PATIENT));
+            .or_else(|| {
+                fg(
+                    tags::PLANE_ORIENTATION_SEQUENCE,
+                    tags::IMAGE_ORIENTATION_PATIENT,
+                )
+            });
         let position = fs(obj, tags::IMAGE_POSITION_PATIENT)
             .or_else(|| geom_src.and_then(|d| fs(d, tags::IMAGE_POSITION_PATIENT)))
             .or_else(|| fg(tags::PLANE_POSITION_SEQUENCE, tags::IMAGE_POSITION_PATIENT));
@@ -336,9 +342,7 @@ impl DicomHeader {
             rows: int(obj, tags::ROWS).unwrap_or(0).max(0) as usize,
             columns: int(obj, tags::COLUMNS).unwrap_or(0).max(0) as usize,
             frames: int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize,
-            pixel_spacing: pixel_spacing
-                .filter(|v| v.len() >= 2)
-                .map(|v| [v[0], v[1]]),
+            pixel_spacing: pixel_spacing.filter(|v| v.len() >= 2).map(|v| [v[0], v[1]]),
             position: vec3(position),
             orientation: orientation
                 .filter(|v| v.len() >= 6)
@@ -348,9 +352,14 @@ impl DicomHeader {
             number_of_slices: int(obj, tags::NUMBER_OF_SLICES).map(|v| v.max(0) as usize),
             acquisition,
             units: s(obj, tags::UNITS),
+            decay_correction: s(obj, tags::DECAY_CORRECTION),
             rescale: match f(obj, tags::RESCALE_SLOPE) {
                 Some(slope) => (slope, f(obj, tags::RESCALE_INTERCEPT).unwrap_or(0.0)),
-                None => frame_rescale.first().copied().flatten().unwrap_or((1.0, 0.0)),
+                None => frame_rescale
+                    .first()
+                    .copied()
+                    .flatten()
+                    .unwrap_or((1.0, 0.0)),
             },
             real_world,
             radiopharmaceutical: radiopharmaceutical(obj),
@@ -452,7 +461,9 @@ impl DicomHeader {
             ("FrameOfReferenceUID", self.frame_of_reference_uid.clone()),
             (
                 "SeriesNumber",
-                self.series_number.map(|n| n.to_string()).unwrap_or_default(),
+                self.series_number
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
             ),
             ("SeriesDescription", self.series_description.clone()),
             ("SeriesDate/Time", self.series_datetime.clone()),
@@ -825,7 +836,9 @@ impl DicomSeries {
         {
             return Err(at(
                 h0,
-                format!("ImageOrientationPatient (0020,0037) {iop:?} is not two orthonormal vectors"),
+                format!(
+                    "ImageOrientationPatient (0020,0037) {iop:?} is not two orthonormal vectors"
+                ),
             ));
         }
         let normal = cross(row, col);
@@ -918,7 +931,10 @@ impl DicomSeries {
         let mut entries = Vec::with_capacity(self.files.len());
         for (idx, h) in self.files.iter().enumerate() {
             let o = h.orientation.ok_or_else(|| {
-                at(h, "no ImageOrientationPatient (0020,0037): the slice cannot be placed".into())
+                at(
+                    h,
+                    "no ImageOrientationPatient (0020,0037): the slice cannot be placed".into(),
+                )
             })?;
             if o.iter().zip(iop.iter()).any(|(a, b)| (a - b).abs() > 1e-4) {
                 return Err(at(
@@ -930,7 +946,10 @@ impl DicomSeries {
                 ));
             }
             let p = h.position.ok_or_else(|| {
-                at(h, "no ImagePositionPatient (0020,0032): the slice cannot be placed".into())
+                at(
+                    h,
+                    "no ImagePositionPatient (0020,0032): the slice cannot be placed".into(),
+                )
             })?;
             if h.pixel_spacing != h0.pixel_spacing {
                 return Err(at(
