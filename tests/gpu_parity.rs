@@ -15,9 +15,10 @@ use organdose::dosimetry::psf::{gaussian_blur_3d, gaussian_taps, Boundary};
 use organdose::gpu::memory::{check_fits, estimate, MemoryEstimate, MIB};
 use organdose::gpu::ops::{self, DeviceLevels, HostLevel, Pooling};
 use organdose::gpu::{Gpu, GpuError};
+use organdose::seg::boxes::{map_level, BoxF};
 use organdose::seg::config::RoiPoolKind;
 use organdose::seg::roi_heads::{multiscale_pool, Levels};
-use organdose::seg::roi_ops::{map_level, BoxF, RoiAlign};
+use organdose::seg::roi_ops::RoiAlign;
 
 const TOL: f64 = 1e-5;
 

@@ -8,8 +8,8 @@
 use super::device::driver_error;
 use super::{Gpu, GpuError};
 use crate::dosimetry::psf::{gaussian_taps, Boundary};
+use crate::seg::boxes::{map_level, BoxF};
 use crate::seg::config::RoiPoolKind;
-use crate::seg::roi_ops::{map_level, BoxF};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 const BLOCK: u32 = 256;

@@ -1,7 +1,7 @@
 //! torchvision AnchorGenerator: one size per level, all aspect ratios,
 //! anchors ordered (y, x, ratio) to match the RPN head's flattening.
 
-use super::roi_ops::BoxF;
+use super::boxes::BoxF;
 
 /// Zero-centred base anchors of one level, rounded half-to-even as torch.round.
 pub fn base_anchors(size: f32, ratios: &[f32]) -> Vec<BoxF> {

@@ -3,6 +3,7 @@
 
 pub mod anchors;
 pub mod backbone;
+pub mod boxes;
 pub mod config;
 pub mod consensus;
 pub mod conv;

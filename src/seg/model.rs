@@ -2,9 +2,9 @@
 //! (N, 3, H, W) batch with torchvision's inference semantics.
 
 use super::backbone::{ce, Fpn, ResNet, Weights};
+use super::boxes::BoxF;
 use super::config::{MaskPaste, ModelConfig};
 use super::roi_heads::{Levels, RoiHeads};
-use super::roi_ops::BoxF;
 use super::rpn::{proposals, RpnHead};
 use super::transform::{paste_mask, paste_mask_exact, prepare, rescale_box};
 use crate::error::{Error, Result};

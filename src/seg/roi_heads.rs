@@ -2,10 +2,9 @@
 //! detection post-processing, mask head (MaskRCNNHeads + MaskRCNNPredictor).
 
 use super::backbone::{ce, Conv, Weights};
+use super::boxes::{batched_nms, clip_box, decode, is_small, map_level, BoxF};
 use super::config::{RoiHeadsConfig, RoiPoolKind};
-use super::roi_ops::{
-    batched_nms, clip_box, decode, is_small, map_level, roi_align, roi_pool, BoxF,
-};
+use super::roi_ops::{roi_align, roi_pool};
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 

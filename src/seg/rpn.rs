@@ -2,8 +2,8 @@
 
 use super::anchors::grid_anchors;
 use super::backbone::{ce, Conv, Weights};
+use super::boxes::{batched_nms, clip_box, decode, is_small, BoxF};
 use super::config::{AnchorConfig, RpnConfig};
-use super::roi_ops::{batched_nms, clip_box, decode, is_small, BoxF};
 use crate::error::Result;
 use candle_core::Tensor;
 

@@ -2,8 +2,8 @@
 //! (bilinear, align_corners = false, recomputed scale), pad to a multiple of
 //! `size_divisible`; and back: box rescale and mask paste.
 
+use super::boxes::BoxF;
 use super::config::TransformConfig;
-use super::roi_ops::BoxF;
 
 /// torchvision's resize rule: scale = min(min_size / short, max_size / long)
 /// in f32, output = floor(in * scale) in f64 (F.interpolate's recompute path).
