@@ -267,9 +267,9 @@ impl Appliance {
     /// Settle, group, quarantine and queue (see [`Self::step`]).
     fn full_round(&mut self, now: f64) -> Result<usize> {
         let mut ready = Vec::new();
-        // DICOM that could not be used, by patient (None: unknown): it may be a
-        // cycle's missing diagnostic CT or time point, so no cycle it may belong
-        // to is reported as final while it is there.
+        // DICOM series that could not be used, by patient (None: unknown): it may
+        // be a cycle's missing diagnostic CT or time point, so no cycle it may
+        // belong to is reported as final while it is there.
         let mut refused: Vec<(Option<String>, String)> = Vec::new();
         for st in self.ingest.settled_series(now, &self.ingest_cfg) {
             match st {
@@ -283,9 +283,9 @@ impl Appliance {
             }
         }
         for r in self.ingest.rejected() {
-            if r.dicom {
-                refused.push((None, format!("{}: {}", r.path.display(), r.reason)));
-            }
+            // Single unreadable files (junk, a file cut short) are quarantined
+            // with their reason but do not hold every cycle of the box from
+            // final: only an unreadable series of the cycle's patient does.
             let sig = format!("{}:{}", r.path.display(), r.size);
             let name = format!(
                 "file_{}",
