@@ -10,6 +10,9 @@
 //! dcm2niix (Debian) and pydicom/highdicom (PyPI) are installed by `.ci/run`
 //! (pinned); with ORGANDOSE_REQUIRE_TOOLS=1 a missing tool fails the test.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
@@ -17,43 +20,22 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject};
 use organdose::appliance::daemon::records;
 use organdose::config::Config;
 use organdose::io::dicom::{list_files, read_single_series, scan};
-use organdose::phantom::layout::{write_patient, WriteOptions};
-use organdose::phantom::{Format, Patient, PhantomConfig};
 use organdose::volume::Volume;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_organdose");
 
-fn tools_required() -> bool {
-    std::env::var("ORGANDOSE_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-}
-
-/// True when `cmd` runs; otherwise false with a message, or a panic when the
-/// tools are required (CI).
-fn have(what: &str, cmd: &mut Command) -> bool {
-    let ok = cmd.output().map(|o| o.status.success()).unwrap_or(false);
-    if !ok {
-        if tools_required() {
-            panic!("ORGANDOSE_REQUIRE_TOOLS=1 but {what} is not available");
-        }
-        eprintln!("SKIP: {what} not available (see README \"What is accepted\")");
-    }
-    ok
-}
-
 fn have_dcm2niix() -> bool {
-    have(
+    tools::on_path(
         "dcm2niix (apt-get install dcm2niix)",
-        Command::new("sh").args(["-c", "command -v dcm2niix"]),
+        "What is accepted",
+        "dcm2niix",
     )
 }
 
 fn have_python() -> bool {
-    have(
-        "python3 with pydicom, highdicom, numpy (pip install, see .ci/run)",
-        Command::new("python3").args(["-c", "import pydicom, highdicom, numpy"]),
-    )
+    tools::python_dicom("What is accepted")
 }
 
 fn script() -> PathBuf {
@@ -73,19 +55,7 @@ fn python(args: &[&Path]) {
     );
 }
 
-fn phantom(dir: &Path, seed: u64) -> PathBuf {
-    let p = Patient::new(&PhantomConfig::small(), seed, 0);
-    write_patient(
-        &p,
-        dir,
-        &WriteOptions {
-            format: Format::Dicom,
-            preview: None,
-        },
-    )
-    .unwrap()
-    .patient_dir
-}
+use tools::small_dicom_phantom as phantom;
 
 /// The series folder of a phantom patient whose name ends with `suffix`.
 fn series_dir(patient: &Path, suffix: &str) -> PathBuf {

@@ -19,10 +19,11 @@
 //! ORGANDOSE_REQUIRE_TOOLS=1 makes a missing tool a failure. Elsewhere a test
 //! without its tools says so and passes without checking.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use organdose::appliance::daemon::records;
 use organdose::net::{outbox, scu};
-use organdose::phantom::layout::{write_patient, WriteOptions};
-use organdose::phantom::{Format, Patient, PhantomConfig};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -31,23 +32,8 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_organdose");
 
-fn tools_required() -> bool {
-    std::env::var("ORGANDOSE_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-}
-
-fn have(what: &str, cmd: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        if tools_required() {
-            panic!("ORGANDOSE_REQUIRE_TOOLS=1 but {what} is not available");
-        }
-        eprintln!("SKIP: {what} not available (see README \"DICOM network\")");
-    }
-    ok
+fn have(what: &str, exe: &str) -> bool {
+    tools::on_path(what, "DICOM network", exe)
 }
 
 fn have_dcmtk() -> bool {
@@ -91,19 +77,7 @@ fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
 
-fn phantom(dir: &Path, seed: u64) -> PathBuf {
-    let p = Patient::new(&PhantomConfig::small(), seed, 0);
-    write_patient(
-        &p,
-        dir,
-        &WriteOptions {
-            format: Format::Dicom,
-            preview: None,
-        },
-    )
-    .unwrap()
-    .patient_dir
-}
+use tools::small_dicom_phantom as phantom;
 
 fn series_dirs(patient_dir: &Path) -> Vec<PathBuf> {
     let mut d: Vec<PathBuf> = std::fs::read_dir(patient_dir)

@@ -11,6 +11,9 @@
 //! makes a missing tool a failure. Elsewhere a test without its tools says so and
 //! passes without checking.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use organdose::io::dicom::scan;
 use organdose::io::dicom_write::{
     write_ct_series, write_nm_series, CtInfo, DicomPatient, DicomSeries, DicomStudy, NmInfo,
@@ -22,37 +25,16 @@ use organdose::volume::{cross, Geometry, Vec3, Volume};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn tools_required() -> bool {
-    std::env::var("ORGANDOSE_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-}
-
-/// True when `cmd` runs; otherwise false with a message, or a panic when the
-/// tools are required (CI).
-fn have(what: &str, cmd: &mut Command) -> bool {
-    let ok = cmd.output().map(|o| o.status.success()).unwrap_or(false);
-    if !ok {
-        if tools_required() {
-            panic!("ORGANDOSE_REQUIRE_TOOLS=1 but {what} is not available");
-        }
-        eprintln!("SKIP: {what} not available (install it, see README \"DICOM outputs\")");
-    }
-    ok
-}
-
 fn have_dciodvfy() -> bool {
-    // dciodvfy without arguments prints its usage and exits non-zero: look for it
-    // on PATH instead.
-    have(
+    tools::on_path(
         "dciodvfy (apt-get install dicom3tools)",
-        Command::new("sh").args(["-c", "command -v dciodvfy"]),
+        "DICOM outputs",
+        "dciodvfy",
     )
 }
 
 fn have_python() -> bool {
-    have(
-        "python3 with pydicom, highdicom, numpy (pip install, see .ci/run)",
-        Command::new("python3").args(["-c", "import pydicom, highdicom, numpy"]),
-    )
+    tools::python_dicom("DICOM outputs")
 }
 
 /// dciodvfy's error lines for `path` (warnings are printed, not counted). A run
