@@ -251,6 +251,7 @@ fn png_slice_layout_discovered_with_the_mask_of_the_same_name() {
     let o = PngSliceOptions {
         hu_at_grey0: -100.0,
         hu_at_grey255: 155.0,
+        hu_at_black: None,
         pixel_mm: 0.5,
         slice_mm: 2.0,
     };
@@ -260,6 +261,46 @@ fn png_slice_layout_discovered_with_the_mask_of_the_same_name() {
     assert_eq!(c.ct.get(2, 2, 1), -23.0);
     assert_eq!(c.truth.get(0, 0, 1), organs::LIVER);
     assert!(realct::discover(&tmp.path().join("images")).is_err());
+}
+
+/// Grey 0 is "clipped below the window": by default it reads as -1000 HU
+/// (fat and air), not as the window's floor, which would make the body's
+/// fat and the air around it look like water to the network.
+#[test]
+fn png_slice_clipped_black_reads_as_air_by_default_and_linear_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("images")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("masks")).unwrap();
+    let mut grey = vec![0u8; 16];
+    grey[5] = 10;
+    write_png(
+        &tmp.path().join("images/p_1.png"),
+        4,
+        4,
+        png::ColorType::Grayscale,
+        &grey,
+    );
+    write_png(
+        &tmp.path().join("masks/p_1.png"),
+        4,
+        4,
+        png::ColorType::Rgb,
+        &[0u8; 48],
+    );
+    let found = realct::discover(tmp.path()).unwrap();
+    let ingest = Config::default().ingest;
+    let d = PngSliceOptions::default();
+    let c = found[0].load(&ingest, &d).unwrap();
+    assert_eq!(c.ct.get(0, 0, 1), -1000.0);
+    // Grey 10 at 1 HU per level above -10 HU: 0 HU.
+    assert_eq!(c.ct.get(1, 1, 1), 0.0);
+    let linear = PngSliceOptions {
+        hu_at_black: None,
+        ..d
+    };
+    let c = found[0].load(&ingest, &linear).unwrap();
+    assert_eq!(c.ct.get(0, 0, 1), -10.0);
+    assert_eq!(c.ct.get(1, 1, 1), 0.0);
 }
 
 /// The labelled real cases kept beside the project (see its data README).

@@ -51,6 +51,10 @@ pub struct Args {
     /// PNG slices: HU of grey 255.
     #[arg(long, default_value_t = PngSliceOptions::default().hu_at_grey255, allow_hyphen_values = true)]
     pub png_hu_hi: f64,
+    /// PNG slices: HU given to grey 0 (clipped, below the window), or
+    /// "linear" to read grey 0 as --png-hu-lo like every other level.
+    #[arg(long, default_value = "-1000", allow_hyphen_values = true)]
+    pub png_black_hu: String,
     /// PNG slices: pixel size in mm (not stored; an estimate).
     #[arg(long, default_value_t = PngSliceOptions::default().pixel_mm)]
     pub png_pixel_mm: f64,
@@ -445,6 +449,12 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
     let png = PngSliceOptions {
         hu_at_grey0: args.png_hu_lo,
         hu_at_grey255: args.png_hu_hi,
+        hu_at_black: match args.png_black_hu.as_str() {
+            "linear" => None,
+            h => Some(h.parse::<f64>().map_err(|_| {
+                anyhow::anyhow!("--png-black-hu {h:?}: a number of HU or \"linear\"")
+            })?),
+        },
         pixel_mm: args.png_pixel_mm,
         ..PngSliceOptions::default()
     };

@@ -60,10 +60,17 @@ pub const KIDNEY_UNSPLIT: u8 = 254;
 /// of ~20 grey levels matches CT noise of ~20 HU at 1 HU per grey level.
 /// Default pixel: 0.8 mm (a lumbar vertebral body spans ~54 pixels, adult
 /// ~45 mm; a 400 mm field of view would give 0.78 mm).
+///
+/// Grey 0 is clipped: it says "at or below the window's floor", not
+/// "-10 HU". Most such pixels are fat or air (below -100 HU), so by default
+/// they are given `hu_at_black` = -1000 HU, what fat and air are on a real CT
+/// after the network's own window; read linearly they would be water-like.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct PngSliceOptions {
     pub hu_at_grey0: f64,
     pub hu_at_grey255: f64,
+    /// HU given to grey 0 (clipped) pixels; `None`: read linearly too.
+    pub hu_at_black: Option<f64>,
     pub pixel_mm: f64,
     /// Thickness given to the repeated slice (mm).
     pub slice_mm: f64,
@@ -74,6 +81,7 @@ impl Default for PngSliceOptions {
         PngSliceOptions {
             hu_at_grey0: -10.0,
             hu_at_grey255: 245.0,
+            hu_at_black: Some(-1000.0),
             pixel_mm: 0.8,
             slice_mm: 3.0,
         }
@@ -82,8 +90,12 @@ impl Default for PngSliceOptions {
 
 impl PngSliceOptions {
     pub fn describe(&self) -> String {
+        let black = match self.hu_at_black {
+            Some(h) => format!(", clipped grey 0 read as {h} HU"),
+            None => String::new(),
+        };
         format!(
-            "PNG slices: grey 0 = {} HU, 255 = {} HU (linear), pixel {} mm (assumed), \
+            "PNG slices: grey 0 = {} HU, 255 = {} HU (linear{black}), pixel {} mm (assumed), \
              slice repeated 3x at {} mm, scored on the middle slice, axial only",
             self.hu_at_grey0, self.hu_at_grey255, self.pixel_mm, self.slice_mm
         )
@@ -602,7 +614,10 @@ pub fn load_png_slice(image: &Path, mask: &Path, o: &PngSliceOptions) -> Result<
     let slice_hu: Vec<f32> = img
         .data
         .chunks_exact(img.channels)
-        .map(|c| (o.hu_at_grey0 + c[0] as f64 * scale) as f32)
+        .map(|c| match (c[0], o.hu_at_black) {
+            (0, Some(h)) => h as f32,
+            (g, _) => (o.hu_at_grey0 + g as f64 * scale) as f32,
+        })
         .collect();
     let slice_lab: Vec<u8> = m
         .data
