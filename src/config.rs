@@ -1,11 +1,21 @@
 //! Configuration: `config/default.toml` compiled in, overridden by `--config FILE`.
+//!
+//! Each section's type lives with its owner (`io`, `appliance`, `seg`,
+//! `dosimetry`, `report`, `net`), so those modules never import this one; the
+//! aggregate, loading and merging are here, and the section types are
+//! re-exported for callers.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The defaults shipped in `config/default.toml`.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub use crate::appliance::settings::{ApplianceConfig, LogConfig};
+pub use crate::defaults::DEFAULT_TOML;
+pub use crate::dosimetry::DosimetryConfig;
+pub use crate::io::settings::IngestConfig;
+pub use crate::net::DicomNetConfig;
+pub use crate::report::settings::ReportConfig;
+pub use crate::seg::settings::SegmentConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,96 +23,14 @@ pub struct Config {
     pub log: LogConfig,
     pub ingest: IngestConfig,
     pub appliance: ApplianceConfig,
-    pub dosimetry: crate::dosimetry::DosimetryConfig,
+    pub dosimetry: DosimetryConfig,
     pub segment: SegmentConfig,
     /// Absent from older config files: the defaults then.
     #[serde(default)]
     pub report: ReportConfig,
     /// The DICOM network: Storage SCP and the outbox's destinations.
     #[serde(default)]
-    pub dicom: crate::net::DicomNetConfig,
-}
-
-/// What a finished cycle writes besides the JSON/text/CSV results.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportConfig {
-    /// RT Structure Sets, SEGs, RT Dose and the Encapsulated PDF in `OUT/<cycle>/dicom/`.
-    pub dicom: bool,
-    /// Time-activity plot with a logarithmic activity axis.
-    pub tac_log_scale: bool,
-}
-
-impl Default for ReportConfig {
-    fn default() -> Self {
-        ReportConfig {
-            dicom: true,
-            tac_log_scale: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApplianceConfig {
-    pub quiet_period_s: f64,
-    pub poll_interval_s: f64,
-    pub heartbeat_s: f64,
-    pub memory_budget_mb: f64,
-    pub queue_capacity: usize,
-    pub expected_timepoints: usize,
-    pub status: String,
-    pub serial_baud: u32,
-    /// First wait before a job that hit an environment fault runs again; doubled
-    /// per failure up to `retry_max_s`.
-    pub retry_initial_s: f64,
-    pub retry_max_s: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogConfig {
-    pub level: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestConfig {
-    pub slice_spacing_tolerance: f64,
-    pub max_tilt_deg: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SegmentConfig {
-    pub weights: std::path::PathBuf,
-    /// Where the network runs ("cpu" or "cuda"); `--device` overrides it.
-    #[serde(default)]
-    pub device: crate::seg::engine::DeviceKind,
-    pub planes: crate::seg::driver::Planes,
-    pub batch_size: usize,
-    /// Forward passes at once on the CPU (0: one per thread of the pool).
-    pub parallel_batches: usize,
-    pub max_fill_gap_slices: usize,
-    /// Coronal and sagittal passes only within the axial pass's organ extent
-    /// plus this margin (mm); a negative value runs every slice.
-    pub other_planes_margin_mm: f64,
-}
-
-impl SegmentConfig {
-    pub fn driver_options(&self) -> crate::seg::driver::DriverOptions {
-        crate::seg::driver::DriverOptions {
-            planes: self.planes,
-            batch_size: self.batch_size,
-            parallel_batches: match self.parallel_batches {
-                0 => rayon::current_num_threads(),
-                n => n,
-            },
-            max_fill_gap: self.max_fill_gap_slices,
-            other_planes_margin_mm: (self.other_planes_margin_mm >= 0.0)
-                .then_some(self.other_planes_margin_mm),
-        }
-    }
+    pub dicom: DicomNetConfig,
 }
 
 impl Default for Config {

@@ -10,6 +10,7 @@
 pub mod appliance;
 pub mod classify;
 pub mod config;
+pub mod defaults;
 pub mod dosimetry;
 pub mod error;
 pub mod gpu;

@@ -12,10 +12,10 @@
 //!   `organdose phantom --format nifti` writes it.
 
 use crate::classify::{self, Role};
-use crate::config::IngestConfig;
 use crate::error::{Error, Result};
 use crate::io::dicom::{self, DicomHeader, DicomSeries};
 use crate::io::nifti;
+use crate::io::IngestConfig;
 use crate::time::DateTime;
 use crate::volume::Volume;
 use serde::{Deserialize, Serialize};

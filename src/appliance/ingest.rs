@@ -11,8 +11,8 @@
 //! `rm -rf` in progress (or a console replacing a series) is never processed
 //! half-way.
 
-use crate::config::IngestConfig;
 use crate::io::dicom::{self, DicomHeader, DicomSeries};
+use crate::io::IngestConfig;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;

@@ -9,6 +9,9 @@ pub mod ingest;
 pub mod lock;
 pub mod processor;
 pub mod quarantine;
+pub mod settings;
 pub mod state;
 pub mod status;
 pub mod swap;
+
+pub use settings::{ApplianceConfig, LogConfig};

@@ -59,7 +59,7 @@ pub struct DosimetryConfig {
 
 impl Default for DosimetryConfig {
     fn default() -> Self {
-        crate::config::Config::default().dosimetry
+        crate::defaults::section("dosimetry")
     }
 }
 

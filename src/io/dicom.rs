@@ -6,9 +6,9 @@
 //! gantry tilt are errors: a volume with a hole in it would give a wrong organ
 //! volume without anyone noticing.
 
-use crate::config::IngestConfig;
 use crate::error::{Error, Result};
 use crate::io::dicom_bounds::{check_element_lengths, ElementBounds};
+use crate::io::IngestConfig;
 use crate::time::DateTime;
 use crate::volume::{cross, dot, norm, Geometry, Vec3, Volume};
 use dicom_dictionary_std::tags;

@@ -4,6 +4,9 @@ pub mod dicom;
 pub mod dicom_bounds;
 pub mod dicom_write;
 pub mod nifti;
+pub mod settings;
+
+pub use settings::IngestConfig;
 
 use crate::error::{Error, Result};
 use std::io::{BufWriter, Write};

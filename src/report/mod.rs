@@ -7,6 +7,9 @@ pub mod overlay;
 pub mod pdf_report;
 pub mod plot;
 pub mod review;
+pub mod settings;
+
+pub use settings::ReportConfig;
 
 use crate::dosimetry::DoseSummary;
 use crate::error::{Error, Result};

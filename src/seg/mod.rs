@@ -16,8 +16,10 @@ pub mod realct;
 pub mod roi_heads;
 pub mod roi_ops;
 pub mod rpn;
+pub mod settings;
 pub mod slicing;
 pub mod transform;
 
 pub use config::ModelConfig;
 pub use model::{Detections, Forward, MaskRcnn};
+pub use settings::SegmentConfig;

@@ -34,8 +34,8 @@
 //! Where the truth has one label for both kidneys ([`KIDNEY_UNSPLIT`]), the
 //! prediction's kidney_left ∪ kidney_right is scored against it as "kidney".
 
-use crate::config::IngestConfig;
 use crate::error::{Error, Result};
+use crate::io::IngestConfig;
 use crate::io::{dicom, nifti};
 use crate::organs;
 use crate::seg::eval::{organ_metrics, OrganMetrics};

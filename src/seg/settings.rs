@@ -1,0 +1,40 @@
+//! `[segment]` section of the configuration: which model, where it runs and
+//! how the planes are driven (see `config/default.toml` for each key). The
+//! model's own structure is in `weights/<model>/model.toml` ([`super::config`]).
+
+use super::driver::{DriverOptions, Planes};
+use super::engine::DeviceKind;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentConfig {
+    pub weights: std::path::PathBuf,
+    /// Where the network runs ("cpu" or "cuda"); `--device` overrides it.
+    #[serde(default)]
+    pub device: DeviceKind,
+    pub planes: Planes,
+    pub batch_size: usize,
+    /// Forward passes at once on the CPU (0: one per thread of the pool).
+    pub parallel_batches: usize,
+    pub max_fill_gap_slices: usize,
+    /// Coronal and sagittal passes only within the axial pass's organ extent
+    /// plus this margin (mm); a negative value runs every slice.
+    pub other_planes_margin_mm: f64,
+}
+
+impl SegmentConfig {
+    pub fn driver_options(&self) -> DriverOptions {
+        DriverOptions {
+            planes: self.planes,
+            batch_size: self.batch_size,
+            parallel_batches: match self.parallel_batches {
+                0 => rayon::current_num_threads(),
+                n => n,
+            },
+            max_fill_gap: self.max_fill_gap_slices,
+            other_planes_margin_mm: (self.other_planes_margin_mm >= 0.0)
+                .then_some(self.other_planes_margin_mm),
+        }
+    }
+}
