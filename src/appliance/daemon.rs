@@ -17,7 +17,7 @@ use super::lock::OutLock;
 use super::quarantine::quarantine;
 use super::settings::ApplianceConfig;
 use super::state::{CycleRecord, StateStore};
-use super::status::StatusPort;
+use super::status::{status_text, StatusPort};
 use super::swap;
 use crate::error::{Error, FaultKind, Result};
 use crate::io::IngestConfig;
@@ -753,7 +753,7 @@ fn worker_loop(
                 let why = e.to_string();
                 status.update(|s| {
                     s.fault = kind.to_string();
-                    s.fault_message = why.clone();
+                    s.fault_message = status_text(&why);
                 });
                 if kind == FaultKind::Environment {
                     // Not the study's fault: nothing is recorded, the job runs again.

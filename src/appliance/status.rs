@@ -1,6 +1,12 @@
 //! Status port: one line per event and a periodic heartbeat, to the log, a file
 //! or a serial device; `status.json` in the output folder always holds the last
 //! state so `organdose status` can print it.
+//!
+//! What the port holds for months is of fixed size (`heapless`): a status line
+//! and the snapshot's messages are at most [`STATUS_LINE_BYTES`] (longer text is
+//! cut, marked with "..."), and a command line on the serial port at most
+//! [`COMMAND_LINE_BYTES`] (a longer one is refused with a status line and
+//! skipped to its end, never buffered).
 
 use crate::error::{Error, Result};
 use crate::io::write_bytes_atomically;
@@ -8,6 +14,39 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// Longest status line (bytes), and longest message the snapshot keeps.
+pub const STATUS_LINE_BYTES: usize = 1024;
+
+/// A status line or message in fixed memory.
+pub type StatusText = heapless::String<STATUS_LINE_BYTES>;
+
+/// `text` in a [`StatusText`]: whole when it fits, else cut at a character
+/// boundary and marked with "...".
+pub fn status_text(text: &str) -> StatusText {
+    let mut out = StatusText::new();
+    if out.push_str(text).is_ok() {
+        return out;
+    }
+    const MARK: &str = "...";
+    let mut end = STATUS_LINE_BYTES - MARK.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    // Both fit by construction: `end + MARK.len() <= STATUS_LINE_BYTES`.
+    let _ = out.push_str(&text[..end]);
+    let _ = out.push_str(MARK);
+    out
+}
+
+/// Reads a message of `status.json` cut to fit (a file written by another
+/// version may hold a longer one).
+fn de_status_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<StatusText, D::Error> {
+    let s = String::deserialize(d)?;
+    Ok(status_text(&s))
+}
 
 /// What the box is doing, shared between the ingest loop, the worker and the port.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -24,7 +63,8 @@ pub struct Snapshot {
     pub pending_files: usize,
     pub jobs_done: u64,
     pub jobs_failed: u64,
-    pub last_event: String,
+    #[serde(deserialize_with = "de_status_text")]
+    pub last_event: StatusText,
     /// Seconds on the appliance clock.
     pub time_s: f64,
     /// Kind of the last fault not yet cleared by a successful job
@@ -32,8 +72,8 @@ pub struct Snapshot {
     #[serde(default)]
     pub fault: String,
     /// The message of that fault.
-    #[serde(default)]
-    pub fault_message: String,
+    #[serde(default, deserialize_with = "de_status_text")]
+    pub fault_message: StatusText,
     /// Cycles waiting to be retried after an environment fault.
     #[serde(default)]
     pub retrying: usize,
@@ -57,8 +97,8 @@ pub struct Snapshot {
     pub outbox_jobs: usize,
     #[serde(default)]
     pub outbox_failing: usize,
-    #[serde(default)]
-    pub outbox_error: String,
+    #[serde(default, deserialize_with = "de_status_text")]
+    pub outbox_error: StatusText,
     #[serde(default)]
     pub outbox_sent: u64,
 }
@@ -149,7 +189,7 @@ impl StatusPort {
 
     /// One event line.
     pub fn event(&self, msg: &str) {
-        self.update(|s| s.last_event = msg.to_string());
+        self.update(|s| s.last_event = status_text(msg));
         let line = format!("organdose event {msg}");
         self.emit(&line);
         self.persist();
@@ -163,6 +203,7 @@ impl StatusPort {
     }
 
     fn emit(&self, line: &str) {
+        let line = status_text(line);
         let Ok(mut sink) = self.sink.lock() else {
             return;
         };
@@ -242,6 +283,73 @@ pub fn status_age_s(out_dir: &Path) -> Option<f64> {
         .map(|d| d.as_secs_f64())
 }
 
+/// Longest command line on the status port (bytes, without its line end).
+pub const COMMAND_LINE_BYTES: usize = 256;
+
+/// What one byte of command input did.
+#[derive(Debug, PartialEq)]
+pub enum Fed<'a> {
+    /// Nothing to do yet.
+    Pending,
+    /// A line ended (without its `\n`); it is in the buffer until the next byte.
+    Line(&'a [u8]),
+    /// The line outgrew [`COMMAND_LINE_BYTES`]: it is refused now, and what is
+    /// left of it, up to its `\n`, is skipped without being kept.
+    TooLong,
+}
+
+/// Assembles command lines from status-port bytes in a fixed buffer, so line
+/// noise or a line without end never grows memory.
+#[derive(Debug, Default)]
+pub struct CommandLine {
+    buf: heapless::Vec<u8, COMMAND_LINE_BYTES>,
+    /// Inside a refused line, until its `\n`.
+    skipping: bool,
+    /// The buffer holds a line handed out, cleared by the next byte.
+    ended: bool,
+}
+
+impl CommandLine {
+    pub fn push(&mut self, b: u8) -> Fed<'_> {
+        if std::mem::take(&mut self.ended) {
+            self.buf.clear();
+        }
+        if b == b'\n' {
+            if std::mem::take(&mut self.skipping) {
+                return Fed::Pending;
+            }
+            self.ended = true;
+            return Fed::Line(&self.buf);
+        }
+        if self.skipping {
+            return Fed::Pending;
+        }
+        if self.buf.push(b).is_err() {
+            self.buf.clear();
+            self.skipping = true;
+            return Fed::TooLong;
+        }
+        Fed::Pending
+    }
+
+    /// The last line when the input ends without a `\n`.
+    pub fn finish(&mut self) -> Option<&[u8]> {
+        if std::mem::take(&mut self.ended) {
+            self.buf.clear();
+        }
+        if std::mem::take(&mut self.skipping) || self.buf.is_empty() {
+            return None;
+        }
+        self.ended = true;
+        Some(&self.buf)
+    }
+
+    /// Bytes held now (at most [`COMMAND_LINE_BYTES`]).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 /// Serves commands arriving on the status port, one per line: `STATUS` answers
 /// with a status line, `PAUSE` stops queuing new jobs (the running one finishes),
 /// `RESUME` starts again. Returns at end of input.
@@ -250,19 +358,15 @@ pub fn serve_commands<R: std::io::BufRead>(
     port: &StatusPort,
     paused: &std::sync::atomic::AtomicBool,
 ) {
-    use std::io::{BufRead, Read};
-    use std::sync::atomic::Ordering;
     // Bytes, not `lines()`: one non-UTF-8 byte of line noise made `lines()` fail
-    // and end this loop for good (found by fuzz/); a line is capped so an
-    // endless one cannot grow memory; a serial read timeout is not the end.
-    const MAX_LINE: u64 = 256;
+    // and end this loop for good (found by fuzz/); a line is held in a fixed
+    // buffer ([`CommandLine`]); a serial read timeout is not the end.
     let mut input = input;
-    let mut buf = Vec::new();
+    let mut line = CommandLine::default();
     loop {
-        buf.clear();
-        match (&mut input).take(MAX_LINE).read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
+        let chunk = match input.fill_buf() {
+            Ok([]) => break,
+            Ok(c) => c,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -272,39 +376,44 @@ pub fn serve_commands<R: std::io::BufRead>(
                 continue
             }
             Err(_) => break,
-        }
-        if buf.len() as u64 == MAX_LINE && buf.last() != Some(&b'\n') {
-            // Too long for a command: skip to the end of this line.
-            let mut rest = Vec::new();
-            while let Ok(n) = (&mut input).take(MAX_LINE).read_until(b'\n', &mut rest) {
-                if n == 0 || rest.last() == Some(&b'\n') {
-                    break;
-                }
-                rest.clear();
+        };
+        let n = chunk.len();
+        for &b in chunk {
+            match line.push(b) {
+                Fed::Pending => {}
+                Fed::Line(l) => run_command(l, port, paused),
+                Fed::TooLong => port.emit(&format!(
+                    "organdose error command longer than {COMMAND_LINE_BYTES} bytes ignored"
+                )),
             }
-            port.emit(&format!(
-                "organdose error command longer than {MAX_LINE} bytes ignored"
-            ));
-            continue;
         }
-        let line = String::from_utf8_lossy(&buf);
-        match line.trim().to_ascii_uppercase().as_str() {
-            "" => {}
-            "STATUS" => port.emit(&port.get().line("status")),
-            "PAUSE" => {
-                paused.store(true, Ordering::SeqCst);
-                port.update(|s| s.state = "paused".into());
-                port.event("paused by command");
-            }
-            "RESUME" => {
-                paused.store(false, Ordering::SeqCst);
-                port.update(|s| s.state = "idle".into());
-                port.event("resumed by command");
-            }
-            other => port.emit(&format!(
-                "organdose error unknown command '{other}' (STATUS, PAUSE, RESUME)"
-            )),
+        input.consume(n);
+    }
+    if let Some(l) = line.finish() {
+        run_command(l, port, paused);
+    }
+}
+
+/// One command line (its bytes: noise is answered, not fatal).
+fn run_command(line: &[u8], port: &StatusPort, paused: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering;
+    let line = String::from_utf8_lossy(line);
+    match line.trim().to_ascii_uppercase().as_str() {
+        "" => {}
+        "STATUS" => port.emit(&port.get().line("status")),
+        "PAUSE" => {
+            paused.store(true, Ordering::SeqCst);
+            port.update(|s| s.state = "paused".into());
+            port.event("paused by command");
         }
+        "RESUME" => {
+            paused.store(false, Ordering::SeqCst);
+            port.update(|s| s.state = "idle".into());
+            port.event("resumed by command");
+        }
+        other => port.emit(&format!(
+            "organdose error unknown command '{other}' (STATUS, PAUSE, RESUME)"
+        )),
     }
 }
 
@@ -377,5 +486,82 @@ mod tests {
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(text.contains("unknown command"), "{text}");
         assert!(text.contains("longer than 256 bytes"), "{text}");
+    }
+
+    /// 1 MB without a line end: the command buffer stays at its capacity, the
+    /// line is refused once with a status line, and the next command works. An
+    /// unbounded buffer would hold the whole megabyte.
+    #[test]
+    fn an_endless_line_is_refused_in_fixed_memory() {
+        let mut line = CommandLine::default();
+        let mut refused = 0;
+        for _ in 0..1_000_000 {
+            match line.push(b'x') {
+                Fed::Pending => {}
+                Fed::TooLong => refused += 1,
+                Fed::Line(l) => panic!("no line end was sent, got {} bytes", l.len()),
+            }
+            assert!(line.buffered() <= COMMAND_LINE_BYTES);
+        }
+        assert_eq!(refused, 1, "refused once, when it outgrew the buffer");
+        assert_eq!(line.buffered(), 0, "the refused line is not kept");
+        let mut lines = Vec::new();
+        for &b in b"\r\nPAUSE\r\n" {
+            if let Fed::Line(l) = line.push(b) {
+                lines.push(String::from_utf8_lossy(l).into_owned());
+            }
+        }
+        assert_eq!(lines, ["PAUSE\r"], "the end of the refused line is skipped");
+
+        // The same through the port.
+        let dir = tempfile::tempdir().unwrap();
+        let buf = Shared::default();
+        let port = StatusPort::new(Sink::Writer(Box::new(buf.clone())), dir.path());
+        let paused = std::sync::atomic::AtomicBool::new(false);
+        let mut input = vec![b'y'; 1 << 20];
+        input.extend_from_slice(b"\nPAUSE\n");
+        serve_commands(std::io::Cursor::new(input), &port, &paused);
+        assert!(paused.load(std::sync::atomic::Ordering::SeqCst));
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("longer than 256 bytes").count(), 1, "{text}");
+        assert!(text.len() < 4 * STATUS_LINE_BYTES, "{} bytes", text.len());
+        // A line of exactly the capacity is still a command (and unknown).
+        let mut input = vec![b'z'; COMMAND_LINE_BYTES];
+        input.extend_from_slice(b"\nRESUME");
+        serve_commands(std::io::Cursor::new(input), &port, &paused);
+        assert!(
+            !paused.load(std::sync::atomic::Ordering::SeqCst),
+            "last line without end"
+        );
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("unknown command 'ZZZ"), "{text}");
+    }
+
+    /// Messages are held in fixed memory: a long one is cut at a character
+    /// boundary, marked, in the line, the snapshot and status.json; a longer
+    /// one in a status.json of another version is cut when read.
+    #[test]
+    fn long_messages_are_cut_to_a_status_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let buf = Shared::default();
+        let port = StatusPort::new(Sink::Writer(Box::new(buf.clone())), dir.path());
+        let long = "ä".repeat(3000);
+        port.event(&long);
+        let ev = port.get().last_event;
+        assert!(
+            ev.len() <= STATUS_LINE_BYTES && ev.ends_with("ä..."),
+            "{}",
+            ev.len()
+        );
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(text.len() <= STATUS_LINE_BYTES + 2, "{}", text.len());
+        assert!(text.ends_with("...\r\n"));
+        assert_eq!(read_status(dir.path()).unwrap().last_event, ev);
+        let mut snap = serde_json::to_value(port.get()).unwrap();
+        snap["fault_message"] = serde_json::Value::String("e".repeat(5000));
+        std::fs::write(dir.path().join("status.json"), snap.to_string()).unwrap();
+        let back = read_status(dir.path()).unwrap();
+        assert_eq!(back.fault_message.len(), STATUS_LINE_BYTES);
+        assert_eq!(status_text("short"), "short");
     }
 }

@@ -15,7 +15,7 @@
 //! Finished jobs leave their `job.json` in `OUT/.outbox/sent/`.
 
 use super::{safe_name, scu, Destination};
-use crate::appliance::status::StatusPort;
+use crate::appliance::status::{status_text, StatusPort};
 use crate::error::{Error, Result};
 use crate::io::write_bytes_atomically;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -227,7 +227,7 @@ impl Outbox {
             st.outbox_queued = s.queued_instances;
             st.outbox_jobs = s.jobs;
             st.outbox_failing = s.failing_jobs;
-            st.outbox_error = s.last_error.clone();
+            st.outbox_error = status_text(&s.last_error);
         });
     }
 
