@@ -14,7 +14,8 @@ use super::clock::Clock;
 use super::cycles::{group_cycles, CycleInput};
 use super::ingest::{Ingest, SeriesState};
 use super::lock::OutLock;
-use super::quarantine::quarantine;
+use super::quarantine::{is_quarantined, quarantine};
+use super::recent::Recent;
 use super::settings::ApplianceConfig;
 use super::state::{CycleRecord, StateStore};
 use super::status::{status_text, StatusPort};
@@ -85,6 +86,11 @@ const FULL_ROUND_S: f64 = 600.0;
 /// (a missed event, a file rewritten in place on a share).
 const RESCAN_S: f64 = 60.0;
 
+/// Quarantined inputs and unrecorded held changes the loop remembers in memory
+/// (8 bytes each, whatever the uptime); beyond them the disk is asked.
+const QUARANTINED_REMEMBERED: usize = 1024;
+const HELD_REMEMBERED: usize = 256;
+
 /// Seconds to wait after the `failures`-th failure in a row: `retry_initial_s`
 /// doubled per failure, at most `retry_max_s`.
 pub fn backoff_s(cfg: &ApplianceConfig, failures: u32) -> f64 {
@@ -104,13 +110,16 @@ pub struct Appliance {
     tx: Option<Sender<Job>>,
     done_rx: Receiver<Done>,
     in_flight: BTreeSet<String>,
-    quarantined: BTreeSet<String>,
+    /// Inputs quarantined already (name#signature): the newest in fixed memory,
+    /// older ones asked of their reason.txt.
+    quarantined: Recent<QUARANTINED_REMEMBERED>,
     /// Cycles waiting after an environment fault.
     retry: BTreeMap<String, Backoff>,
     /// Quarantine copies that failed (full or read-only OUT), by name#signature.
     quarantine_retry: BTreeMap<String, Backoff>,
-    /// Held changes already reported (cycle#message), so each is said once.
-    held_noted: BTreeSet<String>,
+    /// Held changes whose state record could not be written (cycle#message), so
+    /// a read-only OUT does not repeat them every round.
+    held_noted: Recent<HELD_REMEMBERED>,
     pub paused: Arc<AtomicBool>,
     worker: Option<std::thread::JoinHandle<()>>,
     last_heartbeat_s: f64,
@@ -170,10 +179,10 @@ impl Appliance {
             tx: Some(tx),
             done_rx,
             in_flight: BTreeSet::new(),
-            quarantined: BTreeSet::new(),
+            quarantined: Recent::default(),
             retry: BTreeMap::new(),
             quarantine_retry: BTreeMap::new(),
-            held_noted: BTreeSet::new(),
+            held_noted: Recent::default(),
             paused: Arc::new(AtomicBool::new(false)),
             worker: Some(worker),
             last_heartbeat_s: f64::NEG_INFINITY,
@@ -411,15 +420,17 @@ impl Appliance {
             self.out_dir.display(),
             r.id
         );
-        if self.held_noted.insert(format!("{}#{msg}", r.id)) {
-            self.status.event(&format!("cycle {} held: {msg}", r.id));
-            if r.held != msg {
-                let mut held = r.clone();
-                held.held = msg;
-                if let Err(e) = self.store.put(&held) {
-                    tracing::warn!("state record for {}: {e}", r.id);
-                }
-            }
+        // The state record is the lasting memory: a change it holds was said
+        // (also before a restart); memory only keeps an unwritable record
+        // from repeating the line every round.
+        if r.held == msg || !self.held_noted.insert(&format!("{}#{msg}", r.id)) {
+            return true;
+        }
+        self.status.event(&format!("cycle {} held: {msg}", r.id));
+        let mut held = r.clone();
+        held.held = msg;
+        if let Err(e) = self.store.put(&held) {
+            tracing::warn!("state record for {}: {e}", r.id);
         }
         true
     }
@@ -427,6 +438,11 @@ impl Appliance {
     fn quarantine_once(&mut self, name: &str, files: &[PathBuf], why: &str, sig: &str, now: f64) {
         let key = format!("{name}#{sig}");
         if self.quarantined.contains(&key) {
+            return;
+        }
+        // Forgotten by the memory (or from before a restart): the copy on disk says.
+        if is_quarantined(&self.out_dir, name, why, FaultKind::Input, sig) {
+            self.quarantined.insert(&key);
             return;
         }
         if self
@@ -448,7 +464,7 @@ impl Appliance {
             Ok(dir) => {
                 self.status
                     .event(&format!("quarantine {} reason=\"{why}\"", dir.display()));
-                self.quarantined.insert(key.clone());
+                self.quarantined.insert(&key);
                 self.quarantine_retry.remove(&key);
             }
             Err(e) => {

@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod lock;
 pub mod processor;
 pub mod quarantine;
+pub mod recent;
 pub mod settings;
 pub mod state;
 pub mod status;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// FNV-1a, 64 bit: a stable short tag for names (std's hasher may change between
 /// Rust versions, and these names live on disk).
-fn fnv1a(s: &str) -> u64 {
+pub(super) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })
@@ -50,6 +50,26 @@ fn copy_synced(src: &Path, dst: &Path) -> Result<()> {
     to.sync_all().map_err(|e| Error::io(dst, e))
 }
 
+fn reason_text(reason: &str, fault: FaultKind, signature: &str) -> String {
+    format!("{reason}\n\nfault: {fault}\nsignature: {signature}\n")
+}
+
+/// True when `name` already holds a quarantine copy with this reason and
+/// signature (what [`quarantine`] would leave as it is).
+pub fn is_quarantined(
+    out_dir: &Path,
+    name: &str,
+    reason: &str,
+    fault: FaultKind,
+    signature: &str,
+) -> bool {
+    let reason_path = out_dir
+        .join("quarantine")
+        .join(folder_name(name))
+        .join("reason.txt");
+    std::fs::read_to_string(reason_path).ok() == Some(reason_text(reason, fault, signature))
+}
+
 /// Copies `files` (keeping their paths relative to `root`) and writes the reason.
 /// Does nothing when the same name already holds the same reason and signature.
 pub fn quarantine(
@@ -62,11 +82,10 @@ pub fn quarantine(
     signature: &str,
 ) -> Result<PathBuf> {
     let dir = out_dir.join("quarantine").join(folder_name(name));
-    let mut text = format!("{reason}\n\nfault: {fault}\nsignature: {signature}\n");
-    let reason_path = dir.join("reason.txt");
-    if std::fs::read_to_string(&reason_path).ok().as_deref() == Some(text.as_str()) {
+    if is_quarantined(out_dir, name, reason, fault, signature) {
         return Ok(dir);
     }
+    let mut text = reason_text(reason, fault, signature);
     let staged = swap::staging(&dir)?;
     let result = (|| -> Result<()> {
         let mut gone = Vec::new();
@@ -117,5 +136,46 @@ mod tests {
         let c = folder_name("file_a b.dcm");
         assert!(a != b && a != c && b != c, "{a} {b} {c}");
         assert!(!folder_name(".hidden").starts_with('.'));
+    }
+
+    /// The disk is the daemon's lasting memory of what it quarantined (its
+    /// memory keeps only the newest, `super::recent`).
+    #[test]
+    fn a_quarantine_copy_is_found_again_by_reason_and_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, out) = (dir.path().join("in"), dir.path().join("out"));
+        std::fs::create_dir_all(&root).unwrap();
+        let f = root.join("junk.dcm");
+        std::fs::write(&f, b"not DICOM").unwrap();
+        let why = "not a DICOM file";
+        assert!(!is_quarantined(
+            &out,
+            "junk.dcm",
+            why,
+            FaultKind::Input,
+            "s1"
+        ));
+        quarantine(&out, "junk.dcm", &root, &[f], why, FaultKind::Input, "s1").unwrap();
+        assert!(is_quarantined(
+            &out,
+            "junk.dcm",
+            why,
+            FaultKind::Input,
+            "s1"
+        ));
+        assert!(!is_quarantined(
+            &out,
+            "junk.dcm",
+            why,
+            FaultKind::Input,
+            "s2"
+        ));
+        assert!(!is_quarantined(
+            &out,
+            "junk.dcm",
+            "other",
+            FaultKind::Input,
+            "s1"
+        ));
     }
 }
