@@ -14,7 +14,7 @@
 //! bytes the stream really holds); nothing is kept in memory.
 
 use crate::error::{Error, Result};
-use dicom_dictionary_std::StandardDataDictionary;
+use dicom_dictionary_std::{uids, StandardDataDictionary};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -244,9 +244,11 @@ pub fn check_element_lengths(path: &Path) -> Result<ElementBounds> {
     };
     let ts = walk_meta(&mut src, path)?;
     let (syntax, deflated) = match ts.trim_end_matches(['\0', ' ']) {
-        "1.2.840.10008.1.2" => (Syntax::ImplicitLe, false),
-        "1.2.840.10008.1.2.2" => (Syntax::ExplicitBe, false),
-        "1.2.840.10008.1.2.1.99" => (Syntax::ExplicitLe, true),
+        uids::IMPLICIT_VR_LITTLE_ENDIAN => (Syntax::ImplicitLe, false),
+        // Retired, and still in old archives.
+        #[allow(deprecated)]
+        uids::EXPLICIT_VR_BIG_ENDIAN => (Syntax::ExplicitBe, false),
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => (Syntax::ExplicitLe, true),
         _ => (Syntax::ExplicitLe, false),
     };
     if deflated {

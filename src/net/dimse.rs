@@ -15,7 +15,7 @@ pub const C_ECHO_RSP: u16 = 0x8030;
 /// CommandDataSetType when no data set follows.
 pub const NO_DATA_SET: u16 = 0x0101;
 
-pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+pub use dicom_dictionary_std::uids::VERIFICATION;
 
 /// Status codes (PS3.4 B.2.3, PS3.7 C).
 pub const SUCCESS: u16 = 0x0000;

@@ -10,15 +10,22 @@ pub mod outbox;
 pub mod scp;
 pub mod scu;
 
+use dicom_dictionary_std::uids;
 use serde::{Deserialize, Serialize};
 
 /// Storage SOP classes the SCP accepts: the images the reader turns into volumes.
 pub const STORAGE_CLASSES: &[(&str, &str)] = &[
-    ("1.2.840.10008.5.1.4.1.1.2", "CT Image Storage"),
-    ("1.2.840.10008.5.1.4.1.1.2.1", "Enhanced CT Image Storage"),
-    ("1.2.840.10008.5.1.4.1.1.20", "NM Image Storage"),
-    ("1.2.840.10008.5.1.4.1.1.128", "PET Image Storage"),
-    ("1.2.840.10008.5.1.4.1.1.130", "Enhanced PET Image Storage"),
+    (uids::CT_IMAGE_STORAGE, "CT Image Storage"),
+    (uids::ENHANCED_CT_IMAGE_STORAGE, "Enhanced CT Image Storage"),
+    (uids::NUCLEAR_MEDICINE_IMAGE_STORAGE, "NM Image Storage"),
+    (
+        uids::POSITRON_EMISSION_TOMOGRAPHY_IMAGE_STORAGE,
+        "PET Image Storage",
+    ),
+    (
+        uids::ENHANCED_PET_IMAGE_STORAGE,
+        "Enhanced PET Image Storage",
+    ),
 ];
 
 /// `[dicom]` of the configuration.

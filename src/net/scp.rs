@@ -42,7 +42,8 @@ const MAX_COMMAND_BYTES: usize = 64 * 1024;
 
 /// Explicit VR Big Endian (retired): readable by the registry, but the volume
 /// reader is only checked on little-endian pixel data.
-const BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+#[allow(deprecated)] // retired, and still what some old senders offer
+const BIG_ENDIAN: &str = dicom_dictionary_std::uids::EXPLICIT_VR_BIG_ENDIAN;
 
 /// The transfer syntaxes offered: those of the registry whose data set and pixel
 /// data organdose decodes (native little endian, RLE, JPEG, JPEG 2000 with this

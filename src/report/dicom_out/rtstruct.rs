@@ -20,7 +20,8 @@ use std::path::Path;
 
 /// Study Component Management SOP Class (retired, PS3.3 C.8.8.5): the class RT
 /// systems expect in RTReferencedStudySequence.
-const STUDY_COMPONENT_SOP_CLASS: &str = "1.2.840.10008.3.1.2.3.2";
+#[allow(deprecated)] // retired, and still what RT systems expect there
+const STUDY_COMPONENT_SOP_CLASS: &str = dicom_dictionary_std::uids::STUDY_COMPONENT_MANAGEMENT;
 
 /// Writes the structure set to `path`; returns its SOP instance UID.
 pub fn write(
