@@ -806,7 +806,8 @@ mod tests {
         let c = load_png_slice(&ip, &mp, &o).expect("load");
         assert_eq!(c.ct.geom.dims, [8, 6, 3]);
         assert_eq!(c.ct.get(1, 2, 1), o.hu_at_grey255 as f32);
-        assert_eq!(c.ct.get(0, 0, 1), o.hu_at_grey0 as f32);
+        // Grey 0 is clipped: read as fat/air, not as the window's floor.
+        assert_eq!(c.ct.get(0, 0, 1), -1000.0);
         assert_eq!(c.truth.get(1, 2, 0), organs::LIVER);
         assert_eq!(c.truth.get(6, 3, 2), KIDNEY_UNSPLIT);
         // LPS: the liver pixel is at negative x (patient right).
