@@ -1,15 +1,16 @@
 //! The shipped model (`weights/organs`) against a phantom's truth: a full-size
 //! patient never used in training (training seeds 1000.., 7000-7063, 9000-9079,
-//! 20000-20009), made with the default generator (real anatomy, scanner-like
+//! 20000-20009, 22000-22029), made with the default generator (real anatomy, scanner-like
 //! CT appearance), axial slabs through the kidneys and through the liver of
 //! its contrast CT and of a low-dose CT, segmented axial-only (the test
 //! suite's time budget; `organdose eval` gives the three-plane numbers on
-//! whole volumes). Measured 2026-12-02 with the weights of sha256 b690ef7f...
-//! (axial-only, this patient's slabs, CT / low-dose CT): left kidney 0.891 /
-//! 0.868, right kidney 0.805 / 0.854, liver 0.927 / 0.916. The weights they
-//! replaced (ff48cc92..., trained on the geometric phantoms) scored 0.500 /
+//! whole volumes). Measured 2026-12-02 with the weights of sha256 72326c0f...
+//! (step 5; axial-only, this patient's slabs, CT / low-dose CT): left kidney
+//! 0.918 / 0.844, right kidney 0.892 / 0.878, liver 0.939 / 0.929; step 4
+//! (b690ef7f...): 0.891 / 0.868, 0.805 / 0.854, 0.927 / 0.916. The weights
+//! before (ff48cc92..., trained on the geometric phantoms) scored 0.500 /
 //! 0.000, 0.000 / 0.000 and 0.839 / 0.810 on the same slabs. The floors sit
-//! about 0.06 below the new figures: a model that loses a kidney in part, or a
+//! 0.06-0.10 below the step-5 figures: a model that loses a kidney in part, or a
 //! broken load or preprocessing (~0), fails.
 
 use organdose::organs;
