@@ -11,7 +11,7 @@ use crate::io::dicom_bounds::{check_element_lengths, ElementBounds};
 use crate::io::IngestConfig;
 use crate::time::DateTime;
 use crate::volume::{cross, dot, norm, Geometry, Vec3, Volume};
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, uids};
 use dicom_object::{DefaultDicomObject, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use serde::Serialize;
@@ -1249,9 +1249,54 @@ fn read_frames(h: &DicomHeader) -> Result<Vec<f64>> {
         })
 }
 
+/// RLE Lossless (PS3.5 Annex G) headers checked before dicom-pixeldata reads
+/// them: its `read_rle_header` sizes a vector from the header's segment
+/// count, so a crafted count of 2^32 - 1 asked 16 GiB and aborted the process
+/// (found by fuzz/). A valid header has 1-15 segments whose offsets lie
+/// inside the fragment (G.3.1).
+fn check_rle_headers(path: &Path, file: &DefaultDicomObject) -> Result<()> {
+    if file.meta().transfer_syntax().trim_end_matches('\0') != uids::RLE_LOSSLESS {
+        return Ok(());
+    }
+    let Ok(elem) = file.element(tags::PIXEL_DATA) else {
+        return Ok(());
+    };
+    let Some(fragments) = elem.value().fragments() else {
+        return Err(Error::dicom(path, "RLE pixel data is not encapsulated"));
+    };
+    for (i, f) in fragments.iter().enumerate() {
+        let bad = |why: String| Error::dicom(path, format!("RLE fragment {i}: {why}"));
+        if f.len() < 64 {
+            return Err(bad(format!(
+                "{} bytes, shorter than its 64-byte header",
+                f.len()
+            )));
+        }
+        let word =
+            |k: usize| u32::from_le_bytes([f[4 * k], f[4 * k + 1], f[4 * k + 2], f[4 * k + 3]]);
+        let n = word(0);
+        if !(1..=15).contains(&n) {
+            return Err(bad(format!(
+                "header declares {n} segments (1 to 15 allowed)"
+            )));
+        }
+        for k in 1..=n as usize {
+            let off = word(k) as usize;
+            if off < 64 || off > f.len() {
+                return Err(bad(format!(
+                    "segment {k} starts at byte {off}, outside the fragment's {} bytes",
+                    f.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Decodes and converts the pixel data of an opened file (see [`read_frames`]).
 fn decode_frames(h: &DicomHeader, file: &DefaultDicomObject) -> Result<Vec<f64>> {
     let path = &h.path;
+    check_rle_headers(path, file)?;
     let decoded = file
         .decode_pixel_data()
         .map_err(|e| Error::dicom(path, format!("pixel data: {e}")))?;
