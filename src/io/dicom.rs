@@ -1254,7 +1254,7 @@ fn read_frames(h: &DicomHeader) -> Result<Vec<f64>> {
 /// count, so a crafted count of 2^32 - 1 asked 16 GiB and aborted the process
 /// (found by fuzz/). A valid header has 1-15 segments whose offsets lie
 /// inside the fragment (G.3.1).
-fn check_rle_headers(path: &Path, file: &DefaultDicomObject) -> Result<()> {
+pub(crate) fn check_rle_headers(path: &Path, file: &DefaultDicomObject) -> Result<()> {
     if file.meta().transfer_syntax().trim_end_matches('\0') != uids::RLE_LOSSLESS {
         return Ok(());
     }

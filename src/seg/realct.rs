@@ -462,6 +462,9 @@ fn decode_dicom_bytes(bytes: &[u8], what: &str) -> Result<MaskSlice> {
         .and_then(|e| e.to_multi_float64().ok())
         .filter(|v| v.len() >= 3)
         .map(|v| [v[0], v[1], v[2]]);
+    // The same guard as the CT reader's: a crafted RLE header would make the
+    // decoder ask for gigabytes.
+    dicom::check_rle_headers(Path::new(what), &obj)?;
     let dec = obj
         .decode_pixel_data()
         .map_err(|e| bad(format!("pixel data: {e}")))?;
