@@ -69,7 +69,12 @@ fn uniform_sphere_mono_exponential_closed_form_tia_and_dose() {
         nuclide: nuc,
         injected_activity_mbq: 7400.0,
     };
-    let s = dosimetry::run(&input, &paper_method()).unwrap();
+    // The fitted model's closed form first; the default hybrid method below.
+    let fit_cfg = DosimetryConfig {
+        tia_method: dosimetry::kinetics::TiaMethod::Fit,
+        ..paper_method()
+    };
+    let s = dosimetry::run(&input, &fit_cfg).unwrap();
     let o = &s.organs["kidney_left"];
     let mass_g = n_vox * 0.064 * 1.06;
     assert!((o.mass_g - mass_g).abs() < 1e-9 * mass_g);
@@ -135,6 +140,19 @@ fn uniform_sphere_mono_exponential_closed_form_tia_and_dose() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let txt = std::fs::read_to_string(dir.path().join("report.txt")).unwrap();
     assert!(txt.contains("kidney_left"));
+    // Hybrid (the default): a straight line from (0, 0) to the 0.5 h point, then the
+    // exponential through the points, which is exact on a mono-exponential, and its
+    // rate after 72 h: 0.25 A(0.5) + A(0.5) / (b + lp) by hand.
+    let s = dosimetry::run(&input, &paper_method()).unwrap();
+    let o = &s.organs["kidney_left"];
+    let a05 = a0 * (-(b + lp) * 0.5).exp();
+    let hybrid = 0.25 * a05 + a05 / (b + lp);
+    assert!(
+        (o.tia_mbq_h - hybrid).abs() < 1e-5 * hybrid,
+        "{} vs {hybrid}",
+        o.tia_mbq_h
+    );
+    assert_eq!(o.kinetics.method, "hybrid_trapezoid_exponential_tail");
 }
 
 #[test]

@@ -48,6 +48,9 @@ pub struct DosimetryConfig {
     pub pvc_psf_axial_fwhm_mm: Option<f64>,
     pub pvc_psf_fwhm_sd_mm: f64,
     pub pvc_shell_mm: f64,
+    /// How three or more time points become a TIA (`fit` or `hybrid`).
+    #[serde(default)]
+    pub tia_method: kinetics::TiaMethod,
     pub activity_rel_sd: f64,
     pub mass_rel_sd: f64,
     pub population_teff_h: BTreeMap<String, f64>,

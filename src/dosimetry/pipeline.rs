@@ -350,12 +350,13 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         // correlated component, the TIA of the activities corrected with the wider PSF
         // (EANM 2018: correlated inputs are not added as independent noise; as weights
         // they would also tip the model choice towards the simplest model).
-        let k = kinetics::integrate(
+        let k = kinetics::integrate_with(
             &times,
             &acts,
             lp,
             cfg.activity_rel_sd,
             cfg.population_teff_h(&name),
+            cfg.tia_method,
         )?;
         let mut k = k;
         if per_tp_pvc.iter().any(|c| c.is_some()) && wide_acts != acts {
@@ -374,12 +375,13 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         let uncorrected_tia = if cfg.pvc == PvcMethod::None {
             k.tia_mbq_h
         } else {
-            kinetics::integrate(
+            kinetics::integrate_with(
                 &times,
                 &uncorrected,
                 lp,
                 cfg.activity_rel_sd,
                 cfg.population_teff_h(&name),
+                cfg.tia_method,
             )
             .map_or(f64::NAN, |u| u.tia_mbq_h)
         };

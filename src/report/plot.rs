@@ -337,6 +337,20 @@ pub fn tac_png_scaled(s: &DoseSummary, log: bool) -> Result<Vec<u8>> {
                 .map_err(|e| e.to_string())?
                 .label(format!("{name} ({})", o.kinetics.method))
                 .legend(move |(x, y)| Circle::new((x + 10, y), 5, c.filled()));
+            // The curve that gave the TIA is drawn bold; with the hybrid method the
+            // fitted model (its cross-check) is the thin line.
+            let hybrid = o.kinetics.hybrid.as_ref();
+            if let Some(h) = hybrid {
+                let curve: Vec<(f64, f64)> = (0..=300)
+                    .map(|i| {
+                        let t = t_max * i as f64 / 300.0;
+                        (t, y_of(h.eval(t)).min(y1))
+                    })
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(curve, Color::stroke_width(&c, 2)))
+                    .map_err(|e| e.to_string())?;
+            }
             if let Some(f) = &o.fit {
                 let m: Model = f.model;
                 let curve: Vec<(f64, f64)> = (0..=300)
@@ -345,8 +359,9 @@ pub fn tac_png_scaled(s: &DoseSummary, log: bool) -> Result<Vec<u8>> {
                         (t, y_of(m.eval(&f.parameters, lp, t)).min(y1))
                     })
                     .collect();
+                let width = if hybrid.is_some() { 1 } else { 2 };
                 chart
-                    .draw_series(LineSeries::new(curve, Color::stroke_width(&c, 2)))
+                    .draw_series(LineSeries::new(curve, Color::stroke_width(&c, width)))
                     .map_err(|e| e.to_string())?;
             }
         }
