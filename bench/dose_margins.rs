@@ -2,7 +2,8 @@
 //! system blur and Poisson noise: the paper's 3 mm and 6 mm border extension without
 //! correction, and partial-volume correction (GTM, Labbé, recovery coefficients) with
 //! the phantom's true PSF, with a PSF wrong by +-1 mm FWHM, and with the masks shifted
-//! by one SPECT voxel. Prints a table and the summary per column.
+//! by one SPECT voxel or off the voxel lattice, with and without the mask search; the
+//! fitted model's TIA beside the hybrid. Prints a table and the summary per column.
 //!
 //!     cargo bench --bench dose_margins                      # 4 patients, seeds 100-103
 //!     ORGANDOSE_BENCH_COLUMNS=3mm,GTM cargo bench --bench dose_margins   # two columns
@@ -23,7 +24,8 @@ use organdose::Volume;
 struct Column {
     name: &'static str,
     cfg: fn(f64) -> DosimetryConfig,
-    shifted_masks: bool,
+    /// Masks moved by this many SPECT voxels per axis (a misregistration).
+    shift_voxels: [f64; 3],
 }
 
 fn base(sigma: f64, pvc: PvcMethod, fwhm: f64) -> DosimetryConfig {
@@ -35,21 +37,27 @@ fn base(sigma: f64, pvc: PvcMethod, fwhm: f64) -> DosimetryConfig {
     }
 }
 
+/// No move; one SPECT voxel along x; and a move off the voxel lattice (3.9 mm at
+/// 4.4 mm voxels), which a search in quarter-voxel steps cannot land on exactly.
+const NONE: [f64; 3] = [0.0; 3];
+const ONE_X: [f64; 3] = [1.0, 0.0, 0.0];
+const OFF: [f64; 3] = [0.7, -0.45, 0.3];
+
 const COLUMNS: &[Column] = &[
     Column {
         name: "3mm",
         cfg: |_| base(3.0, PvcMethod::None, 12.5),
-        shifted_masks: false,
+        shift_voxels: NONE,
     },
     Column {
         name: "6mm",
         cfg: |_| base(6.0, PvcMethod::None, 12.5),
-        shifted_masks: false,
+        shift_voxels: NONE,
     },
     Column {
         name: "GTM",
         cfg: |f| base(3.0, PvcMethod::Gtm, f),
-        shifted_masks: false,
+        shift_voxels: NONE,
     },
     Column {
         // The fitted model's TIA instead of the hybrid (dosimetry.tia_method = "fit").
@@ -58,37 +66,68 @@ const COLUMNS: &[Column] = &[
             tia_method: TiaMethod::Fit,
             ..base(3.0, PvcMethod::Gtm, f)
         },
-        shifted_masks: false,
+        shift_voxels: NONE,
     },
     Column {
         name: "Labbe",
         cfg: |f| base(3.0, PvcMethod::Labbe, f),
-        shifted_masks: false,
+        shift_voxels: NONE,
     },
     Column {
         name: "RC",
         cfg: |f| base(3.0, PvcMethod::Rc, f),
-        shifted_masks: false,
+        shift_voxels: NONE,
     },
     Column {
         name: "GTM-1mm",
         cfg: |f| base(3.0, PvcMethod::Gtm, f - 1.0),
-        shifted_masks: false,
+        shift_voxels: NONE,
     },
     Column {
         name: "GTM+1mm",
         cfg: |f| base(3.0, PvcMethod::Gtm, f + 1.0),
-        shifted_masks: false,
+        shift_voxels: NONE,
     },
     Column {
         name: "GTMshift",
         cfg: |f| base(3.0, PvcMethod::Gtm, f),
-        shifted_masks: true,
+        shift_voxels: ONE_X,
+    },
+    Column {
+        // The columns above search the masks' translation against each SPECT (the
+        // default, dosimetry.register_max_mm); these three do not.
+        name: "GTMnoReg",
+        cfg: |f| DosimetryConfig {
+            register_max_mm: 0.0,
+            ..base(3.0, PvcMethod::Gtm, f)
+        },
+        shift_voxels: NONE,
+    },
+    Column {
+        name: "GTMshNoR",
+        cfg: |f| DosimetryConfig {
+            register_max_mm: 0.0,
+            ..base(3.0, PvcMethod::Gtm, f)
+        },
+        shift_voxels: ONE_X,
+    },
+    Column {
+        name: "GTMoff",
+        cfg: |f| base(3.0, PvcMethod::Gtm, f),
+        shift_voxels: OFF,
+    },
+    Column {
+        name: "GTMoffNoR",
+        cfg: |f| DosimetryConfig {
+            register_max_mm: 0.0,
+            ..base(3.0, PvcMethod::Gtm, f)
+        },
+        shift_voxels: OFF,
     },
     Column {
         name: "GTM12.5",
         cfg: |_| base(3.0, PvcMethod::Gtm, 12.5),
-        shifted_masks: false,
+        shift_voxels: NONE,
     },
 ];
 
@@ -117,10 +156,12 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The labels moved by one SPECT voxel along x (a misregistration).
-fn shifted(v: &Volume<u8>, mm: f64) -> Volume<u8> {
+/// The labels moved by `voxels` SPECT voxels along the axes (a misregistration).
+fn shifted(v: &Volume<u8>, voxels: [f64; 3], spacing: [f64; 3]) -> Volume<u8> {
     let mut s = v.clone();
-    s.geom.origin[0] += mm;
+    for a in 0..3 {
+        s.geom.origin[a] += voxels[a] * spacing[a];
+    }
     s
 }
 
@@ -155,17 +196,17 @@ fn main() {
         let diag = p.diagnostic_ct_labels();
         let ldct: Vec<_> = (0..p.times_h.len()).map(|tp| p.ldct(tp).1).collect();
         let real: Vec<_> = (0..p.times_h.len()).map(|tp| p.spect(tp).0).collect();
-        let input = |shift: bool| DoseInput {
+        let input = |shift: [f64; 3]| DoseInput {
             patient_id: p.patient_id.clone(),
             diag_ct_labels: diag.clone(),
             timepoints: (0..p.times_h.len())
                 .map(|tp| TimePointInput {
                     t_h: p.times_h[tp],
                     spect_bq_per_ml: real[tp].clone(),
-                    labels: if shift {
-                        shifted(&ldct[tp], real[tp].geom.spacing[0])
-                    } else {
+                    labels: if shift == NONE {
                         ldct[tp].clone()
+                    } else {
+                        shifted(&ldct[tp], shift, real[tp].geom.spacing)
                     },
                 })
                 .collect(),
@@ -179,7 +220,7 @@ fn main() {
                 let t = std::time::Instant::now();
                 let c0 = cpu_seconds();
                 let s = organdose::dosimetry::run(
-                    &input(col.shifted_masks),
+                    &input(col.shift_voxels),
                     &(col.cfg)(p.spect_fwhm_mm),
                 )
                 .expect("dosimetry");
@@ -297,4 +338,9 @@ fn main() {
     println!(
         "TIA by the configured tia_method (default hybrid) in every column but GTMfit (fitted model)."
     );
+    println!(
+        "GTMoff: masks moved by (0.7, -0.45, 0.3) SPECT voxels. Every correction column searches"
+    );
+    println!("the masks' translation against each SPECT first (register_max_mm = 10, the default)");
+    println!("but GTMnoReg, GTMshNoR and GTMoffNoR.");
 }

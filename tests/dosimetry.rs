@@ -119,7 +119,8 @@ fn uniform_sphere_mono_exponential_closed_form_tia_and_dose() {
     }
     let text = std::fs::read_to_string(dir.path().join("dose_summary.json")).unwrap();
     let j: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(j["schema_version"], "1.1");
+    assert_eq!(j["schema_version"], "1.2");
+    assert_eq!(j["settings"]["tia_method"], "hybrid");
     let k = &j["organs"]["kidney_left"];
     for key in [
         "mass_g",

@@ -22,6 +22,7 @@ pub mod plausibility;
 pub mod psf;
 pub mod psf_calibration;
 pub mod pvc;
+pub mod registration;
 pub mod uncertainty;
 
 pub use nuclide::Nuclide;
@@ -48,6 +49,10 @@ pub struct DosimetryConfig {
     pub pvc_psf_axial_fwhm_mm: Option<f64>,
     pub pvc_psf_fwhm_sd_mm: f64,
     pub pvc_shell_mm: f64,
+    /// Before the correction, search each time point's mask translation against the
+    /// SPECT up to this far (mm per axis) and use the best (`registration.rs`); 0: off.
+    #[serde(default)]
+    pub register_max_mm: f64,
     /// How three or more time points become a TIA (`fit` or `hybrid`).
     #[serde(default)]
     pub tia_method: kinetics::TiaMethod,
@@ -118,6 +123,9 @@ impl DosimetryConfig {
             if !fwhm_ok(v) {
                 return bad("pvc_psf_axial_fwhm_mm", v);
             }
+        }
+        if !(self.register_max_mm.is_finite() && (0.0..=50.0).contains(&self.register_max_mm)) {
+            return bad("register_max_mm", self.register_max_mm);
         }
         if !(self.pvc_psf_fwhm_sd_mm.is_finite() && (0.0..10.0).contains(&self.pvc_psf_fwhm_sd_mm))
         {

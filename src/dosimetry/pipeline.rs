@@ -18,6 +18,7 @@ use super::activity::{measure_time_point, TimePointMeasurement};
 use super::dose::{dose_map, dvh, local_deposition_gy, Dvh, Kernel};
 use super::kinetics::{self, FitResult, Kinetics};
 use super::pvc::{self, PvcMethod, PvcResult, PvcSettings};
+use super::registration;
 use super::uncertainty::mean_dose_sd;
 use super::{DosimetryConfig, Nuclide};
 use crate::error::{Error, Result};
@@ -28,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Version of the `dose_summary.json` schema (README: "dose_summary.json").
-pub const SCHEMA_VERSION: &str = "1.1";
+pub const SCHEMA_VERSION: &str = "1.2";
 
 /// One SPECT time point with the organ mask for it.
 #[derive(Debug, Clone)]
@@ -120,6 +121,8 @@ pub struct OrganSummary {
 pub struct SummarySettings {
     /// Partial-volume correction: "none", "gtm", "labbe", "rc".
     pub pvc: String,
+    /// How the TIA was obtained from three or more points: "hybrid" or "fit".
+    pub tia_method: String,
     pub psf_sigma_mm: f64,
     pub voi_threshold: f64,
     pub coverage_subsamples: usize,
@@ -170,6 +173,11 @@ pub struct PvcSummary {
     /// Per time point: mean concentration (Bq/mL) of the field of view outside the
     /// organs and their shells.
     pub rest_concentration_bq_per_ml: Vec<f64>,
+    /// The mask search's limit (mm; 0: no search).
+    pub register_max_mm: f64,
+    /// Per time point: how far the masks were moved to match the SPECT (mm, LPS);
+    /// null where no search ran.
+    pub mask_shift_mm: Vec<Option<[f64; 3]>>,
 }
 
 impl DoseSummary {
@@ -246,11 +254,53 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
     let mut per_tp: Vec<TimePointMeasurement> = Vec::new();
     let mut rest_mbq = Vec::new();
     let mut per_tp_pvc: Vec<Option<(PvcResult, PvcResult)>> = Vec::new();
+    let mut mask_shifts: Vec<Option<[f64; 3]>> = Vec::new();
     let mut ref_meas: Option<TimePointMeasurement> = None;
     for (pos, &i) in order.iter().enumerate() {
         let tp = &input.timepoints[i];
+        let at_tp = |e: Error| Error::input(format!("time point {} ({} h): {e}", pos + 1, tp.t_h));
         let m = measure_time_point(&tp.spect_bq_per_ml, &tp.labels, &organ_labels, cfg)
-            .map_err(|e| Error::input(format!("time point {} ({} h): {e}", pos + 1, tp.t_h)))?;
+            .map_err(at_tp)?;
+        // The masks moved to where the SPECT says the organs are, when asked.
+        let shift = (cfg.pvc != PvcMethod::None && cfg.register_max_mm > 0.0)
+            .then(|| {
+                registration::estimate_shift(
+                    &tp.spect_bq_per_ml,
+                    &m.core,
+                    &cfg.psf(),
+                    cfg.register_max_mm,
+                )
+            })
+            .flatten();
+        let m = match shift {
+            Some(s) if s.length_mm() > 0.0 => {
+                let moved = registration::moved(&tp.labels, s.mm);
+                measure_time_point(&tp.spect_bq_per_ml, &moved, &organ_labels, cfg)
+                    .map_err(at_tp)?
+            }
+            _ => m,
+        };
+        if let Some(s) = shift {
+            let tp_name = format!("time point {} ({:.1} h)", pos + 1, tp.t_h);
+            let voxel = tp
+                .spect_bq_per_ml
+                .geom
+                .spacing
+                .iter()
+                .fold(0.0f64, |a, &b| a.max(b));
+            if s.at_limit {
+                warnings.push(format!(
+                    "{tp_name}: the masks match the SPECT best at the search limit (register_max_mm = {} mm), moved by ({:.1}, {:.1}, {:.1}) mm: a larger SPECT/CT misregistration, or masks that do not match the SPECT; check the registration",
+                    cfg.register_max_mm, s.mm[0], s.mm[1], s.mm[2]
+                ));
+            } else if s.length_mm() >= 0.5 * voxel {
+                warnings.push(format!(
+                    "{tp_name}: masks moved by ({:.1}, {:.1}, {:.1}) mm to match the SPECT (SPECT/CT misregistration); check the registration",
+                    s.mm[0], s.mm[1], s.mm[2]
+                ));
+            }
+        }
+        mask_shifts.push(shift.map(|s| s.mm));
         let vox_ml = tp.spect_bq_per_ml.geom.voxel_volume_ml();
         let total: f64 = tp
             .spect_bq_per_ml
@@ -492,6 +542,8 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
                         .map_or(f64::NAN, |c| c.0.rest_concentration_bq_per_ml)
                 })
                 .collect(),
+            register_max_mm: cfg.register_max_mm,
+            mask_shift_mm: mask_shifts.clone(),
         }
     });
 
@@ -599,6 +651,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         times_h: times,
         settings: SummarySettings {
             pvc: cfg.pvc.name().into(),
+            tia_method: cfg.tia_method.name().into(),
             psf_sigma_mm: cfg.psf_sigma_mm,
             voi_threshold: cfg.voi_threshold,
             coverage_subsamples: cfg.coverage_subsamples,

@@ -293,7 +293,7 @@ impl Regions {
 }
 
 /// `P chi` on the box grown by the PSF's reach.
-fn blurred(chi: &BoxMap, geom: &Geometry, psf: &Psf) -> BoxMap {
+pub(crate) fn blurred(chi: &BoxMap, geom: &Geometry, psf: &Psf) -> BoxMap {
     let mut b = chi.grown(super::boxmap::reach(geom, psf.sigma_mm()), geom.dims);
     gaussian_blur_3d_axes(
         &mut b.w,
