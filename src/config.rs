@@ -139,6 +139,7 @@ pvc_psf_fwhm_mm = 10.0
 pvc_psf_axial_fwhm_mm = 14.0
 pvc_psf_fwhm_sd_mm = 0.5
 pvc_shell_mm = 15.0
+register_max_mm = 4.0
 tia_method = "fit"
 activity_rel_sd = 0.1
 mass_rel_sd = 0.05

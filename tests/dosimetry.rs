@@ -120,7 +120,8 @@ fn uniform_sphere_mono_exponential_closed_form_tia_and_dose() {
     let text = std::fs::read_to_string(dir.path().join("dose_summary.json")).unwrap();
     let j: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(j["schema_version"], "1.2");
-    assert_eq!(j["settings"]["tia_method"], "hybrid");
+    // These outputs are the fit run's: the summary says so.
+    assert_eq!(j["settings"]["tia_method"], "fit");
     let k = &j["organs"]["kidney_left"];
     for key in [
         "mass_g",
@@ -229,7 +230,24 @@ fn misregistered_spect_warns_of_spill_out() {
         nuclide: Nuclide::Lu177,
         injected_activity_mbq: 7400.0,
     };
-    let s = dosimetry::run(&input, &DosimetryConfig::default()).unwrap();
+    // The default correction first searches the masks' move against the SPECT: it
+    // finds this one (12 mm, beyond its 10 mm limit) and says so.
+    let searched = dosimetry::run(&input, &DosimetryConfig::default()).unwrap();
+    let shifts = &searched.pvc.as_ref().unwrap().mask_shift_mm;
+    assert!(
+        shifts.iter().all(|m| m.is_some_and(|m| m[0] > 8.0)),
+        "{shifts:?}"
+    );
+    assert!(
+        searched
+            .warnings
+            .iter()
+            .any(|w| w.contains("match the SPECT")),
+        "{:?}",
+        searched.warnings
+    );
+    // The paper's VOI method keeps the masks where the CT put them.
+    let s = dosimetry::run(&input, &paper_method()).unwrap();
     let o = &s.organs["kidney_left"];
     assert!(
         o.activity_mbq[0] < 20.0 * 0.9,
