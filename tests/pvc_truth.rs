@@ -10,8 +10,26 @@ use organdose::dosimetry::{DosimetryConfig, Nuclide};
 use organdose::organs;
 use organdose::phantom::{Patient, PhantomConfig};
 
-fn run(p: &Patient, method: PvcMethod, fwhm: f64) -> DoseSummary {
-    let input = DoseInput {
+/// A small noise-free phantom: the SPECT is the activity blurred by the stated PSF,
+/// moved against each low-dose CT by up to `misregistration_mm`.
+fn phantom_config(misregistration_mm: f64) -> PhantomConfig {
+    PhantomConfig {
+        ct_matrix: 256,
+        ct_pixel_mm: (1.6, 1.6),
+        ct_slice_mm: vec![3.0],
+        ldct_matrix: 256,
+        ldct_pixel_mm: (1.6, 1.6),
+        ldct_slice_mm: vec![3.0],
+        spect_grids: vec![(128, 4.42)],
+        acquisition_s: 0.0,
+        misregistration_mm,
+        misregistration_deg: 0.0,
+        ..PhantomConfig::default()
+    }
+}
+
+fn input(p: &Patient) -> DoseInput {
+    DoseInput {
         patient_id: p.patient_id.clone(),
         diag_ct_labels: p.diagnostic_ct_labels(),
         timepoints: (0..p.times_h.len())
@@ -23,13 +41,16 @@ fn run(p: &Patient, method: PvcMethod, fwhm: f64) -> DoseSummary {
             .collect(),
         nuclide: Nuclide::Lu177,
         injected_activity_mbq: p.injected_mbq,
-    };
+    }
+}
+
+fn run(p: &Patient, method: PvcMethod, fwhm: f64) -> DoseSummary {
     let cfg = DosimetryConfig {
         pvc: method,
         pvc_psf_fwhm_mm: fwhm,
         ..DosimetryConfig::default()
     };
-    organdose::dosimetry::run(&input, &cfg).expect("dosimetry")
+    organdose::dosimetry::run(&input(p), &cfg).expect("dosimetry")
 }
 
 /// Worst relative error (per cent) of the kidney activities over the time points.
@@ -54,20 +75,7 @@ fn worst_kidney_activity_error(p: &Patient, s: &DoseSummary) -> f64 {
 
 #[test]
 fn gtm_with_the_stated_psf_recovers_kidney_activity() {
-    let cfg = PhantomConfig {
-        ct_matrix: 256,
-        ct_pixel_mm: (1.6, 1.6),
-        ct_slice_mm: vec![3.0],
-        ldct_matrix: 256,
-        ldct_pixel_mm: (1.6, 1.6),
-        ldct_slice_mm: vec![3.0],
-        spect_grids: vec![(128, 4.42)],
-        // No counting noise: the SPECT is the activity blurred by the stated PSF.
-        acquisition_s: 0.0,
-        misregistration_mm: 0.0,
-        ..PhantomConfig::default()
-    };
-    let p = Patient::new(&cfg, 21, 0);
+    let p = Patient::new(&phantom_config(0.0), 21, 0);
     let truth_psf = organdose::phantom::layout::spect_psf(&p);
     let fwhm = truth_psf["fwhm_mm"][0]
         .as_f64()
@@ -128,34 +136,9 @@ fn gtm_with_the_stated_psf_recovers_kidney_activity() {
 /// moves found are the phantom's.
 #[test]
 fn mask_search_undoes_a_spect_ct_misregistration() {
-    let cfg = PhantomConfig {
-        ct_matrix: 256,
-        ct_pixel_mm: (1.6, 1.6),
-        ct_slice_mm: vec![3.0],
-        ldct_matrix: 256,
-        ldct_pixel_mm: (1.6, 1.6),
-        ldct_slice_mm: vec![3.0],
-        spect_grids: vec![(128, 4.42)],
-        acquisition_s: 0.0,
-        misregistration_mm: 8.0,
-        misregistration_deg: 0.0,
-        ..PhantomConfig::default()
-    };
-    let p = Patient::new(&cfg, 21, 0);
+    let p = Patient::new(&phantom_config(8.0), 21, 0);
     let fwhm = p.spect_fwhm_mm;
-    let input = DoseInput {
-        patient_id: p.patient_id.clone(),
-        diag_ct_labels: p.diagnostic_ct_labels(),
-        timepoints: (0..p.times_h.len())
-            .map(|tp| TimePointInput {
-                t_h: p.times_h[tp],
-                spect_bq_per_ml: p.spect(tp).0,
-                labels: p.ldct(tp).1,
-            })
-            .collect(),
-        nuclide: Nuclide::Lu177,
-        injected_activity_mbq: p.injected_mbq,
-    };
+    let input = input(&p);
     let with = |register_max_mm: f64| {
         let c = DosimetryConfig {
             pvc: PvcMethod::Gtm,
