@@ -43,6 +43,14 @@ const NONE: [f64; 3] = [0.0; 3];
 const ONE_X: [f64; 3] = [1.0, 0.0, 0.0];
 const OFF: [f64; 3] = [0.7, -0.45, 0.3];
 
+/// GTM with the phantom's PSF and without the mask search.
+fn gtm_no_search(fwhm: f64) -> DosimetryConfig {
+    DosimetryConfig {
+        register_max_mm: 0.0,
+        ..base(3.0, PvcMethod::Gtm, fwhm)
+    }
+}
+
 const COLUMNS: &[Column] = &[
     Column {
         name: "3mm",
@@ -97,18 +105,12 @@ const COLUMNS: &[Column] = &[
         // The columns above search the masks' translation against each SPECT (the
         // default, dosimetry.register_max_mm); these three do not.
         name: "GTMnoReg",
-        cfg: |f| DosimetryConfig {
-            register_max_mm: 0.0,
-            ..base(3.0, PvcMethod::Gtm, f)
-        },
+        cfg: gtm_no_search,
         shift_voxels: NONE,
     },
     Column {
         name: "GTMshNoR",
-        cfg: |f| DosimetryConfig {
-            register_max_mm: 0.0,
-            ..base(3.0, PvcMethod::Gtm, f)
-        },
+        cfg: gtm_no_search,
         shift_voxels: ONE_X,
     },
     Column {
@@ -118,10 +120,7 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         name: "GTMoffNoR",
-        cfg: |f| DosimetryConfig {
-            register_max_mm: 0.0,
-            ..base(3.0, PvcMethod::Gtm, f)
-        },
+        cfg: gtm_no_search,
         shift_voxels: OFF,
     },
     Column {

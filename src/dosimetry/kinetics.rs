@@ -152,14 +152,13 @@ impl Model {
 }
 
 /// How the TIA of three or more time points is obtained (`dosimetry.tia_method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TiaMethod {
     /// The fitted model chosen by AICc, or by the residual rule with 4 points.
     Fit,
     /// Linear-up / log-down trapezoid through the points, the last segment's
     /// exponential after them (module docs); the fits are the cross-check.
-    #[default]
     Hybrid,
 }
 
@@ -179,7 +178,10 @@ impl TiaMethod {
 /// non-compartmental pharmacokinetics), then `tail_rate_per_h` after the last point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HybridTail {
+    /// The points it joins (the organ's `times_h` and `activity_mbq` in the summary).
+    #[serde(skip)]
     pub t_h: Vec<f64>,
+    #[serde(skip)]
     pub a_mbq: Vec<f64>,
     /// Rate of the exponential through the last two points (1/h, decay included);
     /// `None` when they do not decline (then a straight line joins them).
@@ -297,24 +299,12 @@ pub struct Kinetics {
     pub warnings: Vec<String>,
 }
 
-/// Computes the TIA from activities `a_mbq` at times `t_h` (hours p.i.) by the fitted
-/// model ([`TiaMethod::Fit`]); see [`integrate_with`].
-pub fn integrate(
-    t_h: &[f64],
-    a_mbq: &[f64],
-    lp: f64,
-    rel_sd: f64,
-    teff_pop_h: f64,
-) -> Result<Kinetics> {
-    integrate_with(t_h, a_mbq, lp, rel_sd, teff_pop_h, TiaMethod::Fit)
-}
-
 /// Computes the TIA from activities `a_mbq` at times `t_h` (hours p.i.).
 ///
 /// `lp`: physical decay constant (1/h); `rel_sd`: relative standard uncertainty of one
 /// activity; `teff_pop_h`: population effective half-life for the Madsen method;
 /// `method`: fit or hybrid, for three or more points.
-pub fn integrate_with(
+pub fn integrate(
     t_h: &[f64],
     a_mbq: &[f64],
     lp: f64,
@@ -996,7 +986,7 @@ mod tests {
             .iter()
             .map(|&x| Model::BiExponential.eval(&truth, LP, x))
             .collect();
-        let k = integrate(&t, &a, LP, 0.05, 50.0).unwrap();
+        let k = integrate(&t, &a, LP, 0.05, 50.0, TiaMethod::Fit).unwrap();
         let f = k.fit.as_ref().unwrap();
         assert_eq!(f.model, Model::BiExponential, "{}", k.selection);
         for (got, want) in f.parameters.iter().zip(truth) {
@@ -1017,7 +1007,7 @@ mod tests {
             .iter()
             .map(|&x| Model::UptakeWashout.eval(&truth, LP, x))
             .collect();
-        let k = integrate(&t, &a, LP, 0.05, 50.0).unwrap();
+        let k = integrate(&t, &a, LP, 0.05, 50.0, TiaMethod::Fit).unwrap();
         let f = k.fit.as_ref().unwrap();
         assert_eq!(f.model, Model::UptakeWashout, "{}", k.selection);
         for (got, want) in f.parameters.iter().zip(truth) {
@@ -1036,7 +1026,7 @@ mod tests {
     fn mono_exponential_is_exact_and_chosen() {
         let t = [0.5, 6.0, 24.0, 72.0, 120.0];
         let a: Vec<f64> = t.iter().map(|&x| 10.0 * (-(0.02 + LP) * x).exp()).collect();
-        let k = integrate(&t, &a, LP, 0.05, 50.0).unwrap();
+        let k = integrate(&t, &a, LP, 0.05, 50.0, TiaMethod::Fit).unwrap();
         assert_eq!(k.method, "fit_mono_exponential", "{}", k.selection);
         let tia = 10.0 / (0.02 + LP);
         assert!((k.tia_mbq_h - tia).abs() < 1e-6 * tia);
@@ -1045,18 +1035,18 @@ mod tests {
     #[test]
     fn reduced_methods_and_warnings() {
         // One point at 72 h: Hanscheid 2t/ln2.
-        let k = integrate(&[72.0], &[5.0], LP, 0.05, 50.0).unwrap();
+        let k = integrate(&[72.0], &[5.0], LP, 0.05, 50.0, TiaMethod::Fit).unwrap();
         assert_eq!(k.method, "single_point_hanscheid_2018");
         assert!((k.tia_mbq_h - 5.0 * 144.0 / LN2).abs() < 1e-9);
         assert!(!k.warnings.is_empty());
         // Madsen at 24 h with T_eff 50 h.
-        let k = integrate(&[24.0], &[5.0], LP, 0.05, 50.0).unwrap();
+        let k = integrate(&[24.0], &[5.0], LP, 0.05, 50.0, TiaMethod::Fit).unwrap();
         let le = LN2 / 50.0;
         assert!((k.tia_mbq_h - 5.0 * (le * 24.0).exp() / le).abs() < 1e-9);
         // Two points on an exact mono-exponential: exact TIA.
         let kk = 0.03 + LP;
         let a = [8.0 * (-kk * 24.0).exp(), 8.0 * (-kk * 72.0).exp()];
-        let k = integrate(&[24.0, 72.0], &a, LP, 0.05, 50.0).unwrap();
+        let k = integrate(&[24.0, 72.0], &a, LP, 0.05, 50.0, TiaMethod::Fit).unwrap();
         assert_eq!(k.method, "two_point_mono_exponential");
         assert!((k.tia_mbq_h - 8.0 / kk).abs() < 1e-9 * 8.0 / kk);
         // Non-monotonic data that no model fits.
@@ -1066,6 +1056,7 @@ mod tests {
             LP,
             0.05,
             50.0,
+            TiaMethod::Fit,
         )
         .unwrap();
         assert!(
@@ -1074,9 +1065,9 @@ mod tests {
             k.warnings
         );
         // Bad input is an error, not a panic.
-        assert!(integrate(&[1.0, 1.0], &[1.0, 2.0], LP, 0.05, 50.0).is_err());
-        assert!(integrate(&[f64::NAN], &[1.0], LP, 0.05, 50.0).is_err());
-        assert!(integrate(&[], &[], LP, 0.05, 50.0).is_err());
+        assert!(integrate(&[1.0, 1.0], &[1.0, 2.0], LP, 0.05, 50.0, TiaMethod::Fit).is_err());
+        assert!(integrate(&[f64::NAN], &[1.0], LP, 0.05, 50.0, TiaMethod::Fit).is_err());
+        assert!(integrate(&[], &[], LP, 0.05, 50.0, TiaMethod::Fit).is_err());
     }
 
     #[test]
@@ -1084,7 +1075,7 @@ mod tests {
         // (0,0)-(1,4)-(3,8): 2 + 12 = 14; exponential 8 -> 2 over 3..5 h: rate ln4/2,
         // integral (8 - 2) / r; tail 2 / r (r > lp).
         let (t, a) = ([1.0, 3.0, 5.0], [4.0, 8.0, 2.0]);
-        let k = integrate_with(&t, &a, LP, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
+        let k = integrate(&t, &a, LP, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
         let r = 4.0f64.ln() / 2.0;
         let want = 14.0 + 6.0 / r + 2.0 / r;
         assert_eq!(k.method, "hybrid_trapezoid_exponential_tail");
@@ -1099,7 +1090,7 @@ mod tests {
         assert!((h.eval(7.0) - 0.5).abs() < 1e-9);
         // Falling from the first point: every segment after (0,0) is an exponential
         // of rate ln2/2: 4 + (8 - 4)/r + (4 - 2)/r + 2/r.
-        let k = integrate_with(&t, &[8.0, 4.0, 2.0], LP, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
+        let k = integrate(&t, &[8.0, 4.0, 2.0], LP, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
         let r = LN2 / 2.0;
         assert!(
             (k.tia_mbq_h - (4.0 + 8.0 / r)).abs() < 1e-9,
@@ -1111,7 +1102,7 @@ mod tests {
         assert!(k.fit.is_some() && !k.candidates.is_empty());
         assert!(k.tia_mbq_h_sd > 0.0);
         // Last two points rising: straight line between them, physical tail, warned.
-        let k = integrate_with(&t, &[4.0, 8.0, 9.0], LP, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
+        let k = integrate(&t, &[4.0, 8.0, 9.0], LP, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
         let want = 14.0 + 17.0 + 9.0 / LP;
         assert!(
             (k.tia_mbq_h - want).abs() < 1e-6,
@@ -1121,10 +1112,10 @@ mod tests {
         assert!(k.warnings.iter().any(|w| w.contains("does not decline")));
         // Slower than physical decay between the last two: the tail is physical.
         let slow = 8.0 * (-0.5 * LP * 2.0f64).exp();
-        let k = integrate_with(&t, &[4.0, 8.0, slow], LP, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
+        let k = integrate(&t, &[4.0, 8.0, slow], LP, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
         assert!((k.hybrid.unwrap().tail_rate_per_h - LP).abs() < 1e-15);
         // A last activity of 0: no extrapolation, the fit's TIA, warned.
-        let k = integrate_with(&t, &[4.0, 8.0, 0.0], LP, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
+        let k = integrate(&t, &[4.0, 8.0, 0.0], LP, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
         assert!(k.method.starts_with("fit_") && k.hybrid.is_none());
         assert!(k.warnings.iter().any(|w| w.contains("hybrid")));
     }
@@ -1148,10 +1139,8 @@ mod tests {
                             let a: Vec<f64> =
                                 t.iter().map(|&x| k.activity_mbq(7400.0, x)).collect();
                             let truth = k.tia_mbq_h(7400.0);
-                            let fit =
-                                integrate_with(&t, &a, lp, 0.05, 50.0, TiaMethod::Fit).unwrap();
-                            let hyb =
-                                integrate_with(&t, &a, lp, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
+                            let fit = integrate(&t, &a, lp, 0.05, 50.0, TiaMethod::Fit).unwrap();
+                            let hyb = integrate(&t, &a, lp, 0.05, 50.0, TiaMethod::Hybrid).unwrap();
                             worst_fit = worst_fit.max((fit.tia_mbq_h / truth - 1.0).abs());
                             worst_hybrid = worst_hybrid.max((hyb.tia_mbq_h / truth - 1.0).abs());
                         }

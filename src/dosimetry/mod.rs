@@ -54,7 +54,6 @@ pub struct DosimetryConfig {
     #[serde(default)]
     pub register_max_mm: f64,
     /// How three or more time points become a TIA (`fit` or `hybrid`).
-    #[serde(default)]
     pub tia_method: kinetics::TiaMethod,
     pub activity_rel_sd: f64,
     pub mass_rel_sd: f64,

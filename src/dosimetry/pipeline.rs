@@ -400,7 +400,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         // correlated component, the TIA of the activities corrected with the wider PSF
         // (EANM 2018: correlated inputs are not added as independent noise; as weights
         // they would also tip the model choice towards the simplest model).
-        let k = kinetics::integrate_with(
+        let k = kinetics::integrate(
             &times,
             &acts,
             lp,
@@ -425,7 +425,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         let uncorrected_tia = if cfg.pvc == PvcMethod::None {
             k.tia_mbq_h
         } else {
-            kinetics::integrate_with(
+            kinetics::integrate(
                 &times,
                 &uncorrected,
                 lp,
