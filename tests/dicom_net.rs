@@ -384,11 +384,11 @@ fn no_allowlist_is_said_at_start_up_and_an_aborted_association_leaves_nothing() 
     let export = tmp.path().join("export");
     std::fs::create_dir_all(&export).unwrap();
     let (_box, port, events) = scp_box(tmp.path(), &export, &[], &[]);
-    assert!(
-        read(&events).contains("no allow_ae list, ANY calling AE title is accepted"),
-        "{}",
-        read(&events)
-    );
+    // The line follows the "listening" one that scp_box waited for: wait for it too
+    // (read at once, it was missing in one full-suite run of 2026-12-02).
+    wait_until("the no-allowlist line", 30, || {
+        read(&events).contains("no allow_ae list, ANY calling AE title is accepted")
+    });
     let file = &ct_axial()[0];
     let info = scu::file_info(Path::new(file)).unwrap();
     let bytes = std::fs::read(file).unwrap();
