@@ -190,6 +190,15 @@ pub struct RoiHeadsConfig {
     /// Absent from a model.toml: torchvision's paste (the parity fixtures).
     #[serde(default)]
     pub mask_paste: MaskPaste,
+    /// A pixel belongs to an organ when its mask probability is at least
+    /// this. Absent: 0.5, the threshold of torchvision's Mask R-CNN
+    /// reference scripts (and of the paper's masks).
+    #[serde(default = "default_mask_thresh")]
+    pub mask_thresh: f32,
+}
+
+fn default_mask_thresh() -> f32 {
+    0.5
 }
 
 impl Default for RoiHeadsConfig {
@@ -204,6 +213,7 @@ impl Default for RoiHeadsConfig {
             detections_per_img: 5,
             bbox_reg_weights: [10.0, 10.0, 5.0, 5.0],
             mask_paste: MaskPaste::Torchvision,
+            mask_thresh: default_mask_thresh(),
         }
     }
 }
@@ -256,6 +266,10 @@ impl ModelConfig {
         if self.anchors.sizes.len() != 5 || self.anchors.aspect_ratios.is_empty() {
             return Err("anchors: five sizes (P2..P5, pool) and at least one ratio".into());
         }
+        let t = self.roi_heads.mask_thresh;
+        if !(t.is_finite() && t > 0.0 && t < 1.0) {
+            return Err("roi_heads.mask_thresh must lie strictly between 0 and 1".into());
+        }
         if self.roi_heads.box_roi_pool_size == 0 || self.roi_heads.mask_roi_pool_size == 0 {
             return Err("roi_heads pool sizes must be positive".into());
         }
@@ -296,5 +310,20 @@ depth = 50
         assert!(ModelConfig::from_toml(&bad, p).is_err());
         let bad = MIN.replace("[-100.0, 200.0]", "[200.0, -100.0]");
         assert!(ModelConfig::from_toml(&bad, p).is_err());
+    }
+
+    #[test]
+    fn mask_threshold_defaults_to_torchvisions_and_is_checked() {
+        let p = Path::new("model.toml");
+        let c = ModelConfig::from_toml(MIN, p).unwrap();
+        assert_eq!(c.roi_heads.mask_thresh, 0.5);
+        let with = |t: &str| {
+            format!("{MIN}[roi_heads]\nbox_roi_pool = \"align\"\nbox_roi_pool_size = 7\nmask_roi_pool_size = 14\nsampling_ratio = 2\nscore_thresh = 0.9\nnms_thresh = 0.5\ndetections_per_img = 5\nbbox_reg_weights = [10.0, 10.0, 5.0, 5.0]\nmask_thresh = {t}\n")
+        };
+        let c = ModelConfig::from_toml(&with("0.35"), p).unwrap();
+        assert_eq!(c.roi_heads.mask_thresh, 0.35);
+        for bad in ["0.0", "1.0", "-0.2", "nan"] {
+            assert!(ModelConfig::from_toml(&with(bad), p).is_err(), "{bad}");
+        }
     }
 }

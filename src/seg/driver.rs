@@ -179,6 +179,7 @@ pub fn segment_plane(
     let stride = [1, dims[0], dims[0] * dims[1]];
     let (nu, nv, ns) = (dims[ua], dims[va], dims[sa]);
     let nc = model.cfg.classes.len();
+    let thresh = model.cfg.roi_heads.mask_thresh;
     let mut map = vec![0u8; win.len()];
     let n_tiles = sampler.map_or(1, |s| s.tiles.len().max(1));
     // A batch holds about batch_size images, every tile of its slices.
@@ -213,12 +214,12 @@ pub fn segment_plane(
                 Some(s) => out
                     .detections
                     .chunks(n_tiles)
-                    .map(|dets| slice_classes_tiled(dets, s, nc))
+                    .map(|dets| slice_classes_tiled(dets, s, nc, thresh))
                     .collect(),
                 None => out
                     .detections
                     .iter()
-                    .map(|det| slice_classes(det, nc, size, nu, nv))
+                    .map(|det| slice_classes(det, nc, size, nu, nv, thresh))
                     .collect(),
             })
         };
@@ -250,8 +251,8 @@ pub fn segment_plane(
 }
 
 /// Per class the highest mask probability of one image's detections, on
-/// the network's size x size canvas; None for a class with no pixel >= 0.5.
-fn class_probs(det: &Detections, nc: usize, size: usize) -> Vec<Option<Vec<f32>>> {
+/// the network's size x size canvas; None for a class with no pixel >= thresh.
+fn class_probs(det: &Detections, nc: usize, size: usize, thresh: f32) -> Vec<Option<Vec<f32>>> {
     let mut prob = vec![vec![0f32; size * size]; nc];
     for (m, &l) in det.masks.iter().zip(&det.labels) {
         if l == 0 || l >= nc {
@@ -262,20 +263,24 @@ fn class_probs(det: &Detections, nc: usize, size: usize) -> Vec<Option<Vec<f32>>
         }
     }
     prob.into_iter()
-        .map(|p| p.iter().any(|&v| v >= 0.5).then_some(p))
+        .map(|p| p.iter().any(|&v| v >= thresh).then_some(p))
         .collect()
 }
 
 /// One slice's class image from its tiles (`seg::slicing`): each class's
 /// probability carried back to the slice grid, the maximum over tiles; a
-/// pixel takes the most probable class at >= 0.5.
-fn slice_classes_tiled(dets: &[Detections], s: &PlaneSampler, nc: usize) -> Vec<u8> {
+/// pixel takes the most probable class at >= thresh.
+fn slice_classes_tiled(dets: &[Detections], s: &PlaneSampler, nc: usize, thresh: f32) -> Vec<u8> {
     let (_, ua, va) = s.plane.axes();
     let n = s.dims[ua] * s.dims[va];
     let size = s.canvas.size;
     let mut acc: Vec<Option<Vec<f32>>> = vec![None; nc];
     for (tile, det) in dets.iter().enumerate() {
-        for (c, p) in class_probs(det, nc, size).into_iter().enumerate().skip(1) {
+        for (c, p) in class_probs(det, nc, size, thresh)
+            .into_iter()
+            .enumerate()
+            .skip(1)
+        {
             if let Some(p) = p {
                 let a = acc[c].get_or_insert_with(|| vec![0f32; n]);
                 s.back_max(&p, tile, a);
@@ -284,15 +289,20 @@ fn slice_classes_tiled(dets: &[Detections], s: &PlaneSampler, nc: usize) -> Vec<
     }
     argmax_classes(
         n,
+        thresh,
         acc.iter()
             .enumerate()
             .filter_map(|(c, a)| a.as_deref().map(|a| (c, a))),
     )
 }
 
-/// A pixel takes the most probable class at >= 0.5 (on a tie the later one).
-fn argmax_classes<'a>(n: usize, probs: impl Iterator<Item = (usize, &'a [f32])>) -> Vec<u8> {
-    let mut best = vec![0.5f32; n];
+/// A pixel takes the most probable class at >= thresh (on a tie the later one).
+fn argmax_classes<'a>(
+    n: usize,
+    thresh: f32,
+    probs: impl Iterator<Item = (usize, &'a [f32])>,
+) -> Vec<u8> {
+    let mut best = vec![thresh; n];
     let mut cls = vec![0u8; n];
     for (c, pc) in probs {
         for (i, &p) in pc.iter().enumerate() {
@@ -307,15 +317,26 @@ fn argmax_classes<'a>(n: usize, probs: impl Iterator<Item = (usize, &'a [f32])>)
 
 /// One slice's class image (nu x nv, row v, 0 = none): per class the highest
 /// mask probability of its detections, linearly interpolated back to the
-/// slice's own grid; a pixel takes the most probable class at >= 0.5.
-fn slice_classes(det: &Detections, nc: usize, size: usize, nu: usize, nv: usize) -> Vec<u8> {
-    let resized: Vec<(usize, Vec<f32>)> = class_probs(det, nc, size)
+/// slice's own grid; a pixel takes the most probable class at >= thresh.
+fn slice_classes(
+    det: &Detections,
+    nc: usize,
+    size: usize,
+    nu: usize,
+    nv: usize,
+    thresh: f32,
+) -> Vec<u8> {
+    let resized: Vec<(usize, Vec<f32>)> = class_probs(det, nc, size, thresh)
         .into_iter()
         .enumerate()
         .skip(1)
         .filter_map(|(c, p)| p.map(|p| (c, resize_bilinear(&p, size, size, nv, nu))))
         .collect();
-    argmax_classes(nu * nv, resized.iter().map(|(c, r)| (*c, r.as_slice())))
+    argmax_classes(
+        nu * nv,
+        thresh,
+        resized.iter().map(|(c, r)| (*c, r.as_slice())),
+    )
 }
 
 pub fn planes_of(p: Planes) -> &'static [Plane] {
@@ -523,6 +544,25 @@ fn body_midline_x(ct: &Volume<f32>) -> f64 {
 mod tests {
     use super::*;
     use crate::volume::Geometry;
+
+    #[test]
+    fn mask_threshold_decides_which_pixels_are_organ() {
+        // One liver detection (class 1) on a 2 x 2 canvas, one kidney (2).
+        let det = Detections {
+            boxes: vec![[0.0, 0.0, 2.0, 2.0]; 2],
+            scores: vec![0.95, 0.92],
+            labels: vec![1, 2],
+            masks: vec![vec![0.6, 0.45, 0.2, 0.0], vec![0.1, 0.4, 0.3, 0.0]],
+        };
+        // torchvision's 0.5: only the first pixel is liver.
+        assert_eq!(slice_classes(&det, 3, 2, 2, 2, 0.5), vec![1, 0, 0, 0]);
+        // 0.35: the second pixel turns liver (0.45 > kidney's 0.4).
+        assert_eq!(slice_classes(&det, 3, 2, 2, 2, 0.35), vec![1, 1, 0, 0]);
+        // 0.25: the third pixel is kidney's alone above the threshold.
+        assert_eq!(slice_classes(&det, 3, 2, 2, 2, 0.25), vec![1, 1, 2, 0]);
+        // A class whose mask never reaches the threshold gives nothing.
+        assert!(class_probs(&det, 3, 2, 0.5)[2].is_none());
+    }
 
     #[test]
     fn slice_input_replicates_edges() {
