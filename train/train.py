@@ -39,6 +39,10 @@ def parse():
                    help="input.neighbor_mm: distance of the two neighbour channels along the slice normal")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="intensity, scale, rotation, blur, resolution and noise augmentation")
+    p.add_argument("--zoom", default="0.75,1.33",
+                   help="LO,HI: range of the augmentation zoom (log-uniform); >1 enlarges the organs")
+    p.add_argument("--zoom-p", type=float, default=0.5,
+                   help="share of slices rotated and zoomed by the augmentation")
     p.add_argument("--depth", type=int, default=50, choices=sorted(M.DEPTHS))
     p.add_argument("--layers", default=None, help="blocks per stage, e.g. 1,1,1,1 (overrides --depth)")
     p.add_argument("--block", default="basic", choices=["basic", "bottleneck"])
@@ -84,6 +88,10 @@ def parse():
     return p.parse_args()
 
 
+# Augmentation zoom (lo, hi, share of slices) of steps 1-7: see augment.
+ZOOM = (0.75, 1.33, 0.5)
+
+
 class Progress:
     """A one-line progress bar on stderr."""
 
@@ -127,6 +135,7 @@ class SliceStream(torch.utils.data.IterableDataset):
         self.per_vol = limit // len(cases) + 1 if limit else 0
         self.seed = args.seed
         self.augment = args.augment
+        self.zoom = zoom_of(args)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -146,7 +155,8 @@ class SliceStream(torch.utils.data.IterableDataset):
             if self.per_vol:
                 sl = sl[:self.per_vol]
             for p, t in sl:
-                sample = make_sample(vol, p, t, self.cfg, self.class_of, rng if self.augment else None)
+                sample = make_sample(vol, p, t, self.cfg, self.class_of, rng if self.augment else None,
+                                     zoom=self.zoom)
                 if self.buffer <= 0:
                     yield sample
                     continue
@@ -157,7 +167,18 @@ class SliceStream(torch.utils.data.IterableDataset):
         yield from buf
 
 
-def make_sample(vol, p, t, cfg, class_of, rng=None, min_pixels=4):
+def zoom_of(args):
+    """(lo, hi, p) of --zoom and --zoom-p, checked."""
+    try:
+        lo, hi = (float(v) for v in args.zoom.split(","))
+    except ValueError:
+        sys.exit(f"--zoom {args.zoom!r}: expected LO,HI, e.g. 0.75,1.33")
+    if not (0.0 < lo <= hi) or not (0.0 <= args.zoom_p <= 1.0):
+        sys.exit(f"--zoom {args.zoom} --zoom-p {args.zoom_p}: need 0 < LO <= HI and 0 <= p <= 1")
+    return lo, hi, args.zoom_p
+
+
+def make_sample(vol, p, t, cfg, class_of, rng=None, min_pixels=4, zoom=ZOOM):
     """(input, target) of slice t of plane p, as the Rust driver builds its
     input (stretched, or on the millimetre canvas when the config has
     pixel_mm); with rng, augmented (see augment)."""
@@ -175,26 +196,27 @@ def make_sample(vol, p, t, cfg, class_of, rng=None, min_pixels=4):
         x = D.mm_slice_input(vol.win, vol.spacing, p, t, tile, size, px, inp.get("neighbor_mm", 2.5))
         y = D.mm_slice_target(vol.labels, vol.spacing, p, t, tile, size, px, class_of, min_pixels)
     if rng is not None:
-        x, y = augment(x, y, rng, min_pixels)
+        x, y = augment(x, y, rng, min_pixels, zoom)
     return x, y
 
 
-def augment(x, y, rng, min_pixels=4):
+def augment(x, y, rng, min_pixels=4, zoom=ZOOM):
     """Small rotation and zoom (image and masks), intensity, blur, lower
     resolution, noise: what separates one scanner's images and one patient's
     size from another's. Boxes follow the masks."""
     import torchvision.transforms.functional as TF
     masks = y["masks"]
-    if rng.random() < 0.5:
+    lo, hi, share = zoom
+    if rng.random() < share:
         # Rotation and zoom in one affine: patients' organs differ in size by
         # +-25 %, and a slice whose pixel size is only guessed (8-bit exports)
         # reaches the network off scale; the real-CT evaluation showed the
         # model failing on kidneys 20 % smaller than it was trained on.
         ang = float(rng.uniform(-10.0, 10.0))
-        zoom = float(np.exp(rng.uniform(np.log(0.75), np.log(1.33))))
-        x = TF.affine(x, ang, [0, 0], zoom, [0.0, 0.0], interpolation=TF.InterpolationMode.BILINEAR)
+        z = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        x = TF.affine(x, ang, [0, 0], z, [0.0, 0.0], interpolation=TF.InterpolationMode.BILINEAR)
         if len(masks):
-            masks = TF.affine(masks, ang, [0, 0], zoom, [0.0, 0.0],
+            masks = TF.affine(masks, ang, [0, 0], z, [0.0, 0.0],
                               interpolation=TF.InterpolationMode.NEAREST)
     if rng.random() < 0.5:
         # Scanner calibration and contrast timing: +-20 HU offset, +-10 %
