@@ -448,6 +448,7 @@ def export(model, cfg, args, train_ids, val_ids, epochs_done, history, dice, sto
                    "rois_per_image": args.rois_per_image, "max_time_min": args.max_time_min,
                    "focus_classes": args.focus_classes, "focus_other_fraction": args.focus_other_fraction,
                    "stopped_by_time_limit": stopped, "history": history},
+        "augment": {"zoom": list(zoom_of(args)[:2]), "zoom_p": args.zoom_p},
         "model": {"backbone": cfg["backbone"], "fpn_channels": args.fpn_channels,
                   "representation": args.representation, "mask_channels": args.mask_channels,
                   "pretrained_backbone": args.pretrained, "init": args.init},
