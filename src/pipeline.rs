@@ -35,8 +35,9 @@ impl MaskSource {
     }
 }
 
-/// Label maps of the diagnostic CT and of each time point (None: use the diagnostic CT's).
-type StudyMasks = (Volume<u8>, Vec<Option<Volume<u8>>>);
+/// Label maps of the diagnostic CT and of each time point (None: use the diagnostic
+/// CT's), and what the segmentation noted about them.
+type StudyMasks = (Volume<u8>, Vec<Option<Volume<u8>>>, Vec<String>);
 
 fn masks(
     study: &Study,
@@ -61,25 +62,69 @@ fn masks(
                 opts.parallel_batches = 1;
             }
             let n = study.timepoints.len() + 1;
-            let segment = |src: &Source, k: usize| -> Result<Volume<u8>> {
+            let mut notes = Vec::new();
+            let mut segment = |src: &Source, k: usize, what: &str| -> Result<Volume<u8>> {
                 let ct = src.read(&cfg.ingest)?;
                 let stage = format!("segment CT {}/{n}", k + 1);
-                crate::seg::driver::segment(&model, &ct, &opts, &mut |done, total| {
-                    progress(
-                        &stage,
-                        0.05 + 0.5 * (k as f64 + done as f64 / total.max(1) as f64) / n as f64,
-                    )
-                })
+                let seg = crate::seg::driver::segment_detail(
+                    &model,
+                    &ct,
+                    &opts,
+                    &mut |done, total| {
+                        progress(
+                            &stage,
+                            0.05 + 0.5 * (k as f64 + done as f64 / total.max(1) as f64) / n as f64,
+                        )
+                    },
+                    &mut |_, _, _| {},
+                )?;
+                notes.extend(seg.notes.iter().map(|m| format!("{what} masks: {m}")));
+                Ok(seg.labels)
             };
-            let diag = segment(&study.diagnostic_ct, 0)?;
+            let diag = segment(&study.diagnostic_ct, 0, "diagnostic CT")?;
             let mut per_tp = Vec::new();
             for (k, tp) in study.timepoints.iter().enumerate() {
                 per_tp.push(match &tp.ldct {
-                    Some(src) => Some(segment(src, k + 1)?),
+                    Some(src) => Some(segment(
+                        src,
+                        k + 1,
+                        &format!("low-dose CT {:.1} h", tp.t_h),
+                    )?),
                     None => None,
                 });
             }
-            Ok((diag, per_tp))
+            // The cycle's CTs show the same kidneys: an outlier is replaced by
+            // the agreeing mask moved onto it (auto mode; axial/all stay raw
+            // for comparison).
+            let (diag, per_tp) = if opts.planes == crate::seg::driver::Planes::Auto {
+                let mut names = vec!["the diagnostic CT".to_string()];
+                let mut all = vec![diag];
+                let mut slots = Vec::new();
+                for (k, (tp, m)) in study.timepoints.iter().zip(per_tp).enumerate() {
+                    if let Some(m) = m {
+                        names.push(format!("the low-dose CT at {:.1} h", tp.t_h));
+                        slots.push(k);
+                        all.push(m);
+                    }
+                }
+                let (_, cycle_notes) = crate::seg::cycle::harmonise(&mut all, &names);
+                for n in &cycle_notes {
+                    tracing::warn!("{n}");
+                }
+                notes.extend(cycle_notes);
+                let mut it = all.into_iter();
+                let diag = it
+                    .next()
+                    .ok_or_else(|| Error::internal("cycle check lost the diagnostic mask"))?;
+                let mut per_tp: Vec<Option<Volume<u8>>> = vec![None; study.timepoints.len()];
+                for (k, m) in slots.into_iter().zip(it) {
+                    per_tp[k] = Some(m);
+                }
+                (diag, per_tp)
+            } else {
+                (diag, per_tp)
+            };
+            Ok((diag, per_tp, notes))
         }
         MaskSource::Truth(dir) => {
             let tj = dir.join("truth.json");
@@ -110,7 +155,7 @@ fn masks(
                     &dir.join(format!("labels_ldct_tp{}.nii.gz", k + 1)),
                 )?));
             }
-            Ok((diag, per_tp))
+            Ok((diag, per_tp, Vec::new()))
         }
         MaskSource::Files { diag_ct, ldct } => {
             if !ldct.is_empty() && ldct.len() != study.timepoints.len() {
@@ -128,7 +173,7 @@ fn masks(
                     .map(|p| read_nifti_labels(p).map(Some))
                     .collect::<Result<Vec<_>>>()?
             };
-            Ok((diag, per_tp))
+            Ok((diag, per_tp, Vec::new()))
         }
     }
 }
@@ -143,7 +188,8 @@ pub fn dose_input(
     let mut notes = study.notes.clone();
     let nuclide = Nuclide::from_name(&study.injection.nuclide)?;
     progress("masks", 0.05);
-    let (diag, per_tp) = masks(study, source, cfg, progress)?;
+    let (diag, per_tp, seg_notes) = masks(study, source, cfg, progress)?;
+    notes.extend(seg_notes);
     if !matches!(source, MaskSource::Network { .. }) {
         check_ct(study, &diag, cfg)?;
     }
@@ -277,7 +323,7 @@ pub fn run_study(
             study,
             input: &input,
             summary: &summary,
-            provenance: provenance(source),
+            provenance: provenance(source, cfg.segment.planes),
             ingest: &cfg.ingest,
             dosimetry: &cfg.dosimetry,
             dicom: cfg.report.dicom,
@@ -295,7 +341,10 @@ pub fn run_study(
 }
 
 /// Who made the masks, as the RT Structure Set and SEG record it.
-fn provenance(source: &MaskSource) -> crate::report::dicom_out::Provenance {
+fn provenance(
+    source: &MaskSource,
+    planes: crate::seg::driver::Planes,
+) -> crate::report::dicom_out::Provenance {
     use crate::report::dicom_out::Provenance;
     match source {
         MaskSource::Network { model_dir } => Provenance {
@@ -310,7 +359,16 @@ fn provenance(source: &MaskSource) -> crate::report::dicom_out::Provenance {
                         .unwrap_or_default()
                 ),
             )),
-            description: "organdose 2.5D Mask R-CNN, three planes, voxel vote".into(),
+            description: match planes {
+                crate::seg::driver::Planes::Auto => {
+                    "organdose 2.5D Mask R-CNN, planes fused by probability"
+                }
+                crate::seg::driver::Planes::Axial => "organdose 2.5D Mask R-CNN, axial plane",
+                crate::seg::driver::Planes::All => {
+                    "organdose 2.5D Mask R-CNN, three planes, voxel vote"
+                }
+            }
+            .into(),
         },
         MaskSource::Truth(_) => Provenance {
             algorithm: None,

@@ -104,13 +104,9 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         study.timepoints.len(),
         match &model_dir {
             Some(d) => format!(
-                "segmenting with {} ({} planes), then dosimetry",
+                "segmenting with {} (planes: {}), then dosimetry",
                 d.display(),
-                if cfg.segment.planes == Planes::All {
-                    "three"
-                } else {
-                    "axial"
-                }
+                cfg.segment.planes.name()
             ),
             None => "truth masks, dosimetry".to_string(),
         }

@@ -9,12 +9,15 @@ use anyhow::{bail, Context};
 use organdose::config::Config;
 use organdose::io::nifti;
 use organdose::organs;
+use organdose::seg::cycle;
 use organdose::seg::driver::{self, ClassTarget, DriverOptions, Planes};
 use organdose::seg::engine::Engine;
-use organdose::seg::eval::{organ_metrics, OrganMetrics};
+use organdose::seg::eval::{cut_slab, organ_metrics, OrganMetrics};
+use organdose::seg::fusion::{self, PlaneWeights};
 use organdose::seg::realct::{
     self, CaseKind, CaseSource, GenericTruth, PngSliceOptions, TruthOrgan,
 };
+use organdose::volume::Volume;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,9 +61,23 @@ pub struct Args {
     /// PNG slices: pixel size in mm (not stored; an estimate).
     #[arg(long, default_value_t = PngSliceOptions::default().pixel_mm)]
     pub png_pixel_mm: f64,
-    /// Planes: axial only, or all three joined by voxel vote.
-    #[arg(long, value_enum)]
+    /// Planes: auto (probabilities fused, weighted by geometry), axial only,
+    /// or all three joined by voxel vote.
+    #[arg(long, value_enum, conflicts_with = "compare")]
     pub planes: Option<Planes>,
+    /// Score axial, all and auto side by side from one run of each plane.
+    #[arg(long)]
+    pub compare: bool,
+    /// With --data --compare: also score the auto fusion at other thresholds
+    /// and with equal plane weights, from the same passes (for tuning on
+    /// phantoms; never on the labelled real cases).
+    #[arg(long, requires = "compare", requires = "data")]
+    pub sweep: bool,
+    /// Score a thin slab of each 3-D CT instead: N slices MM apart (e.g.
+    /// 20:2), centred on the truth's kidneys (else its organs), the CT
+    /// interpolated along z, the truth by nearest slice.
+    #[arg(long, value_parser = parse_slab)]
+    pub slab: Option<(usize, f64)>,
     /// Model folder (model.toml + weights); default: [segment] weights.
     #[arg(long)]
     pub weights: Option<PathBuf>,
@@ -232,8 +249,62 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     if args.all_slices {
         opts.other_planes_margin_mm = None;
     }
+    let modes = modes_of(&args, planes);
     let labels = evaluated_organs(&model.cfg.classes)?;
-    let mut results = Vec::new();
+    let mut by_mode: Vec<Vec<PatientResult>> = modes.iter().map(|_| Vec::new()).collect();
+    type SweepCell = (Vec<f64>, Vec<f64>);
+    // (scan id, truth, one prediction per mode, seconds) of the current patient.
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut cycles: Vec<(String, cycle::OrganCycle, Vec<f64>)> = Vec::new();
+    let auto_at = modes.iter().position(|&m| m == Planes::Auto);
+    let flush = |pending: &mut Vec<Pending>,
+                 by_mode: &mut Vec<Vec<PatientResult>>,
+                 cycles: &mut Vec<(String, cycle::OrganCycle, Vec<f64>)>|
+     -> anyhow::Result<()> {
+        if let (Some(a), true) = (auto_at, pending.len() >= 3) {
+            let mut maps: Vec<Volume<u8>> = pending
+                .iter_mut()
+                .map(|p| std::mem::replace(&mut p.2[a], Volume::filled(p.1.geom.clone(), 0)))
+                .collect();
+            let names: Vec<String> = pending.iter().map(|p| p.0.clone()).collect();
+            let (rep, _) = cycle::harmonise(&mut maps, &names);
+            for (p, m) in pending.iter_mut().zip(maps) {
+                p.2[a] = m;
+            }
+            let pid = names[0].split('~').next().unwrap_or("").to_string();
+            for oc in rep {
+                let organ = organs::label(&oc.organ).unwrap_or(0);
+                let truth_ml: Vec<f64> = pending
+                    .iter()
+                    .map(|p| {
+                        p.1.data.iter().filter(|&&v| v == organ).count() as f64
+                            * p.1.geom.voxel_volume_ml()
+                    })
+                    .collect();
+                cycles.push((pid.clone(), oc, truth_ml));
+            }
+        }
+        for (id, truth, preds, seconds) in pending.drain(..) {
+            for (results, pred) in by_mode.iter_mut().zip(&preds) {
+                let organs_m = labels
+                    .iter()
+                    .map(|&l| {
+                        (
+                            organs::name(l).unwrap_or("?").to_string(),
+                            organ_metrics(pred, &truth, l),
+                        )
+                    })
+                    .collect();
+                results.push(PatientResult {
+                    patient: id.clone(),
+                    seconds,
+                    organs: organs_m,
+                });
+            }
+        }
+        Ok(())
+    };
+    let mut sweep: BTreeMap<String, BTreeMap<String, SweepCell>> = BTreeMap::new();
     let scans = scans_of(&pdirs, &args.scans)?;
     for (n, (id, ct_path, truth_path)) in scans.iter().enumerate() {
         let id = id.clone();
@@ -245,30 +316,166 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                 truth_path.display()
             );
         }
+        let (ct, truth) = match args.slab {
+            Some((n, mm)) => cut_slab(&ct, &truth, n, mm).with_context(|| {
+                format!("{}: no truth to centre a slab on", truth_path.display())
+            })?,
+            None => (ct, truth),
+        };
         let t0 = std::time::Instant::now();
         eprint!("[{}/{}] {id}: segmenting ({pname}) ...", n + 1, scans.len());
-        let pred = driver::segment(&model, &ct, &opts, &mut |_, _| {})?;
+        let segs = driver::segment_modes(
+            &model,
+            &ct,
+            &opts,
+            &modes,
+            &mut |_, _| {},
+            &mut |_, _, _| {},
+        )?;
         let seconds = t0.elapsed().as_secs_f64();
         eprintln!(" {seconds:.1} s");
-        let organs_m = labels
-            .iter()
-            .map(|&l| {
-                (
-                    organs::name(l).unwrap_or("?").to_string(),
-                    organ_metrics(&pred, &truth, l),
-                )
-            })
-            .collect();
-        results.push(PatientResult {
-            patient: id,
+        if args.sweep {
+            if let Some(auto) = segs.iter().find(|s| s.planes == Planes::Auto) {
+                let targets = driver::class_targets(&model.cfg.classes)?;
+                let geomw = auto
+                    .weights
+                    .clone()
+                    .unwrap_or_else(|| PlaneWeights::for_geometry(&ct.geom, &targets));
+                let run: Vec<_> = auto.plane_probs.iter().map(|p| p.plane).collect();
+                let equal = PlaneWeights::equal(&run, targets.len());
+                let variants = SWEEP_THRESH.iter().flat_map(|&th| {
+                    [fusion::FuseRule::Median, fusion::FuseRule::Mean]
+                        .into_iter()
+                        .flat_map(move |r| [true, false].map(|h| (r, th, h)))
+                });
+                for (wname, w) in [("geom", &geomw), ("equal", &equal)] {
+                    for (rule, th, holes) in variants.clone() {
+                        if wname == "equal" && !(holes && th == 0.5) {
+                            continue;
+                        }
+                        let (lab, _) = fusion::fused_labels(
+                            &auto.plane_probs,
+                            w,
+                            &fusion::FuseOptions {
+                                rule,
+                                thresh: th,
+                                max_fill_gap: opts.max_fill_gap,
+                                fill_holes: holes,
+                            },
+                            &ct,
+                            &targets,
+                        );
+                        let pred = Volume {
+                            geom: ct.geom.clone(),
+                            data: lab,
+                        };
+                        let key = format!(
+                            "{} t={th:.2} w={wname}{}",
+                            rule.name(),
+                            if holes { "" } else { " no-holes" }
+                        );
+                        let e = sweep.entry(key).or_default();
+                        for &l in &labels {
+                            let (d, ve) = dice_volume(&pred, &truth, l);
+                            let name = organs::name(l).unwrap_or("?").to_string();
+                            let x = e.entry(name).or_default();
+                            x.0.extend(d);
+                            x.1.extend(ve);
+                        }
+                    }
+                }
+            }
+        }
+        // Scored when the patient's scans are all in: auto's masks are first
+        // made to agree across the cycle (`seg::cycle`), as `run` does.
+        let patient = id.split('~').next().unwrap_or("").to_string();
+        if pending
+            .first()
+            .is_some_and(|p| p.0.split('~').next() != Some(&patient))
+        {
+            flush(&mut pending, &mut by_mode, &mut cycles)?;
+        }
+        pending.push((
+            id,
+            truth,
+            segs.into_iter().map(|s| s.labels).collect(),
             seconds,
-            organs: organs_m,
-        });
+        ));
+    }
+    flush(&mut pending, &mut by_mode, &mut cycles)?;
+    if !cycles.is_empty() {
+        println!("kidney volume across each patient's CTs, auto (mL; CV = SD / mean):");
+        println!(
+            "{:<14} {:<13} {:>8} {:>8} {:>8}  volumes before -> after (truth)",
+            "patient", "organ", "CV truth", "CV before", "CV after"
+        );
+        let (mut cb, mut ca) = (Vec::new(), Vec::new());
+        for (pid, oc, truth_ml) in &cycles {
+            let f = |v: &[f64]| {
+                v.iter()
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let (b, a) = (
+                cycle::cv(&oc.volumes_ml_before),
+                cycle::cv(&oc.volumes_ml_after),
+            );
+            cb.extend(b);
+            ca.extend(a);
+            println!(
+                "{pid:<14} {:<13} {:>8} {:>8} {:>8}  {} -> {} ({})",
+                oc.organ,
+                fmt(cycle::cv(truth_ml).map(|x| 100.0 * x), 1),
+                fmt(b.map(|x| 100.0 * x), 1),
+                fmt(a.map(|x| 100.0 * x), 1),
+                f(&oc.volumes_ml_before),
+                f(&oc.volumes_ml_after),
+                f(truth_ml)
+            );
+        }
+        println!(
+            "mean CV of kidney volume: before {} %, after {} %\n",
+            fmt(mean(&cb).map(|x| 100.0 * x), 2),
+            fmt(mean(&ca).map(|x| 100.0 * x), 2)
+        );
     }
     let names: Vec<String> = labels
         .iter()
         .map(|&l| organs::name(l).unwrap_or("?").to_string())
         .collect();
+    if !sweep.is_empty() {
+        println!("sweep of the auto fusion (mean Dice / mean volume error %):");
+        print!("{:<22}", "variant");
+        for n in &names {
+            print!(" {n:>20}");
+        }
+        println!();
+        for (k, per) in &sweep {
+            print!("{k:<22}");
+            for n in &names {
+                let (d, v) = per.get(n).cloned().unwrap_or_default();
+                print!(
+                    " {:>20}",
+                    format!("{} / {}", fmt(mean(&d), 4), fmt(mean(&v), 1))
+                );
+            }
+            println!();
+        }
+        println!();
+    }
+    if modes.len() > 1 {
+        return compare_phantoms(
+            &args,
+            &data,
+            &wdir,
+            &model.cfg.classes,
+            &names,
+            &modes,
+            by_mode,
+        );
+    }
+    let results = by_mode.pop().unwrap_or_default();
     println!(
         "{:<12} {:<13} {:>7} {:>9} {:>10} {:>10} {:>10} {:>8}",
         "patient", "organ", "Dice", "HD95 mm", "truth mL", "pred mL", "vol err %", "missed"
@@ -364,6 +571,113 @@ struct RealSummary {
     abs_volume_error_pct_mean: Option<f64>,
 }
 
+/// Keyed "<volume|slice>/<organ>", over the cases that loaded.
+fn real_summaries(results: &[RealCaseResult]) -> BTreeMap<String, RealSummary> {
+    let mut summary = BTreeMap::new();
+    for (kind, kname) in [(CaseKind::Volume, "volume"), (CaseKind::Slice, "slice")] {
+        let rs: Vec<&RealCaseResult> = results
+            .iter()
+            .filter(|r| r.kind == kind && r.error.is_none())
+            .collect();
+        let mut names: Vec<&String> = rs.iter().flat_map(|r| r.organs.keys()).collect();
+        names.sort();
+        names.dedup();
+        for n in names {
+            summary.insert(format!("{kname}/{n}"), real_summary(&rs, n));
+        }
+    }
+    summary
+}
+
+/// `eval --real --compare`: the 3-D cases per organ and the summaries per
+/// kind and organ, each mode side by side; JSON with one report per mode.
+fn compare_real(
+    args: &Args,
+    real: &Path,
+    wdir: &Path,
+    classes: &[String],
+    png: Option<PngSliceOptions>,
+    modes: &[Planes],
+    by_mode: Vec<Vec<RealCaseResult>>,
+) -> anyhow::Result<()> {
+    print!("{:<20} {:<13} {:>10}", "3-D case", "organ", "truth mL");
+    for m in modes {
+        print!(" {:>10} {:>7}", format!("{} Dice", m.name()), "vol %");
+    }
+    println!();
+    let n = by_mode.first().map_or(0, Vec::len);
+    for i in 0..n {
+        let r0 = &by_mode[0][i];
+        if let Some(e) = &r0.error {
+            println!("{:<20} error: {e}", r0.case);
+            continue;
+        }
+        if r0.kind != CaseKind::Volume {
+            continue;
+        }
+        for (organ, m0) in r0.organs.iter().filter(|(_, m)| m.dice.is_some()) {
+            print!("{:<20} {:<13} {:>10.1}", r0.case, organ, m0.truth_ml);
+            for r in &by_mode {
+                let m = &r[i].organs[organ];
+                print!(" {:>10} {:>7}", fmt(m.dice, 4), fmt(m.volume_error_pct, 1));
+            }
+            println!();
+        }
+    }
+    let sums: Vec<BTreeMap<String, RealSummary>> =
+        by_mode.iter().map(|r| real_summaries(r)).collect();
+    print!("\n{:<22} {:>5}", "kind/organ", "cases");
+    for m in modes {
+        print!(
+            " {:>10} {:>7} {:>7}",
+            format!("{} Dice", m.name()),
+            "median",
+            "pooled"
+        );
+    }
+    println!();
+    for (k, s0) in &sums[0] {
+        print!("{k:<22} {:>5}", s0.cases);
+        for s in &sums {
+            let x = &s[k];
+            print!(
+                " {:>10} {:>7} {:>7}",
+                fmt(x.dice_mean, 4),
+                fmt(x.dice_median, 4),
+                fmt(x.dice_pooled, 4)
+            );
+        }
+        println!();
+    }
+    let failed = by_mode
+        .first()
+        .map_or(0, |r| r.iter().filter(|r| r.error.is_some()).count());
+    let reports: Vec<RealReport> = modes
+        .iter()
+        .zip(by_mode)
+        .zip(sums)
+        .map(|((m, cases), summary)| RealReport {
+            real: real.display().to_string(),
+            weights: wdir.display().to_string(),
+            classes: classes.to_vec(),
+            planes: *m,
+            png_slices: png,
+            png_slices_note: png.map(|p| p.describe()),
+            cases,
+            summary,
+        })
+        .collect();
+    let out = args
+        .json
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("eval_real_compare.json"));
+    write_json(&out, &reports)?;
+    if failed > 0 {
+        bail!("{failed} case(s) could not be loaded (see the table)");
+    }
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct RealReport {
     real: String,
@@ -435,6 +749,142 @@ fn real_sources(args: &Args, real: &Path) -> anyhow::Result<Vec<CaseSource>> {
     Ok(realct::discover(real)?)
 }
 
+fn parse_slab(s: &str) -> Result<(usize, f64), String> {
+    let (n, mm) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: N:MM, e.g. 20:2"))?;
+    let n: usize = n.parse().map_err(|_| format!("{n:?}: a slice count"))?;
+    let mm: f64 = mm.parse().map_err(|_| format!("{mm:?}: a spacing in mm"))?;
+    if !(2..=2000).contains(&n) || !(mm > 0.0 && mm <= 20.0) {
+        return Err(format!("{s:?}: 2-2000 slices, 0-20 mm apart"));
+    }
+    Ok((n, mm))
+}
+
+/// A scan waiting for the rest of its patient's scans: id, truth, one
+/// prediction per mode, seconds.
+type Pending = (String, Volume<u8>, Vec<Volume<u8>>, f64);
+
+/// Thresholds of the fused probability tried by `--sweep`.
+const SWEEP_THRESH: [f32; 3] = [0.4, 0.45, 0.5];
+
+/// Dice and volume error (%) of one organ, without the surface distances.
+fn dice_volume(pred: &Volume<u8>, truth: &Volume<u8>, l: u8) -> (Option<f64>, Option<f64>) {
+    let (mut i, mut a, mut b) = (0usize, 0usize, 0usize);
+    for (&p, &t) in pred.data.iter().zip(&truth.data) {
+        let (p, t) = (p == l, t == l);
+        i += (p && t) as usize;
+        a += p as usize;
+        b += t as usize;
+    }
+    (
+        (a + b > 0).then(|| 2.0 * i as f64 / (a + b) as f64),
+        (b > 0).then(|| 100.0 * (a as f64 - b as f64) / b as f64),
+    )
+}
+
+/// The modes scored: the three side by side with --compare, else one.
+fn modes_of(args: &Args, planes: Planes) -> Vec<Planes> {
+    if args.compare {
+        vec![Planes::Axial, Planes::All, Planes::Auto]
+    } else {
+        vec![planes]
+    }
+}
+
+fn write_json<T: Serialize>(out: &Path, v: &T) -> anyhow::Result<()> {
+    let tmp = out.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(v)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("renaming to {}", out.display()))?;
+    println!("\nwrote {}", out.display());
+    Ok(())
+}
+
+/// `eval --data --compare`: Dice and volume error per scan and organ for each
+/// mode side by side, then the means; JSON with one report per mode.
+fn compare_phantoms(
+    args: &Args,
+    data: &Path,
+    wdir: &Path,
+    classes: &[String],
+    names: &[String],
+    modes: &[Planes],
+    by_mode: Vec<Vec<PatientResult>>,
+) -> anyhow::Result<()> {
+    print!("{:<14} {:<13} {:>9}", "patient", "organ", "truth mL");
+    for m in modes {
+        print!(" {:>8} {:>7}", format!("{} Dice", m.name()), "vol %");
+    }
+    println!();
+    let n = by_mode.first().map_or(0, Vec::len);
+    for i in 0..n {
+        for name in names {
+            let Some(m0) = by_mode[0][i].organs.get(name) else {
+                continue;
+            };
+            print!(
+                "{:<14} {:<13} {:>9.1}",
+                by_mode[0][i].patient, name, m0.truth_ml
+            );
+            for r in &by_mode {
+                let m = &r[i].organs[name];
+                print!(" {:>8} {:>7}", fmt(m.dice, 4), fmt(m.volume_error_pct, 1));
+            }
+            println!();
+        }
+    }
+    println!("\nmean over {n} scans ({}):", args.scans);
+    print!("{:<13}", "organ");
+    for m in modes {
+        print!(
+            " {:>8} {:>7} {:>7}",
+            format!("{} Dice", m.name()),
+            "min",
+            "vol %"
+        );
+    }
+    println!();
+    let mut reports = Vec::new();
+    let sums: Vec<BTreeMap<String, Summary>> = by_mode
+        .iter()
+        .map(|rs| {
+            names
+                .iter()
+                .map(|n| (n.clone(), summarise(rs, n)))
+                .collect()
+        })
+        .collect();
+    for name in names {
+        print!("{name:<13}");
+        for s in &sums {
+            let s = &s[name];
+            print!(
+                " {:>8} {:>7} {:>7}",
+                fmt(s.dice_mean, 4),
+                fmt(s.dice_min, 4),
+                fmt(s.volume_error_pct_mean, 1)
+            );
+        }
+        println!();
+    }
+    for ((m, rs), summary) in modes.iter().zip(by_mode).zip(sums) {
+        reports.push(Report {
+            data: data.display().to_string(),
+            weights: wdir.display().to_string(),
+            classes: classes.to_vec(),
+            planes: *m,
+            patients: rs,
+            summary,
+        });
+    }
+    let out = args
+        .json
+        .clone()
+        .unwrap_or_else(|| data.join(format!("eval_{}_compare.json", args.scans)));
+    write_json(&out, &reports)
+}
+
 /// `--planes`, else the config's; with the name used in file names.
 fn planes_arg(args: &Args, cfg: &Config) -> (Planes, &'static str) {
     let planes = args.planes.unwrap_or(cfg.segment.planes);
@@ -464,7 +914,8 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
     if any_png {
         println!("{}", png.describe());
     }
-    let mut results = Vec::new();
+    let modes = modes_of(args, planes);
+    let mut by_mode: Vec<Vec<RealCaseResult>> = modes.iter().map(|_| Vec::new()).collect();
     for (n, src) in sources.iter().enumerate() {
         let name = src.name();
         eprint!("[{}/{}] {name}: loading ...", n + 1, sources.len());
@@ -473,44 +924,81 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
             Ok(c) => c,
             Err(e) => {
                 eprintln!(" failed: {e}");
-                results.push(RealCaseResult {
-                    case: name,
-                    kind: CaseKind::Volume,
-                    planes,
-                    seconds: 0.0,
-                    organs: BTreeMap::new(),
-                    error: Some(e.to_string()),
-                });
+                for (results, &m) in by_mode.iter_mut().zip(&modes) {
+                    results.push(RealCaseResult {
+                        case: name.clone(),
+                        kind: CaseKind::Volume,
+                        planes: m,
+                        seconds: 0.0,
+                        organs: BTreeMap::new(),
+                        error: Some(e.to_string()),
+                    });
+                }
                 continue;
             }
         };
-        // A repeated 2-D slice has no coronal or sagittal extent to segment.
-        let case_planes = if case.kind == CaseKind::Slice {
-            Planes::Axial
-        } else {
-            planes
+        let case = match (args.slab, case.kind) {
+            (Some((n, mm)), CaseKind::Volume) => {
+                let (ct, truth) = cut_slab(&case.ct, &case.truth, n, mm)
+                    .with_context(|| format!("{name}: no truth to centre a slab on"))?;
+                realct::RealCase { ct, truth, ..case }
+            }
+            _ => case,
         };
+        // A repeated 2-D slice has no coronal or sagittal extent for a vote
+        // (auto gives those planes no weight by itself).
+        let case_modes: Vec<Planes> = modes
+            .iter()
+            .map(|&m| {
+                if case.kind == CaseKind::Slice && m == Planes::All {
+                    Planes::Axial
+                } else {
+                    m
+                }
+            })
+            .collect();
         let mut opts = DriverOptions {
-            planes: case_planes,
+            planes: case_modes[0],
             ..cfg.segment.driver_options()
         };
         if args.all_slices {
             opts.other_planes_margin_mm = None;
         }
         eprint!(" segmenting ...");
-        let pred = driver::segment(&model, &case.ct, &opts, &mut |_, _| {})?;
+        let segs = driver::segment_modes(
+            &model,
+            &case.ct,
+            &opts,
+            &case_modes,
+            &mut |_, _| {},
+            &mut |_, _, _| {},
+        )?;
         let seconds = t0.elapsed().as_secs_f64();
         eprintln!(" {seconds:.1} s");
-        let organs_m = realct::score(&pred, &case)?.into_iter().collect();
-        results.push(RealCaseResult {
-            case: name,
-            kind: case.kind,
-            planes: case_planes,
-            seconds,
-            organs: organs_m,
-            error: None,
-        });
+        for ((results, seg), &m) in by_mode.iter_mut().zip(&segs).zip(&case_modes) {
+            let organs_m = realct::score(&seg.labels, &case)?.into_iter().collect();
+            results.push(RealCaseResult {
+                case: name.clone(),
+                kind: case.kind,
+                planes: m,
+                seconds,
+                organs: organs_m,
+                error: None,
+            });
+        }
     }
+    if modes.len() > 1 {
+        return compare_real(
+            args,
+            real,
+            &wdir,
+            &model.cfg.classes,
+            any_png.then_some(png),
+            &modes,
+            by_mode,
+        );
+    }
+    let results = by_mode.pop().unwrap_or_default();
     println!(
         "{:<20} {:<6} {:<7} {:<13} {:>7} {:>9} {:>10} {:>10} {:>10} {:>8}",
         "case",
@@ -535,11 +1023,7 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
         } else {
             "3-D"
         };
-        let pl = if r.planes == Planes::All {
-            "all"
-        } else {
-            "axial"
-        };
+        let pl = r.planes.name();
         if let Some(e) = &r.error {
             println!("{:<20} error: {e}", r.case);
         }
@@ -560,19 +1044,7 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
             );
         }
     }
-    let mut summary = BTreeMap::new();
-    for (kind, kname) in [(CaseKind::Volume, "volume"), (CaseKind::Slice, "slice")] {
-        let rs: Vec<&RealCaseResult> = results
-            .iter()
-            .filter(|r| r.kind == kind && r.error.is_none())
-            .collect();
-        let mut names: Vec<&String> = rs.iter().flat_map(|r| r.organs.keys()).collect();
-        names.sort();
-        names.dedup();
-        for n in names {
-            summary.insert(format!("{kname}/{n}"), real_summary(&rs, n));
-        }
-    }
+    let summary = real_summaries(&results);
     println!(
         "\nper organ ({pname} on 3-D cases, axial on 2-D slices):\n{:<22} {:>5} {:>7} {:>7} {:>7} {:>8} {:>9} {:>12}",
         "kind/organ", "cases", "Dice", "median", "min", "pooled", "HD95 mm", "|vol err| %"

@@ -18,7 +18,8 @@ pub struct Args {
     /// Output label map (.nii.gz): 0 background, 1 liver, 2 kidney_left, 3 kidney_right.
     #[arg(short, long, required_unless_present = "raw_input")]
     pub output: Option<PathBuf>,
-    /// Planes: axial only, or all three joined by voxel vote.
+    /// Planes: auto (three planes' probabilities fused, weighted by what the
+    /// scan lets each see), axial only, or all three joined by voxel vote.
     #[arg(long, value_enum)]
     pub planes: Option<Planes>,
     /// Model folder (model.toml + weights); default: [segment] weights.
@@ -111,11 +112,19 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let t0 = std::time::Instant::now();
-    let labels = driver::segment(&model, &ct, &opts, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64)
-    })?;
+    let seg = driver::segment_detail(
+        &model,
+        &ct,
+        &opts,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64)
+        },
+        &mut |_, _, _| {},
+    )?;
     bar.finish_and_clear();
+    // The driver has logged its notes (planes that lost weight, dropped parts).
+    let labels = seg.labels;
     nifti::write_nifti(&labels, out, "organdose segment")?;
     if let Some(qc) = &args.overlay {
         organdose::report::overlay::write_overlay(qc, &ct, &labels, &Default::default())?;
@@ -135,11 +144,16 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         "wrote {} in {:.1} s ({}): {}",
         out.display(),
         t0.elapsed().as_secs_f64(),
-        if planes == Planes::All {
-            "3 planes"
-        } else {
-            "axial"
-        },
+        seg.planes_run
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join("+")
+            + match planes {
+                Planes::Auto if seg.planes_run.len() > 1 => ", fused",
+                Planes::All => ", vote",
+                _ => "",
+            },
         if summary.is_empty() {
             "no organ found".to_string()
         } else {

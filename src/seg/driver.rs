@@ -1,8 +1,10 @@
 //! The 2.5D driver: HU window, three adjacent slices as channels, axial /
-//! coronal / sagittal passes, masks back on the CT grid, vote, gap filling,
-//! largest components, kidney laterality from the patient x axis.
+//! coronal / sagittal passes, masks back on the CT grid, joined by
+//! probability (`--planes auto`, `seg::fusion`) or by vote (`all`), gap
+//! filling, largest components, kidney laterality from the patient x axis.
 
 use super::consensus::{components, fill_gaps, majority_vote};
+use super::fusion::{self, PlaneProbs, PlaneWeights};
 use super::model::{Detections, MaskRcnn};
 use super::orient::Reorient;
 use super::slicing::{self, Canvas, PlaneSampler};
@@ -13,10 +15,15 @@ use crate::volume::Volume;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// `--planes axial|all` on the command line (clap::ValueEnum), `planes` in the config.
+/// `--planes auto|axial|all` on the command line (clap::ValueEnum), `planes` in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Planes {
+    /// The planes' mask probabilities averaged, each plane weighted by what
+    /// the scan's geometry lets it see (a thin slab's coronal and sagittal
+    /// strips get no weight and are not run); then one component per organ,
+    /// one kidney per side, holes closed (`seg::fusion`).
+    Auto,
     /// Axial slices only (the paper's first mode).
     Axial,
     /// Axial, coronal and sagittal, joined by voxel vote (>= 2 of 3).
@@ -27,6 +34,7 @@ impl Planes {
     /// The name `--planes` and the config use.
     pub fn name(self) -> &'static str {
         match self {
+            Planes::Auto => "auto",
             Planes::Axial => "axial",
             Planes::All => "all",
         }
@@ -72,6 +80,11 @@ pub struct DriverOptions {
     /// slices the axial pass found organs in, widened by this margin (mm).
     /// None: every slice.
     pub other_planes_margin_mm: Option<f64>,
+    /// `auto`: how the planes' probabilities are joined, at which threshold,
+    /// and whether enclosed holes are closed (`seg::fusion`).
+    pub fusion: fusion::FuseRule,
+    pub fusion_threshold: f32,
+    pub fill_holes: bool,
 }
 
 /// Slice range `[lo, hi)` along `axis` holding any labelled voxel of `map`,
@@ -162,7 +175,8 @@ pub fn slice_input(win: &[f32], dims: [usize; 3], plane: Plane, t: usize, size: 
 /// Class-index map (0 background) of one plane on the CT grid. With a
 /// `sampler` the slices reach the network in millimetres (`seg::slicing`:
 /// fixed pixel size, padded or tiled); without, each slice is stretched to
-/// the input size.
+/// the input size. With `probs` the plane's class probabilities are kept
+/// there as well (for the fusion of `--planes auto`).
 #[allow(clippy::too_many_arguments)]
 pub fn segment_plane(
     model: &MaskRcnn,
@@ -172,6 +186,7 @@ pub fn segment_plane(
     opts: &DriverOptions,
     range: Option<(usize, usize)>,
     sampler: Option<&PlaneSampler>,
+    mut probs: Option<&mut PlaneProbs>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<u8>> {
     let size = model.cfg.input.size;
@@ -196,7 +211,8 @@ pub fn segment_plane(
     // so the map is the same for any thread count.
     let in_flight = opts.parallel_batches.max(1);
     for group in batches.chunks(in_flight) {
-        let run = |&(t0, t1): &(usize, usize)| -> Result<Vec<Vec<u8>>> {
+        let want_probs = probs.is_some();
+        let run = |&(t0, t1): &(usize, usize)| -> Result<Vec<SliceOut>> {
             let n_img = (t1 - t0) * n_tiles;
             let mut input = Vec::with_capacity(n_img * 3 * size * size);
             for t in t0..t1 {
@@ -214,28 +230,33 @@ pub fn segment_plane(
                 Some(s) => out
                     .detections
                     .chunks(n_tiles)
-                    .map(|dets| slice_classes_tiled(dets, s, nc, thresh))
+                    .map(|dets| slice_classes_tiled(dets, s, nc, thresh, want_probs))
                     .collect(),
                 None => out
                     .detections
                     .iter()
-                    .map(|det| slice_classes(det, nc, size, nu, nv, thresh))
+                    .map(|det| slice_classes(det, nc, size, nu, nv, thresh, want_probs))
                     .collect(),
             })
         };
-        let results: Vec<Result<Vec<Vec<u8>>>> = if group.len() > 1 {
+        let results: Vec<Result<Vec<SliceOut>>> = if group.len() > 1 {
             group.par_iter().map(run).collect()
         } else {
             group.iter().map(run).collect()
         };
         for (&(t0, t1), slices) in group.iter().zip(results) {
-            for (t, cls) in (t0..t1).zip(slices?) {
+            for (t, (cls, probs_t)) in (t0..t1).zip(slices?) {
                 for v in 0..nv {
                     for u in 0..nu {
                         let c = cls[v * nu + u];
                         if c != 0 {
                             map[t * stride[sa] + u * stride[ua] + v * stride[va]] = c;
                         }
+                    }
+                }
+                if let Some(pp) = probs.as_mut() {
+                    for (c, p) in &probs_t {
+                        pp.put(t, *c, p);
                     }
                 }
             }
@@ -267,10 +288,20 @@ fn class_probs(det: &Detections, nc: usize, size: usize, thresh: f32) -> Vec<Opt
         .collect()
 }
 
+/// One slice's class image (row v) and, when asked, each detected class's
+/// probability image on the slice grid.
+type SliceOut = (Vec<u8>, Vec<(usize, Vec<f32>)>);
+
 /// One slice's class image from its tiles (`seg::slicing`): each class's
 /// probability carried back to the slice grid, the maximum over tiles; a
 /// pixel takes the most probable class at >= thresh.
-fn slice_classes_tiled(dets: &[Detections], s: &PlaneSampler, nc: usize, thresh: f32) -> Vec<u8> {
+fn slice_classes_tiled(
+    dets: &[Detections],
+    s: &PlaneSampler,
+    nc: usize,
+    thresh: f32,
+    with_probs: bool,
+) -> SliceOut {
     let (_, ua, va) = s.plane.axes();
     let n = s.dims[ua] * s.dims[va];
     let size = s.canvas.size;
@@ -287,13 +318,22 @@ fn slice_classes_tiled(dets: &[Detections], s: &PlaneSampler, nc: usize, thresh:
             }
         }
     }
-    argmax_classes(
+    let cls = argmax_classes(
         n,
         thresh,
         acc.iter()
             .enumerate()
             .filter_map(|(c, a)| a.as_deref().map(|a| (c, a))),
-    )
+    );
+    let probs = if with_probs {
+        acc.into_iter()
+            .enumerate()
+            .filter_map(|(c, a)| a.map(|a| (c, a)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (cls, probs)
 }
 
 /// A pixel takes the most probable class at >= thresh (on a tie the later one).
@@ -325,25 +365,45 @@ fn slice_classes(
     nu: usize,
     nv: usize,
     thresh: f32,
-) -> Vec<u8> {
+    with_probs: bool,
+) -> SliceOut {
     let resized: Vec<(usize, Vec<f32>)> = class_probs(det, nc, size, thresh)
         .into_iter()
         .enumerate()
         .skip(1)
         .filter_map(|(c, p)| p.map(|p| (c, resize_bilinear(&p, size, size, nv, nu))))
         .collect();
-    argmax_classes(
+    let cls = argmax_classes(
         nu * nv,
         thresh,
         resized.iter().map(|(c, r)| (*c, r.as_slice())),
-    )
+    );
+    (cls, if with_probs { resized } else { Vec::new() })
 }
 
+/// The planes a mode may run (auto: at most these; see [`segment_modes`]).
 pub fn planes_of(p: Planes) -> &'static [Plane] {
     match p {
         Planes::Axial => &[Plane::Axial],
-        Planes::All => &[Plane::Axial, Plane::Coronal, Plane::Sagittal],
+        Planes::All | Planes::Auto => &[Plane::Axial, Plane::Coronal, Plane::Sagittal],
     }
+}
+
+/// One mode's organ labels on the CT's grid, with how they were made.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    pub planes: Planes,
+    pub labels: Volume<u8>,
+    /// The planes whose passes made these labels.
+    pub planes_run: Vec<Plane>,
+    /// `auto`: each plane's weight per model class, and why a plane lost weight.
+    pub weights: Option<PlaneWeights>,
+    /// `auto`: each plane's mask probabilities (the last `auto` result of
+    /// [`segment_modes`] holds them).
+    pub plane_probs: Vec<PlaneProbs>,
+    /// What a physicist should know: planes that lost weight, dropped
+    /// components, organs on an unexpected side.
+    pub notes: Vec<String>,
 }
 
 /// Segments a CT (HU) into organ labels of `organs.rs` on the CT's own grid.
@@ -366,6 +426,33 @@ pub fn segment_timed(
     progress: &mut dyn FnMut(usize, usize),
     on_plane: &mut dyn FnMut(Plane, usize, std::time::Duration),
 ) -> Result<Volume<u8>> {
+    Ok(segment_detail(model, ct, opts, progress, on_plane)?.labels)
+}
+
+/// [`segment_timed`] with the plane weights and the notes of the mode.
+pub fn segment_detail(
+    model: &MaskRcnn,
+    ct: &Volume<f32>,
+    opts: &DriverOptions,
+    progress: &mut dyn FnMut(usize, usize),
+    on_plane: &mut dyn FnMut(Plane, usize, std::time::Duration),
+) -> Result<Segmentation> {
+    segment_modes(model, ct, opts, &[opts.planes], progress, on_plane)?
+        .pop()
+        .ok_or_else(|| Error::internal("segmentation gave no result"))
+}
+
+/// Several modes from one run of the planes they need (each plane runs once):
+/// `eval --compare` scores axial, all and auto side by side this way. The
+/// result is in the order of `modes`.
+pub fn segment_modes(
+    model: &MaskRcnn,
+    ct: &Volume<f32>,
+    opts: &DriverOptions,
+    modes: &[Planes],
+    progress: &mut dyn FnMut(usize, usize),
+    on_plane: &mut dyn FnMut(Plane, usize, std::time::Duration),
+) -> Result<Vec<Segmentation>> {
     let targets = class_targets(&model.cfg.classes)?;
     let dims = ct.geom.dims;
     if dims.contains(&0) {
@@ -377,14 +464,35 @@ pub fn segment_timed(
     let ro = Reorient::canonical(&ct.geom);
     if !ro.is_identity() {
         let canon = ro.apply(ct);
-        let labels = segment_timed(model, &canon, opts, progress, on_plane)?;
-        return Ok(Volume {
-            geom: ct.geom.clone(),
-            data: ro.undo(&labels.data),
-        });
+        let segs = segment_modes(model, &canon, opts, modes, progress, on_plane)?;
+        return Ok(segs
+            .into_iter()
+            .map(|s| Segmentation {
+                labels: Volume {
+                    geom: ct.geom.clone(),
+                    data: ro.undo(&s.labels.data),
+                },
+                ..s
+            })
+            .collect());
     }
     let win = window(&ct.data, model.cfg.input.hu_window);
-    let planes = planes_of(opts.planes);
+    let nc = model.cfg.classes.len();
+    let weights = PlaneWeights::for_geometry(&ct.geom, &targets);
+    let auto = modes.contains(&Planes::Auto);
+    let vote = modes.contains(&Planes::All);
+    let auto_planes = weights.planes();
+    let planes: Vec<Plane> = fusion::PLANES
+        .iter()
+        .copied()
+        .filter(|&p| p == Plane::Axial || vote || (auto && auto_planes.contains(&p)))
+        .collect();
+    if auto {
+        for n in &weights.notes {
+            tracing::info!("{n}");
+        }
+    }
+    let mut plane_probs: Vec<PlaneProbs> = Vec::new();
     let spacing = ct.geom.spacing.map(|s| s as f32);
     let canvas = model.cfg.input.pixel_mm.map(|p| Canvas {
         size: model.cfg.input.size,
@@ -395,10 +503,10 @@ pub fn segment_timed(
     let mut total: usize = planes.iter().map(|p| dims[p.axes().0]).sum();
     let mut done = 0;
     let mut maps: Vec<Vec<u8>> = Vec::new();
-    for &p in planes {
+    for &p in &planes {
         let t0 = std::time::Instant::now();
         let sa = p.axes().0;
-        // The axial pass runs first (planes_of); its organs bound the others.
+        // The axial pass runs first; its organs bound the others.
         let range = match (opts.other_planes_margin_mm, maps.first()) {
             (Some(mm), Some(axial)) if p != Plane::Axial => {
                 let margin = (mm.max(0.0) / ct.geom.spacing[sa]).ceil() as usize;
@@ -428,6 +536,7 @@ pub fn segment_timed(
             }
             PlaneSampler::new(p, dims, spacing, cv, slicing::plane_tiles(&cv, u, v))
         });
+        let mut pp = (auto && auto_planes.contains(&p)).then(|| PlaneProbs::new(p, dims, nc));
         let m = segment_plane(
             model,
             &win,
@@ -436,6 +545,7 @@ pub fn segment_timed(
             opts,
             range,
             sampler.as_ref(),
+            pp.as_mut(),
             &mut |k| {
                 done += k;
                 progress(done, total);
@@ -449,17 +559,73 @@ pub fn segment_timed(
         );
         on_plane(p, n, t0.elapsed());
         maps.push(m);
+        plane_probs.extend(pp);
     }
-    let voted = if maps.len() == 1 {
-        maps.pop().unwrap_or_default()
-    } else {
-        let refs: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
-        majority_vote(&refs, 2)
-    };
-    Ok(Volume {
-        geom: ct.geom.clone(),
-        data: to_organ_labels(&voted, ct, &targets),
-    })
+    drop(win);
+    let mut out = Vec::with_capacity(modes.len());
+    for &mode in modes {
+        out.push(match mode {
+            Planes::Axial => Segmentation {
+                planes: mode,
+                labels: Volume {
+                    geom: ct.geom.clone(),
+                    data: to_organ_labels(&maps[0], ct, &targets),
+                },
+                planes_run: vec![Plane::Axial],
+                weights: None,
+                plane_probs: Vec::new(),
+                notes: Vec::new(),
+            },
+            Planes::All => {
+                let refs: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
+                Segmentation {
+                    planes: mode,
+                    labels: Volume {
+                        geom: ct.geom.clone(),
+                        data: to_organ_labels(&majority_vote(&refs, 2), ct, &targets),
+                    },
+                    planes_run: planes.clone(),
+                    weights: None,
+                    plane_probs: Vec::new(),
+                    notes: Vec::new(),
+                }
+            }
+            Planes::Auto => {
+                let (labels, clean_notes) = fusion::fused_labels(
+                    &plane_probs,
+                    &weights,
+                    &fusion::FuseOptions {
+                        rule: opts.fusion,
+                        thresh: opts.fusion_threshold,
+                        max_fill_gap: opts.max_fill_gap,
+                        fill_holes: opts.fill_holes,
+                    },
+                    ct,
+                    &targets,
+                );
+                for n in &clean_notes {
+                    tracing::warn!("{n}");
+                }
+                let mut notes = weights.notes.clone();
+                notes.extend(clean_notes);
+                Segmentation {
+                    planes: mode,
+                    labels: Volume {
+                        geom: ct.geom.clone(),
+                        data: labels,
+                    },
+                    planes_run: auto_planes.clone(),
+                    weights: Some(weights.clone()),
+                    plane_probs: Vec::new(),
+                    notes,
+                }
+            }
+        });
+    }
+    if let Some(last) = out.iter_mut().rev().find(|s| s.planes == Planes::Auto) {
+        last.plane_probs = plane_probs;
+    }
+    Ok(out)
 }
 
 /// Largest component per organ; a shared kidney class keeps its two largest
@@ -555,11 +721,20 @@ mod tests {
             masks: vec![vec![0.6, 0.45, 0.2, 0.0], vec![0.1, 0.4, 0.3, 0.0]],
         };
         // torchvision's 0.5: only the first pixel is liver.
-        assert_eq!(slice_classes(&det, 3, 2, 2, 2, 0.5), vec![1, 0, 0, 0]);
+        assert_eq!(
+            slice_classes(&det, 3, 2, 2, 2, 0.5, false).0,
+            vec![1, 0, 0, 0]
+        );
         // 0.35: the second pixel turns liver (0.45 > kidney's 0.4).
-        assert_eq!(slice_classes(&det, 3, 2, 2, 2, 0.35), vec![1, 1, 0, 0]);
+        assert_eq!(
+            slice_classes(&det, 3, 2, 2, 2, 0.35, false).0,
+            vec![1, 1, 0, 0]
+        );
         // 0.25: the third pixel is kidney's alone above the threshold.
-        assert_eq!(slice_classes(&det, 3, 2, 2, 2, 0.25), vec![1, 1, 2, 0]);
+        assert_eq!(
+            slice_classes(&det, 3, 2, 2, 2, 0.25, true).0,
+            vec![1, 1, 2, 0]
+        );
         // A class whose mask never reaches the threshold gives nothing.
         assert!(class_probs(&det, 3, 2, 0.5)[2].is_none());
     }

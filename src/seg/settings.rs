@@ -4,6 +4,7 @@
 
 use super::driver::{DriverOptions, Planes};
 use super::engine::DeviceKind;
+use super::fusion::FuseRule;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +22,12 @@ pub struct SegmentConfig {
     /// Coronal and sagittal passes only within the axial pass's organ extent
     /// plus this margin (mm); a negative value runs every slice.
     pub other_planes_margin_mm: f64,
+    /// `planes = "auto"`: how the planes' probabilities are joined.
+    pub fusion: FuseRule,
+    /// `planes = "auto"`: the probability threshold of the fusion.
+    pub fusion_threshold: f32,
+    /// `planes = "auto"`: close each organ's enclosed holes.
+    pub fill_holes: bool,
 }
 
 impl SegmentConfig {
@@ -35,6 +42,9 @@ impl SegmentConfig {
             max_fill_gap: self.max_fill_gap_slices,
             other_planes_margin_mm: (self.other_planes_margin_mm >= 0.0)
                 .then_some(self.other_planes_margin_mm),
+            fusion: self.fusion,
+            fusion_threshold: self.fusion_threshold,
+            fill_holes: self.fill_holes,
         }
     }
 }
