@@ -755,7 +755,7 @@ fn parse_slab(s: &str) -> Result<(usize, f64), String> {
         .ok_or_else(|| format!("{s:?}: N:MM, e.g. 20:2"))?;
     let n: usize = n.parse().map_err(|_| format!("{n:?}: a slice count"))?;
     let mm: f64 = mm.parse().map_err(|_| format!("{mm:?}: a spacing in mm"))?;
-    if !(2..=2000).contains(&n) || !(mm > 0.0 && mm <= 20.0) {
+    if !((2..=2000).contains(&n) && mm > 0.0 && mm <= 20.0) {
         return Err(format!("{s:?}: 2-2000 slices, 0-20 mm apart"));
     }
     Ok((n, mm))
