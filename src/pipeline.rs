@@ -3,10 +3,11 @@
 //! here, so they give the same answer for the same inputs.
 
 use crate::config::Config;
-use crate::dosimetry::pipeline::{DoseInput, DoseSummary, TimePointInput};
+use crate::dosimetry::pipeline::{DoseInput, DoseSummary, MaskConfidence, TimePointInput};
 use crate::dosimetry::Nuclide;
 use crate::error::{Error, Result};
 use crate::io::nifti::read_nifti_labels;
+use crate::seg::confidence::{Flag, OrganConfidence};
 use crate::study::{Source, Study};
 use crate::volume::Volume;
 use std::path::{Path, PathBuf};
@@ -36,8 +37,14 @@ impl MaskSource {
 }
 
 /// Label maps of the diagnostic CT and of each time point (None: use the diagnostic
-/// CT's), and what the segmentation noted about them.
-type StudyMasks = (Volume<u8>, Vec<Option<Volume<u8>>>, Vec<String>);
+/// CT's), what the segmentation noted about them, and (network masks in `auto`
+/// mode) each CT's organ confidences.
+type StudyMasks = (
+    Volume<u8>,
+    Vec<Option<Volume<u8>>>,
+    Vec<String>,
+    Vec<MaskConfidence>,
+);
 
 fn masks(
     study: &Study,
@@ -62,7 +69,11 @@ fn masks(
                 opts.parallel_batches = 1;
             }
             let n = study.timepoints.len() + 1;
+            let targets = crate::seg::driver::class_targets(&model.cfg.classes)?;
+            let auto = opts.planes == crate::seg::driver::Planes::Auto;
             let mut notes = Vec::new();
+            // Per CT segmented, in order: its name and its organs' confidences.
+            let mut confs: Vec<(String, Vec<(String, OrganConfidence)>)> = Vec::new();
             let mut segment = |src: &Source, k: usize, what: &str| -> Result<Volume<u8>> {
                 let ct = src.read(&cfg.ingest)?;
                 let stage = format!("segment CT {}/{n}", k + 1);
@@ -79,6 +90,12 @@ fn masks(
                     &mut |_, _, _| {},
                 )?;
                 notes.extend(seg.notes.iter().map(|m| format!("{what} masks: {m}")));
+                if auto {
+                    confs.push((
+                        what.to_string(),
+                        crate::seg::confidence::assess(&seg, &ct, &targets, &|_| None),
+                    ));
+                }
                 Ok(seg.labels)
             };
             let diag = segment(&study.diagnostic_ct, 0, "diagnostic CT")?;
@@ -107,7 +124,26 @@ fn masks(
                         all.push(m);
                     }
                 }
-                let (_, cycle_notes) = crate::seg::cycle::harmonise(&mut all, &names);
+                let (cycle, cycle_notes) = crate::seg::cycle::harmonise(&mut all, &names);
+                // A replaced mask is the reference CT's, moved: it carries that
+                // mask's confidence.
+                for oc in &cycle {
+                    let Some(r) = oc.reference else { continue };
+                    let reference = confs
+                        .get(r)
+                        .and_then(|(_, cs)| cs.iter().find(|(o, _)| *o == oc.organ))
+                        .map(|(_, c)| c.clone());
+                    for &i in &oc.replaced {
+                        if let (Some(rc), Some((_, cs))) = (reference.clone(), confs.get_mut(i)) {
+                            if let Some(slot) = cs.iter_mut().find(|(o, _)| *o == oc.organ) {
+                                slot.1 = OrganConfidence {
+                                    volume_ml: oc.volumes_ml_after[i],
+                                    ..rc
+                                };
+                            }
+                        }
+                    }
+                }
                 for n in &cycle_notes {
                     tracing::warn!("{n}");
                 }
@@ -124,7 +160,23 @@ fn masks(
             } else {
                 (diag, per_tp)
             };
-            Ok((diag, per_tp, notes))
+            let mask_confidence = confs
+                .into_iter()
+                .flat_map(|(ct, cs)| {
+                    cs.into_iter().map(move |(organ, c)| MaskConfidence {
+                        ct: ct.clone(),
+                        organ,
+                        confidence: c.confidence,
+                        flag: match c.flag {
+                            Flag::Ok => "ok".into(),
+                            Flag::Review => "review".into(),
+                        },
+                        reasons: c.reasons,
+                        volume_ml: c.volume_ml,
+                    })
+                })
+                .collect();
+            Ok((diag, per_tp, notes, mask_confidence))
         }
         MaskSource::Truth(dir) => {
             let tj = dir.join("truth.json");
@@ -155,7 +207,7 @@ fn masks(
                     &dir.join(format!("labels_ldct_tp{}.nii.gz", k + 1)),
                 )?));
             }
-            Ok((diag, per_tp, Vec::new()))
+            Ok((diag, per_tp, Vec::new(), Vec::new()))
         }
         MaskSource::Files { diag_ct, ldct } => {
             if !ldct.is_empty() && ldct.len() != study.timepoints.len() {
@@ -173,7 +225,7 @@ fn masks(
                     .map(|p| read_nifti_labels(p).map(Some))
                     .collect::<Result<Vec<_>>>()?
             };
-            Ok((diag, per_tp, Vec::new()))
+            Ok((diag, per_tp, Vec::new(), Vec::new()))
         }
     }
 }
@@ -185,10 +237,21 @@ pub fn dose_input(
     cfg: &Config,
     progress: &dyn Fn(&str, f64),
 ) -> Result<(DoseInput, Vec<String>)> {
+    let (input, notes, _) = dose_input_full(study, source, cfg, progress)?;
+    Ok((input, notes))
+}
+
+/// [`dose_input`], with the network masks' confidences.
+fn dose_input_full(
+    study: &Study,
+    source: &MaskSource,
+    cfg: &Config,
+    progress: &dyn Fn(&str, f64),
+) -> Result<(DoseInput, Vec<String>, Vec<MaskConfidence>)> {
     let mut notes = study.notes.clone();
     let nuclide = Nuclide::from_name(&study.injection.nuclide)?;
     progress("masks", 0.05);
-    let (diag, per_tp, seg_notes) = masks(study, source, cfg, progress)?;
+    let (diag, per_tp, seg_notes, confidence) = masks(study, source, cfg, progress)?;
     notes.extend(seg_notes);
     if !matches!(source, MaskSource::Network { .. }) {
         check_ct(study, &diag, cfg)?;
@@ -223,6 +286,7 @@ pub fn dose_input(
             injected_activity_mbq: study.injection.activity_mbq,
         },
         notes,
+        confidence,
     ))
 }
 
@@ -290,11 +354,31 @@ pub fn run_study(
     status: &str,
     progress: &dyn Fn(&str, f64),
 ) -> Result<DoseSummary> {
-    let (input, notes) = dose_input(study, source, cfg, progress)?;
+    let (input, notes, confidence) = dose_input_full(study, source, cfg, progress)?;
     progress("dosimetry", 0.75);
     let mut summary = crate::dosimetry::run(&input, &cfg.dosimetry)?;
     summary.status = status.to_string();
     summary.warnings.extend(notes);
+    // A mask flagged for review holds the cycle back: its dose is as good as
+    // its mask (seg::confidence).
+    let flagged: Vec<String> = confidence
+        .iter()
+        .filter(|c| c.flag == "review")
+        .map(|c| {
+            format!(
+                "needs review: {} mask on the {}: confidence {:.2} ({})",
+                c.organ,
+                c.ct,
+                c.confidence,
+                c.reasons.join("; ")
+            )
+        })
+        .collect();
+    summary.mask_confidence = confidence;
+    if status != "partial" && !flagged.is_empty() {
+        summary.status = "needs_review".into();
+    }
+    summary.warnings.extend(flagged);
     // A result no physicist should trust is never reported as final (a partial one
     // already says it is incomplete).
     if status != "partial" {

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use organdose::config::Config;
 use organdose::io::nifti;
 use organdose::organs;
+use organdose::seg::confidence;
 use organdose::seg::cycle;
 use organdose::seg::driver::{self, ClassTarget, DriverOptions, Planes};
 use organdose::seg::engine::Engine;
@@ -257,6 +258,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let mut pending: Vec<Pending> = Vec::new();
     let mut cycles: Vec<(String, cycle::OrganCycle, Vec<f64>)> = Vec::new();
     let auto_at = modes.iter().position(|&m| m == Planes::Auto);
+    let mut trust: Vec<(String, String, confidence::OrganConfidence, f64)> = Vec::new();
     let flush = |pending: &mut Vec<Pending>,
                  by_mode: &mut Vec<Vec<PatientResult>>,
                  cycles: &mut Vec<(String, cycle::OrganCycle, Vec<f64>)>|
@@ -386,6 +388,18 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                 }
             }
         }
+        if let Some(a) = auto_at {
+            let targets = driver::class_targets(&model.cfg.classes)?;
+            for (organ, c) in confidence::assess(&segs[a], &ct, &targets, &|_| None) {
+                let l = organs::label(&organ).unwrap_or(0);
+                let (d, _) = dice_volume(&segs[a].labels, &truth, l);
+                let truth_ml = truth.data.iter().filter(|&&v| v == l).count() as f64
+                    * truth.geom.voxel_volume_ml();
+                if truth_ml > 0.0 {
+                    trust.push((id.clone(), organ, c, d.unwrap_or(0.0)));
+                }
+            }
+        }
         // Scored when the patient's scans are all in: auto's masks are first
         // made to agree across the cycle (`seg::cycle`), as `run` does.
         let patient = id.split('~').next().unwrap_or("").to_string();
@@ -444,6 +458,9 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         .iter()
         .map(|&l| organs::name(l).unwrap_or("?").to_string())
         .collect();
+    if !trust.is_empty() {
+        print_trust(&trust);
+    }
     if !sweep.is_empty() {
         println!("sweep of the auto fusion (mean Dice / mean volume error %):");
         print!("{:<22}", "variant");
@@ -759,6 +776,48 @@ fn parse_slab(s: &str) -> Result<(usize, f64), String> {
         return Err(format!("{s:?}: 2-2000 slices, 0-20 mm apart"));
     }
     Ok((n, mm))
+}
+
+/// Below this Dice a mask should be flagged; from this one it should not (issue 36).
+const BAD_DICE: f64 = 0.85;
+const GOOD_DICE: f64 = 0.92;
+
+/// The auto masks' confidence against their Dice: each mask, then how well
+/// the flag separates bad masks (Dice < 0.85) from good ones (>= 0.92).
+fn print_trust(rows: &[(String, String, confidence::OrganConfidence, f64)]) {
+    println!("mask confidence (auto) against Dice:");
+    println!(
+        "{:<16} {:<13} {:>6} {:>5} {:>7} {:>6} {:>6} {:>6} {:>5}  reasons",
+        "scan", "organ", "Dice", "conf", "flag", "planes", "prob", "fuzzy", "cut"
+    );
+    for (id, organ, c, d) in rows {
+        println!(
+            "{:<16} {:<13} {:>6.3} {:>5.2} {:>7} {:>6} {:>6} {:>6} {:>5}  {}",
+            id,
+            organ,
+            d,
+            c.confidence,
+            format!("{:?}", c.flag).to_lowercase(),
+            fmt(c.signals.plane_dice_min, 3),
+            fmt(c.signals.mean_probability, 3),
+            fmt(c.signals.uncertain_fraction, 3),
+            c.signals.cut_by_scan,
+            c.reasons.join("; ")
+        );
+    }
+    let flagged = |pred: &dyn Fn(f64) -> bool| {
+        let sel: Vec<_> = rows.iter().filter(|r| pred(r.3)).collect();
+        let f = sel
+            .iter()
+            .filter(|r| r.2.flag == confidence::Flag::Review)
+            .count();
+        (f, sel.len())
+    };
+    let (fb, nb) = flagged(&|d| d < BAD_DICE);
+    let (fg, ng) = flagged(&|d| d >= GOOD_DICE);
+    println!(
+        "flagged: {fb} of {nb} masks with Dice < {BAD_DICE} (target >= 90 %), {fg} of {ng} with Dice >= {GOOD_DICE} (target <= 15 %)\n"
+    );
 }
 
 /// A scan waiting for the rest of its patient's scans: id, truth, one

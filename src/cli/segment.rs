@@ -30,6 +30,10 @@ pub struct Args {
     /// right on the image's left), physical aspect ratio.
     #[arg(long, conflicts_with = "raw_input")]
     pub overlay: Option<PathBuf>,
+    /// Also write a JSON report: per organ its confidence (0-1), flag (ok or
+    /// review), the reasons and the volume (README "Mask confidence").
+    #[arg(long, conflicts_with = "raw_input")]
+    pub report: Option<PathBuf>,
     /// SeriesInstanceUID when the DICOM input holds several series.
     #[arg(long)]
     pub series: Option<String>,
@@ -124,6 +128,34 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     )?;
     bar.finish_and_clear();
     // The driver has logged its notes (planes that lost weight, dropped parts).
+    if let Some(rp) = &args.report {
+        let targets = driver::class_targets(&model.cfg.classes)?;
+        let organs: serde_json::Map<String, serde_json::Value> =
+            organdose::seg::confidence::assess(&seg, &ct, &targets, &|_| None)
+                .into_iter()
+                .map(|(o, c)| {
+                    if c.flag == organdose::seg::confidence::Flag::Review {
+                        tracing::warn!(
+                            "{o}: review (confidence {:.2}): {}",
+                            c.confidence,
+                            c.reasons.join("; ")
+                        );
+                    }
+                    Ok((o, serde_json::to_value(c)?))
+                })
+                .collect::<anyhow::Result<_>>()?;
+        let doc = serde_json::json!({
+            "ct": ct_path.display().to_string(),
+            "planes": planes.name(),
+            "planes_run": seg.planes_run.iter().map(|p| p.name()).collect::<Vec<_>>(),
+            "notes": seg.notes,
+            "organs": organs,
+        });
+        let tmp = rp.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, rp).with_context(|| format!("renaming to {}", rp.display()))?;
+    }
     let labels = seg.labels;
     nifti::write_nifti(&labels, out, "organdose segment")?;
     if let Some(qc) = &args.overlay {

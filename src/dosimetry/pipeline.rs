@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Version of the `dose_summary.json` schema (README: "dose_summary.json").
-pub const SCHEMA_VERSION: &str = "1.2";
+pub const SCHEMA_VERSION: &str = "1.3";
 
 /// One SPECT time point with the organ mask for it.
 #[derive(Debug, Clone)]
@@ -153,9 +153,27 @@ pub struct DoseSummary {
     pub status: String,
     /// Study-level warnings (organ warnings are in each organ).
     pub warnings: Vec<String>,
+    /// Per CT and organ, how far the network's mask can be trusted (set by the
+    /// caller; empty, and absent from the JSON, with masks given as files).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mask_confidence: Vec<MaskConfidence>,
     /// Voxel dose map (Gy) on the reference SPECT grid.
     #[serde(skip)]
     pub dose_map_gy: Option<Volume<f32>>,
+}
+
+/// One organ mask's confidence on one CT (`mask_confidence` in `dose_summary.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct MaskConfidence {
+    /// "diagnostic CT" or "low-dose CT <t> h".
+    pub ct: String,
+    pub organ: String,
+    /// In [0, 1].
+    pub confidence: f64,
+    /// "ok" or "review".
+    pub flag: String,
+    pub reasons: Vec<String>,
+    pub volume_ml: f64,
 }
 
 /// The partial-volume correction of a run (`pvc` in `dose_summary.json`).
@@ -666,6 +684,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         organs: organs_out,
         status: "final".into(),
         warnings,
+        mask_confidence: Vec::new(),
         dose_map_gy: Some(dmap),
     })
 }

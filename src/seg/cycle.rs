@@ -33,6 +33,8 @@ pub struct OrganCycle {
     pub volumes_ml_after: Vec<f64>,
     /// Indices of the CTs whose mask was replaced.
     pub replaced: Vec<usize>,
+    /// The CT whose mask replaced them.
+    pub reference: Option<usize>,
 }
 
 /// Coefficient of variation (SD / mean, sample SD) of `v`; None under 2 values.
@@ -88,6 +90,7 @@ pub fn harmonise(labels: &mut [Volume<u8>], names: &[String]) -> (Vec<OrganCycle
             .filter(|&i| before[i] > 0.0 && !cut_by_field(&labels[i], organ))
             .collect();
         let mut replaced = Vec::new();
+        let mut reference_used = None;
         if usable.len() >= 3 {
             let med = median(&usable.iter().map(|&i| before[i]).collect::<Vec<_>>());
             let off = |i: usize| (before[i] / med - 1.0).abs();
@@ -116,6 +119,7 @@ pub fn harmonise(labels: &mut [Volume<u8>], names: &[String]) -> (Vec<OrganCycle
                 let shift = best_shift(r, l, organ);
                 replace_with_shifted(r, l, organ, shift);
                 replaced.push(i);
+                reference_used = Some(reference);
                 notes.push(format!(
                     "{oname} on {}: {:.1} mL against a cycle median of {med:.1} mL; replaced by the mask of {} moved by ({:.0}, {:.0}, {:.0}) mm ({:.1} mL)",
                     names.get(i).map_or("a CT", String::as_str),
@@ -134,6 +138,7 @@ pub fn harmonise(labels: &mut [Volume<u8>], names: &[String]) -> (Vec<OrganCycle
             volumes_ml_before: before,
             volumes_ml_after: after,
             replaced,
+            reference: reference_used,
         });
     }
     (report, notes)

@@ -4,6 +4,7 @@
 pub mod anchors;
 pub mod backbone;
 pub mod boxes;
+pub mod confidence;
 pub mod config;
 pub mod consensus;
 pub mod conv;
