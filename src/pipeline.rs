@@ -124,7 +124,16 @@ fn masks(
                         all.push(m);
                     }
                 }
-                let (cycle, cycle_notes) = crate::seg::cycle::harmonise(&mut all, &names);
+                let conf_of = |i: usize, organ: u8| -> Option<f64> {
+                    let name = crate::organs::name(organ)?;
+                    confs
+                        .get(i)?
+                        .1
+                        .iter()
+                        .find(|(o, _)| o == name)
+                        .map(|(_, c)| c.confidence)
+                };
+                let (cycle, cycle_notes) = crate::seg::cycle::harmonise(&mut all, &names, &conf_of);
                 // A replaced mask is the reference CT's, moved: it carries that
                 // mask's confidence.
                 for oc in &cycle {

@@ -269,7 +269,11 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                 .map(|p| std::mem::replace(&mut p.2[a], Volume::filled(p.1.geom.clone(), 0)))
                 .collect();
             let names: Vec<String> = pending.iter().map(|p| p.0.clone()).collect();
-            let (rep, _) = cycle::harmonise(&mut maps, &names);
+            let confs: Vec<BTreeMap<String, f64>> = pending.iter().map(|p| p.4.clone()).collect();
+            let conf_of = |i: usize, organ: u8| -> Option<f64> {
+                confs.get(i)?.get(organs::name(organ)?).copied()
+            };
+            let (rep, _) = cycle::harmonise(&mut maps, &names, &conf_of);
             for (p, m) in pending.iter_mut().zip(maps) {
                 p.2[a] = m;
             }
@@ -286,7 +290,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                 cycles.push((pid.clone(), oc, truth_ml));
             }
         }
-        for (id, truth, preds, seconds) in pending.drain(..) {
+        for (id, truth, preds, seconds, _) in pending.drain(..) {
             for (results, pred) in by_mode.iter_mut().zip(&preds) {
                 let organs_m = labels
                     .iter()
@@ -388,9 +392,11 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                 }
             }
         }
+        let mut scan_conf = BTreeMap::new();
         if let Some(a) = auto_at {
             let targets = driver::class_targets(&model.cfg.classes)?;
             for (organ, c) in confidence::assess(&segs[a], &ct, &targets, &|_| None) {
+                scan_conf.insert(organ.clone(), c.confidence);
                 let l = organs::label(&organ).unwrap_or(0);
                 let (d, _) = dice_volume(&segs[a].labels, &truth, l);
                 let truth_ml = truth.data.iter().filter(|&&v| v == l).count() as f64
@@ -414,6 +420,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             truth,
             segs.into_iter().map(|s| s.labels).collect(),
             seconds,
+            scan_conf,
         ));
     }
     flush(&mut pending, &mut by_mode, &mut cycles)?;
@@ -821,8 +828,14 @@ fn print_trust(rows: &[(String, String, confidence::OrganConfidence, f64)]) {
 }
 
 /// A scan waiting for the rest of its patient's scans: id, truth, one
-/// prediction per mode, seconds.
-type Pending = (String, Volume<u8>, Vec<Volume<u8>>, f64);
+/// prediction per mode, seconds, auto's mask confidence per organ.
+type Pending = (
+    String,
+    Volume<u8>,
+    Vec<Volume<u8>>,
+    f64,
+    BTreeMap<String, f64>,
+);
 
 /// Thresholds of the fused probability tried by `--sweep`.
 const SWEEP_THRESH: [f32; 3] = [0.4, 0.45, 0.5];

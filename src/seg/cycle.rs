@@ -74,9 +74,23 @@ fn cut_by_field(l: &Volume<u8>, organ: u8) -> bool {
 
 /// Makes the cycle's label maps agree (`labels[0]` the diagnostic CT's, the
 /// others the low-dose CTs'; each on its own CT's grid). `names[i]` names CT
-/// i in the notes. Returns per checked organ the volumes before and after,
-/// and the notes.
-pub fn harmonise(labels: &mut [Volume<u8>], names: &[String]) -> (Vec<OrganCycle>, Vec<String>) {
+/// i in the notes; `confidence(i, organ)` is the organ mask's confidence on CT
+/// i where known (`seg::confidence`).
+///
+/// The reference for an organ is its most confident mask (without
+/// confidences: the diagnostic CT when it is within the tolerance of the
+/// median, else the CT closest to the median). The errors of one patient's CTs
+/// are not independent (the same anatomy, the same network), so a majority can
+/// be wrong together; the confidence says which mask to believe. A CT whose
+/// volume is more than `VOLUME_TOLERANCE` off the reference's, whose mask is
+/// less confident, and which the scan does not cut, gets the reference's mask
+/// moved onto it. Returns per checked organ the volumes before and after, and
+/// the notes.
+pub fn harmonise(
+    labels: &mut [Volume<u8>],
+    names: &[String],
+    confidence: &dyn Fn(usize, u8) -> Option<f64>,
+) -> (Vec<OrganCycle>, Vec<String>) {
     let mut report = Vec::new();
     let mut notes = Vec::new();
     if labels.len() < 3 {
@@ -89,13 +103,24 @@ pub fn harmonise(labels: &mut [Volume<u8>], names: &[String]) -> (Vec<OrganCycle
         let usable: Vec<usize> = (0..labels.len())
             .filter(|&i| before[i] > 0.0 && !cut_by_field(&labels[i], organ))
             .collect();
+        let conf: Vec<Option<f64>> = (0..labels.len()).map(|i| confidence(i, organ)).collect();
         let mut replaced = Vec::new();
         let mut reference_used = None;
         if usable.len() >= 3 {
             let med = median(&usable.iter().map(|&i| before[i]).collect::<Vec<_>>());
             let off = |i: usize| (before[i] / med - 1.0).abs();
-            // Reference: the diagnostic CT when it agrees, else the CT closest to the median.
-            let reference = if usable.contains(&0) && off(0) <= VOLUME_TOLERANCE {
+            let known = usable.iter().any(|&i| conf[i].is_some());
+            let reference = if known {
+                // Most confident; on a tie the earlier CT (the diagnostic one first).
+                usable
+                    .iter()
+                    .copied()
+                    .fold(None, |best: Option<usize>, i| match best {
+                        Some(b) if conf[b].unwrap_or(0.0) >= conf[i].unwrap_or(0.0) => Some(b),
+                        _ => Some(i),
+                    })
+                    .unwrap_or(0)
+            } else if usable.contains(&0) && off(0) <= VOLUME_TOLERANCE {
                 0
             } else {
                 usable
@@ -104,9 +129,14 @@ pub fn harmonise(labels: &mut [Volume<u8>], names: &[String]) -> (Vec<OrganCycle
                     .min_by(|&a, &b| off(a).total_cmp(&off(b)))
                     .unwrap_or(0)
             };
+            let vref = before[reference];
             for i in 0..labels.len() {
-                let outlier = before[i] == 0.0 || off(i) > VOLUME_TOLERANCE;
-                if i == reference || !outlier || cut_by_field(&labels[i], organ) {
+                let outlier = before[i] == 0.0 || (before[i] / vref - 1.0).abs() > VOLUME_TOLERANCE;
+                let less_sure = match (conf[i], conf[reference]) {
+                    (Some(a), Some(b)) => a < b,
+                    _ => true,
+                };
+                if i == reference || !outlier || !less_sure || cut_by_field(&labels[i], organ) {
                     continue;
                 }
                 let (r, l) = if i < reference {
@@ -121,10 +151,15 @@ pub fn harmonise(labels: &mut [Volume<u8>], names: &[String]) -> (Vec<OrganCycle
                 replaced.push(i);
                 reference_used = Some(reference);
                 notes.push(format!(
-                    "{oname} on {}: {:.1} mL against a cycle median of {med:.1} mL; replaced by the mask of {} moved by ({:.0}, {:.0}, {:.0}) mm ({:.1} mL)",
+                    "{oname} on {}: {:.1} mL against {:.1} mL on {}{}; replaced by that mask moved by ({:.0}, {:.0}, {:.0}) mm ({:.1} mL)",
                     names.get(i).map_or("a CT", String::as_str),
                     before[i],
+                    vref,
                     names.get(reference).map_or("another CT", String::as_str),
+                    match (conf[i], conf[reference]) {
+                        (Some(a), Some(b)) => format!(" (mask confidence {a:.2} against {b:.2})"),
+                        _ => format!(", the cycle's median {med:.1} mL"),
+                    },
                     shift[0],
                     shift[1],
                     shift[2],
@@ -342,7 +377,7 @@ mod tests {
             scan([0.0; 3], [10, 11, 8], full),
         ];
         let names: Vec<String> = (0..5).map(|i| format!("CT {i}")).collect();
-        let (rep, notes) = harmonise(&mut cts, &names);
+        let (rep, notes) = harmonise(&mut cts, &names, &|_, _| None);
         let kl = &rep[0];
         assert_eq!(kl.replaced, vec![3], "{notes:?}");
         let v: Vec<f64> = kl.volumes_ml_after.clone();
@@ -371,7 +406,7 @@ mod tests {
             scan([0.0; 3], [10, 10, 0], [10, 8, 5]),
         ];
         let names: Vec<String> = (0..4).map(|i| format!("CT {i}")).collect();
-        let (rep, notes) = harmonise(&mut cts, &names);
+        let (rep, notes) = harmonise(&mut cts, &names, &|_, _| None);
         assert!(rep[0].replaced.is_empty() && notes.is_empty(), "{notes:?}");
         assert_eq!(rep[0].volumes_ml_before, rep[0].volumes_ml_after);
     }

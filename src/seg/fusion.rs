@@ -419,9 +419,10 @@ pub fn fused_labels(
 
 /// Below this a dropped component is not worth a warning (mL).
 pub const DROP_WARN_ML: f64 = 5.0;
-/// A component cut by the first or last slice of the scan may join the organ
-/// outside it (a slab through the liver's two lobes): kept when at least this
-/// share of the organ's largest component.
+/// A liver or spleen component cut by the first or last slice of the scan
+/// may join the organ outside it (a slab through the liver's two lobes): kept
+/// when at least this share of the organ's largest component. A kidney is
+/// compact: one component per side, always.
 pub const EDGE_KEEP_FRACTION: f64 = 0.1;
 
 /// Whether a component touches the first or last slice along z.
@@ -540,7 +541,6 @@ pub fn clean_labels(
             ClassTarget::Kidney => {
                 // Largest component on each side; the rest dropped, a large one said.
                 let mut kept: [Option<&Vec<usize>>; 2] = [None, None];
-                let mut extra: [Vec<&Vec<usize>>; 2] = [Vec::new(), Vec::new()];
                 for comp in &comps {
                     let p = centroid(comp, g);
                     let side = usize::from(p[0] > centre[0]); // 1: left
@@ -555,10 +555,6 @@ pub fn clean_labels(
                             kept[side] = Some(comp);
                         }
                         Some(k) => {
-                            if touches_z_edge(k, dims) && also_kept(comp, k.len()) {
-                                extra[side].push(comp);
-                                continue;
-                            }
                             let v = comp.len() as f64 * ml;
                             if v >= DROP_WARN_ML {
                                 notes.push(format!(
@@ -573,9 +569,6 @@ pub fn clean_labels(
                     if let Some(k) = k {
                         let l = [organs::KIDNEY_RIGHT, organs::KIDNEY_LEFT][side];
                         put(&mut out, k, l);
-                        for d in &extra[side] {
-                            put(&mut out, d, l);
-                        }
                     }
                 }
             }
