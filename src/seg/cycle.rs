@@ -397,6 +397,36 @@ mod tests {
     }
 
     #[test]
+    fn a_confident_minority_is_believed_over_an_agreeing_majority() {
+        // The diagnostic CT's kidney is the truth; the four low-dose CTs agree
+        // with each other on a kidney 50 % too large (the same network on the
+        // same anatomy errs alike) but are less confident: they are replaced.
+        let make = || {
+            let mut cts = vec![scan([0.0; 3], [10, 10, 8], [10, 8, 12])];
+            for _ in 0..4 {
+                cts.push(scan([0.0; 3], [10, 10, 8], [15, 8, 12]));
+            }
+            cts
+        };
+        let names: Vec<String> = (0..5).map(|i| format!("CT {i}")).collect();
+        let mut cts = make();
+        let conf = |i: usize, _| Some(if i == 0 { 0.11 } else { 0.04 });
+        let (rep, notes) = harmonise(&mut cts, &names, &conf);
+        assert_eq!(rep[0].replaced, vec![1, 2, 3, 4], "{notes:?}");
+        assert_eq!(rep[0].reference, Some(0));
+        let v = &rep[0].volumes_ml_after;
+        assert!(v.iter().all(|&x| (x - v[0]).abs() < 1e-9), "{v:?}");
+        assert!(
+            notes[0].contains("mask confidence 0.04 against 0.11"),
+            "{notes:?}"
+        );
+        // Without confidences the median (the majority) wins.
+        let mut cts = make();
+        let (rep, _) = harmonise(&mut cts, &names, &|_, _| None);
+        assert_eq!(rep[0].replaced, vec![0]);
+    }
+
+    #[test]
     fn agreeing_cts_and_cut_kidneys_are_left_alone() {
         let mut cts = vec![
             scan([0.0; 3], [10, 10, 8], [10, 8, 12]),
