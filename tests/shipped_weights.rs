@@ -48,7 +48,7 @@ fn axial_options(batch_size: usize, parallel_batches: usize) -> DriverOptions {
         other_planes_margin_mm: None,
         fusion: organdose::seg::fusion::FuseRule::Median,
         fusion_threshold: 0.5,
-        fill_holes: true,
+        fill_holes: false,
     }
 }
 
