@@ -146,7 +146,13 @@ pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
         ob.prepare()?;
     }
     if net.port != 0 {
-        StorageScp::bind(&net, &args.input, status.clone())?.spawn()?;
+        StorageScp::bind(
+            &net,
+            cfg.appliance.memory_budget_mb,
+            &args.input,
+            status.clone(),
+        )?
+        .spawn()?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     if let (Some(ob), false) = (&outbox, args.once) {
