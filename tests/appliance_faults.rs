@@ -637,3 +637,42 @@ fn an_error_says_its_cause_once() {
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
     assert!(err.contains("/nonexistent/study"), "{err}");
 }
+
+// Issue 42: the second probe of the box.
+
+/// Issue 42, finding 6: `organdose status --out OUT | head -1` panicked on the
+/// closed pipe (rc 101). The reader here is gone before the first line.
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let snap = organdose::appliance::status::Snapshot {
+        state: "idle".into(),
+        ..Default::default()
+    };
+    std::fs::write(
+        out.join("status.json"),
+        serde_json::to_string(&snap).unwrap(),
+    )
+    .unwrap();
+    for json in [false, true] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut c = Command::new(BIN);
+        c.arg("status");
+        if json {
+            c.arg("--json");
+        }
+        let o = c
+            .arg("--out")
+            .arg(&out)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "json={json}: {err}");
+        assert!(o.status.success(), "json={json}: {:?} {err}", o.status);
+    }
+}
