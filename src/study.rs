@@ -403,6 +403,7 @@ mod tests {
             uid: uid.into(),
             files: vec![h],
             identity: None,
+            unreadable: Vec::new(),
         }
     }
 

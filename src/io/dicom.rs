@@ -132,6 +132,10 @@ pub struct DicomSeries {
     /// How the series was told apart when its files have no SeriesInstanceUID
     /// (shown by `inspect`); None when they have one.
     pub identity: Option<String>,
+    /// Files beside this series' files (same folder) that could not be read,
+    /// with the reason: a slice cut short or empty is one of them, and the
+    /// series' errors name them (a gap alone would not say which file it was).
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 fn s(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
@@ -518,6 +522,7 @@ pub fn group_series(headers: Vec<DicomHeader>) -> Vec<DicomSeries> {
                 uid: key,
                 files,
                 identity: None,
+                unreadable: Vec::new(),
             });
             continue;
         }
@@ -554,6 +559,7 @@ pub fn group_series(headers: Vec<DicomHeader>) -> Vec<DicomSeries> {
                     uid: format!("{key}-{:08x}", fnv64(&name) as u32),
                     identity: Some(format!("{why}, file {name}")),
                     files: vec![h],
+                    unreadable: Vec::new(),
                 });
             }
         } else if folders.len() > 1 && collide() {
@@ -570,6 +576,7 @@ pub fn group_series(headers: Vec<DicomHeader>) -> Vec<DicomSeries> {
                         "{why}, folder {name} (the same slices are in other folders)"
                     )),
                     files,
+                    unreadable: Vec::new(),
                 });
             }
         } else {
@@ -577,6 +584,7 @@ pub fn group_series(headers: Vec<DicomHeader>) -> Vec<DicomSeries> {
                 uid: key,
                 files,
                 identity: Some(why),
+                unreadable: Vec::new(),
             });
         }
     }
@@ -776,6 +784,19 @@ pub fn scan(path: &Path) -> Result<Scan> {
         }
     }
     scan.series = group_series(headers);
+    for series in &mut scan.series {
+        let folders: std::collections::BTreeSet<&Path> = series
+            .files
+            .iter()
+            .filter_map(|h| h.path.parent())
+            .collect();
+        series.unreadable = scan
+            .rejected
+            .iter()
+            .filter(|(p, _)| p.parent().is_some_and(|d| folders.contains(d)))
+            .cloned()
+            .collect();
+    }
     Ok(scan)
 }
 
@@ -789,6 +810,24 @@ pub struct SliceMap {
 const POS_TOL_MM: f64 = 1e-3;
 
 impl DicomSeries {
+    /// "; ... could not be read: FILE (why)" for the unreadable files beside the
+    /// series, empty when there are none.
+    pub fn unreadable_note(&self) -> String {
+        if self.unreadable.is_empty() {
+            return String::new();
+        }
+        let list: Vec<String> = self
+            .unreadable
+            .iter()
+            .map(|(p, why)| format!("{} ({why})", p.display()))
+            .collect();
+        format!(
+            "; {} file(s) in this series' folder could not be read: {}",
+            list.len(),
+            list.join("; ")
+        )
+    }
+
     fn first(&self) -> Result<&DicomHeader> {
         self.files
             .first()
@@ -799,7 +838,7 @@ impl DicomSeries {
     /// Every refusal names the file, the attribute, and what would make it readable.
     pub fn slice_map(&self, cfg: &IngestConfig) -> Result<SliceMap> {
         let h0 = self.first()?;
-        let err = |m: String| Error::series(&self.uid, m);
+        let err = |m: String| Error::series(&self.uid, format!("{m}{}", self.unreadable_note()));
         let at = |h: &DicomHeader, m: String| err(format!("{}: {m}", h.path.display()));
         for h in &self.files {
             if h.rows == 0 || h.columns == 0 {
@@ -1029,7 +1068,7 @@ impl DicomSeries {
         [sx, sy]: [f64; 2],
         cfg: &IngestConfig,
     ) -> Result<SliceMap> {
-        let err = |m: String| Error::series(&self.uid, m);
+        let err = |m: String| Error::series(&self.uid, format!("{m}{}", self.unreadable_note()));
         let label = |k: usize| {
             let (_, fi, fr) = entries[k];
             let p = self.files[fi].path.display();
