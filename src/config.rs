@@ -217,6 +217,17 @@ impl Config {
                 d.dvh_bins as f64,
                 Range::closed(2.0, 100_000.0),
             ),
+            // A year at most; below that any window is a site's choice.
+            (
+                "dosimetry.max_timepoint_h".into(),
+                d.max_timepoint_h,
+                Range::open_closed(0.0, 8760.0),
+            ),
+            (
+                "dosimetry.max_organ_dose_gy".into(),
+                d.max_organ_dose_gy,
+                Range::open_closed(0.0, 1000.0),
+            ),
             (
                 "segment.batch_size".into(),
                 s.batch_size as f64,
@@ -465,6 +476,8 @@ mass_rel_sd = 0.05
 kernel = "kernels/lu177.txt"
 dose_map_reference_h = 48.0
 dvh_bins = 100
+max_timepoint_h = 240.0
+max_organ_dose_gy = 40.0
 
 [dosimetry.population_teff_h]
 kidney_left = 40.0

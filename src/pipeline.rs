@@ -298,7 +298,13 @@ pub fn run_study(
     // A result no physicist should trust is never reported as final (a partial one
     // already says it is incomplete).
     if status != "partial" {
-        let review = crate::dosimetry::plausibility::review(&summary);
+        let mut review = crate::dosimetry::plausibility::review(&summary);
+        review
+            .hold
+            .extend(crate::dosimetry::plausibility::study_reasons(
+                &summary,
+                &cfg.dosimetry,
+            ));
         if !review.hold.is_empty() {
             summary.status = "needs_review".into();
         }

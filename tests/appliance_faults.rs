@@ -676,3 +676,81 @@ fn status_into_a_closed_pipe_ends_quietly() {
         assert!(o.status.success(), "json={json}: {:?} {err}", o.status);
     }
 }
+
+/// Issue 42, findings 2 and 4: a SPECT 16 months after the injection gave
+/// `final` with kidney doses of 256 and 429 Gy; `study.json` with 1e-300 MBq
+/// gave `final`. Both are `needs_review` now, with the window or the range in
+/// the reason; so is an organ dose above `dosimetry.max_organ_dose_gy`.
+#[test]
+fn impossible_times_activities_and_doses_need_review() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 33, Format::Nifti);
+    let cfg = Config::default();
+    // The truth masks by file (truth_of finds them by time, and these times are
+    // nobody's).
+    let truth = patient.join("truth");
+    let source = MaskSource::Files {
+        diag_ct: truth.join("labels_ct.nii.gz"),
+        ldct: (1..=4)
+            .map(|k| truth.join(format!("labels_ldct_tp{k}.nii.gz")))
+            .collect(),
+    };
+    let run = |study: &organdose::study::Study, cfg: &Config, name: &str| {
+        run_study(
+            study,
+            &source,
+            &tmp.path().join(name),
+            cfg,
+            "final",
+            &|_, _| {},
+        )
+        .unwrap()
+    };
+    let held = |s: &organdose::dosimetry::DoseSummary, what: &str| {
+        assert_eq!(s.status, "needs_review", "{what}: {:?}", s.warnings);
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.starts_with("needs review:") && w.contains(what)),
+            "{what}: {:?}",
+            s.warnings
+        );
+    };
+    // 1e-300 MBq in study.json (finding 4).
+    edit_study_json(&patient, |v| v["injected_activity_mbq"] = 1e-300.into());
+    let tiny = organdose::study::load_study(&patient).unwrap();
+    held(
+        &run(&tiny, &cfg, "tiny"),
+        "injected activity 1.000e-300 MBq",
+    );
+    // report.txt says so, not "Injected: 0 MBq" with TIACs of 300 digits.
+    let report = std::fs::read_to_string(tmp.path().join("tiny/report.txt")).unwrap();
+    assert!(report.contains("Injected: 1.000e-300 MBq"), "{report}");
+    let longest_number = report
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest_number < 20, "{report}");
+    // Every time point 11,712 h later (finding 2): the window is in the reason.
+    let mut late = tiny.clone();
+    late.injection.activity_mbq = 7400.0;
+    for tp in &mut late.timepoints {
+        tp.t_h += 11_712.0;
+    }
+    held(
+        &run(&late, &cfg, "late"),
+        "outside the window of 0 to 504 h",
+    );
+    // An organ dose above the configured plausible one.
+    let mut ok = late.clone();
+    for (tp, orig) in ok.timepoints.iter_mut().zip(&tiny.timepoints) {
+        tp.t_h = orig.t_h;
+    }
+    let mut strict = cfg.clone();
+    strict.dosimetry.max_organ_dose_gy = 0.001;
+    held(&run(&ok, &strict, "dose"), "dosimetry.max_organ_dose_gy");
+    // The same study with its own numbers is final.
+    let s = run(&ok, &cfg, "ok");
+    assert_eq!(s.status, "final", "{:?}", s.warnings);
+}
