@@ -754,3 +754,35 @@ fn impossible_times_activities_and_doses_need_review() {
     let s = run(&ok, &cfg, "ok");
     assert_eq!(s.status, "final", "{:?}", s.warnings);
 }
+
+/// Issue 42, finding 10: `finalize` on a failed cycle printed "the next round
+/// ... writes the final summary" and exited 0, but nothing ran. It refuses now,
+/// says why, and leaves the record as it was.
+#[test]
+fn finalize_of_a_failed_cycle_refuses_and_promises_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(out.join("state")).unwrap();
+    let rec = r#"{"id":"PH1_20260101T100000","patient_id":"PH1","injection":"","signature":"final#x","outcome":"failed","summary_status":"","timepoints":4,"message":"series 1.2.3: 1 slice(s) missing","fault":"input"}"#;
+    let path = out.join("state/PH1_20260101T100000.json");
+    std::fs::write(&path, rec).unwrap();
+    let o = Command::new(BIN)
+        .args(["finalize", "--out"])
+        .arg(&out)
+        .arg("PH1_20260101T100000")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(!o.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains("next round"), "{stdout}");
+    assert!(
+        stderr.contains("failed") && stderr.contains("slice(s) missing"),
+        "{stderr}"
+    );
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_ne!(after["finalize_requested"], true, "{after}");
+}

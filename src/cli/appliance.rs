@@ -332,6 +332,20 @@ pub fn finalize(args: FinalizeArgs, _cfg: &Config) -> anyhow::Result<()> {
     let mut r = store
         .get(&args.cycle)?
         .ok_or_else(|| anyhow::anyhow!("no cycle {} in {}", args.cycle, args.out.display()))?;
+    if r.outcome != "done" {
+        // Nothing to make final: the box would run the same failing job again
+        // (or not at all, its inputs unchanged), so no promise is made (issue 42).
+        anyhow::bail!(
+            "{}: its last job failed ({}{}): there is no summary to make final; fix or replace the inputs (see quarantine/ and `organdose status`) and the box runs the cycle again",
+            r.id,
+            if r.fault.is_empty() {
+                String::new()
+            } else {
+                format!("{} fault: ", r.fault)
+            },
+            r.message
+        );
+    }
     r.finalize_requested = true;
     // The explicit command that may replace a final result computed from inputs
     // that have since been removed (the box never does that on its own).
