@@ -786,3 +786,41 @@ fn finalize_of_a_failed_cycle_refuses_and_promises_nothing() {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_ne!(after["finalize_requested"], true, "{after}");
 }
+
+/// Issue 42, finding 9: paths in `study.json` were not confined to the study
+/// folder: `../..` and absolute paths were opened (`/etc/passwd`,
+/// `/proc/self/environ`).
+#[test]
+fn study_json_paths_stay_inside_the_study_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 34, Format::Nifti);
+    let original = std::fs::read(patient.join("study.json")).unwrap();
+    // A real file outside the study folder, reachable with '..'.
+    std::fs::write(tmp.path().join("outside.nii.gz"), b"not yours").unwrap();
+    let depth = patient.components().count();
+    let up_to_root = "../".repeat(depth + 2);
+    for bad in [
+        "../outside.nii.gz".to_string(),
+        format!("{up_to_root}etc/passwd"),
+        "/etc/passwd".to_string(),
+        "/proc/self/environ".to_string(),
+        "sub/../../outside.nii.gz".to_string(),
+    ] {
+        for key in ["diagnostic_ct", "spect", "ldct"] {
+            edit_study_json(&patient, |v| match key {
+                "diagnostic_ct" => v["diagnostic_ct"] = bad.clone().into(),
+                k => v["timepoints"][0][k] = bad.clone().into(),
+            });
+            let e = organdose::study::load_study(&patient)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("not a path inside the study folder") && e.contains("study.json"),
+                "{key} = {bad}: {e}"
+            );
+            std::fs::write(patient.join("study.json"), &original).unwrap();
+        }
+    }
+    organdose::study::load_study(&patient).unwrap();
+}
