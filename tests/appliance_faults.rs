@@ -824,3 +824,56 @@ fn study_json_paths_stay_inside_the_study_folder() {
     }
     organdose::study::load_study(&patient).unwrap();
 }
+
+/// Issue 42, finding 8: a SPECT whose Units (0054,1001) say BQML while its
+/// Real World Value Mapping says counts was used as Bq/mL and reported final
+/// without a word; the other way round the mapping won silently. Both need
+/// review now, the reason naming both declarations and the file.
+#[test]
+fn conflicting_spect_unit_declarations_need_review() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 33, Format::Dicom);
+    let study = organdose::study::load_study(&patient).unwrap();
+    let cfg = Config::default();
+    type Edit = fn(&mut organdose::io::dicom::DicomHeader);
+    let cases: [(&str, Edit); 2] = [
+        (
+            "say BQML but the Real World Value Mapping's units say {counts}",
+            |h| {
+                if let Some(rw) = &mut h.real_world {
+                    rw.2 = "{counts}".into();
+                }
+            },
+        ),
+        (
+            "say CNTS but the Real World Value Mapping's units say Bq/ml",
+            |h| {
+                h.units = Some("CNTS".into());
+            },
+        ),
+    ];
+    for (k, (what, edit)) in cases.into_iter().enumerate() {
+        let mut s = study.clone();
+        let organdose::study::Source::Dicom(series) = &mut s.timepoints[1].spect else {
+            panic!("a DICOM SPECT");
+        };
+        series.files.iter_mut().for_each(edit);
+        let out = run_study(
+            &s,
+            &MaskSource::truth_of(&patient),
+            &tmp.path().join(format!("out{k}")),
+            &cfg,
+            "final",
+            &|_, _| {},
+        )
+        .unwrap();
+        assert_eq!(out.status, "needs_review", "{what}: {:?}", out.warnings);
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.starts_with("needs review:") && w.contains(what) && w.contains(".dcm")),
+            "{what}: {:?}",
+            out.warnings
+        );
+    }
+}

@@ -409,6 +409,32 @@ impl DicomHeader {
         }
     }
 
+    /// Units (0054,1001) and the Real World Value Mapping's units saying
+    /// different things (one Bq/mL, the other not): which one is right is not in
+    /// the file, so the result needs review (issue 42, finding 8). None when
+    /// they agree or only one is there.
+    pub fn unit_conflict(&self) -> Option<String> {
+        if self.modality == "CT" {
+            return None;
+        }
+        let (_, _, rwv) = self.real_world.as_ref()?;
+        let units = self.units.as_deref()?;
+        let rwv_bq = rwv.eq_ignore_ascii_case("Bq/ml");
+        let units_bq = units == "BQML";
+        (rwv_bq != units_bq).then(|| {
+            format!(
+                "{}: Units (0054,1001) say {units} but the Real World Value Mapping's units say {rwv}; the values were read as {} ({}): check the reconstruction's quantification",
+                self.path.display(),
+                self.value_unit(),
+                if rwv_bq {
+                    "the mapping wins"
+                } else {
+                    "from Units and Rescale"
+                }
+            )
+        })
+    }
+
     /// [`Self::value_transform`] for one frame: an enhanced object's per-frame
     /// Pixel Value Transformation wins over the top-level rescale.
     pub fn frame_transform(&self, frame: usize) -> (f64, f64) {
