@@ -877,3 +877,33 @@ fn conflicting_spect_unit_declarations_need_review() {
         );
     }
 }
+
+/// Issue 42, finding 11: "unable to remove watch descriptor from inotify" was
+/// logged at INFO again and again (notify's own line when a watched folder is
+/// removed, as a quarantine or a console's clean-up does); it says nothing a
+/// physicist can act on.
+#[test]
+fn removed_folders_do_not_fill_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (export, out) = (tmp.path().join("export"), tmp.path().join("out"));
+    std::fs::create_dir_all(&export).unwrap();
+    let cfg = box_config(tmp.path(), "");
+    let events = tmp.path().join("events.log");
+    let mut child = Reaper(watch(&cfg, &export, &out, &events).spawn().unwrap());
+    wait_for("the box", 30, || events.exists());
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..5 {
+        let d = export.join(format!("a{i}"));
+        std::fs::create_dir_all(d.join("b/c")).unwrap();
+        std::fs::write(d.join("b/c/f"), b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::remove_dir_all(&d).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("unable to remove watch descriptor"), "{err}");
+}
