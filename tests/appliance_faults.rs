@@ -907,3 +907,61 @@ fn removed_folders_do_not_fill_the_log() {
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!err.contains("unable to remove watch descriptor"), "{err}");
 }
+
+/// Issue 42, finding 11: re-running `organdose run` into an `-o` that holds a
+/// final result replaced it with a provisional one without a word. It is
+/// refused now (the final result stays), unless --replace-final says so.
+#[test]
+fn run_does_not_replace_a_final_result_with_a_lesser_one_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 34, Format::Nifti);
+    let out = tmp.path().join("out");
+    let run = |cfg: Option<&Path>, extra: &[&str]| {
+        let mut c = Command::new(BIN);
+        if let Some(cfg) = cfg {
+            c.arg("--config").arg(cfg);
+        }
+        c.arg("run")
+            .arg(&patient)
+            .args(["--truth", "--no-dicom", "-o"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let status = || -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("dose_summary.json")).unwrap())
+                .unwrap();
+        v["status"].as_str().unwrap().to_string()
+    };
+    let first = run(None, &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(status(), "final");
+    let before = std::fs::read(out.join("dose_summary.json")).unwrap();
+    // Five time points expected: the same four are provisional now.
+    let cfg = tmp.path().join("five.toml");
+    std::fs::write(&cfg, "[appliance]\nexpected_timepoints = 5\n").unwrap();
+    let second = run(Some(&cfg), &[]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("holds a final result") && err.contains("provisional"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("dose_summary.json")).unwrap(),
+        before
+    );
+    let third = run(Some(&cfg), &["--replace-final"]);
+    assert!(
+        third.status.success(),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    assert_eq!(status(), "provisional");
+}
