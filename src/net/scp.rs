@@ -406,6 +406,107 @@ fn associate(stream: TcpStream, settings: &Settings, status: &StatusPort) {
     }
 }
 
+/// The 128-byte preamble, "DICM" and the file meta group the SCP writes before
+/// the data set it receives.
+pub fn write_preamble_and_meta<W: Write>(
+    w: &mut W,
+    sop_class: &str,
+    sop_instance: &str,
+    ts: &str,
+    calling: &str,
+) -> std::io::Result<()> {
+    let meta = dicom_object::FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop_instance)
+        .transfer_syntax(ts)
+        .source_application_entity_title(calling)
+        .build()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    w.write_all(&[0u8; 128])?;
+    w.write_all(b"DICM")?;
+    meta.write(w).map_err(std::io::Error::other)
+}
+
+/// Checks and reads a received instance (the file at `path`, as the SCP wrote
+/// it): the element lengths against the bytes received, the parse's estimated
+/// memory against `parse_limit_bytes`, then the header up to the pixel data.
+/// Ok: the study and series folder names; Err: the C-STORE status and why.
+/// Public for the fuzzer (`fuzz/harness.rs`, target `scp`).
+pub fn read_received(
+    path: &Path,
+    sop_instance: &str,
+    parse_limit_bytes: u64,
+) -> std::result::Result<(String, String), (u16, String)> {
+    // The same bounded walk as the watch folder's reader: every declared
+    // length checked against the bytes received before dicom-rs allocates
+    // anything, and what the parse would hold against this association's
+    // share of the memory budget.
+    let bounds = match check_element_lengths(path) {
+        Ok(b) => b,
+        Err(e) => {
+            let why = match e {
+                Error::Dicom { msg, .. } => msg,
+                e => e.to_string(),
+            };
+            return Err((
+                dimse::CANNOT_UNDERSTAND,
+                format!("data set not readable: {why}"),
+            ));
+        }
+    };
+    if bounds.header_parse_cost() > parse_limit_bytes {
+        return Err((
+                dimse::OUT_OF_RESOURCES,
+                format!(
+                    "data set before the pixel data ({} bytes, {} elements, {} items) would take about {} MB to read, more than this association's share of the memory budget ({} MB: appliance.memory_budget_mb / dicom.max_associations)",
+                    bounds.header_bytes,
+                    bounds.header_elements,
+                    bounds.header_items,
+                    bounds.header_parse_cost() >> 20,
+                    parse_limit_bytes >> 20
+                ),
+            ));
+    }
+    let obj = match dicom_object::OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+    {
+        Ok(o) => o,
+        Err(e) => {
+            return Err((
+                dimse::CANNOT_UNDERSTAND,
+                format!("data set not readable: {e}"),
+            ))
+        }
+    };
+    let get = |tag| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
+            .unwrap_or_default()
+    };
+    if get(tags::SOP_INSTANCE_UID) != sop_instance {
+        return Err((
+            dimse::DATA_SET_MISMATCH,
+            "SOPInstanceUID differs from the command's".into(),
+        ));
+    }
+    let study = match get(tags::STUDY_INSTANCE_UID) {
+        s if !s.is_empty() => s,
+        _ => format!("study_{}", get(tags::PATIENT_ID)),
+    };
+    let series = match get(tags::SERIES_INSTANCE_UID) {
+        s if !s.is_empty() => s,
+        _ => format!(
+            "series_{}_{}",
+            get(tags::MODALITY),
+            get(tags::SERIES_NUMBER)
+        ),
+    };
+    Ok((study, series))
+}
+
 /// An instance being received: its temporary file is removed on drop unless it
 /// was renamed into place.
 struct Incoming {
@@ -451,17 +552,8 @@ impl Incoming {
             error: None,
         };
         let header = (|| -> std::io::Result<std::io::BufWriter<std::fs::File>> {
-            let meta = dicom_object::FileMetaTableBuilder::new()
-                .media_storage_sop_class_uid(cmd.sop_class.as_str())
-                .media_storage_sop_instance_uid(cmd.sop_instance.as_str())
-                .transfer_syntax(ts)
-                .source_application_entity_title(calling)
-                .build()
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             let mut w = std::io::BufWriter::new(std::fs::File::create(&inc.tmp)?);
-            w.write_all(&[0u8; 128])?;
-            w.write_all(b"DICM")?;
-            meta.write(&mut w).map_err(std::io::Error::other)?;
+            write_preamble_and_meta(&mut w, &cmd.sop_class, &cmd.sop_instance, ts, calling)?;
             Ok(w)
         })();
         match header {
@@ -496,73 +588,11 @@ impl Incoming {
         {
             return (dimse::OUT_OF_RESOURCES, format!("write failed: {e}"));
         }
-        // The same bounded walk as the watch folder's reader: every declared
-        // length checked against the bytes received before dicom-rs allocates
-        // anything, and what the parse would hold against this association's
-        // share of the memory budget.
-        let bounds = match check_element_lengths(&self.tmp) {
-            Ok(b) => b,
-            Err(e) => {
-                let why = match e {
-                    Error::Dicom { msg, .. } => msg,
-                    e => e.to_string(),
-                };
-                return (
-                    dimse::CANNOT_UNDERSTAND,
-                    format!("data set not readable: {why}"),
-                );
-            }
-        };
-        if bounds.header_parse_cost() > settings.parse_limit_bytes {
-            return (
-                dimse::OUT_OF_RESOURCES,
-                format!(
-                    "data set before the pixel data ({} bytes, {} elements, {} items) would take about {} MB to read, more than this association's share of the memory budget ({} MB: appliance.memory_budget_mb / dicom.max_associations)",
-                    bounds.header_bytes,
-                    bounds.header_elements,
-                    bounds.header_items,
-                    bounds.header_parse_cost() >> 20,
-                    settings.parse_limit_bytes >> 20
-                ),
-            );
-        }
-        let obj = match dicom_object::OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
-            .open_file(&self.tmp)
-        {
-            Ok(o) => o,
-            Err(e) => {
-                return (
-                    dimse::CANNOT_UNDERSTAND,
-                    format!("data set not readable: {e}"),
-                )
-            }
-        };
-        let get = |tag| {
-            obj.element(tag)
-                .ok()
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
-                .unwrap_or_default()
-        };
-        if get(tags::SOP_INSTANCE_UID) != self.sop_instance {
-            return (
-                dimse::DATA_SET_MISMATCH,
-                "SOPInstanceUID differs from the command's".into(),
-            );
-        }
-        let study = match get(tags::STUDY_INSTANCE_UID) {
-            s if !s.is_empty() => s,
-            _ => format!("study_{}", get(tags::PATIENT_ID)),
-        };
-        let series = match get(tags::SERIES_INSTANCE_UID) {
-            s if !s.is_empty() => s,
-            _ => format!(
-                "series_{}_{}",
-                get(tags::MODALITY),
-                get(tags::SERIES_NUMBER)
-            ),
-        };
+        let (study, series) =
+            match read_received(&self.tmp, &self.sop_instance, settings.parse_limit_bytes) {
+                Ok(x) => x,
+                Err(refusal) => return refusal,
+            };
         let dir = settings
             .root
             .join(super::safe_name(&study))
