@@ -495,6 +495,9 @@ batch_size = 8
 parallel_batches = 2
 max_fill_gap_slices = 3
 other_planes_margin_mm = -1.0
+fusion = "mean"
+fusion_threshold = 0.25
+fill_holes = false
 
 [report]
 dicom = false
