@@ -1,7 +1,7 @@
 //! The fuzzer's command line (issue 20, deliver 4; see fuzz/harness.rs):
 //!
 //! ```sh
-//! cargo run --release --example fuzz -- [--target dicom|nifti|study_json|serial|all]
+//! cargo run --release --example fuzz -- [--target dicom|nifti|study_json|serial|scp|all]
 //!     [--seconds N] [--seed S] [--crashes DIR]
 //! ```
 //!

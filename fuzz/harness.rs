@@ -1,6 +1,9 @@
 //! A mutation fuzzer on stable Rust for organdose's input parsers (issue 20,
 //! deliver 4): the DICOM header/geometry reader, the NIfTI reader, study.json
-//! and the status-port command parser.
+//! and the status-port command parser; and (issue 42) the Storage SCP's
+//! data-set path: the bytes a C-STORE delivers, as the SCP writes and reads
+//! them, and study.json's file names (an accepted study never reads outside
+//! its folder).
 //!
 //! No coverage instrumentation (cargo-fuzz needs nightly, cargo-afl a toolchain
 //! this machine does not have): inputs are seeds from `fuzz/corpus/<target>/`
@@ -30,14 +33,16 @@ pub enum Target {
     Nifti,
     StudyJson,
     Serial,
+    Scp,
 }
 
 impl Target {
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 5] = [
         Target::Dicom,
         Target::Nifti,
         Target::StudyJson,
         Target::Serial,
+        Target::Scp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +51,7 @@ impl Target {
             Target::Nifti => "nifti",
             Target::StudyJson => "study_json",
             Target::Serial => "serial",
+            Target::Scp => "scp",
         }
     }
 
@@ -63,7 +69,7 @@ impl Target {
 
     fn tokens(self) -> &'static [&'static [u8]] {
         match self {
-            Target::Dicom => &[
+            Target::Dicom | Target::Scp => &[
                 b"DICM",
                 b"\xe0\x7f\x10\x00",
                 b"\xfe\xff\x00\xe0",
@@ -98,6 +104,10 @@ impl Target {
                 b"\"2026-02-30T08:00:00\"",
                 b"\"2026-03-01T08:00:0\xc3\xa9\"",
                 b"\"../../etc/passwd\"",
+                b"\"/etc/passwd\"",
+                b"\"/proc/self/environ\"",
+                b"\"ct.nii.gz/../../x\"",
+                b"\"./ct.nii.gz\"",
                 b"null",
                 b"[]",
                 b"{}",
@@ -167,8 +177,8 @@ fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
 
 /// Offsets where an explicit-VR element header seems to start (two capital
 /// letters after a 4-byte tag): the length fields worth changing.
-fn vr_offsets(buf: &[u8]) -> Vec<usize> {
-    (132..buf.len().saturating_sub(8))
+fn vr_offsets(buf: &[u8], start: usize) -> Vec<usize> {
+    (start..buf.len().saturating_sub(8))
         .filter(|&o| buf[o + 4].is_ascii_uppercase() && buf[o + 5].is_ascii_uppercase())
         .collect()
 }
@@ -232,9 +242,9 @@ fn mutate(t: Target, rng: &mut Rng, input: &mut Vec<u8>, pool: &[Vec<u8>]) {
                 let toks = t.tokens();
                 put(input, at, toks[rng.below(toks.len())]);
             }
-            10 if t == Target::Dicom => {
+            10 if t == Target::Dicom || t == Target::Scp => {
                 // An element's length field: 2 bytes (short VRs) or 4 (long).
-                let offs = vr_offsets(input);
+                let offs = vr_offsets(input, if t == Target::Dicom { 132 } else { 0 });
                 if !offs.is_empty() {
                     let o = offs[rng.below(offs.len())];
                     let v = INTERESTING_U32[rng.below(INTERESTING_U32.len())];
@@ -309,6 +319,57 @@ fn exec(t: Target, input: &[u8], work: &Path, cfg: &Config, n: u64) -> Outcome {
         Target::Nifti => exec_nifti(input, work, n),
         Target::StudyJson => exec_study(input, work),
         Target::Serial => exec_serial(input, work),
+        Target::Scp => exec_scp(input, work, n),
+    }
+}
+
+/// The Storage SCP's data-set path: `input` is the data set a C-STORE
+/// delivers (no preamble, no meta), written after the SCP's own meta group
+/// (explicit or implicit VR little endian, alternately) and read as the SCP
+/// reads it, within the share of the default memory budget one of the default
+/// eight associations gets.
+fn exec_scp(input: &[u8], work: &Path, n: u64) -> Outcome {
+    use organdose::net::scp;
+    use std::io::Write;
+    let ts = if n.is_multiple_of(2) {
+        dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN
+    } else {
+        dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN
+    };
+    let p = work.join("scp").join("in.dcm");
+    let written = std::fs::File::create(&p).and_then(|f| {
+        let mut w = std::io::BufWriter::new(f);
+        scp::write_preamble_and_meta(
+            &mut w,
+            dicom_dictionary_std::uids::CT_IMAGE_STORAGE,
+            "1.2.3",
+            ts,
+            "FUZZ",
+        )?;
+        w.write_all(input)?;
+        w.flush()
+    });
+    if written.is_err() {
+        return Outcome::Class("write failed".into());
+    }
+    let cfg = Config::default();
+    let limit = scp::parse_limit_bytes(cfg.appliance.memory_budget_mb, cfg.dicom.max_associations);
+    match scp::read_received(&p, "1.2.3", limit) {
+        Ok((study, series)) => {
+            // Property: the folder names are made safe before they are joined.
+            let (a, b) = (
+                organdose::net::safe_name(&study),
+                organdose::net::safe_name(&series),
+            );
+            if [&a, &b]
+                .iter()
+                .any(|x| x.is_empty() || x.contains('/') || x.as_str() == "..")
+            {
+                return Outcome::Broken(format!("unsafe folder names {a:?} / {b:?}"));
+            }
+            Outcome::Class("stored".into())
+        }
+        Err((code, why)) => Outcome::Class(class(&format!("0x{code:04X} "), &why, work)),
     }
 }
 
@@ -422,6 +483,26 @@ fn exec_study(input: &[u8], work: &Path) -> Outcome {
             if s.timepoints.iter().any(|t| !t.t_h.is_finite()) {
                 return Outcome::Broken("accepted a non-finite t_h".into());
             }
+            // Property (issue 42): every file it names is inside the study folder.
+            let mut files = vec![&s.diagnostic_ct];
+            for t in &s.timepoints {
+                files.push(&t.spect);
+                files.extend(t.ldct.as_ref());
+            }
+            for f in files {
+                if let organdose::study::Source::Nifti(p) = f {
+                    let inside = p.strip_prefix(&dir).is_ok_and(|r| {
+                        r.components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_)))
+                    });
+                    if !inside {
+                        return Outcome::Broken(format!(
+                            "accepted a path outside the study folder: {}",
+                            p.display()
+                        ));
+                    }
+                }
+            }
             Outcome::Class(format!("ok {} time points", s.timepoints.len().min(5)))
         }
         Err(e) => Outcome::Class(class("", &e, work)),
@@ -488,7 +569,7 @@ pub fn replay(t: Target, input: &Path, crash_dir: &Path) -> Result<String, Strin
 }
 
 fn prepare_work(work: &Path) {
-    for sub in ["dicom", "nifti", "study", "serial"] {
+    for sub in ["dicom", "nifti", "study", "serial", "scp"] {
         let _ = std::fs::create_dir_all(work.join(sub));
     }
     // study.json names these; only their presence is checked when it loads.

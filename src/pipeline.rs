@@ -388,10 +388,26 @@ pub fn run_study(
         summary.status = "needs_review".into();
     }
     summary.warnings.extend(flagged);
+    // SPECTs whose unit declarations disagree (issue 42, finding 8).
+    let unit_conflicts: Vec<String> = study
+        .timepoints
+        .iter()
+        .filter_map(|tp| match &tp.spect {
+            Source::Dicom(s) => s.files.iter().find_map(|h| h.unit_conflict()),
+            Source::Nifti(_) => None,
+        })
+        .collect();
     // A result no physicist should trust is never reported as final (a partial one
     // already says it is incomplete).
     if status != "partial" {
-        let review = crate::dosimetry::plausibility::review(&summary);
+        let mut review = crate::dosimetry::plausibility::review(&summary);
+        review
+            .hold
+            .extend(crate::dosimetry::plausibility::study_reasons(
+                &summary,
+                &cfg.dosimetry,
+            ));
+        review.hold.extend(unit_conflicts.iter().cloned());
         if !review.hold.is_empty() {
             summary.status = "needs_review".into();
         }
@@ -407,6 +423,9 @@ pub fn run_study(
                     )
                 })),
         );
+    }
+    if status == "partial" {
+        summary.warnings.extend(unit_conflicts);
     }
     progress("report", 0.95);
     // QC pictures, report.pdf and the DICOM objects; what cannot be made there is a

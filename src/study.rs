@@ -199,7 +199,7 @@ fn load_nifti_study(dir: &Path, sj: &Path) -> Result<Study> {
             )));
         }
         let file = |name: &str| -> Result<Source> {
-            let p = dir.join(name);
+            let p = inside(dir, name, sj)?;
             if !p.is_file() {
                 return Err(Error::input(format!(
                     "{}: names {name}, which is missing",
@@ -225,10 +225,34 @@ fn load_nifti_study(dir: &Path, sj: &Path) -> Result<Study> {
             activity_mbq: s.injected_activity_mbq,
             nuclide: s.nuclide,
         },
-        diagnostic_ct: Source::Nifti(dir.join(&s.diagnostic_ct)),
+        diagnostic_ct: Source::Nifti(inside(dir, &s.diagnostic_ct, sj)?),
         timepoints: tps,
         notes: Vec::new(),
     })
+}
+
+/// True for a name that stays where it is joined: relative, made of plain
+/// components only (no `..`, no root, no drive).
+pub fn is_confined(name: &str) -> bool {
+    use std::path::Component;
+    let p = Path::new(name);
+    !name.is_empty()
+        && p.components().any(|c| matches!(c, Component::Normal(_)))
+        && p.components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// `dir/name` for a file `study.json` names; a name that leaves the study
+/// folder (`../..`, an absolute path) is refused before anything is opened
+/// (issue 42, finding 9).
+fn inside(dir: &Path, name: &str, sj: &Path) -> Result<PathBuf> {
+    if !is_confined(name) {
+        return Err(Error::input(format!(
+            "{}: names '{name}', which is not a path inside the study folder (relative, without '..'): not opened",
+            sj.display()
+        )));
+    }
+    Ok(dir.join(name))
 }
 
 fn finish(mut study: Study) -> Result<Study> {
@@ -403,6 +427,7 @@ mod tests {
             uid: uid.into(),
             files: vec![h],
             identity: None,
+            unreadable: Vec::new(),
         }
     }
 

@@ -637,3 +637,331 @@ fn an_error_says_its_cause_once() {
     assert_eq!(err.matches("os error 2").count(), 1, "{err}");
     assert!(err.contains("/nonexistent/study"), "{err}");
 }
+
+// Issue 42: the second probe of the box.
+
+/// Issue 42, finding 6: `organdose status --out OUT | head -1` panicked on the
+/// closed pipe (rc 101). The reader here is gone before the first line.
+#[test]
+fn status_into_a_closed_pipe_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let snap = organdose::appliance::status::Snapshot {
+        state: "idle".into(),
+        ..Default::default()
+    };
+    std::fs::write(
+        out.join("status.json"),
+        serde_json::to_string(&snap).unwrap(),
+    )
+    .unwrap();
+    for json in [false, true] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut c = Command::new(BIN);
+        c.arg("status");
+        if json {
+            c.arg("--json");
+        }
+        let o = c
+            .arg("--out")
+            .arg(&out)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "json={json}: {err}");
+        assert!(o.status.success(), "json={json}: {:?} {err}", o.status);
+    }
+}
+
+/// Issue 42, findings 2 and 4: a SPECT 16 months after the injection gave
+/// `final` with kidney doses of 256 and 429 Gy; `study.json` with 1e-300 MBq
+/// gave `final`. Both are `needs_review` now, with the window or the range in
+/// the reason; so is an organ dose above `dosimetry.max_organ_dose_gy`.
+#[test]
+fn impossible_times_activities_and_doses_need_review() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 33, Format::Nifti);
+    let cfg = Config::default();
+    // The truth masks by file (truth_of finds them by time, and these times are
+    // nobody's).
+    let truth = patient.join("truth");
+    let source = MaskSource::Files {
+        diag_ct: truth.join("labels_ct.nii.gz"),
+        ldct: (1..=4)
+            .map(|k| truth.join(format!("labels_ldct_tp{k}.nii.gz")))
+            .collect(),
+    };
+    let run = |study: &organdose::study::Study, cfg: &Config, name: &str| {
+        run_study(
+            study,
+            &source,
+            &tmp.path().join(name),
+            cfg,
+            "final",
+            &|_, _| {},
+        )
+        .unwrap()
+    };
+    let held = |s: &organdose::dosimetry::DoseSummary, what: &str| {
+        assert_eq!(s.status, "needs_review", "{what}: {:?}", s.warnings);
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.starts_with("needs review:") && w.contains(what)),
+            "{what}: {:?}",
+            s.warnings
+        );
+    };
+    // 1e-300 MBq in study.json (finding 4).
+    edit_study_json(&patient, |v| v["injected_activity_mbq"] = 1e-300.into());
+    let tiny = organdose::study::load_study(&patient).unwrap();
+    held(
+        &run(&tiny, &cfg, "tiny"),
+        "injected activity 1.000e-300 MBq",
+    );
+    // report.txt says so, not "Injected: 0 MBq" with TIACs of 300 digits.
+    let report = std::fs::read_to_string(tmp.path().join("tiny/report.txt")).unwrap();
+    assert!(report.contains("Injected: 1.000e-300 MBq"), "{report}");
+    let longest_number = report
+        .split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest_number < 20, "{report}");
+    // Every time point 11,712 h later (finding 2): the window is in the reason.
+    let mut late = tiny.clone();
+    late.injection.activity_mbq = 7400.0;
+    for tp in &mut late.timepoints {
+        tp.t_h += 11_712.0;
+    }
+    held(
+        &run(&late, &cfg, "late"),
+        "outside the window of 0 to 504 h",
+    );
+    // An organ dose above the configured plausible one.
+    let mut ok = late.clone();
+    for (tp, orig) in ok.timepoints.iter_mut().zip(&tiny.timepoints) {
+        tp.t_h = orig.t_h;
+    }
+    let mut strict = cfg.clone();
+    strict.dosimetry.max_organ_dose_gy = 0.001;
+    held(&run(&ok, &strict, "dose"), "dosimetry.max_organ_dose_gy");
+    // The same study with its own numbers is final.
+    let s = run(&ok, &cfg, "ok");
+    assert_eq!(s.status, "final", "{:?}", s.warnings);
+}
+
+/// Issue 42, finding 10: `finalize` on a failed cycle printed "the next round
+/// ... writes the final summary" and exited 0, but nothing ran. It refuses now,
+/// says why, and leaves the record as it was.
+#[test]
+fn finalize_of_a_failed_cycle_refuses_and_promises_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(out.join("state")).unwrap();
+    let rec = r#"{"id":"PH1_20260101T100000","patient_id":"PH1","injection":"","signature":"final#x","outcome":"failed","summary_status":"","timepoints":4,"message":"series 1.2.3: 1 slice(s) missing","fault":"input"}"#;
+    let path = out.join("state/PH1_20260101T100000.json");
+    std::fs::write(&path, rec).unwrap();
+    let o = Command::new(BIN)
+        .args(["finalize", "--out"])
+        .arg(&out)
+        .arg("PH1_20260101T100000")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(!o.status.success(), "{stdout}{stderr}");
+    assert!(!stdout.contains("next round"), "{stdout}");
+    assert!(
+        stderr.contains("failed") && stderr.contains("slice(s) missing"),
+        "{stderr}"
+    );
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_ne!(after["finalize_requested"], true, "{after}");
+}
+
+/// Issue 42, finding 9: paths in `study.json` were not confined to the study
+/// folder: `../..` and absolute paths were opened (`/etc/passwd`,
+/// `/proc/self/environ`).
+#[test]
+fn study_json_paths_stay_inside_the_study_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 34, Format::Nifti);
+    let original = std::fs::read(patient.join("study.json")).unwrap();
+    // A real file outside the study folder, reachable with '..'.
+    std::fs::write(tmp.path().join("outside.nii.gz"), b"not yours").unwrap();
+    let depth = patient.components().count();
+    let up_to_root = "../".repeat(depth + 2);
+    for bad in [
+        "../outside.nii.gz".to_string(),
+        format!("{up_to_root}etc/passwd"),
+        "/etc/passwd".to_string(),
+        "/proc/self/environ".to_string(),
+        "sub/../../outside.nii.gz".to_string(),
+    ] {
+        for key in ["diagnostic_ct", "spect", "ldct"] {
+            edit_study_json(&patient, |v| match key {
+                "diagnostic_ct" => v["diagnostic_ct"] = bad.clone().into(),
+                k => v["timepoints"][0][k] = bad.clone().into(),
+            });
+            let e = organdose::study::load_study(&patient)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("not a path inside the study folder") && e.contains("study.json"),
+                "{key} = {bad}: {e}"
+            );
+            std::fs::write(patient.join("study.json"), &original).unwrap();
+        }
+    }
+    organdose::study::load_study(&patient).unwrap();
+}
+
+/// Issue 42, finding 8: a SPECT whose Units (0054,1001) say BQML while its
+/// Real World Value Mapping says counts was used as Bq/mL and reported final
+/// without a word; the other way round the mapping won silently. Both need
+/// review now, the reason naming both declarations and the file.
+#[test]
+fn conflicting_spect_unit_declarations_need_review() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 33, Format::Dicom);
+    let study = organdose::study::load_study(&patient).unwrap();
+    let cfg = Config::default();
+    type Edit = fn(&mut organdose::io::dicom::DicomHeader);
+    let cases: [(&str, Edit); 2] = [
+        (
+            "say BQML but the Real World Value Mapping's units say {counts}",
+            |h| {
+                if let Some(rw) = &mut h.real_world {
+                    rw.2 = "{counts}".into();
+                }
+            },
+        ),
+        (
+            "say CNTS but the Real World Value Mapping's units say Bq/ml",
+            |h| {
+                h.units = Some("CNTS".into());
+            },
+        ),
+    ];
+    for (k, (what, edit)) in cases.into_iter().enumerate() {
+        let mut s = study.clone();
+        let organdose::study::Source::Dicom(series) = &mut s.timepoints[1].spect else {
+            panic!("a DICOM SPECT");
+        };
+        series.files.iter_mut().for_each(edit);
+        let out = run_study(
+            &s,
+            &MaskSource::truth_of(&patient),
+            &tmp.path().join(format!("out{k}")),
+            &cfg,
+            "final",
+            &|_, _| {},
+        )
+        .unwrap();
+        assert_eq!(out.status, "needs_review", "{what}: {:?}", out.warnings);
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.starts_with("needs review:") && w.contains(what) && w.contains(".dcm")),
+            "{what}: {:?}",
+            out.warnings
+        );
+    }
+}
+
+/// Issue 42, finding 11: "unable to remove watch descriptor from inotify" was
+/// logged at INFO again and again (notify's own line when a watched folder is
+/// removed, as a quarantine or a console's clean-up does); it says nothing a
+/// physicist can act on.
+#[test]
+fn removed_folders_do_not_fill_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (export, out) = (tmp.path().join("export"), tmp.path().join("out"));
+    std::fs::create_dir_all(&export).unwrap();
+    let cfg = box_config(tmp.path(), "");
+    let events = tmp.path().join("events.log");
+    let mut child = Reaper(watch(&cfg, &export, &out, &events).spawn().unwrap());
+    wait_for("the box", 30, || events.exists());
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..5 {
+        let d = export.join(format!("a{i}"));
+        std::fs::create_dir_all(d.join("b/c")).unwrap();
+        std::fs::write(d.join("b/c/f"), b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::remove_dir_all(&d).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("unable to remove watch descriptor"), "{err}");
+}
+
+/// Issue 42, finding 11: re-running `organdose run` into an `-o` that holds a
+/// final result replaced it with a provisional one without a word. It is
+/// refused now (the final result stays), unless --replace-final says so.
+#[test]
+fn run_does_not_replace_a_final_result_with_a_lesser_one_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 34, Format::Nifti);
+    let out = tmp.path().join("out");
+    let run = |cfg: Option<&Path>, extra: &[&str]| {
+        let mut c = Command::new(BIN);
+        if let Some(cfg) = cfg {
+            c.arg("--config").arg(cfg);
+        }
+        c.arg("run")
+            .arg(&patient)
+            .args(["--truth", "--no-dicom", "-o"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let status = || -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("dose_summary.json")).unwrap())
+                .unwrap();
+        v["status"].as_str().unwrap().to_string()
+    };
+    let first = run(None, &[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(status(), "final");
+    let before = std::fs::read(out.join("dose_summary.json")).unwrap();
+    // Five time points expected: the same four are provisional now.
+    let cfg = tmp.path().join("five.toml");
+    std::fs::write(&cfg, "[appliance]\nexpected_timepoints = 5\n").unwrap();
+    let second = run(Some(&cfg), &[]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains("holds a final result") && err.contains("provisional"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("dose_summary.json")).unwrap(),
+        before
+    );
+    let third = run(Some(&cfg), &["--replace-final"]);
+    assert!(
+        third.status.success(),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    assert_eq!(status(), "provisional");
+}

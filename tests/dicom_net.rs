@@ -157,9 +157,20 @@ fn watch(
 
 /// A box with a Storage SCP on a free port; returns it once it listens.
 fn scp_box(tmp: &Path, export: &Path, args: &[&str], wrap: &[&str]) -> (Proc, u16, PathBuf) {
+    scp_box_with(tmp, export, "", args, wrap)
+}
+
+/// [`scp_box`] with `extra` appended to its configuration file.
+fn scp_box_with(
+    tmp: &Path,
+    export: &Path,
+    extra: &str,
+    args: &[&str],
+    wrap: &[&str],
+) -> (Proc, u16, PathBuf) {
     let port = free_port();
     let events = tmp.join("events.log");
-    let cfg = config(tmp, "");
+    let cfg = config(tmp, extra);
     let p = port.to_string();
     let mut all = vec![
         "--dicom-port",
@@ -745,4 +756,215 @@ fn the_outbox_delivers_results_to_orthanc_after_it_starts_each_once() {
     let s = outbox::summary(&out).unwrap();
     assert_eq!((s.jobs, s.sent_jobs), (0, 1), "{s:?}");
     drop(orthanc.proc);
+}
+
+/// Peak resident memory of process `pid` (VmHWM in /proc), in MB.
+fn vm_hwm_mb(pid: u32) -> f64 {
+    let s = read(Path::new(&format!("/proc/{pid}/status")));
+    let kb: f64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb / 1024.0
+}
+
+/// The 60-byte data set of issue 42 (explicit VR little endian): SOP Class UID
+/// CT, Modality CT, then a private (0029,1010) UN declaring 0xFFFFFFF0 bytes of
+/// which 4 arrive.
+fn hostile_60_bytes() -> Vec<u8> {
+    let mut d = Vec::new();
+    d.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, b'U', b'I', 26, 0]);
+    d.extend_from_slice(b"1.2.840.10008.5.1.4.1.1.2\0");
+    d.extend_from_slice(&[0x08, 0x00, 0x60, 0x00, b'C', b'S', 2, 0]);
+    d.extend_from_slice(b"CT");
+    d.extend_from_slice(&[0x29, 0x00, 0x10, 0x10, b'U', b'N', 0, 0]);
+    d.extend_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    d.extend_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(d.len(), 60);
+    d
+}
+
+/// One C-STORE of `data` (a data set in transfer syntax `ts`) on an association
+/// of its own; the response's status.
+fn raw_c_store(port: u16, ts: &str, sop_instance: &str, data: &[u8]) -> u16 {
+    use dicom_ul::association::client::ClientAssociationOptions;
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    let ct = dicom_dictionary_std::uids::CT_IMAGE_STORAGE;
+    let mut a = ClientAssociationOptions::new()
+        .calling_ae_title("HOSTILE")
+        .called_ae_title("ORGANDOSE")
+        .read_timeout(Duration::from_secs(60))
+        .with_presentation_context(ct, vec![ts])
+        .establish(("127.0.0.1", port))
+        .unwrap();
+    let pc = a.presentation_contexts()[0].id;
+    let cmd = organdose::net::dimse::store_rq(1, ct, sop_instance).unwrap();
+    a.send(&dicom_ul::Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: cmd,
+        }],
+    })
+    .unwrap();
+    let chunks: Vec<&[u8]> = data.chunks(16_000).collect();
+    for (i, c) in chunks.iter().enumerate() {
+        a.send(&dicom_ul::Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: pc,
+                value_type: PDataValueType::Data,
+                is_last: i + 1 == chunks.len(),
+                data: c.to_vec(),
+            }],
+        })
+        .unwrap();
+    }
+    let rsp = match a.receive().unwrap() {
+        dicom_ul::Pdu::PData { data } => data,
+        other => panic!("no C-STORE response: {other:?}"),
+    };
+    let status = organdose::net::dimse::parse(&rsp[0].data).unwrap().status;
+    let _ = a.release();
+    status
+}
+
+/// A data set whose parse costs most per byte, just under `limit` (the SCP's
+/// share of the memory budget per association) by the reader's own estimate:
+/// SOP Class CT, a SOP Instance UID other than the command's (so it is parsed
+/// and refused, never stored), then either `items` empty-ish sequence items or
+/// distinct top-level elements.
+fn costly_header(limit: u64, items: bool) -> Vec<u8> {
+    use organdose::io::dicom_bounds::{ELEMENT_COST, ITEM_COST};
+    let mut d = Vec::new();
+    d.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, b'U', b'I', 26, 0]);
+    d.extend_from_slice(b"1.2.840.10008.5.1.4.1.1.2\0");
+    d.extend_from_slice(&[0x08, 0x00, 0x18, 0x00, b'U', b'I', 8, 0]);
+    d.extend_from_slice(b"9.9.9.9\0");
+    // 90 % of the limit, the two elements above and the sequence counted.
+    let room = limit * 9 / 10 - 4 * ELEMENT_COST - 200;
+    if items {
+        d.extend_from_slice(&[0x29, 0x00, 0x20, 0x10, b'S', b'Q', 0, 0]);
+        d.extend_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+        let n = room / (16 + ITEM_COST + ELEMENT_COST);
+        for _ in 0..n {
+            d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 8, 0, 0, 0]);
+            d.extend_from_slice(&[0x29, 0x00, 0x30, 0x10, b'L', b'O', 0, 0]);
+        }
+        d.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    } else {
+        let n = (room / (8 + ELEMENT_COST)).min(0xFFFF - 0x1000);
+        for e in 0..n as u16 {
+            d.extend_from_slice(&[0x29, 0x00]);
+            d.extend_from_slice(&(0x1000 + e).to_le_bytes());
+            d.extend_from_slice(&[b'L', b'O', 0, 0]);
+        }
+    }
+    d
+}
+
+#[test]
+fn hostile_c_stores_are_refused_and_the_daemon_stays_under_its_memory_budget() {
+    // Issue 42, finding 1: a 60-byte data set declaring a 4 GB element drove the
+    // daemon to 4.1 GB resident; 18 bytes of text to 530 MB; 20 MB of random
+    // bytes to 1.8 GB. Eight such associations at once (dicom.max_associations)
+    // must keep the daemon's peak resident memory under its budget.
+    let tmp = tempfile::tempdir().unwrap();
+    let export = tmp.path().join("export");
+    std::fs::create_dir_all(&export).unwrap();
+    let budget_mb = 256.0;
+    let (boxp, port, events) = scp_box_with(
+        tmp.path(),
+        &export,
+        &format!("memory_budget_mb = {budget_mb:.1}\n"),
+        &[],
+        &[],
+    );
+    let pid = boxp.0.id();
+    let before = vm_hwm_mb(pid);
+    let explicit = dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN;
+    let implicit = dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN;
+    // 20 MB of random bytes (xorshift, fixed seed).
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let random: Vec<u8> = (0..20 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let text = b"this is not DICOM\n".to_vec();
+    assert_eq!(text.len(), 18);
+    let random = std::sync::Arc::new(random);
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let random = random.clone();
+            let text = text.clone();
+            std::thread::spawn(move || {
+                let uid = format!("1.2.3.42.{i}");
+                let limit = organdose::net::scp::parse_limit_bytes(budget_mb, 8);
+                match i {
+                    0..=1 => raw_c_store(port, explicit, &uid, &hostile_60_bytes()),
+                    2 => raw_c_store(port, implicit, &uid, &text),
+                    3 => raw_c_store(port, explicit, &uid, &random),
+                    4 => raw_c_store(port, implicit, &uid, &random),
+                    5..=6 => raw_c_store(port, explicit, &uid, &costly_header(limit, true)),
+                    _ => raw_c_store(port, explicit, &uid, &costly_header(limit, false)),
+                }
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let status = t.join().unwrap();
+        assert!(
+            !organdose::net::dimse::stored(status),
+            "association {i}: status 0x{status:04X}"
+        );
+    }
+    let after = vm_hwm_mb(pid);
+    let ev = read(&events);
+    eprintln!("daemon peak resident: {before:.0} MB before, {after:.0} MB after eight hostile associations (budget {budget_mb} MB)");
+    if std::env::var_os("SHOW_EVENTS").is_some() {
+        eprintln!("{ev}");
+    }
+    assert!(
+        after < budget_mb && after - before < 64.0,
+        "peak resident {after:.0} MB (before the C-STOREs {before:.0} MB, budget {budget_mb} MB)\n{ev}"
+    );
+    assert!(
+        ev.contains("declares 4294967280 bytes"),
+        "the refusal names the element's length: {ev}"
+    );
+    assert!(dcm_files(&export).is_empty(), "{:?}", all_files(&export));
+    // A header whose parse would take more than the association's share is
+    // refused as out of resources, before it is parsed.
+    let limit = organdose::net::scp::parse_limit_bytes(budget_mb, 8);
+    let status = raw_c_store(
+        port,
+        explicit,
+        "1.2.3.42.8",
+        &costly_header(2 * limit, true),
+    );
+    assert_eq!(
+        status,
+        organdose::net::dimse::OUT_OF_RESOURCES,
+        "{}",
+        read(&events)
+    );
+    assert!(read(&events).contains("share of the memory budget"));
+    // The SCP still serves: the first slice of a real series is stored.
+    let file = &ct_axial()[0];
+    let info = scu::file_info(Path::new(file)).unwrap();
+    let bytes = std::fs::read(file).unwrap();
+    let status = raw_c_store(
+        port,
+        &info.transfer_syntax,
+        &info.sop_instance,
+        &bytes[info.data_offset as usize..],
+    );
+    assert_eq!(status, 0, "{}", read(&events));
+    assert_eq!(dcm_files(&export).len(), 1);
 }

@@ -383,3 +383,59 @@ fn symlinked_series_folders_are_read_and_loops_end() {
     let (_, v) = read_single_series(&export, None, &Config::default().ingest).unwrap();
     assert_eq!(v.geom.dims[2], n);
 }
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Issue 42, finding 3: the same series exported twice (folders `A/` and
+/// `B/`, identical files) was refused as "duplicate slice", and a multi-frame
+/// SPECT twice as "2 files in a series holding a multi-frame image". Identical
+/// instances count once; an instance whose copies differ names both files.
+#[test]
+fn identical_copies_count_once_and_conflicting_ones_name_both_files() {
+    let cfg = Config::default().ingest;
+    for series in ["ct_axial", "nm_multiframe_rescale"] {
+        let src = data_dir().join("generated").join(series);
+        let (_, alone) = read_single_series(&src, None, &cfg).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&src, &tmp.path().join("A"));
+        copy_dir(&src, &tmp.path().join("B"));
+        let (s, twice) = read_single_series(tmp.path(), None, &cfg)
+            .unwrap_or_else(|e| panic!("{series} exported twice: {e}"));
+        assert_eq!(twice.geom.dims, alone.geom.dims, "{series}");
+        assert_eq!(twice.data, alone.data, "{series}");
+        assert!(
+            s.files
+                .iter()
+                .all(|h| h.path.starts_with(tmp.path().join("A"))),
+            "{series}: the first copy (path order) is the one read"
+        );
+        // One instance of B changed in its last byte (pixel data): a conflict.
+        let mut b: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("B"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        b.sort();
+        let victim = &b[0];
+        let mut bytes = std::fs::read(victim).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 0x5A;
+        std::fs::write(victim, &bytes).unwrap();
+        let e = read_single_series(tmp.path(), None, &cfg)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        let twin = tmp.path().join("A").join(victim.file_name().unwrap());
+        assert!(
+            e.contains("different data")
+                && e.contains(&victim.display().to_string())
+                && e.contains(&twin.display().to_string()),
+            "{series}: {e}"
+        );
+    }
+}

@@ -689,6 +689,9 @@ fn worker_loop(
     for job in rx.iter() {
         let id = job.cycle.id.clone();
         status.update(|s| {
+            // Taken off the queue: status.json (written by the events below)
+            // must not show it queued once the box is idle (issue 42).
+            s.queue = rx.len();
             s.state = "busy".into();
             s.job = id.clone();
             s.stage = "start".into();
@@ -1019,6 +1022,31 @@ mod tests {
         assert!(export.join("junk.dcm").is_file());
         assert!(export.join("a/spect.dcm").is_file());
         assert_eq!(app.status.get().jobs_failed, 1);
+    }
+
+    /// Issue 42, finding 11: after a failed job `status` showed `queue=1` while
+    /// the box was idle (status.json written by the job's events kept the
+    /// queue length of the round that queued it).
+    #[test]
+    fn a_finished_job_is_not_shown_queued() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated");
+        let dir = tempfile::tempdir().unwrap();
+        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
+        let clock = ManualClock::default();
+        let big = Arc::new(Recorder {
+            jobs: Mutex::new(vec![]),
+            need_mb: 1e6,
+            fail: false,
+        });
+        let mut app = appliance(&export, &out, &clock, big);
+        app.step().unwrap();
+        clock.advance(11.0);
+        assert_eq!(app.step().unwrap(), 1);
+        app.wait_idle();
+        let on_disk = crate::appliance::status::read_status(&out).unwrap();
+        assert_eq!(on_disk.jobs_failed, 1);
+        assert_eq!(on_disk.queue, 0, "{}", on_disk.line("status"));
     }
 
     /// Fails as told, one behaviour per call, then succeeds.

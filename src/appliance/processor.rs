@@ -36,14 +36,25 @@ impl StudyProcessor {
 
     fn mask_source(&self, study: &Study) -> Result<MaskSource> {
         match &self.masks {
-            Masks::TruthRoot(root) => Ok(MaskSource::Truth(
-                root.join(&study.patient_id).join("truth"),
-            )),
+            Masks::TruthRoot(root) => Ok(MaskSource::Truth(truth_dir(root, &study.patient_id)?)),
             Masks::Network(dir) => Ok(MaskSource::Network {
                 model_dir: dir.clone(),
             }),
         }
     }
+}
+
+/// `<root>/<patient_id>/truth`; a Patient ID that is not one plain folder name
+/// (`../p/PH4711-001`, `/etc`) is refused, not followed (issue 42, finding 9).
+fn truth_dir(root: &std::path::Path, patient_id: &str) -> Result<PathBuf> {
+    let one = std::path::Path::new(patient_id).components().count() == 1;
+    if !(one && crate::study::is_confined(patient_id)) {
+        return Err(crate::error::Error::input(format!(
+            "Patient ID '{patient_id}' is not a plain folder name: not looked up under the truth root {}",
+            root.display()
+        )));
+    }
+    Ok(root.join(patient_id).join("truth"))
 }
 
 fn dir_size_mb(dir: &std::path::Path) -> f64 {
@@ -100,5 +111,25 @@ impl Processor for StudyProcessor {
             summary_status: summary.status.clone(),
             message: kidneys.join(", "),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 42, finding 9: a Patient ID of `../p/PH4711-001` was followed out
+    /// of the truth root.
+    #[test]
+    fn a_patient_id_that_is_a_path_is_not_followed() {
+        let root = std::path::Path::new("/data/truth-root");
+        assert_eq!(
+            truth_dir(root, "PH4711-001").unwrap(),
+            root.join("PH4711-001/truth")
+        );
+        for bad in ["../p/PH4711-001", "..", "/etc", "a/b", "", ".", "./x"] {
+            let e = truth_dir(root, bad).unwrap_err().to_string();
+            assert!(e.contains("not a plain folder name"), "{bad}: {e}");
+        }
     }
 }

@@ -146,7 +146,13 @@ pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
         ob.prepare()?;
     }
     if net.port != 0 {
-        StorageScp::bind(&net, &args.input, status.clone())?.spawn()?;
+        StorageScp::bind(
+            &net,
+            cfg.appliance.memory_budget_mb,
+            &args.input,
+            status.clone(),
+        )?
+        .spawn()?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     if let (Some(ob), false) = (&outbox, args.once) {
@@ -228,8 +234,22 @@ pub fn status(args: StatusArgs, cfg: &Config) -> anyhow::Result<()> {
     }
     // The outbox as it is on disk now, running box or not.
     let ob = outbox::summary(&args.out)?;
+    // Written line by line to stdout; a reader that stops early (`| head -1`)
+    // closes the pipe: that ends the listing, it is no fault (issue 42).
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    macro_rules! out {
+        ($($arg:tt)*) => {
+            if let Err(e) = writeln!(stdout, $($arg)*) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(e.into());
+            }
+        };
+    }
     if args.json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "status": snap,
@@ -242,15 +262,15 @@ pub fn status(args: StatusArgs, cfg: &Config) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("{}", snap.line("status"));
+    out!("{}", snap.line("status"));
     for n in &notes {
-        println!("note: {n}");
+        out!("note: {n}");
     }
     if !snap.fault.is_empty() {
-        println!("last fault ({}): {}", snap.fault, snap.fault_message);
+        out!("last fault ({}): {}", snap.fault, snap.fault_message);
     }
     if !snap.dicom_listening.is_empty() {
-        println!(
+        out!(
             "dicom SCP on {}: {} association(s), {} rejected, {} instance(s) stored, {} refused",
             snap.dicom_listening,
             snap.dicom_associations,
@@ -260,7 +280,7 @@ pub fn status(args: StatusArgs, cfg: &Config) -> anyhow::Result<()> {
         );
     }
     if ob.jobs > 0 || ob.sent_jobs > 0 {
-        println!(
+        out!(
             "outbox: {} instance(s) queued in {} job(s), {} failing, {} job(s) sent{}",
             ob.queued_instances,
             ob.jobs,
@@ -274,7 +294,7 @@ pub fn status(args: StatusArgs, cfg: &Config) -> anyhow::Result<()> {
         );
     }
     if !snap.last_event.is_empty() {
-        println!("last event: {}", snap.last_event);
+        out!("last event: {}", snap.last_event);
     }
     for r in recs.values() {
         let outcome = if r.fault.is_empty() {
@@ -282,12 +302,16 @@ pub fn status(args: StatusArgs, cfg: &Config) -> anyhow::Result<()> {
         } else {
             format!("{} ({} fault)", r.outcome, r.fault)
         };
-        println!(
+        out!(
             "{:<32} {:<7} {:<12} {} time point(s)  {}",
-            r.id, outcome, r.summary_status, r.timepoints, r.message
+            r.id,
+            outcome,
+            r.summary_status,
+            r.timepoints,
+            r.message
         );
         if !r.held.is_empty() {
-            println!("{:<32} held: {}", "", r.held);
+            out!("{:<32} held: {}", "", r.held);
         }
     }
     Ok(())
@@ -308,6 +332,20 @@ pub fn finalize(args: FinalizeArgs, _cfg: &Config) -> anyhow::Result<()> {
     let mut r = store
         .get(&args.cycle)?
         .ok_or_else(|| anyhow::anyhow!("no cycle {} in {}", args.cycle, args.out.display()))?;
+    if r.outcome != "done" {
+        // Nothing to make final: the box would run the same failing job again
+        // (or not at all, its inputs unchanged), so no promise is made (issue 42).
+        anyhow::bail!(
+            "{}: its last job failed ({}{}): there is no summary to make final; fix or replace the inputs (see quarantine/ and `organdose status`) and the box runs the cycle again",
+            r.id,
+            if r.fault.is_empty() {
+                String::new()
+            } else {
+                format!("{} fault: ", r.fault)
+            },
+            r.message
+        );
+    }
     r.finalize_requested = true;
     // The explicit command that may replace a final result computed from inputs
     // that have since been removed (the box never does that on its own).

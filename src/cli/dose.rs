@@ -44,6 +44,18 @@ pub struct Args {
     /// Encapsulated PDF; `report.dicom` of the configuration).
     #[arg(long)]
     pub no_dicom: bool,
+    /// Replace a final result in OUT with a partial or provisional one (without
+    /// it such a run is refused: a final summary is not overwritten by a lesser
+    /// one without a word).
+    #[arg(long)]
+    pub replace_final: bool,
+}
+
+/// The status of the summary already in `out`, when there is one.
+fn existing_status(out: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(out.join("dose_summary.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("status")?.as_str().map(str::to_string)
 }
 
 fn parse_pvc(s: &str) -> Result<organdose::dosimetry::pvc::PvcMethod, String> {
@@ -106,6 +118,17 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         cfg.appliance.expected_timepoints,
         false,
     );
+    if status != "final"
+        && !args.replace_final
+        && existing_status(&args.out).as_deref() == Some("final")
+    {
+        anyhow::bail!(
+            "{} holds a final result (dose_summary.json) and this run would replace it with a {status} one ({} of {} time points): choose another --out, or pass --replace-final",
+            args.out.display(),
+            study.timepoints.len(),
+            cfg.appliance.expected_timepoints
+        );
+    }
     let progress = super::progress_logger();
     let summary = run_study(&study, &source, &args.out, &cfg, status, &progress)?;
     for (name, o) in &summary.organs {

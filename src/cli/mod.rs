@@ -16,8 +16,12 @@ use organdose::config::Config;
 
 /// Logs go to stderr; `RUST_LOG` wins over the config's level.
 pub fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    // notify logs "unable to remove watch descriptor from inotify" at INFO for
+    // every removed watched folder (a race it calls harmless): warnings only from
+    // it, unless RUST_LOG asks otherwise (issue 42).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},notify=warn", cfg.log.level))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -62,6 +62,12 @@ pub struct DosimetryConfig {
     pub kernel: String,
     pub dose_map_reference_h: f64,
     pub dvh_bins: usize,
+    /// A time point acquired later than this after the injection (h) is another
+    /// cycle's or a wrong date: the summary needs review.
+    pub max_timepoint_h: f64,
+    /// A mean dose above this (Gy) in an organ the gates watch (kidneys, liver,
+    /// spleen) is not a therapy cycle's: the summary needs review.
+    pub max_organ_dose_gy: f64,
 }
 
 impl Default for DosimetryConfig {

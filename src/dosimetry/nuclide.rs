@@ -65,6 +65,21 @@ impl Nuclide {
         }
     }
 
+    /// Injected activities (MBq) believed for a therapy cycle with this nuclide;
+    /// outside, the number is a unit error (Bq or GBq for MBq), a typo or a
+    /// broken header, and the result needs review.
+    pub fn plausible_injected_mbq(self) -> (f64, f64) {
+        match self {
+            // 177Lu-DOTATATE and -PSMA-617 give 7.4 GBq per cycle (NETTER-1, VISION);
+            // escalated and dosimetry-guided cycles reach 11-15 GBq. Below 100 MBq a
+            // SPECT has too few counts for quantitative dosimetry.
+            Nuclide::Lu177 => (100.0, 15_000.0),
+            // 90Y microspheres: 0.5-5 GBq typical, glass up to ~20 GBq for large
+            // livers (package inserts); 90Y-ibritumomab at most 1.2 GBq.
+            Nuclide::Y90 => (100.0, 20_000.0),
+        }
+    }
+
     /// Energy per decay in joules.
     pub fn electron_energy_j(self) -> f64 {
         self.electron_energy_kev() * J_PER_KEV

@@ -165,6 +165,50 @@ pub fn review(s: &DoseSummary) -> Review {
     r
 }
 
+/// The study-level gates (issue 42, findings 2 and 4): time points beyond
+/// `max_timepoint_h` after the injection (or before it), an injected activity
+/// outside the nuclide's plausible range, and a gated organ's mean dose above
+/// `max_organ_dose_gy`. Each reason names the value and the limit.
+pub fn study_reasons(s: &DoseSummary, cfg: &super::DosimetryConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let window = cfg.max_timepoint_h;
+    for t in &s.times_h {
+        if !(t.is_finite() && *t >= 0.0 && *t <= window) {
+            out.push(format!(
+                "time point at {t:.1} h after the injection is outside the window of 0 to {window:.0} h (dosimetry.max_timepoint_h): a wrong injection or acquisition date, or a SPECT of another cycle"
+            ));
+        }
+    }
+    let a = s.injected_activity_mbq;
+    match super::Nuclide::from_name(&s.nuclide) {
+        Ok(n) => {
+            let (lo, hi) = n.plausible_injected_mbq();
+            if !(a.is_finite() && a >= lo && a <= hi) {
+                out.push(format!(
+                    "injected activity {a:.3e} MBq is outside the plausible range for {} ({lo:.0} to {hi:.0} MBq): a unit error or a wrong number",
+                    n.name()
+                ));
+            }
+        }
+        Err(e) => out.push(format!("nuclide: {e}")),
+    }
+    for (name, o) in &s.organs {
+        let vmax = o
+            .spect_organ_volume_ml
+            .iter()
+            .copied()
+            .fold(0.0f64, f64::max);
+        let gated = vmax >= MIN_VOLUME_ML && o.label != crate::organs::TUMOUR;
+        if gated && o.mean_dose_gy.is_finite() && o.mean_dose_gy > cfg.max_organ_dose_gy {
+            out.push(format!(
+                "{name}: mean dose {:.1} Gy is above the plausible {:.0} Gy for one cycle (dosimetry.max_organ_dose_gy)",
+                o.mean_dose_gy, cfg.max_organ_dose_gy
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,8 @@ pub struct Radiopharmaceutical {
 pub struct DicomHeader {
     pub path: PathBuf,
     pub sop_class_uid: String,
+    /// SOPInstanceUID: an instance sent twice has the same one (empty when absent).
+    pub sop_instance_uid: String,
     pub transfer_syntax: String,
     pub modality: String,
     pub patient_id: String,
@@ -132,6 +134,10 @@ pub struct DicomSeries {
     /// How the series was told apart when its files have no SeriesInstanceUID
     /// (shown by `inspect`); None when they have one.
     pub identity: Option<String>,
+    /// Files beside this series' files (same folder) that could not be read,
+    /// with the reason: a slice cut short or empty is one of them, and the
+    /// series' errors name them (a gap alone would not say which file it was).
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 fn s(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
@@ -323,6 +329,7 @@ impl DicomHeader {
                 .media_storage_sop_class_uid()
                 .trim_end_matches('\0')
                 .to_string(),
+            sop_instance_uid: s(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
             transfer_syntax: meta.transfer_syntax().trim_end_matches('\0').to_string(),
             modality,
             patient_id: s(obj, tags::PATIENT_ID).unwrap_or_default(),
@@ -400,6 +407,32 @@ impl DicomHeader {
                 }
             }
         }
+    }
+
+    /// Units (0054,1001) and the Real World Value Mapping's units saying
+    /// different things (one Bq/mL, the other not): which one is right is not in
+    /// the file, so the result needs review (issue 42, finding 8). None when
+    /// they agree or only one is there.
+    pub fn unit_conflict(&self) -> Option<String> {
+        if self.modality == "CT" {
+            return None;
+        }
+        let (_, _, rwv) = self.real_world.as_ref()?;
+        let units = self.units.as_deref()?;
+        let rwv_bq = rwv.eq_ignore_ascii_case("Bq/ml");
+        let units_bq = units == "BQML";
+        (rwv_bq != units_bq).then(|| {
+            format!(
+                "{}: Units (0054,1001) say {units} but the Real World Value Mapping's units say {rwv}; the values were read as {} ({}): check the reconstruction's quantification",
+                self.path.display(),
+                self.value_unit(),
+                if rwv_bq {
+                    "the mapping wins"
+                } else {
+                    "from Units and Rescale"
+                }
+            )
+        })
     }
 
     /// [`Self::value_transform`] for one frame: an enhanced object's per-frame
@@ -505,7 +538,87 @@ impl DicomHeader {
 /// export folders) unless their slices collide (the same position twice, or
 /// several multi-frame objects): then each folder, or each multi-frame file,
 /// is a series of its own.
+/// SHA-256 of a Part 10 file's data set: its bytes after the file meta group
+/// (which records who wrote the file, so the same instance exported and
+/// received over the network differs there). Streamed, and remembered per
+/// (path, size, modification time): the box's ingest groups its files at every
+/// poll.
+fn data_set_digest(path: &Path) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    use std::sync::{Mutex, OnceLock};
+    type Key = (PathBuf, u64, Option<std::time::SystemTime>);
+    static CACHE: OnceLock<Mutex<std::collections::HashMap<Key, [u8; 32]>>> = OnceLock::new();
+    let meta = std::fs::metadata(path).ok()?;
+    let key: Key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(d) = cache.lock().ok()?.get(&key) {
+        return Some(*d);
+    }
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).ok()?);
+    let mut pre = [0u8; 132];
+    f.read_exact(&mut pre[..4]).ok()?;
+    if &pre[..4] != b"DICM" {
+        f.read_exact(&mut pre[4..]).ok()?;
+        if &pre[128..132] != b"DICM" {
+            return None;
+        }
+    }
+    // (0002,0000) UL, explicit VR little endian: 8 bytes of header, 4 of value.
+    let mut g = [0u8; 12];
+    f.read_exact(&mut g).ok()?;
+    let len = u32::from_le_bytes([g[8], g[9], g[10], g[11]]) as u64;
+    std::io::copy(&mut (&mut f).take(len), &mut std::io::sink()).ok()?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).ok()?;
+    let d: [u8; 32] = h.finalize().into();
+    if let Ok(mut c) = cache.lock() {
+        if c.len() > 100_000 {
+            c.clear();
+        }
+        c.insert(key, d);
+    }
+    Some(d)
+}
+
+/// Removes the second and later copies of an instance (same SOPInstanceUID and
+/// the same data set, byte for byte): a console that re-sends, a PACS that
+/// re-routes, a study exported twice into two folders. The first copy (in path
+/// order) is kept; nothing is deleted on disk. Copies whose data differ stay,
+/// and the series' geometry check names both files (issue 42, finding 3).
+pub fn drop_identical_instances(mut headers: Vec<DicomHeader>) -> Vec<DicomHeader> {
+    headers.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut by_uid: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, h) in headers.iter().enumerate() {
+        if !h.sop_instance_uid.is_empty() {
+            by_uid
+                .entry(h.sop_instance_uid.clone())
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut drop = vec![false; headers.len()];
+    for idx in by_uid.values().filter(|v| v.len() > 1) {
+        let mut kept: Vec<(usize, Option<[u8; 32]>)> = Vec::new();
+        for &i in idx {
+            let data = data_set_digest(&headers[i].path);
+            let same = data.is_some() && kept.iter().any(|(_, d)| d.is_some() && *d == data);
+            if same {
+                drop[i] = true;
+            } else {
+                kept.push((i, data));
+            }
+        }
+    }
+    headers
+        .into_iter()
+        .zip(drop)
+        .filter(|(_, d)| !d)
+        .map(|(h, _)| h)
+        .collect()
+}
+
 pub fn group_series(headers: Vec<DicomHeader>) -> Vec<DicomSeries> {
+    let headers = drop_identical_instances(headers);
     let mut groups: BTreeMap<String, Vec<DicomHeader>> = BTreeMap::new();
     for h in headers {
         groups.entry(h.series_key()).or_default().push(h);
@@ -518,6 +631,7 @@ pub fn group_series(headers: Vec<DicomHeader>) -> Vec<DicomSeries> {
                 uid: key,
                 files,
                 identity: None,
+                unreadable: Vec::new(),
             });
             continue;
         }
@@ -554,6 +668,7 @@ pub fn group_series(headers: Vec<DicomHeader>) -> Vec<DicomSeries> {
                     uid: format!("{key}-{:08x}", fnv64(&name) as u32),
                     identity: Some(format!("{why}, file {name}")),
                     files: vec![h],
+                    unreadable: Vec::new(),
                 });
             }
         } else if folders.len() > 1 && collide() {
@@ -570,6 +685,7 @@ pub fn group_series(headers: Vec<DicomHeader>) -> Vec<DicomSeries> {
                         "{why}, folder {name} (the same slices are in other folders)"
                     )),
                     files,
+                    unreadable: Vec::new(),
                 });
             }
         } else {
@@ -577,6 +693,7 @@ pub fn group_series(headers: Vec<DicomHeader>) -> Vec<DicomSeries> {
                 uid: key,
                 files,
                 identity: Some(why),
+                unreadable: Vec::new(),
             });
         }
     }
@@ -776,6 +893,19 @@ pub fn scan(path: &Path) -> Result<Scan> {
         }
     }
     scan.series = group_series(headers);
+    for series in &mut scan.series {
+        let folders: std::collections::BTreeSet<&Path> = series
+            .files
+            .iter()
+            .filter_map(|h| h.path.parent())
+            .collect();
+        series.unreadable = scan
+            .rejected
+            .iter()
+            .filter(|(p, _)| p.parent().is_some_and(|d| folders.contains(d)))
+            .cloned()
+            .collect();
+    }
     Ok(scan)
 }
 
@@ -789,6 +919,24 @@ pub struct SliceMap {
 const POS_TOL_MM: f64 = 1e-3;
 
 impl DicomSeries {
+    /// "; ... could not be read: FILE (why)" for the unreadable files beside the
+    /// series, empty when there are none.
+    pub fn unreadable_note(&self) -> String {
+        if self.unreadable.is_empty() {
+            return String::new();
+        }
+        let list: Vec<String> = self
+            .unreadable
+            .iter()
+            .map(|(p, why)| format!("{} ({why})", p.display()))
+            .collect();
+        format!(
+            "; {} file(s) in this series' folder could not be read: {}",
+            list.len(),
+            list.join("; ")
+        )
+    }
+
     fn first(&self) -> Result<&DicomHeader> {
         self.files
             .first()
@@ -799,8 +947,24 @@ impl DicomSeries {
     /// Every refusal names the file, the attribute, and what would make it readable.
     pub fn slice_map(&self, cfg: &IngestConfig) -> Result<SliceMap> {
         let h0 = self.first()?;
-        let err = |m: String| Error::series(&self.uid, m);
+        let err = |m: String| Error::series(&self.uid, format!("{m}{}", self.unreadable_note()));
         let at = |h: &DicomHeader, m: String| err(format!("{}: {m}", h.path.display()));
+        // Identical copies were dropped by group_series: two files left with one
+        // SOPInstanceUID hold different data, and which is right is not ours to say.
+        let mut seen: BTreeMap<&str, &DicomHeader> = BTreeMap::new();
+        for h in &self.files {
+            if h.sop_instance_uid.is_empty() {
+                continue;
+            }
+            if let Some(first) = seen.insert(&h.sop_instance_uid, h) {
+                return Err(err(format!(
+                    "SOPInstanceUID {} is in two files with different data: {} and {} (remove the wrong one)",
+                    h.sop_instance_uid,
+                    first.path.display(),
+                    h.path.display()
+                )));
+            }
+        }
         for h in &self.files {
             if h.rows == 0 || h.columns == 0 {
                 return Err(at(
@@ -1029,7 +1193,7 @@ impl DicomSeries {
         [sx, sy]: [f64; 2],
         cfg: &IngestConfig,
     ) -> Result<SliceMap> {
-        let err = |m: String| Error::series(&self.uid, m);
+        let err = |m: String| Error::series(&self.uid, format!("{m}{}", self.unreadable_note()));
         let label = |k: usize| {
             let (_, fi, fr) = entries[k];
             let p = self.files[fi].path.display();

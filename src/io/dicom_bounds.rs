@@ -38,6 +38,31 @@ pub struct PixelDataInfo {
 pub struct ElementBounds {
     pub file_len: u64,
     pub pixel_data: Option<PixelDataInfo>,
+    /// Bytes of the data set before the top-level pixel data (the whole data
+    /// set when it has none): what a read up to the pixel data parses and keeps
+    /// in memory (the Storage SCP bounds it per association).
+    pub header_bytes: u64,
+    /// Elements (at any depth) and sequence items in those bytes.
+    pub header_elements: u64,
+    pub header_items: u64,
+}
+
+/// Heap bytes dicom-object holds per element it keeps (the element with its
+/// value's inline storage), beyond the value bytes themselves.
+pub const ELEMENT_COST: u64 = 160;
+/// Heap bytes per sequence item: an `InMemDicomObject` whose map allocates a
+/// whole B-tree leaf (11 slots of tag + element) for its first element.
+pub const ITEM_COST: u64 = 2048;
+
+impl ElementBounds {
+    /// A bound on the memory a read up to the pixel data takes: the value bytes
+    /// plus a fixed cost per element and per item (a data set of many empty
+    /// items costs far more than its bytes; `tests/dicom_net.rs` measures it).
+    pub fn header_parse_cost(&self) -> u64 {
+        self.header_bytes
+            .saturating_add(self.header_elements.saturating_mul(ELEMENT_COST))
+            .saturating_add(self.header_items.saturating_mul(ITEM_COST))
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -241,6 +266,9 @@ pub fn check_element_lengths(path: &Path) -> Result<ElementBounds> {
     let mut bounds = ElementBounds {
         file_len,
         pixel_data: None,
+        header_bytes: 0,
+        header_elements: 0,
+        header_items: 0,
     };
     let ts = walk_meta(&mut src, path)?;
     let (syntax, deflated) = match ts.trim_end_matches(['\0', ' ']) {
@@ -382,6 +410,7 @@ where
 {
     let io = |e: std::io::Error| Error::dicom(path, format!("reading element headers: {e}"));
     let be = syntax == Syntax::ExplicitBe;
+    let start = src.pos;
     let mut stack = vec![Frame {
         kind: Kind::DataSet,
         end: None,
@@ -398,6 +427,9 @@ where
         let at = src.pos;
         let mut t = [0u8; 4];
         if !src.read_or_eof(&mut t).map_err(io)? {
+            if bounds.pixel_data.is_none() {
+                bounds.header_bytes = at - start;
+            }
             return Ok(());
         }
         let tag = (u16_of([t[0], t[1]], be), u16_of([t[2], t[3]], be));
@@ -450,6 +482,9 @@ where
                     }
                 }
                 ITEM if top == Kind::Sequence => {
+                    if bounds.pixel_data.is_none() {
+                        bounds.header_items += 1;
+                    }
                     // An item of a sequence holds a data set.
                     let end = if len == UNDEFINED {
                         None
@@ -484,6 +519,12 @@ where
             _ => read_explicit_rest(src, be).map_err(io)?,
         };
         let top_level = stack.len() == 1;
+        if top_level && tag == PIXEL_DATA && bounds.pixel_data.is_none() {
+            bounds.header_bytes = at - start;
+        }
+        if bounds.pixel_data.is_none() {
+            bounds.header_elements += 1;
+        }
         if len == UNDEFINED {
             // A sequence, or encapsulated pixel data (items of fragments); an
             // undefined-length UN is a sequence in implicit VR (PS3.5 6.2.2).

@@ -146,7 +146,7 @@ pub fn check_ae_title(ae: &str) -> crate::error::Result<()> {
 }
 
 /// A file or folder name from a UID or AE title: only `[A-Za-z0-9._-]`.
-pub(crate) fn safe_name(s: &str) -> String {
+pub fn safe_name(s: &str) -> String {
     let t: String = s
         .trim()
         .chars()

@@ -10,6 +10,15 @@
 //! ingest then treats the folder as it treats a console's export (quiet period,
 //! series completeness).
 //!
+//! Memory is bounded per association and in total: the received bytes go to
+//! the temporary file, never to memory (a PDU is at most the 32 KB the SCP
+//! offers); the file is then walked by the watch folder's bounded reader
+//! ([`crate::io::dicom_bounds`]: an element longer than the bytes received is
+//! refused before any allocation) and read up to the pixel data only when the
+//! estimated cost of that read fits this association's share of
+//! `appliance.memory_budget_mb` ([`parse_limit_bytes`]); so `max_associations`
+//! at once stay within the budget (issue 42, `tests/dicom_net.rs` measures it).
+//!
 //! One thread per association, at most `max_associations` at once; a bad peer
 //! (broken PDUs, a stall past `timeout_s`, a panic in its thread) ends its own
 //! association only.
@@ -17,6 +26,7 @@
 use super::{dimse, DicomNetConfig, STORAGE_CLASSES};
 use crate::appliance::status::StatusPort;
 use crate::error::{io_is_environment, Error, Result};
+use crate::io::dicom_bounds::check_element_lengths;
 use dicom_dictionary_std::tags;
 use dicom_ul::association::server::AccessControl;
 use dicom_ul::association::Association;
@@ -65,6 +75,22 @@ struct Settings {
     timeout: Duration,
     root: PathBuf,
     incoming: PathBuf,
+    /// The most memory the parse of one data set may take
+    /// ([`crate::io::dicom_bounds::ElementBounds::header_parse_cost`]): the
+    /// memory budget shared by the associations served at once.
+    parse_limit_bytes: u64,
+}
+
+/// The SCP's bound on what one association may parse in memory: its share of
+/// `appliance.memory_budget_mb` (`max_associations` at once keep the SCP within
+/// the budget in total). Received bytes go to disk, never to memory.
+pub fn parse_limit_bytes(memory_budget_mb: f64, max_associations: usize) -> u64 {
+    let budget = if memory_budget_mb.is_finite() && memory_budget_mb > 0.0 {
+        memory_budget_mb
+    } else {
+        1.0
+    };
+    (budget * 1024.0 * 1024.0 / max_associations.max(1) as f64) as u64
 }
 
 /// The listening SCP; [`StorageScp::spawn`] serves it.
@@ -134,7 +160,12 @@ fn canonical(ip: IpAddr) -> IpAddr {
 impl StorageScp {
     /// Binds the port and prepares the incoming folder of `watched` (leftovers of
     /// a killed run are removed). Says at start-up what it accepts.
-    pub fn bind(cfg: &DicomNetConfig, watched: &Path, status: Arc<StatusPort>) -> Result<Self> {
+    pub fn bind(
+        cfg: &DicomNetConfig,
+        memory_budget_mb: f64,
+        watched: &Path,
+        status: Arc<StatusPort>,
+    ) -> Result<Self> {
         super::check_ae_title(&cfg.ae_title)?;
         for a in &cfg.allow_ae {
             super::check_ae_title(a)?;
@@ -164,6 +195,7 @@ impl StorageScp {
             timeout: Duration::from_secs_f64(cfg.timeout_s.max(1.0)),
             root: watched.to_path_buf(),
             incoming,
+            parse_limit_bytes: parse_limit_bytes(memory_budget_mb, cfg.max_associations),
         };
         let classes: Vec<&str> = STORAGE_CLASSES.iter().map(|(_, n)| *n).collect();
         status.update(|s| s.dicom_listening = local.to_string());
@@ -374,6 +406,107 @@ fn associate(stream: TcpStream, settings: &Settings, status: &StatusPort) {
     }
 }
 
+/// The 128-byte preamble, "DICM" and the file meta group the SCP writes before
+/// the data set it receives.
+pub fn write_preamble_and_meta<W: Write>(
+    w: &mut W,
+    sop_class: &str,
+    sop_instance: &str,
+    ts: &str,
+    calling: &str,
+) -> std::io::Result<()> {
+    let meta = dicom_object::FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop_instance)
+        .transfer_syntax(ts)
+        .source_application_entity_title(calling)
+        .build()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    w.write_all(&[0u8; 128])?;
+    w.write_all(b"DICM")?;
+    meta.write(w).map_err(std::io::Error::other)
+}
+
+/// Checks and reads a received instance (the file at `path`, as the SCP wrote
+/// it): the element lengths against the bytes received, the parse's estimated
+/// memory against `parse_limit_bytes`, then the header up to the pixel data.
+/// Ok: the study and series folder names; Err: the C-STORE status and why.
+/// Public for the fuzzer (`fuzz/harness.rs`, target `scp`).
+pub fn read_received(
+    path: &Path,
+    sop_instance: &str,
+    parse_limit_bytes: u64,
+) -> std::result::Result<(String, String), (u16, String)> {
+    // The same bounded walk as the watch folder's reader: every declared
+    // length checked against the bytes received before dicom-rs allocates
+    // anything, and what the parse would hold against this association's
+    // share of the memory budget.
+    let bounds = match check_element_lengths(path) {
+        Ok(b) => b,
+        Err(e) => {
+            let why = match e {
+                Error::Dicom { msg, .. } => msg,
+                e => e.to_string(),
+            };
+            return Err((
+                dimse::CANNOT_UNDERSTAND,
+                format!("data set not readable: {why}"),
+            ));
+        }
+    };
+    if bounds.header_parse_cost() > parse_limit_bytes {
+        return Err((
+                dimse::OUT_OF_RESOURCES,
+                format!(
+                    "data set before the pixel data ({} bytes, {} elements, {} items) would take about {} MB to read, more than this association's share of the memory budget ({} MB: appliance.memory_budget_mb / dicom.max_associations)",
+                    bounds.header_bytes,
+                    bounds.header_elements,
+                    bounds.header_items,
+                    bounds.header_parse_cost() >> 20,
+                    parse_limit_bytes >> 20
+                ),
+            ));
+    }
+    let obj = match dicom_object::OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+    {
+        Ok(o) => o,
+        Err(e) => {
+            return Err((
+                dimse::CANNOT_UNDERSTAND,
+                format!("data set not readable: {e}"),
+            ))
+        }
+    };
+    let get = |tag| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
+            .unwrap_or_default()
+    };
+    if get(tags::SOP_INSTANCE_UID) != sop_instance {
+        return Err((
+            dimse::DATA_SET_MISMATCH,
+            "SOPInstanceUID differs from the command's".into(),
+        ));
+    }
+    let study = match get(tags::STUDY_INSTANCE_UID) {
+        s if !s.is_empty() => s,
+        _ => format!("study_{}", get(tags::PATIENT_ID)),
+    };
+    let series = match get(tags::SERIES_INSTANCE_UID) {
+        s if !s.is_empty() => s,
+        _ => format!(
+            "series_{}_{}",
+            get(tags::MODALITY),
+            get(tags::SERIES_NUMBER)
+        ),
+    };
+    Ok((study, series))
+}
+
 /// An instance being received: its temporary file is removed on drop unless it
 /// was renamed into place.
 struct Incoming {
@@ -419,17 +552,8 @@ impl Incoming {
             error: None,
         };
         let header = (|| -> std::io::Result<std::io::BufWriter<std::fs::File>> {
-            let meta = dicom_object::FileMetaTableBuilder::new()
-                .media_storage_sop_class_uid(cmd.sop_class.as_str())
-                .media_storage_sop_instance_uid(cmd.sop_instance.as_str())
-                .transfer_syntax(ts)
-                .source_application_entity_title(calling)
-                .build()
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             let mut w = std::io::BufWriter::new(std::fs::File::create(&inc.tmp)?);
-            w.write_all(&[0u8; 128])?;
-            w.write_all(b"DICM")?;
-            meta.write(&mut w).map_err(std::io::Error::other)?;
+            write_preamble_and_meta(&mut w, &cmd.sop_class, &cmd.sop_instance, ts, calling)?;
             Ok(w)
         })();
         match header {
@@ -464,43 +588,11 @@ impl Incoming {
         {
             return (dimse::OUT_OF_RESOURCES, format!("write failed: {e}"));
         }
-        let obj = match dicom_object::OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
-            .open_file(&self.tmp)
-        {
-            Ok(o) => o,
-            Err(e) => {
-                return (
-                    dimse::CANNOT_UNDERSTAND,
-                    format!("data set not readable: {e}"),
-                )
-            }
-        };
-        let get = |tag| {
-            obj.element(tag)
-                .ok()
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_end_matches(['\0', ' ']).trim().to_string())
-                .unwrap_or_default()
-        };
-        if get(tags::SOP_INSTANCE_UID) != self.sop_instance {
-            return (
-                dimse::DATA_SET_MISMATCH,
-                "SOPInstanceUID differs from the command's".into(),
-            );
-        }
-        let study = match get(tags::STUDY_INSTANCE_UID) {
-            s if !s.is_empty() => s,
-            _ => format!("study_{}", get(tags::PATIENT_ID)),
-        };
-        let series = match get(tags::SERIES_INSTANCE_UID) {
-            s if !s.is_empty() => s,
-            _ => format!(
-                "series_{}_{}",
-                get(tags::MODALITY),
-                get(tags::SERIES_NUMBER)
-            ),
-        };
+        let (study, series) =
+            match read_received(&self.tmp, &self.sop_instance, settings.parse_limit_bytes) {
+                Ok(x) => x,
+                Err(refusal) => return refusal,
+            };
         let dir = settings
             .root
             .join(super::safe_name(&study))

@@ -65,8 +65,20 @@ pub fn dvh_csv(s: &DoseSummary) -> String {
 
 fn fmt_opt(v: Option<f64>, prec: usize) -> String {
     match v {
-        Some(x) if x.is_finite() => format!("{x:.prec$}"),
+        Some(x) if x.is_finite() => fmt_num(x, prec),
         _ => "-".into(),
+    }
+}
+
+/// `x` with `prec` decimals, or in scientific notation when that would print
+/// hundreds of digits or a non-zero value as 0 (issue 42: 1e-300 MBq printed
+/// "Injected: 0 MBq" and TIACs of 300 digits).
+fn fmt_num(x: f64, prec: usize) -> String {
+    let a = x.abs();
+    if a >= 1e9 || (a > 0.0 && a < 0.5 * 10f64.powi(-(prec as i32))) {
+        format!("{x:.3e}")
+    } else {
+        format!("{x:.prec$}")
     }
 }
 
@@ -94,8 +106,11 @@ pub fn report_text(s: &DoseSummary) -> String {
     }
     let _ = writeln!(
         r,
-        "Nuclide: {} (T1/2 = {:.1} h, {:.1} keV/decay electrons)   Injected: {:.0} MBq",
-        s.nuclide, s.half_life_h, s.electron_energy_kev_per_decay, s.injected_activity_mbq
+        "Nuclide: {} (T1/2 = {:.1} h, {:.1} keV/decay electrons)   Injected: {} MBq",
+        s.nuclide,
+        s.half_life_h,
+        s.electron_energy_kev_per_decay,
+        fmt_num(s.injected_activity_mbq, 0)
     );
     let times: Vec<String> = s.times_h.iter().map(|t| format!("{t:.1}")).collect();
     let _ = writeln!(r, "Time points (h p.i.): {}", times.join(", "));
