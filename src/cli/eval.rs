@@ -1118,7 +1118,7 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
     }
     let summary = real_summaries(&results);
     println!(
-        "\nper organ ({pname} on 3-D cases, axial on 2-D slices):\n{:<22} {:>5} {:>7} {:>7} {:>7} {:>8} {:>9} {:>12}",
+        "\nper organ ({pname} on 3-D cases; on 2-D slices the axial plane, cleaned up with auto):\n{:<22} {:>5} {:>7} {:>7} {:>7} {:>8} {:>9} {:>12}",
         "kind/organ", "cases", "Dice", "median", "min", "pooled", "HD95 mm", "|vol err| %"
     );
     for (k, s) in &summary {
