@@ -106,8 +106,9 @@ fn segment_ct_end_to_end_and_missing_weights() {
     let ct = synthetic_ct();
     let ct_path = tmp.path().join("ct.nii.gz");
     nifti::write_nifti(&ct, &ct_path, "synthetic CT").unwrap();
-    for planes in ["axial", "all"] {
+    for planes in ["axial", "all", "auto"] {
         let out = tmp.path().join(format!("labels_{planes}.nii.gz"));
+        let report = tmp.path().join(format!("report_{planes}.json"));
         let st = organdose()
             .arg("segment")
             .arg(&ct_path)
@@ -115,17 +116,36 @@ fn segment_ct_end_to_end_and_missing_weights() {
             .arg(&out)
             .args(["--planes", planes, "--weights"])
             .arg(&m)
+            .arg("--report")
+            .arg(&report)
             .status()
             .unwrap();
         assert!(st.success(), "{planes}");
+        // Every organ the model segments has a confidence in [0, 1] and a flag;
+        // one that was not found is flagged for review, saying so.
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        assert_eq!(r["planes"], planes);
+        let organs = r["organs"].as_object().unwrap();
+        assert!(!organs.is_empty(), "{r}");
+        for (name, o) in organs {
+            let c = o["confidence"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&c), "{name}: {c}");
+            let flag = o["flag"].as_str().unwrap();
+            assert!(flag == "ok" || flag == "review", "{name}: {flag}");
+            if o["volume_ml"].as_f64().unwrap() == 0.0 {
+                assert_eq!(flag, "review", "{name}");
+                assert_eq!(o["reasons"][0], "not found on this CT", "{name}");
+            }
+        }
         let l = nifti::read_nifti_labels(&out).unwrap();
         assert!(
             l.geom.same_grid(&ct.geom, 1e-4),
             "{planes}: output on the CT grid"
         );
         assert!(
-            l.data.iter().all(|&v| v <= 3),
-            "{planes}: only liver/kidney labels"
+            l.data.iter().all(|&v| v <= 4),
+            "{planes}: only liver/kidney/spleen labels"
         );
     }
     // No model: a clear error, not a panic.
