@@ -138,7 +138,11 @@ impl PlaneWeights {
     /// Per class, the scale of plane `p`'s probability in the u8 accumulator:
     /// 255 x its share of the weights of the planes that run.
     pub fn scales(&self, p: Plane) -> Vec<f32> {
-        let run = self.planes();
+        self.scales_among(p, &self.planes())
+    }
+
+    /// [`Self::scales`] among the planes `run` (those whose probabilities exist).
+    fn scales_among(&self, p: Plane, run: &[Plane]) -> Vec<f32> {
         let me = self.of(p);
         (0..me.len())
             .map(|c| {
@@ -248,16 +252,6 @@ impl PlaneProbs {
             }
         }
     }
-
-    /// Bytes held (for the memory budget's accounting).
-    pub fn bytes(&self) -> usize {
-        self.slices
-            .iter()
-            .flatten()
-            .flatten()
-            .map(|p| p.q.len() + std::mem::size_of::<Patch>())
-            .sum()
-    }
 }
 
 /// How the planes' probabilities of a voxel are joined.
@@ -299,21 +293,7 @@ pub fn fuse(
     // Shares among the planes that were kept.
     let run: Vec<Plane> = planes.iter().map(|p| p.plane).collect();
     for pp in planes {
-        let scales: Vec<f32> = (0..n_classes)
-            .map(|c| {
-                let total: f32 = run
-                    .iter()
-                    .map(|&q| weights.of(q)[c])
-                    .filter(|&x| x >= MIN_WEIGHT)
-                    .sum();
-                let me = weights.of(pp.plane)[c];
-                if me >= MIN_WEIGHT && total > 0.0 {
-                    255.0 * me / total
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let scales = weights.scales_among(pp.plane, &run);
         pp.for_each(|v, c, q| {
             if c > 0 && c < n_classes {
                 let p = match rule {
