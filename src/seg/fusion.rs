@@ -385,7 +385,11 @@ pub fn fused_labels(
         FuseRule::Mean => opts.thresh,
         FuseRule::Median => 0.5,
     };
-    let mut map = fuse(planes, weights, nc, opts.rule, opts.thresh).labels(level);
+    let fused = fuse(planes, weights, nc, opts.rule, opts.thresh);
+    let mut map = fused.labels(level);
+    if opts.rule == FuseRule::Median {
+        break_vote_ties(&mut map, &fused, planes, weights, level);
+    }
     if map.len() != ct.data.len() {
         map = vec![0u8; ct.data.len()];
     }
@@ -395,6 +399,48 @@ pub fn fused_labels(
         }
     }
     clean_labels(&map, ct, targets, opts.fill_holes)
+}
+
+/// Where several classes pass the median at a voxel (each has the votes),
+/// the one with the highest weighted mean probability takes it, as one
+/// plane's pixel takes its most probable class. Without this the later class
+/// won every tie: on a slab of the seed-777 phantom the spleen took the left
+/// kidney's border (Dice 0.923 -> 0.897 against the axial pass).
+fn break_vote_ties(
+    map: &mut [u8],
+    votes: &FusedProbs,
+    planes: &[PlaneProbs],
+    weights: &PlaneWeights,
+    level: f32,
+) {
+    let t = ((level * 255.0) + 0.5).clamp(1.0, 255.0) as u8;
+    let nc = votes.acc.len();
+    let passing = |v: usize| (1..nc).filter(move |&c| votes.acc[c].get(v).is_some_and(|&x| x >= t));
+    let mut tied: std::collections::HashMap<usize, Vec<f32>> = std::collections::HashMap::new();
+    for v in 0..map.len() {
+        if passing(v).count() > 1 {
+            tied.insert(v, vec![0f32; nc]);
+        }
+    }
+    if tied.is_empty() {
+        return;
+    }
+    let run: Vec<Plane> = planes.iter().map(|p| p.plane).collect();
+    for pp in planes {
+        let scales = weights.scales_among(pp.plane, &run);
+        pp.for_each(|v, c, q| {
+            if let Some(m) = tied.get_mut(&v) {
+                if c < nc {
+                    m[c] += scales[c] * q as f32;
+                }
+            }
+        });
+    }
+    for (v, m) in tied {
+        if let Some(best) = passing(v).max_by(|&a, &b| m[a].total_cmp(&m[b]).then(a.cmp(&b))) {
+            map[v] = best as u8;
+        }
+    }
 }
 
 /// Below this a dropped component is not worth a warning (mL).
@@ -755,6 +801,35 @@ mod tests {
         // not 6-connected (v1 between them), one of the two survives.
         let (l, _) = fused_labels(&planes, &equal, &opts, &ct, &t);
         assert_eq!(l.iter().filter(|&&x| x == organs::LIVER).count(), 1);
+    }
+
+    #[test]
+    fn a_tie_of_votes_goes_to_the_more_probable_class() {
+        // One voxel, axial plane only: kidney (class 2) 0.9, spleen (3) 0.6.
+        // Both pass the median; the kidney is the more probable.
+        let dims = [1, 1, 1];
+        let mut pp = PlaneProbs::new(Plane::Axial, dims, 4);
+        pp.put(0, 2, &[0.9]);
+        pp.put(0, 3, &[0.6]);
+        let w = PlaneWeights::equal(&[Plane::Axial], 4);
+        let g = Geometry::new(dims, [1.0; 3], [0.0; 3]);
+        let ct = Volume::filled(g, 40.0f32);
+        let opts = FuseOptions {
+            rule: FuseRule::Median,
+            thresh: 0.5,
+            max_fill_gap: 0,
+            fill_holes: false,
+        };
+        // Without the tie-break the later class (spleen) would win.
+        assert_eq!(
+            fuse(&[pp.clone()], &w, 4, FuseRule::Median, 0.5).labels(0.5),
+            vec![3]
+        );
+        let (l, _) = fused_labels(&[pp], &w, &opts, &ct, &kidney_targets());
+        assert!(
+            l[0] == organs::KIDNEY_LEFT || l[0] == organs::KIDNEY_RIGHT,
+            "{l:?}"
+        );
     }
 
     #[test]
