@@ -561,11 +561,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         .json
         .clone()
         .unwrap_or_else(|| data.join(format!("eval_{}_{pname}.json", args.scans)));
-    let tmp = out.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
-    println!("\nwrote {}", out.display());
+    write_json(&out, &report)?;
     Ok(())
 }
 
@@ -1149,11 +1145,7 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
         .json
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("eval_real_{pname}.json")));
-    let tmp = out.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &out).with_context(|| format!("renaming to {}", out.display()))?;
-    println!("\nwrote {}", out.display());
+    write_json(&out, &report)?;
     if failed > 0 {
         bail!("{failed} case(s) could not be loaded (see the table)");
     }

@@ -95,19 +95,7 @@ fn organ_classes(targets: &[Option<ClassTarget>]) -> Vec<(u8, usize)> {
 /// Index box of label `l`, widened by `margin` voxels per axis; None if absent.
 fn bbox(labels: &Volume<u8>, l: u8, margin: [usize; 3]) -> Option<[[usize; 3]; 2]> {
     let d = labels.geom.dims;
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-    for (v, &x) in labels.data.iter().enumerate() {
-        if x == l {
-            let ijk = [v % d[0], (v / d[0]) % d[1], v / (d[0] * d[1])];
-            for a in 0..3 {
-                lo[a] = lo[a].min(ijk[a]);
-                hi[a] = hi[a].max(ijk[a]);
-            }
-        }
-    }
-    if lo[0] == usize::MAX {
-        return None;
-    }
+    let [mut lo, mut hi] = fusion::label_bbox(&labels.data, d, l)?;
     for a in 0..3 {
         lo[a] = lo[a].saturating_sub(margin[a]);
         hi[a] = (hi[a] + margin[a]).min(d[a] - 1);

@@ -303,20 +303,7 @@ fn moved_bbox(
     shift: [f64; 3],
     g: &Geometry,
 ) -> Option<[[usize; 3]; 2]> {
-    let d = reference.geom.dims;
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-    for (v, &x) in reference.data.iter().enumerate() {
-        if x == organ {
-            let ijk = [v % d[0], (v / d[0]) % d[1], v / (d[0] * d[1])];
-            for a in 0..3 {
-                lo[a] = lo[a].min(ijk[a]);
-                hi[a] = hi[a].max(ijk[a]);
-            }
-        }
-    }
-    if lo[0] == usize::MAX {
-        return None;
-    }
+    let [lo, hi] = super::fusion::label_bbox(&reference.data, reference.geom.dims, organ)?;
     let (mut olo, mut ohi) = ([f64::MAX; 3], [f64::MIN; 3]);
     for corner in 0..8 {
         let c = [

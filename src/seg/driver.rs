@@ -663,7 +663,7 @@ pub fn to_organ_labels(map: &[u8], ct: &Volume<f32>, targets: &[Option<ClassTarg
                 let xs: Vec<f64> = kept.iter().map(|c| centroid_x(c)).collect();
                 // The body's midline rather than the midpoint of the two
                 // components: a fragment of one kidney then keeps its side.
-                let midline = body_midline_x(ct);
+                let midline = fusion::body_centre(ct)[0];
                 for (cc, x) in kept.iter().zip(&xs) {
                     let l = if *x > midline {
                         organs::KIDNEY_LEFT
@@ -678,32 +678,6 @@ pub fn to_organ_labels(map: &[u8], ct: &Volume<f32>, targets: &[Option<ClassTarg
         }
     }
     out
-}
-
-/// Mean patient x of body voxels (HU > -500), on a 4-voxel lattice.
-fn body_midline_x(ct: &Volume<f32>) -> f64 {
-    let g = &ct.geom;
-    let d = g.dims;
-    let (mut s, mut n) = (0.0, 0usize);
-    for k in (0..d[2]).step_by(4) {
-        for j in (0..d[1]).step_by(4) {
-            for i in (0..d[0]).step_by(4) {
-                if ct.data[g.linear(i, j, k)] > -500.0 {
-                    s += g.index_to_patient([i as f64, j as f64, k as f64])[0];
-                    n += 1;
-                }
-            }
-        }
-    }
-    if n == 0 {
-        g.index_to_patient([
-            (d[0] as f64 - 1.0) / 2.0,
-            (d[1] as f64 - 1.0) / 2.0,
-            (d[2] as f64 - 1.0) / 2.0,
-        ])[0]
-    } else {
-        s / n as f64
-    }
 }
 
 #[cfg(test)]

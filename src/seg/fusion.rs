@@ -601,6 +601,26 @@ pub fn clean_labels(
     (out, notes)
 }
 
+/// Index box `[lo, hi]` (inclusive) of the voxels equal to `l` in a map of
+/// `dims` (x fastest); None when there are none.
+pub fn label_bbox(map: &[u8], dims: [usize; 3], l: u8) -> Option<[[usize; 3]; 2]> {
+    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
+    for (v, &x) in map.iter().enumerate() {
+        if x == l {
+            let ijk = [
+                v % dims[0],
+                (v / dims[0]) % dims[1],
+                v / (dims[0] * dims[1]),
+            ];
+            for a in 0..3 {
+                lo[a] = lo[a].min(ijk[a]);
+                hi[a] = hi[a].max(ijk[a]);
+            }
+        }
+    }
+    (lo[0] != usize::MAX).then_some([lo, hi])
+}
+
 /// Background voxels that label `l` encloses in 3-D (not reachable from the
 /// faces of `l`'s bounding box through voxels other than `l`, 6-connected)
 /// become `l`: a cyst or tumour inside the capsule that the network left out.
@@ -608,17 +628,10 @@ pub fn clean_labels(
 /// Returns the voxels filled.
 pub fn fill_holes_3d(map: &mut [u8], dims: [usize; 3], l: u8) -> usize {
     let [nx, ny, _] = dims;
-    let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-    for (v, &x) in map.iter().enumerate() {
-        if x == l {
-            let ijk = [v % nx, (v / nx) % ny, v / (nx * ny)];
-            for a in 0..3 {
-                lo[a] = lo[a].min(ijk[a]);
-                hi[a] = hi[a].max(ijk[a]);
-            }
-        }
-    }
-    if lo[0] == usize::MAX || (0..3).any(|a| hi[a] - lo[a] < 2) {
+    let Some([lo, hi]) = label_bbox(map, dims, l) else {
+        return 0;
+    };
+    if (0..3).any(|a| hi[a] - lo[a] < 2) {
         return 0;
     }
     let w = [hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1];
