@@ -44,7 +44,57 @@ type StudyMasks = (
     Vec<Option<Volume<u8>>>,
     Vec<String>,
     Vec<MaskConfidence>,
+    Option<Bands>,
 );
+
+/// One CT's generous and strict masks (`seg::driver::edge_band`), kept as
+/// the voxels where each differs from the fused mask: (voxel, its label
+/// there). Applying one is a swap, and swapping again restores the mask.
+type Band = [Vec<(u32, u8)>; 2];
+
+/// The edge bands of a study's network masks: the diagnostic CT's, and per
+/// time point its low-dose CT's (None: the time point uses the diagnostic
+/// CT's mask, and so its band).
+#[derive(Debug, Clone)]
+struct Bands {
+    diag: Band,
+    per_tp: Vec<Option<Band>>,
+}
+
+/// A CT's band against its fused labels, before the cycle check: (voxel,
+/// fused label, band label).
+fn band_of(labels: &[u8], alts: &[Vec<u8>; 2]) -> [Vec<(u32, u8, u8)>; 2] {
+    alts.each_ref().map(|alt| {
+        labels
+            .iter()
+            .zip(alt)
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .filter_map(|(v, (&a, &b))| Some((u32::try_from(v).ok()?, a, b)))
+            .collect()
+    })
+}
+
+/// Keeps a band's voxels that the cycle check left alone (`final` still
+/// has the fused label there) and whose organs it did not replace.
+fn band_after(raw: [Vec<(u32, u8, u8)>; 2], fin: &[u8], replaced: &[u8]) -> Band {
+    raw.map(|r| {
+        r.into_iter()
+            .filter(|&(v, a, b)| {
+                fin.get(v as usize) == Some(&a) && !replaced.contains(&a) && !replaced.contains(&b)
+            })
+            .map(|(v, _, b)| (v, b))
+            .collect()
+    })
+}
+
+fn swap_band(labels: &mut Volume<u8>, band: &mut [(u32, u8)]) {
+    for (v, l) in band {
+        if let Some(x) = labels.data.get_mut(*v as usize) {
+            std::mem::swap(x, l);
+        }
+    }
+}
 
 fn masks(
     study: &Study,
@@ -74,6 +124,8 @@ fn masks(
             let mut notes = Vec::new();
             // Per CT segmented, in order: its name and its organs' confidences.
             let mut confs: Vec<(String, Vec<(String, OrganConfidence)>)> = Vec::new();
+            // Per CT segmented (auto), its edge band against the fused mask.
+            let mut raw_bands: Vec<[Vec<(u32, u8, u8)>; 2]> = Vec::new();
             let mut segment = |src: &Source, k: usize, what: &str| -> Result<Volume<u8>> {
                 let ct = src.read(&cfg.ingest)?;
                 let stage = format!("segment CT {}/{n}", k + 1);
@@ -95,6 +147,11 @@ fn masks(
                         what.to_string(),
                         crate::seg::confidence::assess(&seg, &ct, &targets, &|_| None),
                     ));
+                    raw_bands.push(
+                        crate::seg::driver::edge_band(&seg, &ct, &targets, &opts)
+                            .map(|alts| band_of(&seg.labels.data, &alts))
+                            .unwrap_or_default(),
+                    );
                 }
                 Ok(seg.labels)
             };
@@ -113,7 +170,7 @@ fn masks(
             // The cycle's CTs show the same kidneys: an outlier is replaced by
             // the agreeing mask moved onto it (auto mode; axial/all stay raw
             // for comparison).
-            let (diag, per_tp) = if opts.planes == crate::seg::driver::Planes::Auto {
+            let (diag, per_tp, bands) = if opts.planes == crate::seg::driver::Planes::Auto {
                 let mut names = vec!["the diagnostic CT".to_string()];
                 let mut all = vec![diag];
                 let mut slots = Vec::new();
@@ -157,6 +214,27 @@ fn masks(
                     tracing::warn!("{n}");
                 }
                 notes.extend(cycle_notes);
+                // The bands, less what the cycle check replaced.
+                let mut bands: Vec<Band> = raw_bands
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, raw)| {
+                        let replaced: Vec<u8> = cycle
+                            .iter()
+                            .filter(|oc| oc.replaced.contains(&i))
+                            .filter_map(|oc| crate::organs::label(&oc.organ))
+                            .collect();
+                        match all.get(i) {
+                            Some(fin) => band_after(raw, &fin.data, &replaced),
+                            None => Band::default(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                let diag_band = bands.pop().unwrap_or_default();
+                let mut per_tp_bands: Vec<Option<Band>> = vec![None; study.timepoints.len()];
                 let mut it = all.into_iter();
                 let diag = it
                     .next()
@@ -164,10 +242,18 @@ fn masks(
                 let mut per_tp: Vec<Option<Volume<u8>>> = vec![None; study.timepoints.len()];
                 for (k, m) in slots.into_iter().zip(it) {
                     per_tp[k] = Some(m);
+                    per_tp_bands[k] = Some(bands.pop().unwrap_or_default());
                 }
-                (diag, per_tp)
+                (
+                    diag,
+                    per_tp,
+                    Some(Bands {
+                        diag: diag_band,
+                        per_tp: per_tp_bands,
+                    }),
+                )
             } else {
-                (diag, per_tp)
+                (diag, per_tp, None)
             };
             let mask_confidence = confs
                 .into_iter()
@@ -185,7 +271,7 @@ fn masks(
                     })
                 })
                 .collect();
-            Ok((diag, per_tp, notes, mask_confidence))
+            Ok((diag, per_tp, notes, mask_confidence, bands))
         }
         MaskSource::Truth(dir) => {
             let tj = dir.join("truth.json");
@@ -216,7 +302,7 @@ fn masks(
                     &dir.join(format!("labels_ldct_tp{}.nii.gz", k + 1)),
                 )?));
             }
-            Ok((diag, per_tp, Vec::new(), Vec::new()))
+            Ok((diag, per_tp, Vec::new(), Vec::new(), None))
         }
         MaskSource::Files { diag_ct, ldct } => {
             if !ldct.is_empty() && ldct.len() != study.timepoints.len() {
@@ -234,7 +320,7 @@ fn masks(
                     .map(|p| read_nifti_labels(p).map(Some))
                     .collect::<Result<Vec<_>>>()?
             };
-            Ok((diag, per_tp, Vec::new(), Vec::new()))
+            Ok((diag, per_tp, Vec::new(), Vec::new(), None))
         }
     }
 }
@@ -246,7 +332,7 @@ pub fn dose_input(
     cfg: &Config,
     progress: &dyn Fn(&str, f64),
 ) -> Result<(DoseInput, Vec<String>)> {
-    let (input, notes, _) = dose_input_full(study, source, cfg, progress)?;
+    let (input, notes, _, _) = dose_input_full(study, source, cfg, progress)?;
     Ok((input, notes))
 }
 
@@ -256,11 +342,11 @@ fn dose_input_full(
     source: &MaskSource,
     cfg: &Config,
     progress: &dyn Fn(&str, f64),
-) -> Result<(DoseInput, Vec<String>, Vec<MaskConfidence>)> {
+) -> Result<(DoseInput, Vec<String>, Vec<MaskConfidence>, Option<Bands>)> {
     let mut notes = study.notes.clone();
     let nuclide = Nuclide::from_name(&study.injection.nuclide)?;
     progress("masks", 0.05);
-    let (diag, per_tp, seg_notes, confidence) = masks(study, source, cfg, progress)?;
+    let (diag, per_tp, seg_notes, confidence, bands) = masks(study, source, cfg, progress)?;
     notes.extend(seg_notes);
     if !matches!(source, MaskSource::Network { .. }) {
         check_ct(study, &diag, cfg)?;
@@ -296,7 +382,71 @@ fn dose_input_full(
         },
         notes,
         confidence,
+        bands,
     ))
+}
+
+/// Swaps band `i` into every CT's mask (or, called again, back out).
+fn apply_band(
+    input: &mut DoseInput,
+    bands: &mut Bands,
+    carried: &mut [Option<Vec<(u32, u8)>>],
+    i: usize,
+) {
+    swap_band(&mut input.diag_ct_labels, &mut bands.diag[i]);
+    for ((tp, b), c) in input
+        .timepoints
+        .iter_mut()
+        .zip(bands.per_tp.iter_mut())
+        .zip(carried.iter_mut())
+    {
+        match (b, c) {
+            (Some(b), _) => swap_band(&mut tp.labels, &mut b[i]),
+            (None, Some(c)) => swap_band(&mut tp.labels, c),
+            (None, None) => {}
+        }
+    }
+}
+
+/// The segmentation's share of each organ's dose uncertainty: the study's
+/// dosimetry again under the generous and the strict masks of every CT
+/// (`Bands`); half the difference of the organ's mean dose (and mass)
+/// between the two, added in quadrature to its SD. The masks are put back
+/// as they were.
+fn add_segmentation_term(
+    input: &mut DoseInput,
+    bands: &mut Bands,
+    summary: &mut DoseSummary,
+    cfg: &Config,
+) -> Result<()> {
+    let mut runs = Vec::with_capacity(2);
+    for i in 0..2 {
+        // A time point that carries the diagnostic CT's mask swaps with its
+        // own copy of that band.
+        let mut carried: Vec<Option<Vec<(u32, u8)>>> = bands
+            .per_tp
+            .iter()
+            .map(|b| b.is_none().then(|| bands.diag[i].clone()))
+            .collect();
+        apply_band(input, bands, &mut carried, i);
+        let r = crate::dosimetry::run(input, &cfg.dosimetry);
+        // Back to the fused masks, whatever the run gave.
+        apply_band(input, bands, &mut carried, i);
+        runs.push(r?);
+    }
+    for (name, o) in summary.organs.iter_mut() {
+        let (Some(a), Some(b)) = (runs[0].organs.get(name), runs[1].organs.get(name)) else {
+            continue;
+        };
+        let sd_d = 0.5 * (a.mean_dose_gy - b.mean_dose_gy).abs();
+        let sd_m = 0.5 * (a.mass_g - b.mass_g).abs();
+        if sd_d.is_finite() && sd_m.is_finite() {
+            o.mean_dose_gy_sd = o.mean_dose_gy_sd.hypot(sd_d);
+            o.mean_dose_gy_sd_segmentation = Some(sd_d);
+            o.mass_g_sd_segmentation = Some(sd_m);
+        }
+    }
+    Ok(())
 }
 
 /// With masks from files (`--truth`, `--labels`) the diagnostic CT is still read:
@@ -363,9 +513,13 @@ pub fn run_study(
     status: &str,
     progress: &dyn Fn(&str, f64),
 ) -> Result<DoseSummary> {
-    let (input, notes, confidence) = dose_input_full(study, source, cfg, progress)?;
+    let (mut input, notes, confidence, bands) = dose_input_full(study, source, cfg, progress)?;
     progress("dosimetry", 0.75);
     let mut summary = crate::dosimetry::run(&input, &cfg.dosimetry)?;
+    if let Some(mut b) = bands {
+        progress("segmentation uncertainty", 0.8);
+        add_segmentation_term(&mut input, &mut b, &mut summary, cfg)?;
+    }
     summary.status = status.to_string();
     summary.warnings.extend(notes);
     // A mask flagged for review holds the cycle back: its dose is as good as
@@ -512,4 +666,99 @@ fn write_masks(study: &Study, input: &DoseInput, out: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dosimetry::pvc::PvcMethod;
+    use crate::volume::Geometry;
+
+    /// Labels with `label` on the block i, j in 5..15, k in `z`.
+    fn block(g: &Geometry, z: std::ops::Range<usize>, label: u8) -> Volume<u8> {
+        let mut m = Volume::filled(g.clone(), 0u8);
+        for k in z {
+            for j in 5..15 {
+                for i in 5..15 {
+                    m.set(i, j, k, label);
+                }
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn segmentation_term_is_half_the_dose_spread_and_masks_come_back() {
+        // Kidney: a 10 x 10 x 10 block of 5 mm voxels (125 mL, 132.5 g) with
+        // 10 MBq spread over it at 72 h; D = 1.33753 Gy (hand-computed in
+        // tests/dosimetry.rs). Generous mask: two empty slices more (150 mL,
+        // 159 g, same activity): D x 1000/1200 = 1.114608 Gy. Strict: one
+        // slice less (119.25 g); its activity is what the VOI method reads
+        // there, so its dose is taken from a run of the dosimetry on it.
+        let g = Geometry::new([20, 20, 20], [5.0, 5.0, 5.0], [0.0, 0.0, 0.0]);
+        let fused = block(&g, 5..15, 3);
+        let c = 10.0e6 / (1000.0 * g.voxel_volume_ml());
+        let spect = fused.map(|v| if v > 0 { c as f32 } else { 0.0 });
+        let mut input = DoseInput {
+            patient_id: "block".into(),
+            diag_ct_labels: fused.clone(),
+            timepoints: vec![TimePointInput {
+                t_h: 72.0,
+                spect_bq_per_ml: spect,
+                labels: fused.clone(),
+            }],
+            nuclide: Nuclide::Lu177,
+            injected_activity_mbq: 7400.0,
+        };
+        let mut cfg = Config::default();
+        cfg.dosimetry.pvc = PvcMethod::None;
+        let alts = [block(&g, 5..17, 3).data, block(&g, 5..14, 3).data];
+        let raw = band_of(&fused.data, &alts);
+        assert_eq!(raw[0].len(), 200);
+        assert_eq!(raw[1].len(), 100);
+        // The time point carries the diagnostic CT's mask (no band of its own).
+        let mut bands = Bands {
+            diag: band_after(raw, &fused.data, &[]),
+            per_tp: vec![None],
+        };
+        let mut summary = crate::dosimetry::run(&input, &cfg.dosimetry).unwrap();
+        let sd0 = summary.organs["kidney_right"].mean_dose_gy_sd;
+        add_segmentation_term(&mut input, &mut bands, &mut summary, &cfg).unwrap();
+        let o = &summary.organs["kidney_right"];
+        let seg = o.mean_dose_gy_sd_segmentation.unwrap();
+        let strict = block(&g, 5..14, 3);
+        let d_strict = crate::dosimetry::run(
+            &DoseInput {
+                diag_ct_labels: strict.clone(),
+                timepoints: vec![TimePointInput {
+                    labels: strict,
+                    ..input.timepoints[0].clone()
+                }],
+                ..input.clone()
+            },
+            &cfg.dosimetry,
+        )
+        .unwrap()
+        .organs["kidney_right"]
+            .mean_dose_gy;
+        assert!((seg - 0.5 * (d_strict - 1.114608)).abs() < 1e-5, "{seg}");
+        assert!((o.mass_g_sd_segmentation.unwrap() - 0.5 * (159.0 - 119.25)).abs() < 1e-6);
+        assert!((o.mean_dose_gy_sd - sd0.hypot(seg)).abs() < 1e-12);
+        // The fused masks are back, voxel for voxel.
+        assert_eq!(input.diag_ct_labels.data, fused.data);
+        assert_eq!(input.timepoints[0].labels.data, fused.data);
+    }
+
+    #[test]
+    fn a_band_keeps_only_what_the_cycle_check_left_alone() {
+        let fused = vec![0u8, 2, 2, 3, 3, 0];
+        let alts = [vec![2u8, 2, 2, 3, 3, 3], vec![0u8, 0, 2, 3, 0, 0]];
+        let raw = band_of(&fused, &alts);
+        // The cycle check replaced kidney_right (3): its voxels drop out; the
+        // voxel it moved (index 1 now 0) drops out too.
+        let fin = vec![0u8, 0, 2, 0, 3, 0];
+        let b = band_after(raw, &fin, &[3]);
+        assert_eq!(b[0], vec![(0, 2)]);
+        assert!(b[1].is_empty());
+    }
 }

@@ -94,6 +94,10 @@ pub struct Args {
     /// ./eval_real_<planes>.json, the data folders may be read-only).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write each auto mask's confidence, its signals and its Dice against
+    /// the truth (for calibrating and judging `seg::confidence`).
+    #[arg(long)]
+    pub trust_json: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -468,6 +472,9 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     if !trust.is_empty() {
         print_trust(&trust);
     }
+    if let Some(p) = &args.trust_json {
+        write_trust(p, &trust)?;
+    }
     if !sweep.is_empty() {
         println!("sweep of the auto fusion (mean Dice / mean volume error %):");
         print!("{:<22}", "variant");
@@ -823,6 +830,32 @@ fn print_trust(rows: &[(String, String, confidence::OrganConfidence, f64)]) {
     );
 }
 
+/// One auto mask's confidence and its Dice, as `--trust-json` writes it.
+#[derive(Serialize)]
+struct TrustRow<'a> {
+    scan: &'a str,
+    organ: &'a str,
+    dice: f64,
+    #[serde(flatten)]
+    confidence: &'a confidence::OrganConfidence,
+}
+
+fn write_trust(
+    out: &Path,
+    rows: &[(String, String, confidence::OrganConfidence, f64)],
+) -> anyhow::Result<()> {
+    let rows: Vec<TrustRow> = rows
+        .iter()
+        .map(|(scan, organ, c, d)| TrustRow {
+            scan,
+            organ,
+            dice: *d,
+            confidence: c,
+        })
+        .collect();
+    write_json(out, &rows)
+}
+
 /// A scan waiting for the rest of its patient's scans: id, truth, one
 /// prediction per mode, seconds, auto's mask confidence per organ.
 type Pending = (
@@ -984,6 +1017,7 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
     }
     let modes = modes_of(args, planes);
     let mut by_mode: Vec<Vec<RealCaseResult>> = modes.iter().map(|_| Vec::new()).collect();
+    let mut trust: Vec<(String, String, confidence::OrganConfidence, f64)> = Vec::new();
     for (n, src) in sources.iter().enumerate() {
         let name = src.name();
         eprint!("[{}/{}] {name}: loading ...", n + 1, sources.len());
@@ -1043,6 +1077,20 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
         )?;
         let seconds = t0.elapsed().as_secs_f64();
         eprintln!(" {seconds:.1} s");
+        // The auto masks' confidence against their Dice (3-D cases: a
+        // repeated 2-D slice has no planes to compare or edge to be cut by).
+        if case.kind == CaseKind::Volume {
+            if let Some(a) = case_modes.iter().rposition(|&m| m == Planes::Auto) {
+                let targets = driver::class_targets(&model.cfg.classes)?;
+                let scored: BTreeMap<String, organdose::seg::eval::OrganMetrics> =
+                    realct::score(&segs[a].labels, &case)?.into_iter().collect();
+                for (organ, c) in confidence::assess(&segs[a], &case.ct, &targets, &|_| None) {
+                    if let Some(d) = scored.get(&organ).and_then(|m| m.dice) {
+                        trust.push((name.clone(), organ, c, d));
+                    }
+                }
+            }
+        }
         for ((results, seg), &m) in by_mode.iter_mut().zip(&segs).zip(&case_modes) {
             let organs_m = realct::score(&seg.labels, &case)?.into_iter().collect();
             results.push(RealCaseResult {
@@ -1054,6 +1102,12 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
                 error: None,
             });
         }
+    }
+    if !trust.is_empty() {
+        print_trust(&trust);
+    }
+    if let Some(p) = &args.trust_json {
+        write_trust(p, &trust)?;
     }
     if modes.len() > 1 {
         return compare_real(

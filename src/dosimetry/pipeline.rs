@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Version of the `dose_summary.json` schema (README: "dose_summary.json").
-pub const SCHEMA_VERSION: &str = "1.3";
+pub const SCHEMA_VERSION: &str = "1.4";
 
 /// One SPECT time point with the organ mask for it.
 #[derive(Debug, Clone)]
@@ -103,7 +103,17 @@ pub struct OrganSummary {
     /// Time-integrated activity coefficient (TIA / injected activity), hours.
     pub tiac_h: Option<f64>,
     pub mean_dose_gy: f64,
+    /// Standard uncertainty of the mean dose: activity, fit and mass, and
+    /// (network masks) the segmentation's share below, in quadrature.
     pub mean_dose_gy_sd: f64,
+    /// The segmentation's share of `mean_dose_gy_sd`: half the difference of
+    /// the mean dose under the generous and the strict mask
+    /// (`seg::driver::edge_band`); None with masks given from files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_dose_gy_sd_segmentation: Option<f64>,
+    /// The same for the mass (g).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mass_g_sd_segmentation: Option<f64>,
     /// TIA and mean dose from the uncorrected activities (equal to the above when
     /// `settings.pvc` is "none").
     pub tia_uncorrected_mbq_h: f64,
@@ -518,6 +528,8 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
                 tia_uncorrected_mbq_h: uncorrected_tia,
                 mean_dose_uncorrected_gy: local_deposition_gy(uncorrected_tia, e_j, mass_g),
                 mean_dose_gy_sd: dose_sd,
+                mean_dose_gy_sd_segmentation: None,
+                mass_g_sd_segmentation: None,
                 dvh: None,
                 dvh_curve: None,
                 fit: k.fit.clone(),

@@ -442,6 +442,60 @@ pub fn segment_detail(
         .ok_or_else(|| Error::internal("segmentation gave no result"))
 }
 
+/// Fused probability read as organ for the generous and the strict mask of
+/// [`edge_band`]: where the planes' weighted mean probability is above one
+/// and below the other, the mask could be either.
+pub const EDGE_BAND: [f32; 2] = [0.25, 0.75];
+
+/// The organ masks a generous and a strict reading of the planes'
+/// probabilities give (weighted mean at [`EDGE_BAND`], cleaned up as the
+/// fused mask is), on the CT's grid; None without an `auto` result's
+/// probabilities. The spread of an organ's mass and dose between the two is
+/// the segmentation's share of its uncertainty: it is wide where the planes
+/// disagree or the network is unsure of the edge.
+pub fn edge_band(
+    seg: &Segmentation,
+    ct: &Volume<f32>,
+    targets: &[Option<ClassTarget>],
+    opts: &DriverOptions,
+) -> Option<[Vec<u8>; 2]> {
+    let weights = seg.weights.as_ref()?;
+    if seg.plane_probs.is_empty() {
+        return None;
+    }
+    // The probabilities are in the network's voxel order (`seg::orient`).
+    let ro = Reorient::canonical(&ct.geom);
+    let canon;
+    let ct_c = if ro.is_identity() {
+        ct
+    } else {
+        canon = ro.apply(ct);
+        &canon
+    };
+    if seg.plane_probs.iter().any(|p| p.dims != ct_c.geom.dims) {
+        return None;
+    }
+    Some(EDGE_BAND.map(|thresh| {
+        let (labels, _) = fusion::fused_labels(
+            &seg.plane_probs,
+            weights,
+            &fusion::FuseOptions {
+                rule: fusion::FuseRule::Mean,
+                thresh,
+                max_fill_gap: opts.max_fill_gap,
+                fill_holes: opts.fill_holes,
+            },
+            ct_c,
+            targets,
+        );
+        if ro.is_identity() {
+            labels
+        } else {
+            ro.undo(&labels)
+        }
+    }))
+}
+
 /// Several modes from one run of the planes they need (each plane runs once):
 /// `eval --compare` scores axial, all and auto side by side this way. The
 /// result is in the order of `modes`.
