@@ -274,5 +274,44 @@ pub fn report_text(s: &DoseSummary) -> String {
         r,
         "propagated through the fit covariance. Dx = lowest dose in the hottest x % of the organ."
     );
+    let seg: Vec<String> = s
+        .organs
+        .iter()
+        .filter_map(|(n, o)| {
+            o.mean_dose_gy_sd_segmentation
+                .map(|x| format!("{n} {x:.2} Gy"))
+        })
+        .collect();
+    if !seg.is_empty() {
+        let _ = writeln!(
+            r,
+            "The mean-dose SD includes the masks' share: half the dose difference between the masks a generous and a strict"
+        );
+        let _ = writeln!(
+            r,
+            "reading of the network's plane probabilities give (0.25 and 0.75): {}.",
+            seg.join(", ")
+        );
+    }
+    let dvh: Vec<String> = s
+        .organs
+        .iter()
+        .filter_map(|(n, o)| {
+            o.dvh
+                .as_ref()
+                .map(|d| format!("{n} {:.2} Gy (organ mean {:.2})", d.mean, o.mean_dose_gy))
+        })
+        .collect();
+    if !dvh.is_empty() {
+        let _ = writeln!(
+            r,
+            "Mean dose = organ mean: TIA (partial-volume corrected) x E / mass. D2-D98 and the DVH plot come from the voxel"
+        );
+        let _ = writeln!(
+            r,
+            "dose map (TIA shaped by the SPECT, convolved with the kernel); its voxel mean differs: {}.",
+            dvh.join(", ")
+        );
+    }
     r
 }

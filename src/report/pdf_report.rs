@@ -66,11 +66,41 @@ pub struct ReportPages {
     pub title: String,
     /// Header lines: patient, study, cycle.
     pub header: Vec<String>,
+    /// Page 1, read in ten seconds; the text report follows as an appendix.
+    pub summary: Option<SummaryPage>,
     /// The text report (report.txt).
     pub body: String,
     pub pictures: Vec<Picture>,
     /// Printed at the foot of every page (patient name and ID).
     pub footer: String,
+}
+
+/// How the cycle's result stands, as the first page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Final,
+    NeedsReview,
+    Reviewed,
+    /// Partial or provisional: more time points are to come.
+    Incomplete,
+}
+
+/// The first page: status and why, one row per organ, the warnings, and
+/// small pictures of the organs flagged for review.
+pub struct SummaryPage {
+    pub standing: Standing,
+    /// "FINAL", "NEEDS REVIEW", "REVIEWED by ... on ...".
+    pub status: String,
+    /// Why it needs review (or who reviewed what).
+    pub why: Vec<String>,
+    /// Column titles, then one row per organ.
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Lines under the table (what the columns mean).
+    pub notes: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Indices into [`ReportPages::pictures`] shown small on the page.
+    pub thumbnails: Vec<usize>,
 }
 
 /// Text as the standard fonts' WinAnsi bytes (Latin-1 for what reports hold;
@@ -164,13 +194,172 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
         c.end_text();
     };
 
-    // Text pages: title and header on the first, then the report body.
+    // Each picture is one image object, whether shown once or twice.
+    let mut xobjects: Vec<Option<Ref>> = vec![None; p.pictures.len()];
+    let drawable = |pic: &Picture| {
+        pic.width > 0 && pic.height > 0 && pic.rgb.len() >= pic.width * pic.height * 3
+    };
+    if let Some(sp) = &p.summary {
+        let mut c = Content::new();
+        let mut images = Vec::new();
+        let mut y = PAGE_H - MARGIN - 14.0;
+        text(&mut c, b"F2", 15.0, MARGIN, y, &p.title);
+        y -= 20.0;
+        for h in &p.header {
+            text(&mut c, b"F1", 9.5, MARGIN, y, h);
+            y -= 12.5;
+        }
+        // The status in a coloured band.
+        y -= 8.0;
+        let (r, g, b) = match sp.standing {
+            Standing::Final => (0.80, 0.93, 0.80),
+            Standing::NeedsReview => (1.00, 0.85, 0.60),
+            Standing::Reviewed => (0.80, 0.88, 1.00),
+            Standing::Incomplete => (0.90, 0.90, 0.90),
+        };
+        c.set_fill_rgb(r, g, b);
+        c.rect(MARGIN, y - 8.0, PAGE_W - 2.0 * MARGIN, 24.0);
+        c.fill_nonzero();
+        c.set_fill_rgb(0.0, 0.0, 0.0);
+        text(&mut c, b"F2", 13.0, MARGIN + 8.0, y, &sp.status);
+        y -= 24.0;
+        for w in &sp.why {
+            for l in wrap(w, 110) {
+                text(&mut c, b"F1", 8.5, MARGIN + 8.0, y, &l);
+                y -= 10.5;
+            }
+        }
+        // The organ table: columns spread over the page width, the first
+        // (organ) wider.
+        y -= 8.0;
+        let ncol = sp.columns.len().max(1);
+        let first_w = 86.0;
+        let col_w = (PAGE_W - 2.0 * MARGIN - first_w) / (ncol.saturating_sub(1).max(1)) as f32;
+        let x_of = |i: usize| {
+            if i == 0 {
+                MARGIN
+            } else {
+                MARGIN + first_w + (i - 1) as f32 * col_w
+            }
+        };
+        for (i, t) in sp.columns.iter().enumerate() {
+            text(&mut c, b"F2", 8.5, x_of(i), y, t);
+        }
+        y -= 4.0;
+        c.set_stroke_rgb(0.5, 0.5, 0.5);
+        c.set_line_width(0.6);
+        c.move_to(MARGIN, y);
+        c.line_to(PAGE_W - MARGIN, y);
+        c.stroke();
+        y -= 12.0;
+        for row in &sp.rows {
+            for (i, t) in row.iter().enumerate() {
+                text(&mut c, b"F1", 9.0, x_of(i), y, t);
+            }
+            y -= 13.0;
+        }
+        y -= 2.0;
+        for n in &sp.notes {
+            for l in wrap(n, 120) {
+                text(&mut c, b"F1", 7.5, MARGIN, y, &l);
+                y -= 9.0;
+            }
+        }
+        // Warnings, as many as leave room for the pictures.
+        y -= 6.0;
+        let room_for_pics = if sp.thumbnails.is_empty() { 0.0 } else { 150.0 };
+        text(
+            &mut c,
+            b"F2",
+            9.5,
+            MARGIN,
+            y,
+            if sp.warnings.is_empty() {
+                "Warnings: none"
+            } else {
+                "Warnings"
+            },
+        );
+        y -= 12.0;
+        let mut shown = 0;
+        'w: for w in &sp.warnings {
+            for (i, l) in wrap(w, 118).into_iter().enumerate() {
+                if y < MARGIN + 30.0 + room_for_pics {
+                    break 'w;
+                }
+                let l = if i == 0 {
+                    format!("- {l}")
+                } else {
+                    format!("  {l}")
+                };
+                text(&mut c, b"F1", 7.8, MARGIN, y, &l);
+                y -= 9.4;
+            }
+            shown += 1;
+        }
+        if shown < sp.warnings.len() {
+            text(
+                &mut c,
+                b"F1",
+                7.8,
+                MARGIN,
+                y,
+                &format!(
+                    "... {} more in the full report (appendix)",
+                    sp.warnings.len() - shown
+                ),
+            );
+            y -= 9.4;
+        }
+        // Pictures of the flagged organs, side by side, at most 130 pt high.
+        let thumbs: Vec<usize> = sp
+            .thumbnails
+            .iter()
+            .copied()
+            .filter(|&i| p.pictures.get(i).is_some_and(drawable))
+            .collect();
+        if !thumbs.is_empty() && y > MARGIN + 60.0 {
+            y -= 6.0;
+            text(&mut c, b"F2", 9.5, MARGIN, y, "Masks flagged for review");
+            y -= 6.0;
+            let per_row = thumbs.len().min(2);
+            let cell_w = (PAGE_W - 2.0 * MARGIN) / per_row as f32;
+            let max_h = (y - MARGIN - 26.0).min(130.0);
+            let mut x = MARGIN;
+            for (k, &i) in thumbs.iter().enumerate() {
+                if k > 0 && k % per_row == 0 {
+                    break; // one row: the rest are in the QC pages
+                }
+                let pic = &p.pictures[i];
+                let scale = ((cell_w - 8.0) / pic.width as f32).min(max_h / pic.height as f32);
+                let (w, h) = (pic.width as f32 * scale, pic.height as f32 * scale);
+                let id = *xobjects[i].get_or_insert_with(&mut alloc);
+                let name = format!("Im{i}");
+                text(&mut c, b"F1", 7.5, x, y - 9.0, &pic.caption);
+                c.save_state();
+                c.transform([w, 0.0, 0.0, h, x, y - 12.0 - h]);
+                c.x_object(Name(name.as_bytes()));
+                c.restore_state();
+                images.push((name, id));
+                x += cell_w;
+            }
+        }
+        pages.push(PageDraft { content: c, images });
+    }
+
+    // Text pages: title and header on the first, then the report body (an
+    // appendix after the summary page).
     let body = wrap(&p.body, BODY_COLS);
     let mut lines = body.iter().peekable();
     let mut first = true;
     while first || lines.peek().is_some() {
         let mut c = Content::new();
         let mut y = PAGE_H - MARGIN - 14.0;
+        if first && p.summary.is_some() {
+            text(&mut c, b"F2", 13.0, MARGIN, y, "Appendix: full report");
+            y -= 18.0;
+            first = false;
+        }
         if first {
             text(&mut c, b"F2", 15.0, MARGIN, y, &p.title);
             y -= 20.0;
@@ -199,12 +388,11 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
     }
 
     // Picture pages: as many as fit one above the other at the page width.
-    let mut image_refs = Vec::new();
     let avail_w = PAGE_W - 2.0 * MARGIN;
     let top = PAGE_H - MARGIN;
     let mut current: Option<(PageDraft, f32)> = None;
     for (n, pic) in p.pictures.iter().enumerate() {
-        if pic.width == 0 || pic.height == 0 || pic.rgb.len() < pic.width * pic.height * 3 {
+        if !drawable(pic) {
             continue;
         }
         let scale = (avail_w / pic.width as f32).min(1.0);
@@ -228,9 +416,8 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
         let Some((page, y)) = current.as_mut() else {
             continue;
         };
-        let id = alloc();
+        let id = *xobjects[n].get_or_insert_with(&mut alloc);
         let name = format!("Im{n}");
-        image_refs.push((id, n));
         let x = MARGIN + (avail_w - w) / 2.0;
         let y_img = *y - 14.0 - h;
         text(
@@ -280,7 +467,11 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
         let data = zlib(&page.content.finish())?;
         pdf.stream(content_id, &data).filter(Filter::FlateDecode);
     }
-    for (id, n) in image_refs {
+    for (n, id) in xobjects
+        .into_iter()
+        .enumerate()
+        .filter_map(|(n, id)| Some((n, id?)))
+    {
         let pic = &p.pictures[n];
         let data = zlib(&pic.rgb[..pic.width * pic.height * 3])?;
         let mut img = pdf.image_xobject(id, &data);
@@ -321,6 +512,7 @@ mod tests {
         let pages = ReportPages {
             title: "T".into(),
             header: vec!["Patient: X ± 1".into()],
+            summary: None,
             body: "line\n".repeat(200),
             pictures: vec![pic],
             footer: "X".into(),
@@ -332,5 +524,38 @@ mod tests {
         // 200 body lines need three text pages, plus one picture page.
         assert!(s.contains("/Count 4"), "page count");
         assert_eq!(s.matches("/Subtype /Image").count(), 1);
+    }
+
+    #[test]
+    fn summary_page_comes_first_and_shares_its_pictures() {
+        let pic = |c: &str| Picture {
+            caption: c.into(),
+            width: 4,
+            height: 3,
+            rgb: vec![200; 36],
+        };
+        let pages = ReportPages {
+            title: "T".into(),
+            header: vec!["Patient: X".into()],
+            summary: Some(SummaryPage {
+                standing: Standing::NeedsReview,
+                status: "NEEDS REVIEW".into(),
+                why: vec!["kidney_left mask: the planes disagree".into()],
+                columns: vec!["Organ".into(), "Mean dose Gy".into()],
+                rows: vec![vec!["kidney_left".into(), "4.94 +- 0.40".into()]],
+                notes: vec![],
+                warnings: (0..300).map(|i| format!("warning {i}")).collect(),
+                thumbnails: vec![1],
+            }),
+            body: "line\n".repeat(10),
+            pictures: vec![pic("a"), pic("b")],
+            footer: "X".into(),
+        };
+        let bytes = render(&pages).unwrap();
+        let s = String::from_utf8_lossy(&bytes);
+        // Summary, one appendix text page, one page of both pictures.
+        assert!(s.contains("/Count 3"), "page count");
+        // The thumbnail reuses the picture's image object.
+        assert_eq!(s.matches("/Subtype /Image").count(), 2);
     }
 }

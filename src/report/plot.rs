@@ -419,9 +419,13 @@ pub fn dvh_png(s: &DoseSummary) -> Result<Vec<u8>> {
             chart
                 .draw_series(LineSeries::new(pts, Color::stroke_width(&c, 2)))
                 .map_err(|e| e.to_string())?
+                // The curve is the voxel dose map's (kernel convolution);
+                // its voxel mean is not the table's organ mean (partial-volume
+                // corrected TIA x E / mass): both are named so they are not
+                // read as one figure that disagrees with itself.
                 .label(format!(
-                    "{name}: mean {:.2} Gy, D30 {:.2}, D70 {:.2}",
-                    h.mean, h.d30, h.d70
+                    "{name}: organ mean {:.2} Gy (table); voxel mean {:.2}, D30 {:.2}, D70 {:.2}",
+                    o.mean_dose_gy, h.mean, h.d30, h.d70
                 ))
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 20, y)], Color::stroke_width(&c, 2))

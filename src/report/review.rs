@@ -14,7 +14,7 @@
 use super::dicom_out::source::SourceSeries;
 use super::dicom_out::{self, Provenance};
 use super::overlay::{label_centre, render_through, Palette};
-use super::pdf_report::{render as render_pdf, Picture, ReportPages};
+use super::pdf_report::{render as render_pdf, Picture, ReportPages, Standing, SummaryPage};
 use crate::dosimetry::activity::measure_time_point;
 use crate::dosimetry::pipeline::{DoseInput, DoseSummary};
 use crate::dosimetry::DosimetryConfig;
@@ -319,11 +319,130 @@ fn report_pdf(r: &ReviewInput, qc: Vec<Picture>) -> Result<Vec<u8>> {
         )?,
     ];
     pictures.extend(qc);
+    let summary = summary_page(s, &pictures);
     render_pdf(&ReportPages {
         title: "organdose dosimetry report".into(),
         header,
+        summary: Some(summary),
         body: super::report_text(s),
         pictures,
         footer,
     })
+}
+
+/// Page 1: status and why, per organ the mean dose +- SD, its segmentation
+/// share, the mask confidence and flag; the warnings; the flagged organs'
+/// pictures.
+fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
+    let review: Vec<String> = s
+        .warnings
+        .iter()
+        .filter_map(|w| w.strip_prefix("needs review: "))
+        .map(str::to_string)
+        .collect();
+    let (standing, status, why) = match s.status.as_str() {
+        "final" => (Standing::Final, "FINAL".to_string(), Vec::new()),
+        "needs_review" => (
+            Standing::NeedsReview,
+            "NEEDS REVIEW before these doses are used".to_string(),
+            review,
+        ),
+        other => (
+            Standing::Incomplete,
+            format!(
+                "{} ({} time points so far)",
+                other.to_uppercase(),
+                s.times_h.len()
+            ),
+            review,
+        ),
+    };
+    // Per organ: the lowest confidence over the cycle's CTs, and whether any
+    // of its masks is flagged.
+    let conf = |organ: &str| {
+        let cs: Vec<_> = s
+            .mask_confidence
+            .iter()
+            .filter(|c| c.organ == organ)
+            .collect();
+        let low = cs.iter().map(|c| c.confidence).fold(f64::NAN, f64::min);
+        let flagged: Vec<&str> = cs
+            .iter()
+            .filter(|c| c.flag == "review")
+            .map(|c| c.ct.as_str())
+            .collect();
+        (cs.is_empty(), low, flagged)
+    };
+    let mut rows = Vec::new();
+    let mut thumbnails = Vec::new();
+    for (name, o) in &s.organs {
+        let (none, low, flagged) = conf(name);
+        rows.push(vec![
+            name.clone(),
+            format!("{:.2} +- {:.2}", o.mean_dose_gy, o.mean_dose_gy_sd),
+            o.mean_dose_gy_sd_segmentation
+                .map_or("-".into(), |x| format!("{x:.2}")),
+            if s.injected_activity_mbq > 0.0 {
+                format!("{:.2}", o.mean_dose_gy / (s.injected_activity_mbq / 1000.0))
+            } else {
+                "-".into()
+            },
+            format!("{:.0}", o.mass_g),
+            if none {
+                "-".into()
+            } else {
+                format!("{low:.2}")
+            },
+            if none {
+                "given".into()
+            } else if flagged.is_empty() {
+                "ok".into()
+            } else {
+                format!("REVIEW ({})", flagged.len())
+            },
+        ]);
+        if !flagged.is_empty() {
+            let on_diag = format!("{name} on the diagnostic CT");
+            if let Some(i) = pictures
+                .iter()
+                .position(|p| p.caption == on_diag)
+                .or_else(|| {
+                    pictures
+                        .iter()
+                        .position(|p| p.caption.starts_with(name.as_str()))
+                })
+            {
+                thumbnails.push(i);
+            }
+        }
+    }
+    SummaryPage {
+        standing,
+        status,
+        why,
+        columns: [
+            "Organ",
+            "Mean dose Gy +- SD",
+            "of which mask",
+            "Gy/GBq",
+            "Mass g",
+            "Mask conf.",
+            "Mask flag",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+        notes: vec![
+            "Mean dose: partial-volume corrected organ mean (TIA x E / mass), +- one standard uncertainty (activity, fit, mass and the mask). \
+             'of which mask': the segmentation's share (half the dose difference between a generous and a strict reading of the network's probabilities). \
+             Mask conf.: lowest confidence over the cycle's CTs (0-1); REVIEW (n): n CTs' masks flagged. The DVH plot's voxel means come from the dose map and can differ; the full report explains."
+                .into(),
+        ],
+        warnings: s
+            .all_warnings()
+            .into_iter()
+            .filter(|w| !w.starts_with("needs review: "))
+            .collect(),
+        thumbnails,
+    }
 }
