@@ -74,7 +74,7 @@ fn mirror(root: &Path, at: &Path, damaged: Option<&str>) {
 }
 
 fn have_curl() -> bool {
-    tools::on_path("curl", "Synthetic patients", "curl")
+    tools::on_path("curl", "Quick start", "curl")
 }
 
 #[test]

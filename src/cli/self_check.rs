@@ -333,7 +333,7 @@ fn cuda(device: DeviceKind) -> (Outcome, String) {
         DeviceKind::Cuda if built && driver.is_some() => (Outcome::Ok, d),
         DeviceKind::Cuda => (
             Outcome::Fail,
-            format!("segment.device = \"cuda\" but {d} (README \"CUDA build\")"),
+            format!("segment.device = \"cuda\" but {d} (docs/development.md, \"CUDA build\")"),
         ),
         _ => (
             Outcome::Skip,

@@ -1,8 +1,8 @@
 //! Readers for the real anatomy the phantom can be built from (`--anatomy real`):
 //! WORD and AMOS abdominal label maps, KiTS23 kidney label maps and the ICRP-110
 //! adult reference voxel phantoms. The data are third-party, read in place from the
-//! data folder (never copied into the repository; see the README, "Synthetic
-//! patients", for sources and licences):
+//! data folder (never copied into the repository; `scripts/fetch-anatomy.sh` fetches
+//! them; README.md, "Licences", and scripts/anatomy-manifest.txt name sources and licences):
 //!
 //! - `anatomy/word/WORD_V0.1.0_labelsTs.zip`: `labelsTs/word_XXXX.nii.gz` entries;
 //! - `anatomy/amos/amos_0013_labels.nii.gz`;
