@@ -2,7 +2,8 @@
 //!
 //! Data flow: `io` (ingest) -> `seg` (segment) -> `dosimetry` -> `report`;
 //! `appliance` orchestrates; `net` is its DICOM network (Storage SCP in, outbox
-//! and Storage SCU out). See DESIGN notes in the README.
+//! and Storage SCU out). README.md is the
+//! user's manual; docs/development.md has the layout and the development notes.
 
 // Index loops over 3x3 / 4x4 matrices read like the formulas they implement.
 #![allow(clippy::needless_range_loop)]

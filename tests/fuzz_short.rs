@@ -1,7 +1,7 @@
 //! The CI share of the fuzzer (issue 20, deliver 4): every target for a few
 //! seconds from the corpus in fuzz/corpus; no panic, no broken property, no
 //! allocation above the budget. The long runs: `cargo run --release --example
-//! fuzz -- --seconds 3600` (figures in the README).
+//! fuzz -- --seconds 3600` (figures in docs/log/fuzz.md).
 
 #[path = "common/alloc_meter.rs"]
 mod alloc_meter;

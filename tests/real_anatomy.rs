@@ -1,6 +1,10 @@
 //! Real-data anatomy (`--anatomy real`): the readers on the real files and the
 //! patients built from them. The data live outside the repository
-//! (`../shared/data`); without them these tests print why and pass.
+//! (`../shared/data` or `ORGANDOSE_ANATOMY_DATA`); without them these tests print
+//! one line saying how to get them and pass, or fail under `ORGANDOSE_REQUIRE_DATA=1`.
+
+#[path = "common/data.rs"]
+mod common_data;
 
 use organdose::organs;
 use organdose::phantom::real_anatomy::{RealAnatomy, RealOptions};
@@ -10,15 +14,7 @@ use organdose::phantom::{AnatomyKind, Patient, PhantomConfig};
 use organdose::volume::Volume;
 
 fn data() -> Option<DataPaths> {
-    let d = realdata::default_data_dir();
-    let p = DataPaths::new(&d);
-    match p.check() {
-        Ok(()) => Some(p),
-        Err(e) => {
-            eprintln!("SKIPPED: real anatomy data not available ({e})");
-            None
-        }
-    }
+    common_data::anatomy()
 }
 
 /// (voxel count, centroid in LPS mm) of `label`.

@@ -1,7 +1,11 @@
 //! Real-CT evaluation loaders (`organdose::seg::realct`) and the QC overlay
 //! (`organdose::report::overlay`): synthetic cases with known truth written
 //! by the project's own writers, then the real cases kept in
-//! `../shared/data/real-ct` when that folder is there.
+//! `../shared/data/real-ct` when that folder is there (`common/data.rs`: skipped
+//! when absent, failed then under `ORGANDOSE_REQUIRE_DATA=1`).
+
+#[path = "common/data.rs"]
+mod data;
 
 use organdose::config::Config;
 use organdose::io::dicom_write::{self, CtInfo, DicomPatient, DicomSeries, DicomStudy};
@@ -305,16 +309,7 @@ fn png_slice_clipped_black_reads_as_air_by_default_and_linear_on_request() {
 
 /// The labelled real cases kept beside the project (see its data README).
 fn real_root() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/real-ct");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        println!(
-            "SKIPPED: {} is absent; the real-CT checks need the shared data",
-            p.display()
-        );
-        None
-    }
+    data::real_ct()
 }
 
 /// (liver mL, median HU of the liver mask).

@@ -15,6 +15,9 @@
 //! 0.06-0.10 below the step-5 figures: a model that loses a kidney in part, or a
 //! broken load or preprocessing (~0), fails.
 
+#[path = "common/data.rs"]
+mod data;
+
 use organdose::organs;
 use organdose::phantom::{Patient, PhantomConfig};
 use organdose::seg::driver::{self, DriverOptions, Planes};
@@ -101,14 +104,15 @@ fn check(
     }
 }
 
-/// The shipped model and the unseen patient (seed 777) both tests use.
-fn shipped_model_and_patient() -> (MaskRcnn, Patient) {
+/// The shipped model and the unseen patient (seed 777) the tests use; `None`
+/// (skipped, or failed under `ORGANDOSE_REQUIRE_DATA=1`) without the real anatomy.
+fn shipped_model_and_patient() -> Option<(MaskRcnn, Patient)> {
+    // The floors are for the real anatomy: without it the test is skipped rather
+    // than scoring the geometric fallback anatomy against floors set for another one.
+    data::anatomy()?;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/organs");
     let model = MaskRcnn::load_dir(&dir, &candle_core::Device::Cpu)
         .unwrap_or_else(|e| panic!("shipped weights must load from {}: {e}", dir.display()));
-    // The floors are for the real anatomy: ask for it, so that a clone without
-    // `../shared/data` fails naming the folder instead of silently scoring the
-    // geometric fallback anatomy against floors set for another one.
     let cfg = PhantomConfig {
         anatomy: Some(organdose::phantom::AnatomyKind::Real),
         ..PhantomConfig::default()
@@ -116,12 +120,14 @@ fn shipped_model_and_patient() -> (MaskRcnn, Patient) {
     let patient = Patient::try_new(&cfg, 777, 0).unwrap_or_else(|e| {
         panic!("this test needs the real anatomy of ../shared/data (see its README): {e}")
     });
-    (model, patient)
+    Some((model, patient))
 }
 
 #[test]
 fn shipped_model_finds_liver_and_kidneys_on_an_unseen_phantom() {
-    let (model, p) = shipped_model_and_patient();
+    let Some((model, p)) = shipped_model_and_patient() else {
+        return;
+    };
     let kidneys = [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT];
     let liver = [organs::LIVER];
     let mut f = Vec::new();
@@ -151,7 +157,9 @@ const FLOOR_LIVER: f64 = 0.86;
 /// the groups split the slab differently).
 #[test]
 fn batches_in_flight_do_not_change_the_masks() {
-    let (model, p) = shipped_model_and_patient();
+    let Some((model, p)) = shipped_model_and_patient() else {
+        return;
+    };
     let (ct, labels, _) = p.diagnostic_ct();
     let half = (15.0 / ct.geom.spacing[2]).ceil() as usize;
     let (k0, k1) = organ_slab(&labels, &[organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT], half);
@@ -185,7 +193,9 @@ fn batches_in_flight_do_not_change_the_masks() {
 /// for voxel. Before the reorientation the network saw a mirrored abdomen.
 #[test]
 fn a_mirrored_series_gives_the_same_masks() {
-    let (model, p) = shipped_model_and_patient();
+    let Some((model, p)) = shipped_model_and_patient() else {
+        return;
+    };
     let (ct, labels, _) = p.diagnostic_ct();
     let half = (10.0 / ct.geom.spacing[2]).ceil() as usize;
     let (k0, k1) = organ_slab(&labels, &[organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT], half);
@@ -228,7 +238,9 @@ fn a_mirrored_series_gives_the_same_masks() {
 /// found (a real 40 mm slab: liver 0.31, spleen 0.00 against 0.94 / 0.91).
 #[test]
 fn a_thin_slab_is_not_worse_than_its_axial_pass() {
-    let (model, p) = shipped_model_and_patient();
+    let Some((model, p)) = shipped_model_and_patient() else {
+        return;
+    };
     let (ct, labels, _) = p.diagnostic_ct();
     let (ct, labels) = organdose::seg::eval::cut_slab(&ct, &labels, 20, 2.0).unwrap();
     let opts = DriverOptions {

@@ -73,7 +73,7 @@ impl Processor for StudyProcessor {
         let volumes = Self::study(job).map(|s| memory_need_mb(&s)).unwrap_or(0.0);
         let network = match &self.masks {
             // Weights plus activations: the seg bench peaks at 0.63 GB for a
-            // ResNet-50 at 512 px (README, Segmentation), about 0.3 GB above its weights.
+            // ResNet-50 at 512 px (docs/log/bench.md), about 0.3 GB above its weights.
             Masks::Network(dir) => dir_size_mb(dir) + 300.0,
             Masks::TruthRoot(_) => 0.0,
         };

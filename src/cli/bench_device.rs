@@ -19,7 +19,7 @@ impl Backend {
             #[cfg(not(feature = "cuda"))]
             "cuda" => anyhow::bail!(
                 "--device cuda: this organdose was built without CUDA; rebuild with \
-                 `cargo build --release --features cuda` (README \"CUDA build\") or use --device cpu"
+                 `cargo build --release --features cuda` (docs/development.md, \"CUDA build\") or use --device cpu"
             ),
             other => anyhow::bail!("unknown device {other:?} (cpu or cuda)"),
         }

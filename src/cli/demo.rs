@@ -9,7 +9,8 @@ use organdose::dosimetry::pvc::PvcMethod;
 use organdose::io::nifti::read_nifti_labels;
 use organdose::organs;
 use organdose::phantom::layout::{write_patient, WriteOptions};
-use organdose::phantom::{Format, Patient, PhantomConfig};
+use organdose::phantom::realdata::{self, DataPaths};
+use organdose::phantom::{AnatomyKind, Format, Patient, PhantomConfig};
 use organdose::pipeline::{run_study, MaskSource};
 use organdose::seg::driver::Planes;
 use organdose::seg::eval::organ_metrics;
@@ -34,6 +35,10 @@ pub struct Args {
     /// Use the phantom's truth masks instead of the network (no weights needed).
     #[arg(long)]
     pub truth: bool,
+    /// Data folder of the real anatomy (default: $ORGANDOSE_ANATOMY_DATA, else
+    /// ../shared/data; `scripts/fetch-anatomy.sh DIR` fills one).
+    #[arg(long)]
+    pub anatomy_data: Option<PathBuf>,
 }
 
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
@@ -50,7 +55,26 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let t_all = Instant::now();
 
     let t0 = Instant::now();
-    let patient = Patient::new(&PhantomConfig::default(), args.seed, 0);
+    let mut pcfg = PhantomConfig {
+        anatomy_data: args.anatomy_data.clone(),
+        ..PhantomConfig::default()
+    };
+    // Chosen here rather than by the generator's fallback, so that the demo says in
+    // one line what it uses and how to get the anatomy the weights were trained on.
+    let data = DataPaths::new(pcfg.anatomy_data_dir());
+    pcfg.anatomy = Some(match data.check() {
+        Ok(()) => AnatomyKind::Real,
+        Err(_) => {
+            println!(
+                "anatomy: no real anatomy in {}, so the geometric stand-in (the weights were \
+                 trained on the real one: expect larger errors); get it with {}",
+                data.root.display(),
+                realdata::FETCH_HINT
+            );
+            AnatomyKind::Geometric
+        }
+    });
+    let patient = Patient::try_new(&pcfg, args.seed, 0)?;
     let export = args.out.join("export");
     let written = write_patient(
         &patient,

@@ -11,6 +11,7 @@ pub mod eval;
 pub mod inspect;
 pub mod phantom;
 pub mod segment;
+pub mod self_check;
 
 use organdose::config::Config;
 

@@ -71,8 +71,9 @@ pub struct Args {
     /// folder exists, else geometric with a warning.
     #[arg(long, value_enum)]
     pub anatomy: Option<AnatomyArg>,
-    /// Data folder of the real anatomy (default: ../shared/data beside the current
-    /// directory or the source tree).
+    /// Data folder of the real anatomy (default: $ORGANDOSE_ANATOMY_DATA, else
+    /// ../shared/data beside the current directory or the source tree;
+    /// `scripts/fetch-anatomy.sh DIR` fills one).
     #[arg(long)]
     pub anatomy_data: Option<PathBuf>,
     /// A real low-dose (SPECT/CT) CT series, `DIR` or `DIR:SLICE` (slice index

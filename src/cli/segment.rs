@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "raw_input")]
     pub overlay: Option<PathBuf>,
     /// Also write a JSON report: per organ its confidence (0-1), flag (ok or
-    /// review), the reasons and the volume (README "Mask confidence").
+    /// review), the reasons and the volume (docs/segmentation.md, "Mask confidence").
     #[arg(long, conflicts_with = "raw_input")]
     pub report: Option<PathBuf>,
     /// SeriesInstanceUID when the DICOM input holds several series.

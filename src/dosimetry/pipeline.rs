@@ -28,7 +28,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Version of the `dose_summary.json` schema (README: "dose_summary.json").
+/// Version of the `dose_summary.json` schema (docs/outputs.md, "Outputs").
 pub const SCHEMA_VERSION: &str = "1.4";
 
 /// One SPECT time point with the organ mask for it.

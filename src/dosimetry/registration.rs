@@ -2,7 +2,7 @@
 //!
 //! The correction assumes the CT masks sit where the organs are in the SPECT; a
 //! breath or a move between the low-dose CT and the SPECT breaks that, and a shift
-//! of one SPECT voxel costs a kidney 5-8 % (README, "Accuracy on phantoms"). This
+//! of one SPECT voxel costs a kidney 5-8 % (docs/log/accuracy.md). This
 //! finds the rigid translation of the masks that best explains the SPECT as the
 //! blurred organs, each uniform, on a uniform background (the region model of the
 //! correction, Labbé et al. 1998, without the shells): least squares over the

@@ -1,13 +1,14 @@
 //! Readers for the real anatomy the phantom can be built from (`--anatomy real`):
 //! WORD and AMOS abdominal label maps, KiTS23 kidney label maps and the ICRP-110
 //! adult reference voxel phantoms. The data are third-party, read in place from the
-//! data folder (never copied into the repository; see the README, "Synthetic
-//! patients", for sources and licences):
+//! data folder (never copied into the repository; `scripts/fetch-anatomy.sh` fetches
+//! them; README.md, "Licences", and scripts/anatomy-manifest.txt name sources and licences):
 //!
 //! - `anatomy/word/WORD_V0.1.0_labelsTs.zip`: `labelsTs/word_XXXX.nii.gz` entries;
 //! - `anatomy/amos/amos_0013_labels.nii.gz`;
 //! - `anatomy/kits23/case_XXXXX.nii.gz`;
-//! - `anatomy/icrp110/icrp110_g4dat.tar.gz`: `ICRP110_g4dat/AM/AM_sliceN.g4dat`
+//! - `anatomy/icrp110/icrp110_g4dat.tar.gz` (or Geant4's `ICRPdata.tar.gz`, the
+//!   same files one folder deeper): `ICRP110_g4dat/AM/AM_sliceN.g4dat`
 //!   (three lines of dims, columns rows slices, then the organ IDs of one slice) and
 //!   `OrganMasses.dat` (organ ID, male g, female g).
 //!
@@ -28,10 +29,23 @@ const MAX_ENTRY_BYTES: u64 = 256 << 20;
 /// Largest ICRP-110 phantom accepted (voxels): AF is 299 x 137 x 348 = 14.3 M.
 const MAX_ICRP_VOXELS: usize = 64 << 20;
 
-/// The data folder used when none is given: `../shared/data` beside the current
-/// directory if it exists, else beside the crate's manifest (where tests and
-/// `cargo run` find it), else the former (so the error names a sensible path).
+/// The environment variable naming the data folder (what `scripts/fetch-anatomy.sh
+/// DIR` filled); `--anatomy-data` wins over it.
+pub const DATA_ENV: &str = "ORGANDOSE_ANATOMY_DATA";
+
+/// How to get the real anatomy, said wherever it is missing (one line).
+pub const FETCH_HINT: &str = "scripts/fetch-anatomy.sh DIR, then ORGANDOSE_ANATOMY_DATA=DIR \
+     (or --anatomy-data DIR)";
+
+/// The data folder used when none is given: `$ORGANDOSE_ANATOMY_DATA` when set (a
+/// fetched copy anywhere; also how tests are pointed away from the data), else
+/// `../shared/data` beside the current directory if it exists, else beside the
+/// crate's manifest (where tests and `cargo run` find it), else the former (so the
+/// error names a sensible path).
 pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os(DATA_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
     let here = PathBuf::from("../shared/data");
     if here.is_dir() {
         return here;
@@ -62,8 +76,21 @@ impl DataPaths {
     pub fn kits_dir(&self) -> PathBuf {
         self.root.join("anatomy/kits23")
     }
+    /// The ICRP-110 archive: `icrp110_g4dat.tar.gz` (a repack of the g4dat files, as
+    /// kept beside this project) if present, else Geant4's own `ICRPdata.tar.gz` (what
+    /// `scripts/fetch-anatomy.sh` downloads): the readers find members by file name,
+    /// so the two layouts read the same.
     pub fn icrp_tar(&self) -> PathBuf {
-        self.root.join("anatomy/icrp110/icrp110_g4dat.tar.gz")
+        let dir = self.root.join("anatomy/icrp110");
+        let repack = dir.join("icrp110_g4dat.tar.gz");
+        if repack.is_file() {
+            return repack;
+        }
+        let upstream = dir.join("ICRPdata.tar.gz");
+        if upstream.is_file() {
+            return upstream;
+        }
+        repack
     }
     /// Names the first source that is missing, if any (the WORD zip and the ICRP
     /// tar are required; KiTS23 and AMOS are optional extras).
@@ -71,7 +98,7 @@ impl DataPaths {
         for p in [self.word_zip(), self.icrp_tar()] {
             if !p.is_file() {
                 return Err(Error::input(format!(
-                    "real anatomy source {} not found (data folder {}; set --anatomy-data \
+                    "real anatomy source {} not found (data folder {}; get it with {FETCH_HINT}, \
                      or use --anatomy geometric)",
                     p.display(),
                     self.root.display()

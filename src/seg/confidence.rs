@@ -5,7 +5,7 @@
 //! A confidence in [0, 1] and a flag, `ok` or `review`, with the reasons.
 //!
 //! The mapping's constants were set on tuning phantoms (seeds 31000-31002,
-//! never on the labelled real CTs); README "Mask confidence" gives how well
+//! never on the labelled real CTs); docs/segmentation.md, "Mask confidence", gives how well
 //! it separates good from bad masks on held-out phantoms and real CTs.
 
 use super::driver::{ClassTarget, Segmentation};

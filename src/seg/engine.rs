@@ -97,7 +97,7 @@ fn open_device(kind: DeviceKind) -> Result<Device> {
             .map_err(|e| Error::environment(format!("opening CUDA device 0: {e}"))),
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => Err(Error::environment(
-            "--device cuda (segment.device): this organdose was built without CUDA; rebuild with `cargo build --release --features cuda` (README \"CUDA build\") or use --device cpu",
+            "--device cuda (segment.device): this organdose was built without CUDA; rebuild with `cargo build --release --features cuda` (docs/development.md, \"CUDA build\") or use --device cpu",
         )),
     }
 }

@@ -152,24 +152,48 @@ impl MaskRcnn {
     }
 }
 
+/// The model folder's weights file checked against its manifest without loading
+/// the network (`organdose self-check`): the weights file's path and the sha256
+/// it matched (`None`: the folder has no manifest naming it, nothing to check).
+pub fn verify_dir(dir: &Path) -> Result<(std::path::PathBuf, Option<String>)> {
+    let cfg_path = dir.join("model.toml");
+    if !cfg_path.is_file() {
+        return Err(Error::input(format!(
+            "{}: no model.toml (a model folder holds model.toml and its safetensors weights)",
+            dir.display()
+        )));
+    }
+    let cfg = ModelConfig::load(&cfg_path)?;
+    let wpath = dir.join(&cfg.weights);
+    if !wpath.is_file() {
+        return Err(Error::input(format!(
+            "{}: the weights file model.toml names is missing",
+            wpath.display()
+        )));
+    }
+    let sha = check_manifest(dir, &wpath)?;
+    Ok((wpath, sha))
+}
+
 /// When the folder has a `manifest.json` (train/train.py writes one) naming
 /// this weights file with a sha256, the file must match it: a truncated copy
 /// or a replaced file would otherwise load and segment wrongly without a word.
-fn check_manifest(dir: &Path, weights: &Path) -> Result<()> {
+/// Returns the sha256 checked, `None` when there was nothing to check.
+fn check_manifest(dir: &Path, weights: &Path) -> Result<Option<String>> {
     use sha2::{Digest, Sha256};
     let mpath = dir.join("manifest.json");
     if !mpath.is_file() {
-        return Ok(());
+        return Ok(None);
     }
     let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::input(format!("{}: {e}", mpath.display())))?;
     let named = v["weights"].as_str().map(|w| dir.join(w));
     let (Some(want), Some(named)) = (v["sha256"].as_str(), named) else {
-        return Ok(());
+        return Ok(None);
     };
     if named != weights {
-        return Ok(());
+        return Ok(None);
     }
     let mut f = std::fs::File::open(weights).map_err(|e| Error::io(weights, e))?;
     let mut h = Sha256::new();
@@ -182,5 +206,5 @@ fn check_manifest(dir: &Path, weights: &Path) -> Result<()> {
             mpath.display()
         )));
     }
-    Ok(())
+    Ok(Some(got))
 }

@@ -11,7 +11,7 @@ fn tools_required() -> bool {
 }
 
 /// True when `cmd` runs successfully; otherwise false with a message (`readme`:
-/// the README section that says how to install it), or a panic when the tools
+/// the section of README.md or docs/ that says how to install it), or a panic when the tools
 /// are required.
 pub fn have(what: &str, readme: &str, cmd: &mut Command) -> bool {
     let ok = cmd.output().map(|o| o.status.success()).unwrap_or(false);
@@ -19,7 +19,7 @@ pub fn have(what: &str, readme: &str, cmd: &mut Command) -> bool {
         if tools_required() {
             panic!("ORGANDOSE_REQUIRE_TOOLS=1 but {what} is not available");
         }
-        eprintln!("SKIP: {what} not available (see README \"{readme}\")");
+        eprintln!("SKIP: {what} not available (.ci/run installs it; see \"{readme}\" in README.md or docs/)");
     }
     ok
 }
