@@ -302,7 +302,8 @@ fn masks(
                     &dir.join(format!("labels_ldct_tp{}.nii.gz", k + 1)),
                 )?));
             }
-            Ok((diag, per_tp, Vec::new(), Vec::new(), None))
+            let checks = given_mask_checks(study, &diag, &per_tp);
+            Ok((diag, per_tp, Vec::new(), checks, None))
         }
         MaskSource::Files { diag_ct, ldct } => {
             if !ldct.is_empty() && ldct.len() != study.timepoints.len() {
@@ -320,9 +321,78 @@ fn masks(
                     .map(|p| read_nifti_labels(p).map(Some))
                     .collect::<Result<Vec<_>>>()?
             };
-            Ok((diag, per_tp, Vec::new(), Vec::new(), None))
+            let checks = given_mask_checks(study, &diag, &per_tp);
+            Ok((diag, per_tp, Vec::new(), checks, None))
         }
     }
+}
+
+/// An organ whose volume on one of the cycle's CTs is further than this
+/// from the median of its CTs: the same organ, days apart, so one of the
+/// masks is wrong (truth masks of the phantoms agree within 1 %; a
+/// physicist's masks on 5 mm low-dose CTs within about 10 %).
+pub const GIVEN_MASK_TOLERANCE: f64 = 0.20;
+
+/// Masks given as label maps (or a phantom's truth) are not the network's,
+/// but the cycle's CTs must still agree on each organ's volume: those that
+/// do not are flagged for review (one entry per flagged mask).
+fn given_mask_checks(
+    study: &Study,
+    diag: &Volume<u8>,
+    per_tp: &[Option<Volume<u8>>],
+) -> Vec<MaskConfidence> {
+    let mut cts: Vec<(String, &Volume<u8>)> = vec![("diagnostic CT".into(), diag)];
+    for (tp, m) in study.timepoints.iter().zip(per_tp) {
+        if let Some(m) = m {
+            cts.push((format!("low-dose CT {:.1} h", tp.t_h), m));
+        }
+    }
+    if cts.len() < 3 {
+        // Two masks that disagree do not say which one is wrong.
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for l in [
+        crate::organs::LIVER,
+        crate::organs::KIDNEY_LEFT,
+        crate::organs::KIDNEY_RIGHT,
+        crate::organs::SPLEEN,
+    ] {
+        let ml: Vec<f64> = cts
+            .iter()
+            .map(|(_, m)| {
+                m.data.iter().filter(|&&v| v == l).count() as f64 * m.geom.voxel_volume_ml()
+            })
+            .collect();
+        let mut sorted = ml.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+        };
+        if median <= 0.0 {
+            continue;
+        }
+        for ((ct, _), &v) in cts.iter().zip(&ml) {
+            let dev = (v - median).abs() / median;
+            if dev > GIVEN_MASK_TOLERANCE {
+                out.push(MaskConfidence {
+                    ct: ct.clone(),
+                    organ: crate::organs::name(l).unwrap_or("organ").into(),
+                    confidence: 0.0,
+                    flag: "review".into(),
+                    reasons: vec![format!(
+                        "given mask: volume {v:.0} mL is {:.0} % off the median of the cycle's CTs ({median:.0} mL)",
+                        100.0 * dev
+                    )],
+                    volume_ml: v,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// Reads the volumes and masks of a study into the dosimetry's input.

@@ -107,9 +107,25 @@ impl Processor for StudyProcessor {
             .filter(|(n, _)| n.starts_with("kidney"))
             .map(|(n, o)| format!("{n} {:.2} Gy", o.mean_dose_gy))
             .collect();
+        // Why a result is held back, on the status line and in `organdose
+        // status`: the first reason, and how many more the report lists.
+        let mut message = kidneys.join(", ");
+        if summary.status == "needs_review" {
+            let why: Vec<&str> = summary
+                .warnings
+                .iter()
+                .filter_map(|w| w.strip_prefix("needs review: "))
+                .collect();
+            if let Some(first) = why.first() {
+                message.push_str(&format!("; needs review: {first}"));
+                if why.len() > 1 {
+                    message.push_str(&format!(" (+{} more in the report)", why.len() - 1));
+                }
+            }
+        }
         Ok(JobOutput {
             summary_status: summary.status.clone(),
-            message: kidneys.join(", "),
+            message,
         })
     }
 }
