@@ -5,8 +5,10 @@
 //! CT of no SPECT session is a diagnostic CT and joins every cycle of its patient.
 
 use crate::classify::{self, Role};
+use crate::io::corrections::References;
 use crate::io::dicom::DicomSeries;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Everything known so far about one cycle.
 #[derive(Debug, Clone)]
@@ -20,6 +22,62 @@ pub struct CycleInput {
     pub timepoints: usize,
     /// Said in the summary's warnings (why a result is held from final).
     pub notes: Vec<String>,
+    /// A physicist's corrected RT Structure Sets / SEGs that refer to one of the
+    /// cycle's CTs (issue 36): they replace the masks of their organs.
+    pub corrections: Vec<PathBuf>,
+}
+
+/// A correction file found in the export folder, with what it refers to.
+#[derive(Debug, Clone)]
+pub struct CorrectionFile {
+    pub path: PathBuf,
+    /// "RT Structure Set" or "SEG".
+    pub kind: &'static str,
+    pub refs: References,
+}
+
+/// Attaches each correction to every cycle one of whose CTs it refers to (by
+/// Series Instance UID, else frame of reference and SOP instances); returns
+/// the corrections no cycle knows, with the reason (they are quarantined).
+pub fn attach_corrections(
+    cycles: &mut [CycleInput],
+    corrections: &[CorrectionFile],
+) -> Vec<(PathBuf, String)> {
+    let mut unknown = Vec::new();
+    for corr in corrections {
+        let mut matched = false;
+        for c in cycles.iter_mut() {
+            let names_a_ct = c.series.iter().any(|s| {
+                let Some(h) = s.files.first() else {
+                    return false;
+                };
+                if classify::role(h) != Role::Ct {
+                    return false;
+                }
+                let sops: Vec<String> =
+                    s.files.iter().map(|f| f.sop_instance_uid.clone()).collect();
+                corr.refs.name(&s.uid, &h.frame_of_reference_uid, &sops)
+            });
+            if names_a_ct {
+                matched = true;
+                if !c.corrections.contains(&corr.path) {
+                    c.corrections.push(corr.path.clone());
+                }
+            }
+        }
+        if !matched {
+            unknown.push((
+                corr.path.clone(),
+                format!(
+                    "{}: corrected {} refers to {}, which is no CT of a therapy cycle this box knows; nothing was recomputed",
+                    corr.path.display(),
+                    corr.kind,
+                    corr.refs.describe()
+                ),
+            ));
+        }
+    }
+    unknown
 }
 
 fn safe(s: &str) -> String {
@@ -76,6 +134,7 @@ pub fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries
                     series: Vec::new(),
                     timepoints: 0,
                     notes: Vec::new(),
+                    corrections: Vec::new(),
                 });
                 c.series.push(s.clone());
                 c.timepoints += 1;
