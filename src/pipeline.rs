@@ -343,6 +343,7 @@ fn correctable_cts(study: &Study) -> Vec<(String, Option<usize>, &crate::io::dic
 /// SOP instances); its organs, rasterised on that CT's grid, replace the masks
 /// of those organs there; other organs stay as they were. A file referring to
 /// no CT of the study is an input error naming it and what it refers to.
+/// Several files for one CT are applied oldest first (object date-time).
 fn apply_corrections(
     study: &Study,
     files: &[PathBuf],
@@ -361,8 +362,15 @@ fn apply_corrections(
     let mut ignored: Vec<String> = Vec::new();
     // (CT name, organ): masks a person replaced; their confidences go.
     let mut replaced: Vec<(String, String)> = Vec::new();
-    for path in files {
-        let c = corrections::read(path)?;
+    let mut read = files
+        .iter()
+        .map(|p| corrections::read(p))
+        .collect::<Result<Vec<_>>>()?;
+    // Several corrections of one CT: the newest object's contours win (applied
+    // last); undated ones count as oldest, in the order given.
+    read.sort_by(|a, b| a.at.cmp(&b.at));
+    for c in &read {
+        let path = &c.path;
         let targets: Vec<&(String, Option<usize>, &crate::io::dicom::DicomSeries)> = cts
             .iter()
             .filter(|(_, _, s)| {

@@ -148,7 +148,7 @@ def edit_rtstruct(src, dst, ct_dir, renames, unknown):
     rs.Manufacturer = "pydicom edit (organdose test)"
     rs.OperatorsName = "Physicist^Test"
     rs.StructureSetLabel = "CORRECTED"
-    rs.StructureSetDate = "20261206"
+    rs.StructureSetDate = "20200101"
     rs.StructureSetTime = "101500"
     rs.save_as(dst)
     ml = voxel_ml(ds_ct, z)
