@@ -252,6 +252,15 @@ pub fn dose_input(
     Ok((input, notes))
 }
 
+/// The dosimetry's input, the notes for the summary, the network masks'
+/// confidences and who reviewed the masks (corrections applied).
+type FullInput = (
+    DoseInput,
+    Vec<String>,
+    Vec<MaskConfidence>,
+    Option<Reviewed>,
+);
+
 /// [`dose_input`] with corrected contours (RT Structure Sets / SEGs) applied
 /// over the masks, the network masks' confidences, and who reviewed them.
 fn dose_input_full(
@@ -260,12 +269,7 @@ fn dose_input_full(
     corrections: &[PathBuf],
     cfg: &Config,
     progress: &dyn Fn(&str, f64),
-) -> Result<(
-    DoseInput,
-    Vec<String>,
-    Vec<MaskConfidence>,
-    Option<Reviewed>,
-)> {
+) -> Result<FullInput> {
     let mut notes = study.notes.clone();
     let nuclide = Nuclide::from_name(&study.injection.nuclide)?;
     progress("masks", 0.05);

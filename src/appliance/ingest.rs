@@ -315,6 +315,7 @@ mod tests {
                 assert_eq!(v.geom.dims, [20, 16, 6]);
             }
             SeriesState::Broken(_, r) => panic!("broken: {r}"),
+            SeriesState::Correction(s) => panic!("a correction: {}", s.uid),
         }
     }
 

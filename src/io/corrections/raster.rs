@@ -155,10 +155,13 @@ fn frame(f: &Frame, geom: &Geometry, mask: &mut [bool]) -> Result<(), String> {
             ];
             let u = (dot(d, f.row_dir) / dc).round();
             let v = (dot(d, f.col_dir) / dr).round();
-            if u >= 0.0 && v >= 0.0 && (u as usize) < f.columns && (v as usize) < f.rows {
-                if f.inside[u as usize + f.columns * v as usize] {
-                    mask[geom.linear(i, j, k)] = true;
-                }
+            if u >= 0.0
+                && v >= 0.0
+                && (u as usize) < f.columns
+                && (v as usize) < f.rows
+                && f.inside[u as usize + f.columns * v as usize]
+            {
+                mask[geom.linear(i, j, k)] = true;
             }
         }
     }
