@@ -205,6 +205,28 @@ fn organdose_rtstruct_and_seg_read_back_to_the_masks_they_were_written_from() {
         }
         assert!(seen >= 4, "{object}: {seen} ROIs");
     }
+    // A malformed object is an input error that names the file: a CT slice, and
+    // a structure set cut short.
+    let slice = std::fs::read_dir(diag_ct_dir(&patient_dir))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let e = corrections::read(&slice).unwrap_err();
+    assert_eq!(e.kind(), organdose::error::FaultKind::Input);
+    assert!(e.to_string().contains(&slice.display().to_string()), "{e}");
+    assert!(
+        e.to_string()
+            .contains("neither an RT Structure Set nor a SEG"),
+        "{e}"
+    );
+    let bytes = std::fs::read(out.join("dicom/RTSTRUCT_CT.dcm")).unwrap();
+    let cut = tmp.path().join("cut.dcm");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = corrections::read(&cut).unwrap_err();
+    assert_eq!(e.kind(), organdose::error::FaultKind::Input);
+    assert!(e.to_string().contains("cut.dcm"), "{e}");
 }
 
 #[test]
