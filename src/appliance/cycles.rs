@@ -180,3 +180,90 @@ pub fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries
     }
     (cycles.into_values().collect(), problems)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::dicom::DicomHeader;
+
+    fn series(uid: &str, modality: &str, frame: &str, sops: &[&str]) -> DicomSeries {
+        DicomSeries {
+            uid: uid.into(),
+            files: sops
+                .iter()
+                .map(|s| DicomHeader {
+                    modality: modality.into(),
+                    patient_id: "P1".into(),
+                    series_uid: uid.into(),
+                    frame_of_reference_uid: frame.into(),
+                    sop_instance_uid: s.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            identity: None,
+            unreadable: Vec::new(),
+        }
+    }
+
+    fn cycle(id: &str, series: Vec<DicomSeries>) -> CycleInput {
+        CycleInput {
+            id: id.into(),
+            patient_id: "P1".into(),
+            injection: String::new(),
+            series,
+            timepoints: 1,
+            notes: Vec::new(),
+            corrections: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_correction_joins_the_cycle_of_its_ct_and_an_unknown_one_is_named() {
+        let mut cycles = vec![
+            cycle(
+                "A",
+                vec![
+                    series("ct-a", "CT", "F-A", &["a1", "a2"]),
+                    series("nm-a", "NM", "F-A", &["n1"]),
+                ],
+            ),
+            cycle("B", vec![series("ct-b", "CT", "F-B", &["b1"])]),
+        ];
+        let by_series = CorrectionFile {
+            path: "x/by_series.dcm".into(),
+            kind: "RT Structure Set",
+            refs: References {
+                series_uids: vec!["ct-b".into()],
+                ..Default::default()
+            },
+        };
+        // Frame of reference plus one of the CT's instances (no series UID).
+        let by_frame = CorrectionFile {
+            path: "x/by_frame.dcm".into(),
+            kind: "SEG",
+            refs: References {
+                frame_of_reference_uids: vec!["F-A".into()],
+                sop_instance_uids: ["a2".to_string()].into_iter().collect(),
+                ..Default::default()
+            },
+        };
+        // The SPECT's series is no CT: a correction on it has nothing to replace.
+        let on_spect = CorrectionFile {
+            path: "x/on_spect.dcm".into(),
+            kind: "SEG",
+            refs: References {
+                series_uids: vec!["nm-a".into()],
+                ..Default::default()
+            },
+        };
+        let unknown = attach_corrections(&mut cycles, &[by_series, by_frame, on_spect.clone()]);
+        assert_eq!(cycles[0].corrections, vec![PathBuf::from("x/by_frame.dcm")]);
+        assert_eq!(
+            cycles[1].corrections,
+            vec![PathBuf::from("x/by_series.dcm")]
+        );
+        assert_eq!(unknown.len(), 1);
+        assert_eq!(unknown[0].0, on_spect.path);
+        assert!(unknown[0].1.contains("series nm-a"), "{}", unknown[0].1);
+    }
+}
