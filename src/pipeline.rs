@@ -3,7 +3,9 @@
 //! here, so they give the same answer for the same inputs.
 
 use crate::config::Config;
-use crate::dosimetry::pipeline::{DoseInput, DoseSummary, MaskConfidence, TimePointInput};
+use crate::dosimetry::pipeline::{
+    DoseInput, DoseSummary, MaskConfidence, Reviewed, TimePointInput,
+};
 use crate::dosimetry::Nuclide;
 use crate::error::{Error, Result};
 use crate::io::nifti::read_nifti_labels;
@@ -402,22 +404,70 @@ pub fn dose_input(
     cfg: &Config,
     progress: &dyn Fn(&str, f64),
 ) -> Result<(DoseInput, Vec<String>)> {
-    let (input, notes, _, _) = dose_input_full(study, source, cfg, progress)?;
+    let (input, notes, _, _, _) = dose_input_full(study, source, &[], cfg, progress)?;
     Ok((input, notes))
 }
 
-/// [`dose_input`], with the network masks' confidences.
+/// The dosimetry's input, the notes for the summary, the network masks'
+/// confidences and who reviewed the masks (corrections applied).
+type FullInput = (
+    DoseInput,
+    Vec<String>,
+    Vec<MaskConfidence>,
+    Option<Reviewed>,
+    Option<Bands>,
+);
+
+/// [`dose_input`] with corrected contours (RT Structure Sets / SEGs) applied
+/// over the masks, the network masks' confidences, and who reviewed them.
 fn dose_input_full(
     study: &Study,
     source: &MaskSource,
+    corrections: &[PathBuf],
     cfg: &Config,
     progress: &dyn Fn(&str, f64),
-) -> Result<(DoseInput, Vec<String>, Vec<MaskConfidence>, Option<Bands>)> {
+) -> Result<FullInput> {
     let mut notes = study.notes.clone();
     let nuclide = Nuclide::from_name(&study.injection.nuclide)?;
     progress("masks", 0.05);
-    let (diag, per_tp, seg_notes, confidence, bands) = masks(study, source, cfg, progress)?;
+    let (mut diag, mut per_tp, seg_notes, mut confidence, mut bands) =
+        masks(study, source, cfg, progress)?;
     notes.extend(seg_notes);
+    let reviewed = if corrections.is_empty() {
+        None
+    } else {
+        Some(apply_corrections(
+            study,
+            corrections,
+            cfg,
+            &mut diag,
+            &mut per_tp,
+            &mut confidence,
+            &mut notes,
+        )?)
+    };
+    // A corrected organ is the physicist's, not the network's: no edge band.
+    if let (Some(r), Some(b)) = (&reviewed, bands.as_mut()) {
+        let done: Vec<u8> = r
+            .organs
+            .iter()
+            .filter_map(|o| crate::organs::label(o))
+            .collect();
+        let keep = |band: &mut Band, now: &Volume<u8>| {
+            for side in band.iter_mut() {
+                side.retain(|&(v, alt)| {
+                    !done.contains(&alt)
+                        && now.data.get(v as usize).is_some_and(|l| !done.contains(l))
+                });
+            }
+        };
+        keep(&mut b.diag, &diag);
+        for (band, m) in b.per_tp.iter_mut().zip(&per_tp) {
+            if let (Some(band), Some(m)) = (band.as_mut(), m) {
+                keep(band, m);
+            }
+        }
+    }
     if !matches!(source, MaskSource::Network { .. }) {
         check_ct(study, &diag, cfg)?;
     }
@@ -452,6 +502,7 @@ fn dose_input_full(
         },
         notes,
         confidence,
+        reviewed,
         bands,
     ))
 }
@@ -519,6 +570,213 @@ fn add_segmentation_term(
     Ok(())
 }
 
+/// The study's CTs a correction may refer to: (name as in the warnings and
+/// mask confidences, slot: None the diagnostic CT, Some(k) time point k's
+/// low-dose CT, its DICOM series).
+fn correctable_cts(study: &Study) -> Vec<(String, Option<usize>, &crate::io::dicom::DicomSeries)> {
+    let mut out = Vec::new();
+    if let Source::Dicom(d) = &study.diagnostic_ct {
+        out.push(("diagnostic CT".to_string(), None, d));
+    }
+    for (k, tp) in study.timepoints.iter().enumerate() {
+        if let Some(Source::Dicom(d)) = &tp.ldct {
+            out.push((format!("low-dose CT {:.1} h", tp.t_h), Some(k), d));
+        }
+    }
+    out
+}
+
+/// Replaces masks with a physicist's corrected contours: each file refers to
+/// one of the study's CTs (by Series Instance UID, else frame of reference and
+/// SOP instances); its organs, rasterised on that CT's grid, replace the masks
+/// of those organs there; other organs stay as they were. A file referring to
+/// no CT of the study is an input error naming it and what it refers to.
+/// Several files for one CT are applied oldest first (object date-time).
+fn apply_corrections(
+    study: &Study,
+    files: &[PathBuf],
+    cfg: &Config,
+    diag: &mut Volume<u8>,
+    per_tp: &mut [Option<Volume<u8>>],
+    confidence: &mut Vec<MaskConfidence>,
+    notes: &mut Vec<String>,
+) -> Result<Reviewed> {
+    use crate::io::corrections::{self, names, raster};
+    let cts = correctable_cts(study);
+    let mut by: Vec<String> = Vec::new();
+    let mut at: Vec<String> = Vec::new();
+    let mut objects: Vec<String> = Vec::new();
+    let mut organs_done: Vec<String> = Vec::new();
+    let mut ignored: Vec<String> = Vec::new();
+    // (CT name, organ): masks a person replaced; their confidences go.
+    let mut replaced: Vec<(String, String)> = Vec::new();
+    let mut read = files
+        .iter()
+        .map(|p| corrections::read(p))
+        .collect::<Result<Vec<_>>>()?;
+    // Several corrections of one CT: the newest object's contours win (applied
+    // last); undated ones count as oldest, in the order given.
+    read.sort_by(|a, b| a.at.cmp(&b.at));
+    for c in &read {
+        let path = &c.path;
+        let targets: Vec<&(String, Option<usize>, &crate::io::dicom::DicomSeries)> = cts
+            .iter()
+            .filter(|(_, _, s)| {
+                let frame = s
+                    .files
+                    .first()
+                    .map(|h| h.frame_of_reference_uid.as_str())
+                    .unwrap_or("");
+                let sops: Vec<String> =
+                    s.files.iter().map(|h| h.sop_instance_uid.clone()).collect();
+                c.refs.name(&s.uid, frame, &sops)
+            })
+            .collect();
+        if targets.is_empty() {
+            let known: Vec<String> = cts
+                .iter()
+                .map(|(n, _, s)| format!("{n}: series {}", s.uid))
+                .collect();
+            return Err(Error::input(format!(
+                "{}: this {} refers to {}, which is none of the study's CTs ({})",
+                path.display(),
+                c.kind.as_str(),
+                c.refs.describe(),
+                if known.is_empty() {
+                    "the study has no DICOM CT".to_string()
+                } else {
+                    known.join("; ")
+                }
+            )));
+        }
+        let mut file_organs: Vec<String> = Vec::new();
+        for (ct_name, slot, series) in targets {
+            let labels: &mut Volume<u8> = match slot {
+                None => &mut *diag,
+                Some(k) => {
+                    let entry = per_tp.get_mut(*k).ok_or_else(|| {
+                        Error::internal(format!("time point {k} has no mask slot"))
+                    })?;
+                    if entry.is_none() {
+                        // No mask of its own yet: the diagnostic CT's, carried onto
+                        // this CT's grid by patient coordinates (as the SPECT gets it).
+                        let geom = crate::study::Source::Dicom((*series).clone())
+                            .read(&cfg.ingest)?
+                            .geom;
+                        *entry = Some(diag.resample_nearest(&geom, 0));
+                    }
+                    entry
+                        .as_mut()
+                        .ok_or_else(|| Error::internal("mask slot just filled is empty"))?
+                }
+            };
+            // Rasterise every ROI first, then clear and paint, so two ROIs of one
+            // organ add up and a corrected organ wins over a neighbour's old mask.
+            let mut painted: std::collections::BTreeMap<u8, Vec<bool>> = Default::default();
+            for roi in &c.rois {
+                let Some(organ) = names::organ_of(&roi.name) else {
+                    if !ignored.contains(&roi.name) {
+                        ignored.push(roi.name.clone());
+                    }
+                    continue;
+                };
+                let (mask, raster_notes) = raster::rasterise(roi, &labels.geom);
+                notes.extend(
+                    raster_notes
+                        .into_iter()
+                        .map(|n| format!("{}: {n}", c.name())),
+                );
+                if !mask.iter().any(|&b| b) {
+                    notes.push(format!(
+                        "{}: ROI '{}' has no voxel on the {ct_name}: not used",
+                        c.name(),
+                        roi.name
+                    ));
+                    let label = format!("{} (empty)", roi.name);
+                    if !ignored.contains(&label) {
+                        ignored.push(label);
+                    }
+                    continue;
+                }
+                let slot = painted
+                    .entry(organ)
+                    .or_insert_with(|| vec![false; mask.len()]);
+                for (p, m) in slot.iter_mut().zip(&mask) {
+                    *p |= *m;
+                }
+            }
+            for v in labels.data.iter_mut() {
+                if painted.contains_key(v) {
+                    *v = 0;
+                }
+            }
+            let mut here = Vec::new();
+            for (organ, mask) in &painted {
+                for (v, &m) in labels.data.iter_mut().zip(mask) {
+                    if m {
+                        *v = *organ;
+                    }
+                }
+                let name = crate::organs::name(*organ).unwrap_or("unknown").to_string();
+                replaced.push((ct_name.clone(), name.clone()));
+                here.push(name);
+            }
+            if !here.is_empty() {
+                notes.push(format!(
+                    "reviewed: {} on the {ct_name} replaced by the corrected {} {} (by {}{})",
+                    here.join(", "),
+                    c.kind.as_str(),
+                    c.name(),
+                    c.by,
+                    if c.at.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", c.at)
+                    }
+                ));
+            }
+            for n in here {
+                if !file_organs.contains(&n) {
+                    file_organs.push(n);
+                }
+            }
+        }
+        if file_organs.is_empty() {
+            notes.push(format!(
+                "{}: no ROI is one of organdose's organs: no mask replaced",
+                c.name()
+            ));
+        }
+        for n in file_organs {
+            if !organs_done.contains(&n) {
+                organs_done.push(n);
+            }
+        }
+        if !by.contains(&c.by) {
+            by.push(c.by.clone());
+        }
+        if !c.at.is_empty() {
+            at.push(c.at.clone());
+        }
+        objects.push(c.name());
+    }
+    if !ignored.is_empty() {
+        notes.push(format!(
+            "corrections: ROI(s) not matched to an organ and ignored: {}",
+            ignored.join(", ")
+        ));
+    }
+    confidence.retain(|m| !replaced.iter().any(|(ct, o)| *ct == m.ct && *o == m.organ));
+    at.sort();
+    Ok(Reviewed {
+        by: by.join("; "),
+        at: at.pop().unwrap_or_default(),
+        object: objects.join("; "),
+        organs: organs_done,
+        ignored_rois: ignored,
+    })
+}
+
 /// With masks from files (`--truth`, `--labels`) the diagnostic CT is still read:
 /// a broken CT must fail here as it would with the network, and the label map
 /// must lie on its grid (its masses are computed on it).
@@ -583,7 +841,23 @@ pub fn run_study(
     status: &str,
     progress: &dyn Fn(&str, f64),
 ) -> Result<DoseSummary> {
-    let (mut input, notes, confidence, bands) = dose_input_full(study, source, cfg, progress)?;
+    run_study_corrected(study, source, &[], out, cfg, status, progress)
+}
+
+/// [`run_study`] with a physicist's corrected contours (RT Structure Set / SEG
+/// files, `dose --masks` and the appliance) replacing the masks of the organs
+/// they hold. A final result from corrected masks is `reviewed`.
+pub fn run_study_corrected(
+    study: &Study,
+    source: &MaskSource,
+    corrections: &[PathBuf],
+    out: &Path,
+    cfg: &Config,
+    status: &str,
+    progress: &dyn Fn(&str, f64),
+) -> Result<DoseSummary> {
+    let (mut input, notes, confidence, reviewed, bands) =
+        dose_input_full(study, source, corrections, cfg, progress)?;
     progress("dosimetry", 0.75);
     let mut summary = crate::dosimetry::run(&input, &cfg.dosimetry)?;
     if let Some(mut b) = bands {
@@ -650,6 +924,14 @@ pub fn run_study(
     }
     if status == "partial" {
         summary.warnings.extend(unit_conflicts);
+    }
+    // A person's masks make a final result `reviewed`; one still held back
+    // (needs_review) or incomplete keeps its status and says who reviewed.
+    if let Some(r) = reviewed {
+        if summary.status == "final" {
+            summary.status = "reviewed".into();
+        }
+        summary.reviewed = Some(r);
     }
     progress("report", 0.95);
     // QC pictures, report.pdf and the DICOM objects; what cannot be made there is a

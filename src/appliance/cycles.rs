@@ -5,8 +5,10 @@
 //! CT of no SPECT session is a diagnostic CT and joins every cycle of its patient.
 
 use crate::classify::{self, Role};
+use crate::io::corrections::References;
 use crate::io::dicom::DicomSeries;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Everything known so far about one cycle.
 #[derive(Debug, Clone)]
@@ -20,6 +22,62 @@ pub struct CycleInput {
     pub timepoints: usize,
     /// Said in the summary's warnings (why a result is held from final).
     pub notes: Vec<String>,
+    /// A physicist's corrected RT Structure Sets / SEGs that refer to one of the
+    /// cycle's CTs (issue 36): they replace the masks of their organs.
+    pub corrections: Vec<PathBuf>,
+}
+
+/// A correction file found in the export folder, with what it refers to.
+#[derive(Debug, Clone)]
+pub struct CorrectionFile {
+    pub path: PathBuf,
+    /// "RT Structure Set" or "SEG".
+    pub kind: &'static str,
+    pub refs: References,
+}
+
+/// Attaches each correction to every cycle one of whose CTs it refers to (by
+/// Series Instance UID, else frame of reference and SOP instances); returns
+/// the corrections no cycle knows, with the reason (they are quarantined).
+pub fn attach_corrections(
+    cycles: &mut [CycleInput],
+    corrections: &[CorrectionFile],
+) -> Vec<(PathBuf, String)> {
+    let mut unknown = Vec::new();
+    for corr in corrections {
+        let mut matched = false;
+        for c in cycles.iter_mut() {
+            let names_a_ct = c.series.iter().any(|s| {
+                let Some(h) = s.files.first() else {
+                    return false;
+                };
+                if classify::role(h) != Role::Ct {
+                    return false;
+                }
+                let sops: Vec<String> =
+                    s.files.iter().map(|f| f.sop_instance_uid.clone()).collect();
+                corr.refs.name(&s.uid, &h.frame_of_reference_uid, &sops)
+            });
+            if names_a_ct {
+                matched = true;
+                if !c.corrections.contains(&corr.path) {
+                    c.corrections.push(corr.path.clone());
+                }
+            }
+        }
+        if !matched {
+            unknown.push((
+                corr.path.clone(),
+                format!(
+                    "{}: corrected {} refers to {}, which is no CT of a therapy cycle this box knows; nothing was recomputed",
+                    corr.path.display(),
+                    corr.kind,
+                    corr.refs.describe()
+                ),
+            ));
+        }
+    }
+    unknown
 }
 
 fn safe(s: &str) -> String {
@@ -76,6 +134,7 @@ pub fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries
                     series: Vec::new(),
                     timepoints: 0,
                     notes: Vec::new(),
+                    corrections: Vec::new(),
                 });
                 c.series.push(s.clone());
                 c.timepoints += 1;
@@ -120,4 +179,91 @@ pub fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries
         }
     }
     (cycles.into_values().collect(), problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::dicom::DicomHeader;
+
+    fn series(uid: &str, modality: &str, frame: &str, sops: &[&str]) -> DicomSeries {
+        DicomSeries {
+            uid: uid.into(),
+            files: sops
+                .iter()
+                .map(|s| DicomHeader {
+                    modality: modality.into(),
+                    patient_id: "P1".into(),
+                    series_uid: uid.into(),
+                    frame_of_reference_uid: frame.into(),
+                    sop_instance_uid: s.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            identity: None,
+            unreadable: Vec::new(),
+        }
+    }
+
+    fn cycle(id: &str, series: Vec<DicomSeries>) -> CycleInput {
+        CycleInput {
+            id: id.into(),
+            patient_id: "P1".into(),
+            injection: String::new(),
+            series,
+            timepoints: 1,
+            notes: Vec::new(),
+            corrections: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_correction_joins_the_cycle_of_its_ct_and_an_unknown_one_is_named() {
+        let mut cycles = vec![
+            cycle(
+                "A",
+                vec![
+                    series("ct-a", "CT", "F-A", &["a1", "a2"]),
+                    series("nm-a", "NM", "F-A", &["n1"]),
+                ],
+            ),
+            cycle("B", vec![series("ct-b", "CT", "F-B", &["b1"])]),
+        ];
+        let by_series = CorrectionFile {
+            path: "x/by_series.dcm".into(),
+            kind: "RT Structure Set",
+            refs: References {
+                series_uids: vec!["ct-b".into()],
+                ..Default::default()
+            },
+        };
+        // Frame of reference plus one of the CT's instances (no series UID).
+        let by_frame = CorrectionFile {
+            path: "x/by_frame.dcm".into(),
+            kind: "SEG",
+            refs: References {
+                frame_of_reference_uids: vec!["F-A".into()],
+                sop_instance_uids: ["a2".to_string()].into_iter().collect(),
+                ..Default::default()
+            },
+        };
+        // The SPECT's series is no CT: a correction on it has nothing to replace.
+        let on_spect = CorrectionFile {
+            path: "x/on_spect.dcm".into(),
+            kind: "SEG",
+            refs: References {
+                series_uids: vec!["nm-a".into()],
+                ..Default::default()
+            },
+        };
+        let unknown = attach_corrections(&mut cycles, &[by_series, by_frame, on_spect.clone()]);
+        assert_eq!(cycles[0].corrections, vec![PathBuf::from("x/by_frame.dcm")]);
+        assert_eq!(
+            cycles[1].corrections,
+            vec![PathBuf::from("x/by_series.dcm")]
+        );
+        assert_eq!(unknown.len(), 1);
+        assert_eq!(unknown[0].0, on_spect.path);
+        assert!(unknown[0].1.contains("series nm-a"), "{}", unknown[0].1);
+    }
 }

@@ -11,7 +11,7 @@
 //! off the same way instead of repeating at loop rate.
 
 use super::clock::Clock;
-use super::cycles::{group_cycles, CycleInput};
+use super::cycles::{attach_corrections, group_cycles, CorrectionFile, CycleInput};
 use super::ingest::{Ingest, SeriesState};
 use super::lock::OutLock;
 use super::quarantine::{is_quarantined, quarantine};
@@ -133,6 +133,10 @@ pub struct Appliance {
     /// folder is not watched: then every round walks it.
     fs_changed: Option<Arc<AtomicBool>>,
     last_walk_s: f64,
+    /// Correction files (RTSTRUCT / SEG) read so far, by `path:size`: what they
+    /// refer to, or None for one that is no correction to use (organdose's own
+    /// output coming back, or unreadable and quarantined).
+    corrections_seen: BTreeMap<String, Option<CorrectionFile>>,
     /// Dropped last: no other box works on this OUT while this one lives.
     _lock: OutLock,
 }
@@ -192,6 +196,7 @@ impl Appliance {
             dirty: true,
             fs_changed: None,
             last_walk_s: f64::NEG_INFINITY,
+            corrections_seen: BTreeMap::new(),
             _lock: lock,
         })
     }
@@ -281,9 +286,13 @@ impl Appliance {
         // be a cycle's missing diagnostic CT or time point, so no cycle it may
         // belong to is reported as final while it is there.
         let mut refused: Vec<(Option<String>, String)> = Vec::new();
+        let mut correction_files: Vec<PathBuf> = Vec::new();
         for st in self.ingest.settled_series(now, &self.ingest_cfg) {
             match st {
                 SeriesState::Ready(s) => ready.push(s),
+                SeriesState::Correction(s) => {
+                    correction_files.extend(s.files.iter().map(|h| h.path.clone()))
+                }
                 SeriesState::Broken(s, why) => {
                     refused.push((s.files.first().map(|h| h.patient_id.clone()), why.clone()));
                     let sig = self.ingest.signature(&s);
@@ -306,11 +315,25 @@ impl Appliance {
             );
             self.quarantine_once(&name, std::slice::from_ref(&r.path), &r.reason, &sig, now);
         }
-        let (cycles, problems) = group_cycles(&ready);
+        let (mut cycles, problems) = group_cycles(&ready);
         for (s, why) in problems {
             let sig = self.ingest.signature(&s);
             let files: Vec<PathBuf> = s.files.iter().map(|h| h.path.clone()).collect();
             self.quarantine_once(&format!("series_{}", s.uid), &files, &why, &sig, now);
+        }
+        // Corrected contours: attached to the cycle of the CT they refer to (its
+        // signature changes, so it is recomputed); one for a CT no cycle has is
+        // quarantined with the reference it names, and nothing else changes.
+        let corrections = self.read_corrections(&correction_files, now);
+        for (path, why) in attach_corrections(&mut cycles, &corrections) {
+            let sig = self.ingest.file_input(&path);
+            self.quarantine_once(
+                &self.correction_name(&path),
+                std::slice::from_ref(&path),
+                &why,
+                &sig,
+                now,
+            );
         }
         let mut queued = 0;
         let mut first_error: Option<Error> = None;
@@ -350,7 +373,16 @@ impl Appliance {
                 let mut sigs: Vec<String> =
                     c.series.iter().map(|s| self.ingest.signature(s)).collect();
                 sigs.sort();
-                let signature = format!("{status}#{}", sigs.join("#"));
+                let mut corr_inputs: Vec<String> = c
+                    .corrections
+                    .iter()
+                    .map(|p| self.ingest.file_input(p))
+                    .collect();
+                corr_inputs.sort();
+                let mut signature = format!("{status}#{}", sigs.join("#"));
+                if !corr_inputs.is_empty() {
+                    signature.push_str(&format!("#corrections#{}", corr_inputs.join("#")));
+                }
                 if record.as_ref().is_some_and(|r| r.signature == signature) {
                     continue;
                 }
@@ -358,6 +390,7 @@ impl Appliance {
                     .series
                     .iter()
                     .flat_map(|s| self.ingest.inputs(s))
+                    .chain(corr_inputs)
                     .collect();
                 inputs.sort();
                 if let Some(r) = &record {
@@ -433,6 +466,75 @@ impl Appliance {
             tracing::warn!("state record for {}: {e}", r.id);
         }
         true
+    }
+
+    /// Quarantine name of a correction file: its path under the export folder.
+    fn correction_name(&self, path: &Path) -> String {
+        format!(
+            "correction_{}",
+            path.strip_prefix(self.ingest.root())
+                .unwrap_or(path)
+                .display()
+        )
+    }
+
+    /// Reads the correction files of this round (each once per content): what
+    /// they refer to. organdose's own RT Structure Sets and SEGs coming back
+    /// (Manufacturer "organdose", e.g. a PACS sending the box's results back)
+    /// are no correction: said once and left alone, so results never loop. An
+    /// unreadable one is quarantined with the reason.
+    fn read_corrections(&mut self, files: &[PathBuf], now: f64) -> Vec<CorrectionFile> {
+        let keys: Vec<String> = files.iter().map(|p| self.ingest.file_input(p)).collect();
+        // Forget files that are gone (bounded memory over months).
+        let present: BTreeSet<&String> = keys.iter().collect();
+        self.corrections_seen.retain(|k, _| present.contains(k));
+        let mut out = Vec::new();
+        for (path, key) in files.iter().zip(&keys) {
+            if !self.corrections_seen.contains_key(key) {
+                let seen = match crate::io::corrections::read(path) {
+                    Ok(c) if c.manufacturer.eq_ignore_ascii_case("organdose") => {
+                        self.status.event(&format!(
+                            "ignored {}: organdose's own {} (Manufacturer organdose), not a correction",
+                            path.display(),
+                            c.kind.as_str()
+                        ));
+                        None
+                    }
+                    Ok(c) => {
+                        self.status.event(&format!(
+                            "correction {} ({} by {}{}) refers to {}",
+                            path.display(),
+                            c.kind.as_str(),
+                            c.by,
+                            if c.at.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", {}", c.at)
+                            },
+                            c.refs.describe()
+                        ));
+                        Some(CorrectionFile {
+                            path: path.clone(),
+                            kind: c.kind.as_str(),
+                            refs: c.refs,
+                        })
+                    }
+                    Err(e) => {
+                        // Not remembered: quarantine_once says it once, and retries
+                        // a copy that failed (a full OUT).
+                        let why = format!("corrected contours not readable: {e}");
+                        let name = self.correction_name(path);
+                        self.quarantine_once(&name, std::slice::from_ref(path), &why, key, now);
+                        continue;
+                    }
+                };
+                self.corrections_seen.insert(key.clone(), seen);
+            }
+            if let Some(Some(c)) = self.corrections_seen.get(key) {
+                out.push(c.clone());
+            }
+        }
+        out
     }
 
     fn quarantine_once(&mut self, name: &str, files: &[PathBuf], why: &str, sig: &str, now: f64) {
@@ -1179,6 +1281,7 @@ mod tests {
         let s = match &ing.settled_series(11.0, &Config::default().ingest)[0] {
             SeriesState::Ready(s) => s.clone(),
             SeriesState::Broken(_, r) => panic!("{r}"),
+            SeriesState::Correction(s) => panic!("a correction: {}", s.uid),
         };
         let sig = format!("partial#{}", ing.signature(&s));
         let store = StateStore::open(&out).unwrap();

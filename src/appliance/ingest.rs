@@ -45,6 +45,9 @@ pub enum SeriesState {
     Ready(DicomSeries),
     /// Settled but unusable (missing slices, mixed sizes...): for quarantine.
     Broken(DicomSeries, String),
+    /// An RT Structure Set or SEG (a physicist's corrected contours, issue 36):
+    /// no volume of its own, matched to a cycle's CT by the daemon.
+    Correction(DicomSeries),
 }
 
 /// The export folder as seen at the last poll.
@@ -227,6 +230,12 @@ impl Ingest {
             if !quiet {
                 continue;
             }
+            if s.files.first().is_some_and(|h| {
+                crate::io::corrections::is_correction(&h.modality, &h.sop_class_uid)
+            }) {
+                out.push(SeriesState::Correction(s));
+                continue;
+            }
             match s.slice_map(cfg) {
                 Ok(_) => out.push(SeriesState::Ready(s)),
                 Err(e) => out.push(SeriesState::Broken(s, e.to_string())),
@@ -238,6 +247,12 @@ impl Ingest {
     /// Size and modification signature of a series' files, to notice changes.
     pub fn signature(&self, s: &DicomSeries) -> String {
         self.inputs(s).join("|")
+    }
+
+    /// One file as `path:size` (a correction file's input entry).
+    pub fn file_input(&self, path: &Path) -> String {
+        let size = self.files.get(path).map(|t| t.size).unwrap_or(0);
+        format!("{}:{size}", path.display())
     }
 
     /// The series' files as `path:size`, sorted.
@@ -300,6 +315,7 @@ mod tests {
                 assert_eq!(v.geom.dims, [20, 16, 6]);
             }
             SeriesState::Broken(_, r) => panic!("broken: {r}"),
+            SeriesState::Correction(s) => panic!("a correction: {}", s.uid),
         }
     }
 

@@ -5,10 +5,10 @@
 use super::daemon::{Job, JobOutput, Processor};
 use super::swap;
 use crate::config::Config;
-use crate::error::Result;
-use crate::pipeline::{memory_need_mb, run_study, MaskSource};
+use crate::error::{Error, Result};
+use crate::pipeline::{memory_need_mb, run_study_corrected, MaskSource};
 use crate::study::{assemble, Study};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where a cycle's organ masks come from.
 #[derive(Debug, Clone)]
@@ -57,6 +57,68 @@ fn truth_dir(root: &std::path::Path, patient_id: &str) -> Result<PathBuf> {
     Ok(root.join(patient_id).join("truth"))
 }
 
+/// The cycle's history, carried into the new result: `history/` of the
+/// current result is kept whole, and when corrected contours are applied
+/// (`archive`) the current result itself goes to
+/// `history/<YYYYMMDDTHHMMSSZ>_<its status>/`, so a reviewed result never loses
+/// the one it replaced. Copies, not moves: until the swap the old folder stays
+/// whole, and a failure here leaves it as it was.
+fn keep_history(out_dir: &Path, staged: &Path, archive: bool) -> Result<()> {
+    let old_history = out_dir.join("history");
+    let new_history = staged.join("history");
+    if old_history.is_dir() {
+        copy_tree(&old_history, &new_history)?;
+    }
+    let old_summary = out_dir.join("dose_summary.json");
+    if !(archive && old_summary.is_file()) {
+        return Ok(());
+    }
+    let status = std::fs::read_to_string(&old_summary)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("status")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect::<String>();
+    let (date, time) = crate::report::dicom_out::common::now_da_tm();
+    let mut dest = new_history.join(format!("{date}T{time}Z_{status}"));
+    let mut n = 1;
+    while dest.exists() {
+        n += 1;
+        dest = new_history.join(format!("{date}T{time}Z_{status}_{n}"));
+    }
+    let rd = std::fs::read_dir(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+    for e in rd {
+        let e = e.map_err(|e| Error::io(out_dir, e))?;
+        if e.file_name() == "history" {
+            continue;
+        }
+        let to = dest.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to)?;
+        } else {
+            std::fs::copy(e.path(), &to).map_err(|er| Error::io(&to, er))?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for e in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let e = e.map_err(|e| Error::io(from, e))?;
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dst)?;
+        } else {
+            std::fs::copy(e.path(), &dst).map_err(|er| Error::io(&dst, er))?;
+        }
+    }
+    Ok(())
+}
+
 fn dir_size_mb(dir: &std::path::Path) -> f64 {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -84,14 +146,19 @@ impl Processor for StudyProcessor {
         let study = Self::study(job)?;
         let source = self.mask_source(&study)?;
         let staged = swap::staging(&job.out_dir)?;
-        let summary = run_study(
+        let summary = run_study_corrected(
             &study,
             &source,
+            &job.cycle.corrections,
             &staged,
             &self.cfg,
             &job.summary_status,
             progress,
         )
+        .and_then(|s| {
+            keep_history(&job.out_dir, &staged, !job.cycle.corrections.is_empty())?;
+            Ok(s)
+        })
         .inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&staged);
         })?;
@@ -122,6 +189,19 @@ impl Processor for StudyProcessor {
                     message.push_str(&format!(" (+{} more in the report)", why.len() - 1));
                 }
             }
+        }
+        if let Some(r) = &summary.reviewed {
+            message.push_str(&format!(
+                "; reviewed by {}{} ({}: {})",
+                r.by,
+                if r.at.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {}", r.at)
+                },
+                r.object,
+                r.organs.join(", ")
+            ));
         }
         Ok(JobOutput {
             summary_status: summary.status.clone(),

@@ -1,7 +1,8 @@
-//! `organdose dose STUDY_DIR (--labels L.nii.gz [--ldct-labels F]... | --truth) -o OUT`.
+//! `organdose dose STUDY_DIR (--labels L.nii.gz [--ldct-labels F]... | --truth)
+//! [--masks RTSTRUCT_OR_SEG...] -o OUT`.
 
 use organdose::config::Config;
-use organdose::pipeline::{run_study, MaskSource};
+use organdose::pipeline::{run_study_corrected, MaskSource};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -27,6 +28,13 @@ pub struct Args {
     /// the masks; default `segment.weights` of the configuration.
     #[arg(long, conflicts_with_all = ["labels", "truth"])]
     pub weights: Option<PathBuf>,
+    /// Corrected contours: RT Structure Set or DICOM SEG files (e.g. edited in
+    /// Slicer, MIM, Eclipse, OHIF), each referring to one of the study's CTs (by
+    /// Series Instance UID, else frame of reference and SOP instances); the
+    /// organs they hold (ROI names such as "Kidney L", "Left kidney", "LIVER")
+    /// replace the other masks' on that CT. The result is `reviewed`.
+    #[arg(long = "masks", num_args = 1..)]
+    pub masks: Vec<PathBuf>,
     /// Border-extension sigma in mm (overrides dosimetry.psf_sigma_mm; the paper: 3 or 6).
     #[arg(long)]
     pub psf_sigma_mm: Option<f64>,
@@ -130,7 +138,15 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         );
     }
     let progress = super::progress_logger();
-    let summary = run_study(&study, &source, &args.out, &cfg, status, &progress)?;
+    let summary = run_study_corrected(
+        &study,
+        &source,
+        &args.masks,
+        &args.out,
+        &cfg,
+        status,
+        &progress,
+    )?;
     for (name, o) in &summary.organs {
         println!(
             "{name:<13} {:>7.1} g  TIA {:>7.0} +- {:<5.0} MBq h  mean dose {:>6.2} +- {:.2} Gy",
@@ -139,6 +155,16 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     }
     for w in summary.all_warnings() {
         tracing::warn!("{w}");
+    }
+    if let Some(r) = &summary.reviewed {
+        println!(
+            "status {}: masks of {} from {} by {} {}",
+            summary.status,
+            r.organs.join(", "),
+            r.object,
+            r.by,
+            r.at
+        );
     }
     println!("outputs in {}", args.out.display());
     Ok(())

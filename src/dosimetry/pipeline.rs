@@ -167,9 +167,30 @@ pub struct DoseSummary {
     /// caller; empty, and absent from the JSON, with masks given as files).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mask_confidence: Vec<MaskConfidence>,
+    /// Set when a physicist's corrected RT Structure Set or SEG replaced masks
+    /// (issue 36); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewed: Option<Reviewed>,
     /// Voxel dose map (Gy) on the reference SPECT grid.
     #[serde(skip)]
     pub dose_map_gy: Option<Volume<f32>>,
+}
+
+/// Who reviewed the masks and what their correction replaced (`reviewed` in
+/// `dose_summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Reviewed {
+    /// The person (ContentCreatorName / OperatorsName), else the object's label,
+    /// with the Manufacturer of the tool.
+    pub by: String,
+    /// Date-time of the object (StructureSetDate/Time or ContentDate/Time), ISO 8601.
+    pub at: String,
+    /// File name or SOP instance UID of the correction(s).
+    pub object: String,
+    /// Organs whose masks it replaced.
+    pub organs: Vec<String>,
+    /// ROI / segment names that are none of organdose's organs: left out.
+    pub ignored_rois: Vec<String>,
 }
 
 /// One organ mask's confidence on one CT (`mask_confidence` in `dose_summary.json`).
@@ -697,6 +718,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         status: "final".into(),
         warnings,
         mask_confidence: Vec::new(),
+        reviewed: None,
         dose_map_gy: Some(dmap),
     })
 }

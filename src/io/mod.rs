@@ -1,5 +1,6 @@
 //! Readers and writers: DICOM (CT, NM/SPECT) and NIfTI-1.
 
+pub mod corrections;
 pub mod dicom;
 pub mod dicom_bounds;
 pub mod dicom_write;

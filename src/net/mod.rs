@@ -13,7 +13,9 @@ pub mod scu;
 use dicom_dictionary_std::uids;
 use serde::{Deserialize, Serialize};
 
-/// Storage SOP classes the SCP accepts: the images the reader turns into volumes.
+/// Storage SOP classes the SCP accepts: the images the reader turns into volumes,
+/// and the RT Structure Sets and Segmentations a physicist sends back with
+/// corrected contours (issue 36; the appliance matches them to a cycle's CT).
 pub const STORAGE_CLASSES: &[(&str, &str)] = &[
     (uids::CT_IMAGE_STORAGE, "CT Image Storage"),
     (uids::ENHANCED_CT_IMAGE_STORAGE, "Enhanced CT Image Storage"),
@@ -26,6 +28,8 @@ pub const STORAGE_CLASSES: &[(&str, &str)] = &[
         uids::ENHANCED_PET_IMAGE_STORAGE,
         "Enhanced PET Image Storage",
     ),
+    (uids::RT_STRUCTURE_SET_STORAGE, "RT Structure Set Storage"),
+    (uids::SEGMENTATION_STORAGE, "Segmentation Storage"),
 ];
 
 /// `[dicom]` of the configuration.

@@ -1,5 +1,6 @@
 //! Storage SCP: C-ECHO and C-STORE of the image classes the reader turns into
-//! volumes ([`super::STORAGE_CLASSES`]), in the transfer syntaxes it decodes.
+//! volumes and of corrected RT Structure Sets / SEGs ([`super::STORAGE_CLASSES`]),
+//! in the transfer syntaxes it decodes.
 //!
 //! Each instance is streamed into a temporary file in `<watched>/.organdose-incoming/`
 //! (hidden from the ingest, and on the same file system, so the rename is atomic),

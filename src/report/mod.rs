@@ -97,11 +97,30 @@ pub fn report_text(s: &DoseSummary) -> String {
             r,
             "STATUS: NEEDS REVIEW (a plausibility check failed, see the warnings: not a final result)"
         );
-    } else if s.status != "final" {
+    } else if s.status != "final" && s.status != "reviewed" {
         let _ = writeln!(
             r,
             "STATUS: {} (the therapy cycle's later time points are still to come; values will change)",
             s.status.to_uppercase()
+        );
+    }
+    if let Some(rv) = &s.reviewed {
+        // One line (issue 36): whose corrected contours the result uses.
+        let _ = writeln!(
+            r,
+            "REVIEWED: masks of {} from {} by {}{}",
+            if rv.organs.is_empty() {
+                "no organ".to_string()
+            } else {
+                rv.organs.join(", ")
+            },
+            rv.object,
+            rv.by,
+            if rv.at.is_empty() {
+                String::new()
+            } else {
+                format!(" at {}", rv.at)
+            }
         );
     }
     let _ = writeln!(

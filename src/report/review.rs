@@ -342,6 +342,24 @@ fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
         .collect();
     let (standing, status, why) = match s.status.as_str() {
         "final" => (Standing::Final, "FINAL".to_string(), Vec::new()),
+        "reviewed" => (
+            Standing::Reviewed,
+            match &s.reviewed {
+                Some(r) if !r.at.is_empty() => format!("REVIEWED by {} ({})", r.by, r.at),
+                Some(r) => format!("REVIEWED by {}", r.by),
+                None => "REVIEWED".to_string(),
+            },
+            s.reviewed
+                .iter()
+                .map(|r| {
+                    format!(
+                        "corrected masks of {} from {}",
+                        r.organs.join(", "),
+                        r.object
+                    )
+                })
+                .collect(),
+        ),
         "needs_review" => (
             Standing::NeedsReview,
             "NEEDS REVIEW before these doses are used".to_string(),
