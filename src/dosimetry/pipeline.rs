@@ -106,8 +106,9 @@ pub struct OrganSummary {
     /// Standard uncertainty of the mean dose: activity, fit and mass, and
     /// (network masks) the segmentation's share below, in quadrature.
     pub mean_dose_gy_sd: f64,
-    /// The segmentation's share of `mean_dose_gy_sd`: half the difference of
-    /// the mean dose under the generous and the strict mask
+    /// The segmentation's share of `mean_dose_gy_sd`: the difference of the
+    /// mean dose under the generous and the strict mask over sqrt(12) (the
+    /// SD of a uniform spread between them)
     /// (`seg::driver::edge_band`); None with masks given from files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_dose_gy_sd_segmentation: Option<f64>,

@@ -304,11 +304,11 @@ pub fn report_text(s: &DoseSummary) -> String {
     if !seg.is_empty() {
         let _ = writeln!(
             r,
-            "The mean-dose SD includes the masks' share: half the dose difference between the masks a generous and a strict"
+            "The mean-dose SD includes the masks' share: the dose difference between the masks a generous and a strict"
         );
         let _ = writeln!(
             r,
-            "reading of the network's plane probabilities give (0.25 and 0.75): {}.",
+            "reading of the network's plane probabilities give (0.25 and 0.75), over sqrt(12): {}.",
             seg.join(", ")
         );
     }

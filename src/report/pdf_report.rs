@@ -229,19 +229,28 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
                 y -= 10.5;
             }
         }
-        // The organ table: columns spread over the page width, the first
-        // (organ) wider.
+        // The organ table: each column as wide as its longest entry (in
+        // characters), the page width shared out in proportion.
         y -= 8.0;
-        let ncol = sp.columns.len().max(1);
-        let first_w = 86.0;
-        let col_w = (PAGE_W - 2.0 * MARGIN - first_w) / (ncol.saturating_sub(1).max(1)) as f32;
-        let x_of = |i: usize| {
-            if i == 0 {
-                MARGIN
-            } else {
-                MARGIN + first_w + (i - 1) as f32 * col_w
-            }
-        };
+        let chars: Vec<f32> = (0..sp.columns.len())
+            .map(|i| {
+                sp.rows
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .chain(std::iter::once(&sp.columns[i]))
+                    .map(|t| t.chars().count())
+                    .max()
+                    .unwrap_or(1) as f32
+                    + 2.0
+            })
+            .collect();
+        let total: f32 = chars.iter().sum::<f32>().max(1.0);
+        let mut xs = vec![MARGIN];
+        for w in &chars {
+            let last = xs.last().copied().unwrap_or(MARGIN);
+            xs.push(last + (PAGE_W - 2.0 * MARGIN) * w / total);
+        }
+        let x_of = |i: usize| xs.get(i).copied().unwrap_or(MARGIN);
         for (i, t) in sp.columns.iter().enumerate() {
             text(&mut c, b"F2", 8.5, x_of(i), y, t);
         }

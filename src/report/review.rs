@@ -452,7 +452,7 @@ fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
         rows,
         notes: vec![
             "Mean dose: partial-volume corrected organ mean (TIA x E / mass), +- one standard uncertainty (activity, fit, mass and the mask). \
-             'of which mask': the segmentation's share (half the dose difference between a generous and a strict reading of the network's probabilities). \
+             'of which mask': the segmentation's share (dose difference between a generous and a strict reading of the network's probabilities, over sqrt 12). \
              Mask conf.: lowest confidence over the cycle's CTs (0-1); REVIEW (n): n CTs' masks flagged. The DVH plot's voxel means come from the dose map and can differ; the full report explains."
                 .into(),
         ],
