@@ -443,6 +443,63 @@ fn an_implausible_result_needs_review_and_is_never_final() {
     assert_eq!(ok.status, "final", "{:?}", ok.warnings);
 }
 
+/// Issue 36, the gate: a diagnostic-CT mask given through `--labels` with
+/// half the right kidney removed (its mass, so its dose, off by about 2x)
+/// was reported `final`. The cycle's CTs disagree on that kidney's volume:
+/// `needs_review`, naming the organ and the CT; the truth masks stay final.
+#[test]
+fn a_half_kidney_given_as_labels_needs_review_and_the_whole_one_is_final() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 34, Format::Dicom);
+    let study = organdose::study::load_study(&patient).unwrap();
+    let truth = patient.join("truth");
+    let cfg = Config::default();
+    let mut l = read_nifti_labels(&truth.join("labels_ct.nii.gz")).unwrap();
+    let [nx, ny, nz] = l.geom.dims;
+    let ks: Vec<usize> = (0..nz)
+        .filter(|&z| (0..nx * ny).any(|i| l.data[z * nx * ny + i] == 3))
+        .collect();
+    let mid = (ks[0] + ks[ks.len() - 1]) / 2;
+    for z in ks[0]..=mid {
+        for v in &mut l.data[z * nx * ny..(z + 1) * nx * ny] {
+            if *v == 3 {
+                *v = 0;
+            }
+        }
+    }
+    let damaged = tmp.path().join("ct_half_kidney.nii.gz");
+    write_nifti(&l, &damaged, "half kidney").unwrap();
+    let ldct: Vec<PathBuf> = (1..=study.timepoints.len())
+        .map(|k| truth.join(format!("labels_ldct_tp{k}.nii.gz")))
+        .collect();
+    let run = |diag: PathBuf, dir: &str| {
+        run_study(
+            &study,
+            &MaskSource::Files {
+                diag_ct: diag,
+                ldct: ldct.clone(),
+            },
+            &tmp.path().join(dir),
+            &cfg,
+            "final",
+            &|_, _| {},
+        )
+        .unwrap()
+    };
+    let s = run(damaged, "damaged");
+    assert_eq!(s.status, "needs_review", "{:?}", s.warnings);
+    assert!(
+        s.warnings.iter().any(|w| w
+            .starts_with("needs review: kidney_right mask on the diagnostic CT")
+            && w.contains("off the median of the cycle's CTs")),
+        "{:?}",
+        s.warnings
+    );
+    let ok = run(truth.join("labels_ct.nii.gz"), "whole");
+    assert_eq!(ok.status, "final", "{:?}", ok.warnings);
+    assert!(ok.mask_confidence.is_empty(), "{:?}", ok.mask_confidence);
+}
+
 /// Finding 9: `finalize` took the cycle id as a path.
 #[test]
 fn finalize_refuses_a_cycle_id_that_is_a_path() {
