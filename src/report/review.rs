@@ -334,12 +334,47 @@ fn report_pdf(r: &ReviewInput, qc: Vec<Picture>) -> Result<Vec<u8>> {
 /// share, the mask confidence and flag; the warnings; the flagged organs'
 /// pictures.
 fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
-    let review: Vec<String> = s
-        .warnings
-        .iter()
-        .filter_map(|w| w.strip_prefix("needs review: "))
-        .map(str::to_string)
-        .collect();
+    // Why: flagged masks one line per organ, then the other holds.
+    let mut review: Vec<String> = Vec::new();
+    let mut organs_flagged: Vec<&str> = Vec::new();
+    for c in s.mask_confidence.iter().filter(|c| c.flag == "review") {
+        if !organs_flagged.contains(&c.organ.as_str()) {
+            organs_flagged.push(&c.organ);
+        }
+    }
+    for organ in &organs_flagged {
+        let all: Vec<_> = s
+            .mask_confidence
+            .iter()
+            .filter(|c| c.organ == *organ)
+            .collect();
+        let bad: Vec<_> = all.iter().filter(|c| c.flag == "review").collect();
+        let lo = bad
+            .iter()
+            .map(|c| c.confidence)
+            .fold(f64::INFINITY, f64::min);
+        let hi = bad.iter().map(|c| c.confidence).fold(0.0, f64::max);
+        let first = bad
+            .first()
+            .map(|c| format!("{}: {}", c.ct, c.reasons.join("; ")))
+            .unwrap_or_default();
+        review.push(format!(
+            "{organ} mask flagged on {} of {} CT(s), confidence {lo:.2}-{hi:.2}; e.g. {first}",
+            bad.len(),
+            all.len()
+        ));
+    }
+    review.extend(
+        s.warnings
+            .iter()
+            .filter_map(|w| w.strip_prefix("needs review: "))
+            .filter(|w| {
+                !organs_flagged
+                    .iter()
+                    .any(|o| w.starts_with(&format!("{o} mask on the ")))
+            })
+            .map(str::to_string),
+    );
     let (standing, status, why) = match s.status.as_str() {
         "final" => (Standing::Final, "FINAL".to_string(), Vec::new()),
         "reviewed" => (
