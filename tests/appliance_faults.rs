@@ -380,6 +380,22 @@ fn a_read_only_out_is_retried_and_never_blamed_on_the_study() {
     assert_eq!(app.status.get().fault, "");
 }
 
+/// Removes label `lab` from the lower half of the slices that hold it.
+fn remove_lower_half(l: &mut organdose::Volume<u8>, lab: u8) {
+    let [nx, ny, nz] = l.geom.dims;
+    let ks: Vec<usize> = (0..nz)
+        .filter(|&z| (0..nx * ny).any(|i| l.data[z * nx * ny + i] == lab))
+        .collect();
+    let mid = (ks[0] + ks[ks.len() - 1]) / 2;
+    for z in ks[0]..=mid {
+        for v in &mut l.data[z * nx * ny..(z + 1) * nx * ny] {
+            if *v == lab {
+                *v = 0;
+            }
+        }
+    }
+}
+
 /// Finding 7: a result with a mask that loses half a kidney at one time point
 /// (activity falling and rising again) was reported as final.
 #[test]
@@ -395,18 +411,7 @@ fn an_implausible_result_needs_review_and_is_never_final() {
         if k == 2 {
             // The right kidney's lower half is missing from this time point's mask.
             let mut l = read_nifti_labels(&p).unwrap();
-            let [nx, ny, nz] = l.geom.dims;
-            let ks: Vec<usize> = (0..nz)
-                .filter(|&z| (0..nx * ny).any(|i| l.data[z * nx * ny + i] == 3))
-                .collect();
-            let mid = (ks[0] + ks[ks.len() - 1]) / 2;
-            for z in ks[0]..=mid {
-                for v in &mut l.data[z * nx * ny..(z + 1) * nx * ny] {
-                    if *v == 3 {
-                        *v = 0;
-                    }
-                }
-            }
+            remove_lower_half(&mut l, 3);
             let q = tmp.path().join("ldct_tp2_cut.nii.gz");
             write_nifti(&l, &q, "cut").unwrap();
             ldct.push(q);
@@ -455,18 +460,7 @@ fn a_half_kidney_given_as_labels_needs_review_and_the_whole_one_is_final() {
     let truth = patient.join("truth");
     let cfg = Config::default();
     let mut l = read_nifti_labels(&truth.join("labels_ct.nii.gz")).unwrap();
-    let [nx, ny, nz] = l.geom.dims;
-    let ks: Vec<usize> = (0..nz)
-        .filter(|&z| (0..nx * ny).any(|i| l.data[z * nx * ny + i] == 3))
-        .collect();
-    let mid = (ks[0] + ks[ks.len() - 1]) / 2;
-    for z in ks[0]..=mid {
-        for v in &mut l.data[z * nx * ny..(z + 1) * nx * ny] {
-            if *v == 3 {
-                *v = 0;
-            }
-        }
-    }
+    remove_lower_half(&mut l, 3);
     let damaged = tmp.path().join("ct_half_kidney.nii.gz");
     write_nifti(&l, &damaged, "half kidney").unwrap();
     let ldct: Vec<PathBuf> = (1..=study.timepoints.len())

@@ -21,8 +21,11 @@
 //! installed pinned by `.ci/run`; a missing tool skips a test with a message,
 //! or fails it under ORGANDOSE_REQUIRE_TOOLS=1.
 
+#[path = "common/proc.rs"]
+mod proc;
 #[path = "common/tools.rs"]
 mod tools;
+use proc::{wait_until, Proc};
 
 use organdose::appliance::clock::ManualClock;
 use organdose::appliance::daemon::{records, Appliance};
@@ -35,7 +38,6 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_organdose");
 const README: &str = "Sending corrections back";
@@ -481,27 +483,6 @@ fn export_folder_correction_recomputes_the_cycle_reviewed_with_history() {
     let statuses: Vec<&str> = hist.iter().map(|h| h["status"].as_str().unwrap()).collect();
     assert_eq!(statuses.len(), 2, "{statuses:?}");
     assert!(statuses.contains(&"final") && statuses.contains(&"reviewed"));
-}
-
-/// A child process killed when the test ends.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed().as_secs() < secs,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn free_port() -> u16 {

@@ -19,16 +19,19 @@
 //! ORGANDOSE_REQUIRE_TOOLS=1 makes a missing tool a failure. Elsewhere a test
 //! without its tools says so and passes without checking.
 
+#[path = "common/proc.rs"]
+mod proc;
 #[path = "common/tools.rs"]
 mod tools;
+use proc::{wait_until, Proc};
 
 use organdose::appliance::daemon::records;
 use organdose::net::{outbox, scu};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_organdose");
 
@@ -49,27 +52,6 @@ fn free_port() -> u16 {
         if p > 1024 {
             return p;
         }
-    }
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed().as_secs() < secs,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
