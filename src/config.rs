@@ -304,6 +304,22 @@ impl Config {
                 Range::closed(0.1, 5.0),
             ));
         }
+        for (organ, x) in &d.bed_alpha_beta_gy {
+            // Late-responding tissue 1-5 Gy, tumours up to about 20 Gy.
+            v.push((
+                format!("dosimetry.bed_alpha_beta_gy.{organ}"),
+                *x,
+                Range::closed(0.1, 100.0),
+            ));
+        }
+        for (organ, x) in &d.bed_repair_half_time_h {
+            // Repair half-times reported are minutes to a few hours.
+            v.push((
+                format!("dosimetry.bed_repair_half_time_h.{organ}"),
+                *x,
+                Range::closed(0.01, 100.0),
+            ));
+        }
         for (k, dest) in n.destinations.iter().enumerate() {
             v.push((
                 format!("dicom.destinations[{k}].port"),
@@ -482,6 +498,12 @@ max_organ_dose_gy = 40.0
 [dosimetry.population_teff_h]
 kidney_left = 40.0
 liver = 60.0
+
+[dosimetry.bed_alpha_beta_gy]
+kidney_left = 3.0
+
+[dosimetry.bed_repair_half_time_h]
+kidney_left = 2.5
 
 [dosimetry.density_g_per_ml]
 liver = 1.05

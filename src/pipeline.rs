@@ -569,6 +569,10 @@ fn add_segmentation_term(
             o.mean_dose_gy_sd = o.mean_dose_gy_sd.hypot(sd_d);
             o.mean_dose_gy_sd_segmentation = Some(sd_d);
             o.mass_g_sd_segmentation = Some(sd_m);
+            o.bed = o
+                .bed
+                .as_ref()
+                .map(|b| b.with_dose_sd(o.mean_dose_gy, o.mean_dose_gy_sd));
         }
     }
     Ok(())

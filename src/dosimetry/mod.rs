@@ -13,6 +13,7 @@
 //! - [`plausibility`]: gates that hold an implausible result back as `needs_review`;
 
 pub mod activity;
+pub mod bed;
 pub mod boxmap;
 pub mod dose;
 pub mod kinetics;
@@ -68,6 +69,11 @@ pub struct DosimetryConfig {
     /// A mean dose above this (Gy) in an organ the gates watch (kidneys, liver,
     /// spleen) is not a therapy cycle's: the summary needs review.
     pub max_organ_dose_gy: f64,
+    /// Linear-quadratic alpha/beta (Gy) per organ for the BED (`bed.rs`); an
+    /// organ not listed gets no BED.
+    pub bed_alpha_beta_gy: BTreeMap<String, f64>,
+    /// Repair half-time (h) per organ for the BED.
+    pub bed_repair_half_time_h: BTreeMap<String, f64>,
 }
 
 impl Default for DosimetryConfig {
@@ -85,6 +91,14 @@ impl DosimetryConfig {
                 .map(crate::organs::default_density_g_per_ml)
                 .unwrap_or(1.06),
         }
+    }
+
+    /// (alpha/beta Gy, repair half-time h) of an organ, when both are set.
+    pub fn lq(&self, organ: &str) -> Option<(f64, f64)> {
+        Some((
+            *self.bed_alpha_beta_gy.get(organ)?,
+            *self.bed_repair_half_time_h.get(organ)?,
+        ))
     }
 
     /// Population effective half-life (h) for the Madsen single-time-point method.

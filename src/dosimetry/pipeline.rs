@@ -115,6 +115,10 @@ pub struct OrganSummary {
     /// The same for the mass (g).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mass_g_sd_segmentation: Option<f64>,
+    /// Biologically effective dose (`bed.rs`), where the organ's
+    /// linear-quadratic parameters are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bed: Option<super::bed::Bed>,
     /// TIA and mean dose from the uncorrected activities (equal to the above when
     /// `settings.pvc` is "none").
     pub tia_uncorrected_mbq_h: f64,
@@ -238,6 +242,16 @@ impl DoseSummary {
             w.extend(o.warnings.iter().map(|x| format!("{name}: {x}")));
         }
         w
+    }
+}
+
+/// The effective half-life (h) a single- or two-point method assumed: the
+/// Hänscheid method the time of its point (its optimal effective half-life),
+/// the others (Madsen, two points) the organ's population value.
+fn teff_of(k: &kinetics::Kinetics, times: &[f64], population_h: f64) -> f64 {
+    match k.method.as_str() {
+        "single_point_hanscheid_2018" => times.first().copied().unwrap_or(population_h),
+        _ => population_h,
     }
 }
 
@@ -515,6 +529,17 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         }
         let mut kin = k.clone();
         kin.warnings.clear();
+        let bed = cfg.lq(&name).and_then(|(ab, trep)| {
+            super::bed::of_organ(
+                dose,
+                dose_sd,
+                &k,
+                lp,
+                teff_of(&k, &times, cfg.population_teff_h(&name)),
+                ab,
+                trep,
+            )
+        });
         organs_out.insert(
             name,
             OrganSummary {
@@ -552,6 +577,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
                 mean_dose_gy_sd: dose_sd,
                 mean_dose_gy_sd_segmentation: None,
                 mass_g_sd_segmentation: None,
+                bed,
                 dvh: None,
                 dvh_curve: None,
                 fit: k.fit.clone(),

@@ -212,6 +212,32 @@ pub fn report_text(s: &DoseSummary) -> String {
             fmt_opt(d.map(|x| x.d98), 2),
         );
     }
+    let beds: Vec<_> = s
+        .organs
+        .iter()
+        .filter_map(|(n, o)| o.bed.as_ref().map(|b| (n, b)))
+        .collect();
+    if !beds.is_empty() {
+        let _ = writeln!(r);
+        let _ = writeln!(
+            r,
+            "Biologically effective dose (linear-quadratic, repair during the decaying dose rate):"
+        );
+        for (n, b) in beds {
+            let _ = writeln!(
+                r,
+                "  {:<13} BED {:.2} +- {:.2} Gy, EQD2 {:.2} Gy (alpha/beta {} Gy, T_rep {} h, G = {:.4}; {})",
+                n,
+                b.bed_gy,
+                b.bed_gy_sd,
+                b.eqd2_gy,
+                b.alpha_beta_gy,
+                b.repair_half_time_h,
+                b.g_factor,
+                b.curve
+            );
+        }
+    }
     let _ = writeln!(r);
     let _ = writeln!(r, "Organ activity (MBq) per time point:");
     for (name, o) in &s.organs {

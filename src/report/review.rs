@@ -435,6 +435,9 @@ fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
             format!("{:.2} +- {:.2}", o.mean_dose_gy, o.mean_dose_gy_sd),
             o.mean_dose_gy_sd_segmentation
                 .map_or("-".into(), |x| format!("{x:.2}")),
+            o.bed.as_ref().map_or("-".into(), |b| {
+                format!("{:.2} +- {:.2}", b.bed_gy, b.bed_gy_sd)
+            }),
             if s.injected_activity_mbq > 0.0 {
                 format!("{:.2}", o.mean_dose_gy / (s.injected_activity_mbq / 1000.0))
             } else {
@@ -477,6 +480,7 @@ fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
             "Organ",
             "Mean dose Gy +- SD",
             "of which mask",
+            "BED Gy",
             "Gy/GBq",
             "Mass g",
             "Mask conf.",
@@ -488,7 +492,7 @@ fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
         notes: vec![
             "Mean dose: partial-volume corrected organ mean (TIA x E / mass), +- one standard uncertainty (activity, fit, mass and the mask). \
              'of which mask': the segmentation's share (dose difference between a generous and a strict reading of the network's probabilities, over sqrt 12). \
-             Mask conf.: lowest confidence over the cycle's CTs (0-1); REVIEW (n): n CTs' masks flagged. The DVH plot's voxel means come from the dose map and can differ; the full report explains."
+             BED: biologically effective dose with the configured alpha/beta and repair half-time (the full report lists them). Mask conf.: lowest confidence over the cycle's CTs (0-1); REVIEW (n): n CTs' masks flagged. The DVH plot's voxel means come from the dose map and can differ; the full report explains."
                 .into(),
         ],
         warnings: s
