@@ -494,6 +494,27 @@ fn a_half_kidney_given_as_labels_needs_review_and_the_whole_one_is_final() {
     assert!(ok.mask_confidence.is_empty(), "{:?}", ok.mask_confidence);
 }
 
+/// `organdose inspect DIR | head -1` panicked ("failed printing to stdout:
+/// Broken pipe"): a reader that stops early is no fault.
+#[test]
+fn inspect_into_a_closed_pipe_ends_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient = phantom(tmp.path(), 35, Format::Dicom);
+    let mut child = Command::new(BIN)
+        .arg("inspect")
+        .arg(&patient)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before inspect has written anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 /// Finding 9: `finalize` took the cycle id as a path.
 #[test]
 fn finalize_refuses_a_cycle_id_that_is_a_path() {

@@ -3,6 +3,7 @@
 use organdose::config::Config;
 use organdose::io::{dicom, nifti};
 use serde::Serialize;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -95,9 +96,9 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         ignored,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print_table(&report);
+        super::print_out(&table(&report))?;
     }
     Ok(())
 }
@@ -106,8 +107,10 @@ fn fmt3(v: [f64; 3]) -> String {
     format!("{:.3}x{:.3}x{:.3}", v[0], v[1], v[2])
 }
 
-fn print_table(r: &Report) {
-    println!(
+fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{:<4} {:<12} {:<13} {:<20} {:<6} {:<19} {:<6} {:<28} DESCRIPTION",
         "MOD",
         "PATIENT",
@@ -133,7 +136,8 @@ fn print_table(r: &Report) {
                 )
             })
             .unwrap_or_default();
-        println!(
+        let _ = writeln!(
+            out,
             "{:<4} {:<12} {:<13} {:<20} {:<6} {:<19} {:<6} {:<28} {}",
             s.modality,
             s.patient_id,
@@ -147,20 +151,22 @@ fn print_table(r: &Report) {
             rp,
             s.series_description
         );
-        println!(
+        let _ = writeln!(
+            out,
             "     series {}  study {}  {} file(s) in {}",
             s.series_uid, s.study_uid, s.files, s.source
         );
         if let Some(i) = &s.identity {
-            println!("     identity: {i}");
+            let _ = writeln!(out, "     identity: {i}");
         }
         if let Some(p) = &s.problem {
-            println!("     PROBLEM: {p}");
+            let _ = writeln!(out, "     PROBLEM: {p}");
         }
     }
     for n in &r.nifti {
         let dims: Vec<String> = n.dims.iter().map(|d| d.to_string()).collect();
-        println!(
+        let _ = writeln!(
+            out,
             "{:<4} {:<12} {:<13} {:<20} {:<6} {:<19} {:<6} {:<28} {}",
             "NII",
             "",
@@ -173,19 +179,20 @@ fn print_table(r: &Report) {
             n.path
         );
         if let Some(p) = &n.problem {
-            println!("     PROBLEM: {p}");
+            let _ = writeln!(out, "     PROBLEM: {p}");
         }
     }
     for x in &r.ignored {
-        println!("skipped {}: {}", x.path, x.reason);
+        let _ = writeln!(out, "skipped {}: {}", x.path, x.reason);
     }
     if !r.rejected.is_empty() {
-        println!("{} file(s) not read:", r.rejected.len());
+        let _ = writeln!(out, "{} file(s) not read:", r.rejected.len());
         for x in &r.rejected {
-            println!("  {}: {}", x.path, x.reason);
+            let _ = writeln!(out, "  {}: {}", x.path, x.reason);
         }
     }
     if r.series.is_empty() && r.nifti.is_empty() {
-        println!("no DICOM series or NIfTI files found");
+        let _ = writeln!(out, "no DICOM series or NIfTI files found");
     }
+    out
 }

@@ -43,3 +43,15 @@ pub fn progress_logger() -> impl Fn(&str, f64) {
         }
     }
 }
+
+/// Writes a command's output to stdout at once. A reader that stops early
+/// (`| head`) closes the pipe: that ends the output and is no fault (without
+/// this `organdose inspect DIR | head -3` panicked on the broken pipe).
+pub fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
