@@ -3,6 +3,8 @@
 //! final dose_summary.json as `organdose run` on the whole folder; a box killed
 //! mid-job and restarted must give the same result without losing or repeating work.
 
+#[path = "common/labels.rs"]
+mod labels;
 use organdose::appliance::clock::ManualClock;
 use organdose::appliance::daemon::{records, Appliance};
 use organdose::appliance::processor::{Masks, StudyProcessor};
@@ -316,4 +318,70 @@ fn run_without_masks_or_model_says_so() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no segmentation model"), "{err}");
+}
+
+/// Issue 36, the gate in the box: a cycle held for review says why on its
+/// status line and in `organdose status`, not only in the summary. The
+/// truth masks given to the box lose half the right kidney on one low-dose CT.
+#[test]
+fn a_cycle_held_for_review_says_why_on_the_status_line_and_in_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("staging");
+    let patient_dir = phantom(&staging, 24);
+    let tp2 = patient_dir.join("truth/labels_ldct_tp2.nii.gz");
+    let mut l = organdose::io::nifti::read_nifti_labels(&tp2).unwrap();
+    labels::remove_lower_half(&mut l, 3);
+    organdose::io::nifti::write_nifti(&l, &tp2, "half a right kidney").unwrap();
+    let export = tmp.path().join("export");
+    let out = tmp.path().join("out");
+    for (name, files) in dicom_files_by_series(&patient_dir) {
+        for f in files {
+            let d = export.join(&name).join(f.file_name().unwrap());
+            std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+            std::fs::copy(&f, &d).unwrap();
+        }
+    }
+    let cfg_path = tmp.path().join("box.toml");
+    std::fs::write(
+        &cfg_path,
+        "[appliance]\nquiet_period_s = 0.2\npoll_interval_s = 0.1\nheartbeat_s = 0.2\n",
+    )
+    .unwrap();
+    let events = tmp.path().join("events.log");
+    let bin = env!("CARGO_BIN_EXE_organdose");
+    let st = std::process::Command::new(bin)
+        .arg("--config")
+        .arg(&cfg_path)
+        .args(["watch", "--once", "--no-dicom", "--in"])
+        .arg(&export)
+        .arg("--out")
+        .arg(&out)
+        .arg("--truth-root")
+        .arg(&staging)
+        .arg("--status")
+        .arg(format!("file:{}", events.display()))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let why = "needs review: kidney_right mask on the low-dose CT";
+    let log = std::fs::read_to_string(&events).unwrap();
+    let done = log.lines().find(|l| l.contains(" done: ")).unwrap_or("");
+    assert!(
+        done.contains("needs_review") && done.contains(why),
+        "status line: {done}\n{log}"
+    );
+    let s = std::process::Command::new(bin)
+        .args(["status", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&s.stdout);
+    assert!(
+        text.contains("needs_review") && text.contains(why),
+        "{text}"
+    );
 }

@@ -5,6 +5,9 @@
 //! as paths, quarantine names that collide, study.json values believed, CTs
 //! never opened with --truth, symlinked folders, causes printed twice).
 
+#[path = "common/labels.rs"]
+mod labels;
+use labels::remove_lower_half;
 use organdose::appliance::clock::ManualClock;
 use organdose::appliance::daemon::{records, Appliance, Job, JobOutput, Processor};
 use organdose::appliance::processor::{Masks, StudyProcessor};
@@ -378,22 +381,6 @@ fn a_read_only_out_is_retried_and_never_blamed_on_the_study() {
         );
     }
     assert_eq!(app.status.get().fault, "");
-}
-
-/// Removes label `lab` from the lower half of the slices that hold it.
-fn remove_lower_half(l: &mut organdose::Volume<u8>, lab: u8) {
-    let [nx, ny, nz] = l.geom.dims;
-    let ks: Vec<usize> = (0..nz)
-        .filter(|&z| (0..nx * ny).any(|i| l.data[z * nx * ny + i] == lab))
-        .collect();
-    let mid = (ks[0] + ks[ks.len() - 1]) / 2;
-    for z in ks[0]..=mid {
-        for v in &mut l.data[z * nx * ny..(z + 1) * nx * ny] {
-            if *v == lab {
-                *v = 0;
-            }
-        }
-    }
 }
 
 /// Finding 7: a result with a mask that loses half a kidney at one time point
