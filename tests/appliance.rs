@@ -30,6 +30,17 @@ fn phantom(dir: &Path, seed: u64) -> PathBuf {
     w.patient_dir
 }
 
+/// Every series of a phantom patient into the export folder at once.
+fn export_all(patient_dir: &Path, export: &Path) {
+    for (name, files) in dicom_files_by_series(patient_dir) {
+        for f in files {
+            let d = export.join(&name).join(f.file_name().unwrap());
+            std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+            std::fs::copy(&f, &d).unwrap();
+        }
+    }
+}
+
 /// Deterministic shuffle (xorshift) so the test is repeatable.
 fn shuffle<T>(v: &mut [T], mut s: u64) {
     for i in (1..v.len()).rev() {
@@ -185,13 +196,7 @@ fn killed_mid_job_restart_finishes_without_loss_or_repeat() {
     let export = tmp.path().join("export");
     let out = tmp.path().join("out");
     // The whole patient arrives at once; a junk file with it goes to quarantine.
-    for (name, files) in dicom_files_by_series(&patient_dir) {
-        for f in files {
-            let d = export.join(&name).join(f.file_name().unwrap());
-            std::fs::create_dir_all(d.parent().unwrap()).unwrap();
-            std::fs::copy(&f, &d).unwrap();
-        }
-    }
+    export_all(&patient_dir, &export);
     std::fs::write(export.join("notes.txt"), "not an image\n").unwrap();
     let cfg_path = tmp.path().join("box.toml");
     std::fs::write(
@@ -334,13 +339,7 @@ fn a_cycle_held_for_review_says_why_on_the_status_line_and_in_status() {
     organdose::io::nifti::write_nifti(&l, &tp2, "half a right kidney").unwrap();
     let export = tmp.path().join("export");
     let out = tmp.path().join("out");
-    for (name, files) in dicom_files_by_series(&patient_dir) {
-        for f in files {
-            let d = export.join(&name).join(f.file_name().unwrap());
-            std::fs::create_dir_all(d.parent().unwrap()).unwrap();
-            std::fs::copy(&f, &d).unwrap();
-        }
-    }
+    export_all(&patient_dir, &export);
     let cfg_path = tmp.path().join("box.toml");
     std::fs::write(
         &cfg_path,

@@ -194,6 +194,16 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
         c.end_text();
     };
 
+    // Title and header lines from `y` down; the y below them.
+    let title_block = |c: &mut Content, mut y: f32| {
+        text(c, b"F2", 15.0, MARGIN, y, &p.title);
+        y -= 20.0;
+        for h in &p.header {
+            text(c, b"F1", 9.5, MARGIN, y, h);
+            y -= 12.5;
+        }
+        y
+    };
     // Each picture is one image object, whether shown once or twice.
     let mut xobjects: Vec<Option<Ref>> = vec![None; p.pictures.len()];
     let drawable = |pic: &Picture| {
@@ -202,13 +212,7 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
     if let Some(sp) = &p.summary {
         let mut c = Content::new();
         let mut images = Vec::new();
-        let mut y = PAGE_H - MARGIN - 14.0;
-        text(&mut c, b"F2", 15.0, MARGIN, y, &p.title);
-        y -= 20.0;
-        for h in &p.header {
-            text(&mut c, b"F1", 9.5, MARGIN, y, h);
-            y -= 12.5;
-        }
+        let mut y = title_block(&mut c, PAGE_H - MARGIN - 14.0);
         // The status in a coloured band.
         y -= 8.0;
         let (r, g, b) = match sp.standing {
@@ -370,12 +374,7 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
             first = false;
         }
         if first {
-            text(&mut c, b"F2", 15.0, MARGIN, y, &p.title);
-            y -= 20.0;
-            for h in &p.header {
-                text(&mut c, b"F1", 9.5, MARGIN, y, h);
-                y -= 12.5;
-            }
+            y = title_block(&mut c, y);
             y -= 6.0;
             c.set_stroke_rgb(0.5, 0.5, 0.5);
             c.set_line_width(0.6);
