@@ -21,15 +21,15 @@
 //! Grids are assumed axial (identity direction, as every phantom grid is): the
 //! couch and arms are placed in index space scaled by the spacing.
 
-use super::anatomy::Tissue;
 use super::rng::{hash64, Rng};
+use super::tissue::Tissue;
 use crate::volume::Geometry;
 use rayon::prelude::*;
 
 /// The anatomy on a grid: (tissue classes, organ labels).
 pub type Raster<'a> = dyn Fn(&Geometry) -> (Vec<u8>, Vec<u8>) + Sync + 'a;
 
-/// Number of tissue classes (`anatomy::TISSUE_NAMES`).
+/// Number of tissue classes (`tissue::TISSUE_NAMES`).
 pub const N_TISSUE: usize = 27;
 
 /// Contrast phase of a CT acquisition.

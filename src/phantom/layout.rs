@@ -10,10 +10,10 @@
 //! grid, `truth/labels_ldct_tp<k>.nii.gz`, `truth/labels_spect_tp<k>.nii.gz`, with
 //! the values of `organs::ORGANS` (0 background, 1 liver, 2 kidney_left,
 //! 3 kidney_right, 4 spleen, 5 tumour), and `truth/tissue_ct.nii.gz` with the
-//! tissue classes of `anatomy::TISSUE_NAMES` (listed in truth.json).
+//! tissue classes of `tissue::TISSUE_NAMES` (listed in truth.json).
 
-use super::anatomy::TISSUE_NAMES;
 use super::kinetics::{self, LU177_HALF_LIFE_H};
+use super::tissue::TISSUE_NAMES;
 use super::{preview, rng, Format, Patient};
 use crate::error::{Error, Result};
 use crate::io::dicom_write::{self, CtInfo, DicomPatient, DicomSeries, DicomStudy, NmInfo};

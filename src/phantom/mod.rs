@@ -24,6 +24,7 @@ pub mod real_anatomy;
 pub mod realdata;
 pub mod rng;
 pub mod spect;
+pub mod tissue;
 
 use crate::organs;
 use crate::time::{days_from_civil, DateTime};

@@ -26,10 +26,10 @@
 //! fat), as the geometric generator's does; the project has no renal tumour label
 //! (label 5 is the liver lesion).
 
-use super::anatomy::Tissue;
 use super::geom::{self, Mat3, Pose};
 use super::realdata::{self, word, DataPaths};
 use super::rng::Rng;
+use super::tissue::Tissue;
 use crate::error::{Error, Result};
 use crate::organs;
 use crate::volume::{Geometry, Vec3, Volume};

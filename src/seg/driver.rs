@@ -7,6 +7,7 @@ use super::consensus::{components, fill_gaps, majority_vote};
 use super::fusion::{self, PlaneProbs, PlaneWeights};
 use super::model::{Detections, MaskRcnn};
 use super::orient::Reorient;
+pub use super::plane::{class_targets, ClassTarget, Plane};
 use super::slicing::{self, Canvas, PlaneSampler};
 use super::transform::resize_bilinear;
 use crate::error::{Error, Result};
@@ -37,32 +38,6 @@ impl Planes {
             Planes::Auto => "auto",
             Planes::Axial => "axial",
             Planes::All => "all",
-        }
-    }
-}
-
-/// A slicing direction, in voxel index space (i, j, k).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plane {
-    Axial,
-    Coronal,
-    Sagittal,
-}
-
-impl Plane {
-    /// (slice axis, image column axis, image row axis).
-    pub fn axes(self) -> (usize, usize, usize) {
-        match self {
-            Plane::Axial => (2, 0, 1),
-            Plane::Coronal => (1, 0, 2),
-            Plane::Sagittal => (0, 1, 2),
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Plane::Axial => "axial",
-            Plane::Coronal => "coronal",
-            Plane::Sagittal => "sagittal",
         }
     }
 }
@@ -113,36 +88,6 @@ pub fn label_extent(
 /// Neighbour-channel distance (mm) for a millimetre model that does not say:
 /// about the slice thickness of the abdominal series the paper used.
 pub const DEFAULT_NEIGHBOR_MM: f32 = 2.5;
-
-/// What each model class becomes in the output label map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClassTarget {
-    Organ(u8),
-    /// One class for both kidneys: split by patient x.
-    Kidney,
-}
-
-pub fn class_targets(classes: &[String]) -> Result<Vec<Option<ClassTarget>>> {
-    classes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            if i == 0 {
-                return Ok(None);
-            }
-            if n == "kidney" {
-                return Ok(Some(ClassTarget::Kidney));
-            }
-            organs::label(n)
-                .map(|l| Some(ClassTarget::Organ(l)))
-                .ok_or_else(|| {
-                    Error::input(format!(
-                        "model class {n:?} is not an organ organdose knows (nor \"kidney\")"
-                    ))
-                })
-        })
-        .collect()
-}
 
 /// CT in HU to [0, 1] through the window, clamped.
 pub fn window(ct: &[f32], w: [f32; 2]) -> Vec<f32> {

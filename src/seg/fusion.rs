@@ -9,7 +9,7 @@
 //! axial plane always sees the whole cross-section and keeps weight 1.
 
 use super::consensus::components;
-use super::driver::{ClassTarget, Plane};
+use super::plane::{ClassTarget, Plane};
 use crate::organs;
 use crate::volume::{Geometry, Volume};
 use serde::Serialize;

@@ -1,5 +1,5 @@
 //! CT organ segmentation: a 2.5D Mask R-CNN (torchvision layout and weight
-//! names) in candle, run along three planes and joined by voxel vote.
+//! names) in candle, run along the planes the scan lets it see, their probabilities fused.
 
 pub mod anchors;
 pub mod backbone;
@@ -15,6 +15,7 @@ pub mod eval;
 pub mod fusion;
 pub mod model;
 pub mod orient;
+pub mod plane;
 pub mod realct;
 pub mod roi_heads;
 pub mod roi_ops;

@@ -10,7 +10,7 @@
 //! sits at `i * spacing`. The direction cosines play no part: the image keeps
 //! the series' own row/column order, as the stretched input did.
 
-use super::driver::Plane;
+use super::plane::Plane;
 
 /// Canvas of the physical sampling: `size` x `size` pixels of `pixel_mm`.
 #[derive(Debug, Clone, Copy, PartialEq)]
