@@ -216,8 +216,9 @@ fn masks(
                     tracing::warn!("{n}");
                 }
                 notes.extend(cycle_notes);
-                // The bands, less what the cycle check replaced.
-                let mut bands: Vec<Band> = raw_bands
+                // The bands, less what the cycle check replaced, in the
+                // order of `all`: the diagnostic CT's, then the low-dose CTs'.
+                let bands: Vec<Band> = raw_bands
                     .into_iter()
                     .enumerate()
                     .map(|(i, raw)| {
@@ -231,11 +232,9 @@ fn masks(
                             None => Band::default(),
                         }
                     })
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
                     .collect();
-                let diag_band = bands.pop().unwrap_or_default();
+                let mut bands = bands.into_iter();
+                let diag_band = bands.next().unwrap_or_default();
                 let mut per_tp_bands: Vec<Option<Band>> = vec![None; study.timepoints.len()];
                 let mut it = all.into_iter();
                 let diag = it
@@ -244,7 +243,7 @@ fn masks(
                 let mut per_tp: Vec<Option<Volume<u8>>> = vec![None; study.timepoints.len()];
                 for (k, m) in slots.into_iter().zip(it) {
                     per_tp[k] = Some(m);
-                    per_tp_bands[k] = Some(bands.pop().unwrap_or_default());
+                    per_tp_bands[k] = Some(bands.next().unwrap_or_default());
                 }
                 (
                     diag,
@@ -343,6 +342,7 @@ fn given_mask_checks(
     diag: &Volume<u8>,
     per_tp: &[Option<Volume<u8>>],
 ) -> Vec<MaskConfidence> {
+    use crate::seg::cycle::{median, volume_ml};
     let mut cts: Vec<(String, &Volume<u8>)> = vec![("diagnostic CT".into(), diag)];
     for (tp, m) in study.timepoints.iter().zip(per_tp) {
         if let Some(m) = m {
@@ -360,21 +360,9 @@ fn given_mask_checks(
         crate::organs::KIDNEY_RIGHT,
         crate::organs::SPLEEN,
     ] {
-        let ml: Vec<f64> = cts
-            .iter()
-            .map(|(_, m)| {
-                m.data.iter().filter(|&&v| v == l).count() as f64 * m.geom.voxel_volume_ml()
-            })
-            .collect();
-        let mut sorted = ml.clone();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let median = if n % 2 == 1 {
-            sorted[n / 2]
-        } else {
-            0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
-        };
-        if median <= 0.0 {
+        let ml: Vec<f64> = cts.iter().map(|(_, m)| volume_ml(m, l)).collect();
+        let median = median(&ml);
+        if median.is_nan() || median <= 0.0 {
             continue;
         }
         for ((ct, _), &v) in cts.iter().zip(&ml) {

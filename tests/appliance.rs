@@ -384,3 +384,78 @@ fn a_cycle_held_for_review_says_why_on_the_status_line_and_in_status() {
         "{text}"
     );
 }
+
+/// A physicist's correction the box cannot read (here an RT Structure Set
+/// with its ROI list cut out) was quarantined while her patient's cycle
+/// came out `final` on the masks she had corrected. It now holds the cycle
+/// for review, says so on the status line, and the file stays untouched.
+#[test]
+fn an_unreadable_correction_holds_its_patients_cycle_from_final() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let tmp = tempfile::tempdir().unwrap();
+    let staging = tmp.path().join("staging");
+    let patient_dir = phantom(&staging, 25);
+    let bin = env!("CARGO_BIN_EXE_organdose");
+    // organdose's own RT Structure Set of the diagnostic CT, as a viewer
+    // would send it back, with its StructureSetROISequence missing.
+    let reference = tmp.path().join("reference");
+    let st = std::process::Command::new(bin)
+        .arg("dose")
+        .arg(&patient_dir)
+        .arg("--truth")
+        .arg("-o")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let mut o = dicom_object::open_file(reference.join("dicom/RTSTRUCT_CT.dcm")).unwrap();
+    o.put(DataElement::new(
+        tags::MANUFACTURER,
+        VR::LO,
+        PrimitiveValue::from("Viewer"),
+    ));
+    o.remove_element(tags::STRUCTURE_SET_ROI_SEQUENCE);
+    let export = tmp.path().join("export");
+    export_all(&patient_dir, &export);
+    let bad = export.join("corrections/broken_rtstruct.dcm");
+    std::fs::create_dir_all(bad.parent().unwrap()).unwrap();
+    o.write_to_file(&bad).unwrap();
+    let before = std::fs::read(&bad).unwrap();
+    let out = tmp.path().join("out");
+    let events = tmp.path().join("events.log");
+    let st = std::process::Command::new(bin)
+        .args(["watch", "--once", "--no-dicom", "--in"])
+        .arg(&export)
+        .arg("--out")
+        .arg(&out)
+        .arg("--truth-root")
+        .arg(&staging)
+        .arg("--status")
+        .arg(format!("file:{}", events.display()))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let log = std::fs::read_to_string(&events).unwrap();
+    let done = log.lines().find(|l| l.contains(" done: ")).unwrap_or("");
+    assert!(
+        done.contains("needs_review") && done.contains("held from final"),
+        "status line: {done}\n{log}"
+    );
+    assert!(log.contains("corrected contours not readable"), "{log}");
+    assert_eq!(
+        std::fs::read(&bad).unwrap(),
+        before,
+        "the correction changed"
+    );
+    let q = std::fs::read_dir(out.join("quarantine")).unwrap().count();
+    assert_eq!(q, 1, "one quarantined correction");
+}

@@ -286,13 +286,16 @@ impl Appliance {
         // be a cycle's missing diagnostic CT or time point, so no cycle it may
         // belong to is reported as final while it is there.
         let mut refused: Vec<(Option<String>, String)> = Vec::new();
-        let mut correction_files: Vec<PathBuf> = Vec::new();
+        // Corrected contours of this round, with the patient their header names.
+        let mut correction_files: Vec<(PathBuf, String)> = Vec::new();
         for st in self.ingest.settled_series(now, &self.ingest_cfg) {
             match st {
                 SeriesState::Ready(s) => ready.push(s),
-                SeriesState::Correction(s) => {
-                    correction_files.extend(s.files.iter().map(|h| h.path.clone()))
-                }
+                SeriesState::Correction(s) => correction_files.extend(
+                    s.files
+                        .iter()
+                        .map(|h| (h.path.clone(), h.patient_id.clone())),
+                ),
                 SeriesState::Broken(s, why) => {
                     refused.push((s.files.first().map(|h| h.patient_id.clone()), why.clone()));
                     let sig = self.ingest.signature(&s);
@@ -324,7 +327,10 @@ impl Appliance {
         // Corrected contours: attached to the cycle of the CT they refer to (its
         // signature changes, so it is recomputed); one for a CT no cycle has is
         // quarantined with the reference it names, and nothing else changes.
-        let corrections = self.read_corrections(&correction_files, now);
+        let (corrections, unreadable) = self.read_corrections(&correction_files, now);
+        // A physicist's correction the box cannot read must not leave her
+        // patient's cycle `final` on the masks she corrected.
+        refused.extend(unreadable);
         for (path, why) in attach_corrections(&mut cycles, &corrections) {
             let sig = self.ingest.file_input(&path);
             self.quarantine_once(
@@ -365,7 +371,7 @@ impl Appliance {
                     if let Some(first) = theirs.first() {
                         status = "needs_review";
                         c.notes.push(format!(
-                            "held from final: {} DICOM series or file(s) in the export could not be read and may belong to this cycle (e.g. {first}); fix or remove them (see quarantine/), or `organdose finalize` to accept the result without them",
+                            "needs review: held from final: {} DICOM series or file(s) in the export could not be read and may belong to this cycle (e.g. {first}); fix or remove them (see quarantine/), or `organdose finalize` to accept the result without them",
                             theirs.len()
                         ));
                     }
@@ -483,13 +489,22 @@ impl Appliance {
     /// (Manufacturer "organdose", e.g. a PACS sending the box's results back)
     /// are no correction: said once and left alone, so results never loop. An
     /// unreadable one is quarantined with the reason.
-    fn read_corrections(&mut self, files: &[PathBuf], now: f64) -> Vec<CorrectionFile> {
-        let keys: Vec<String> = files.iter().map(|p| self.ingest.file_input(p)).collect();
+    /// Also returns, per correction that cannot be read, its patient and why.
+    fn read_corrections(
+        &mut self,
+        files: &[(PathBuf, String)],
+        now: f64,
+    ) -> (Vec<CorrectionFile>, Vec<(Option<String>, String)>) {
+        let keys: Vec<String> = files
+            .iter()
+            .map(|(p, _)| self.ingest.file_input(p))
+            .collect();
         // Forget files that are gone (bounded memory over months).
         let present: BTreeSet<&String> = keys.iter().collect();
         self.corrections_seen.retain(|k, _| present.contains(k));
         let mut out = Vec::new();
-        for (path, key) in files.iter().zip(&keys) {
+        let mut unreadable = Vec::new();
+        for ((path, patient), key) in files.iter().zip(&keys) {
             if !self.corrections_seen.contains_key(key) {
                 let seen = match crate::io::corrections::read(path) {
                     Ok(c) if c.manufacturer.eq_ignore_ascii_case("organdose") => {
@@ -525,6 +540,7 @@ impl Appliance {
                         let why = format!("corrected contours not readable: {e}");
                         let name = self.correction_name(path);
                         self.quarantine_once(&name, std::slice::from_ref(path), &why, key, now);
+                        unreadable.push((Some(patient.clone()), why));
                         continue;
                     }
                 };
@@ -534,7 +550,7 @@ impl Appliance {
                 out.push(c.clone());
             }
         }
-        out
+        (out, unreadable)
     }
 
     fn quarantine_once(&mut self, name: &str, files: &[PathBuf], why: &str, sig: &str, now: f64) {

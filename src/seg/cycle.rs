@@ -50,18 +50,22 @@ pub fn cv(v: &[f64]) -> Option<f64> {
     Some(var.sqrt() / m)
 }
 
-fn median(v: &[f64]) -> f64 {
+/// Median of `v` (NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         s[n / 2]
     } else {
         0.5 * (s[n / 2 - 1] + s[n / 2])
     }
 }
 
-fn volume_ml(l: &Volume<u8>, organ: u8) -> f64 {
+/// Volume (mL) of label `organ` in `l`.
+pub fn volume_ml(l: &Volume<u8>, organ: u8) -> f64 {
     l.data.iter().filter(|&&v| v == organ).count() as f64 * l.geom.voxel_volume_ml()
 }
 
