@@ -6,7 +6,7 @@
 #    CUDA 13 dropped Pascal (compute_61, the paper's GTX 1070): nvcc 13 reports
 #    it as unsupported, which is shown and does not fail the check.
 # 2. NVRTC, the path organdose really uses at start-up (ci/nvrtc-check.py, the
-#    same options as src/gpu/device.rs): NVRTC 13.0 for 75/87/90 and NVRTC 12.9
+#    same options as crates/kernels/src/device.rs): NVRTC 13.0 for 75/87/90 and NVRTC 12.9
 #    (second venv) for compute_61, so the GTX 1070 target is checked too.
 #
 #   ci/cuda-check.sh            # venvs .cuda-venv / .cuda12-venv ($CUDA_VENV, $CUDA12_VENV)
@@ -51,7 +51,7 @@ for cu in kernels/*.cu; do
     done
 done
 
-echo "NVRTC (the run-time path, options of src/gpu/device.rs)"
+echo "NVRTC (the run-time path, options of crates/kernels/src/device.rs)"
 LD_LIBRARY_PATH="$CU/lib" python3 ci/nvrtc-check.py "$(ls "$CU"/lib/libnvrtc.so.13* | sort | head -1)" 75 87 90 || fail=1
 VENV12=${CUDA12_VENV:-.cuda12-venv}
 [ -x "$VENV12/bin/python" ] || python3 -m venv "$VENV12"

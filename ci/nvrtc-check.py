@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Compile kernels/*.cu with NVRTC exactly as organdose does at start-up
-(src/gpu/device.rs: --fmad=false --ftz=false --prec-div=true
+(crates/kernels/src/device.rs: --fmad=false --ftz=false --prec-div=true
 --prec-sqrt=true --gpu-architecture=compute_XY), without a GPU: NVRTC needs
 no device. This checks the run-time path itself, including architectures a
 given nvcc no longer supports (CUDA 13 dropped compute_61; NVRTC 12 has it).

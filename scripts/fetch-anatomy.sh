@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real anatomy for the phantom generator (WORD, ICRP-110, KiTS23, AMOS label
 # maps; about 60 MB) from its public homes into DIR, laid out as
-# src/phantom/realdata.rs reads it, every file checked against its sha256 in
+# crates/phantom/src/realdata.rs reads it, every file checked against its sha256 in
 # scripts/anatomy-manifest.txt. Then: ORGANDOSE_ANATOMY_DATA=DIR (or
 # --anatomy-data DIR) for `organdose demo`, `phantom`, `eval` and the tests.
 #

@@ -1,30 +1,32 @@
 //! organdose: scanner-side dosimetry for 177Lu molecular radiotherapy.
 //!
-//! Data flow: `io` (ingest) -> `seg` (segment) -> `dosimetry` -> `report`;
-//! `appliance` orchestrates; `net` is its DICOM network (Storage SCP in, outbox
-//! and Storage SCU out). README.md is the
-//! user's manual; docs/development.md has the layout and the development notes.
+//! The library is a workspace of crates, one per layer, each depending only on
+//! those below it (docs/architecture.md):
+//!
+//! | crate | modules here |
+//! |---|---|
+//! | `organdose-core` | `error`, `organs`, `time`, `volume`, `defaults` |
+//! | `organdose-io` | `io`, `classify`, `study` |
+//! | `organdose-kernels` | `gpu` (the CUDA path; boxes, model config, Gaussian taps) |
+//! | `organdose-phantom` | `phantom` |
+//! | `organdose-dose` | `dosimetry` |
+//! | `organdose-seg` | `seg` |
+//! | `organdose-report` | `report` |
+//! | `organdose-net` | `net` |
+//! | `organdose-appliance` | `appliance`, `pipeline`, `config` |
+//!
+//! This crate re-exports them under one name for the binary (`src/main.rs`,
+//! `src/cli/`), the tests and the benches. README.md is the user's manual.
 
-// Index loops over 3x3 / 4x4 matrices read like the formulas they implement.
-#![allow(clippy::needless_range_loop)]
-
-pub mod appliance;
-pub mod classify;
-pub mod config;
-pub mod defaults;
-pub mod dosimetry;
-pub mod error;
-pub mod gpu;
-pub mod io;
-pub mod net;
-pub mod organs;
-pub mod phantom;
-pub mod pipeline;
-pub mod report;
-pub mod seg;
-pub mod study;
-pub mod time;
-pub mod volume;
-
-pub use error::{Error, Result};
-pub use volume::{Geometry, Volume};
+pub use organdose_appliance as appliance;
+pub use organdose_appliance::{config, pipeline};
+pub use organdose_core::{defaults, error, organs, time, volume};
+pub use organdose_core::{Error, Geometry, Result, Volume};
+pub use organdose_dose as dosimetry;
+pub use organdose_io as io;
+pub use organdose_io::{classify, study};
+pub use organdose_kernels as gpu;
+pub use organdose_net as net;
+pub use organdose_phantom as phantom;
+pub use organdose_report as report;
+pub use organdose_seg as seg;

@@ -1,4 +1,4 @@
-//! CT appearance of the phantom (src/phantom/ct_appearance.rs): noise level and
+//! CT appearance of the phantom (crates/phantom/src/ct_appearance.rs): noise level and
 //! texture by dose, contrast phases, slice-thickness partial volume,
 //! determinism.
 

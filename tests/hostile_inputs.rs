@@ -137,7 +137,7 @@ fn lying_dicom_and_nifti_headers_are_errors_with_bounded_memory() {
     );
     check_bounded("nested", nested.len(), largest, peak);
 
-    // Finding 8: vox_offset = 1e30 (was: a range panic in src/io/nifti.rs).
+    // Finding 8: vox_offset = 1e30 (was: a range panic in crates/io/src/nifti.rs).
     let g = Geometry::new([4, 3, 2], [1.0; 3], [0.0; 3]);
     let v = Volume::new(g, vec![1.0f32; 24]).expect("volume");
     let mut nii = encode_nifti(&v, "t");

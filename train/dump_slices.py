@@ -38,7 +38,7 @@ def main():
              ("sagittal", dims[0] // 3)]
     for plane, s in picks:
         t[f"{plane}.{s}"] = D.slice_input(win, plane, s, SIZE).contiguous()
-    # The millimetre canvas (src/seg/slicing.rs): every tile of each pick, on
+    # The millimetre canvas (crates/seg/src/slicing.rs): every tile of each pick, on
     # the body's range, as the driver tiles a plane.
     _, aff = D.load_nifti(src, reorient=True)
     sp = D.spacing_of(aff)

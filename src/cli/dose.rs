@@ -10,7 +10,7 @@ pub struct Args {
     /// Study folder: a DICOM export of one patient's therapy cycle (any nesting), or
     /// NIfTI volumes with a study.json (as `organdose phantom --format nifti` writes).
     pub study_dir: PathBuf,
-    /// Organ label map on the diagnostic CT (label values of src/organs.rs).
+    /// Organ label map on the diagnostic CT (label values of crates/core/src/organs.rs).
     /// Without --labels or --truth the segmentation network makes the masks.
     #[arg(long)]
     pub labels: Option<PathBuf>,

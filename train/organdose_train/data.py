@@ -1,7 +1,7 @@
-"""Dataset readers and the 2.5D slicing that src/seg/driver.rs uses.
+"""Dataset readers and the 2.5D slicing that crates/seg/src/driver.rs uses.
 
 Every volume becomes (ct_hu float32 [i, j, k], organ labels uint8 [i, j, k],
-LPS affine) with the organ labels of src/organs.rs: 1 liver, 2 kidney_left,
+LPS affine) with the organ labels of crates/core/src/organs.rs: 1 liver, 2 kidney_left,
 3 kidney_right, 4 spleen, 5 tumour.
 """
 import glob
@@ -154,7 +154,7 @@ def slice_input(win, plane, t, size):
                         for tt in (max(t - 1, 0), t, min(t + 1, last))])
 
 
-# --- Input in millimetres: src/seg/slicing.rs, float32 arithmetic in the same order ---
+# --- Input in millimetres: crates/seg/src/slicing.rs, float32 arithmetic in the same order ---
 
 F32 = np.float32
 BODY_HU = -500.0

@@ -1,5 +1,5 @@
 """torchvision Mask R-CNN built from organdose's model config (the dict
-below mirrors src/seg/config.rs ModelConfig) and the model.toml writer.
+below mirrors crates/kernels/src/config.rs ModelConfig) and the model.toml writer.
 Same construction as train/make_fixture.py, with the widths as options."""
 from torch import nn
 from torchvision.models.detection import MaskRCNN
