@@ -6,7 +6,7 @@
 //!     cargo bench --bench soak -- [--patients 100] [--kills 10] [--seed 1]
 //!
 //! Exits non-zero when a check fails. The short version (3 patients, 2 kills)
-//! is tests/appliance_soak.rs.
+//! is tests/it/appliance_soak.rs.
 
 #[path = "../tests/common/soak.rs"]
 mod soak;

@@ -41,16 +41,17 @@ cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$LINK/libcuda.so" "$LINK/cuda_stub
 export PATH="$CU/bin:$PATH" CUDA_ROOT="$CU" CUDA_PATH="$CU" CUDA_COMPUTE_CAP="$CAP" \
     LIBRARY_PATH="$LINK${LIBRARY_PATH:+:$LIBRARY_PATH}"
 cargo build --release --features cuda
-PARITY=$(cargo test --release --features cuda --test gpu_parity --no-run --message-format=json \
+PARITY=$(cargo test --release --features cuda --test it --no-run --message-format=json \
     | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu_parity":
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "it":
         print(m["executable"])')
 DIST=target/gpu-dist
 rm -rf "$DIST" && mkdir -p "$DIST"
 cp "${CARGO_TARGET_DIR:-target}/release/organdose" "$DIST/organdose"
+# The integration-test binary; gpu_check.sh runs its gpu_parity:: tests.
 cp "$PARITY" "$DIST/gpu_parity"
 strip "$DIST/organdose" "$DIST/gpu_parity" || true
 tar -cJf target/gpu-dist.tar.xz -C "$DIST" .

@@ -44,7 +44,7 @@ if ldd "$BIN/organdose" | grep 'not found'; then
 fi
 
 echo "== parity tests (GPU vs CPU twin)"
-ORGANDOSE_REQUIRE_GPU=1 timeout "${PARITY_TIMEOUT:-300}" "$BIN/gpu_parity" --test-threads=1 --nocapture \
+ORGANDOSE_REQUIRE_GPU=1 timeout "${PARITY_TIMEOUT:-300}" "$BIN/gpu_parity" gpu_parity:: --test-threads=1 --nocapture \
     >"$RES/parity.log" 2>&1
 PARITY_RC=$?
 grep -E "^GPU:|max relative error|SKIP|panicked|test result" "$RES/parity.log"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Parity fixture for tests/train_parity.rs: the training code's 2.5D input
+"""Parity fixture for tests/it/train_parity.rs: the training code's 2.5D input
 (organdose_train.data.slice_input) for a few slices of a small phantom CT.
 
   organdose phantom --out /tmp/par --seed 7 --count 1 --small --format nifti

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference fixtures for the Rust Mask R-CNN (tests/seg_parity.rs).
+"""Reference fixtures for the Rust Mask R-CNN (tests/it/seg_parity.rs).
 
 Builds a torchvision Mask R-CNN with torchvision's module layout and state-dict
 names, seeded weights drawn from few values (sparse ternary, stored as fp16 so

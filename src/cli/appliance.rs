@@ -187,7 +187,7 @@ pub fn watch(args: WatchArgs, cfg: &Config) -> anyhow::Result<()> {
     }
     // Runs until the process is stopped (systemd sends SIGTERM): every output and
     // state record is written atomically, so a stop at any moment loses nothing and
-    // the next start resumes where this one was (tests/appliance.rs kills it to check).
+    // the next start resumes where this one was (tests/it/appliance.rs kills it to check).
     app.run(stop)?;
     Ok(())
 }

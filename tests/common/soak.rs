@@ -1,6 +1,6 @@
 //! The soak of the appliance (issue 20, Deliver 5), shared by the bench
 //! (`cargo bench --bench soak`, 100 patients) and the CI test
-//! (tests/appliance_soak.rs, a few patients): small phantom patients arrive in
+//! (tests/it/appliance_soak.rs, a few patients): small phantom patients arrive in
 //! random order, visit by visit (diagnostic CT, then each time point's LDCT +
 //! SPECT, files shuffled and renamed), among junk and half-written files, while
 //! the `watch` process is killed with SIGKILL at random moments and restarted.
@@ -102,7 +102,7 @@ fn files_of_visit(patient_dir: &Path, visit: usize) -> Vec<(String, PathBuf)> {
     out
 }
 
-fn cpu_ticks(pid: u32) -> Option<u64> {
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

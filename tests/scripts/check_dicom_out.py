@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Read organdose's DICOM outputs back with pydicom (and highdicom for SEG) and
 compare them with the truth they were made from. Prints one JSON object; the
-Rust test (tests/dicom_out.rs) decides pass or fail.
+Rust test (tests/it/dicom_out.rs) decides pass or fail.
 
 Usage:
   check_dicom_out.py seg      SEG.dcm      CT_DIR TRUTH_PREFIX

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A physicist's correction, made the way a viewer makes it, and its truth
-computed here, independently of organdose (tests/corrections.rs).
+computed here, independently of organdose (tests/it/corrections.rs).
 
 Usage:
   edit_corrections.py rtstruct IN.dcm OUT.dcm CT_DIR [--rename OLD=NEW]...

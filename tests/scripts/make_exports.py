@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the console-like exports of tests/dicom_exports.rs with outside tools
+"""Write the console-like exports of tests/it/dicom_exports.rs with outside tools
 (highdicom, pydicom), from organdose phantom series:
 
   make_exports.py enhanced-ct CT_DIR OUT.dcm

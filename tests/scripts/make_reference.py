@@ -339,7 +339,7 @@ def main():
     for f in ["CT_small.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm"]:
         k, v = expect_dicom("pydicom_" + f.replace(".dcm", ""), [os.path.join(EXT, f)])
         expected[k] = v
-    # resampled_anat_moved.nii holds NaN voxels: organdose refuses it (tests/io.rs), so it has no expected values.
+    # resampled_anat_moved.nii holds NaN voxels: organdose refuses it (tests/it/io.rs), so it has no expected values.
     for f in ["anatomical.nii", "reoriented_anat_moved.nii", "standard.nii.gz"]:
         k, v = expect_nifti("nibabel_" + f.split(".")[0], os.path.join(EXT, f))
         expected[k] = v

@@ -1025,6 +1025,39 @@ mod tests {
         }
     }
 
+    /// What each test starts from: the generated DICOM series, an empty export
+    /// folder and output folder in a temporary directory, a clock at zero.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        data: PathBuf,
+        export: PathBuf,
+        out: PathBuf,
+        clock: ManualClock,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            Fixture {
+                data: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/generated"),
+                export: dir.path().join("export"),
+                out: dir.path().join("out"),
+                clock: ManualClock::default(),
+                _dir: dir,
+            }
+        }
+    }
+
+    impl Recorder {
+        fn new(need_mb: f64, fail: bool) -> Arc<Self> {
+            Arc::new(Recorder {
+                jobs: Mutex::new(vec![]),
+                need_mb,
+                fail,
+            })
+        }
+    }
+
     fn copy_tree(src: &Path, dst: &Path) {
         for f in crate::io::dicom::list_files(src).unwrap() {
             let rel = f.strip_prefix(src).unwrap();
@@ -1057,16 +1090,15 @@ mod tests {
 
     #[test]
     fn job_runs_once_survives_restart_and_reruns_on_new_data() {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/generated");
-        let dir = tempfile::tempdir().unwrap();
-        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        let Fixture {
+            _dir,
+            data,
+            export,
+            out,
+            clock,
+        } = Fixture::new();
         copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
-        let clock = ManualClock::default();
-        let rec = Arc::new(Recorder {
-            jobs: Mutex::new(vec![]),
-            need_mb: 1.0,
-            fail: false,
-        });
+        let rec = Recorder::new(1.0, false);
         {
             let mut app = appliance(&export, &out, &clock, rec.clone());
             assert_eq!(app.step().unwrap(), 0, "nothing before the quiet period");
@@ -1105,17 +1137,16 @@ mod tests {
 
     #[test]
     fn over_budget_and_failing_jobs_are_refused_and_quarantined_and_box_keeps_going() {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/generated");
-        let dir = tempfile::tempdir().unwrap();
-        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        let Fixture {
+            _dir,
+            data,
+            export,
+            out,
+            clock,
+        } = Fixture::new();
         copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
         std::fs::copy(data.join("bad/not_dicom.dcm"), export.join("junk.dcm")).unwrap();
-        let clock = ManualClock::default();
-        let big = Arc::new(Recorder {
-            jobs: Mutex::new(vec![]),
-            need_mb: 1e6,
-            fail: false,
-        });
+        let big = Recorder::new(1e6, false);
         let mut app = appliance(&export, &out, &clock, big.clone());
         app.step().unwrap();
         clock.advance(11.0);
@@ -1147,16 +1178,15 @@ mod tests {
     /// queue length of the round that queued it).
     #[test]
     fn a_finished_job_is_not_shown_queued() {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/generated");
-        let dir = tempfile::tempdir().unwrap();
-        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        let Fixture {
+            _dir,
+            data,
+            export,
+            out,
+            clock,
+        } = Fixture::new();
         copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
-        let clock = ManualClock::default();
-        let big = Arc::new(Recorder {
-            jobs: Mutex::new(vec![]),
-            need_mb: 1e6,
-            fail: false,
-        });
+        let big = Recorder::new(1e6, false);
         let mut app = appliance(&export, &out, &clock, big);
         app.step().unwrap();
         clock.advance(11.0);
@@ -1216,11 +1246,14 @@ mod tests {
 
     #[test]
     fn environment_fault_is_retried_with_backoff_and_never_recorded() {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/generated");
-        let dir = tempfile::tempdir().unwrap();
-        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        let Fixture {
+            _dir,
+            data,
+            export,
+            out,
+            clock,
+        } = Fixture::new();
         copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
-        let clock = ManualClock::default();
         let p = scripted(&["disk full", "disk full"]);
         let mut app = appliance(&export, &out, &clock, p.clone());
         app.step().unwrap();
@@ -1261,11 +1294,14 @@ mod tests {
 
     #[test]
     fn inputs_deleted_while_the_job_ran_are_no_outcome() {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/generated");
-        let dir = tempfile::tempdir().unwrap();
-        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        let Fixture {
+            _dir,
+            data,
+            export,
+            out,
+            clock,
+        } = Fixture::new();
         copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
-        let clock = ManualClock::default();
         let p = scripted(&["vanish"]);
         let mut app = appliance(&export, &out, &clock, p.clone());
         app.step().unwrap();
@@ -1283,11 +1319,14 @@ mod tests {
 
     #[test]
     fn a_job_that_keeps_killing_the_box_is_not_started_a_fourth_time() {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/generated");
-        let dir = tempfile::tempdir().unwrap();
-        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        let Fixture {
+            _dir,
+            data,
+            export,
+            out,
+            clock,
+        } = Fixture::new();
         copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
-        let clock = ManualClock::default();
         let p = scripted(&[]);
         // Three processes died while running this job: each left its start
         // marker and never the end.
@@ -1323,11 +1362,14 @@ mod tests {
 
     #[test]
     fn a_panic_is_an_internal_fault_and_the_box_keeps_going() {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/generated");
-        let dir = tempfile::tempdir().unwrap();
-        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        let Fixture {
+            _dir,
+            data,
+            export,
+            out,
+            clock,
+        } = Fixture::new();
         copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
-        let clock = ManualClock::default();
         let p = scripted(&["panic"]);
         let mut app = appliance(&export, &out, &clock, p.clone());
         app.step().unwrap();
@@ -1362,17 +1404,16 @@ mod tests {
 
     #[test]
     fn a_final_result_is_kept_when_inputs_are_removed_until_finalize_says_otherwise() {
-        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/generated");
-        let dir = tempfile::tempdir().unwrap();
-        let (export, out) = (dir.path().join("export"), dir.path().join("out"));
+        let Fixture {
+            _dir,
+            data,
+            export,
+            out,
+            clock,
+        } = Fixture::new();
         copy_tree(&data.join("nm_multiframe_rwv"), &export.join("a"));
         copy_tree(&data.join("nm_multiframe_rescale"), &export.join("b"));
-        let clock = ManualClock::default();
-        let rec = Arc::new(Recorder {
-            jobs: Mutex::new(vec![]),
-            need_mb: 1.0,
-            fail: false,
-        });
+        let rec = Recorder::new(1.0, false);
         let mut cfg = Config::default();
         cfg.appliance.quiet_period_s = 10.0;
         cfg.appliance.expected_timepoints = 2;

@@ -1039,7 +1039,7 @@ mod tests {
     fn segmentation_term_is_the_dose_range_over_sqrt12_and_masks_come_back() {
         // Kidney: a 10 x 10 x 10 block of 5 mm voxels (125 mL, 132.5 g) with
         // 10 MBq spread over it at 72 h; D = 1.33753 Gy (hand-computed in
-        // tests/dosimetry.rs). Generous mask: two empty slices more (150 mL,
+        // tests/it/dosimetry.rs). Generous mask: two empty slices more (150 mL,
         // 159 g, same activity): D x 1000/1200 = 1.114608 Gy. Strict: one
         // slice less (119.25 g); its activity is what the VOI method reads
         // there, so its dose is taken from a run of the dosimetry on it.

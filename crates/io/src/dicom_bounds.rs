@@ -57,7 +57,7 @@ pub const ITEM_COST: u64 = 2048;
 impl ElementBounds {
     /// A bound on the memory a read up to the pixel data takes: the value bytes
     /// plus a fixed cost per element and per item (a data set of many empty
-    /// items costs far more than its bytes; `tests/dicom_net.rs` measures it).
+    /// items costs far more than its bytes; `tests/it/dicom_net.rs` measures it).
     pub fn header_parse_cost(&self) -> u64 {
         self.header_bytes
             .saturating_add(self.header_elements.saturating_mul(ELEMENT_COST))

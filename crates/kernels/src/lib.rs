@@ -17,7 +17,7 @@
 //!   network runs on candle's CUDA device with these kernels.
 //!
 //! Each kernel has a CPU twin that the CPU build uses (`seg::roi_ops`,
-//! `dosimetry::psf`); `tests/gpu_parity.rs` compares them on a GPU.
+//! `dosimetry::psf`); `tests/it/gpu_parity.rs` compares them on a GPU.
 
 // Index loops over 3x3 / 4x4 matrices read like the formulas they implement.
 #![allow(clippy::needless_range_loop)]

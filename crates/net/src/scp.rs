@@ -18,7 +18,7 @@
 //! refused before any allocation) and read up to the pixel data only when the
 //! estimated cost of that read fits this association's share of
 //! `appliance.memory_budget_mb` ([`parse_limit_bytes`]); so `max_associations`
-//! at once stay within the budget (issue 42, `tests/dicom_net.rs` measures it).
+//! at once stay within the budget (issue 42, `tests/it/dicom_net.rs` measures it).
 //!
 //! One thread per association, at most `max_associations` at once; a bad peer
 //! (broken PDUs, a stall past `timeout_s`, a panic in its thread) ends its own

@@ -80,7 +80,7 @@ pub fn measure(p: &Patient, tp: usize, act: &Volume<f32>) -> Volume<f32> {
 /// The phantom's camera on any activity map (Bq/mL): breathing box along z of
 /// `breathing_mm`, Gaussian of `fwhm_mm` truncated at 3 sigma, Poisson noise at
 /// `counts_per_bq` counts per Bq of a voxel (0: no noise). Also what a calibration
-/// sphere acquisition sees (`tests/psf_calibration.rs`).
+/// sphere acquisition sees (`tests/it/psf_calibration.rs`).
 pub fn camera(
     act: &Volume<f32>,
     fwhm_mm: f64,

@@ -4,7 +4,7 @@
 //! the slice normal. A 0.7 mm and a 5 mm series, or a coronal slab of 30
 //! slices, then reach the network at one scale. `train/organdose_train/data.py`
 //! (`mm_slice_input`, `plane_tiles`) computes exactly this; the parity test
-//! (`tests/train_parity.rs`) holds both to it.
+//! (`tests/it/train_parity.rs`) holds both to it.
 //!
 //! Positions are "index millimetres" along each voxel axis: voxel centre i
 //! sits at `i * spacing`. The direction cosines play no part: the image keeps

@@ -21,12 +21,11 @@
 //! installed pinned by `.ci/run`; a missing tool skips a test with a message,
 //! or fails it under ORGANDOSE_REQUIRE_TOOLS=1.
 
-#[path = "common/proc.rs"]
-mod proc;
-#[path = "common/tools.rs"]
-mod tools;
+use crate::common::proc;
+use crate::common::tools;
 use proc::{wait_until, Proc};
 
+use crate::common::fixtures::{copy_tree, free_port, read, series_dirs, BIN};
 use organdose::appliance::clock::ManualClock;
 use organdose::appliance::daemon::{records, Appliance};
 use organdose::appliance::processor::{Masks, StudyProcessor};
@@ -39,7 +38,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-const BIN: &str = env!("CARGO_BIN_EXE_organdose");
 const README: &str = "Sending corrections back";
 
 fn script() -> PathBuf {
@@ -53,10 +51,6 @@ fn have_python() -> bool {
             README,
             Command::new("python3").args(["-c", "import matplotlib.path"]),
         )
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
 }
 
 fn json(p: &Path) -> Value {
@@ -307,29 +301,6 @@ fn dose_masks_with_edited_rtstruct_and_seg_gives_the_independent_mass() {
     assert!(!tmp.path().join("out_unknown/dose_summary.json").exists());
 }
 
-fn copy_tree(src: &Path, dst: &Path) {
-    for e in std::fs::read_dir(src).unwrap() {
-        let p = e.unwrap().path();
-        let d = dst.join(p.file_name().unwrap());
-        if p.is_dir() {
-            std::fs::create_dir_all(&d).unwrap();
-            copy_tree(&p, &d);
-        } else {
-            std::fs::copy(&p, &d).unwrap();
-        }
-    }
-}
-
-fn series_dirs(patient_dir: &Path) -> Vec<PathBuf> {
-    let mut d: Vec<PathBuf> = std::fs::read_dir(patient_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.ends_with("truth"))
-        .collect();
-    d.sort();
-    d
-}
-
 /// One round after the quiet period, and the job it queues run to the end.
 fn settle(app: &mut Appliance, clock: &ManualClock) -> usize {
     app.step().unwrap();
@@ -483,16 +454,6 @@ fn export_folder_correction_recomputes_the_cycle_reviewed_with_history() {
     let statuses: Vec<&str> = hist.iter().map(|h| h["status"].as_str().unwrap()).collect();
     assert_eq!(statuses.len(), 2, "{statuses:?}");
     assert!(statuses.contains(&"final") && statuses.contains(&"reviewed"));
-}
-
-fn free_port() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p > 1024 {
-            return p;
-        }
-    }
 }
 
 #[test]

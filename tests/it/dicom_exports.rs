@@ -10,8 +10,7 @@
 //! dcm2niix (Debian) and pydicom/highdicom (PyPI) are installed by `.ci/run`
 //! (pinned); with ORGANDOSE_REQUIRE_TOOLS=1 a missing tool fails the test.
 
-#[path = "common/tools.rs"]
-mod tools;
+use crate::common::tools;
 
 use dicom_core::value::{DataSetSequence, PrimitiveValue};
 use dicom_core::{DataElement, Tag, VR};
@@ -23,8 +22,6 @@ use organdose::io::dicom::{list_files, read_single_series, scan};
 use organdose::volume::Volume;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_organdose");
 
 fn have_dcm2niix() -> bool {
     tools::on_path(
@@ -55,6 +52,7 @@ fn python(args: &[&Path]) {
     );
 }
 
+use crate::common::fixtures::{box_config, BIN};
 use tools::small_dicom_phantom as phantom;
 
 /// The series folder of a phantom patient whose name ends with `suffix`.
@@ -366,16 +364,6 @@ fn assert_same_doses(a: &serde_json::Value, b: &serde_json::Value, what: &str) {
     );
 }
 
-fn box_config(dir: &Path) -> PathBuf {
-    let p = dir.join("box.toml");
-    std::fs::write(
-        &p,
-        "[appliance]\nquiet_period_s = 1\npoll_interval_s = 1\nheartbeat_s = 1\n\n[report]\ndicom = false\n",
-    )
-    .unwrap();
-    p
-}
-
 /// `organdose watch --once` on `export`; returns the one cycle's folder and record.
 fn watch_once(
     cfg: &Path,
@@ -418,7 +406,7 @@ fn a_blanked_patient_gives_the_same_doses_through_run_and_watch() {
     let staging = tmp.path().join("staging");
     let patient = phantom(&staging, 23);
     let pid = patient.file_name().unwrap().to_string_lossy().to_string();
-    let cfg = box_config(tmp.path());
+    let cfg = box_config(tmp.path(), "\n[report]\ndicom = false\n");
     let truth = patient.join("truth");
     let reference = run_dose(&patient, &truth, &tmp.path().join("ref"));
     assert_eq!(reference["status"], "final");
@@ -461,7 +449,7 @@ fn only_the_diagnostic_ct_blanked_keeps_its_masses() {
     let staging = tmp.path().join("staging");
     let patient = phantom(&staging, 29);
     let pid = patient.file_name().unwrap().to_string_lossy().to_string();
-    let cfg = box_config(tmp.path());
+    let cfg = box_config(tmp.path(), "\n[report]\ndicom = false\n");
     let reference = run_dose(&patient, &patient.join("truth"), &tmp.path().join("ref"));
     let export = tmp.path().join("export");
     rewrite(&patient, &export.join(&pid), &|rel, o| {

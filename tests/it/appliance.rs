@@ -3,32 +3,17 @@
 //! final dose_summary.json as `organdose run` on the whole folder; a box killed
 //! mid-job and restarted must give the same result without losing or repeating work.
 
-#[path = "common/labels.rs"]
-mod labels;
+use crate::common::fixtures::phantom;
+use crate::common::labels;
 use organdose::appliance::clock::ManualClock;
 use organdose::appliance::daemon::{records, Appliance};
 use organdose::appliance::processor::{Masks, StudyProcessor};
 use organdose::appliance::status::{Sink, StatusPort};
 use organdose::config::Config;
-use organdose::phantom::layout::{write_patient, WriteOptions};
-use organdose::phantom::{Format, Patient, PhantomConfig};
+use organdose::phantom::Format;
 use organdose::pipeline::{run_study, MaskSource};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-fn phantom(dir: &Path, seed: u64) -> PathBuf {
-    let p = Patient::new(&PhantomConfig::small(), seed, 0);
-    let w = write_patient(
-        &p,
-        dir,
-        &WriteOptions {
-            format: Format::Dicom,
-            preview: None,
-        },
-    )
-    .unwrap();
-    w.patient_dir
-}
 
 /// Every series of a phantom patient into the export folder at once.
 fn export_all(patient_dir: &Path, export: &Path) {
@@ -80,7 +65,7 @@ fn config() -> Config {
 fn files_in_random_order_days_apart_give_the_same_summary_as_run() {
     let tmp = tempfile::tempdir().unwrap();
     let staging = tmp.path().join("staging");
-    let patient_dir = phantom(&staging, 21);
+    let patient_dir = phantom(&staging, 21, Format::Dicom);
     let pid = patient_dir
         .file_name()
         .unwrap()
@@ -192,7 +177,7 @@ fn files_in_random_order_days_apart_give_the_same_summary_as_run() {
 fn killed_mid_job_restart_finishes_without_loss_or_repeat() {
     let tmp = tempfile::tempdir().unwrap();
     let staging = tmp.path().join("staging");
-    let patient_dir = phantom(&staging, 22);
+    let patient_dir = phantom(&staging, 22, Format::Dicom);
     let export = tmp.path().join("export");
     let out = tmp.path().join("out");
     // The whole patient arrives at once; a junk file with it goes to quarantine.
@@ -310,7 +295,7 @@ fn killed_mid_job_restart_finishes_without_loss_or_repeat() {
 #[test]
 fn run_without_masks_or_model_says_so() {
     let tmp = tempfile::tempdir().unwrap();
-    let patient_dir = phantom(tmp.path(), 23);
+    let patient_dir = phantom(tmp.path(), 23, Format::Dicom);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_organdose"))
         .arg("run")
         .arg(&patient_dir)
@@ -332,7 +317,7 @@ fn run_without_masks_or_model_says_so() {
 fn a_cycle_held_for_review_says_why_on_the_status_line_and_in_status() {
     let tmp = tempfile::tempdir().unwrap();
     let staging = tmp.path().join("staging");
-    let patient_dir = phantom(&staging, 24);
+    let patient_dir = phantom(&staging, 24, Format::Dicom);
     let tp2 = patient_dir.join("truth/labels_ldct_tp2.nii.gz");
     let mut l = organdose::io::nifti::read_nifti_labels(&tp2).unwrap();
     labels::remove_lower_half(&mut l, 3);
@@ -395,7 +380,7 @@ fn an_unreadable_correction_holds_its_patients_cycle_from_final() {
     use dicom_dictionary_std::tags;
     let tmp = tempfile::tempdir().unwrap();
     let staging = tmp.path().join("staging");
-    let patient_dir = phantom(&staging, 25);
+    let patient_dir = phantom(&staging, 25, Format::Dicom);
     let bin = env!("CARGO_BIN_EXE_organdose");
     // organdose's own RT Structure Set of the diagnostic CT, as a viewer
     // would send it back, with its StructureSetROISequence missing.

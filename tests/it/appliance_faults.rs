@@ -5,8 +5,9 @@
 //! as paths, quarantine names that collide, study.json values believed, CTs
 //! never opened with --truth, symlinked folders, causes printed twice).
 
-#[path = "common/labels.rs"]
-mod labels;
+use crate::common::fixtures::{box_config, copy_tree, phantom, series_dirs, BIN};
+use crate::common::labels;
+use crate::common::soak::cpu_ticks;
 use labels::remove_lower_half;
 use organdose::appliance::clock::ManualClock;
 use organdose::appliance::daemon::{records, Appliance, Job, JobOutput, Processor};
@@ -14,61 +15,15 @@ use organdose::appliance::processor::{Masks, StudyProcessor};
 use organdose::appliance::status::{Sink, StatusPort};
 use organdose::config::Config;
 use organdose::io::nifti::{read_nifti_labels, write_nifti};
-use organdose::phantom::layout::{write_patient, WriteOptions};
-use organdose::phantom::{Format, Patient, PhantomConfig};
+use organdose::phantom::Format;
 use organdose::pipeline::{run_study, MaskSource};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_organdose");
-
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/generated")
-}
-
-fn phantom(dir: &Path, seed: u64, format: Format) -> PathBuf {
-    let p = Patient::new(&PhantomConfig::small(), seed, 0);
-    write_patient(
-        &p,
-        dir,
-        &WriteOptions {
-            format,
-            preview: None,
-        },
-    )
-    .unwrap()
-    .patient_dir
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    for f in organdose::io::dicom::list_files(src).unwrap() {
-        let d = dst.join(f.strip_prefix(src).unwrap());
-        std::fs::create_dir_all(d.parent().unwrap()).unwrap();
-        std::fs::copy(&f, &d).unwrap();
-    }
-}
-
-/// The series folders of a phantom patient (not its truth), sorted.
-fn series_dirs(patient_dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(patient_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.ends_with("truth"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn box_config(dir: &Path, extra: &str) -> PathBuf {
-    let p = dir.join("box.toml");
-    std::fs::write(
-        &p,
-        format!("[appliance]\nquiet_period_s = 1\npoll_interval_s = 1\nheartbeat_s = 1\n{extra}"),
-    )
-    .unwrap();
-    p
 }
 
 /// Kills the child when the test ends, however it ends.
@@ -94,15 +49,6 @@ fn watch(cfg: &Path, export: &Path, out: &Path, events: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
-}
-
-/// CPU time (user + system) of a process, in clock ticks (Linux /proc).
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 fn wait_for(what: &str, limit_s: u64, mut f: impl FnMut() -> bool) {

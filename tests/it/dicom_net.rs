@@ -19,21 +19,17 @@
 //! ORGANDOSE_REQUIRE_TOOLS=1 makes a missing tool a failure. Elsewhere a test
 //! without its tools says so and passes without checking.
 
-#[path = "common/proc.rs"]
-mod proc;
-#[path = "common/tools.rs"]
-mod tools;
+use crate::common::proc;
+use crate::common::tools;
 use proc::{wait_until, Proc};
 
 use organdose::appliance::daemon::records;
 use organdose::net::{outbox, scu};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_organdose");
 
 fn have(what: &str, exe: &str) -> bool {
     tools::on_path(what, "DICOM network", exe)
@@ -44,53 +40,8 @@ fn have_dcmtk() -> bool {
         && have("dcmtk's echoscu (apt-get install dcmtk)", "echoscu")
 }
 
-/// A port above 1024 nobody listens on right now.
-fn free_port() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p > 1024 {
-            return p;
-        }
-    }
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
+use crate::common::fixtures::{all_files, free_port, read, series_dirs, BIN};
 use tools::small_dicom_phantom as phantom;
-
-fn series_dirs(patient_dir: &Path) -> Vec<PathBuf> {
-    let mut d: Vec<PathBuf> = std::fs::read_dir(patient_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir() && !p.ends_with("truth"))
-        .collect();
-    d.sort();
-    d
-}
-
-/// Every file under `dir`, hidden ones (the SCP's incoming folder) included.
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 fn config(dir: &Path, extra: &str) -> PathBuf {
     let p = dir.join("box.toml");

@@ -4,6 +4,7 @@
 //! asked, a serial port that is not there, a DICOM port already bound, and a
 //! configuration that does not parse.
 
+use crate::common::fixtures::free_port;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,14 +74,6 @@ fn line<'a>(out: &'a str, name: &str) -> &'a str {
 fn assert_tag(out: &str, name: &str, tag: &str) {
     let l = line(out, name);
     assert!(l.starts_with(tag), "{name}: expected {tag}: {l}\n{out}");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn weights_copy(s: &Setup) -> PathBuf {

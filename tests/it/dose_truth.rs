@@ -51,12 +51,12 @@ fn kidney_dose_from_truth_labels_and_noiseless_spect_within_2_percent() {
         // The geometric anatomy keeps kidneys apart from liver and spleen: this
         // checks the pipeline itself. Real anatomy (kidneys touching liver or
         // spleen) adds spill-in through the border extension: -0.5 to +2.3 %
-        // on seeds 11-14; tests/real_anatomy.rs checks that within 3 %.
+        // on seeds 11-14; tests/it/real_anatomy.rs checks that within 3 %.
         anatomy: Some(organdose::phantom::AnatomyKind::Geometric),
         ..PhantomConfig::default()
     };
     // Unblurred SPECT: nothing spills, the paper's VOI method is what is tested
-    // (tests/pvc_truth.rs checks the correction on blurred SPECTs).
+    // (tests/it/pvc_truth.rs checks the correction on blurred SPECTs).
     let dcfg = DosimetryConfig {
         pvc: organdose::dosimetry::pvc::PvcMethod::None,
         ..DosimetryConfig::default()

@@ -3,8 +3,7 @@
 //! once, final, and byte-identical to `organdose run`. The long one is
 //! `cargo bench --bench soak`.
 
-#[path = "common/soak.rs"]
-mod soak;
+use crate::common::soak;
 
 #[test]
 fn three_patients_two_kills_nothing_lost_or_doubled() {

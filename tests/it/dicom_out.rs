@@ -11,8 +11,7 @@
 //! makes a missing tool a failure. Elsewhere a test without its tools says so and
 //! passes without checking.
 
-#[path = "common/tools.rs"]
-mod tools;
+use crate::common::tools;
 
 use organdose::io::dicom::scan;
 use organdose::io::dicom_write::{

@@ -3,8 +3,7 @@
 //! (`../shared/data` or `ORGANDOSE_ANATOMY_DATA`); without them these tests print
 //! one line saying how to get them and pass, or fail under `ORGANDOSE_REQUIRE_DATA=1`.
 
-#[path = "common/data.rs"]
-mod common_data;
+use crate::common::data as common_data;
 
 use organdose::organs;
 use organdose::phantom::real_anatomy::{RealAnatomy, RealOptions};
@@ -240,7 +239,7 @@ fn explicit_real_without_data_is_an_error_naming_the_path() {
 }
 
 /// Mean kidney dose from truth labels and the noiseless SPECT against the analytic
-/// truth, on real anatomy. Looser than tests/dose_truth.rs (2 %, geometric
+/// truth, on real anatomy. Looser than tests/it/dose_truth.rs (2 %, geometric
 /// anatomy): real kidneys touch the liver or spleen, whose activity the 3 mm border
 /// extension partly collects (seeds 11-14: -0.5 to +2.3 %).
 #[test]

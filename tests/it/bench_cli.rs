@@ -1,14 +1,7 @@
 //! `organdose bench`: the CPU variant runs in the default build and prints its
 //! table; `--device cuda` without the feature stops with "built without CUDA".
 
-use std::process::Command;
-
-fn organdose() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_organdose"));
-    // No model folder: the segmentation stage must be skipped, saying so.
-    c.env_remove("RUST_LOG");
-    c
-}
+use crate::common::fixtures::organdose;
 
 #[test]
 fn cpu_bench_prints_every_stage_and_peak_rss() {

@@ -4,10 +4,8 @@
 //! damaged file fails its sha256 check and leaves nothing of that file behind; a
 //! second run keeps what is already there.
 
-#[path = "common/data.rs"]
-mod data;
-#[path = "common/tools.rs"]
-mod tools;
+use crate::common::data;
+use crate::common::tools;
 
 use organdose::phantom::realdata::DataPaths;
 use std::path::{Path, PathBuf};

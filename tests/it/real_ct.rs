@@ -4,8 +4,7 @@
 //! `../shared/data/real-ct` when that folder is there (`common/data.rs`: skipped
 //! when absent, failed then under `ORGANDOSE_REQUIRE_DATA=1`).
 
-#[path = "common/data.rs"]
-mod data;
+use crate::common::data;
 
 use organdose::config::Config;
 use organdose::io::dicom_write::{self, CtInfo, DicomPatient, DicomSeries, DicomStudy};

@@ -2,13 +2,13 @@
 //! the organs found are meaningless; the pipeline, formats and geometry are
 //! what is checked), and the raw one-forward interface against torchvision.
 
+use crate::common::fixtures::organdose;
 use candle_core::{Device, Tensor};
 use organdose::io::nifti;
 use organdose::volume::{Geometry, Volume};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seg")
@@ -24,10 +24,6 @@ fn model_dir(dir: &Path) -> PathBuf {
     flate2::read::GzDecoder::new(f).read_to_end(&mut v).unwrap();
     std::fs::write(m.join("weights.safetensors"), v).unwrap();
     m
-}
-
-fn organdose() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_organdose"))
 }
 
 #[test]

@@ -15,8 +15,7 @@
 //! 0.06-0.10 below the step-5 figures: a model that loses a kidney in part, or a
 //! broken load or preprocessing (~0), fails.
 
-#[path = "common/data.rs"]
-mod data;
+use crate::common::data;
 
 use organdose::organs;
 use organdose::phantom::{Patient, PhantomConfig};
