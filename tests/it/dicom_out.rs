@@ -215,7 +215,33 @@ fn ct_case(root: &Path, name: &str, number: usize, geom: Geometry) -> (PathBuf, 
 fn source_of(dir: &Path) -> SourceSeries {
     let s = scan(dir).unwrap();
     assert_eq!(s.series.len(), 1);
-    SourceSeries::read(&s.series[0]).unwrap()
+    let read = SourceSeries::read(&s.series[0]).unwrap();
+    // What the outputs are made from when the study's headers are reused (the
+    // files not opened again) is what reading every header again gives.
+    let held = SourceSeries::from_series(&s.series[0]).unwrap();
+    assert_eq!(
+        format!("{:?}", held.instances),
+        format!("{:?}", read.instances)
+    );
+    assert_eq!(
+        format!("{:?}", held.patient_study),
+        format!("{:?}", read.patient_study)
+    );
+    assert_eq!(
+        (
+            &held.series_uid,
+            &held.study_uid,
+            &held.frame_of_reference_uid,
+            &held.modality
+        ),
+        (
+            &read.series_uid,
+            &read.study_uid,
+            &read.frame_of_reference_uid,
+            &read.modality
+        )
+    );
+    held
 }
 
 fn automatic() -> Provenance {
@@ -262,6 +288,20 @@ fn rtstruct_and_seg_round_trip_through_orientations() {
             t0.elapsed().as_secs_f64()
         );
         assert_eq!(files.len(), 2, "{files:?}");
+        if number == 0 {
+            // `inspect` lists its own outputs as what they are (a 1-bit SEG was
+            // reported as truncated 8-bit pixel data, the RT Structure Set as
+            // "not an image").
+            let o = crate::common::fixtures::organdose()
+                .arg("inspect")
+                .arg(&out)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(o.status.success(), "{text}");
+            assert!(text.contains("SEG ") && text.contains("RTSTRUCT"), "{text}");
+            assert!(!text.contains("PROBLEM"), "{text}");
+        }
         let prefix = tmp.path().join(format!("truth_{name}"));
         write_truth(&prefix, &labels.geom, &labels.data, |v| vec![v]);
         if dv {

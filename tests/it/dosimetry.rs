@@ -269,8 +269,35 @@ fn misregistered_spect_warns_of_spill_out() {
         "{:?}",
         searched.warnings
     );
+    // The VOIs the result carries for the report's pictures are the moved ones
+    // the activity was measured in (the report drew the unmoved masks' VOIs):
+    // their centre follows the SPECT's sphere, 12 mm along x.
+    let centre_x = |v: &Volume<u8>| {
+        let (mut sum, mut n) = (0.0, 0.0);
+        for k in 0..32 {
+            for j in 0..32 {
+                for i in 0..32 {
+                    if v.get(i, j, k) != 0 {
+                        sum += i as f64;
+                        n += 1.0;
+                    }
+                }
+            }
+        }
+        sum / n * 4.0
+    };
+    assert_eq!(searched.voi_maps.len(), 4);
+    for v in &searched.voi_maps {
+        let v = v.as_ref().expect("VOIs of every time point");
+        let moved = centre_x(v) - centre_x(&mask);
+        assert!((moved - 12.0).abs() < 4.5, "VOI centre moved {moved} mm");
+    }
     // The paper's VOI method keeps the masks where the CT put them.
     let s = dosimetry::run(&input, &paper_method()).unwrap();
+    for v in &s.voi_maps {
+        let v = v.as_ref().expect("VOIs of every time point");
+        assert!((centre_x(v) - centre_x(&mask)).abs() < 1.0);
+    }
     let o = &s.organs["kidney_left"];
     assert!(
         o.activity_mbq[0] < 20.0 * 0.9,

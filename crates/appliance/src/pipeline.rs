@@ -9,6 +9,7 @@ use crate::dosimetry::pipeline::{
 use crate::dosimetry::Nuclide;
 use crate::error::{Error, Result};
 use crate::io::nifti::read_nifti_labels;
+use crate::report::review::{ct_pictures, CtPictures, CtSlot};
 use crate::seg::confidence::{Flag, OrganConfidence};
 use crate::study::{Source, Study};
 use crate::volume::Volume;
@@ -103,6 +104,7 @@ fn masks(
     source: &MaskSource,
     cfg: &Config,
     progress: &dyn Fn(&str, f64),
+    mut pictures: Option<&mut Vec<CtPictures>>,
 ) -> Result<StudyMasks> {
     match source {
         MaskSource::Network { model_dir } => {
@@ -144,6 +146,18 @@ fn masks(
                     &mut |_, _, _| {},
                 )?;
                 notes.extend(seg.notes.iter().map(|m| format!("{what} masks: {m}")));
+                // The report's pictures of this CT, drawn while it is in memory
+                // (drawn again from the CT only if its masks change later).
+                if let Some(pics) = pictures.as_deref_mut() {
+                    let (slot, t_h) = match k.checked_sub(1) {
+                        None => (CtSlot::Diagnostic, None),
+                        Some(i) => (CtSlot::TimePoint(i), study.timepoints.get(i).map(|t| t.t_h)),
+                    };
+                    match ct_pictures(&ct, &seg.labels, slot, t_h) {
+                        Ok(p) => pics.push(p),
+                        Err(e) => tracing::debug!("QC pictures of {what} deferred: {e}"),
+                    }
+                }
                 if auto {
                     confs.push((
                         what.to_string(),
@@ -392,18 +406,20 @@ pub fn dose_input(
     cfg: &Config,
     progress: &dyn Fn(&str, f64),
 ) -> Result<(DoseInput, Vec<String>)> {
-    let (input, notes, _, _, _) = dose_input_full(study, source, &[], cfg, progress)?;
+    let (input, notes, _, _, _, _) = dose_input_full(study, source, &[], cfg, progress, false)?;
     Ok((input, notes))
 }
 
 /// The dosimetry's input, the notes for the summary, the network masks'
-/// confidences and who reviewed the masks (corrections applied).
+/// confidences, who reviewed the masks (corrections applied), the bands of the
+/// masks' edges and the report's CT pictures drawn on the way.
 type FullInput = (
     DoseInput,
     Vec<String>,
     Vec<MaskConfidence>,
     Option<Reviewed>,
     Option<Bands>,
+    Vec<CtPictures>,
 );
 
 /// [`dose_input`] with corrected contours (RT Structure Sets / SEGs) applied
@@ -414,12 +430,15 @@ fn dose_input_full(
     corrections: &[PathBuf],
     cfg: &Config,
     progress: &dyn Fn(&str, f64),
+    draw: bool,
 ) -> Result<FullInput> {
+    // The report's CT pictures, drawn where a CT is read anyway (`draw`).
+    let mut pictures = Vec::new();
     let mut notes = study.notes.clone();
     let nuclide = Nuclide::from_name(&study.injection.nuclide)?;
     progress("masks", 0.05);
     let (mut diag, mut per_tp, seg_notes, mut confidence, mut bands) =
-        masks(study, source, cfg, progress)?;
+        masks(study, source, cfg, progress, draw.then_some(&mut pictures))?;
     notes.extend(seg_notes);
     let reviewed = if corrections.is_empty() {
         None
@@ -457,7 +476,7 @@ fn dose_input_full(
         }
     }
     if !matches!(source, MaskSource::Network { .. }) {
-        check_ct(study, &diag, cfg)?;
+        check_ct(study, &diag, cfg, draw.then_some(&mut pictures))?;
     }
     let n = study.timepoints.len();
     let mut tps = Vec::with_capacity(n);
@@ -492,6 +511,7 @@ fn dose_input_full(
         confidence,
         reviewed,
         bands,
+        pictures,
     ))
 }
 
@@ -776,7 +796,12 @@ fn apply_corrections(
 /// With masks from files (`--truth`, `--labels`) the diagnostic CT is still read:
 /// a broken CT must fail here as it would with the network, and the label map
 /// must lie on its grid (its masses are computed on it).
-fn check_ct(study: &Study, labels: &Volume<u8>, cfg: &Config) -> Result<()> {
+fn check_ct(
+    study: &Study,
+    labels: &Volume<u8>,
+    cfg: &Config,
+    pictures: Option<&mut Vec<CtPictures>>,
+) -> Result<()> {
     let ct = study.diagnostic_ct.read(&cfg.ingest)?;
     if ct.geom.dims != labels.geom.dims {
         return Err(Error::input(format!(
@@ -785,6 +810,12 @@ fn check_ct(study: &Study, labels: &Volume<u8>, cfg: &Config) -> Result<()> {
             study.diagnostic_ct.describe(),
             ct.geom.dims
         )));
+    }
+    if let Some(pics) = pictures {
+        match ct_pictures(&ct, labels, CtSlot::Diagnostic, None) {
+            Ok(p) => pics.push(p),
+            Err(e) => tracing::debug!("QC pictures of the diagnostic CT deferred: {e}"),
+        }
     }
     Ok(())
 }
@@ -852,8 +883,8 @@ pub fn run_study_corrected(
     status: &str,
     progress: &dyn Fn(&str, f64),
 ) -> Result<DoseSummary> {
-    let (mut input, notes, confidence, reviewed, bands) =
-        dose_input_full(study, source, corrections, cfg, progress)?;
+    let (mut input, notes, confidence, reviewed, bands, pictures) =
+        dose_input_full(study, source, corrections, cfg, progress, true)?;
     progress("dosimetry", 0.75);
     let mut summary = crate::dosimetry::run(&input, &cfg.dosimetry)?;
     if let Some(mut b) = bands {
@@ -929,6 +960,11 @@ pub fn run_study_corrected(
         }
         summary.reviewed = Some(r);
     }
+    // The masks first: they are what the report describes, and what a
+    // physicist corrects.
+    if matches!(source, MaskSource::Network { .. }) {
+        write_masks(study, &input, out)?;
+    }
     progress("report", 0.95);
     // QC pictures, report.pdf and the DICOM objects; what cannot be made there is a
     // warning in the summary, not a lost result.
@@ -939,17 +975,14 @@ pub fn run_study_corrected(
             summary: &summary,
             provenance: provenance(source, cfg.segment.planes),
             ingest: &cfg.ingest,
-            dosimetry: &cfg.dosimetry,
             dicom: cfg.report.dicom,
             tac_log_scale: cfg.report.tac_log_scale,
+            ct_pictures: &pictures,
         },
         out,
     );
     summary.warnings.extend(review_warnings);
     crate::report::write_all(out, &summary)?;
-    if matches!(source, MaskSource::Network { .. }) {
-        write_masks(study, &input, out)?;
-    }
     progress("done", 1.0);
     Ok(summary)
 }

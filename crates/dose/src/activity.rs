@@ -266,6 +266,23 @@ pub struct TimePointMeasurement {
     pub voi: BTreeMap<u8, BoxMap>,
 }
 
+impl TimePointMeasurement {
+    /// The organs' border-extended VOIs on the SPECT grid `geom` as one label map
+    /// (a voxel in two VOIs shows the first organ's): what the activities were
+    /// measured in, for the report's pictures.
+    pub fn voi_label_map(&self, geom: &Geometry) -> Result<Volume<u8>> {
+        let mut out = vec![0u8; geom.len()];
+        for (&lab, w) in self.voi.iter().rev() {
+            w.for_each(geom.dims, |l, v| {
+                if v >= 0.5 {
+                    out[l] = lab;
+                }
+            });
+        }
+        Volume::new(geom.clone(), out)
+    }
+}
+
 /// Measures every organ in `organs` on one SPECT (Bq/mL) with the organ mask `labels`
 /// (any grid: carried onto the SPECT grid by coverage).
 ///

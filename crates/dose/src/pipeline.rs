@@ -179,6 +179,11 @@ pub struct DoseSummary {
     /// Voxel dose map (Gy) on the reference SPECT grid.
     #[serde(skip)]
     pub dose_map_gy: Option<Volume<f32>>,
+    /// Per time point of the input (input order), the VOIs the activities were
+    /// measured in, on its SPECT grid (after any mask shift), as a label map:
+    /// the report draws them without measuring again.
+    #[serde(skip)]
+    pub voi_maps: Vec<Option<Volume<u8>>>,
 }
 
 /// Who reviewed the masks and what their correction replaced (`reviewed` in
@@ -320,6 +325,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
     let mut per_tp_pvc: Vec<Option<(PvcResult, PvcResult)>> = Vec::new();
     let mut mask_shifts: Vec<Option<[f64; 3]>> = Vec::new();
     let mut ref_meas: Option<TimePointMeasurement> = None;
+    let mut voi_maps: Vec<Option<Volume<u8>>> = vec![None; input.timepoints.len()];
     for (pos, &i) in order.iter().enumerate() {
         let tp = &input.timepoints[i];
         let at_tp = |e: Error| Error::input(format!("time point {} ({} h): {e}", pos + 1, tp.t_h));
@@ -365,6 +371,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
             }
         }
         mask_shifts.push(shift.map(|s| s.mm));
+        voi_maps[i] = Some(m.voi_label_map(&tp.spect_bq_per_ml.geom).map_err(at_tp)?);
         let vox_ml = tp.spect_bq_per_ml.geom.voxel_volume_ml();
         let total: f64 = tp
             .spect_bq_per_ml
@@ -747,6 +754,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         mask_confidence: Vec::new(),
         reviewed: None,
         dose_map_gy: Some(dmap),
+        voi_maps,
     })
 }
 

@@ -1294,9 +1294,16 @@ impl DicomSeries {
     /// `problem`, not as an error, so one bad series does not hide the others.
     pub fn info(&self, cfg: &IngestConfig) -> Result<SeriesInfo> {
         let h0 = self.first()?;
-        let (geom, problem) = match self.slice_map(cfg) {
-            Ok(m) => (Some(m.geometry), None),
-            Err(e) => (None, Some(e.to_string())),
+        // Contours and segmentations (a physicist's corrections, organdose's own
+        // outputs) are not images: nothing to lay out on a grid, and no problem.
+        let (geom, problem) = if crate::corrections::is_correction(&h0.modality, &h0.sop_class_uid)
+        {
+            (None, None)
+        } else {
+            match self.slice_map(cfg) {
+                Ok(m) => (Some(m.geometry), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
         };
         let acquisition = self.files.iter().filter_map(|h| h.acquisition).fold(
             None,

@@ -13,11 +13,9 @@
 
 use super::dicom_out::source::SourceSeries;
 use super::dicom_out::{self, Provenance};
-use super::overlay::{label_centre, render_through, Palette};
+use super::overlay::{label_centre, render_through, Palette, Rgb};
 use super::pdf_report::{render as render_pdf, Picture, ReportPages, Standing, SummaryPage};
-use crate::dosimetry::activity::measure_time_point;
 use crate::dosimetry::pipeline::{DoseInput, DoseSummary};
-use crate::dosimetry::DosimetryConfig;
 use crate::error::Result;
 use crate::io::write_bytes_atomically;
 use crate::io::IngestConfig;
@@ -34,11 +32,12 @@ pub struct ReviewInput<'a> {
     pub summary: &'a DoseSummary,
     pub provenance: Provenance,
     pub ingest: &'a IngestConfig,
-    /// For the VOIs drawn over each SPECT (the ones the activities were measured in).
-    pub dosimetry: &'a DosimetryConfig,
     /// Write `dicom/` too.
     pub dicom: bool,
     pub tac_log_scale: bool,
+    /// QC pictures of the CTs drawn while the pipeline held them ([`ct_pictures`]);
+    /// a CT without pictures here (or whose masks changed since) is read again.
+    pub ct_pictures: &'a [CtPictures],
 }
 
 /// Soft-tissue CT window (level 40, width 400).
@@ -139,64 +138,164 @@ fn spect_window(v: &Volume<f32>, vois: &Volume<u8>) -> [f32; 2] {
     [0.0, hi.max(1e-6)]
 }
 
+/// Which of a study's CTs a set of pictures shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtSlot {
+    Diagnostic,
+    /// The low-dose CT of the time point at this index (study order).
+    TimePoint(usize),
+}
+
+/// One rendered picture: file name in `qc/`, caption, pixels.
+#[derive(Clone)]
+struct Rendered {
+    name: String,
+    caption: String,
+    rgb: Rgb,
+}
+
+/// The QC pictures of one CT (each organ outlined through its centre), drawn
+/// while the caller holds the CT, with a digest of the label map they show: the
+/// report uses them when the final masks are still those, instead of reading
+/// the CT again.
+pub struct CtPictures {
+    slot: CtSlot,
+    digest: u64,
+    pictures: Vec<Rendered>,
+}
+
+/// A digest of a label map (grid and voxels), to tell whether the masks a
+/// picture shows are still the final ones.
+fn labels_digest(labels: &Volume<u8>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labels.geom.dims.hash(&mut h);
+    for v in labels
+        .geom
+        .spacing
+        .iter()
+        .chain(&labels.geom.origin)
+        .chain(labels.geom.direction.iter().flatten())
+    {
+        v.to_bits().hash(&mut h);
+    }
+    labels.data.hash(&mut h);
+    h.finish()
+}
+
+/// Draws the QC pictures of one CT: `t_h` is the time point's (for the
+/// captions), `None` for the diagnostic CT.
+pub fn ct_pictures(
+    ct: &Volume<f32>,
+    labels: &Volume<u8>,
+    slot: CtSlot,
+    t_h: Option<f64>,
+) -> Result<CtPictures> {
+    let mut pictures = Vec::new();
+    for (lab, organ) in present(labels) {
+        let (name, caption) = match (slot, t_h) {
+            (CtSlot::TimePoint(k), Some(t)) => (
+                format!("tp{}_ldct_{organ}.png", k + 1),
+                format!("{organ} on the low-dose CT at {t:.1} h"),
+            ),
+            _ => (
+                format!("ct_{organ}.png"),
+                format!("{organ} on the diagnostic CT"),
+            ),
+        };
+        if let Some(rgb) = render(ct, labels, lab, &caption, CT_WINDOW, Palette::Grey)? {
+            pictures.push(Rendered { name, caption, rgb });
+        }
+    }
+    Ok(CtPictures {
+        slot,
+        digest: labels_digest(labels),
+        pictures,
+    })
+}
+
+/// One organ through its centre, with the caption and display note; `None` when
+/// the label map does not hold the organ.
+fn render(
+    img: &Volume<f32>,
+    labels: &Volume<u8>,
+    lab: u8,
+    caption: &str,
+    window: [f32; 2],
+    palette: Palette,
+) -> Result<Option<Rgb>> {
+    let Some(c) = label_centre(labels, lab) else {
+        return Ok(None);
+    };
+    let note = match palette {
+        Palette::Grey => format!(
+            "{caption}; CT window {:.0}..{:.0} HU; patient right on image left",
+            window[0], window[1]
+        ),
+        Palette::Hot => format!(
+            "{caption}; SPECT 0..{:.0} Bq/mL; patient right on image left",
+            window[1]
+        ),
+    };
+    render_through(img, labels, c, window, palette, PANEL_PX, &note).map(Some)
+}
+
+/// The pictures of one CT: the ones drawn while the pipeline held it when they
+/// show the final masks, else drawn now from the CT read again (a mask replaced
+/// by the cycle check or a correction after segmentation, or no CT held).
+fn ct_pictures_of(
+    r: &ReviewInput,
+    src: &Source,
+    labels: &Volume<u8>,
+    slot: CtSlot,
+    t_h: Option<f64>,
+) -> Result<CtPictures> {
+    let digest = labels_digest(labels);
+    if let Some(p) = r
+        .ct_pictures
+        .iter()
+        .find(|p| p.slot == slot && p.digest == digest)
+    {
+        return Ok(CtPictures {
+            slot,
+            digest,
+            pictures: p.pictures.clone(),
+        });
+    }
+    tracing::debug!(
+        "QC pictures: reading {} again (its masks changed after it was read, or it was not held)",
+        src.describe()
+    );
+    let ct = src.read(r.ingest)?;
+    ct_pictures(&ct, labels, slot, t_h)
+}
+
 /// Writes every QC picture; returns those the PDF shows (diagnostic CT, and the
 /// reference time point's low-dose CT and SPECT, per organ).
 fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Result<Vec<Picture>> {
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
     let mut for_pdf = Vec::new();
     let ref_k = r.summary.settings.dose_map_time_point.saturating_sub(1);
-    let mut put = |name: String,
-                   caption: String,
-                   img: &Volume<f32>,
-                   labels: &Volume<u8>,
-                   lab: u8,
-                   window: [f32; 2],
-                   palette: Palette,
-                   in_pdf: bool|
-     -> Result<()> {
-        let Some(c) = label_centre(labels, lab) else {
-            return Ok(());
-        };
-        let note = match palette {
-            Palette::Grey => format!(
-                "{caption}; CT window {:.0}..{:.0} HU; patient right on image left",
-                window[0], window[1]
-            ),
-            Palette::Hot => format!(
-                "{caption}; SPECT 0..{:.0} Bq/mL; patient right on image left",
-                window[1]
-            ),
-        };
-        let rgb = render_through(img, labels, c, window, palette, PANEL_PX, &note)?;
-        let png = rgb.encode_png()?;
-        let p = dir.join(&name);
-        write_bytes_atomically(&p, &png)?;
-        written.push(p);
+    let mut put = |p: Rendered, in_pdf: bool| -> Result<()> {
+        let png = p.rgb.encode_png()?;
+        let path = dir.join(&p.name);
+        write_bytes_atomically(&path, &png)?;
+        written.push(path);
         if in_pdf {
             for_pdf.push(Picture {
-                caption: caption.clone(),
-                width: rgb.width,
-                height: rgb.height,
-                rgb: rgb.data,
+                caption: p.caption,
+                width: p.rgb.width,
+                height: p.rgb.height,
+                rgb: p.rgb.data,
             });
         }
         Ok(())
     };
-    let ct = r.study.diagnostic_ct.read(r.ingest)?;
     let diag = &r.input.diag_ct_labels;
-    for (lab, organ) in present(diag) {
-        put(
-            format!("ct_{organ}.png"),
-            format!("{organ} on the diagnostic CT"),
-            &ct,
-            diag,
-            lab,
-            CT_WINDOW,
-            Palette::Grey,
-            true,
-        )?;
+    let pics = ct_pictures_of(r, &r.study.diagnostic_ct, diag, CtSlot::Diagnostic, None)?;
+    for p in pics.pictures {
+        put(p, true)?;
     }
-    drop(ct);
     for (k, (tp, ti)) in r
         .study
         .timepoints
@@ -204,60 +303,36 @@ fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Resul
         .zip(&r.input.timepoints)
         .enumerate()
     {
-        let organs_here = present(&ti.labels);
         if let Some(src) = &tp.ldct {
-            let ldct = src.read(r.ingest)?;
-            for &(lab, organ) in &organs_here {
+            let pics = ct_pictures_of(r, src, &ti.labels, CtSlot::TimePoint(k), Some(tp.t_h))?;
+            for p in pics.pictures {
+                put(p, k == ref_k)?;
+            }
+        }
+        let spect = &ti.spect_bq_per_ml;
+        // The VOIs the dosimetry measured in, carried in its result.
+        let Some(vois) = r.summary.voi_maps.get(k).and_then(|v| v.as_ref()) else {
+            return Err(crate::Error::internal(format!(
+                "the dosimetry result holds no VOIs for time point {}",
+                k + 1
+            )));
+        };
+        let win = spect_window(spect, vois);
+        for (lab, organ) in present(&ti.labels) {
+            let caption = format!("{organ} VOI over the SPECT at {:.1} h", tp.t_h);
+            if let Some(rgb) = render(spect, vois, lab, &caption, win, Palette::Hot)? {
                 put(
-                    format!("tp{}_ldct_{organ}.png", k + 1),
-                    format!("{organ} on the low-dose CT at {:.1} h", tp.t_h),
-                    &ldct,
-                    &ti.labels,
-                    lab,
-                    CT_WINDOW,
-                    Palette::Grey,
+                    Rendered {
+                        name: format!("tp{}_spect_{organ}.png", k + 1),
+                        caption,
+                        rgb,
+                    },
                     k == ref_k,
                 )?;
             }
         }
-        let spect = &ti.spect_bq_per_ml;
-        let vois = voi_labels(spect, &ti.labels, &organs_here, r.dosimetry)?;
-        let win = spect_window(spect, &vois);
-        for &(lab, organ) in &organs_here {
-            put(
-                format!("tp{}_spect_{organ}.png", k + 1),
-                format!("{organ} VOI over the SPECT at {:.1} h", tp.t_h),
-                spect,
-                &vois,
-                lab,
-                win,
-                Palette::Hot,
-                k == ref_k,
-            )?;
-        }
     }
     Ok(for_pdf)
-}
-
-/// The organs' border-extended VOIs on the SPECT grid as one label map (a voxel
-/// in two VOIs shows the first organ's).
-fn voi_labels(
-    spect: &Volume<f32>,
-    labels: &Volume<u8>,
-    organs: &[(u8, &str)],
-    cfg: &DosimetryConfig,
-) -> Result<Volume<u8>> {
-    let ids: Vec<u8> = organs.iter().map(|o| o.0).collect();
-    let m = measure_time_point(spect, labels, &ids, cfg)?;
-    let mut out = vec![0u8; spect.geom.len()];
-    for (&lab, w) in m.voi.iter().rev() {
-        w.for_each(spect.geom.dims, |l, v| {
-            if v >= 0.5 {
-                out[l] = lab;
-            }
-        });
-    }
-    Volume::new(spect.geom.clone(), out)
 }
 
 /// Patient and study lines for the header, from the diagnostic CT's DICOM
@@ -267,7 +342,7 @@ fn header_lines(r: &ReviewInput) -> (Vec<String>, String) {
     let mut lines = Vec::new();
     let mut footer = format!("Patient ID {}", s.patient_id);
     if let Source::Dicom(d) = &r.study.diagnostic_ct {
-        if let Ok(src) = SourceSeries::read(d) {
+        if let Ok(src) = SourceSeries::from_series(d) {
             let name = src.attr(tags::PATIENT_NAME).replace('^', " ");
             lines.push(format!(
                 "Patient: {}   ID {}   born {}   sex {}",

@@ -148,7 +148,7 @@ pub fn write_cycle(
     };
     match dicom(&study.diagnostic_ct) {
         Some(ct) => {
-            let src = SourceSeries::read(&ct)?;
+            let src = SourceSeries::from_series(&ct)?;
             let (files, _) = write_masks(
                 &src,
                 &input.diag_ct_labels,
@@ -171,7 +171,7 @@ pub fn write_cycle(
         let Some(ldct) = tp.ldct.as_ref().and_then(dicom) else {
             continue;
         };
-        let src = SourceSeries::read(&ldct)?;
+        let src = SourceSeries::from_series(&ldct)?;
         let (files, uid) = write_masks(
             &src,
             &ti.labels,
@@ -199,7 +199,7 @@ pub fn write_cycle(
     let spect = ref_tp.and_then(|tp| dicom(&tp.spect));
     match (&summary.dose_map_gy, spect) {
         (Some(dose), Some(spect)) => {
-            let src = SourceSeries::read(&spect)?;
+            let src = SourceSeries::from_series(&spect)?;
             let p = dir.join("RTDOSE.dcm");
             // The DVHs belong to the organs on the dose grid, from the reference
             // time point's mask: its low-dose CT's structure set, when that shares

@@ -136,6 +136,61 @@ fn plane_attr(obj: &InMemDicomObject, tag: Tag, n: usize) -> Option<Vec<f64>> {
 }
 
 impl SourceSeries {
+    /// As [`SourceSeries::read`], from the headers the study already holds (each
+    /// file's own plane and UIDs, as its header gave them when the study was
+    /// read), opening only the first file for the patient and study attributes.
+    /// Enhanced multi-frame objects and headers without a plane are read again.
+    pub fn from_series(series: &DicomSeries) -> Result<Self> {
+        let planar = |h: &&crate::io::dicom::DicomHeader| {
+            !h.enhanced
+                && h.frames <= 1
+                && h.position.is_some()
+                && h.orientation.is_some()
+                && h.pixel_spacing.is_some()
+                && h.rows > 0
+                && h.columns > 0
+                && !h.sop_instance_uid.is_empty()
+                && !h.sop_class_uid.is_empty()
+        };
+        let Some(h0) = series.files.first() else {
+            return Err(Error::series(&series.uid, "no files"));
+        };
+        if !series.files.iter().all(|h| planar(&h)) {
+            return Self::read(series);
+        }
+        let file = OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .open_file(&h0.path)
+            .map_err(|e| Error::dicom(&h0.path, e.to_string()))?;
+        let obj: &InMemDicomObject = &file;
+        let mut patient_study = InMemDicomObject::new_empty();
+        for &t in COPIED {
+            if let Some(e) = obj.get(t) {
+                patient_study.put(e.clone());
+            }
+        }
+        let mut instances = Vec::with_capacity(series.files.len());
+        for h in &series.files {
+            let (Some(ipp), Some(iop), Some(ps)) = (h.position, h.orientation, h.pixel_spacing)
+            else {
+                return Self::read(series);
+            };
+            instances.push(Instance {
+                path: h.path.clone(),
+                sop_class_uid: h.sop_class_uid.trim().to_string(),
+                sop_instance_uid: h.sop_instance_uid.clone(),
+                position: ipp,
+                row_dir: [iop[0], iop[1], iop[2]],
+                col_dir: [iop[3], iop[4], iop[5]],
+                pixel_spacing: ps,
+                rows: h.rows,
+                columns: h.columns,
+                slice_thickness: h.slice_thickness,
+            });
+        }
+        Self::finish(series, instances, patient_study)
+    }
+
     /// Reads every file's header of `series` (pixel data not read).
     pub fn read(series: &DicomSeries) -> Result<Self> {
         let err = |m: String| Error::series(&series.uid, m);
@@ -178,6 +233,16 @@ impl SourceSeries {
             }
         }
         let patient_study = first.ok_or_else(|| err("no files".into()))?;
+        Self::finish(series, instances, patient_study)
+    }
+
+    /// Sorts the instances along the normal and checks the series' UIDs.
+    fn finish(
+        series: &DicomSeries,
+        mut instances: Vec<Instance>,
+        patient_study: InMemDicomObject,
+    ) -> Result<Self> {
+        let err = |m: String| Error::series(&series.uid, m);
         let i0 = instances
             .first()
             .ok_or_else(|| err("no files".into()))?
