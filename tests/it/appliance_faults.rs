@@ -643,6 +643,34 @@ fn an_error_says_its_cause_once() {
     assert!(err.contains("/nonexistent/study"), "{err}");
 }
 
+/// Issue 41: an error keeps the library error under it as its `source`; the
+/// message still quotes it (status lines and quarantine reasons show it), and
+/// the command line says it once (`{:#}` said it twice).
+#[test]
+fn a_kept_source_is_said_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.nii.gz");
+    std::fs::write(
+        &bad,
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbagegarbage",
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .arg("segment")
+        .arg(&bad)
+        .arg("-o")
+        .arg(tmp.path().join("x.nii.gz"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("bad.nii.gz: not a readable NIfTI-1 file: gzip stream"),
+        "{err}"
+    );
+    assert_eq!(err.matches("corrupt deflate stream").count(), 1, "{err}");
+}
+
 // Issue 42: the second probe of the box.
 
 /// Issue 42, finding 6: `organdose status --out OUT | head -1` panicked on the

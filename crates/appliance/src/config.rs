@@ -43,16 +43,17 @@ impl Default for Config {
 impl Config {
     /// Defaults with the keys of `path` laid over them (a partial file is fine).
     pub fn load(path: Option<&Path>) -> Result<Self> {
-        let mut base: toml::Value = toml::from_str(DEFAULT_TOML).map_err(|e| Error::Config {
-            path: "config/default.toml".into(),
-            msg: e.to_string(),
+        let mut base: toml::Value = toml::from_str(DEFAULT_TOML).map_err(|e| {
+            Error::config(
+                Path::new("config/default.toml"),
+                e.to_string(),
+                Some(Box::new(e)),
+            )
         })?;
         if let Some(p) = path {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-            let over: toml::Value = toml::from_str(&text).map_err(|e| Error::Config {
-                path: p.to_path_buf(),
-                msg: e.to_string(),
-            })?;
+            let over: toml::Value = toml::from_str(&text)
+                .map_err(|e| Error::config(p, e.to_string(), Some(Box::new(e))))?;
             merge(&mut base, over);
         }
         let cfg: Config = base.clone().try_into().map_err(|e: toml::de::Error| {
@@ -62,16 +63,16 @@ impl Config {
                 .ok()
                 .and_then(|t| toml::from_str::<Config>(&t).err())
                 .map(|e| e.to_string());
-            Error::Config {
-                path: path.map(|p| p.to_path_buf()).unwrap_or_default(),
-                msg: spanned.unwrap_or_else(|| e.to_string()),
+            let path = path.unwrap_or(Path::new(""));
+            match spanned {
+                // The line-quoting message is the one to show; the first error
+                // said less about the same fault.
+                Some(m) => Error::config(path, m, None),
+                None => Error::config(path, e.to_string(), Some(Box::new(e))),
             }
         })?;
-        cfg.check_ranges().map_err(|msg| Error::Config {
-            path: path
-                .map(|p| p.to_path_buf())
-                .unwrap_or_else(|| "config/default.toml".into()),
-            msg,
+        cfg.check_ranges().map_err(|msg| {
+            Error::config(path.unwrap_or(Path::new("config/default.toml")), msg, None)
         })?;
         Ok(cfg)
     }

@@ -169,7 +169,9 @@ impl Appliance {
                 .spawn(move || {
                     worker_loop(rx, done_tx, processor, status, store, budget, &export, &out)
                 })
-                .map_err(|e| Error::environment(format!("cannot start worker thread: {e}")))?
+                .map_err(|e| {
+                    Error::library(FaultKind::Environment, "cannot start worker thread", e)
+                })?
         };
         status.update(|s| s.memory_budget_mb = cfg.memory_budget_mb);
         Ok(Appliance {

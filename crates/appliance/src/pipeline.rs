@@ -7,7 +7,7 @@ use crate::dosimetry::pipeline::{
     DoseInput, DoseSummary, MaskConfidence, Reviewed, TimePointInput,
 };
 use crate::dosimetry::Nuclide;
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use crate::io::nifti::read_nifti_labels;
 use crate::report::review::{ct_pictures, CtPictures, CtSlot};
 use crate::seg::confidence::{Flag, OrganConfidence};
@@ -292,7 +292,7 @@ fn masks(
             let tj = dir.join("truth.json");
             let text = std::fs::read_to_string(&tj).map_err(|e| Error::io(&tj, e))?;
             let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::input(format!("{}: {e}", tj.display())))?;
+                .map_err(|e| Error::library(FaultKind::Input, format!("{}", tj.display()), e))?;
             let times: Vec<f64> = v["times_h"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())

@@ -2,7 +2,7 @@
 //! atomically after the cycle's outputs, so a restart (or a kill mid-job) loses
 //! nothing and never processes the same inputs twice.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use crate::io::write_bytes_atomically;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -78,7 +78,7 @@ impl StateStore {
         match std::fs::read_to_string(&p) {
             Ok(t) => serde_json::from_str(&t)
                 .map(Some)
-                .map_err(|e| Error::input(format!("{}: {e}", p.display()))),
+                .map_err(|e| Error::library(FaultKind::Input, format!("{}", p.display()), e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&p, e)),
         }
@@ -86,7 +86,7 @@ impl StateStore {
 
     pub fn put(&self, r: &CycleRecord) -> Result<()> {
         let text = serde_json::to_string_pretty(r)
-            .map_err(|e| Error::internal(format!("state record: {e}")))?;
+            .map_err(|e| Error::library(FaultKind::Internal, "state record", e))?;
         write_bytes_atomically(&self.path(&r.id)?, text.as_bytes())
     }
 

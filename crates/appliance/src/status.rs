@@ -8,7 +8,7 @@
 //! [`COMMAND_LINE_BYTES`] (a longer one is refused with a status line and
 //! skipped to its end, never buffered).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use crate::io::write_bytes_atomically;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -300,7 +300,8 @@ pub fn current_rss_mb() -> f64 {
 pub fn read_status(out_dir: &Path) -> Result<Snapshot> {
     let p = out_dir.join("status.json");
     let t = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    serde_json::from_str(&t).map_err(|e| Error::input(format!("{}: {e}", p.display())))
+    serde_json::from_str(&t)
+        .map_err(|e| Error::library(FaultKind::Input, format!("{}", p.display()), e))
 }
 
 /// Seconds since `status.json` in `out_dir` was last written (None when unknown).
@@ -452,10 +453,10 @@ pub fn open_serial(dev: &str, baud: u32) -> Result<(Sink, Box<dyn std::io::Read 
     let port = serialport::new(dev, baud)
         .timeout(std::time::Duration::from_secs(3600))
         .open()
-        .map_err(|e| Error::environment(format!("serial port {dev}: {e}")))?;
+        .map_err(|e| Error::library(FaultKind::Environment, format!("serial port {dev}"), e))?;
     let reader = port
         .try_clone()
-        .map_err(|e| Error::environment(format!("serial port {dev}: {e}")))?;
+        .map_err(|e| Error::library(FaultKind::Environment, format!("serial port {dev}"), e))?;
     Ok((Sink::Writer(Box::new(port)), Box::new(reader)))
 }
 

@@ -18,16 +18,32 @@ pub enum Error {
     /// error 2): No such file or directory (os error 2)").
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
+    /// `source`: the dicom-rs (or I/O) error behind `msg`, when there is one.
     #[error("{path}: not a readable DICOM file: {msg}")]
-    Dicom { path: PathBuf, msg: String },
+    Dicom {
+        path: PathBuf,
+        msg: String,
+        #[source]
+        source: Option<Source>,
+    },
     #[error("{path}: not a readable NIfTI-1 file: {msg}")]
-    Nifti { path: PathBuf, msg: String },
+    Nifti {
+        path: PathBuf,
+        msg: String,
+        #[source]
+        source: Option<Source>,
+    },
     #[error("series {series}: {msg}")]
     Series { series: String, msg: String },
     #[error("geometry: {0}")]
     Geometry(String),
     #[error("config {path}: {msg}")]
-    Config { path: PathBuf, msg: String },
+    Config {
+        path: PathBuf,
+        msg: String,
+        #[source]
+        source: Option<Source>,
+    },
     #[error("{0}")]
     Input(String),
     /// The box's surroundings failed (see the module comment); retried.
@@ -36,6 +52,44 @@ pub enum Error {
     /// A bug in organdose; reported, never blamed on the patient's data.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A library below (serde, candle, plotters, png, a thread) failed; its
+    /// error is the `source`, and whose fault it is was said where it was
+    /// caught, by the code that knows what it asked of the library.
+    #[error("{context}: {source}")]
+    Library {
+        context: String,
+        kind: FaultKind,
+        #[source]
+        source: Source,
+    },
+    /// One of organdose's own errors, with where it happened (a time point, a
+    /// series): it keeps its fault kind.
+    #[error("{context}: {source}")]
+    Context {
+        context: String,
+        #[source]
+        source: Box<Error>,
+    },
+}
+
+/// The error of a library below, kept as a source.
+pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error and its causes on one line, each cause said once: a cause whose
+/// text the line already holds (a message that quotes its source) is not
+/// repeated.
+pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !t.is_empty() && !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Whose fault an error is, and so what the appliance does with it.
@@ -111,12 +165,66 @@ impl Error {
         Error::Dicom {
             path: path.to_path_buf(),
             msg: msg.into(),
+            source: None,
+        }
+    }
+    /// A DICOM file dicom-rs (or the reader under it) could not read: `what`
+    /// says which part, `source` is kept.
+    pub fn dicom_from(
+        path: &Path,
+        what: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Dicom {
+            path: path.to_path_buf(),
+            msg: if what.is_empty() {
+                source.to_string()
+            } else {
+                format!("{what}: {source}")
+            },
+            source: Some(Box::new(source)),
         }
     }
     pub fn nifti(path: &Path, msg: impl Into<String>) -> Self {
         Error::Nifti {
             path: path.to_path_buf(),
             msg: msg.into(),
+            source: None,
+        }
+    }
+    /// As [`Error::dicom_from`] for a NIfTI file.
+    pub fn nifti_from(
+        path: &Path,
+        what: &str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Nifti {
+            path: path.to_path_buf(),
+            msg: format!("{what}: {source}"),
+            source: Some(Box::new(source)),
+        }
+    }
+    /// A configuration file that does not parse (`source`: the TOML error).
+    pub fn config(path: &Path, msg: impl Into<String>, source: Option<Source>) -> Self {
+        Error::Config {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+            source,
+        }
+    }
+    /// A library's error, kept as the source; `kind` is whose fault it is.
+    pub fn library(kind: FaultKind, context: impl Into<String>, source: impl Into<Source>) -> Self {
+        Error::Library {
+            context: context.into(),
+            kind,
+            source: source.into(),
+        }
+    }
+    /// This error with where it happened; its fault kind is kept.
+    pub fn context(self, context: impl Into<String>) -> Self {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
         }
     }
     pub fn series(series: &str, msg: impl Into<String>) -> Self {
@@ -144,6 +252,8 @@ impl Error {
             Error::Io { err, .. } if io_is_environment(err) => FaultKind::Environment,
             Error::Environment(_) => FaultKind::Environment,
             Error::Internal(_) => FaultKind::Internal,
+            Error::Library { kind, .. } => *kind,
+            Error::Context { source, .. } => source.kind(),
             _ => FaultKind::Input,
         }
     }
@@ -194,5 +304,50 @@ mod tests {
         let chained = format!("{:#}", anyhow::Error::from(e));
         assert_eq!(chained.matches("os error 2").count(), 1, "{chained}");
         assert!(chained.starts_with("/nonexistent: "), "{chained}");
+    }
+
+    #[test]
+    fn a_library_error_keeps_its_source_and_the_kind_it_was_given() {
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let e = Error::library(FaultKind::Internal, "summary", json);
+        assert_eq!(e.kind(), FaultKind::Internal);
+        assert!(std::error::Error::source(&e).is_some());
+        // The message says the cause (a status line or a quarantine reason has
+        // it); the chain says it once.
+        let text = chain_text(&e);
+        assert!(text.starts_with("summary: EOF"), "{text}");
+        assert_eq!(text.matches("EOF").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn context_keeps_the_fault_kind_of_what_it_wraps() {
+        // The dosimetry said "time point 2" by making every error an input
+        // fault: a bug inside was quarantined as the patient's data.
+        let bug = Error::internal("PVC matrix of the wrong size").context("time point 2 (6 h)");
+        assert_eq!(bug.kind(), FaultKind::Internal);
+        assert_eq!(
+            bug.to_string(),
+            "time point 2 (6 h): internal error: PVC matrix of the wrong size"
+        );
+        let disk = Error::io(Path::new("/out"), std::io::Error::from_raw_os_error(28))
+            .context("time point 1");
+        assert_eq!(disk.kind(), FaultKind::Environment);
+        assert_eq!(Error::input("bad").context("x").kind(), FaultKind::Input);
+        assert_eq!(chain_text(&bug).matches("PVC matrix").count(), 1);
+    }
+
+    #[test]
+    fn a_dicom_error_from_a_reader_keeps_its_source_and_says_it_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "cut short at byte 132");
+        let e = Error::dicom_from(Path::new("/in/a.dcm"), "file meta group", io);
+        assert_eq!(e.kind(), FaultKind::Input);
+        assert!(std::error::Error::source(&e).is_some());
+        let text = chain_text(&e);
+        assert_eq!(
+            text,
+            "/in/a.dcm: not a readable DICOM file: file meta group: cut short at byte 132"
+        );
+        let chained = format!("{:#}", anyhow::Error::from(e).context("reading the study"));
+        assert!(chained.contains("cut short"), "{chained}");
     }
 }

@@ -328,7 +328,8 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
     let mut voi_maps: Vec<Option<Volume<u8>>> = vec![None; input.timepoints.len()];
     for (pos, &i) in order.iter().enumerate() {
         let tp = &input.timepoints[i];
-        let at_tp = |e: Error| Error::input(format!("time point {} ({} h): {e}", pos + 1, tp.t_h));
+        // The time point said, the fault kind kept (a bug stays a bug).
+        let at_tp = |e: Error| e.context(format!("time point {} ({} h)", pos + 1, tp.t_h));
         let m = measure_time_point(&tp.spect_bq_per_ml, &tp.labels, &organ_labels, cfg)
             .map_err(at_tp)?;
         // The masks moved to where the SPECT says the organs are, when asked.
@@ -383,11 +384,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
             / 1e6;
         let corrected = match cfg.pvc {
             PvcMethod::None => None,
-            _ => Some(
-                correct_time_point(&tp.spect_bq_per_ml, &m, cfg).map_err(|e| {
-                    Error::input(format!("time point {} ({} h): {e}", pos + 1, tp.t_h))
-                })?,
-            ),
+            _ => Some(correct_time_point(&tp.spect_bq_per_ml, &m, cfg).map_err(at_tp)?),
         };
         let in_organs: f64 = m
             .organs

@@ -708,7 +708,7 @@ pub fn read_header(path: &Path) -> Result<DicomHeader> {
     let file = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
-        .map_err(|e| Error::dicom(path, e.to_string()))?;
+        .map_err(|e| Error::dicom_from(path, "", e))?;
     DicomHeader::from_object(path, &file, bounds)
 }
 
@@ -1398,7 +1398,7 @@ fn read_frames(h: &DicomHeader) -> Result<Vec<f64>> {
     .check_pixel_budget()?;
     let file = OpenFileOptions::new()
         .open_file(path)
-        .map_err(|e| Error::dicom(path, e.to_string()))?;
+        .map_err(|e| Error::dicom_from(path, "", e))?;
     if file.get(tags::PIXEL_DATA).is_none() {
         return Err(Error::dicom(path, "no pixel data (7FE0,0010)"));
     }
@@ -1470,7 +1470,7 @@ fn decode_frames(h: &DicomHeader, file: &DefaultDicomObject) -> Result<Vec<f64>>
     check_rle_headers(path, file)?;
     let decoded = file
         .decode_pixel_data()
-        .map_err(|e| Error::dicom(path, format!("pixel data: {e}")))?;
+        .map_err(|e| Error::dicom_from(path, "pixel data", e))?;
     if decoded.samples_per_pixel() != 1 {
         return Err(Error::dicom(
             path,
@@ -1492,7 +1492,7 @@ fn decode_frames(h: &DicomHeader, file: &DefaultDicomObject) -> Result<Vec<f64>>
     let opts = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
     let v: Vec<f64> = decoded
         .to_vec_with_options(&opts)
-        .map_err(|e| Error::dicom(path, format!("pixel data: {e}")))?;
+        .map_err(|e| Error::dicom_from(path, "pixel data", e))?;
     if v.len() < expected {
         return Err(Error::dicom(
             path,

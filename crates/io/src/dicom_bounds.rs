@@ -295,9 +295,10 @@ pub fn check_element_lengths(path: &Path) -> Result<ElementBounds> {
 
 fn with_offset_note(e: Error, start: u64) -> Error {
     match e {
-        Error::Dicom { path, msg } => Error::Dicom {
+        Error::Dicom { path, msg, source } => Error::Dicom {
             path,
             msg: format!("{msg} (in the deflated data set starting at byte {start})"),
+            source,
         },
         e => e,
     }
@@ -309,7 +310,7 @@ fn with_offset_note(e: Error, start: u64) -> Error {
 /// data set starts, for dicom-object and so for this walk). Returns the transfer
 /// syntax UID.
 fn walk_meta(src: &mut Source<BufReader<File>>, path: &Path) -> Result<String> {
-    let io = |e: std::io::Error| Error::dicom(path, format!("file meta group: {e}"));
+    let io = |e: std::io::Error| Error::dicom_from(path, "file meta group", e);
     let at = src.pos;
     let mut t = [0u8; 4];
     src.read_exact(&mut t).map_err(io)?;
@@ -408,7 +409,7 @@ fn walk_data_set<R: Read>(
 where
     Source<R>: Skip,
 {
-    let io = |e: std::io::Error| Error::dicom(path, format!("reading element headers: {e}"));
+    let io = |e: std::io::Error| Error::dicom_from(path, "reading element headers", e);
     let be = syntax == Syntax::ExplicitBe;
     let start = src.pos;
     let mut stack = vec![Frame {

@@ -389,7 +389,7 @@ const MAX_GZIP_RATIO: u64 = 1100;
 /// stream of this compressed size could hold them. Memory follows the data
 /// really present, not the header's word.
 fn read_gz_bounded(file: File, path: &Path) -> Result<Vec<u8>> {
-    let gz_err = |e: std::io::Error| Error::nifti(path, format!("gzip stream: {e}"));
+    let gz_err = |e: std::io::Error| Error::nifti_from(path, "gzip stream", e);
     let compressed = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut dec = GzDecoder::new(std::io::BufReader::new(file));
     let mut buf = Vec::new();
@@ -547,7 +547,7 @@ pub fn read_nifti_labels_bytes(bytes: Vec<u8>, name: &Path) -> Result<Volume<u8>
         GzDecoder::new(&bytes[..])
             .take(MAX_NIFTI_BYTES + 1)
             .read_to_end(&mut buf)
-            .map_err(|e| Error::nifti(name, format!("gzip stream: {e}")))?;
+            .map_err(|e| Error::nifti_from(name, "gzip stream", e))?;
         if buf.len() as u64 > MAX_NIFTI_BYTES {
             return Err(Error::nifti(
                 name,

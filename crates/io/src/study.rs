@@ -13,7 +13,7 @@
 
 use crate::classify::{self, Role};
 use crate::dicom::{self, DicomHeader, DicomSeries};
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use crate::nifti;
 use crate::time::DateTime;
 use crate::volume::Volume;
@@ -153,8 +153,8 @@ pub fn parse_iso_zoned(text: &str) -> Option<(DateTime, Option<f64>)> {
 
 fn load_nifti_study(dir: &Path, sj: &Path) -> Result<Study> {
     let text = std::fs::read_to_string(sj).map_err(|e| Error::io(sj, e))?;
-    let s: StudyJson =
-        serde_json::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", sj.display())))?;
+    let s: StudyJson = serde_json::from_str(&text)
+        .map_err(|e| Error::library(FaultKind::Input, format!("{}", sj.display()), e))?;
     let a = s.injected_activity_mbq;
     if !(a.is_finite() && a > 0.0 && a <= MAX_ACTIVITY_MBQ) {
         return Err(Error::input(format!(

@@ -220,14 +220,9 @@ impl Default for RoiHeadsConfig {
 
 impl ModelConfig {
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
-        let c: ModelConfig = toml::from_str(text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-        c.validate().map_err(|msg| Error::Config {
-            path: path.to_path_buf(),
-            msg,
-        })?;
+        let c: ModelConfig = toml::from_str(text)
+            .map_err(|e| Error::config(path, e.to_string(), Some(Box::new(e))))?;
+        c.validate().map_err(|msg| Error::config(path, msg, None))?;
         Ok(c)
     }
 

@@ -16,7 +16,7 @@
 //! peak so it can be recalibrated on a real card.
 
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use serde::Serialize;
 use std::path::Path;
 
@@ -61,15 +61,21 @@ impl NetworkShape {
         }
         let mut head = vec![0u8; n as usize];
         f.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
-        let text = std::str::from_utf8(&head)
-            .map_err(|e| Error::input(format!("{}: header is not UTF-8: {e}", path.display())))?;
-        Self::from_header_json(text).map_err(|e| Error::input(format!("{}: {e}", path.display())))
+        let text = std::str::from_utf8(&head).map_err(|e| {
+            Error::library(
+                FaultKind::Input,
+                format!("{}: header is not UTF-8", path.display()),
+                e,
+            )
+        })?;
+        Self::from_header_json(text)
+            .map_err(|e| Error::library(FaultKind::Input, format!("{}", path.display()), e))
     }
 
     /// The same from the header's JSON text.
     pub fn from_header_json(text: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::input(format!("safetensors header: {e}")))?;
+            .map_err(|e| Error::library(FaultKind::Input, "safetensors header", e))?;
         let obj = v
             .as_object()
             .ok_or_else(|| Error::input("safetensors header is not a JSON object"))?;

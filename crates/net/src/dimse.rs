@@ -2,7 +2,7 @@
 //! and response. Command sets are always Implicit VR Little Endian; dicom-object
 //! encodes them and computes the command group length.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use dicom_core::{dicom_value, DataElement, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
@@ -62,7 +62,7 @@ fn short(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u16> {
 /// Parses a command set (the bytes of the command PDVs).
 pub fn parse(bytes: &[u8]) -> Result<Command> {
     let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| Error::input(format!("DIMSE command set not readable: {e}")))?;
+        .map_err(|e| Error::library(FaultKind::Input, "DIMSE command set not readable", e))?;
     let field = short(&obj, tags::COMMAND_FIELD)
         .ok_or_else(|| Error::input("DIMSE command set without Command Field (0000,0100)"))?;
     Ok(Command {
@@ -81,7 +81,7 @@ fn encode(elements: Vec<DataElement<InMemDicomObject>>) -> Result<Vec<u8>> {
     let obj = InMemDicomObject::command_from_element_iter(elements);
     let mut out = Vec::new();
     obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| Error::internal(format!("DIMSE command not encoded: {e}")))?;
+        .map_err(|e| Error::library(FaultKind::Internal, "DIMSE command not encoded", e))?;
     Ok(out)
 }
 

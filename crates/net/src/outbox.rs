@@ -15,7 +15,7 @@
 //! Finished jobs leave their `job.json` in `OUT/.outbox/sent/`.
 
 use super::{safe_name, scu, Destination};
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use crate::io::write_bytes_atomically;
 use crate::{NetChange, NetStatus};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -92,12 +92,13 @@ fn now_unix() -> f64 {
 fn read_job(dir: &Path) -> Result<OutboxJob> {
     let p = dir.join("job.json");
     let t = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    serde_json::from_str(&t).map_err(|e| Error::input(format!("{}: {e}", p.display())))
+    serde_json::from_str(&t)
+        .map_err(|e| Error::library(FaultKind::Input, format!("{}", p.display()), e))
 }
 
 fn write_job(dir: &Path, job: &OutboxJob) -> Result<()> {
     let text = serde_json::to_string_pretty(job)
-        .map_err(|e| Error::internal(format!("outbox job: {e}")))?;
+        .map_err(|e| Error::library(FaultKind::Internal, "outbox job", e))?;
     write_bytes_atomically(&dir.join("job.json"), text.as_bytes())
 }
 
@@ -462,7 +463,9 @@ impl Outbox {
         std::thread::Builder::new()
             .name("dicom-outbox".into())
             .spawn(move || me.run(&stop))
-            .map_err(|e| Error::environment(format!("cannot start the outbox thread: {e}")))
+            .map_err(|e| {
+                Error::library(FaultKind::Environment, "cannot start the outbox thread", e)
+            })
     }
 }
 

@@ -25,7 +25,7 @@
 //! association only.
 
 use super::{dimse, DicomNetConfig, STORAGE_CLASSES};
-use crate::error::{io_is_environment, Error, Result};
+use crate::error::{io_is_environment, Error, FaultKind, Result};
 use crate::io::dicom_bounds::check_element_lengths;
 use crate::{NetChange, NetStatus};
 use dicom_dictionary_std::tags;
@@ -141,7 +141,11 @@ fn resolve_hosts(hosts: &[String]) -> Result<Option<Vec<IpAddr>>> {
             Ok(ip) => out.push(ip),
             Err(_) => {
                 let addrs = (h.as_str(), 0).to_socket_addrs().map_err(|e| {
-                    Error::input(format!("dicom.allow_host '{h}': cannot be resolved: {e}"))
+                    Error::library(
+                        FaultKind::Input,
+                        format!("dicom.allow_host '{h}': cannot be resolved"),
+                        e,
+                    )
                 })?;
                 out.extend(addrs.map(|a| a.ip()));
             }
@@ -180,14 +184,14 @@ impl StorageScp {
         let addr = format!("{}:{}", cfg.bind, cfg.port);
         let listener = TcpListener::bind(
             addr.to_socket_addrs()
-                .map_err(|e| Error::input(format!("dicom.bind '{addr}': {e}")))?
+                .map_err(|e| Error::library(FaultKind::Input, format!("dicom.bind '{addr}'"), e))?
                 .collect::<Vec<_>>()
                 .as_slice(),
         )
-        .map_err(|e| Error::environment(format!("DICOM port {addr}: {e}")))?;
+        .map_err(|e| Error::library(FaultKind::Environment, format!("DICOM port {addr}"), e))?;
         let local = listener
             .local_addr()
-            .map_err(|e| Error::environment(format!("DICOM port {addr}: {e}")))?;
+            .map_err(|e| Error::library(FaultKind::Environment, format!("DICOM port {addr}"), e))?;
         let settings = Settings {
             ae_title: cfg.ae_title.trim().to_string(),
             allow_ae: cfg.allow_ae.iter().map(|a| a.trim().to_string()).collect(),
@@ -240,7 +244,13 @@ impl StorageScp {
         std::thread::Builder::new()
             .name("dicom-scp".into())
             .spawn(move || self.accept_loop())
-            .map_err(|e| Error::environment(format!("cannot start the DICOM SCP thread: {e}")))
+            .map_err(|e| {
+                Error::library(
+                    FaultKind::Environment,
+                    "cannot start the DICOM SCP thread",
+                    e,
+                )
+            })
     }
 
     fn accept_loop(self) {
@@ -632,7 +642,7 @@ where
                 data,
             }],
         })
-        .map_err(|e| Error::environment(format!("response not sent: {e}")))
+        .map_err(|e| Error::library(FaultKind::Environment, "response not sent", e))
 }
 
 /// The DIMSE loop of one association. Ok after a release; Err says why it ended

@@ -36,7 +36,7 @@ pub fn file_info(path: &Path) -> Result<FileInfo> {
     std::io::Read::read_exact(&mut f, &mut preamble).map_err(|e| Error::io(path, e))?;
     // from_reader checks the 'DICM' magic itself.
     let meta = FileMetaTable::from_reader(&mut f)
-        .map_err(|e| Error::dicom(path, format!("file meta group: {e}")))?;
+        .map_err(|e| Error::dicom_from(path, "file meta group", e))?;
     Ok(FileInfo {
         path: path.to_path_buf(),
         sop_class: trim(meta.media_storage_sop_class_uid()),
@@ -63,10 +63,10 @@ fn data_set(f: &FileInfo, ts: &str) -> Result<Vec<u8>> {
         .get(ts)
         .filter(|t| t.is_codec_free())
         .ok_or_else(|| Error::internal(format!("transfer syntax {ts} cannot be written")))?;
-    let obj = dicom_object::open_file(&f.path).map_err(|e| Error::dicom(&f.path, e.to_string()))?;
+    let obj = dicom_object::open_file(&f.path).map_err(|e| Error::dicom_from(&f.path, "", e))?;
     let mut out = Vec::new();
     obj.write_dataset_with_ts(&mut out, target)
-        .map_err(|e| Error::dicom(&f.path, format!("re-encoding to {ts}: {e}")))?;
+        .map_err(|e| Error::dicom_from(&f.path, &format!("re-encoding to {ts}"), e))?;
     Ok(out)
 }
 

@@ -15,7 +15,7 @@
 use super::kinetics::{self, LU177_HALF_LIFE_H};
 use super::tissue::TISSUE_NAMES;
 use super::{preview, rng, Format, Patient};
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use crate::io::dicom_write::{self, CtInfo, DicomPatient, DicomSeries, DicomStudy, NmInfo};
 use crate::io::nifti::write_nifti;
 use crate::io::write_bytes_atomically;
@@ -339,7 +339,7 @@ fn rel(base: &Path, p: &Path) -> String {
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
     let mut s = serde_json::to_string_pretty(v)
-        .map_err(|e| Error::input(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::library(FaultKind::Input, format!("{}", path.display()), e))?;
     s.push('\n');
     write_bytes_atomically(path, s.as_bytes())
 }

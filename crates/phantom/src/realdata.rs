@@ -15,7 +15,7 @@
 //! Archives are read as streams: only the wanted entry is decompressed, and every
 //! entry's size is checked before it is read into memory.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use crate::io::nifti::read_nifti_labels_bytes;
 use crate::volume::{Geometry, Volume};
 use flate2::read::GzDecoder;
@@ -186,7 +186,11 @@ fn read_limited(mut r: impl Read, size: u64, what: &Path) -> Result<Vec<u8>> {
 }
 
 fn zip_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::input(format!("{}: zip archive: {e}", path.display()))
+    Error::library(
+        FaultKind::Input,
+        format!("{}: zip archive", path.display()),
+        e.to_string(),
+    )
 }
 
 /// Names of the `.nii.gz` entries of a zip archive, sorted.
@@ -263,7 +267,11 @@ pub fn icrp_voxel_mm(name: &str) -> Option<[f64; 3]> {
 }
 
 fn tar_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::input(format!("{}: tar.gz archive: {e}", path.display()))
+    Error::library(
+        FaultKind::Input,
+        format!("{}: tar.gz archive", path.display()),
+        e.to_string(),
+    )
 }
 
 /// Parses one g4dat slice: three dims (columns, rows, slices), then columns x rows

@@ -7,6 +7,7 @@
 // Index loops over 3x3 / 4x4 matrices read like the formulas they implement.
 #![allow(clippy::needless_range_loop)]
 
+use crate::error::FaultKind;
 use organdose_core::{error, organs, volume, Error, Geometry, Result};
 use organdose_dose as dosimetry;
 use organdose_io as io;
@@ -52,9 +53,10 @@ pub fn write_all(out_dir: &Path, s: &DoseSummary) -> Result<Vec<PathBuf>> {
 /// `dose_summary.json`, pretty printed. NaN (e.g. an undefined uncertainty) is written
 /// as null.
 pub fn summary_json(s: &DoseSummary) -> Result<String> {
-    let v = serde_json::to_value(s).map_err(|e| Error::input(format!("summary: {e}")))?;
-    let mut text =
-        serde_json::to_string_pretty(&v).map_err(|e| Error::input(format!("summary: {e}")))?;
+    let v =
+        serde_json::to_value(s).map_err(|e| Error::library(FaultKind::Internal, "summary", e))?;
+    let mut text = serde_json::to_string_pretty(&v)
+        .map_err(|e| Error::library(FaultKind::Internal, "summary", e))?;
     text.push('\n');
     Ok(text)
 }

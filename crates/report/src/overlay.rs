@@ -17,7 +17,7 @@
 //! liver, else the left kidney, else the organs' centroid); the middle of the
 //! volume when nothing is labelled.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use crate::io::write_bytes_atomically;
 use crate::organs;
 use crate::volume::{Vec3, Volume};
@@ -106,9 +106,9 @@ impl Rgb {
             enc.set_depth(png::BitDepth::Eight);
             let mut wr = enc
                 .write_header()
-                .map_err(|e| Error::input(format!("png: {e}")))?;
+                .map_err(|e| Error::library(FaultKind::Internal, "png", e))?;
             wr.write_image_data(&self.data)
-                .map_err(|e| Error::input(format!("png: {e}")))?;
+                .map_err(|e| Error::library(FaultKind::Internal, "png", e))?;
         }
         Ok(out)
     }
@@ -392,7 +392,7 @@ fn render_views(
     note: &str,
 ) -> Result<Rgb> {
     let font = FontRef::try_from_slice(FONT_BYTES)
-        .map_err(|e| Error::input(format!("overlay font: {e}")))?;
+        .map_err(|e| Error::library(FaultKind::Internal, "overlay font", e))?;
     let width = GAP + vs.iter().map(|v| v.w + GAP).sum::<usize>();
     let body_h = vs.iter().map(|v| v.h).max().unwrap_or(1);
     let height = HEADER + body_h + FOOTER;

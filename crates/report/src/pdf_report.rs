@@ -8,7 +8,7 @@
 //! fonts): text uses the standard Helvetica and Courier fonts every PDF viewer
 //! has, pictures are embedded as Flate-compressed RGB.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
 use pdf_writer::{Content, Filter, Finish, Name, Pdf, Rect, Ref, Str};
@@ -37,11 +37,11 @@ impl Picture {
         let dec = png::Decoder::new(std::io::Cursor::new(png_bytes));
         let mut r = dec
             .read_info()
-            .map_err(|e| Error::input(format!("png: {e}")))?;
+            .map_err(|e| Error::library(FaultKind::Internal, "png", e))?;
         let mut buf = vec![0u8; r.output_buffer_size().unwrap_or(0)];
         let info = r
             .next_frame(&mut buf)
-            .map_err(|e| Error::input(format!("png: {e}")))?;
+            .map_err(|e| Error::library(FaultKind::Internal, "png", e))?;
         let (w, h) = (info.width as usize, info.height as usize);
         let rgb = match info.color_type {
             png::ColorType::Rgb => buf[..w * h * 3].to_vec(),
@@ -151,7 +151,7 @@ fn zlib(data: &[u8]) -> Result<Vec<u8>> {
     let mut e = ZlibEncoder::new(Vec::new(), Compression::default());
     e.write_all(data)
         .and_then(|_| e.finish())
-        .map_err(|e| Error::input(format!("pdf image: {e}")))
+        .map_err(|e| Error::library(FaultKind::Internal, "pdf image", e))
 }
 
 /// One page under construction.

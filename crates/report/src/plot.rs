@@ -8,7 +8,7 @@
 
 use crate::dosimetry::kinetics::Model;
 use crate::dosimetry::DoseSummary;
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
 use plotters::backend::BitMapBackend;
 use plotters::prelude::*;
@@ -197,7 +197,7 @@ where
     ) -> std::result::Result<(), String>,
 {
     let font = FontRef::try_from_slice(FONT_BYTES)
-        .map_err(|e| Error::input(format!("embedded font: {e}")))?;
+        .map_err(|e| Error::library(FaultKind::Internal, "embedded font", e))?;
     let mut buf = vec![255u8; (W * H * 3) as usize];
     {
         let backend = TextBackend {
@@ -206,10 +206,10 @@ where
         };
         let root = backend.into_drawing_area();
         root.fill(&WHITE)
-            .map_err(|e| Error::input(format!("plot: {e}")))?;
-        draw(&root).map_err(|e| Error::input(format!("plot: {e}")))?;
+            .map_err(|e| Error::library(FaultKind::Internal, "plot", e))?;
+        draw(&root).map_err(|e| Error::library(FaultKind::Internal, "plot", e))?;
         root.present()
-            .map_err(|e| Error::input(format!("plot: {e}")))?;
+            .map_err(|e| Error::library(FaultKind::Internal, "plot", e))?;
     }
     encode_png(&buf, W, H)
 }
@@ -222,9 +222,9 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>> {
         enc.set_depth(png::BitDepth::Eight);
         let mut wr = enc
             .write_header()
-            .map_err(|e| Error::input(format!("png: {e}")))?;
+            .map_err(|e| Error::library(FaultKind::Internal, "png", e))?;
         wr.write_image_data(rgb)
-            .map_err(|e| Error::input(format!("png: {e}")))?;
+            .map_err(|e| Error::library(FaultKind::Internal, "png", e))?;
     }
     Ok(out)
 }

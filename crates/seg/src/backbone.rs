@@ -63,14 +63,23 @@ impl Weights {
 
     pub fn load(path: &std::path::Path, device: &Device) -> Result<Self> {
         let map = candle_core::safetensors::load(path, device).map_err(|e| {
-            Error::input(format!("{}: not readable safetensors: {e}", path.display()))
+            Error::library(
+                FaultKind::Environment,
+                format!("{}: not readable safetensors", path.display()),
+                e,
+            )
         })?;
         Self::from_map(map, &path.display().to_string())
     }
 
     pub fn from_buffer(bytes: &[u8], device: &Device, what: &str) -> Result<Self> {
-        let map = candle_core::safetensors::load_buffer(bytes, device)
-            .map_err(|e| Error::input(format!("{what}: not readable safetensors: {e}")))?;
+        let map = candle_core::safetensors::load_buffer(bytes, device).map_err(|e| {
+            Error::library(
+                FaultKind::Environment,
+                format!("{what}: not readable safetensors"),
+                e,
+            )
+        })?;
         Self::from_map(map, what)
     }
 

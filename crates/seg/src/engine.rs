@@ -93,8 +93,13 @@ fn open_device(kind: DeviceKind) -> Result<Device> {
     match kind {
         DeviceKind::Cpu => Ok(Device::Cpu),
         #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => Device::new_cuda(0)
-            .map_err(|e| Error::environment(format!("opening CUDA device 0: {e}"))),
+        DeviceKind::Cuda => Device::new_cuda(0).map_err(|e| {
+            Error::library(
+                crate::error::FaultKind::Environment,
+                "opening CUDA device 0",
+                e,
+            )
+        }),
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => Err(Error::environment(
             "--device cuda (segment.device): this organdose was built without CUDA; rebuild with `cargo build --release --features cuda` (docs/development.md, \"CUDA build\") or use --device cpu",

@@ -7,7 +7,7 @@ use super::config::{MaskPaste, ModelConfig};
 use super::roi_heads::{Levels, RoiHeads};
 use super::rpn::{proposals, RpnHead};
 use super::transform::{paste_mask, paste_mask_exact, prepare, rescale_box};
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
@@ -187,7 +187,7 @@ fn check_manifest(dir: &Path, weights: &Path) -> Result<Option<String>> {
     }
     let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
     let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::input(format!("{}: {e}", mpath.display())))?;
+        .map_err(|e| Error::library(FaultKind::Environment, format!("{}", mpath.display()), e))?;
     let named = v["weights"].as_str().map(|w| dir.join(w));
     let (Some(want), Some(named)) = (v["sha256"].as_str(), named) else {
         return Ok(None);

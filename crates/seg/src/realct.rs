@@ -34,7 +34,7 @@
 //! Where the truth has one label for both kidneys ([`KIDNEY_UNSPLIT`]), the
 //! prediction's kidney_left ∪ kidney_right is scored against it as "kidney".
 
-use crate::error::{Error, Result};
+use crate::error::{Error, FaultKind, Result};
 use crate::eval::{organ_metrics, OrganMetrics};
 use crate::io::IngestConfig;
 use crate::io::{dicom, nifti};
@@ -488,7 +488,9 @@ fn ircadb_mask_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let zpath = dir.join("MASKS_DICOM_liver.zip");
     let mut out = Vec::new();
     if zpath.is_file() {
-        let zerr = |e: zip::result::ZipError| Error::input(format!("{}: {e}", zpath.display()));
+        let zerr = |e: zip::result::ZipError| {
+            Error::library(FaultKind::Input, format!("{}", zpath.display()), e)
+        };
         let f = std::fs::File::open(&zpath).map_err(|e| Error::io(&zpath, e))?;
         let mut za = zip::ZipArchive::new(std::io::BufReader::new(f)).map_err(zerr)?;
         for i in 0..za.len() {

@@ -219,7 +219,7 @@ pub fn read(path: &Path) -> Result<Correction> {
     let bounds = check_element_lengths(path)?;
     let file = OpenFileOptions::new()
         .open_file(path)
-        .map_err(|e| Error::dicom(path, e.to_string()))?;
+        .map_err(|e| Error::dicom_from(path, "", e))?;
     let obj: &InMemDicomObject = &file;
     let class = text(obj, tags::SOP_CLASS_UID);
     let modality = text(obj, tags::MODALITY);

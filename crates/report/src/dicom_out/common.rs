@@ -247,9 +247,9 @@ pub fn write_part10(o: InMemDicomObject, path: &Path, implicit: bool) -> Result<
                 .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
                 .implementation_version_name("ORGANDOSE_01"),
         )
-        .map_err(|e| Error::dicom(path, e.to_string()))?;
+        .map_err(|e| Error::dicom_from(path, "", e))?;
     let mut bytes = Vec::new();
     file.write_all(&mut bytes)
-        .map_err(|e| Error::dicom(path, e.to_string()))?;
+        .map_err(|e| Error::dicom_from(path, "", e))?;
     write_bytes_atomically(path, &bytes)
 }

@@ -161,7 +161,7 @@ impl SourceSeries {
         let file = OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .open_file(&h0.path)
-            .map_err(|e| Error::dicom(&h0.path, e.to_string()))?;
+            .map_err(|e| Error::dicom_from(&h0.path, "", e))?;
         let obj: &InMemDicomObject = &file;
         let mut patient_study = InMemDicomObject::new_empty();
         for &t in COPIED {
@@ -200,7 +200,7 @@ impl SourceSeries {
             let file = OpenFileOptions::new()
                 .read_until(tags::PIXEL_DATA)
                 .open_file(&h.path)
-                .map_err(|e| Error::dicom(&h.path, e.to_string()))?;
+                .map_err(|e| Error::dicom_from(&h.path, "", e))?;
             let obj: &InMemDicomObject = &file;
             let missing = |what: &str| Error::dicom(&h.path, format!("no {what}"));
             let iop = plane_attr(obj, tags::IMAGE_ORIENTATION_PATIENT, 6)
