@@ -79,7 +79,9 @@ pub fn write_masks(
     series_number: i64,
     dir: &Path,
 ) -> Result<(Vec<PathBuf>, Option<String>)> {
+    let t0 = std::time::Instant::now();
     let masks = MaskSlices::new(src, labels);
+    let t_sample = t0.elapsed().as_secs_f64();
     let mut out = Vec::new();
     // A structure set must hold at least one ROI: none when no organ is on these
     // slices (a CT that misses the abdomen, or a network that found nothing).
@@ -103,6 +105,7 @@ pub fn write_masks(
         &p,
     )?;
     out.push(p);
+    let t_struct = t0.elapsed().as_secs_f64() - t_sample;
     let p = dir.join(format!("SEG_{stem}.dcm"));
     if seg::write(
         &masks,
@@ -118,6 +121,10 @@ pub fn write_masks(
     {
         out.push(p);
     }
+    tracing::debug!(
+        "{stem}: masks sampled on the slices {t_sample:.2} s, RT Struct {t_struct:.2} s, SEG {:.2} s",
+        t0.elapsed().as_secs_f64() - t_sample - t_struct
+    );
     Ok((out, Some(uid)))
 }
 

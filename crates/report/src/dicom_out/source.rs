@@ -53,6 +53,30 @@ impl Instance {
         let g = &labels.geom;
         let [nx, ny, nz] = g.dims;
         let mut out = vec![0u8; self.rows * self.columns];
+        if let Some((i0, du, dv)) = self.on_voxel_centres(g) {
+            // The usual case (the mask on this series' own grid): every pixel
+            // centre is a voxel centre, stepped through in whole voxels; the same
+            // voxels the general rule below rounds to.
+            let n = [nx as i64, ny as i64, nz as i64];
+            for v in 0..self.rows as i64 {
+                for u in 0..self.columns as i64 {
+                    let r: [i64; 3] = std::array::from_fn(|a| i0[a] + u * du[a] + v * dv[a]);
+                    if (0..3).all(|a| r[a] >= 0 && r[a] < n[a]) {
+                        out[u as usize + self.columns * v as usize] =
+                            labels.data[g.linear(r[0] as usize, r[1] as usize, r[2] as usize)];
+                    }
+                }
+            }
+            return out;
+        }
+        self.sample_each(labels, out)
+    }
+
+    /// [`Instance::sample_labels`] pixel by pixel: each centre carried into the
+    /// map and rounded to the nearest voxel.
+    fn sample_each(&self, labels: &Volume<u8>, mut out: Vec<u8>) -> Vec<u8> {
+        let g = &labels.geom;
+        let [nx, ny, nz] = g.dims;
         for v in 0..self.rows {
             for u in 0..self.columns {
                 let idx = g.patient_to_index(self.pixel_to_patient(u as f64, v as f64));
@@ -67,6 +91,41 @@ impl Instance {
             }
         }
         out
+    }
+}
+
+impl Instance {
+    /// When this plane's pixel centres fall on voxel centres of `g` (to 1e-4
+    /// of a voxel at the first pixel, its two neighbours and the three other
+    /// corners; the map is affine): the voxel index of pixel (0, 0) and the
+    /// whole-voxel steps along a row and down a column.
+    fn on_voxel_centres(
+        &self,
+        g: &crate::volume::Geometry,
+    ) -> Option<([i64; 3], [i64; 3], [i64; 3])> {
+        let at = |u: f64, v: f64| g.patient_to_index(self.pixel_to_patient(u, v));
+        let whole = |x: Vec3| -> Option<[i64; 3]> {
+            let r = x.map(f64::round);
+            (0..3)
+                .all(|a| (x[a] - r[a]).abs() < 1e-4)
+                .then(|| r.map(|c| c as i64))
+        };
+        let i0 = whole(at(0.0, 0.0))?;
+        let i1 = whole(at(1.0, 0.0))?;
+        let j1 = whole(at(0.0, 1.0))?;
+        let du: [i64; 3] = std::array::from_fn(|a| i1[a] - i0[a]);
+        let dv: [i64; 3] = std::array::from_fn(|a| j1[a] - i0[a]);
+        let (cu, cv) = (self.columns.saturating_sub(1), self.rows.saturating_sub(1));
+        // The ends of the first row and column and the far corner: with these
+        // whole too, no pixel in between is further than 1e-3 of a voxel from
+        // the voxel centre it is stepped to.
+        for (u, v) in [(cu, 0), (0, cv), (cu, cv)] {
+            let c = whole(at(u as f64, v as f64))?;
+            if (0..3).any(|a| c[a] != i0[a] + u as i64 * du[a] + v as i64 * dv[a]) {
+                return None;
+            }
+        }
+        Some((i0, du, dv))
     }
 }
 
@@ -271,5 +330,76 @@ impl SourceSeries {
     /// A patient attribute as text (for the report), "" when absent.
     pub fn attr(&self, tag: Tag) -> String {
         text(&self.patient_study, tag).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Geometry;
+
+    fn instance(position: Vec3, row_dir: Vec3, col_dir: Vec3, spacing: [f64; 2]) -> Instance {
+        Instance {
+            path: PathBuf::new(),
+            sop_class_uid: String::new(),
+            sop_instance_uid: String::new(),
+            position,
+            row_dir,
+            col_dir,
+            pixel_spacing: spacing,
+            rows: 20,
+            columns: 24,
+            slice_thickness: None,
+        }
+    }
+
+    #[test]
+    fn stepping_through_voxels_gives_what_rounding_each_pixel_gives() {
+        // A rotated, flipped grid and labels that differ voxel by voxel.
+        let dirs = [[-1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]];
+        let mut g = Geometry::new([24, 12, 20], [0.8, 3.0, 1.5], [30.0, -40.0, 12.0]);
+        g.direction = dirs;
+        let data: Vec<u8> = (0..g.len()).map(|i| (i * 7 % 251) as u8).collect();
+        let labels = Volume::new(g.clone(), data).unwrap();
+        for k in 0..12 {
+            // Slices of the grid itself (columns along x, rows along z),
+            // walking the grid backwards and running off its end.
+            let p = g.index_to_patient([0.0, k as f64, 0.0]);
+            let on = instance(p, dirs[0], dirs[2], [1.5, 0.8]);
+            assert!(on.on_voxel_centres(&g).is_some(), "slice {k}");
+            let back = instance(
+                g.index_to_patient([23.0, k as f64, 19.0]),
+                dirs[0].map(|c| -c),
+                dirs[2].map(|c| -c),
+                [1.5, 0.8],
+            );
+            let off_end = instance(
+                g.index_to_patient([-3.0, k as f64, 5.0]),
+                dirs[0],
+                dirs[2],
+                [1.5, 0.8],
+            );
+            for i in [&on, &back, &off_end] {
+                assert_eq!(
+                    i.sample_labels(&labels),
+                    i.sample_each(&labels, vec![0; i.rows * i.columns])
+                );
+            }
+        }
+        // Half a voxel off, or another pixel size: pixel by pixel.
+        let half = instance(
+            g.index_to_patient([0.5, 3.0, 0.0]),
+            dirs[0],
+            dirs[2],
+            [1.5, 0.8],
+        );
+        assert!(half.on_voxel_centres(&g).is_none());
+        let coarse = instance(
+            g.index_to_patient([0.0, 3.0, 0.0]),
+            dirs[0],
+            dirs[2],
+            [1.5, 1.0],
+        );
+        assert!(coarse.on_voxel_centres(&g).is_none());
     }
 }
