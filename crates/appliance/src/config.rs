@@ -80,7 +80,7 @@ impl Config {
     /// Every numeric key with its value and its accepted range: the one table
     /// [`Config::load`] checks (issue 42: an unchecked value panicked, hung or
     /// silently turned a check off).
-    pub fn numeric_keys(&self) -> Vec<(String, f64, Range)> {
+    pub(crate) fn numeric_keys(&self) -> Vec<(String, f64, Range)> {
         let (a, d, s, n, i) = (
             &self.appliance,
             &self.dosimetry,
@@ -332,7 +332,7 @@ impl Config {
     }
 
     /// The first key outside its range, named with the range.
-    pub fn check_ranges(&self) -> std::result::Result<(), String> {
+    pub(crate) fn check_ranges(&self) -> std::result::Result<(), String> {
         for (key, v, r) in self.numeric_keys() {
             if !r.contains(v) {
                 return Err(format!("{key} = {v:?} is outside its range {r}"));
@@ -344,7 +344,7 @@ impl Config {
 
 /// An accepted interval of a numeric key; NaN is in none.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Range {
+pub(crate) struct Range {
     pub lo: f64,
     pub hi: f64,
     pub lo_open: bool,

@@ -29,7 +29,7 @@ pub struct CycleInput {
 
 /// A correction file found in the export folder, with what it refers to.
 #[derive(Debug, Clone)]
-pub struct CorrectionFile {
+pub(crate) struct CorrectionFile {
     pub path: PathBuf,
     /// "RT Structure Set" or "SEG".
     pub kind: &'static str,
@@ -39,7 +39,7 @@ pub struct CorrectionFile {
 /// Attaches each correction to every cycle one of whose CTs it refers to (by
 /// Series Instance UID, else frame of reference and SOP instances); returns
 /// the corrections no cycle knows, with the reason (they are quarantined).
-pub fn attach_corrections(
+pub(crate) fn attach_corrections(
     cycles: &mut [CycleInput],
     corrections: &[CorrectionFile],
 ) -> Vec<(PathBuf, String)> {
@@ -95,7 +95,7 @@ fn safe(s: &str) -> String {
 /// Cycles, plus series that cannot belong to any (with the reason). What a
 /// series is, and which CT belongs to which SPECT session, is decided by
 /// [`crate::classify`], as `organdose run` decides it.
-pub fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries, String)>) {
+pub(crate) fn group_cycles(ready: &[DicomSeries]) -> (Vec<CycleInput>, Vec<(DicomSeries, String)>) {
     let mut cycles: BTreeMap<(String, String), CycleInput> = BTreeMap::new();
     let mut problems = Vec::new();
     // SPECTs with their cycle key, and CTs, by first file.

@@ -76,7 +76,7 @@ struct Backoff {
 /// A job during which the box died this many times in a row (same inputs) is
 /// not started again: an internal fault, quarantined, until its inputs change.
 /// Three, so that a stop or a power cut during a job is never mistaken for it.
-pub const MAX_DEATHS_PER_JOB: u32 = 3;
+pub(crate) const MAX_DEATHS_PER_JOB: u32 = 3;
 
 /// A full round runs at least this often even when nothing seems to have
 /// changed (a clock step, a file system that keeps mtimes coarse).

@@ -40,7 +40,7 @@ struct Tracked {
 
 /// A series whose files have settled.
 #[derive(Debug, Clone)]
-pub enum SeriesState {
+pub(crate) enum SeriesState {
     /// Complete and consistent: ready for a job.
     Ready(DicomSeries),
     /// Settled but unusable (missing slices, mixed sizes...): for quarantine.
@@ -204,7 +204,7 @@ impl Ingest {
     /// Series whose files are all read and quiet, checked for completeness.
     /// Files are grouped as `inspect` and `run` group them ([`dicom::group_series`]:
     /// by SeriesInstanceUID, else by what identifies the series).
-    pub fn settled_series(&self, now_s: f64, cfg: &IngestConfig) -> Vec<SeriesState> {
+    pub(crate) fn settled_series(&self, now_s: f64, cfg: &IngestConfig) -> Vec<SeriesState> {
         // A file not read yet may belong to any series (its header says which), so
         // nothing counts as settled while one is waiting; a steady trickle of files
         // closer together than the quiet period therefore delays every series.
@@ -250,7 +250,7 @@ impl Ingest {
     }
 
     /// One file as `path:size` (a correction file's input entry).
-    pub fn file_input(&self, path: &Path) -> String {
+    pub(crate) fn file_input(&self, path: &Path) -> String {
         let size = self.files.get(path).map(|t| t.size).unwrap_or(0);
         format!("{}:{size}", path.display())
     }

@@ -26,7 +26,7 @@ fn holder_text(f: &mut File) -> String {
 
 impl OutLock {
     /// Takes the lock, or says which process has it.
-    pub fn acquire(out_dir: &Path) -> Result<OutLock> {
+    pub(crate) fn acquire(out_dir: &Path) -> Result<OutLock> {
         std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
         let path = out_dir.join(NAME);
         let opened = OpenOptions::new()

@@ -346,7 +346,7 @@ fn masks(
 /// from the median of its CTs: the same organ, days apart, so one of the
 /// masks is wrong (truth masks of the phantoms agree within 1 %; a
 /// physicist's masks on 5 mm low-dose CTs within about 10 %).
-pub const GIVEN_MASK_TOLERANCE: f64 = 0.20;
+pub(crate) const GIVEN_MASK_TOLERANCE: f64 = 0.20;
 
 /// Masks given as label maps (or a phantom's truth) are not the network's,
 /// but the cycle's CTs must still agree on each organ's volume: those that

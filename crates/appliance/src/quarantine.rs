@@ -19,7 +19,7 @@ pub(super) fn fnv1a(s: &str) -> u64 {
 
 /// File-system-safe folder name. Names that had to be changed get a tag of the
 /// original, so two different inputs (`a/b.dcm`, `a_b.dcm`) never share a folder.
-pub fn folder_name(name: &str) -> String {
+pub(crate) fn folder_name(name: &str) -> String {
     let safe: String = name
         .chars()
         .map(|c| {
@@ -56,7 +56,7 @@ fn reason_text(reason: &str, fault: FaultKind, signature: &str) -> String {
 
 /// True when `name` already holds a quarantine copy with this reason and
 /// signature (what [`quarantine`] would leave as it is).
-pub fn is_quarantined(
+pub(crate) fn is_quarantined(
     out_dir: &Path,
     name: &str,
     reason: &str,

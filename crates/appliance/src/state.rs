@@ -100,7 +100,7 @@ impl StateStore {
     /// a process that never finished the job. An allocation failure aborts the
     /// process (it cannot be caught like a panic), so without this count a job
     /// that takes the box down would do it again after every restart.
-    pub fn job_starts(&self, id: &str, signature: &str) -> Result<u32> {
+    pub(crate) fn job_starts(&self, id: &str, signature: &str) -> Result<u32> {
         let p = self.running_path(id)?;
         let died: u32 = std::fs::read_to_string(&p)
             .ok()
@@ -114,7 +114,7 @@ impl StateStore {
     }
 
     /// The job ended (whatever its outcome): its marker goes.
-    pub fn job_ended(&self, id: &str) {
+    pub(crate) fn job_ended(&self, id: &str) {
         if let Ok(p) = self.running_path(id) {
             let _ = std::fs::remove_file(p);
         }

@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Longest status line (bytes), and longest message the snapshot keeps.
-pub const STATUS_LINE_BYTES: usize = 1024;
+pub(crate) const STATUS_LINE_BYTES: usize = 1024;
 
 /// A status line or message in fixed memory.
-pub type StatusText = heapless::String<STATUS_LINE_BYTES>;
+pub(crate) type StatusText = heapless::String<STATUS_LINE_BYTES>;
 
 /// `text` in a [`StatusText`]: whole when it fits, else cut at a character
 /// boundary and marked with "...".
-pub fn status_text(text: &str) -> StatusText {
+pub(crate) fn status_text(text: &str) -> StatusText {
     let mut out = StatusText::new();
     if out.push_str(text).is_ok() {
         return out;
@@ -228,7 +228,7 @@ impl StatusPort {
     }
 
     /// Writes `status.json` now (events and heartbeats do it too).
-    pub fn persist(&self) {
+    pub(crate) fn persist(&self) {
         let snap = self.get();
         if let Ok(text) = serde_json::to_string_pretty(&snap) {
             let r = write_bytes_atomically(&self.out_dir.join("status.json"), text.as_bytes());
@@ -284,7 +284,7 @@ impl organdose_net::NetStatus for StatusPort {
 }
 
 /// Resident set size of this process in MB (Linux /proc; 0 elsewhere).
-pub fn current_rss_mb() -> f64 {
+pub(crate) fn current_rss_mb() -> f64 {
     let Ok(s) = std::fs::read_to_string("/proc/self/statm") else {
         return 0.0;
     };
@@ -315,11 +315,11 @@ pub fn status_age_s(out_dir: &Path) -> Option<f64> {
 }
 
 /// Longest command line on the status port (bytes, without its line end).
-pub const COMMAND_LINE_BYTES: usize = 256;
+pub(crate) const COMMAND_LINE_BYTES: usize = 256;
 
 /// What one byte of command input did.
 #[derive(Debug, PartialEq)]
-pub enum Fed<'a> {
+pub(crate) enum Fed<'a> {
     /// Nothing to do yet.
     Pending,
     /// A line ended (without its `\n`); it is in the buffer until the next byte.
@@ -332,7 +332,7 @@ pub enum Fed<'a> {
 /// Assembles command lines from status-port bytes in a fixed buffer, so line
 /// noise or a line without end never grows memory.
 #[derive(Debug, Default)]
-pub struct CommandLine {
+pub(crate) struct CommandLine {
     buf: heapless::Vec<u8, COMMAND_LINE_BYTES>,
     /// Inside a refused line, until its `\n`.
     skipping: bool,
@@ -376,7 +376,8 @@ impl CommandLine {
     }
 
     /// Bytes held now (at most [`COMMAND_LINE_BYTES`]).
-    pub fn buffered(&self) -> usize {
+    #[cfg(test)]
+    fn buffered(&self) -> usize {
         self.buf.len()
     }
 }

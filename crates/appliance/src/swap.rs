@@ -42,7 +42,7 @@ fn sync_dir(p: &Path) {
 }
 
 /// Swaps the complete `staged` folder in as `target`.
-pub fn commit(staged: &Path, target: &Path) -> Result<()> {
+pub(crate) fn commit(staged: &Path, target: &Path) -> Result<()> {
     sync_dir(staged);
     let old = sibling(target, "old")?;
     remove(&old)?;
@@ -65,7 +65,7 @@ pub fn commit(staged: &Path, target: &Path) -> Result<()> {
 
 /// Cleans up after an interrupted write or swap in `parent`: drops `.X.partial`,
 /// restores `.X.old` as `X` when `X` is missing, drops it otherwise.
-pub fn recover(parent: &Path) -> Result<()> {
+pub(crate) fn recover(parent: &Path) -> Result<()> {
     let rd = match std::fs::read_dir(parent) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -50,7 +50,7 @@ fn num(s: &str) -> Option<i64> {
 }
 
 impl DateTime {
-    pub fn from_parts(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: f64) -> Option<Self> {
+    pub(crate) fn from_parts(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: f64) -> Option<Self> {
         if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || !(0..=23).contains(&h) {
             return None;
         }
@@ -158,7 +158,7 @@ impl DateTime {
     }
 
     /// DICOM DA and TM strings.
-    pub fn to_dicom_da_tm(&self) -> (String, String) {
+    pub(crate) fn to_dicom_da_tm(self) -> (String, String) {
         let (y, m, d, h, mi, s) = self.parts();
         let whole = s.floor();
         let micros = ((s - whole) * 1e6).round() as i64;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 /// Blurred-mask value one sigma outside a flat edge: Phi(-1). Thresholding a mask
 /// blurred with sigma s at this value extends it by about s.
-pub const ONE_SIGMA_LEVEL: f32 = 0.158_655_25;
+pub(crate) const ONE_SIGMA_LEVEL: f32 = 0.158_655_25;
 
 /// Fraction (0..1) of each voxel of `target` covered by each label of `labels`, from
 /// `sub`^3 sample points per target voxel looked up nearest-neighbour in the label map
@@ -23,7 +23,7 @@ pub const ONE_SIGMA_LEVEL: f32 = 0.158_655_25;
 ///
 /// Only the target voxels that can reach the wanted labels' bounding box are sampled,
 /// and the slices are shared among threads: organs fill a small part of a SPECT.
-pub fn coverage_boxes(
+pub(crate) fn coverage_boxes(
     labels: &Volume<u8>,
     target: &Geometry,
     sub: usize,
@@ -203,7 +203,7 @@ pub fn coverage_boxes(
 /// organ (`other` fraction >= 0.5 and above this organ's own fraction) are left out when
 /// `other` is given. With `sigma_mm == 0`: no extension, the weights are the coverage
 /// fractions themselves (partial voxels count partly).
-pub fn border_extended_voi(
+pub(crate) fn border_extended_voi(
     core: &[f32],
     other: Option<&[f32]>,
     dims: [usize; 3],
@@ -240,7 +240,7 @@ pub fn border_extended_voi(
 
 /// What one organ holds on one time point.
 #[derive(Debug, Clone, Serialize)]
-pub struct OrganActivity {
+pub(crate) struct OrganActivity {
     /// Activity in the border-extended VOI: sum(Bq/mL * weight * voxel mL) / 1e6.
     pub activity_mbq: f64,
     pub voi_volume_ml: f64,
@@ -258,7 +258,7 @@ pub struct OrganActivity {
 /// One time point measured for all organs, with the maps the dose map and the
 /// partial-volume correction need, each on its organ's box of the SPECT grid.
 #[derive(Debug, Clone)]
-pub struct TimePointMeasurement {
+pub(crate) struct TimePointMeasurement {
     pub organs: BTreeMap<u8, OrganActivity>,
     /// Coverage fraction of each organ (organs that miss the grid are absent).
     pub core: BTreeMap<u8, BoxMap>,
@@ -270,7 +270,7 @@ impl TimePointMeasurement {
     /// The organs' border-extended VOIs on the SPECT grid `geom` as one label map
     /// (a voxel in two VOIs shows the first organ's): what the activities were
     /// measured in, for the report's pictures.
-    pub fn voi_label_map(&self, geom: &Geometry) -> Result<Volume<u8>> {
+    pub(crate) fn voi_label_map(&self, geom: &Geometry) -> Result<Volume<u8>> {
         let mut out = vec![0u8; geom.len()];
         for (&lab, w) in self.voi.iter().rev() {
             w.for_each(geom.dims, |l, v| {
@@ -288,7 +288,7 @@ impl TimePointMeasurement {
 ///
 /// Each organ is worked on its own box: the coverage's bounding box grown by the border
 /// extension's and the spill shell's reach, where the blurred maps are exact.
-pub fn measure_time_point(
+pub(crate) fn measure_time_point(
     spect: &Volume<f32>,
     labels: &Volume<u8>,
     organs: &[u8],

@@ -52,7 +52,7 @@ impl Bed {
 /// `tia_mbq_h` of `k`: the dose rate is `d x A(t) / TIA` along the curve the
 /// TIA was integrated on (`lp`: physical decay, 1/h; `teff_h`: the effective
 /// half-life a single-point method assumed).
-pub fn of_organ(
+pub(crate) fn of_organ(
     d: f64,
     d_sd: f64,
     k: &super::kinetics::Kinetics,
@@ -101,7 +101,7 @@ pub fn of_organ(
 }
 
 /// `q` for `Ddot(t) = sum c_i exp(-l_i t)` (Gy/h, 1/h); rates must be > 0.
-pub fn q_exponentials(terms: &[(f64, f64)], mu: f64) -> f64 {
+pub(crate) fn q_exponentials(terms: &[(f64, f64)], mu: f64) -> f64 {
     let mut q = 0.0;
     for &(ci, li) in terms {
         for &(cj, lj) in terms {
@@ -113,7 +113,7 @@ pub fn q_exponentials(terms: &[(f64, f64)], mu: f64) -> f64 {
 
 /// `q` for any dose rate (Gy/h) from 0 to `t_end` h, trapezoidal steps of
 /// `dt` h on `y' = Ddot - mu y` (`y` the unrepaired part).
-pub fn q_numerical(rate: &dyn Fn(f64) -> f64, mu: f64, t_end: f64, dt: f64) -> f64 {
+pub(crate) fn q_numerical(rate: &dyn Fn(f64) -> f64, mu: f64, t_end: f64, dt: f64) -> f64 {
     let n = (t_end / dt).ceil().max(1.0) as usize;
     let dt = t_end / n as f64;
     let decay = (-mu * dt).exp();

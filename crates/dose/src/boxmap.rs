@@ -16,7 +16,7 @@ pub struct BoxMap {
 
 impl BoxMap {
     /// The bounding box of the non-zero voxels of a full-grid map (`None`: all zero).
-    pub fn from_full(full: &[f32], grid: [usize; 3]) -> Option<BoxMap> {
+    pub(crate) fn from_full(full: &[f32], grid: [usize; 3]) -> Option<BoxMap> {
         let [nx, ny, _] = grid;
         let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
         for (l, &v) in full.iter().enumerate() {
@@ -68,7 +68,7 @@ impl BoxMap {
     }
 
     /// The values of a full-grid map on this box.
-    pub fn gather(&self, full: &[f32], grid: [usize; 3]) -> Vec<f32> {
+    pub(crate) fn gather(&self, full: &[f32], grid: [usize; 3]) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.w.len());
         let [nx, ny, _] = grid;
         for k in 0..self.dims[2] {
@@ -81,7 +81,7 @@ impl BoxMap {
     }
 
     /// The box shrunk to its non-zero voxels (`None`: all zero).
-    pub fn trimmed(&self) -> Option<BoxMap> {
+    pub(crate) fn trimmed(&self) -> Option<BoxMap> {
         let t = BoxMap::from_full(&self.w, self.dims)?;
         Some(BoxMap {
             lo: std::array::from_fn(|a| self.lo[a] + t.lo[a]),
@@ -162,14 +162,14 @@ impl BoxMap {
     }
 
     /// `sum_v a(v) full(v)` with a full-grid map.
-    pub fn dot_full(&self, full: &[f32], grid: [usize; 3]) -> f64 {
+    pub(crate) fn dot_full(&self, full: &[f32], grid: [usize; 3]) -> f64 {
         let mut s = 0f64;
         self.for_each(grid, |l, v| s += v as f64 * full[l] as f64);
         s
     }
 
     /// `sum_v a(v) fx(i) fy(j) fz(k)` with a separable full-grid map.
-    pub fn dot_separable(&self, f: &[Vec<f64>; 3]) -> f64 {
+    pub(crate) fn dot_separable(&self, f: &[Vec<f64>; 3]) -> f64 {
         let mut s = 0f64;
         let mut l = 0;
         for k in 0..self.dims[2] {

@@ -37,7 +37,7 @@ const S_PER_H: f64 = 3600.0;
 
 /// Mean absorbed dose (Gy) by local energy deposition: `tia_mbq_h` MBq h of decays of
 /// `energy_j` J each in `mass_g` grams.
-pub fn local_deposition_gy(tia_mbq_h: f64, energy_j: f64, mass_g: f64) -> f64 {
+pub(crate) fn local_deposition_gy(tia_mbq_h: f64, energy_j: f64, mass_g: f64) -> f64 {
     if mass_g <= 0.0 {
         return f64::NAN;
     }
@@ -232,7 +232,12 @@ pub fn dose_map(tia_bq_s: &Volume<f64>, kernel: &Kernel) -> Result<Volume<f32>> 
 
 /// Linear 3-D convolution `out[v] = sum_u data[u] * k[v - u]` on the grid of `data`
 /// (zero outside), by FFT on a grid padded by the kernel radius on each axis.
-pub fn fft_convolve(data: &[f64], dims: [usize; 3], k: &[f64], radius: [usize; 3]) -> Vec<f64> {
+pub(crate) fn fft_convolve(
+    data: &[f64],
+    dims: [usize; 3],
+    k: &[f64],
+    radius: [usize; 3],
+) -> Vec<f64> {
     let p = [
         dims[0] + radius[0],
         dims[1] + radius[1],

@@ -83,14 +83,14 @@ impl Model {
             Model::UptakeWashout => "uptake-washout",
         }
     }
-    pub fn n_params(self) -> usize {
+    pub(crate) fn n_params(self) -> usize {
         match self {
             Model::MonoExponential => 2,
             Model::BiExponential => 4,
             Model::UptakeWashout => 3,
         }
     }
-    pub fn param_names(self) -> &'static [&'static str] {
+    pub(crate) fn param_names(self) -> &'static [&'static str] {
         match self {
             Model::MonoExponential => &["a1_mbq", "b1_per_h"],
             Model::BiExponential => &["a1_mbq", "b1_per_h", "a2_mbq", "b2_per_h"],
@@ -304,7 +304,7 @@ pub struct Kinetics {
 /// `lp`: physical decay constant (1/h); `rel_sd`: relative standard uncertainty of one
 /// activity; `teff_pop_h`: population effective half-life for the Madsen method;
 /// `method`: fit or hybrid, for three or more points.
-pub fn integrate(
+pub(crate) fn integrate(
     t_h: &[f64],
     a_mbq: &[f64],
     lp: f64,
@@ -507,7 +507,7 @@ pub fn integrate(
 
 /// Standard uncertainty per activity: `rel_sd` x activity, with a floor of 1e-3 of the
 /// largest activity so zero or negative readings keep a finite weight.
-pub fn activity_sd(a: &[f64], rel_sd: f64) -> Vec<f64> {
+pub(crate) fn activity_sd(a: &[f64], rel_sd: f64) -> Vec<f64> {
     let amax = a.iter().fold(0.0f64, |m, &v| m.max(v.abs()));
     let floor = (amax * 1e-3).max(1e-12);
     a.iter().map(|&v| (rel_sd * v.abs()).max(floor)).collect()
@@ -515,7 +515,7 @@ pub fn activity_sd(a: &[f64], rel_sd: f64) -> Vec<f64> {
 
 /// Linear propagation of independent activity uncertainties through `f` (central
 /// differences).
-pub fn propagate<F: Fn(&[f64]) -> f64>(f: &F, a: &[f64], sd: &[f64]) -> f64 {
+pub(crate) fn propagate<F: Fn(&[f64]) -> f64>(f: &F, a: &[f64], sd: &[f64]) -> f64 {
     let mut var = 0.0;
     let mut x = a.to_vec();
     for i in 0..a.len() {
@@ -532,7 +532,7 @@ pub fn propagate<F: Fn(&[f64]) -> f64>(f: &F, a: &[f64], sd: &[f64]) -> f64 {
 }
 
 /// Trapezoid from (0, 0) through the points, physical decay after the last (MBq h).
-pub fn trapezoid_physical_tail(t: &[f64], a: &[f64], lp: f64) -> f64 {
+pub(crate) fn trapezoid_physical_tail(t: &[f64], a: &[f64], lp: f64) -> f64 {
     let mut s = 0.0;
     let (mut t0, mut a0) = (0.0, 0.0);
     for (&ti, &ai) in t.iter().zip(a) {
@@ -812,7 +812,7 @@ fn initial_guesses(model: Model, t: &[f64], a: &[f64], lp: f64, sd: &[f64]) -> V
 
 /// Result of [`levenberg_marquardt`].
 #[derive(Debug, Clone)]
-pub struct LmResult {
+pub(crate) struct LmResult {
     pub params: Vec<f64>,
     /// Half the sum of squared residuals at `params`.
     pub cost: f64,
@@ -826,7 +826,7 @@ pub struct LmResult {
 ///
 /// `resid(params, r, jac)` fills the `m` residuals and, when asked, the row-major
 /// m x p Jacobian d r / d params.
-pub fn levenberg_marquardt<F>(
+pub(crate) fn levenberg_marquardt<F>(
     resid: &F,
     start: Vec<f64>,
     lower: &[f64],
@@ -927,7 +927,7 @@ fn normal_equations(j: &[f64], r: &[f64], m: usize, p: usize, jtj: &mut [f64], g
 }
 
 /// Solves A x = b (p x p, row-major) by Gaussian elimination with partial pivoting.
-pub fn solve(a: &[f64], b: &[f64], p: usize) -> Option<Vec<f64>> {
+pub(crate) fn solve(a: &[f64], b: &[f64], p: usize) -> Option<Vec<f64>> {
     let mut m = a.to_vec();
     let mut x = b.to_vec();
     for c in 0..p {
@@ -960,7 +960,7 @@ pub fn solve(a: &[f64], b: &[f64], p: usize) -> Option<Vec<f64>> {
 }
 
 /// Inverse of a p x p matrix (row-major), `None` when singular.
-pub fn invert(a: &[f64], p: usize) -> Option<Vec<f64>> {
+pub(crate) fn invert(a: &[f64], p: usize) -> Option<Vec<f64>> {
     let mut inv = vec![0.0; p * p];
     for c in 0..p {
         let mut e = vec![0.0; p];

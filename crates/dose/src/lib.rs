@@ -103,7 +103,7 @@ impl DosimetryConfig {
     }
 
     /// (alpha/beta Gy, repair half-time h) of an organ, when both are set.
-    pub fn lq(&self, organ: &str) -> Option<(f64, f64)> {
+    pub(crate) fn lq(&self, organ: &str) -> Option<(f64, f64)> {
         Some((
             *self.bed_alpha_beta_gy.get(organ)?,
             *self.bed_repair_half_time_h.get(organ)?,

@@ -56,7 +56,7 @@ impl Nuclide {
 
     /// Mean energy per decay emitted as non-penetrating radiation (electrons: beta,
     /// conversion and Auger), deposited locally, in keV.
-    pub fn electron_energy_kev(self) -> f64 {
+    pub(crate) fn electron_energy_kev(self) -> f64 {
         match self {
             // 147.9 keV (beta + CE + Auger): EJNMMI Phys 2020;7:51, Table 1.
             Nuclide::Lu177 => 147.9,
@@ -68,7 +68,7 @@ impl Nuclide {
     /// Injected activities (MBq) believed for a therapy cycle with this nuclide;
     /// outside, the number is a unit error (Bq or GBq for MBq), a typo or a
     /// broken header, and the result needs review.
-    pub fn plausible_injected_mbq(self) -> (f64, f64) {
+    pub(crate) fn plausible_injected_mbq(self) -> (f64, f64) {
         match self {
             // 177Lu-DOTATATE and -PSMA-617 give 7.4 GBq per cycle (NETTER-1, VISION);
             // escalated and dosimetry-guided cycles reach 11-15 GBq. Below 100 MBq a
@@ -81,7 +81,7 @@ impl Nuclide {
     }
 
     /// Energy per decay in joules.
-    pub fn electron_energy_j(self) -> f64 {
+    pub(crate) fn electron_energy_j(self) -> f64 {
         self.electron_energy_kev() * J_PER_KEV
     }
 }

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Version of the `dose_summary.json` schema (docs/outputs.md, "Outputs").
-pub const SCHEMA_VERSION: &str = "1.4";
+pub(crate) const SCHEMA_VERSION: &str = "1.4";
 
 /// One SPECT time point with the organ mask for it.
 #[derive(Debug, Clone)]

@@ -12,18 +12,18 @@ use super::pipeline::DoseSummary;
 /// value cannot support a decision. A 4-point fit of 177Lu kidney activities with
 /// 5 % (`activity_rel_sd`) per point has about 5-15 %; EANM 2018 budgets for
 /// kidney dosimetry reach 20-30 %. 50 % means the fit is not determined.
-pub const MAX_REL_SD: f64 = 0.5;
+pub(crate) const MAX_REL_SD: f64 = 0.5;
 
 /// After the peak an organ's activity only falls (physical decay alone halves
 /// 177Lu in 6.6 d); a rise larger than this many standard uncertainties of the
 /// difference of two points is not noise but a wrong mask or a wrong time point.
-pub const WASHOUT_RISE_SIGMAS: f64 = 3.0;
+pub(crate) const WASHOUT_RISE_SIGMAS: f64 = 3.0;
 
 /// An organ does not change volume between time points days apart; masks of one
 /// organ on the time points' low-dose CTs that differ by more than this fraction
 /// (of the smaller one) mean a segmentation or field-of-view failure. Network
 /// masks of one kidney vary by about 10 % between scans.
-pub const MAX_VOLUME_JUMP: f64 = 0.4;
+pub(crate) const MAX_VOLUME_JUMP: f64 = 0.4;
 
 /// VOIs smaller than this (mL, largest over the time points), and tumour
 /// lesions of any size, do not hold the summary back; their reasons are reported
@@ -37,7 +37,7 @@ pub const MIN_VOLUME_ML: f64 = 10.0;
 
 /// One organ's numbers, as the gates need them.
 #[derive(Debug, Clone, Default)]
-pub struct OrganFigures<'a> {
+pub(crate) struct OrganFigures<'a> {
     pub name: &'a str,
     pub tia_mbq_h: f64,
     pub tia_mbq_h_sd: f64,
@@ -55,7 +55,7 @@ fn rel(sd: f64, v: f64) -> Option<f64> {
 }
 
 /// Why one organ's result needs a physicist's review (empty: none).
-pub fn organ_reasons(o: &OrganFigures) -> Vec<String> {
+pub(crate) fn organ_reasons(o: &OrganFigures) -> Vec<String> {
     let mut out = Vec::new();
     let name = o.name;
     if !(o.tia_mbq_h.is_finite() && o.mean_dose_gy.is_finite()) {

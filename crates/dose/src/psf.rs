@@ -57,7 +57,7 @@ pub fn gaussian_blur_3d_axes(
 }
 
 /// Separable blur of `data` with the given 1-D taps per axis (odd lengths, centred).
-pub fn blur_3d_with_taps(
+pub(crate) fn blur_3d_with_taps(
     data: &mut [f32],
     dims: [usize; 3],
     taps: &[Vec<f32>; 3],

@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// FWHM = 2 sqrt(2 ln 2) sigma for a Gaussian.
-pub const FWHM_PER_SIGMA: f64 = 2.354_820_045_030_949_3;
+pub(crate) const FWHM_PER_SIGMA: f64 = 2.354_820_045_030_949_3;
 
 /// How organ activities are corrected for partial volume (`dosimetry.pvc`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,7 +161,7 @@ pub fn correct(
 /// The regions of the model on one SPECT grid: made once, solved for several PSFs
 /// (the configured one and one for its uncertainty).
 #[derive(Debug, Clone)]
-pub struct Regions {
+pub(crate) struct Regions {
     organs: Vec<(u8, BoxMap)>,
     regions: Vec<Region>,
 }

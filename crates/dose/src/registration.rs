@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 /// What the search found for one time point.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MaskShift {
+pub(crate) struct MaskShift {
     /// The masks' move in patient coordinates (mm, LPS).
     pub mm: [f64; 3],
     /// The same in SPECT voxels along the grid axes.
@@ -40,7 +40,7 @@ impl MaskShift {
 /// The translation (within `max_mm` per axis) of the organ coverage maps `core` on
 /// the SPECT grid that best explains `spect` (see the module docs). `None` when
 /// there is nothing to fit (no organ, or a singular model).
-pub fn estimate_shift(
+pub(crate) fn estimate_shift(
     spect: &Volume<f32>,
     core: &BTreeMap<u8, BoxMap>,
     psf: &Psf,

@@ -27,7 +27,7 @@ impl std::fmt::Display for Uncertain {
 }
 
 /// Standard uncertainty of `D = TIA E / m`.
-pub fn mean_dose_sd(dose_gy: f64, tia: f64, tia_sd: f64, mass_rel_sd: f64) -> f64 {
+pub(crate) fn mean_dose_sd(dose_gy: f64, tia: f64, tia_sd: f64, mass_rel_sd: f64) -> f64 {
     if tia == 0.0 || !tia.is_finite() || !dose_gy.is_finite() {
         return f64::NAN;
     }

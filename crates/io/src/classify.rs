@@ -17,7 +17,7 @@ use crate::dicom::DicomHeader;
 /// they are paired without a FrameOfReferenceUID: a SPECT/CT session (CT, then
 /// one or two SPECT beds of 15-30 min) lasts well under this, and a diagnostic
 /// CT on the same day is a different visit.
-pub const SESSION_WINDOW_H: f64 = 1.5;
+pub(crate) const SESSION_WINDOW_H: f64 = 1.5;
 
 /// What one series is.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +120,7 @@ pub fn pair_sessions(spects: &[&DicomHeader], cts: &[&DicomHeader]) -> Sessions 
 
 /// The diagnostic CT among `candidates`: one with a contrast agent first, then
 /// the one with the most files (slices).
-pub fn pick_diagnostic(candidates: &[(&DicomHeader, usize)]) -> Option<usize> {
+pub(crate) fn pick_diagnostic(candidates: &[(&DicomHeader, usize)]) -> Option<usize> {
     candidates
         .iter()
         .enumerate()

@@ -437,7 +437,7 @@ impl DicomHeader {
 
     /// [`Self::value_transform`] for one frame: an enhanced object's per-frame
     /// Pixel Value Transformation wins over the top-level rescale.
-    pub fn frame_transform(&self, frame: usize) -> (f64, f64) {
+    pub(crate) fn frame_transform(&self, frame: usize) -> (f64, f64) {
         let rwvm_bq = self
             .real_world
             .as_ref()
@@ -454,7 +454,7 @@ impl DicomHeader {
 
     /// (slope, intercept) from stored values to the unit of [`DicomHeader::value_unit`]:
     /// a Real World Value Mapping in Bq/ml wins over Rescale (PS3.3 C.7.6.16.2.11).
-    pub fn value_transform(&self) -> (f64, f64) {
+    pub(crate) fn value_transform(&self) -> (f64, f64) {
         if self.modality != "CT" {
             if let Some((slope, icpt, u)) = &self.real_world {
                 if u.eq_ignore_ascii_case("Bq/ml") {
@@ -486,7 +486,7 @@ impl DicomHeader {
     /// General Series, Frame of Reference, Image Plane and Image Pixel modules).
     /// The folder is not among them (a study may be split over several export
     /// folders); it only separates files that would otherwise collide.
-    pub fn identity_attributes(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn identity_attributes(&self) -> Vec<(&'static str, String)> {
         let mut v = vec![
             ("PatientID", self.patient_id.clone()),
             ("StudyInstanceUID", self.study_uid.clone()),
@@ -520,7 +520,7 @@ impl DicomHeader {
 
     /// The key files are grouped into series by: the SeriesInstanceUID, or
     /// `nouid-<hash>` of [`Self::identity_attributes`] when it is missing or empty.
-    pub fn series_key(&self) -> String {
+    pub(crate) fn series_key(&self) -> String {
         if !self.series_uid.is_empty() {
             return self.series_uid.clone();
         }
@@ -585,7 +585,7 @@ fn data_set_digest(path: &Path) -> Option<[u8; 32]> {
 /// re-routes, a study exported twice into two folders. The first copy (in path
 /// order) is kept; nothing is deleted on disk. Copies whose data differ stay,
 /// and the series' geometry check names both files (issue 42, finding 3).
-pub fn drop_identical_instances(mut headers: Vec<DicomHeader>) -> Vec<DicomHeader> {
+pub(crate) fn drop_identical_instances(mut headers: Vec<DicomHeader>) -> Vec<DicomHeader> {
     headers.sort_by(|a, b| a.path.cmp(&b.path));
     let mut by_uid: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, h) in headers.iter().enumerate() {
@@ -714,17 +714,17 @@ pub fn read_header(path: &Path) -> Result<DicomHeader> {
 
 /// Largest volume organdose builds from DICOM, in voxels: a 512 x 512 x 4096
 /// whole-body CT; the f32 volume alone is 4 GiB, the box's whole memory.
-pub const MAX_VOXELS: u64 = 512 * 512 * 4096;
+pub(crate) const MAX_VOXELS: u64 = 512 * 512 * 4096;
 
 /// Largest ratio of decoded to encapsulated pixel bytes accepted: deflate's
 /// limit is 1032:1 (RLE 64:1), so a header claiming more than this of a
 /// compressed stream is describing data that is not there.
-pub const MAX_COMPRESSION_RATIO: u64 = 1100;
+pub(crate) const MAX_COMPRESSION_RATIO: u64 = 1100;
 
 impl DicomHeader {
     /// Checks Rows x Columns x NumberOfFrames x SamplesPerPixel x BitsAllocated
     /// against the pixel data really present, before anything is sized from them.
-    pub fn check_pixel_budget(&self) -> Result<()> {
+    pub(crate) fn check_pixel_budget(&self) -> Result<()> {
         let path = &self.path;
         let bytes_per_sample = (self.bits_allocated.max(1) as u64).div_ceil(8);
         let voxels = (self.rows as u64)
@@ -863,7 +863,7 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
 
 /// Why a DICOMDIR is not read as an image: the files it indexes lie in the
 /// same folder tree and are read from there directly, whatever their names.
-pub const DICOMDIR_NOTE: &str =
+pub(crate) const DICOMDIR_NOTE: &str =
     "DICOMDIR (Media Storage Directory): an index, not an image; the files it lists are read from the folder tree directly";
 
 /// True for a DICOMDIR (its SOP class is the Media Storage Directory).
@@ -921,7 +921,7 @@ const POS_TOL_MM: f64 = 1e-3;
 impl DicomSeries {
     /// "; ... could not be read: FILE (why)" for the unreadable files beside the
     /// series, empty when there are none.
-    pub fn unreadable_note(&self) -> String {
+    pub(crate) fn unreadable_note(&self) -> String {
         if self.unreadable.is_empty() {
             return String::new();
         }

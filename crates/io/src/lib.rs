@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 /// Writes a file under a temporary name in the same folder, flushes it to disk and
 /// renames it into place, so a reader (or a crash) never sees half a file.
-pub fn write_atomically<F>(path: &Path, write: F) -> Result<()>
+pub(crate) fn write_atomically<F>(path: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
 {

@@ -534,7 +534,7 @@ pub fn read_nifti_labels(path: &Path) -> Result<Volume<u8>> {
 
 /// Largest decompressed NIfTI accepted from memory (bytes): a 512x512x1100 int16
 /// label map is 577 MB; anything beyond this is a corrupt or hostile stream.
-pub const MAX_NIFTI_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_NIFTI_BYTES: u64 = 1 << 30;
 
 /// Reads a label map held in memory (`.nii` bytes, or gzip-compressed `.nii.gz`
 /// bytes, told apart by the gzip magic), e.g. an entry of a zip archive. `name`

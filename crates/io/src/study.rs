@@ -118,16 +118,16 @@ pub fn load_study(dir: &Path) -> Result<Study> {
 /// Highest injected activity believed, MBq: 100 GBq is over ten times any
 /// 177Lu or 90Y therapy activity (177Lu-DOTATATE 7.4 GBq per cycle); a larger
 /// number is a unit error (Bq for MBq) or a broken file.
-pub const MAX_ACTIVITY_MBQ: f64 = 1e5;
+pub(crate) const MAX_ACTIVITY_MBQ: f64 = 1e5;
 
 /// How far a time point's `t_h` may differ from what its date-times say, hours:
 /// six minutes covers rounding to the minute on either side.
-pub const T_H_TOLERANCE_H: f64 = 0.1;
+pub(crate) const T_H_TOLERANCE_H: f64 = 0.1;
 
 /// ISO 8601 date-time with an optional zone ("Z", "+05:00", "-0330", "+05"):
 /// the naive date-time and the zone's offset east of UTC in seconds (None when
 /// the text has no zone).
-pub fn parse_iso_zoned(text: &str) -> Option<(DateTime, Option<f64>)> {
+pub(crate) fn parse_iso_zoned(text: &str) -> Option<(DateTime, Option<f64>)> {
     let t = text.trim();
     if let Some(naive) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')) {
         return DateTime::parse_iso(naive).map(|d| (d, Some(0.0)));

@@ -7,7 +7,7 @@ pub type BoxF = [f32; 4];
 
 /// Greedy NMS as torchvision's CPU kernel: stable sort by score (descending),
 /// IoU without the +1 convention, suppress when IoU > threshold.
-pub fn nms(boxes: &[BoxF], scores: &[f32], iou_thresh: f32) -> Vec<usize> {
+pub(crate) fn nms(boxes: &[BoxF], scores: &[f32], iou_thresh: f32) -> Vec<usize> {
     let mut order: Vec<usize> = (0..boxes.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let areas: Vec<f32> = boxes

@@ -219,7 +219,7 @@ impl Default for RoiHeadsConfig {
 }
 
 impl ModelConfig {
-    pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
+    pub(crate) fn from_toml(text: &str, path: &Path) -> Result<Self> {
         let c: ModelConfig = toml::from_str(text)
             .map_err(|e| Error::config(path, e.to_string(), Some(Box::new(e))))?;
         c.validate().map_err(|msg| Error::config(path, msg, None))?;

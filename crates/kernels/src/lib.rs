@@ -70,7 +70,7 @@ impl From<GpuError> for crate::Error {
 /// The kernel sources, embedded so that a binary needs no files beside it.
 #[cfg(feature = "cuda-kernels")]
 pub mod sources {
-    pub const ROI_ALIGN: &str = include_str!("../kernels/roi_align.cu");
-    pub const ROI_POOL: &str = include_str!("../kernels/roi_pool.cu");
-    pub const GAUSSIAN_PSF: &str = include_str!("../kernels/gaussian_psf.cu");
+    pub(crate) const ROI_ALIGN: &str = include_str!("../kernels/roi_align.cu");
+    pub(crate) const ROI_POOL: &str = include_str!("../kernels/roi_pool.cu");
+    pub(crate) const GAUSSIAN_PSF: &str = include_str!("../kernels/gaussian_psf.cu");
 }

@@ -73,7 +73,7 @@ impl NetworkShape {
     }
 
     /// The same from the header's JSON text.
-    pub fn from_header_json(text: &str) -> Result<Self> {
+    pub(crate) fn from_header_json(text: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| Error::library(FaultKind::Input, "safetensors header", e))?;
         let obj = v
@@ -145,7 +145,7 @@ impl MemoryEstimate {
 /// Side of the square network input after torchvision's transform: a square
 /// slice of `input.size` is scaled to min(min_size, max_size), then padded up
 /// to a multiple of `size_divisible`.
-pub fn network_input_side(model: &ModelConfig) -> u64 {
+pub(crate) fn network_input_side(model: &ModelConfig) -> u64 {
     let t = &model.transform;
     let side = t.min_size.min(t.max_size).max(1) as u64;
     let d = t.size_divisible.max(1) as u64;
@@ -163,7 +163,7 @@ pub fn network_input_side(model: &ModelConfig) -> u64 {
 /// - RPN head on P2: 3x3 im2col 9 f a and its f-channel output.
 ///
 /// The RPN peak (about 11.4 f a) dominates for f = 256; take the larger.
-pub fn activation_floats_per_image(s: u64, f: u64) -> u64 {
+pub(crate) fn activation_floats_per_image(s: u64, f: u64) -> u64 {
     let a = (s / 4).max(1).pow(2);
     let backbone = 1600 * a;
     let rpn = (134 * f * a).div_ceil(100) + 10 * f * a;
@@ -173,7 +173,7 @@ pub fn activation_floats_per_image(s: u64, f: u64) -> u64 {
 /// Floats of the RoI heads per image: box features (P proposals x f x bp^2)
 /// and two fc layers; mask head on D detections (four 3x3 convolutions at
 /// mp^2 with their im2col, and the 2x deconvolution).
-pub fn roi_floats_per_image(model: &ModelConfig, net: &NetworkShape) -> u64 {
+pub(crate) fn roi_floats_per_image(model: &ModelConfig, net: &NetworkShape) -> u64 {
     let rh = &model.roi_heads;
     let f = net.fpn_channels;
     let p = model.rpn.post_nms_top_n as u64;
@@ -185,7 +185,7 @@ pub fn roi_floats_per_image(model: &ModelConfig, net: &NetworkShape) -> u64 {
 }
 
 /// Network bytes for a batch of `batch` slices (allocator allowance included).
-pub fn network_bytes(model: &ModelConfig, net: &NetworkShape, batch: usize) -> u64 {
+pub(crate) fn network_bytes(model: &ModelConfig, net: &NetworkShape, batch: usize) -> u64 {
     let s = network_input_side(model);
     let input = 3 * s * s;
     let per_image =
@@ -195,7 +195,7 @@ pub fn network_bytes(model: &ModelConfig, net: &NetworkShape, batch: usize) -> u
 }
 
 /// PSF bytes: two buffers of the largest SPECT grid, plus the taps.
-pub fn psf_bytes(spect_dims: &[[usize; 3]]) -> u64 {
+pub(crate) fn psf_bytes(spect_dims: &[[usize; 3]]) -> u64 {
     let voxels = spect_dims
         .iter()
         .map(|d| d.iter().map(|&n| n as u64).product::<u64>())

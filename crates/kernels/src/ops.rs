@@ -228,7 +228,7 @@ pub fn roi_pool_host(
 }
 
 /// The paper's RoI pooling size (torchvision's box head pools 7 x 7).
-pub const PAPER_POOL_SIZE: usize = 28;
+pub(crate) const PAPER_POOL_SIZE: usize = 28;
 
 /// RoI max pooling on the host's data, `size` x `size` (None: the paper's 28).
 pub fn roi_max_pool(

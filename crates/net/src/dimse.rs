@@ -8,12 +8,12 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
-pub const C_STORE_RQ: u16 = 0x0001;
-pub const C_STORE_RSP: u16 = 0x8001;
-pub const C_ECHO_RQ: u16 = 0x0030;
-pub const C_ECHO_RSP: u16 = 0x8030;
+pub(crate) const C_STORE_RQ: u16 = 0x0001;
+pub(crate) const C_STORE_RSP: u16 = 0x8001;
+pub(crate) const C_ECHO_RQ: u16 = 0x0030;
+pub(crate) const C_ECHO_RSP: u16 = 0x8030;
 /// CommandDataSetType when no data set follows.
-pub const NO_DATA_SET: u16 = 0x0101;
+pub(crate) const NO_DATA_SET: u16 = 0x0101;
 
 pub use dicom_dictionary_std::uids::VERIFICATION;
 
@@ -22,11 +22,11 @@ pub const SUCCESS: u16 = 0x0000;
 /// Refused: out of resources (a write error, a full disk).
 pub const OUT_OF_RESOURCES: u16 = 0xA700;
 /// Error: data set does not match SOP class (or the command's instance UID).
-pub const DATA_SET_MISMATCH: u16 = 0xA900;
+pub(crate) const DATA_SET_MISMATCH: u16 = 0xA900;
 /// Error: cannot understand.
-pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+pub(crate) const CANNOT_UNDERSTAND: u16 = 0xC000;
 /// Refused: SOP class not supported.
-pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+pub(crate) const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
 
 /// Whether a C-STORE response status means the peer has the instance: success
 /// or one of the storage warnings (coercion, elements discarded, mismatch).
@@ -93,7 +93,7 @@ fn us(tag: dicom_core::Tag, v: u16) -> DataElement<InMemDicomObject> {
     DataElement::new(tag, VR::US, dicom_value!(U16, [v]))
 }
 
-pub fn echo_rsp(message_id: u16) -> Result<Vec<u8>> {
+pub(crate) fn echo_rsp(message_id: u16) -> Result<Vec<u8>> {
     encode(vec![
         uid(tags::AFFECTED_SOP_CLASS_UID, VERIFICATION),
         us(tags::COMMAND_FIELD, C_ECHO_RSP),
@@ -103,7 +103,7 @@ pub fn echo_rsp(message_id: u16) -> Result<Vec<u8>> {
     ])
 }
 
-pub fn store_rsp(
+pub(crate) fn store_rsp(
     message_id: u16,
     sop_class: &str,
     sop_instance: &str,

@@ -67,7 +67,7 @@ use serde::{Deserialize, Serialize};
 /// Storage SOP classes the SCP accepts: the images the reader turns into volumes,
 /// and the RT Structure Sets and Segmentations a physicist sends back with
 /// corrected contours (issue 36; the appliance matches them to a cycle's CT).
-pub const STORAGE_CLASSES: &[(&str, &str)] = &[
+pub(crate) const STORAGE_CLASSES: &[(&str, &str)] = &[
     (uids::CT_IMAGE_STORAGE, "CT Image Storage"),
     (uids::ENHANCED_CT_IMAGE_STORAGE, "Enhanced CT Image Storage"),
     (uids::NUCLEAR_MEDICINE_IMAGE_STORAGE, "NM Image Storage"),
@@ -185,7 +185,7 @@ impl std::fmt::Display for Destination {
 
 /// An AE title is 1-16 characters of the default repertoire, no backslash, not
 /// all spaces (PS3.5 6.2, VR AE).
-pub fn check_ae_title(ae: &str) -> crate::error::Result<()> {
+pub(crate) fn check_ae_title(ae: &str) -> crate::error::Result<()> {
     let ok = !ae.trim().is_empty()
         && ae.len() <= 16
         && ae

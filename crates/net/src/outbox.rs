@@ -26,10 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub const OUTBOX: &str = ".outbox";
+pub(crate) const OUTBOX: &str = ".outbox";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct JobFile {
+pub(crate) struct JobFile {
     /// File name in the job's `files/`.
     pub name: String,
     pub sop_instance: String,
@@ -37,7 +37,7 @@ pub struct JobFile {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct OutboxJob {
+pub(crate) struct OutboxJob {
     pub id: String,
     pub cycle: String,
     pub destination: Destination,

@@ -46,7 +46,7 @@ use std::time::Duration;
 
 /// The hidden folder of the watched folder where instances are written before
 /// they are renamed into place.
-pub const INCOMING: &str = ".organdose-incoming";
+pub(crate) const INCOMING: &str = ".organdose-incoming";
 
 /// A command set larger than this is no C-STORE or C-ECHO request.
 const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -59,7 +59,7 @@ const BIG_ENDIAN: &str = dicom_dictionary_std::uids::EXPLICIT_VR_BIG_ENDIAN;
 /// The transfer syntaxes offered: those of the registry whose data set and pixel
 /// data organdose decodes (native little endian, RLE, JPEG, JPEG 2000 with this
 /// build's codecs; not deflate, not JPEG-LS, not big endian).
-pub fn transfer_syntaxes() -> Vec<&'static str> {
+pub(crate) fn transfer_syntaxes() -> Vec<&'static str> {
     dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .iter()
         .filter(|ts| ts.can_decode_all() && ts.uid() != BIG_ENDIAN)

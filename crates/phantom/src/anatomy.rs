@@ -20,7 +20,7 @@ struct Wave {
 
 /// Union of ellipsoids in a local frame, deformed smoothly, rotated, scaled.
 #[derive(Debug, Clone)]
-pub struct Blob {
+pub(crate) struct Blob {
     pub center: Vec3,
     /// Columns are the local axes expressed in the body frame.
     pub rot: Mat3,
@@ -43,7 +43,13 @@ impl Blob {
 
     /// Adds `n` random waves of wavelength ~ `wavelength_mm` and amplitude up to
     /// `amp_mm` (local units).
-    pub fn deform(mut self, rng: &mut Rng, n: usize, wavelength_mm: f64, amp_mm: f64) -> Self {
+    pub(crate) fn deform(
+        mut self,
+        rng: &mut Rng,
+        n: usize,
+        wavelength_mm: f64,
+        amp_mm: f64,
+    ) -> Self {
         for _ in 0..n {
             let dir = geom::unit([rng.normal(), rng.normal(), rng.normal()]);
             let kk = std::f64::consts::TAU / (wavelength_mm * rng.uniform(0.7, 1.4));
@@ -173,7 +179,7 @@ impl Blob {
     }
 
     /// Sets the scale so that the shape's volume is `target_ml`.
-    pub fn fit_volume(mut self, target_ml: f64) -> Self {
+    pub(crate) fn fit_volume(mut self, target_ml: f64) -> Self {
         let v = self.local_volume_ml();
         if v > 0.0 {
             self.scale = (target_ml / v).cbrt();
@@ -312,7 +318,7 @@ impl BodyShape {
         Tissue::VisceralFat
     }
 
-    pub fn in_cavity(&self, b: Vec3) -> bool {
+    pub(crate) fn in_cavity(&self, b: Vec3) -> bool {
         let (a, d) = self.axes(b[2]);
         let t = self.skin_mm + self.fat_mm + self.muscle_mm;
         Self::norm(
@@ -813,7 +819,7 @@ impl Anatomy {
 
     /// Wraps a real-data anatomy behind the same interface (fields the patient
     /// set-up reads: organs, target masses, z range, trunk size).
-    pub fn from_real(real: super::real_anatomy::RealAnatomy) -> Anatomy {
+    pub(crate) fn from_real(real: super::real_anatomy::RealAnatomy) -> Anatomy {
         let body = BodyShape {
             half_width_mm: real.half_width_mm,
             half_depth_mm: real.half_depth_mm,
@@ -978,7 +984,7 @@ impl Anatomy {
 
     /// Paints the anatomy, placed in the scanner by `pose`, onto `geom`'s voxel
     /// centres: returns (tissue classes, organ labels), both in voxel order.
-    pub fn rasterize(&self, grid: &Geometry, pose: &Pose) -> (Vec<u8>, Vec<u8>) {
+    pub(crate) fn rasterize(&self, grid: &Geometry, pose: &Pose) -> (Vec<u8>, Vec<u8>) {
         if let Some(real) = &self.real {
             return real.rasterize(grid, pose);
         }

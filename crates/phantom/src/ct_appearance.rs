@@ -27,10 +27,10 @@ use crate::volume::Geometry;
 use rayon::prelude::*;
 
 /// The anatomy on a grid: (tissue classes, organ labels).
-pub type Raster<'a> = dyn Fn(&Geometry) -> (Vec<u8>, Vec<u8>) + Sync + 'a;
+pub(crate) type Raster<'a> = dyn Fn(&Geometry) -> (Vec<u8>, Vec<u8>) + Sync + 'a;
 
 /// Number of tissue classes (`tissue::TISSUE_NAMES`).
-pub const N_TISSUE: usize = 27;
+pub(crate) const N_TISSUE: usize = 27;
 
 /// Contrast phase of a CT acquisition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,7 +348,7 @@ impl CtLook {
 /// Sub-slices averaged per slice: odd (the centre one is the nominal slice,
 /// whose tissue and labels are returned), spaced at most ~1.7 mm, so thin
 /// structures lose contrast in thick slices as on a scanner.
-pub fn sub_slices(dz_mm: f64) -> usize {
+pub(crate) fn sub_slices(dz_mm: f64) -> usize {
     let n = (dz_mm / 1.7).ceil().max(1.0) as usize;
     if n.is_multiple_of(2) {
         n + 1
@@ -558,7 +558,7 @@ pub fn render(
 /// Gaussian smoothing along `axis` (sigma in voxels): exact taps for small
 /// sigma, three running boxes (Kovesi 2010, "Fast almost-Gaussian filtering")
 /// above 1.5 voxels, where the taps would cost more than the boxes.
-pub fn gauss_axis(v: &mut [f32], dims: [usize; 3], axis: usize, sigma_vox: f64) {
+pub(crate) fn gauss_axis(v: &mut [f32], dims: [usize; 3], axis: usize, sigma_vox: f64) {
     if sigma_vox < 1.5 {
         filter_axis(v, dims, axis, &gauss_kernel(sigma_vox));
         return;
@@ -645,7 +645,7 @@ fn box_axis(v: &mut [f32], dims: [usize; 3], axis: usize, r: usize) {
 
 /// Normalised Gaussian taps, radius ceil(3 sigma); a single tap when sigma is
 /// too small to matter.
-pub fn gauss_kernel(sigma_vox: f64) -> Vec<f32> {
+pub(crate) fn gauss_kernel(sigma_vox: f64) -> Vec<f32> {
     // NaN or tiny sigma: identity.
     if sigma_vox.is_nan() || sigma_vox <= 0.05 {
         return vec![1.0];
@@ -660,7 +660,7 @@ pub fn gauss_kernel(sigma_vox: f64) -> Vec<f32> {
 
 /// Convolves `v` (dims, x fastest) along `axis` with the odd-length kernel
 /// `k`, edges clamped.
-pub fn filter_axis(v: &mut [f32], dims: [usize; 3], axis: usize, k: &[f32]) {
+pub(crate) fn filter_axis(v: &mut [f32], dims: [usize; 3], axis: usize, k: &[f32]) {
     if k.len() <= 1 {
         return;
     }

@@ -2,9 +2,9 @@
 
 use crate::volume::{cross, dot, Vec3};
 
-pub type Mat3 = [[f64; 3]; 3];
+pub(crate) type Mat3 = [[f64; 3]; 3];
 
-pub const IDENTITY: Mat3 = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+pub(crate) const IDENTITY: Mat3 = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
 
 pub fn add(a: Vec3, b: Vec3) -> Vec3 {
     [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
@@ -17,11 +17,11 @@ pub fn scale(a: Vec3, s: f64) -> Vec3 {
 }
 
 /// Matrix times vector.
-pub fn mul(m: &Mat3, v: Vec3) -> Vec3 {
+pub(crate) fn mul(m: &Mat3, v: Vec3) -> Vec3 {
     [dot(m[0], v), dot(m[1], v), dot(m[2], v)]
 }
 /// Transpose(matrix) times vector.
-pub fn mul_t(m: &Mat3, v: Vec3) -> Vec3 {
+pub(crate) fn mul_t(m: &Mat3, v: Vec3) -> Vec3 {
     [
         m[0][0] * v[0] + m[1][0] * v[1] + m[2][0] * v[2],
         m[0][1] * v[0] + m[1][1] * v[1] + m[2][1] * v[2],
@@ -39,7 +39,7 @@ pub fn matmul(a: &Mat3, b: &Mat3) -> Mat3 {
 }
 
 /// Rotation from Euler angles (degrees) about x, then y, then z (R = Rz Ry Rx).
-pub fn rotation_deg(rx: f64, ry: f64, rz: f64) -> Mat3 {
+pub(crate) fn rotation_deg(rx: f64, ry: f64, rz: f64) -> Mat3 {
     let (sx, cx) = rx.to_radians().sin_cos();
     let (sy, cy) = ry.to_radians().sin_cos();
     let (sz, cz) = rz.to_radians().sin_cos();
@@ -64,14 +64,14 @@ impl Pose {
             shift: [0.0; 3],
         }
     }
-    pub fn to_world(&self, b: Vec3) -> Vec3 {
+    pub(crate) fn to_world(&self, b: Vec3) -> Vec3 {
         add(mul(&self.rot, b), self.shift)
     }
-    pub fn to_body(&self, w: Vec3) -> Vec3 {
+    pub(crate) fn to_body(&self, w: Vec3) -> Vec3 {
         mul_t(&self.rot, sub(w, self.shift))
     }
     /// `self` applied after `inner`: world = self(inner(body)).
-    pub fn compose(&self, inner: &Pose) -> Pose {
+    pub(crate) fn compose(&self, inner: &Pose) -> Pose {
         Pose {
             rot: matmul(&self.rot, &inner.rot),
             shift: self.to_world(inner.shift),
@@ -81,7 +81,7 @@ impl Pose {
 
 /// Squared distance from `p` to the segment a-b and the parameter (0..1) of the
 /// closest point.
-pub fn segment_dist2(p: Vec3, a: Vec3, b: Vec3) -> (f64, f64) {
+pub(crate) fn segment_dist2(p: Vec3, a: Vec3, b: Vec3) -> (f64, f64) {
     let ab = sub(b, a);
     let l2 = dot(ab, ab);
     let t = if l2 > 0.0 {

@@ -18,10 +18,10 @@ use crate::organs;
 use serde::Serialize;
 
 /// 177Lu physical half-life: 6.647 d = 159.528 h (NNDC; EJNMMI Phys 2020;7:51, Table 1).
-pub const LU177_HALF_LIFE_H: f64 = 6.647 * 24.0;
+pub(crate) const LU177_HALF_LIFE_H: f64 = 6.647 * 24.0;
 /// 177Lu mean electron energy per decay (beta + CE + Auger): 147.9 keV
 /// (EJNMMI Phys 2020;7:51, Table 1).
-pub const LU177_ELECTRON_KEV: f64 = 147.9;
+pub(crate) const LU177_ELECTRON_KEV: f64 = 147.9;
 /// J per keV (CODATA 2018 exact elementary charge, 1.602176634e-19 C, x 1000).
 pub const J_PER_KEV: f64 = 1.602_176_634e-16;
 
@@ -142,7 +142,7 @@ impl Kinetics {
 
 /// Whole-body retention (fraction of injected activity, decay included): fast
 /// renal clearance of most of the peptide, slow retention of the rest.
-pub fn whole_body_fraction(t_h: f64) -> f64 {
+pub(crate) fn whole_body_fraction(t_h: f64) -> f64 {
     let ln2 = std::f64::consts::LN_2;
     let lp = lambda_phys_per_h();
     (0.6 * (-(ln2 / 2.0) * t_h).exp() + 0.4 * (-(ln2 / 80.0) * t_h).exp()) * (-lp * t_h).exp()

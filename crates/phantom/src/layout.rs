@@ -24,11 +24,11 @@ use crate::volume::Volume;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 pub const RADIOPHARMACEUTICAL: &str = "Lu177-DOTATATE";
 /// Radionuclide code for 177Lu as used in RadionuclideCodeSequence (SNOMED-RT
 /// style code as commonly written by consoles; meaning per DICOM CID 18 style).
-pub const LU177_CODE: (&str, &str, &str) = ("C-145A8", "SRT", "^177^Lutetium");
+pub(crate) const LU177_CODE: (&str, &str, &str) = ("C-145A8", "SRT", "^177^Lutetium");
 
 /// Options of one write.
 #[derive(Debug, Clone)]
@@ -346,7 +346,7 @@ fn write_json(path: &Path, v: &Value) -> Result<()> {
 
 /// truth.json: organ volumes and masses from the diagnostic-CT label voxel
 /// counts, activities from the kinetics, analytic TIA and local-deposition dose.
-pub fn truth_json(
+pub(crate) fn truth_json(
     p: &Patient,
     ct_counts: &[usize; 256],
     spect_counts: &[[usize; 256]],

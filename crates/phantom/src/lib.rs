@@ -489,7 +489,7 @@ impl Patient {
 
     /// Pose of the anatomy in time point `tp`'s SPECT (visit pose after the
     /// misregistration).
-    pub fn spect_pose(&self, tp: usize) -> Pose {
+    pub(crate) fn spect_pose(&self, tp: usize) -> Pose {
         let m = &self.misregistration[tp];
         let inner = Pose {
             rot: geom::rotation_deg(m.rotation_deg[0], m.rotation_deg[1], m.rotation_deg[2]),
@@ -582,7 +582,7 @@ impl Patient {
     }
 }
 
-pub fn tissue_from_u8(t: u8) -> Tissue {
+pub(crate) fn tissue_from_u8(t: u8) -> Tissue {
     use Tissue::*;
     const ALL: [Tissue; 27] = [
         Air,

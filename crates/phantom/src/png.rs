@@ -3,13 +3,13 @@
 //! two calls the phantom makes.
 
 /// Encodes `rgb` (width*height*3 bytes, rows top to bottom) as PNG bytes.
-pub fn encode_rgb(width: u32, height: u32, rgb: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(crate) fn encode_rgb(width: u32, height: u32, rgb: &[u8]) -> std::io::Result<Vec<u8>> {
     encode(width, height, rgb, ::png::ColorType::Rgb)
 }
 
 /// Encodes 8-bit grey (width*height bytes): a third of the size of RGB for
 /// CT pictures.
-pub fn encode_gray(width: u32, height: u32, grey: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(crate) fn encode_gray(width: u32, height: u32, grey: &[u8]) -> std::io::Result<Vec<u8>> {
     encode(width, height, grey, ::png::ColorType::Grayscale)
 }
 

@@ -167,7 +167,7 @@ fn kidney_centre(labels: &Volume<u8>) -> Vec3 {
 }
 
 /// Writes the 2x2 montage: top diagnostic CT (axial, coronal), bottom LDCT + SPECT.
-pub fn write_preview(
+pub(crate) fn write_preview(
     path: &Path,
     ct: &Volume<f32>,
     ct_labels: &Volume<u8>,

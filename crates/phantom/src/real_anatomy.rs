@@ -1092,7 +1092,7 @@ impl RealAnatomy {
 
     /// Tissue classes and organ labels on `grid`'s voxel centres, the anatomy
     /// placed by `pose` (same contract as [`super::anatomy::Anatomy::rasterize`]).
-    pub fn rasterize(&self, grid: &Geometry, pose: &Pose) -> (Vec<u8>, Vec<u8>) {
+    pub(crate) fn rasterize(&self, grid: &Geometry, pose: &Pose) -> (Vec<u8>, Vec<u8>) {
         let n = grid.len();
         let [nx, ny, _] = grid.dims;
         let mut tissue = vec![Tissue::Air as u8; n];

@@ -31,7 +31,7 @@ const MAX_ICRP_VOXELS: usize = 64 << 20;
 
 /// The environment variable naming the data folder (what `scripts/fetch-anatomy.sh
 /// DIR` filled); `--anatomy-data` wins over it.
-pub const DATA_ENV: &str = "ORGANDOSE_ANATOMY_DATA";
+pub(crate) const DATA_ENV: &str = "ORGANDOSE_ANATOMY_DATA";
 
 /// How to get the real anatomy, said wherever it is missing (one line).
 pub const FETCH_HINT: &str = "scripts/fetch-anatomy.sh DIR, then ORGANDOSE_ANATOMY_DATA=DIR \
@@ -73,7 +73,7 @@ impl DataPaths {
     pub fn amos(&self) -> PathBuf {
         self.root.join("anatomy/amos/amos_0013_labels.nii.gz")
     }
-    pub fn kits_dir(&self) -> PathBuf {
+    pub(crate) fn kits_dir(&self) -> PathBuf {
         self.root.join("anatomy/kits23")
     }
     /// The ICRP-110 archive: `icrp110_g4dat.tar.gz` (a repack of the g4dat files, as
@@ -131,18 +131,18 @@ pub mod word {
     pub const SPLEEN: u8 = 2;
     pub const KIDNEY_LEFT: u8 = 3;
     pub const KIDNEY_RIGHT: u8 = 4;
-    pub const STOMACH: u8 = 5;
-    pub const GALLBLADDER: u8 = 6;
-    pub const ESOPHAGUS: u8 = 7;
-    pub const PANCREAS: u8 = 8;
-    pub const DUODENUM: u8 = 9;
-    pub const COLON: u8 = 10;
-    pub const INTESTINE: u8 = 11;
-    pub const ADRENAL: u8 = 12;
-    pub const RECTUM: u8 = 13;
-    pub const BLADDER: u8 = 14;
-    pub const FEMUR_LEFT: u8 = 15;
-    pub const FEMUR_RIGHT: u8 = 16;
+    pub(crate) const STOMACH: u8 = 5;
+    pub(crate) const GALLBLADDER: u8 = 6;
+    pub(crate) const ESOPHAGUS: u8 = 7;
+    pub(crate) const PANCREAS: u8 = 8;
+    pub(crate) const DUODENUM: u8 = 9;
+    pub(crate) const COLON: u8 = 10;
+    pub(crate) const INTESTINE: u8 = 11;
+    pub(crate) const ADRENAL: u8 = 12;
+    pub(crate) const RECTUM: u8 = 13;
+    pub(crate) const BLADDER: u8 = 14;
+    pub(crate) const FEMUR_LEFT: u8 = 15;
+    pub(crate) const FEMUR_RIGHT: u8 = 16;
 }
 
 /// AMOS label values mapped onto WORD's, so one organ layout code serves both
@@ -258,7 +258,7 @@ pub struct IcrpPhantom {
 
 /// Voxel sizes (mm) of the ICRP-110 phantoms (ICRP Publication 110, Table 3):
 /// they are not stored in the g4dat files.
-pub fn icrp_voxel_mm(name: &str) -> Option<[f64; 3]> {
+pub(crate) fn icrp_voxel_mm(name: &str) -> Option<[f64; 3]> {
     match name {
         "AM" => Some([2.137, 2.137, 8.0]),
         "AF" => Some([1.775, 1.775, 4.84]),
@@ -276,7 +276,7 @@ fn tar_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Parses one g4dat slice: three dims (columns, rows, slices), then columns x rows
 /// organ IDs.
-pub fn parse_g4dat_slice(text: &str, what: &Path) -> Result<([usize; 3], Vec<u8>)> {
+pub(crate) fn parse_g4dat_slice(text: &str, what: &Path) -> Result<([usize; 3], Vec<u8>)> {
     let bad = |m: String| Error::input(format!("{}: {m}", what.display()));
     let mut tok = text.split_ascii_whitespace();
     let mut dims = [0usize; 3];

@@ -3,7 +3,7 @@
 //! changes with a crate upgrade.
 
 /// splitmix64 step (Steele, Lea, Flood 2014): used for seeding and hashing.
-pub fn splitmix64(state: &mut u64) -> u64 {
+pub(crate) fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -12,7 +12,7 @@ pub fn splitmix64(state: &mut u64) -> u64 {
 }
 
 /// 64-bit hash of a seed and a text tag (FNV-1a folded through splitmix64).
-pub fn hash64(seed: u64, tag: &str) -> u64 {
+pub(crate) fn hash64(seed: u64, tag: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
     for b in tag.bytes() {
         h ^= b as u64;
@@ -42,12 +42,12 @@ impl Rng {
 
     /// An independent stream for a named purpose, so that adding draws in one part
     /// of the generator does not change another.
-    pub fn fork(&self, tag: &str) -> Rng {
+    pub(crate) fn fork(&self, tag: &str) -> Rng {
         Rng::new(hash64(self.s[0] ^ self.s[2].rotate_left(7), tag))
     }
 
     #[inline]
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;
         self.s[2] ^= self.s[0];
@@ -78,7 +78,7 @@ impl Rng {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
     }
 
-    pub fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         self.f64() < p
     }
 
@@ -92,7 +92,7 @@ impl Rng {
     /// Cheap approximately normal deviate (Irwin-Hall, 4 uniforms from one draw),
     /// mean 0, variance 1: for image noise where speed matters more than tails.
     #[inline]
-    pub fn fast_normal(&mut self) -> f32 {
+    pub(crate) fn fast_normal(&mut self) -> f32 {
         let r = self.next_u64();
         let a = (r & 0xFFFF) as f32;
         let b = ((r >> 16) & 0xFFFF) as f32;
@@ -105,7 +105,7 @@ impl Rng {
     /// Poisson deviate. Knuth's product method below a mean of 30; above, the
     /// normal approximation N(mean, mean) rounded and clipped at 0 (relative error
     /// of the variance below 2 % there, adequate for phantom counting noise).
-    pub fn poisson(&mut self, mean: f64) -> f64 {
+    pub(crate) fn poisson(&mut self, mean: f64) -> f64 {
         if mean.is_nan() || mean <= 0.0 {
             return 0.0;
         }

@@ -8,10 +8,10 @@ use crate::volume::Volume;
 
 /// Fraction of the whole-body remainder (activity not in the truth organs) that
 /// lies in the SPECT field of view.
-pub const REMAINDER_FRACTION_IN_FOV: f64 = 0.35;
+pub(crate) const REMAINDER_FRACTION_IN_FOV: f64 = 0.35;
 
 /// See [`Patient::noiseless_spect`].
-pub fn activity_map(p: &Patient, tp: usize) -> (Volume<f32>, Volume<u8>, f64) {
+pub(crate) fn activity_map(p: &Patient, tp: usize) -> (Volume<f32>, Volume<u8>, f64) {
     let g = &p.spect_geoms[tp];
     let t_h = p.times_h[tp];
     let (tissue, labels) = p.anatomy.rasterize(g, &p.spect_pose(tp));

@@ -35,7 +35,7 @@ pub enum Tissue {
 }
 
 /// Names of the tissue classes, index = value (documented in truth.json).
-pub const TISSUE_NAMES: &[&str] = &[
+pub(crate) const TISSUE_NAMES: &[&str] = &[
     "air",
     "skin",
     "subcutaneous_fat",
@@ -110,7 +110,7 @@ impl Tissue {
 
     /// Relative concentration of non-organ ("remainder") activity in this tissue:
     /// blood pool highest, fat, gas and lung low.
-    pub fn remainder_weight(self) -> f32 {
+    pub(crate) fn remainder_weight(self) -> f32 {
         use Tissue::*;
         match self {
             Air | Gas | Csf => 0.0,

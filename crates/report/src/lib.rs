@@ -52,7 +52,7 @@ pub fn write_all(out_dir: &Path, s: &DoseSummary) -> Result<Vec<PathBuf>> {
 
 /// `dose_summary.json`, pretty printed. NaN (e.g. an undefined uncertainty) is written
 /// as null.
-pub fn summary_json(s: &DoseSummary) -> Result<String> {
+pub(crate) fn summary_json(s: &DoseSummary) -> Result<String> {
     let v =
         serde_json::to_value(s).map_err(|e| Error::library(FaultKind::Internal, "summary", e))?;
     let mut text = serde_json::to_string_pretty(&v)
@@ -62,7 +62,7 @@ pub fn summary_json(s: &DoseSummary) -> Result<String> {
 }
 
 /// `dvh.csv`: long format, one row per organ and dose level.
-pub fn dvh_csv(s: &DoseSummary) -> String {
+pub(crate) fn dvh_csv(s: &DoseSummary) -> String {
     let mut out = String::from("organ,dose_gy,volume_fraction\n");
     for (name, o) in &s.organs {
         if let Some(h) = &o.dvh_curve {
@@ -94,7 +94,7 @@ fn fmt_num(x: f64, prec: usize) -> String {
 }
 
 /// `report.txt`: one page for the physicist.
-pub fn report_text(s: &DoseSummary) -> String {
+pub(crate) fn report_text(s: &DoseSummary) -> String {
     let mut r = String::new();
     let st = &s.settings;
     let _ = writeln!(

@@ -98,7 +98,7 @@ impl Rgb {
             self.data[o + ch] = v.round().clamp(0.0, 255.0) as u8;
         }
     }
-    pub fn encode_png(&self) -> Result<Vec<u8>> {
+    pub(crate) fn encode_png(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         {
             let mut enc = png::Encoder::new(&mut out, self.width as u32, self.height as u32);
@@ -331,7 +331,7 @@ pub fn render(ct: &Volume<f32>, labels: &Volume<u8>, o: &OverlayOptions) -> Resu
 
 /// How image values are shown.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Palette {
+pub(crate) enum Palette {
     /// CT: grey.
     Grey,
     /// SPECT: black-red-yellow-white ("hot iron"), so outlines stay visible.
@@ -351,7 +351,7 @@ fn colour(p: Palette, g: u8) -> [u8; 3] {
 
 /// The three views of `image` through `centre` (any grid: masks and image are
 /// both sampled in patient space), outlines of `labels`, a legend and `note`.
-pub fn render_through(
+pub(crate) fn render_through(
     image: &Volume<f32>,
     labels: &Volume<u8>,
     centre: Vec3,
@@ -365,7 +365,7 @@ pub fn render_through(
 }
 
 /// Patient-space centroid of one label, if it is there.
-pub fn label_centre(labels: &Volume<u8>, label: u8) -> Option<Vec3> {
+pub(crate) fn label_centre(labels: &Volume<u8>, label: u8) -> Option<Vec3> {
     let [nx, ny, nz] = labels.geom.dims;
     let (mut sum, mut n) = ([0f64; 3], 0usize);
     for k in 0..nz {

@@ -33,7 +33,7 @@ pub struct Picture {
 
 impl Picture {
     /// Decodes a PNG (8-bit RGB or RGBA, as organdose's plots and pictures are).
-    pub fn from_png(caption: &str, png_bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn from_png(caption: &str, png_bytes: &[u8]) -> Result<Self> {
         let dec = png::Decoder::new(std::io::Cursor::new(png_bytes));
         let mut r = dec
             .read_info()

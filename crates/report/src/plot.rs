@@ -231,14 +231,14 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>> {
 
 /// Time-activity curves: measured points with their standard uncertainty and the
 /// chosen fit of each organ, on a linear activity axis.
-pub fn tac_png(s: &DoseSummary) -> Result<Vec<u8>> {
+pub(crate) fn tac_png(s: &DoseSummary) -> Result<Vec<u8>> {
     tac_png_scaled(s, false)
 }
 
 /// [`tac_png`], or with `log` a logarithmic activity axis (a mono-exponential
 /// phase is a straight line there, so a wrong fit or an outlier stands out). The
 /// log axis is drawn as log10 of the activity with labels in MBq.
-pub fn tac_png_scaled(s: &DoseSummary, log: bool) -> Result<Vec<u8>> {
+pub(crate) fn tac_png_scaled(s: &DoseSummary, log: bool) -> Result<Vec<u8>> {
     let lp = std::f64::consts::LN_2 / s.half_life_h;
     let t_max = s.times_h.iter().cloned().fold(1.0, f64::max) * 1.3;
     let mut a_max: f64 = 0.0;
@@ -377,7 +377,7 @@ pub fn tac_png_scaled(s: &DoseSummary, log: bool) -> Result<Vec<u8>> {
 }
 
 /// Cumulative DVH of each organ.
-pub fn dvh_png(s: &DoseSummary) -> Result<Vec<u8>> {
+pub(crate) fn dvh_png(s: &DoseSummary) -> Result<Vec<u8>> {
     let mut d_max: f64 = 0.0;
     for o in s.organs.values() {
         if let Some(h) = &o.dvh_curve {

@@ -4,7 +4,7 @@
 use super::boxes::BoxF;
 
 /// Zero-centred base anchors of one level, rounded half-to-even as torch.round.
-pub fn base_anchors(size: f32, ratios: &[f32]) -> Vec<BoxF> {
+pub(crate) fn base_anchors(size: f32, ratios: &[f32]) -> Vec<BoxF> {
     ratios
         .iter()
         .map(|&r| {
@@ -23,7 +23,7 @@ pub fn base_anchors(size: f32, ratios: &[f32]) -> Vec<BoxF> {
 }
 
 /// Anchors for a feature map of (fh, fw) on a padded batch image of (ih, iw).
-pub fn grid_anchors(
+pub(crate) fn grid_anchors(
     size: f32,
     ratios: &[f32],
     fh: usize,

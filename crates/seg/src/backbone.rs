@@ -36,7 +36,7 @@ pub(crate) fn candle_fault(e: &candle_core::Error) -> FaultKind {
 }
 
 /// torchvision's FrozenBatchNorm2d eps (1e-5 since torchvision 0.6).
-pub const FROZEN_BN_EPS: f32 = 1e-5;
+pub(crate) const FROZEN_BN_EPS: f32 = 1e-5;
 
 /// A state dict: every tensor converted to f32 on `device`.
 pub struct Weights {
@@ -96,7 +96,7 @@ impl Weights {
 
     /// The first of several names that exist (torchvision renamed some modules
     /// between versions, e.g. `inner_blocks.0.weight` -> `inner_blocks.0.0.weight`).
-    pub fn get_any(&self, names: &[String]) -> Result<(String, Tensor)> {
+    pub(crate) fn get_any(&self, names: &[String]) -> Result<(String, Tensor)> {
         for n in names {
             if let Some(t) = self.map.get(n) {
                 return Ok((n.clone(), t.clone()));
@@ -116,7 +116,7 @@ impl Weights {
 
 /// A 2D convolution with optional bias (frozen BN folds into weight + bias).
 #[derive(Clone)]
-pub struct Conv {
+pub(crate) struct Conv {
     pub w: Tensor,
     /// Bias (zeros when the checkpoint has none), so every conv adds one in the fused pass.
     pub b: Tensor,
@@ -125,7 +125,7 @@ pub struct Conv {
 }
 
 impl Conv {
-    pub fn out_channels(&self) -> usize {
+    pub(crate) fn out_channels(&self) -> usize {
         self.w.dims()[0]
     }
 
@@ -151,7 +151,7 @@ impl Conv {
 
     /// A bias-free conv followed by FrozenBatchNorm2d `bn`, folded:
     /// w' = w * scale, b' = bias - mean * scale, scale = gamma / sqrt(var + eps).
-    pub fn load_bn(
+    pub(crate) fn load_bn(
         ws: &Weights,
         conv: &str,
         bn: &str,
@@ -190,7 +190,7 @@ impl Conv {
     }
 
     /// Convolution, bias and ReLU in one pass.
-    pub fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward_relu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.apply(x, true)
     }
 
@@ -303,7 +303,7 @@ impl ResNet {
 }
 
 /// torchvision FeaturePyramidNetwork with LastLevelMaxPool: P2..P5 and 'pool'.
-pub struct Fpn {
+pub(crate) struct Fpn {
     inner: Vec<Conv>,
     layer: Vec<Conv>,
 }
@@ -328,7 +328,7 @@ impl Fpn {
         Ok(Fpn { inner, layer })
     }
 
-    pub fn out_channels(&self) -> usize {
+    pub(crate) fn out_channels(&self) -> usize {
         self.layer[0].out_channels()
     }
 

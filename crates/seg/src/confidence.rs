@@ -18,7 +18,7 @@ use serde::Serialize;
 /// reference masses (ICRP Publication 89, 2002: kidneys 310 g both, liver
 /// 1800 g, spleen 150 g, adult male; female about 15-20 % less) at about
 /// 1.05 g/mL: a mask outside them is more likely wrong than the organ.
-pub fn plausible_ml(label: u8) -> Option<(f64, f64)> {
+pub(crate) fn plausible_ml(label: u8) -> Option<(f64, f64)> {
     match label {
         organs::KIDNEY_LEFT | organs::KIDNEY_RIGHT => Some((60.0, 400.0)),
         organs::LIVER => Some((600.0, 4000.0)),
@@ -28,7 +28,7 @@ pub fn plausible_ml(label: u8) -> Option<(f64, f64)> {
 }
 
 /// Below this confidence an organ is flagged for review.
-pub const REVIEW_BELOW: f64 = 0.5;
+pub(crate) const REVIEW_BELOW: f64 = 0.5;
 /// Pairwise Dice of the planes' masks mapped to [0, 1] between these.
 const AGREE_LO: f64 = 0.70;
 const AGREE_HI: f64 = 0.90;

@@ -5,7 +5,7 @@
 //! i + nx * (j + ny * k).
 
 /// Voxel majority vote: a voxel gets class c when at least `min_votes` maps say c.
-pub fn majority_vote(maps: &[&[u8]], min_votes: usize) -> Vec<u8> {
+pub(crate) fn majority_vote(maps: &[&[u8]], min_votes: usize) -> Vec<u8> {
     let n = maps.first().map_or(0, |m| m.len());
     let mut out = vec![0u8; n];
     for (v, o) in out.iter_mut().enumerate() {
@@ -42,7 +42,13 @@ fn axis_layout(dims: [usize; 3], axis: usize) -> (usize, [usize; 2], [usize; 2])
 /// `axis` but present on both sides, fill those slices by linear
 /// interpolation of the two neighbouring slices' masks (value >= 0.5).
 /// Returns the number of slices filled.
-pub fn fill_gaps(map: &mut [u8], dims: [usize; 3], axis: usize, c: u8, max_gap: usize) -> usize {
+pub(crate) fn fill_gaps(
+    map: &mut [u8],
+    dims: [usize; 3],
+    axis: usize,
+    c: u8,
+    max_gap: usize,
+) -> usize {
     let (st, [n0, n1], [s0, s1]) = axis_layout(dims, axis);
     let ns = dims[axis];
     let idx = |t: usize, a: usize, b: usize| t * st + a * s0 + b * s1;

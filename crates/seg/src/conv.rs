@@ -17,7 +17,7 @@ use rayon::prelude::*;
 /// Convolution parameters (dilation 1, groups 1: all torchvision's ResNet,
 /// FPN, RPN and mask-head convolutions).
 #[derive(Debug, Clone, Copy)]
-pub struct Conv2dOp {
+pub(crate) struct Conv2dOp {
     pub stride: usize,
     pub padding: usize,
     pub relu: bool,
@@ -26,7 +26,7 @@ pub struct Conv2dOp {
 /// `x [N, Cin, H, W]` convolved with `w [Cout, Cin, kh, kw]`, plus `b
 /// [Cout]`, then ReLU when `relu`. F32 on CPU uses the im2col + GEMM op;
 /// anything else goes through candle's `conv2d`.
-pub fn conv2d(
+pub(crate) fn conv2d(
     x: &Tensor,
     w: &Tensor,
     b: &Tensor,

@@ -13,7 +13,7 @@ use serde::Serialize;
 /// Largest relative deviation of an organ's volume from the cycle's median
 /// before the CT's mask is replaced (the network's own spread on phantoms is
 /// about 2-5 %; a half-missed kidney is 30-50 % off).
-pub const VOLUME_TOLERANCE: f64 = 0.10;
+pub(crate) const VOLUME_TOLERANCE: f64 = 0.10;
 /// Translations searched (mm, each axis) and the steps of the search.
 const SEARCH_MM: f64 = 30.0;
 const COARSE_STEP_MM: f64 = 3.0;
@@ -23,7 +23,7 @@ const MAX_POINTS: usize = 6000;
 
 /// The organs checked across the cycle: the kidneys (the dose-limiting organ;
 /// the liver is often cut by a low-dose CT's shorter field).
-pub const CHECKED: [u8; 2] = [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT];
+pub(crate) const CHECKED: [u8; 2] = [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT];
 
 /// Volumes of one organ across the cycle's CTs, before and after.
 #[derive(Debug, Clone, Serialize)]

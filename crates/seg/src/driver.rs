@@ -64,7 +64,7 @@ pub struct DriverOptions {
 
 /// Slice range `[lo, hi)` along `axis` holding any labelled voxel of `map`,
 /// widened by `margin` slices; None when the map is empty.
-pub fn label_extent(
+pub(crate) fn label_extent(
     map: &[u8],
     dims: [usize; 3],
     axis: usize,
@@ -87,7 +87,7 @@ pub fn label_extent(
 
 /// Neighbour-channel distance (mm) for a millimetre model that does not say:
 /// about the slice thickness of the abdominal series the paper used.
-pub const DEFAULT_NEIGHBOR_MM: f32 = 2.5;
+pub(crate) const DEFAULT_NEIGHBOR_MM: f32 = 2.5;
 
 /// CT in HU to [0, 1] through the window, clamped.
 pub fn window(ct: &[f32], w: [f32; 2]) -> Vec<f32> {
@@ -123,7 +123,7 @@ pub fn slice_input(win: &[f32], dims: [usize; 3], plane: Plane, t: usize, size: 
 /// the input size. With `probs` the plane's class probabilities are kept
 /// there as well (for the fusion of `--planes auto`).
 #[allow(clippy::too_many_arguments)]
-pub fn segment_plane(
+pub(crate) fn segment_plane(
     model: &MaskRcnn,
     win: &[f32],
     dims: [usize; 3],
@@ -364,7 +364,7 @@ pub fn segment(
 
 /// [`segment`], also telling `on_plane(plane, slices run, wall time)` after
 /// each plane's pass (`organdose bench` reports latency per plane).
-pub fn segment_timed(
+pub(crate) fn segment_timed(
     model: &MaskRcnn,
     ct: &Volume<f32>,
     opts: &DriverOptions,
@@ -390,7 +390,7 @@ pub fn segment_detail(
 /// Fused probability read as organ for the generous and the strict mask of
 /// [`edge_band`]: where the planes' weighted mean probability is above one
 /// and below the other, the mask could be either.
-pub const EDGE_BAND: [f32; 2] = [0.25, 0.75];
+pub(crate) const EDGE_BAND: [f32; 2] = [0.25, 0.75];
 
 /// The organ masks a generous and a strict reading of the planes'
 /// probabilities give (weighted mean at [`EDGE_BAND`], cleaned up as the
@@ -630,7 +630,11 @@ pub fn segment_modes(
 /// Largest component per organ; a shared kidney class keeps its two largest
 /// components and names each by its centroid's patient x against the body
 /// midline (LPS: larger x is the patient's left).
-pub fn to_organ_labels(map: &[u8], ct: &Volume<f32>, targets: &[Option<ClassTarget>]) -> Vec<u8> {
+pub(crate) fn to_organ_labels(
+    map: &[u8],
+    ct: &Volume<f32>,
+    targets: &[Option<ClassTarget>],
+) -> Vec<u8> {
     let g = &ct.geom;
     let dims = g.dims;
     let mut out = vec![0u8; map.len()];

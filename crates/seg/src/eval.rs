@@ -113,7 +113,7 @@ fn dt1(f: &[f64], step: f64, out: &mut [f64]) {
 
 /// Euclidean distance (mm) from every voxel to the nearest `seed` voxel, with
 /// the grid's spacing (patient-space distance for orthonormal directions).
-pub fn distance_map(seed: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
+pub(crate) fn distance_map(seed: &[bool], dims: [usize; 3], spacing: [f64; 3]) -> Vec<f64> {
     let mut d: Vec<f64> = seed
         .iter()
         .map(|&s| if s { 0.0 } else { f64::INFINITY })

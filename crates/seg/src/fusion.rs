@@ -20,7 +20,7 @@ use serde::Serialize;
 /// liver: 14-15 cm in the mid-clavicular line (Kratzer et al., J Ultrasound
 /// Med 2003;22:1155); spleen: about 11 cm (Chow et al., Radiology
 /// 2016;279:306).
-pub fn organ_length_mm(t: ClassTarget) -> f64 {
+pub(crate) fn organ_length_mm(t: ClassTarget) -> f64 {
     match t {
         ClassTarget::Kidney => 110.0,
         ClassTarget::Organ(organs::LIVER) => 150.0,
@@ -31,14 +31,14 @@ pub fn organ_length_mm(t: ClassTarget) -> f64 {
 
 /// Context a coronal or sagittal image needs beyond the organ's own length
 /// before it gets full weight (mm): 20 mm above and below.
-pub const CONTEXT_MM: f64 = 40.0;
+pub(crate) const CONTEXT_MM: f64 = 40.0;
 /// Slice spacing up to which the coronal and sagittal images are sharp
 /// enough vertically for full weight (mm); the training CTs are 1.5-3 mm.
-pub const SHARP_SPACING_MM: f64 = 3.5;
+pub(crate) const SHARP_SPACING_MM: f64 = 3.5;
 /// Slice spacing at which the coronal and sagittal images get no weight (mm).
-pub const COARSE_SPACING_MM: f64 = 7.0;
+pub(crate) const COARSE_SPACING_MM: f64 = 7.0;
 /// A plane whose weight is below this for every organ is not run.
-pub const MIN_WEIGHT: f32 = 0.05;
+pub(crate) const MIN_WEIGHT: f32 = 0.05;
 
 /// Weight of each plane (axial, coronal, sagittal) per model class (index 0,
 /// background, unused), with the reasons a plane lost weight.
@@ -49,7 +49,7 @@ pub struct PlaneWeights {
     pub notes: Vec<String>,
 }
 
-pub const PLANES: [Plane; 3] = [Plane::Axial, Plane::Coronal, Plane::Sagittal];
+pub(crate) const PLANES: [Plane; 3] = [Plane::Axial, Plane::Coronal, Plane::Sagittal];
 
 fn plane_index(p: Plane) -> usize {
     match p {
@@ -278,7 +278,7 @@ impl FuseRule {
 /// The planes' probabilities joined with `weights`: for the mean, each plane
 /// adds its share of p; for the median, its share where p >= `thresh` (the
 /// weighted median is >= thresh where those shares reach one half).
-pub fn fuse(
+pub(crate) fn fuse(
     planes: &[PlaneProbs],
     weights: &PlaneWeights,
     n_classes: usize,
@@ -311,7 +311,7 @@ pub fn fuse(
 /// 1/255 steps: `acc[c][voxel]` for each model class c >= 1 (index 0 empty).
 /// Each plane adds round(scale x p), the scales summing to 255 per class.
 #[derive(Debug, Clone)]
-pub struct FusedProbs {
+pub(crate) struct FusedProbs {
     pub acc: Vec<Vec<u8>>,
 }
 
@@ -444,7 +444,7 @@ fn break_vote_ties(
 }
 
 /// Below this a dropped component is not worth a warning (mL).
-pub const DROP_WARN_ML: f64 = 5.0;
+pub(crate) const DROP_WARN_ML: f64 = 5.0;
 /// Where each voxel of a component lies, and the component's centroid.
 fn centroid(vox: &[usize], g: &Geometry) -> [f64; 3] {
     let d = g.dims;
@@ -465,7 +465,7 @@ fn centroid(vox: &[usize], g: &Geometry) -> [f64; 3] {
 
 /// Body centre (mean patient x and y of voxels above -500 HU, on a 4-voxel
 /// lattice); the volume's centre when there is no body.
-pub fn body_centre(ct: &Volume<f32>) -> [f64; 2] {
+pub(crate) fn body_centre(ct: &Volume<f32>) -> [f64; 2] {
     let g = &ct.geom;
     let d = g.dims;
     let (mut sx, mut sy, mut n) = (0.0, 0.0, 0usize);
@@ -501,7 +501,7 @@ pub fn body_centre(ct: &Volume<f32>) -> [f64; 2] {
 /// (the kidney is the whole organ inside its capsule: a tumour or cyst the
 /// network left out inside it is kidney). Returns the labels and what was
 /// dropped or looks wrong.
-pub fn clean_labels(
+pub(crate) fn clean_labels(
     map: &[u8],
     ct: &Volume<f32>,
     targets: &[Option<ClassTarget>],
@@ -603,7 +603,7 @@ pub fn clean_labels(
 
 /// Index box `[lo, hi]` (inclusive) of the voxels equal to `l` in a map of
 /// `dims` (x fastest); None when there are none.
-pub fn label_bbox(map: &[u8], dims: [usize; 3], l: u8) -> Option<[[usize; 3]; 2]> {
+pub(crate) fn label_bbox(map: &[u8], dims: [usize; 3], l: u8) -> Option<[[usize; 3]; 2]> {
     let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
     for (v, &x) in map.iter().enumerate() {
         if x == l {
@@ -626,7 +626,7 @@ pub fn label_bbox(map: &[u8], dims: [usize; 3], l: u8) -> Option<[[usize; 3]; 2]
 /// become `l`: a cyst or tumour inside the capsule that the network left out.
 /// The renal sinus, open to the hilum, is not enclosed and stays as found.
 /// Returns the voxels filled.
-pub fn fill_holes_3d(map: &mut [u8], dims: [usize; 3], l: u8) -> usize {
+pub(crate) fn fill_holes_3d(map: &mut [u8], dims: [usize; 3], l: u8) -> usize {
     let [nx, ny, _] = dims;
     let Some([lo, hi]) = label_bbox(map, dims, l) else {
         return 0;

@@ -10,7 +10,7 @@ use crate::volume::{Geometry, Volume};
 /// A permutation and flips of voxel axes: new axis `n` runs along old axis
 /// `perm[n]`, reversed where `flip[n]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reorient {
+pub(crate) struct Reorient {
     pub perm: [usize; 3],
     pub flip: [bool; 3],
     old_dims: [usize; 3],
@@ -48,11 +48,11 @@ impl Reorient {
         }
     }
 
-    pub fn is_identity(&self) -> bool {
+    pub(crate) fn is_identity(&self) -> bool {
         self.perm == [0, 1, 2] && self.flip == [false; 3]
     }
 
-    pub fn new_dims(&self) -> [usize; 3] {
+    pub(crate) fn new_dims(&self) -> [usize; 3] {
         self.perm.map(|a| self.old_dims[a])
     }
 
@@ -116,7 +116,7 @@ impl Reorient {
     }
 
     /// Data in the new order back to the old grid.
-    pub fn undo<T: Copy + Default>(&self, data: &[T]) -> Vec<T> {
+    pub(crate) fn undo<T: Copy + Default>(&self, data: &[T]) -> Vec<T> {
         let mut out = vec![T::default(); data.len()];
         for (n, o) in self.old_index().into_iter().enumerate() {
             out[o] = data[n];

@@ -394,7 +394,7 @@ fn paint_slice_masks(
 
 /// CHAOS layout: `dir/DICOM_anon/*.dcm` and `dir/Ground/*.png` (see module doc
 /// for the slice order and row direction found on the data).
-pub fn load_chaos(dir: &Path, ingest: &IngestConfig) -> Result<RealCase> {
+pub(crate) fn load_chaos(dir: &Path, ingest: &IngestConfig) -> Result<RealCase> {
     let (series, ct) = dicom::read_single_series(&dir.join("DICOM_anon"), None, ingest)?;
     let masks = sorted_files(&dir.join("Ground"), "png")?;
     let slot_k = dicom_slots(&series, ingest, masks.len(), &dir.join("Ground"))?;
@@ -520,7 +520,7 @@ fn ircadb_mask_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 }
 
 /// 3D-IRCADb layout: `dir/PATIENT_DICOM/image_K` and the liver masks.
-pub fn load_ircadb(dir: &Path, ingest: &IngestConfig) -> Result<RealCase> {
+pub(crate) fn load_ircadb(dir: &Path, ingest: &IngestConfig) -> Result<RealCase> {
     let (series, ct) = dicom::read_single_series(&dir.join("PATIENT_DICOM"), None, ingest)?;
     let k_of = k_of_file(&series, ingest)?;
     let by_name: BTreeMap<String, usize> = series
@@ -581,7 +581,7 @@ const PNG_LIVER: [u8; 3] = [255, 0, 255];
 /// [`PngSliceOptions`]). Image column -> patient left (+x), row -> posterior
 /// (+y): the radiological display the slices are stored in (liver on the
 /// image's left, table at the bottom).
-pub fn load_png_slice(image: &Path, mask: &Path, o: &PngSliceOptions) -> Result<RealCase> {
+pub(crate) fn load_png_slice(image: &Path, mask: &Path, o: &PngSliceOptions) -> Result<RealCase> {
     if !(o.pixel_mm > 0.0 && o.slice_mm > 0.0 && o.hu_at_grey255 > o.hu_at_grey0) {
         return Err(Error::input(format!(
             "PNG slice options {o:?}: pixel and slice size must be positive, grey 255 above grey 0"
@@ -645,7 +645,7 @@ pub fn load_png_slice(image: &Path, mask: &Path, o: &PngSliceOptions) -> Result<
 }
 
 /// A DICOM or NIfTI CT with a label map or per-slice masks.
-pub fn load_generic(
+pub(crate) fn load_generic(
     ct_path: &Path,
     truth: &GenericTruth,
     ingest: &IngestConfig,

@@ -18,7 +18,7 @@ pub struct Levels {
 }
 
 impl Levels {
-    pub fn infer(feats: &[Tensor], image_h: usize) -> Self {
+    pub(crate) fn infer(feats: &[Tensor], image_h: usize) -> Self {
         let scales: Vec<f32> = feats
             .iter()
             .map(|f| {
@@ -104,7 +104,7 @@ impl Linear {
     }
 }
 
-pub struct RoiHeads {
+pub(crate) struct RoiHeads {
     fc6: Linear,
     fc7: Linear,
     cls: Linear,
@@ -118,7 +118,7 @@ pub struct RoiHeads {
 
 /// Detections of one image in the resized image's pixels.
 #[derive(Debug, Clone, Default)]
-pub struct RawDetections {
+pub(crate) struct RawDetections {
     pub boxes: Vec<BoxF>,
     pub scores: Vec<f32>,
     pub labels: Vec<usize>,
@@ -173,7 +173,7 @@ impl RoiHeads {
     }
 
     /// Box branch and post-processing (torchvision postprocess_detections).
-    pub fn detect(
+    pub(crate) fn detect(
         &self,
         feats: &[Tensor],
         levels: &Levels,

@@ -196,7 +196,7 @@ fn bilinear_pre(y: f32, x: f32, h: usize, w: usize) -> Pre {
 
 /// torchvision `roi_pool` (RoI max pooling, forward).
 #[derive(Debug, Clone, Copy)]
-pub struct RoiPool {
+pub(crate) struct RoiPool {
     pub pooled_h: usize,
     pub pooled_w: usize,
     pub spatial_scale: f32,

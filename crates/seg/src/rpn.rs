@@ -7,7 +7,7 @@ use super::config::{AnchorConfig, RpnConfig};
 use crate::error::Result;
 use candle_core::Tensor;
 
-pub struct RpnHead {
+pub(crate) struct RpnHead {
     conv: Conv,
     cls: Conv,
     bbox: Conv,
@@ -26,7 +26,7 @@ impl RpnHead {
         })
     }
 
-    pub fn num_anchors(&self) -> usize {
+    pub(crate) fn num_anchors(&self) -> usize {
         self.cls.out_channels()
     }
 

@@ -22,7 +22,7 @@ pub struct Canvas {
 }
 
 impl Canvas {
-    pub fn extent_mm(&self) -> f32 {
+    pub(crate) fn extent_mm(&self) -> f32 {
         self.size as f32 * self.pixel_mm
     }
 }
@@ -41,7 +41,7 @@ const TILE_STEP: f32 = 0.75;
 
 /// Left edges of the windows of width `canvas_mm` covering `[lo, hi]`: one
 /// centred window when it fits, else evenly spaced windows from `lo` to `hi`.
-pub fn axis_tiles(lo_mm: f32, hi_mm: f32, canvas_mm: f32) -> Vec<f32> {
+pub(crate) fn axis_tiles(lo_mm: f32, hi_mm: f32, canvas_mm: f32) -> Vec<f32> {
     let extent = hi_mm - lo_mm;
     if extent <= canvas_mm {
         return vec![(lo_mm + hi_mm) * 0.5 - canvas_mm * 0.5];
@@ -52,9 +52,9 @@ pub fn axis_tiles(lo_mm: f32, hi_mm: f32, canvas_mm: f32) -> Vec<f32> {
 }
 
 /// Voxels above this are the body (and couch); below, air.
-pub const BODY_HU: f32 = -500.0;
+pub(crate) const BODY_HU: f32 = -500.0;
 /// Room left around the body's extent (mm).
-pub const BODY_MARGIN_MM: f32 = 10.0;
+pub(crate) const BODY_MARGIN_MM: f32 = 10.0;
 
 /// Index range `[min, max]` along each axis of voxels with HU > `BODY_HU`;
 /// None for a volume of air.
@@ -110,7 +110,7 @@ pub fn plane_tiles(canvas: &Canvas, u_range: (f32, f32), v_range: (f32, f32)) ->
 /// Linear-interpolation taps of canvas pixels on a source axis of `n`
 /// voxels at `spacing`; None where the pixel centre lies outside the
 /// source's half-voxel border (the canvas is padded with 0 there).
-pub fn canvas_taps(
+pub(crate) fn canvas_taps(
     n: usize,
     spacing: f32,
     origin_mm: f32,
@@ -138,7 +138,12 @@ fn tap(src: f32, n: usize) -> Option<(usize, usize, f32, f32)> {
 
 /// The slice-axis taps of a channel at `t + offset_mm / spacing`, clamped to
 /// the volume (edges replicated, as the stretched input did).
-pub fn slice_taps(t: usize, n: usize, spacing: f32, offset_mm: f32) -> (usize, usize, f32, f32) {
+pub(crate) fn slice_taps(
+    t: usize,
+    n: usize,
+    spacing: f32,
+    offset_mm: f32,
+) -> (usize, usize, f32, f32) {
     let last = n as f32 - 1.0;
     let s = (t as f32 + offset_mm / spacing).clamp(0.0, last);
     let i0 = (s.floor() as usize).min(n - 1);
@@ -254,7 +259,7 @@ impl PlaneSampler {
     /// Probability of canvas image `prob` (size x size) of tile `tile` at
     /// each pixel (u, v) of the slice grid, 0 outside the tile; the maximum
     /// is kept in `acc` (nu x nv, row v).
-    pub fn back_max(&self, prob: &[f32], tile: usize, acc: &mut [f32]) {
+    pub(crate) fn back_max(&self, prob: &[f32], tile: usize, acc: &mut [f32]) {
         let nu = self.dims[self.plane.axes().1];
         let size = self.canvas.size;
         let (tu, tv) = &self.back[tile];

@@ -7,7 +7,7 @@ use super::config::TransformConfig;
 
 /// torchvision's resize rule: scale = min(min_size / short, max_size / long)
 /// in f32, output = floor(in * scale) in f64 (F.interpolate's recompute path).
-pub fn resized_size(h: usize, w: usize, cfg: &TransformConfig) -> (usize, usize) {
+pub(crate) fn resized_size(h: usize, w: usize, cfg: &TransformConfig) -> (usize, usize) {
     let short = h.min(w) as f32;
     let long = h.max(w) as f32;
     let scale = (cfg.min_size as f32 / short).min(cfg.max_size as f32 / long) as f64;
@@ -32,7 +32,7 @@ fn linear_taps(input: usize, output: usize) -> Vec<(usize, usize, f32, f32)> {
 }
 
 /// Bilinear resize of one (h, w) plane to (oh, ow), torch's CPU arithmetic.
-pub fn resize_bilinear(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+pub(crate) fn resize_bilinear(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
     let ty = linear_taps(h, oh);
     let tx = linear_taps(w, ow);
     let mut out = vec![0f32; oh * ow];
@@ -95,7 +95,7 @@ pub fn prepare(input: &[f32], n: usize, h: usize, w: usize, cfg: &TransformConfi
 }
 
 /// torchvision resize_boxes: from the resized image back to the original.
-pub fn rescale_box(b: BoxF, resized: (usize, usize), original: (usize, usize)) -> BoxF {
+pub(crate) fn rescale_box(b: BoxF, resized: (usize, usize), original: (usize, usize)) -> BoxF {
     let rh = original.0 as f32 / resized.0 as f32;
     let rw = original.1 as f32 / resized.1 as f32;
     [b[0] * rw, b[1] * rh, b[2] * rw, b[3] * rh]
@@ -104,7 +104,7 @@ pub fn rescale_box(b: BoxF, resized: (usize, usize), original: (usize, usize)) -
 /// torchvision paste_masks_in_image for one (m, m) mask probability map:
 /// pad by one, grow the box by (m+2)/m, truncate to integers, resize the
 /// mask to the box bilinearly and place it in an (h, w) image.
-pub fn paste_mask(mask: &[f32], m: usize, b: BoxF, h: usize, w: usize) -> Vec<f32> {
+pub(crate) fn paste_mask(mask: &[f32], m: usize, b: BoxF, h: usize, w: usize) -> Vec<f32> {
     let mp = m + 2;
     let mut padded = vec![0f32; mp * mp];
     for y in 0..m {
@@ -179,7 +179,7 @@ fn exact_taps(lo: f32, hi: f32, m: usize, n: usize) -> (usize, Vec<(usize, f32, 
 /// (RoIAlign, aligned = false), so pixel x reads cell
 /// (x - x0) m / (x1 - x0) - 0.5, bilinearly. Unlike [`paste_mask`] the box is not rounded out to
 /// whole pixels, which made every organ about a pixel too wide and too tall.
-pub fn paste_mask_exact(mask: &[f32], m: usize, b: BoxF, h: usize, w: usize) -> Vec<f32> {
+pub(crate) fn paste_mask_exact(mask: &[f32], m: usize, b: BoxF, h: usize, w: usize) -> Vec<f32> {
     let (x_first, tx) = exact_taps(b[0], b[2], m, w);
     let (y_first, ty) = exact_taps(b[1], b[3], m, h);
     let mut out = vec![0f32; h * w];

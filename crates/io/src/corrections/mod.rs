@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 /// Most pixels (all frames together) a SEG may unpack: the same bound as the
 /// largest CT volume organdose reads ([`crate::dicom::MAX_VOXELS`]).
-pub const MAX_SEG_PIXELS: u64 = crate::dicom::MAX_VOXELS;
+pub(crate) const MAX_SEG_PIXELS: u64 = crate::dicom::MAX_VOXELS;
 
 /// Which object a correction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,7 +24,7 @@ pub use dicom_dictionary_std::uids::{
 /// A new UID under the 2.25 root (PS3.5 B.2: a UUID as one decimal number). The
 /// 128 bits are a SHA-256 of the clock, the process, a counter and `salt`, so two
 /// objects written in the same nanosecond still differ.
-pub fn new_uid(salt: &str) -> String {
+pub(crate) fn new_uid(salt: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -79,7 +79,7 @@ pub struct NewSeries {
 
 /// SOP common, patient, study (copied from `src`), series (new) and equipment
 /// attributes. Returns the new object and its SOP instance UID.
-pub fn base_object(
+pub(crate) fn base_object(
     src: &SourceSeries,
     sop_class: &str,
     series: &NewSeries,
@@ -145,14 +145,14 @@ pub fn base_object(
 
 /// ContentDate/ContentTime (now), for the objects whose IOD has them (image and
 /// document modules; an RT Structure Set has its own StructureSetDate/Time).
-pub fn put_content_date(o: &mut InMemDicomObject) {
+pub(crate) fn put_content_date(o: &mut InMemDicomObject) {
     let (date, time) = now_da_tm();
     put_str(o, tags::CONTENT_DATE, VR::DA, &date);
     put_str(o, tags::CONTENT_TIME, VR::TM, &time);
 }
 
 /// One item of a reference to an image: (ReferencedSOPClassUID, ReferencedSOPInstanceUID).
-pub fn sop_ref(class: &str, instance: &str) -> InMemDicomObject {
+pub(crate) fn sop_ref(class: &str, instance: &str) -> InMemDicomObject {
     let mut r = InMemDicomObject::new_empty();
     put_str(&mut r, tags::REFERENCED_SOP_CLASS_UID, VR::UI, class);
     put_str(&mut r, tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, instance);
@@ -162,7 +162,7 @@ pub fn sop_ref(class: &str, instance: &str) -> InMemDicomObject {
 /// Codes of an organ: (category, type, laterality modifier), SNOMED CT as DICOM
 /// CID 7150 / 7151 / 244 list them (kidneys as "Kidney" with a laterality
 /// modifier, the way PS3.16 and dcmqi code paired organs).
-pub struct OrganCodes {
+pub(crate) struct OrganCodes {
     pub category: (&'static str, &'static str),
     pub kind: (&'static str, &'static str),
     pub laterality: Option<(&'static str, &'static str)>,
@@ -174,7 +174,7 @@ pub struct OrganCodes {
 
 const ANATOMY: (&str, &str) = ("123037004", "Anatomical Structure");
 
-pub fn organ_codes(label: u8) -> OrganCodes {
+pub(crate) fn organ_codes(label: u8) -> OrganCodes {
     let organ = |kind, laterality, display| OrganCodes {
         category: ANATOMY,
         kind,
@@ -208,18 +208,18 @@ pub fn organ_codes(label: u8) -> OrganCodes {
 }
 
 /// SNOMED CT code item (scheme SCT).
-pub fn sct(code: (&str, &str)) -> InMemDicomObject {
+pub(crate) fn sct(code: (&str, &str)) -> InMemDicomObject {
     code_item(code.0, "SCT", code.1)
 }
 
 /// DICOM-defined code item (scheme DCM).
-pub fn code_item_dcm(value: &str, meaning: &str) -> InMemDicomObject {
+pub(crate) fn code_item_dcm(value: &str, meaning: &str) -> InMemDicomObject {
     code_item(value, "DCM", meaning)
 }
 
 /// Type code item with its laterality modifier inside, as SEG and RT ROI
 /// identification codes carry it.
-pub fn type_code_with_modifier(c: &OrganCodes) -> InMemDicomObject {
+pub(crate) fn type_code_with_modifier(c: &OrganCodes) -> InMemDicomObject {
     let mut t = sct(c.kind);
     if let Some(l) = c.laterality {
         put_seq(
@@ -234,7 +234,7 @@ pub fn type_code_with_modifier(c: &OrganCodes) -> InMemDicomObject {
 /// Writes `o` as a Part 10 file. RT objects go as Implicit VR Little Endian: a
 /// long contour's ContourData outgrows the 16-bit value length of DS in Explicit VR,
 /// and some RT systems still read nothing else.
-pub fn write_part10(o: InMemDicomObject, path: &Path, implicit: bool) -> Result<()> {
+pub(crate) fn write_part10(o: InMemDicomObject, path: &Path, implicit: bool) -> Result<()> {
     let ts = if implicit {
         uids::IMPLICIT_VR_LITTLE_ENDIAN
     } else {

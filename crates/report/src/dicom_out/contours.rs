@@ -11,7 +11,7 @@
 
 /// A closed polygon in pixel coordinates: (column, row) of pixel centres, so a
 /// vertex on a pixel corner has half-integer coordinates.
-pub type Contour = Vec<[f64; 2]>;
+pub(crate) type Contour = Vec<[f64; 2]>;
 
 /// Contours of `mask` (`w` columns by `h` rows, row-major, true inside).
 pub fn trace(mask: &[bool], w: usize, h: usize) -> Vec<Contour> {

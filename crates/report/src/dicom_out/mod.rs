@@ -35,7 +35,7 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    pub fn rt_algorithm(&self) -> &'static str {
+    pub(crate) fn rt_algorithm(&self) -> &'static str {
         if self.algorithm.is_some() {
             "AUTOMATIC"
         } else {
@@ -43,7 +43,7 @@ impl Provenance {
         }
     }
 
-    pub fn seg_algorithm(&self) -> &'static str {
+    pub(crate) fn seg_algorithm(&self) -> &'static str {
         self.rt_algorithm()
     }
 }
@@ -131,7 +131,7 @@ pub fn write_masks(
 /// Everything above for one finished cycle. `pdf` is report.pdf's bytes when it
 /// was made. Returns the files written and notes for what could not be written
 /// (a NIfTI study has no DICOM images to reference).
-pub fn write_cycle(
+pub(crate) fn write_cycle(
     study: &Study,
     input: &DoseInput,
     summary: &DoseSummary,

@@ -34,7 +34,7 @@ pub struct Instance {
 impl Instance {
     /// Patient position of the centre of pixel (column `u`, row `v`); fractional
     /// values give positions between pixel centres (contour vertices).
-    pub fn pixel_to_patient(&self, u: f64, v: f64) -> Vec3 {
+    pub(crate) fn pixel_to_patient(&self, u: f64, v: f64) -> Vec3 {
         let (dr, dc) = (self.pixel_spacing[0], self.pixel_spacing[1]);
         let mut p = self.position;
         for a in 0..3 {
@@ -49,7 +49,7 @@ impl Instance {
 
     /// The label map sampled at this plane's pixel centres (nearest voxel; 0 outside
     /// the map), row by row: the mask as the viewer of this slice sees it.
-    pub fn sample_labels(&self, labels: &Volume<u8>) -> Vec<u8> {
+    pub(crate) fn sample_labels(&self, labels: &Volume<u8>) -> Vec<u8> {
         let g = &labels.geom;
         let [nx, ny, nz] = g.dims;
         let mut out = vec![0u8; self.rows * self.columns];
@@ -328,7 +328,7 @@ impl SourceSeries {
     }
 
     /// A patient attribute as text (for the report), "" when absent.
-    pub fn attr(&self, tag: Tag) -> String {
+    pub(crate) fn attr(&self, tag: Tag) -> String {
         text(&self.patient_study, tag).unwrap_or_default()
     }
 }
