@@ -712,6 +712,16 @@ pub fn read_header(path: &Path) -> Result<DicomHeader> {
     DicomHeader::from_object(path, &file, bounds)
 }
 
+/// Whether a header is an RT Structure Set or a Segmentation: contours or
+/// segments on images, not an image (a physicist's correction, or organdose's
+/// own output).
+pub fn is_contour_object(modality: &str, sop_class_uid: &str) -> bool {
+    use dicom_dictionary_std::uids;
+    matches!(modality.trim(), "RTSTRUCT" | "SEG")
+        || sop_class_uid == uids::RT_STRUCTURE_SET_STORAGE
+        || sop_class_uid == uids::SEGMENTATION_STORAGE
+}
+
 /// Largest volume organdose builds from DICOM, in voxels: a 512 x 512 x 4096
 /// whole-body CT; the f32 volume alone is 4 GiB, the box's whole memory.
 pub(crate) const MAX_VOXELS: u64 = 512 * 512 * 4096;
@@ -1296,8 +1306,7 @@ impl DicomSeries {
         let h0 = self.first()?;
         // Contours and segmentations (a physicist's corrections, organdose's own
         // outputs) are not images: nothing to lay out on a grid, and no problem.
-        let (geom, problem) = if crate::corrections::is_correction(&h0.modality, &h0.sop_class_uid)
-        {
+        let (geom, problem) = if is_contour_object(&h0.modality, &h0.sop_class_uid) {
             (None, None)
         } else {
             match self.slice_map(cfg) {

@@ -206,11 +206,7 @@ fn iso(date: &str, time: &str) -> String {
 }
 
 /// Whether a header is a correction candidate (an RT Structure Set or SEG).
-pub fn is_correction(modality: &str, sop_class_uid: &str) -> bool {
-    matches!(modality.trim(), "RTSTRUCT" | "SEG")
-        || sop_class_uid == uids::RT_STRUCTURE_SET_STORAGE
-        || sop_class_uid == uids::SEGMENTATION_STORAGE
-}
+pub use crate::dicom::is_contour_object as is_correction;
 
 /// Reads a corrected RT Structure Set or SEG. A file that is neither, or is
 /// malformed, is an input error naming the file.
