@@ -960,12 +960,12 @@ pub fn run_study_corrected(
         }
         summary.reviewed = Some(r);
     }
+    progress("report", 0.95);
     // The masks first: they are what the report describes, and what a
     // physicist corrects.
     if matches!(source, MaskSource::Network { .. }) {
         write_masks(study, &input, out)?;
     }
-    progress("report", 0.95);
     // QC pictures, report.pdf and the DICOM objects; what cannot be made there is a
     // warning in the summary, not a lost result.
     let (_, review_warnings) = crate::report::review::write_review(
@@ -982,7 +982,12 @@ pub fn run_study_corrected(
         out,
     );
     summary.warnings.extend(review_warnings);
+    let t_files = std::time::Instant::now();
     crate::report::write_all(out, &summary)?;
+    tracing::debug!(
+        "summary, report.txt, plots and dose map in {:.1} s",
+        t_files.elapsed().as_secs_f64()
+    );
     progress("done", 1.0);
     Ok(summary)
 }
@@ -1032,20 +1037,26 @@ fn provenance(
 /// the diagnostic CT and `masks_tp<k>.nii.gz` on each time point's low-dose CT.
 fn write_masks(study: &Study, input: &DoseInput, out: &Path) -> Result<()> {
     use crate::io::nifti::write_nifti;
-    write_nifti(
+    use rayon::prelude::*;
+    let mut files = vec![(
         &input.diag_ct_labels,
-        &out.join("masks_ct.nii.gz"),
+        out.join("masks_ct.nii.gz"),
         "organdose masks (diagnostic CT)",
-    )?;
+    )];
     for (k, (tp, ti)) in study.timepoints.iter().zip(&input.timepoints).enumerate() {
         if tp.ldct.is_some() {
-            write_nifti(
+            files.push((
                 &ti.labels,
-                &out.join(format!("masks_tp{}.nii.gz", k + 1)),
+                out.join(format!("masks_tp{}.nii.gz", k + 1)),
                 "organdose masks (low-dose CT)",
-            )?;
+            ));
         }
     }
+    // Compressing one map does not depend on another: side by side.
+    files
+        .par_iter()
+        .map(|(labels, path, what)| write_nifti(labels, path, what))
+        .collect::<Result<Vec<()>>>()?;
     Ok(())
 }
 

@@ -66,6 +66,7 @@ pub fn write_review(r: &ReviewInput, out: &Path) -> (Vec<PathBuf>, Vec<String>) 
         Ok(()) => written.push(p),
         Err(e) => warnings.push(format!("tac_log.png not written: {e}")),
     }
+    let t_pdf = std::time::Instant::now();
     let pdf = match report_pdf(r, pictures) {
         Ok(bytes) => {
             let p = out.join("report.pdf");
@@ -80,6 +81,7 @@ pub fn write_review(r: &ReviewInput, out: &Path) -> (Vec<PathBuf>, Vec<String>) 
             None
         }
     };
+    tracing::debug!("report.pdf in {:.1} s", t_pdf.elapsed().as_secs_f64());
     if r.dicom {
         let t1 = std::time::Instant::now();
         match dicom_out::write_cycle(

@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::study::{Source, Study};
 use crate::volume::Volume;
 use common::NewSeries;
+use rayon::prelude::*;
 use source::SourceSeries;
 use std::path::{Path, PathBuf};
 
@@ -128,6 +129,10 @@ pub fn write_masks(
     Ok((out, Some(uid)))
 }
 
+/// One CT's derived objects: its source series, the files written, the RT
+/// Structure Set's UID.
+type MadeStruct = (SourceSeries, Vec<PathBuf>, Option<String>);
+
 /// Everything above for one finished cycle. `pdf` is report.pdf's bytes when it
 /// was made. Returns the files written and notes for what could not be written
 /// (a NIfTI study has no DICOM images to reference).
@@ -153,50 +158,50 @@ pub(crate) fn write_cycle(
         Source::Dicom(d) => Some(d.clone()),
         Source::Nifti(_) => None,
     };
+    // The RT Structure Set and SEG of each CT (None: the diagnostic CT; Some(k):
+    // time point k's low-dose CT), made side by side: they share nothing.
+    let mut jobs: Vec<(Option<usize>, crate::io::dicom::DicomSeries, &Volume<u8>)> = Vec::new();
     match dicom(&study.diagnostic_ct) {
-        Some(ct) => {
-            let src = SourceSeries::from_series(&ct)?;
-            let (files, _) = write_masks(
-                &src,
-                &input.diag_ct_labels,
-                prov,
-                &format!("diagnostic CT{status}"),
-                "CT",
-                9001,
-                &dir,
-            )?;
-            if files.is_empty() {
-                notes.push("no organ on the diagnostic CT: no RT Structure Set / SEG".into());
-            }
-            written.extend(files);
-        }
+        Some(ct) => jobs.push((None, ct, &input.diag_ct_labels)),
         None => notes.push("diagnostic CT is NIfTI: no RT Structure Set / SEG for it".into()),
     }
+    for (k, (tp, ti)) in study.timepoints.iter().zip(&input.timepoints).enumerate() {
+        if let Some(ldct) = tp.ldct.as_ref().and_then(dicom) {
+            jobs.push((Some(k), ldct, &ti.labels));
+        }
+    }
+    let made: Vec<Result<MadeStruct>> = jobs
+        .par_iter()
+        .map(|(slot, series, labels)| {
+            let src = SourceSeries::from_series(series)?;
+            let (what, stem, number) = match slot {
+                None => (format!("diagnostic CT{status}"), "CT".to_string(), 9001),
+                Some(k) => (
+                    format!("low-dose CT {:.1} h{status}", study.timepoints[*k].t_h),
+                    format!("TP{}", k + 1),
+                    9011 + 2 * *k as i64,
+                ),
+            };
+            let (files, uid) = write_masks(&src, labels, prov, &what, &stem, number, &dir)?;
+            Ok((src, files, uid))
+        })
+        .collect();
     // (time point, frame of reference, structure set UID) of each LDCT's RT Struct.
     let mut ldct_structs: Vec<(usize, String, String)> = Vec::new();
-    for (k, (tp, ti)) in study.timepoints.iter().zip(&input.timepoints).enumerate() {
-        let Some(ldct) = tp.ldct.as_ref().and_then(dicom) else {
-            continue;
-        };
-        let src = SourceSeries::from_series(&ldct)?;
-        let (files, uid) = write_masks(
-            &src,
-            &ti.labels,
-            prov,
-            &format!("low-dose CT {:.1} h{status}", tp.t_h),
-            &format!("TP{}", k + 1),
-            9011 + 2 * k as i64,
-            &dir,
-        )?;
+    for ((slot, _, _), r) in jobs.iter().zip(made) {
+        let (src, files, uid) = r?;
         if files.is_empty() {
-            notes.push(format!(
-                "no organ on the low-dose CT at {:.1} h: no RT Structure Set / SEG",
-                tp.t_h
-            ));
+            notes.push(match slot {
+                None => "no organ on the diagnostic CT: no RT Structure Set / SEG".into(),
+                Some(k) => format!(
+                    "no organ on the low-dose CT at {:.1} h: no RT Structure Set / SEG",
+                    study.timepoints[*k].t_h
+                ),
+            });
         }
         written.extend(files);
-        if let Some(uid) = uid {
-            ldct_structs.push((k, src.frame_of_reference_uid.clone(), uid));
+        if let (Some(k), Some(uid)) = (slot, uid) {
+            ldct_structs.push((*k, src.frame_of_reference_uid.clone(), uid));
         }
     }
     // The dose map lies on the SPECT of the reference time point (1-based in the
