@@ -444,3 +444,39 @@ fn an_unreadable_correction_holds_its_patients_cycle_from_final() {
     let q = std::fs::read_dir(out.join("quarantine")).unwrap().count();
     assert_eq!(q, 1, "one quarantined correction");
 }
+
+/// Issue 41: a study's CTs are read once. With truth masks the diagnostic CT
+/// is read to check the masks' grid and its QC pictures are drawn then; each
+/// low-dose CT is read by the report alone; each SPECT by the dosimetry. (The
+/// report read the diagnostic CT a second time.)
+#[test]
+fn each_volume_of_a_study_is_read_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let patient_dir = phantom(tmp.path(), 26, Format::Dicom);
+    let o = crate::common::fixtures::organdose()
+        .env("RUST_LOG", "organdose_io=debug,warn")
+        .arg("dose")
+        .arg(&patient_dir)
+        .arg("--truth")
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let mut reads: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in err.lines() {
+        if let Some(i) = line.find("reading the pixels of DICOM series ") {
+            let rest = &line[i + "reading the pixels of DICOM series ".len()..];
+            let uid = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            *reads.entry(uid).or_default() += 1;
+        }
+    }
+    // Diagnostic CT, four low-dose CTs, four SPECTs.
+    assert_eq!(reads.len(), 9, "{reads:?}\n{err}");
+    assert!(reads.values().all(|&n| n == 1), "{reads:?}");
+}

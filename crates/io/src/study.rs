@@ -30,6 +30,8 @@ pub enum Source {
 
 impl Source {
     pub fn read(&self, cfg: &IngestConfig) -> Result<Volume<f32>> {
+        // One line per volume read (debug): how a study's reads are counted.
+        tracing::debug!("reading the pixels of {}", self.describe());
         match self {
             Source::Dicom(s) => s.read(cfg),
             Source::Nifti(p) => nifti::read_nifti(p),

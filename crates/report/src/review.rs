@@ -265,7 +265,7 @@ fn ct_pictures_of(
         });
     }
     tracing::debug!(
-        "QC pictures: reading {} again (its masks changed after it was read, or it was not held)",
+        "QC pictures: reading {} (not read before, or its masks changed after it was read)",
         src.describe()
     );
     let ct = src.read(r.ingest)?;
