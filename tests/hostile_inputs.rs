@@ -10,6 +10,7 @@ mod dicom_bytes;
 
 use organdose::config::Config;
 use organdose::io::dicom::{read_header, read_single_series, scan};
+use organdose::io::fault::DicomFault;
 use organdose::io::nifti::{encode_nifti, read_nifti};
 use organdose::volume::{Geometry, Volume};
 use std::path::Path;
@@ -109,6 +110,28 @@ fn lying_dicom_and_nifti_headers_are_errors_with_bounded_memory() {
         "{msg}"
     );
     check_bounded("UT", ut.len(), largest, peak);
+    // The same fault with its numbers, for code: the error's source says which
+    // element, how long it claims to be and what the file holds.
+    let e = read_header(&p_ut).map(|_| ()).expect_err("UT past the end");
+    let fault = match &e {
+        organdose::Error::Dicom {
+            source: Some(s), ..
+        } => s.downcast_ref::<DicomFault>().cloned(),
+        _ => None,
+    };
+    match fault {
+        Some(DicomFault::ElementTooLong {
+            tag,
+            declared,
+            remaining,
+            ..
+        }) => {
+            assert_eq!(tag, (0x0018, 0x1030));
+            assert_eq!(declared, 0xFFFF_FFF0);
+            assert_eq!(remaining, Some(76));
+        }
+        other => panic!("{other:?} from {e}"),
+    }
     // The same length on an element nested in a sequence item, and on a meta element.
     let mut item = dicom_bytes::element(0x0008, 0x0104, "LO", b"x", Some(0xFFF0));
     item.truncate(item.len());

@@ -8,6 +8,7 @@
 
 use crate::dicom_bounds::{check_element_lengths, ElementBounds};
 use crate::error::{Error, Result};
+use crate::fault::DicomFault;
 use crate::time::DateTime;
 use crate::volume::{cross, dot, norm, Geometry, Vec3, Volume};
 use crate::IngestConfig;
@@ -742,62 +743,72 @@ impl DicomHeader {
             .and_then(|v| v.checked_mul(self.frames as u64))
             .filter(|&v| v <= MAX_VOXELS)
             .ok_or_else(|| {
-                Error::dicom(
+                Error::dicom_from(
                     path,
-                    format!(
-                        "header declares {} x {} x {} frames, more than the {MAX_VOXELS} voxels organdose reads",
-                        self.columns, self.rows, self.frames
-                    ),
+                    "",
+                    DicomFault::TooManyVoxels {
+                        columns: self.columns,
+                        rows: self.rows,
+                        frames: self.frames,
+                        max: MAX_VOXELS,
+                    },
                 )
             })?;
         let need = voxels * bytes_per_sample * self.samples_per_pixel.max(1) as u64;
         let pd = self
             .bounds
             .pixel_data
-            .ok_or_else(|| Error::dicom(path, "no pixel data (7FE0,0010)"))?;
+            .ok_or_else(|| Error::dicom_from(path, "", DicomFault::NoPixelData))?;
         let dims = format!(
             "{} x {} x {} frames x {} byte(s)",
             self.columns, self.rows, self.frames, bytes_per_sample
         );
         if let Some(declared) = pd.declared_but_cut {
             // dicom-rs would size the value from the declared length.
-            return Err(Error::dicom(
+            return Err(Error::dicom_from(
                 path,
-                format!(
-                    "truncated pixel data: (7FE0,0010) declares {declared} bytes, the file holds {}",
-                    pd.bytes
-                ),
+                "",
+                DicomFault::PixelDataCut {
+                    declared,
+                    held: pd.bytes,
+                },
             ));
         }
         if !pd.encapsulated {
             if pd.bytes < need {
-                return Err(Error::dicom(
+                return Err(Error::dicom_from(
                     path,
-                    format!(
-                        "truncated pixel data: the header declares {dims} = {need} bytes, the file holds {}",
-                        pd.bytes
-                    ),
+                    "",
+                    DicomFault::PixelDataShort {
+                        dims,
+                        expected: need,
+                        held: pd.bytes,
+                    },
                 ));
             }
             return Ok(());
         }
         // Encapsulated: every frame is at least one fragment (PS3.5 A.4).
         if self.frames > 1 && pd.fragments < self.frames as u64 {
-            return Err(Error::dicom(
+            return Err(Error::dicom_from(
                 path,
-                format!(
-                    "header declares {} frames, the compressed pixel data holds {} fragment(s)",
-                    self.frames, pd.fragments
-                ),
+                "",
+                DicomFault::FewerFragments {
+                    frames: self.frames,
+                    fragments: pd.fragments,
+                },
             ));
         }
         if need > pd.bytes.saturating_mul(MAX_COMPRESSION_RATIO) {
-            return Err(Error::dicom(
+            return Err(Error::dicom_from(
                 path,
-                format!(
-                    "header declares {dims} = {need} bytes, more than {MAX_COMPRESSION_RATIO} times the {} bytes of compressed pixel data",
-                    pd.bytes
-                ),
+                "",
+                DicomFault::CompressionBeyondLimit {
+                    dims,
+                    expected: need,
+                    max_ratio: MAX_COMPRESSION_RATIO,
+                    held: pd.bytes,
+                },
             ));
         }
         Ok(())

@@ -14,6 +14,7 @@
 //! bytes the stream really holds); nothing is kept in memory.
 
 use crate::error::{Error, Result};
+use crate::fault::DicomFault;
 use dicom_dictionary_std::{uids, StandardDataDictionary};
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -255,12 +256,12 @@ pub fn check_element_lengths(path: &Path) -> Result<ElementBounds> {
     // or at 0 for a file written without it.
     let mut pre = [0u8; 132];
     src.read_exact(&mut pre[..4])
-        .map_err(|_| Error::dicom(path, "shorter than a DICOM preamble"))?;
+        .map_err(|_| Error::dicom_from(path, "", DicomFault::ShorterThanPreamble))?;
     if &pre[..4] != b"DICM" {
         src.read_exact(&mut pre[4..])
-            .map_err(|_| Error::dicom(path, "shorter than the 132-byte DICOM preamble"))?;
+            .map_err(|_| Error::dicom_from(path, "", DicomFault::ShorterThan132))?;
         if &pre[128..132] != b"DICM" {
-            return Err(Error::dicom(path, "no 'DICM' at byte 128"));
+            return Err(Error::dicom_from(path, "", DicomFault::NoMagic));
         }
     }
     let mut bounds = ElementBounds {
@@ -320,11 +321,10 @@ fn walk_meta(src: &mut Source<BufReader<File>>, path: &Path) -> Result<String> {
     );
     let (_, len) = read_explicit_rest(src, false).map_err(io)?;
     if tag != (0x0002, 0x0000) || len != 4 {
-        return Err(Error::dicom(
+        return Err(Error::dicom_from(
             path,
-            format!(
-                "file meta group does not start with its group length (0002,0000) at byte {at}"
-            ),
+            "",
+            DicomFault::NoGroupLength { at },
         ));
     }
     let mut g = [0u8; 4];
@@ -347,12 +347,10 @@ fn walk_meta(src: &mut Source<BufReader<File>>, path: &Path) -> Result<String> {
             read_explicit_rest(src, false).map_err(io)?.1
         };
         if len == UNDEFINED {
-            return Err(Error::dicom(
+            return Err(Error::dicom_from(
                 path,
-                format!(
-                    "meta element ({:04X},{:04X}) at byte {at} has an undefined length",
-                    tag.0, tag.1
-                ),
+                "",
+                DicomFault::UndefinedMetaLength { tag, at },
             ));
         }
         if tag == (0x0002, 0x0010) && len <= 64 {
@@ -372,16 +370,15 @@ fn walk_meta(src: &mut Source<BufReader<File>>, path: &Path) -> Result<String> {
 
 /// `left`: the bytes after the element's header, when the file's size is known.
 fn too_long(path: &Path, tag: (u16, u16), at: u64, len: u32, left: Option<u64>) -> Error {
-    let left = match left {
-        Some(l) => format!("{l} bytes remain in the file"),
-        None => "the data set ends before that".to_string(),
-    };
-    Error::dicom(
+    Error::dicom_from(
         path,
-        format!(
-            "element ({:04X},{:04X}) at byte {at} declares {len} bytes but {left}: corrupt or truncated file",
-            tag.0, tag.1
-        ),
+        "",
+        DicomFault::ElementTooLong {
+            tag,
+            at,
+            declared: len,
+            remaining: left,
+        },
     )
 }
 
@@ -578,9 +575,10 @@ where
 
 fn push(stack: &mut Vec<Frame>, kind: Kind, end: Option<u64>, path: &Path) -> Result<()> {
     if stack.len() >= MAX_DEPTH {
-        return Err(Error::dicom(
+        return Err(Error::dicom_from(
             path,
-            format!("sequences nested more than {MAX_DEPTH} deep"),
+            "",
+            DicomFault::NestedTooDeep { max: MAX_DEPTH },
         ));
     }
     stack.push(Frame { kind, end });

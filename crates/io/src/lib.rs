@@ -9,6 +9,7 @@
 use organdose_core::{error, organs, time, volume};
 
 pub mod classify;
+pub mod fault;
 pub mod study;
 
 pub mod corrections;
