@@ -10,7 +10,7 @@ mod dicom_bytes;
 
 use organdose::config::Config;
 use organdose::io::dicom::{read_header, read_single_series, scan};
-use organdose::io::fault::DicomFault;
+use organdose::io::fault::{DicomFault, NiftiFault};
 use organdose::io::nifti::{encode_nifti, read_nifti};
 use organdose::volume::{Geometry, Volume};
 use std::path::Path;
@@ -183,6 +183,22 @@ fn lying_dicom_and_nifti_headers_are_errors_with_bounded_memory() {
         "{msg}"
     );
     check_bounded("dims", big.len(), largest, peak);
+    // With its numbers, for code: 32767^3 float32 voxels needed, 96 present.
+    let e = read_nifti(&p_big).map(|_| ()).expect_err("huge dims");
+    let fault = match &e {
+        organdose::Error::Nifti {
+            source: Some(s), ..
+        } => s.downcast_ref::<NiftiFault>().cloned(),
+        _ => None,
+    };
+    assert_eq!(
+        fault,
+        Some(NiftiFault::Truncated {
+            needed: 32767usize.pow(3) * 4,
+            present: 96,
+        }),
+        "{e}"
+    );
     let _ = p;
 
     // A gzip bomb: a 4 x 3 x 2 header followed by 64 MB of zeros (was: all of it

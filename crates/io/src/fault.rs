@@ -77,3 +77,37 @@ pub enum DicomFault {
         held: u64,
     },
 }
+
+/// What is wrong with a NIfTI-1 file's header or size: the `source` of
+/// [`crate::error::Error::Nifti`] for the checks made before anything is
+/// sized from the header.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NiftiFault {
+    #[error("{len} bytes, shorter than the 348-byte header")]
+    ShortHeader { len: usize },
+    #[error("sizeof_hdr is not 348")]
+    SizeofHdr,
+    #[error("magic is not 'n+1' or 'ni1' (an Analyze 7.5 or NIfTI-2 file?)")]
+    Magic,
+    #[error("header/image pairs (.hdr/.img) are not supported: convert to a single .nii")]
+    HeaderImagePair,
+    #[error("dim[0] = {ndim}, not in 1..7")]
+    Rank { ndim: i16 },
+    /// `axis` counts from 1, as nifti1.h's dim[] does.
+    #[error("dim[{axis}] = {value}")]
+    Dim { axis: usize, value: i16 },
+    #[error("vox_offset {vox_offset} is invalid")]
+    VoxOffset { vox_offset: f32 },
+    #[error("unsupported datatype code {code}")]
+    Datatype { code: i16 },
+    #[error("header declares {declared} bytes of image, more than a {compressed}-byte gzip stream can hold")]
+    BeyondGzip { declared: u64, compressed: u64 },
+    #[error("voxel data at offset {vox_offset} (vox_offset) + frame {frame} lie beyond the file's {file_len} bytes")]
+    BeyondFile {
+        vox_offset: usize,
+        frame: usize,
+        file_len: usize,
+    },
+    #[error("truncated: {needed} voxel bytes needed, {present} present")]
+    Truncated { needed: usize, present: usize },
+}

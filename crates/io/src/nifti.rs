@@ -6,6 +6,7 @@
 //! flipped in x and y on read and write (NIfTI-1 standard, nifti1.h comments).
 
 use crate::error::{Error, Result};
+use crate::fault::NiftiFault;
 use crate::volume::{Geometry, Volume};
 use crate::write_atomically;
 use flate2::read::GzDecoder;
@@ -155,6 +156,15 @@ pub fn is_nifti_path(path: &Path) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
+/// A NIfTI file's structural fault, its numbers kept as the error's source.
+fn nf(path: &Path, fault: NiftiFault) -> Error {
+    Error::Nifti {
+        path: path.to_path_buf(),
+        msg: fault.to_string(),
+        source: Some(Box::new(fault)),
+    }
+}
+
 fn is_gz(path: &Path) -> bool {
     path.to_string_lossy().to_ascii_lowercase().ends_with(".gz")
 }
@@ -162,40 +172,37 @@ fn is_gz(path: &Path) -> bool {
 impl NiftiHeader {
     pub fn parse(b: &[u8], path: &Path) -> Result<Self> {
         if b.len() < HEADER_LEN {
-            return Err(Error::nifti(
-                path,
-                format!("{} bytes, shorter than the 348-byte header", b.len()),
-            ));
+            return Err(nf(path, NiftiFault::ShortHeader { len: b.len() }));
         }
         let be = match (rd_i32(b, 0, false), rd_i32(b, 0, true)) {
             (348, _) => false,
             (_, 348) => true,
             _ => {
-                return Err(Error::nifti(path, "sizeof_hdr is not 348"));
+                return Err(nf(path, NiftiFault::SizeofHdr));
             }
         };
         let magic = &b[344..348];
         if magic != b"n+1\0" && magic != b"ni1\0" {
-            return Err(Error::nifti(
-                path,
-                "magic is not 'n+1' or 'ni1' (an Analyze 7.5 or NIfTI-2 file?)",
-            ));
+            return Err(nf(path, NiftiFault::Magic));
         }
         if magic == b"ni1\0" {
-            return Err(Error::nifti(
-                path,
-                "header/image pairs (.hdr/.img) are not supported: convert to a single .nii",
-            ));
+            return Err(nf(path, NiftiFault::HeaderImagePair));
         }
         let ndim = rd_i16(b, 40, be);
         if !(1..=7).contains(&ndim) {
-            return Err(Error::nifti(path, format!("dim[0] = {ndim}, not in 1..7")));
+            return Err(nf(path, NiftiFault::Rank { ndim }));
         }
         let mut dims = Vec::new();
         for d in 0..ndim as usize {
             let v = rd_i16(b, 42 + 2 * d, be);
             if v < 1 {
-                return Err(Error::nifti(path, format!("dim[{}] = {v}", d + 1)));
+                return Err(nf(
+                    path,
+                    NiftiFault::Dim {
+                        axis: d + 1,
+                        value: v,
+                    },
+                ));
             }
             dims.push(v as usize);
         }
@@ -205,7 +212,7 @@ impl NiftiHeader {
         }
         let vox = rd_f32(b, 108, be);
         if !(vox.is_finite() && vox >= 348.0) {
-            return Err(Error::nifti(path, format!("vox_offset {vox} is invalid")));
+            return Err(nf(path, NiftiFault::VoxOffset { vox_offset: vox }));
         }
         let mut quatern = [0f32; 6];
         for (q, v) in quatern.iter_mut().enumerate() {
@@ -401,11 +408,12 @@ fn read_gz_bounded(file: File, path: &Path) -> Result<Vec<u8>> {
     let need = h.data_end(path)?;
     let most = compressed.saturating_mul(MAX_GZIP_RATIO);
     if need > most {
-        return Err(Error::nifti(
+        return Err(nf(
             path,
-            format!(
-                "header declares {need} bytes of image, more than a {compressed}-byte gzip stream can hold"
-            ),
+            NiftiFault::BeyondGzip {
+                declared: need,
+                compressed,
+            },
         ));
     }
     dec.take(need - buf.len() as u64)
@@ -418,7 +426,12 @@ impl NiftiHeader {
     /// Where the voxel data of every frame ends (vox_offset + voxels x size), in bytes.
     fn data_end(&self, path: &Path) -> Result<u64> {
         let dt = DataType::from_code(self.datatype).ok_or_else(|| {
-            Error::nifti(path, format!("unsupported datatype code {}", self.datatype))
+            nf(
+                path,
+                NiftiFault::Datatype {
+                    code: self.datatype,
+                },
+            )
         })?;
         self.dims
             .iter()
@@ -448,7 +461,7 @@ fn frame_values<'a>(
     t: usize,
 ) -> Result<(Geometry, impl Iterator<Item = f64> + 'a)> {
     let dt = DataType::from_code(h.datatype)
-        .ok_or_else(|| Error::nifti(path, format!("unsupported datatype code {}", h.datatype)))?;
+        .ok_or_else(|| nf(path, NiftiFault::Datatype { code: h.datatype }))?;
     if t >= h.frames() {
         return Err(Error::nifti(
             path,
@@ -462,13 +475,13 @@ fn frame_values<'a>(
         .checked_mul(sz)
         .ok_or_else(|| Error::nifti(path, "dims overflow"))?;
     let beyond = || {
-        Error::nifti(
+        nf(
             path,
-            format!(
-                "voxel data at offset {} (vox_offset) + frame {t} lie beyond the file's {} bytes",
-                h.vox_offset,
-                raw.len()
-            ),
+            NiftiFault::BeyondFile {
+                vox_offset: h.vox_offset,
+                frame: t,
+                file_len: raw.len(),
+            },
         )
     };
     let start = frame_bytes
@@ -477,13 +490,12 @@ fn frame_values<'a>(
         .ok_or_else(beyond)?;
     let end = start.checked_add(frame_bytes).ok_or_else(beyond)?;
     if raw.len() < end {
-        return Err(Error::nifti(
+        return Err(nf(
             path,
-            format!(
-                "truncated: {} voxel bytes needed, {} present",
-                h.frames().saturating_mul(frame_bytes),
-                raw.len().saturating_sub(h.vox_offset)
-            ),
+            NiftiFault::Truncated {
+                needed: h.frames().saturating_mul(frame_bytes),
+                present: raw.len().saturating_sub(h.vox_offset),
+            },
         ));
     }
     // scl_slope == 0 means "no scaling" (nifti1.h).
