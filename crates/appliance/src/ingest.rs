@@ -230,9 +230,10 @@ impl Ingest {
             if !quiet {
                 continue;
             }
-            if s.files.first().is_some_and(|h| {
-                crate::io::corrections::is_correction(&h.modality, &h.sop_class_uid)
-            }) {
+            if s.files
+                .first()
+                .is_some_and(|h| crate::io::dicom::is_contour_object(&h.modality, &h.sop_class_uid))
+            {
                 out.push(SeriesState::Correction(s));
                 continue;
             }

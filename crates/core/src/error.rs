@@ -72,6 +72,15 @@ pub enum Error {
     },
 }
 
+/// A reader error's message: which part (`what`, may be empty), then its source.
+fn with_what(what: &str, source: &dyn std::error::Error) -> String {
+    if what.is_empty() {
+        source.to_string()
+    } else {
+        format!("{what}: {source}")
+    }
+}
+
 /// The error of a library below, kept as a source.
 pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -169,7 +178,7 @@ impl Error {
         }
     }
     /// A DICOM file dicom-rs (or the reader under it) could not read: `what`
-    /// says which part, `source` is kept.
+    /// says which part ("" when the source says it all), `source` is kept.
     pub fn dicom_from(
         path: &Path,
         what: &str,
@@ -177,11 +186,7 @@ impl Error {
     ) -> Self {
         Error::Dicom {
             path: path.to_path_buf(),
-            msg: if what.is_empty() {
-                source.to_string()
-            } else {
-                format!("{what}: {source}")
-            },
+            msg: with_what(what, &source),
             source: Some(Box::new(source)),
         }
     }
@@ -200,7 +205,7 @@ impl Error {
     ) -> Self {
         Error::Nifti {
             path: path.to_path_buf(),
-            msg: format!("{what}: {source}"),
+            msg: with_what(what, &source),
             source: Some(Box::new(source)),
         }
     }

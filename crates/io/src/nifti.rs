@@ -156,15 +156,6 @@ pub fn is_nifti_path(path: &Path) -> bool {
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
-/// A NIfTI file's structural fault, its numbers kept as the error's source.
-fn nf(path: &Path, fault: NiftiFault) -> Error {
-    Error::Nifti {
-        path: path.to_path_buf(),
-        msg: fault.to_string(),
-        source: Some(Box::new(fault)),
-    }
-}
-
 fn is_gz(path: &Path) -> bool {
     path.to_string_lossy().to_ascii_lowercase().ends_with(".gz")
 }
@@ -172,32 +163,37 @@ fn is_gz(path: &Path) -> bool {
 impl NiftiHeader {
     pub fn parse(b: &[u8], path: &Path) -> Result<Self> {
         if b.len() < HEADER_LEN {
-            return Err(nf(path, NiftiFault::ShortHeader { len: b.len() }));
+            return Err(Error::nifti_from(
+                path,
+                "",
+                NiftiFault::ShortHeader { len: b.len() },
+            ));
         }
         let be = match (rd_i32(b, 0, false), rd_i32(b, 0, true)) {
             (348, _) => false,
             (_, 348) => true,
             _ => {
-                return Err(nf(path, NiftiFault::SizeofHdr));
+                return Err(Error::nifti_from(path, "", NiftiFault::SizeofHdr));
             }
         };
         let magic = &b[344..348];
         if magic != b"n+1\0" && magic != b"ni1\0" {
-            return Err(nf(path, NiftiFault::Magic));
+            return Err(Error::nifti_from(path, "", NiftiFault::Magic));
         }
         if magic == b"ni1\0" {
-            return Err(nf(path, NiftiFault::HeaderImagePair));
+            return Err(Error::nifti_from(path, "", NiftiFault::HeaderImagePair));
         }
         let ndim = rd_i16(b, 40, be);
         if !(1..=7).contains(&ndim) {
-            return Err(nf(path, NiftiFault::Rank { ndim }));
+            return Err(Error::nifti_from(path, "", NiftiFault::Rank { ndim }));
         }
         let mut dims = Vec::new();
         for d in 0..ndim as usize {
             let v = rd_i16(b, 42 + 2 * d, be);
             if v < 1 {
-                return Err(nf(
+                return Err(Error::nifti_from(
                     path,
+                    "",
                     NiftiFault::Dim {
                         axis: d + 1,
                         value: v,
@@ -212,7 +208,11 @@ impl NiftiHeader {
         }
         let vox = rd_f32(b, 108, be);
         if !(vox.is_finite() && vox >= 348.0) {
-            return Err(nf(path, NiftiFault::VoxOffset { vox_offset: vox }));
+            return Err(Error::nifti_from(
+                path,
+                "",
+                NiftiFault::VoxOffset { vox_offset: vox },
+            ));
         }
         let mut quatern = [0f32; 6];
         for (q, v) in quatern.iter_mut().enumerate() {
@@ -408,8 +408,9 @@ fn read_gz_bounded(file: File, path: &Path) -> Result<Vec<u8>> {
     let need = h.data_end(path)?;
     let most = compressed.saturating_mul(MAX_GZIP_RATIO);
     if need > most {
-        return Err(nf(
+        return Err(Error::nifti_from(
             path,
+            "",
             NiftiFault::BeyondGzip {
                 declared: need,
                 compressed,
@@ -426,8 +427,9 @@ impl NiftiHeader {
     /// Where the voxel data of every frame ends (vox_offset + voxels x size), in bytes.
     fn data_end(&self, path: &Path) -> Result<u64> {
         let dt = DataType::from_code(self.datatype).ok_or_else(|| {
-            nf(
+            Error::nifti_from(
                 path,
+                "",
                 NiftiFault::Datatype {
                     code: self.datatype,
                 },
@@ -461,7 +463,7 @@ fn frame_values<'a>(
     t: usize,
 ) -> Result<(Geometry, impl Iterator<Item = f64> + 'a)> {
     let dt = DataType::from_code(h.datatype)
-        .ok_or_else(|| nf(path, NiftiFault::Datatype { code: h.datatype }))?;
+        .ok_or_else(|| Error::nifti_from(path, "", NiftiFault::Datatype { code: h.datatype }))?;
     if t >= h.frames() {
         return Err(Error::nifti(
             path,
@@ -475,8 +477,9 @@ fn frame_values<'a>(
         .checked_mul(sz)
         .ok_or_else(|| Error::nifti(path, "dims overflow"))?;
     let beyond = || {
-        nf(
+        Error::nifti_from(
             path,
+            "",
             NiftiFault::BeyondFile {
                 vox_offset: h.vox_offset,
                 frame: t,
@@ -490,8 +493,9 @@ fn frame_values<'a>(
         .ok_or_else(beyond)?;
     let end = start.checked_add(frame_bytes).ok_or_else(beyond)?;
     if raw.len() < end {
-        return Err(nf(
+        return Err(Error::nifti_from(
             path,
+            "",
             NiftiFault::Truncated {
                 needed: h.frames().saturating_mul(frame_bytes),
                 present: raw.len().saturating_sub(h.vox_offset),

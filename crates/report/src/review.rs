@@ -245,31 +245,29 @@ fn render(
 /// The pictures of one CT: the ones drawn while the pipeline held it when they
 /// show the final masks, else drawn now from the CT read again (a mask replaced
 /// by the cycle check or a correction after segmentation, or no CT held).
-fn ct_pictures_of(
-    r: &ReviewInput,
+fn ct_pictures_of<'a>(
+    r: &'a ReviewInput,
     src: &Source,
     labels: &Volume<u8>,
     slot: CtSlot,
     t_h: Option<f64>,
-) -> Result<CtPictures> {
+) -> Result<std::borrow::Cow<'a, [Rendered]>> {
     let digest = labels_digest(labels);
     if let Some(p) = r
         .ct_pictures
         .iter()
         .find(|p| p.slot == slot && p.digest == digest)
     {
-        return Ok(CtPictures {
-            slot,
-            digest,
-            pictures: p.pictures.clone(),
-        });
+        return Ok(std::borrow::Cow::Borrowed(&p.pictures));
     }
     tracing::debug!(
         "QC pictures: reading {} (not read before, or its masks changed after it was read)",
         src.describe()
     );
     let ct = src.read(r.ingest)?;
-    ct_pictures(&ct, labels, slot, t_h)
+    Ok(std::borrow::Cow::Owned(
+        ct_pictures(&ct, labels, slot, t_h)?.pictures,
+    ))
 }
 
 /// Writes every QC picture; returns those the PDF shows (diagnostic CT, and the
@@ -278,24 +276,24 @@ fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Resul
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
     let mut for_pdf = Vec::new();
     let ref_k = r.summary.settings.dose_map_time_point.saturating_sub(1);
-    let mut put = |p: Rendered, in_pdf: bool| -> Result<()> {
+    let mut put = |p: &Rendered, in_pdf: bool| -> Result<()> {
         let png = p.rgb.encode_png()?;
         let path = dir.join(&p.name);
         write_bytes_atomically(&path, &png)?;
         written.push(path);
         if in_pdf {
             for_pdf.push(Picture {
-                caption: p.caption,
+                caption: p.caption.clone(),
                 width: p.rgb.width,
                 height: p.rgb.height,
-                rgb: p.rgb.data,
+                rgb: p.rgb.data.clone(),
             });
         }
         Ok(())
     };
     let diag = &r.input.diag_ct_labels;
     let pics = ct_pictures_of(r, &r.study.diagnostic_ct, diag, CtSlot::Diagnostic, None)?;
-    for p in pics.pictures {
+    for p in pics.iter() {
         put(p, true)?;
     }
     for (k, (tp, ti)) in r
@@ -307,7 +305,7 @@ fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Resul
     {
         if let Some(src) = &tp.ldct {
             let pics = ct_pictures_of(r, src, &ti.labels, CtSlot::TimePoint(k), Some(tp.t_h))?;
-            for p in pics.pictures {
+            for p in pics.iter() {
                 put(p, k == ref_k)?;
             }
         }
@@ -324,7 +322,7 @@ fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Resul
             let caption = format!("{organ} VOI over the SPECT at {:.1} h", tp.t_h);
             if let Some(rgb) = render(spect, vois, lab, &caption, win, Palette::Hot)? {
                 put(
-                    Rendered {
+                    &Rendered {
                         name: format!("tp{}_spect_{organ}.png", k + 1),
                         caption,
                         rgb,

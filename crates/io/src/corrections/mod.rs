@@ -205,9 +205,6 @@ fn iso(date: &str, time: &str) -> String {
     )
 }
 
-/// Whether a header is a correction candidate (an RT Structure Set or SEG).
-pub use crate::dicom::is_contour_object as is_correction;
-
 /// Reads a corrected RT Structure Set or SEG. A file that is neither, or is
 /// malformed, is an input error naming the file.
 pub fn read(path: &Path) -> Result<Correction> {
