@@ -43,6 +43,10 @@ enum Command {
     Status(cli::appliance::StatusArgs),
     /// Make a cycle's summary final with the time points it has.
     Finalize(cli::appliance::FinalizeArgs),
+    /// A patient's treatment history from the results in OUT: each cycle, the
+    /// cumulative dose and BED per organ, and the next cycle's activity that
+    /// would reach each limit.
+    History(cli::history::Args),
     /// Write synthetic patients (CT, LDCT + SPECT time points) with exact truth.
     Phantom(cli::phantom::Args),
     /// Organ labels (liver, kidneys) from a CT with the 2.5D Mask R-CNN,
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
         Command::Watch(a) => cli::appliance::watch(a, &cfg),
         Command::Status(a) => cli::appliance::status(a, &cfg),
         Command::Finalize(a) => cli::appliance::finalize(a, &cfg),
+        Command::History(a) => cli::history::run(a, &cfg),
         Command::Phantom(a) => cli::phantom::run(a, &cfg),
         Command::Segment(a) => cli::segment::run(a, &cfg),
         Command::Eval(a) => cli::eval::run(a, &cfg),

@@ -48,6 +48,13 @@ pub struct Args {
     /// Output folder.
     #[arg(short, long)]
     pub out: PathBuf,
+    /// Earlier cycles' results of this patient: `DIR/*/dose_summary.json` (and
+    /// `DIR/dose_summary.json`), e.g. the folder that holds each cycle's `-o`
+    /// folder. The summary and report then give the treatment history: every
+    /// cycle up to this one, cumulative dose and BED, and the remaining
+    /// allowance under the limits. Results of other patients are left out.
+    #[arg(long, value_name = "DIR")]
+    pub history: Option<PathBuf>,
     /// Skip the DICOM objects of OUT/dicom/ (RT Structure Sets, SEGs, RT Dose,
     /// Encapsulated PDF; `report.dicom` of the configuration).
     #[arg(long)]
@@ -137,11 +144,25 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             cfg.appliance.expected_timepoints
         );
     }
+    let earlier = match &args.history {
+        Some(dir) => {
+            if !dir.is_dir() {
+                anyhow::bail!("--history {}: no such folder", dir.display());
+            }
+            let (found, unreadable) = organdose::dosimetry::history::read_dir(dir, 1);
+            for (p, why) in unreadable {
+                tracing::warn!("{}: not read for the treatment history: {why}", p.display());
+            }
+            found
+        }
+        None => Vec::new(),
+    };
     let progress = super::progress_logger();
     let summary = run_study_corrected(
         &study,
         &source,
         &args.masks,
+        &earlier,
         &args.out,
         &cfg,
         status,
@@ -165,6 +186,13 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             r.by,
             r.at
         );
+    }
+    if let Some(h) = summary
+        .treatment_history
+        .as_ref()
+        .filter(|h| h.cycles.len() > 1)
+    {
+        print!("{}", organdose::dosimetry::history::text(h));
     }
     println!("outputs in {}", args.out.display());
     Ok(())

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod demo;
 pub mod dose;
 pub mod eval;
+pub mod history;
 pub mod inspect;
 pub mod phantom;
 pub mod segment;

@@ -8,7 +8,7 @@
 // Index loops over 3x3 / 4x4 matrices read like the formulas they implement.
 #![allow(clippy::needless_range_loop)]
 
-use organdose_core::{defaults, error, organs, volume};
+use organdose_core::{defaults, error, organs, patient, volume};
 use organdose_dose as dosimetry;
 use organdose_io as io;
 use organdose_io::{classify, study};

@@ -868,16 +868,20 @@ pub fn run_study(
     status: &str,
     progress: &dyn Fn(&str, f64),
 ) -> Result<DoseSummary> {
-    run_study_corrected(study, source, &[], out, cfg, status, progress)
+    run_study_corrected(study, source, &[], &[], out, cfg, status, progress)
 }
 
 /// [`run_study`] with a physicist's corrected contours (RT Structure Set / SEG
 /// files, `dose --masks` and the appliance) replacing the masks of the organs
-/// they hold. A final result from corrected masks is `reviewed`.
+/// they hold. A final result from corrected masks is `reviewed`. `earlier`:
+/// results of the patient's other cycles (any patient's: the history keeps
+/// the ones that are this patient's), for the treatment history.
+#[allow(clippy::too_many_arguments)]
 pub fn run_study_corrected(
     study: &Study,
     source: &MaskSource,
     corrections: &[PathBuf],
+    earlier: &[crate::dosimetry::history::Recorded],
     out: &Path,
     cfg: &Config,
     status: &str,
@@ -960,6 +964,26 @@ pub fn run_study_corrected(
         }
         summary.reviewed = Some(r);
     }
+    summary.patient = study.patient.clone();
+    summary.injection_datetime = study.injection.datetime.to_string();
+    // This cycle's report shows the course up to this cycle: a later cycle's
+    // result (one that arrived first) is not part of it.
+    let this_injection = &study.injection.datetime;
+    let up_to_this: Vec<_> = earlier
+        .iter()
+        .filter(|r| {
+            organdose_core::time::DateTime::parse_iso(&r.cycle.injection_datetime)
+                .is_some_and(|t| t.hours_since(this_injection) <= 0.0)
+        })
+        .cloned()
+        .collect();
+    let history = crate::dosimetry::history::build(
+        &summary.patient,
+        up_to_this,
+        Some(crate::dosimetry::history::CycleDose::of_summary(&summary)),
+        &crate::dosimetry::history::Limits::of(&cfg.dosimetry),
+    );
+    summary.treatment_history = Some(history);
     progress("report", 0.95);
     // The masks first: they are what the report describes, and what a
     // physicist corrects.

@@ -5,6 +5,7 @@
 use super::daemon::{Job, JobOutput, Processor};
 use super::swap;
 use crate::config::Config;
+use crate::dosimetry::history;
 use crate::error::{Error, Result};
 use crate::pipeline::{memory_need_mb, run_study_corrected, MaskSource};
 use crate::study::{assemble, Study};
@@ -105,6 +106,63 @@ fn keep_history(out_dir: &Path, staged: &Path, archive: bool) -> Result<()> {
     Ok(())
 }
 
+/// The folder of every cycle's result (`OUT`, the parent of `OUT/<cycle id>`).
+fn results_root(cycle_out: &Path) -> PathBuf {
+    cycle_out
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `OUT/patients/<ID>[_<issuer>].json` and `.txt`: the patient's treatment
+/// history from every result in `OUT` (written whole each time, so a
+/// recomputed or corrected cycle is counted once, as it is now).
+pub fn write_patient_history(
+    root: &Path,
+    patient: &crate::patient::PatientIdentity,
+    cfg: &Config,
+) -> Result<PathBuf> {
+    let issuer = (!patient.issuer.trim().is_empty()).then_some(patient.issuer.as_str());
+    let h = history::for_patient(
+        root,
+        1,
+        &patient.id,
+        issuer,
+        &history::Limits::of(&cfg.dosimetry),
+    )
+    .map_err(Error::internal)?;
+    let dir = root.join("patients");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut name = safe_name(&patient.id);
+    if let Some(i) = issuer {
+        name.push('_');
+        name.push_str(&safe_name(i));
+    }
+    let json = serde_json::to_string_pretty(&h)
+        .map_err(|e| Error::library(crate::error::FaultKind::Internal, "history json", e))?;
+    let path = dir.join(format!("{name}.json"));
+    crate::io::write_bytes_atomically(&path, json.as_bytes())?;
+    crate::io::write_bytes_atomically(
+        &dir.join(format!("{name}.txt")),
+        history::text(&h).as_bytes(),
+    )?;
+    Ok(path)
+}
+
+/// A file-name-safe form of an ID (as cycle ids are made).
+fn safe_name(s: &str) -> String {
+    s.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
     for e in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
@@ -146,10 +204,17 @@ impl Processor for StudyProcessor {
         let study = Self::study(job)?;
         let source = self.mask_source(&study)?;
         let staged = swap::staging(&job.out_dir)?;
+        // The patient's other cycles: the results beside this one.
+        let root = results_root(&job.out_dir);
+        let (earlier, unreadable) = history::read_dir(&root, 1);
+        for (p, why) in unreadable {
+            tracing::warn!("{}: not read for the treatment history: {why}", p.display());
+        }
         let summary = run_study_corrected(
             &study,
             &source,
             &job.cycle.corrections,
+            &earlier,
             &staged,
             &self.cfg,
             &job.summary_status,
@@ -163,6 +228,9 @@ impl Processor for StudyProcessor {
             let _ = std::fs::remove_dir_all(&staged);
         })?;
         swap::commit(&staged, &job.out_dir)?;
+        // Before the job is recorded done: a kill before this runs the job
+        // again, so the patient's history file never stays behind its results.
+        write_patient_history(&root, &summary.patient, &self.cfg)?;
         if let Some(outbox) = &self.outbox {
             // Queued once the result is in place; a failure to queue (a full OUT)
             // is an environment fault: the job runs again and queues again.

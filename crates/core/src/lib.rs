@@ -9,6 +9,7 @@
 pub mod defaults;
 pub mod error;
 pub mod organs;
+pub mod patient;
 pub mod time;
 pub mod volume;
 

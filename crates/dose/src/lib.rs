@@ -25,6 +25,7 @@ pub mod activity;
 pub mod bed;
 pub mod boxmap;
 pub mod dose;
+pub mod history;
 pub mod kinetics;
 pub mod nuclide;
 pub mod pipeline;
@@ -83,6 +84,11 @@ pub struct DosimetryConfig {
     pub bed_alpha_beta_gy: BTreeMap<String, f64>,
     /// Repair half-time (h) per organ for the BED.
     pub bed_repair_half_time_h: BTreeMap<String, f64>,
+    /// Cumulative limits per organ for the treatment history (`history.rs`):
+    /// absorbed dose, BED, and BED for a patient with risk factors (Gy).
+    pub limit_dose_gy: BTreeMap<String, f64>,
+    pub limit_bed_gy: BTreeMap<String, f64>,
+    pub limit_bed_risk_gy: BTreeMap<String, f64>,
 }
 
 impl Default for DosimetryConfig {
@@ -170,6 +176,17 @@ impl DosimetryConfig {
         }
         if self.dvh_bins < 2 || self.dvh_bins > 100_000 {
             return bad("dvh_bins", self.dvh_bins as f64);
+        }
+        for (key, m) in [
+            ("limit_dose_gy", &self.limit_dose_gy),
+            ("limit_bed_gy", &self.limit_bed_gy),
+            ("limit_bed_risk_gy", &self.limit_bed_risk_gy),
+        ] {
+            for (organ, &v) in m {
+                if !(v.is_finite() && v > 0.0 && v <= 1000.0) {
+                    return bad(&format!("{key}.{organ}"), v);
+                }
+            }
         }
         Nuclide::from_name(&self.nuclide)?;
         Ok(())

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Version of the `dose_summary.json` schema (docs/outputs.md, "Outputs").
-pub(crate) const SCHEMA_VERSION: &str = "1.4";
+pub(crate) const SCHEMA_VERSION: &str = "1.5";
 
 /// One SPECT time point with the organ mask for it.
 #[derive(Debug, Clone)]
@@ -154,6 +154,12 @@ pub struct DoseSummary {
     pub schema_version: String,
     pub generator: String,
     pub patient_id: String,
+    /// The ID with issuer, birth date and sex (set by the caller from the
+    /// study's headers; the ID alone otherwise).
+    pub patient: organdose_core::patient::PatientIdentity,
+    /// The injection's date-time, ISO 8601 (set by the caller): what the
+    /// treatment history knows the cycle by.
+    pub injection_datetime: String,
     pub nuclide: String,
     pub half_life_h: f64,
     pub electron_energy_kev_per_decay: f64,
@@ -176,6 +182,10 @@ pub struct DoseSummary {
     /// (issue 36); absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reviewed: Option<Reviewed>,
+    /// The patient's cycles so far with this one, cumulative doses and BEDs,
+    /// and what remains under the limits (`history.rs`; set by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub treatment_history: Option<super::history::TreatmentHistory>,
     /// Voxel dose map (Gy) on the reference SPECT grid.
     #[serde(skip)]
     pub dose_map_gy: Option<Volume<f32>>,
@@ -726,6 +736,8 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         schema_version: SCHEMA_VERSION.into(),
         generator: format!("organdose {}", env!("CARGO_PKG_VERSION")),
         patient_id: input.patient_id.clone(),
+        patient: organdose_core::patient::PatientIdentity::with_id(&input.patient_id),
+        injection_datetime: String::new(),
         nuclide: nuclide.name().into(),
         half_life_h: nuclide.half_life_h(),
         electron_energy_kev_per_decay: nuclide.electron_energy_kev(),
@@ -750,6 +762,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         warnings,
         mask_confidence: Vec::new(),
         reviewed: None,
+        treatment_history: None,
         dose_map_gy: Some(dmap),
         voi_maps,
     })

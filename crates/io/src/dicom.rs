@@ -45,6 +45,11 @@ pub struct DicomHeader {
     pub modality: String,
     pub patient_id: String,
     pub patient_name: String,
+    /// IssuerOfPatientID, PatientBirthDate (YYYYMMDD) and PatientSex: with the
+    /// ID they decide whether two cycles are one patient's.
+    pub issuer_of_patient_id: String,
+    pub patient_birth_date: String,
+    pub patient_sex: String,
     pub study_uid: String,
     /// SeriesInstanceUID; empty when the file has none or an empty one (an
     /// anonymiser's export): the series is then found by [`DicomHeader::series_key`].
@@ -335,6 +340,9 @@ impl DicomHeader {
             modality,
             patient_id: s(obj, tags::PATIENT_ID).unwrap_or_default(),
             patient_name: s(obj, tags::PATIENT_NAME).unwrap_or_default(),
+            issuer_of_patient_id: s(obj, tags::ISSUER_OF_PATIENT_ID).unwrap_or_default(),
+            patient_birth_date: s(obj, tags::PATIENT_BIRTH_DATE).unwrap_or_default(),
+            patient_sex: s(obj, tags::PATIENT_SEX).unwrap_or_default(),
             study_uid: s(obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
             series_uid: s(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
             frame_of_reference_uid: s(obj, tags::FRAME_OF_REFERENCE_UID).unwrap_or_default(),

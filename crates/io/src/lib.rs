@@ -6,7 +6,7 @@
 // Index loops over 3x3 / 4x4 matrices read like the formulas they implement.
 #![allow(clippy::needless_range_loop)]
 
-use organdose_core::{error, organs, time, volume};
+use organdose_core::{error, organs, patient, time, volume};
 
 pub mod classify;
 pub mod fault;

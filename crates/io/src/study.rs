@@ -74,6 +74,8 @@ pub struct TimePoint {
 #[derive(Debug, Clone)]
 pub struct Study {
     pub patient_id: String,
+    /// The ID with issuer, birth date and sex, as the headers (or study.json) give them.
+    pub patient: crate::patient::PatientIdentity,
     pub injection: Injection,
     pub diagnostic_ct: Source,
     /// Sorted by time.
@@ -221,6 +223,7 @@ fn load_nifti_study(dir: &Path, sj: &Path) -> Result<Study> {
         });
     }
     finish(Study {
+        patient: crate::patient::PatientIdentity::with_id(&s.patient_id),
         patient_id: s.patient_id,
         injection: Injection {
             datetime: injection,
@@ -282,11 +285,37 @@ fn head(s: &DicomSeries) -> Result<&DicomHeader> {
 pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
     let mut notes = Vec::new();
     let mut patients = std::collections::BTreeSet::new();
+    let mut identity = crate::patient::PatientIdentity::default();
     let mut spects = Vec::new();
     let mut cts = Vec::new();
     for s in series {
         let h = head(&s)?;
         patients.insert(h.patient_id.clone());
+        // The first series that gives an attribute gives it; one that gives
+        // another value is said (a mix-up the history must not merge over).
+        for (have, this, what) in [
+            (
+                &mut identity.issuer,
+                &h.issuer_of_patient_id,
+                "issuer of the Patient ID",
+            ),
+            (
+                &mut identity.birth_date,
+                &h.patient_birth_date,
+                "birth date",
+            ),
+            (&mut identity.sex, &h.patient_sex, "sex"),
+        ] {
+            let this = this.trim();
+            if have.is_empty() {
+                *have = this.to_string();
+            } else if !this.is_empty() && this != have.as_str() {
+                notes.push(format!(
+                    "series {} gives the patient's {what} as '{this}', others as '{have}'",
+                    s.uid
+                ));
+            }
+        }
         match classify::role(h) {
             Role::QuantitativeSpect => spects.push(s),
             Role::NotQuantitative { unit } => notes.push(format!(
@@ -395,8 +424,11 @@ pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
             first
         }
     };
+    let patient_id = patients.into_iter().next().unwrap_or_default();
+    identity.id = patient_id.clone();
     finish(Study {
-        patient_id: patients.into_iter().next().unwrap_or_default(),
+        patient_id,
+        patient: identity,
         injection,
         diagnostic_ct,
         timepoints: tps,

@@ -42,6 +42,9 @@ pub fn write_all(out_dir: &Path, s: &DoseSummary) -> Result<Vec<PathBuf>> {
     put("dvh.csv", dvh_csv(s).as_bytes())?;
     put("dvh.png", &plot::dvh_png(s)?)?;
     put("tac.png", &plot::tac_png(s)?)?;
+    if let Some(png) = plot::history_png(s)? {
+        put("history.png", &png)?;
+    }
     if let Some(d) = &s.dose_map_gy {
         let p = out_dir.join("dose_map.nii.gz");
         write_nifti(d, &p, "organdose dose map (Gy)")?;
@@ -248,6 +251,10 @@ pub(crate) fn report_text(s: &DoseSummary) -> String {
                 b.curve
             );
         }
+    }
+    if let Some(h) = &s.treatment_history {
+        let _ = writeln!(r);
+        r.push_str(&crate::dosimetry::history::text(h));
     }
     let _ = writeln!(r);
     let _ = writeln!(r, "Organ activity (MBq) per time point:");

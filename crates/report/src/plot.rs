@@ -441,3 +441,126 @@ pub(crate) fn dvh_png(s: &DoseSummary) -> Result<Vec<u8>> {
         Ok(())
     })
 }
+
+/// The patient's cumulative BED per organ after each cycle (+- its SD) against
+/// the configured BED limits (`history.png`); None without a history or a BED.
+pub(crate) fn history_png(s: &DoseSummary) -> Result<Option<Vec<u8>>> {
+    let Some(h) = &s.treatment_history else {
+        return Ok(None);
+    };
+    // Per organ with a BED in every cycle: the running sums (linear SDs, as
+    // the history adds them).
+    let mut series: Vec<(String, u8, Vec<(f64, f64, f64)>)> = Vec::new();
+    for name in h.cumulative.keys() {
+        let mut total = 0.0;
+        let mut total_sd = 0.0;
+        let mut pts = Vec::new();
+        for (i, c) in h.cycles.iter().enumerate() {
+            let Some(o) = c.organs.get(name) else {
+                continue;
+            };
+            let Some(b) = o.bed_gy else { continue };
+            total += b;
+            total_sd += o.bed_gy_sd.unwrap_or(0.0);
+            pts.push(((i + 1) as f64, total, total_sd));
+        }
+        if !pts.is_empty() {
+            let label = crate::organs::label(name).unwrap_or(0);
+            series.push((name.clone(), label, pts));
+        }
+    }
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let limits: Vec<(String, f64)> = h
+        .allowances
+        .iter()
+        .filter(|a| a.quantity.starts_with("BED"))
+        .map(|a| (a.quantity.clone(), a.limit_gy))
+        .fold(Vec::new(), |mut v, (q, l)| {
+            if !v.iter().any(|(_, x): &(String, f64)| *x == l) {
+                v.push((q, l));
+            }
+            v
+        });
+    let y_max = series
+        .iter()
+        .flat_map(|(_, _, p)| p.iter().map(|x| x.1 + x.2))
+        .chain(limits.iter().map(|l| l.1))
+        .fold(1.0f64, f64::max)
+        // Room above the highest limit for the legend.
+        * 1.35;
+    let n = h.cycles.len().max(1) as f64;
+    let png = render(|root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!(
+                    "Cumulative BED over the treatment, patient {}",
+                    s.patient_id
+                ),
+                ("sans-serif", 22),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.5..n + 0.5, 0.0..y_max)
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("cycle")
+            .y_desc("cumulative BED (Gy)")
+            .x_labels(h.cycles.len().max(1))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .label_style(("sans-serif", 15))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for (q, l) in &limits {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(0.5, *l), (n + 0.5, *l)],
+                    8,
+                    6,
+                    Color::stroke_width(&BLACK, 2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(format!("limit: {q} {l:.0} Gy"))
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+        }
+        for (name, label, pts) in &series {
+            let c = colour(*label);
+            chart
+                .draw_series(LineSeries::new(
+                    pts.iter().map(|p| (p.0, p.1)),
+                    Color::stroke_width(&c, 2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(format!(
+                    "{name}: {:.1} +- {:.1} Gy after {} cycle(s)",
+                    pts.last().map(|p| p.1).unwrap_or(0.0),
+                    pts.last().map(|p| p.2).unwrap_or(0.0),
+                    pts.len()
+                ))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], Color::stroke_width(&c, 2))
+                });
+            chart
+                .draw_series(pts.iter().map(|p| {
+                    ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, c.filled(), 10)
+                }))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 4, c.filled())))
+                .map_err(|e| e.to_string())?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 15))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    })?;
+    Ok(Some(png))
+}

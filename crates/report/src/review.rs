@@ -393,6 +393,12 @@ fn report_pdf(r: &ReviewInput, qc: Vec<Picture>) -> Result<Vec<u8>> {
             &super::plot::dvh_png(s)?,
         )?,
     ];
+    if let Some(png) = super::plot::history_png(s)? {
+        pictures.push(Picture::from_png(
+            "Cumulative kidney BED over the patient's cycles (+- SD, linear sums) against the limits",
+            &png,
+        )?);
+    }
     pictures.extend(qc);
     let summary = summary_page(s, &pictures);
     render_pdf(&ReportPages {
@@ -403,6 +409,47 @@ fn report_pdf(r: &ReviewInput, qc: Vec<Picture>) -> Result<Vec<u8>> {
         pictures,
         footer,
     })
+}
+
+/// Page 1's line on the course: cycles so far, the cumulative kidney figures
+/// and the tightest limit's allowance for the next cycle.
+fn history_note(s: &DoseSummary) -> Option<String> {
+    let h = s.treatment_history.as_ref()?;
+    let mut parts = vec![format!(
+        "Treatment history: {} cycle(s) of patient {} so far (this one included).",
+        h.cycles.len(),
+        h.patient.id
+    )];
+    for (name, c) in h.cumulative.iter().filter(|(n, _)| n.starts_with("kidney")) {
+        parts.push(format!(
+            "{name}: cumulative {:.1} +- {:.1} Gy{}.",
+            c.dose_gy,
+            c.dose_gy_sd,
+            match (c.bed_gy, c.bed_gy_sd) {
+                (Some(b), Some(sd)) => format!(", BED {b:.1} +- {sd:.1} Gy"),
+                _ => String::new(),
+            }
+        ));
+    }
+    // The limit the next cycle reaches first, of each kind.
+    for quantity in ["absorbed dose", "BED", "BED with risk factors"] {
+        if let Some(a) = h
+            .allowances
+            .iter()
+            .filter(|a| a.quantity == quantity)
+            .min_by(|a, b| a.next_activity_gbq.total_cmp(&b.next_activity_gbq))
+        {
+            parts.push(if a.reached {
+                format!("{} {quantity} limit {:.0} Gy REACHED.", a.organ, a.limit_gy)
+            } else {
+                format!(
+                    "{quantity} limit {:.0} Gy ({}): next cycle at most {:.1} +- {:.1} GBq.",
+                    a.limit_gy, a.organ, a.next_activity_gbq, a.next_activity_gbq_sd
+                )
+            });
+        }
+    }
+    Some(parts.join(" "))
 }
 
 /// Page 1: status and why, per organ the mean dose +- SD, its segmentation
@@ -569,7 +616,10 @@ fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
              'of which mask': the segmentation's share (dose difference between a generous and a strict reading of the network's probabilities, over sqrt 12). \
              BED: biologically effective dose with the configured alpha/beta and repair half-time (the full report lists them). Mask conf.: lowest confidence over the cycle's CTs (0-1); REVIEW (n): n CTs' masks flagged. The DVH plot's voxel means come from the dose map and can differ; the full report explains."
                 .into(),
-        ],
+        ]
+        .into_iter()
+        .chain(history_note(s))
+        .collect(),
         warnings: s
             .all_warnings()
             .into_iter()
