@@ -20,7 +20,7 @@
 
 pub use organdose_appliance as appliance;
 pub use organdose_appliance::{config, pipeline};
-pub use organdose_core::{defaults, error, organs, time, volume};
+pub use organdose_core::{defaults, error, organs, patient, time, volume};
 pub use organdose_core::{Error, Geometry, Result, Volume};
 pub use organdose_dose as dosimetry;
 pub use organdose_io as io;

@@ -22,6 +22,7 @@ mod dosimetry;
 mod eval_cli;
 mod fetch_anatomy;
 mod gpu_parity;
+mod history;
 mod io;
 mod phantom;
 mod psf_calibration;

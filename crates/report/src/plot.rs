@@ -450,7 +450,9 @@ pub(crate) fn history_png(s: &DoseSummary) -> Result<Option<Vec<u8>>> {
     };
     // Per organ with a BED in every cycle: the running sums (linear SDs, as
     // the history adds them).
-    let mut series: Vec<(String, u8, Vec<(f64, f64, f64)>)> = Vec::new();
+    // (organ, label, per cycle (number, cumulative BED, its SD)).
+    type Running = Vec<(f64, f64, f64)>;
+    let mut series: Vec<(String, u8, Running)> = Vec::new();
     for name in h.cumulative.keys() {
         let mut total = 0.0;
         let mut total_sd = 0.0;
