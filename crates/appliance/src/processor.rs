@@ -230,7 +230,9 @@ impl Processor for StudyProcessor {
         swap::commit(&staged, &job.out_dir)?;
         // Before the job is recorded done: a kill before this runs the job
         // again, so the patient's history file never stays behind its results.
-        write_patient_history(&root, &summary.patient, &self.cfg)?;
+        if !summary.patient.id.trim().is_empty() {
+            write_patient_history(&root, &summary.patient, &self.cfg)?;
+        }
         if let Some(outbox) = &self.outbox {
             // Queued once the result is in place; a failure to queue (a full OUT)
             // is an environment fault: the job runs again and queues again.

@@ -322,6 +322,9 @@ pub fn for_patient(
     issuer: Option<&str>,
     limits: &Limits,
 ) -> Result<TreatmentHistory, String> {
+    if id.trim().is_empty() {
+        return Err("an empty Patient ID names no patient".into());
+    }
     let (records, failed) = read_dir(dir, max_depth);
     let theirs = |r: &&Recorded| {
         r.patient.id.trim() == id.trim()
@@ -378,8 +381,17 @@ pub fn build(
     if let Some(c) = current {
         by_cycle.insert(c.injection_datetime.trim().to_string(), (u8::MAX, None, c));
     }
+    // Without an ID (an anonymised export) nothing says whose a result is:
+    // two such patients must not be added up.
+    let anonymous = patient.id.trim().is_empty();
+    if anonymous {
+        warnings.push(
+            "no Patient ID: this cycle is not joined to any other (cumulative figures are this cycle's)"
+                .into(),
+        );
+    }
     for r in records {
-        if r.patient.id.trim() != patient.id.trim() {
+        if anonymous || r.patient.id.trim() != patient.id.trim() {
             continue;
         }
         if let Some(why) = patient.differs(&r.patient) {
@@ -855,6 +867,29 @@ mod tests {
             assert_eq!(h.cumulative["kidney_left"].dose_gy, 4.0);
             assert!(h.warnings.iter().any(|w| w.contains("not counted twice")));
         }
+    }
+
+    #[test]
+    fn cycles_without_a_patient_id_are_never_added_up() {
+        let p = PatientIdentity::with_id("  ");
+        let a = cycle(
+            "2026-01-05T09:00:00",
+            7.4,
+            "final",
+            organ(4.0, 0.4, 7.4, None),
+        );
+        let b = cycle(
+            "2026-03-02T09:00:00",
+            7.4,
+            "final",
+            organ(5.0, 0.5, 7.4, None),
+        );
+        let h = build(&p, vec![rec(&p, b)], Some(a), &limits());
+        assert_eq!(h.cycles.len(), 1);
+        assert_eq!(h.cumulative["kidney_left"].dose_gy, 4.0);
+        assert!(h.warnings[0].contains("no Patient ID"), "{:?}", h.warnings);
+        let e = for_patient(Path::new("."), 1, "", None, &limits()).unwrap_err();
+        assert!(e.contains("empty Patient ID"), "{e}");
     }
 
     #[test]
