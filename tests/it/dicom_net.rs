@@ -417,6 +417,7 @@ fn a_write_that_fails_is_answered_out_of_resources_and_leaves_nothing() {
             name: "TEST^NET".into(),
             birth_date: "19600101".into(),
             sex: "F".into(),
+            issuer: String::new(),
         },
         &DicomStudy {
             uid: "2.25.71".into(),

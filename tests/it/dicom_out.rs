@@ -142,6 +142,7 @@ fn patient() -> DicomPatient {
         name: "TEST^DICOMOUT".into(),
         birth_date: "19600101".into(),
         sex: "F".into(),
+        issuer: String::new(),
     }
 }
 

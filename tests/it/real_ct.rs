@@ -25,6 +25,7 @@ fn write_ct(vol: &Volume<f32>, dir: &Path, uid: &str) -> Vec<PathBuf> {
         name: "REAL^CT".into(),
         birth_date: "19600101".into(),
         sex: "O".into(),
+        issuer: String::new(),
     };
     let st = DicomStudy {
         uid: format!("{uid}.1"),

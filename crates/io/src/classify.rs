@@ -9,9 +9,11 @@
 //!   FrameOfReferenceUID; when either has none (anonymised exports blank it),
 //!   a CT without contrast agent of the same patient and station acquired
 //!   within [`SESSION_WINDOW_H`] of the SPECT;
-//! - a diagnostic CT: any other CT (one with ContrastBolusAgent preferred).
+//! - a diagnostic CT: any other CT (one with ContrastBolusAgent preferred; of a
+//!   patient's CTs of several cycles, the latest before the cycle's injection).
 
 use crate::dicom::DicomHeader;
+use crate::time::DateTime;
 
 /// How far apart a SPECT and its attenuation CT may be acquired, hours, when
 /// they are paired without a FrameOfReferenceUID: a SPECT/CT session (CT, then
@@ -119,19 +121,43 @@ pub fn pair_sessions(spects: &[&DicomHeader], cts: &[&DicomHeader]) -> Sessions 
 }
 
 /// The diagnostic CT among `candidates`: one with a contrast agent first, then
-/// the one with the most files (slices).
-pub(crate) fn pick_diagnostic(candidates: &[(&DicomHeader, usize)]) -> Option<usize> {
+/// (given the injection) the one acquired last on or before the injection day,
+/// then the one with the most files (slices). A patient's CTs of several
+/// treatment cycles (restaging CTs weeks apart) all reach every cycle of the
+/// appliance (a CT of no SPECT session belongs to the patient, not to one
+/// cycle): each cycle's own is the latest before its injection, not whichever
+/// has the most slices. Days, not seconds, so two reconstructions of one scan
+/// still go by their slices.
+pub(crate) fn pick_diagnostic(
+    candidates: &[(&DicomHeader, usize)],
+    injection: Option<&DateTime>,
+) -> Option<usize> {
+    let timing = |h: &DicomHeader| -> i64 {
+        match (h.acquisition, injection) {
+            (Some(a), Some(inj)) => {
+                // Whole days before the injection (a CT of the injection day is 0).
+                let days = (inj.hours_since(&a) / 24.0).floor() as i64;
+                if days >= 0 {
+                    -days
+                } else {
+                    // After the injection: below any CT before it.
+                    -1_000_000 + days
+                }
+            }
+            // Unknown: after every dated CT, all alike (the old order).
+            _ => -2_000_000,
+        }
+    };
     candidates
         .iter()
         .enumerate()
-        .max_by_key(|(_, (h, files))| (h.contrast_agent.is_some(), *files))
+        .max_by_key(|(_, (h, files))| (h.contrast_agent.is_some(), timing(h), *files))
         .map(|(k, _)| k)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::DateTime;
 
     fn h(modality: &str, pid: &str, for_uid: &str, acq: &str) -> DicomHeader {
         DicomHeader {
@@ -211,8 +237,45 @@ mod tests {
         let plain = h("CT", "P", "", "");
         let mut contrast = plain.clone();
         contrast.contrast_agent = Some("Iomeprol".into());
-        assert_eq!(pick_diagnostic(&[(&plain, 300), (&contrast, 100)]), Some(1));
-        assert_eq!(pick_diagnostic(&[(&plain, 300), (&plain, 400)]), Some(1));
-        assert_eq!(pick_diagnostic(&[]), None);
+        assert_eq!(
+            pick_diagnostic(&[(&plain, 300), (&contrast, 100)], None),
+            Some(1)
+        );
+        assert_eq!(
+            pick_diagnostic(&[(&plain, 300), (&plain, 400)], None),
+            Some(1)
+        );
+        assert_eq!(pick_diagnostic(&[], None), None);
+    }
+
+    #[test]
+    fn diagnostic_of_a_cycle_is_its_latest_ct_before_the_injection() {
+        // Restaging CTs of a course: 3 weeks before cycle 1, 2 weeks before
+        // cycle 2 (8 weeks later), one after cycle 2.
+        let mut c1 = h("CT", "P", "", "2026-02-08T10:00:00");
+        c1.contrast_agent = Some("Iomeprol".into());
+        let mut c2 = c1.clone();
+        c2.acquisition = DateTime::parse_iso("2026-04-12T10:00:00");
+        let mut c3 = c1.clone();
+        c3.acquisition = DateTime::parse_iso("2026-05-20T10:00:00");
+        let cands = [(&c1, 400), (&c2, 100), (&c3, 500)];
+        let inj1 = DateTime::parse_iso("2026-03-01T08:00:00").unwrap();
+        let inj2 = DateTime::parse_iso("2026-04-26T08:00:00").unwrap();
+        assert_eq!(pick_diagnostic(&cands, Some(&inj1)), Some(0));
+        assert_eq!(pick_diagnostic(&cands, Some(&inj2)), Some(1));
+        // A CT after the injection, even of the same day, ranks below one before it.
+        let mut same_day = c1.clone();
+        same_day.acquisition = DateTime::parse_iso("2026-03-01T09:00:00");
+        assert_eq!(
+            pick_diagnostic(&[(&c1, 400), (&same_day, 100)], Some(&inj1)),
+            Some(0)
+        );
+        // Contrast still comes first.
+        let mut plain = c2.clone();
+        plain.contrast_agent = None;
+        assert_eq!(
+            pick_diagnostic(&[(&c1, 400), (&plain, 100)], Some(&inj2)),
+            Some(0)
+        );
     }
 }

@@ -28,6 +28,9 @@ pub struct DicomPatient {
     pub birth_date: String,
     /// "M", "F" or "O".
     pub sex: String,
+    /// IssuerOfPatientID (0010,0021): the system that assigned `id` (empty: not
+    /// written). With the ID it names the patient across visits (treatment cycles).
+    pub issuer: String,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +190,9 @@ fn common(
     put_str(o, tags::MANUFACTURER_MODEL_NAME, VR::LO, &se.model);
     put_str(o, tags::PATIENT_NAME, VR::PN, &p.name);
     put_str(o, tags::PATIENT_ID, VR::LO, &p.id);
+    if !p.issuer.is_empty() {
+        put_str(o, tags::ISSUER_OF_PATIENT_ID, VR::LO, &p.issuer);
+    }
     put_str(o, tags::PATIENT_BIRTH_DATE, VR::DA, &p.birth_date);
     put_str(o, tags::PATIENT_SEX, VR::CS, &p.sex);
     put_str(o, tags::BODY_PART_EXAMINED, VR::CS, &se.body_part);

@@ -93,6 +93,17 @@ pub struct StudyJson {
     pub injection_datetime: String,
     pub diagnostic_ct: String,
     pub timepoints: Vec<StudyJsonTimePoint>,
+    /// IssuerOfPatientID's counterpart: who assigned `patient_id` (with it, the
+    /// patient across treatment cycles). Optional: empty when not given and
+    /// then not written, so older files read as before.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub issuer_of_patient_id: String,
+    /// Birth date as DICOM DA (YYYYMMDD); optional like the issuer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub patient_birth_date: String,
+    /// "M", "F" or "O" as DICOM PatientSex; optional like the issuer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub patient_sex: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -408,7 +419,8 @@ pub fn assemble(series: Vec<DicomSeries>) -> Result<Study> {
         .iter()
         .map(|&k| (ct_heads[k], cts[k].files.len()))
         .collect();
-    let diag = classify::pick_diagnostic(&candidates).map(|i| cts[sessions.diagnostic[i]].clone());
+    let diag = classify::pick_diagnostic(&candidates, Some(&injection.datetime))
+        .map(|i| cts[sessions.diagnostic[i]].clone());
     let diagnostic_ct = match diag {
         Some(d) => Source::Dicom(d),
         None => {
@@ -510,6 +522,29 @@ mod tests {
         assert!(e.to_string().contains("2 patients"));
         let e = assemble(vec![series("ct", "CT", "F", "2026-03-01T08:00:00", |_| {})]).unwrap_err();
         assert!(e.to_string().contains("no quantitative SPECT"));
+    }
+
+    #[test]
+    fn study_json_patient_fields_are_optional() {
+        // A file written before the fields existed reads with them empty...
+        let old = r#"{"patient_id": "P1", "nuclide": "Lu-177", "injected_activity_mbq": 7400.0,
+            "injection_datetime": "2026-03-01T08:00:00", "diagnostic_ct": "ct.nii.gz",
+            "timepoints": []}"#;
+        let s: StudyJson = serde_json::from_str(old).unwrap();
+        assert!(s.issuer_of_patient_id.is_empty() && s.patient_birth_date.is_empty());
+        // ...and empty ones are not written, so such a file round-trips unchanged.
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(!text.contains("issuer") && !text.contains("patient_sex"));
+        let with = StudyJson {
+            issuer_of_patient_id: "ORGANDOSE-PHANTOM".into(),
+            patient_birth_date: "19550412".into(),
+            patient_sex: "F".into(),
+            ..s
+        };
+        let back: StudyJson = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back.issuer_of_patient_id, "ORGANDOSE-PHANTOM");
+        assert_eq!(back.patient_birth_date, "19550412");
+        assert_eq!(back.patient_sex, "F");
     }
 
     #[test]

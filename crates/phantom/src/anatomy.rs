@@ -362,6 +362,8 @@ pub struct Anatomy {
     pub z_liver_top: f64,
     /// Nominal total lesion volume (mL, spheres before deformation and clipping).
     pub tumour_volume_ml: f64,
+    /// Indices into `features` of the liver lesions, in painting order.
+    lesion_features: Vec<usize>,
     /// Real-data anatomy (`--anatomy real`): when set, it alone is rasterized
     /// (`features` is empty and `body` only carries the trunk size).
     pub real: Option<std::sync::Arc<super::real_anatomy::RealAnatomy>>,
@@ -772,6 +774,7 @@ impl Anatomy {
 
         // Liver lesions.
         let mut tumour_volume_ml = 0.0;
+        let mut lesion_features = Vec::new();
         if opts.lesions > 0 {
             let mut placed = 0;
             let (lo, hi) = liver_for_lesions.bbox();
@@ -791,6 +794,7 @@ impl Anatomy {
                 }
                 let b = Blob::new(p, geom::IDENTITY, vec![([0.0; 3], [rad, rad, rad])])
                     .deform(&mut r, 3, 30.0, 2.0);
+                lesion_features.push(f.len());
                 f.push(blob_feature(
                     b,
                     Fill::Uniform(Tissue::Tumour),
@@ -813,6 +817,7 @@ impl Anatomy {
             z_kidney_bottom,
             z_liver_top,
             tumour_volume_ml,
+            lesion_features,
             real: None,
         }
     }
@@ -837,8 +842,57 @@ impl Anatomy {
             z_kidney_bottom: real.z_kidney_bottom,
             z_liver_top: real.z_liver_top,
             tumour_volume_ml: real.tumour_volume_ml,
+            lesion_features: Vec::new(),
             real: Some(std::sync::Arc::new(real)),
         }
+    }
+
+    /// Number of liver lesions placed (all labelled "tumour").
+    pub fn lesion_count(&self) -> usize {
+        match &self.real {
+            Some(real) => real.lesion_count(),
+            None => self.lesion_features.len(),
+        }
+    }
+
+    /// The same anatomy with every liver lesion's volume multiplied by
+    /// `volume_factor` (each scaled about its own centre; the liver fills what
+    /// they leave). Everything else is unchanged, voxel for voxel.
+    pub fn with_lesions_scaled(&self, volume_factor: f64) -> Anatomy {
+        let mut a = self.clone();
+        a.tumour_volume_ml *= volume_factor;
+        if let Some(real) = &self.real {
+            let r = real.with_lesions_scaled(volume_factor);
+            a.tumour_volume_ml = r.tumour_volume_ml;
+            a.target_mass_g = r.target_mass_g.clone();
+            a.real = Some(std::sync::Arc::new(r));
+            return a;
+        }
+        let s = volume_factor.cbrt();
+        for &i in &self.lesion_features {
+            let feat = &mut a.features[i];
+            if let Kind::Blob(b, _) = &mut feat.kind {
+                // The deformation lives in local (unscaled) units: the shape
+                // scales as a whole and its volume by s^3.
+                b.scale *= s;
+                let (lo, hi) = b.bbox();
+                feat.lo = lo;
+                feat.hi = hi;
+            }
+        }
+        a
+    }
+
+    /// Which lesion (index in painting order) a body-frame point labelled
+    /// "tumour" belongs to: the last one painted there, as in `rasterize`.
+    pub(crate) fn lesion_at(&self, b: Vec3) -> Option<usize> {
+        if let Some(real) = &self.real {
+            return real.lesion_at(b);
+        }
+        self.lesion_features.iter().rposition(|&i| {
+            let feat = &self.features[i];
+            self.classify(feat, b).is_some() && (!feat.clip_to_cavity || self.body.in_cavity(b))
+        })
     }
 
     fn classify(&self, feat: &Feature, b: Vec3) -> Option<Tissue> {

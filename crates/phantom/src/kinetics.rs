@@ -97,6 +97,39 @@ impl Kinetics {
                 - (self.fast_fraction + self.slow_fraction) / lu)
     }
 
+    /// The curve as a sum of exponentials per MBq injected: `A(t) / A_inj =
+    /// sum c_i exp(-rate_i t)` with (c_i, rate_i in 1/h), physical decay included.
+    pub fn exponential_terms(&self) -> [(f64, f64); 3] {
+        let (lf, ls, lu) = self.rates();
+        [
+            (self.fast_fraction, lf),
+            (self.slow_fraction, ls),
+            (-(self.fast_fraction + self.slow_fraction), lu),
+        ]
+    }
+
+    /// The same curve with the slow phase's biological clearance rate
+    /// multiplied by `factor` (below 1: slower clearance, longer retention).
+    pub fn with_slow_clearance_scaled(&self, factor: f64) -> Kinetics {
+        let ln2 = std::f64::consts::LN_2;
+        let l_bio = ln2 / self.slow_biological_half_life_h * factor;
+        Kinetics {
+            slow_biological_half_life_h: ln2 / l_bio,
+            slow_effective_half_life_h: ln2 / (l_bio + lambda_phys_per_h()),
+            ..self.clone()
+        }
+    }
+
+    /// The same curve with the uptake (both washout fractions) multiplied by
+    /// `factor`: the shape is unchanged, the TIA scales with it.
+    pub fn with_uptake_scaled(&self, factor: f64) -> Kinetics {
+        Kinetics {
+            fast_fraction: self.fast_fraction * factor,
+            slow_fraction: self.slow_fraction * factor,
+            ..self.clone()
+        }
+    }
+
     /// Samples plausible 177Lu-DOTATATE kinetics for an organ.
     ///
     /// Kidneys: slow-phase effective half-life 30-60 h, the range reported for
@@ -175,5 +208,27 @@ mod tests {
         assert!((s - tia).abs() / tia < 1e-3, "{s} vs {tia}");
         assert!((k.slow_effective_half_life_h - 45.0).abs() < 1e-9);
         assert_eq!(k.activity_mbq(7400.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn terms_and_scalings_describe_the_same_curve() {
+        let k = Kinetics::new(0.01, 2.0, 0.02, 45.0, 0.2);
+        for t in [0.0, 0.3, 5.0, 72.0, 400.0] {
+            let a: f64 = k
+                .exponential_terms()
+                .iter()
+                .map(|(c, l)| c * (-l * t).exp())
+                .sum();
+            assert!((7400.0 * a - k.activity_mbq(7400.0, t)).abs() < 1e-9);
+        }
+        // Slower clearance: longer effective half-life, more TIA.
+        let slow = k.with_slow_clearance_scaled(0.97);
+        assert!(slow.slow_effective_half_life_h > k.slow_effective_half_life_h);
+        assert!(slow.tia_mbq_h(1.0) > k.tia_mbq_h(1.0));
+        assert!(
+            (slow.slow_biological_half_life_h * 0.97 - k.slow_biological_half_life_h).abs() < 1e-9
+        );
+        let half = k.with_uptake_scaled(0.5);
+        assert!((half.tia_mbq_h(1.0) - 0.5 * k.tia_mbq_h(1.0)).abs() < 1e-12);
     }
 }

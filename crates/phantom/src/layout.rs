@@ -12,6 +12,7 @@
 //! 3 kidney_right, 4 spleen, 5 tumour), and `truth/tissue_ct.nii.gz` with the
 //! tissue classes of `tissue::TISSUE_NAMES` (listed in truth.json).
 
+use super::bed;
 use super::kinetics::{self, LU177_HALF_LIFE_H};
 use super::tissue::TISSUE_NAMES;
 use super::{preview, rng, Format, Patient};
@@ -24,7 +25,9 @@ use crate::volume::Volume;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// 2: organs gained `bed`, and `lesions` (per liver lesion) was added (both
+/// additive; version 1 files have neither).
+pub(crate) const FORMAT_VERSION: u32 = 2;
 pub const RADIOPHARMACEUTICAL: &str = "Lu177-DOTATATE";
 /// Radionuclide code for 177Lu as used in RadionuclideCodeSequence (SNOMED-RT
 /// style code as commonly written by consoles; meaning per DICOM CID 18 style).
@@ -43,6 +46,8 @@ pub struct Written {
     pub patient_dir: PathBuf,
     pub truth_json: PathBuf,
     pub files: Vec<PathBuf>,
+    /// What was written to `truth_json`.
+    pub truth: Value,
 }
 
 /// `2.25.<128-bit decimal>` UID derived from the patient seed and a tag.
@@ -89,7 +94,13 @@ fn to_i16(v: &Volume<f32>) -> Volume<i16> {
 
 /// Writes everything for one patient under `out/<patient_id>/`.
 pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Written> {
-    let pdir = out.join(&p.patient_id);
+    write_patient_in(p, &out.join(&p.patient_id), opts)
+}
+
+/// Writes everything for one patient (or one cycle of a course) into `pdir`:
+/// the series folders (or NIfTI files and study.json) and `truth/`.
+pub fn write_patient_in(p: &Patient, pdir: &Path, opts: &WriteOptions) -> Result<Written> {
+    let pdir = pdir.to_path_buf();
     let tdir = pdir.join("truth");
     std::fs::create_dir_all(&tdir).map_err(|e| Error::io(&tdir, e))?;
     let mut files = Vec::new();
@@ -98,6 +109,7 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
         name: p.patient_name.clone(),
         birth_date: p.birth_date.clone(),
         sex: p.sex.clone(),
+        issuer: p.issuer_of_patient_id.clone().unwrap_or_default(),
     };
     let series =
         |uid_tag: &str, number: i32, desc: &str, t: crate::time::DateTime, for_tag: &str| {
@@ -167,6 +179,13 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
     )?;
     files.push(tissue_path);
     let ct_counts = count_labels(&ct_labels);
+    let (lesion_voxels, unclaimed) = p.lesion_voxels_ct(&ct_labels);
+    if unclaimed > 0 {
+        tracing::warn!(
+            "{}: {unclaimed} tumour voxels of the diagnostic CT in no lesion (left out of the per-lesion truth)",
+            p.patient_id
+        );
+    }
     let preview_src = opts
         .preview
         .as_ref()
@@ -297,7 +316,7 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
 
     // study.json (NIfTI has no acquisition headers).
     if opts.format == Format::Nifti {
-        let study = json!({
+        let mut study = json!({
             "patient_id": p.patient_id,
             "nuclide": "Lu-177",
             "radiopharmaceutical": RADIOPHARMACEUTICAL,
@@ -307,12 +326,33 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
             "diagnostic_ct_datetime": p.diagnostic_ct_time.to_string(),
             "timepoints": tp_json,
         });
+        // What the DICOM headers say of the patient, for matching cycles (a
+        // course's cycles only: a single phantom's study.json stays as it was).
+        if let (Some(issuer), Some(obj)) = (&p.issuer_of_patient_id, study.as_object_mut()) {
+            obj.insert("issuer_of_patient_id".into(), json!(issuer));
+            obj.insert("patient_birth_date".into(), json!(p.birth_date));
+            obj.insert("patient_sex".into(), json!(p.sex));
+        }
         let f = pdir.join("study.json");
         write_json(&f, &study)?;
         files.push(f);
     }
 
-    let truth = truth_json(p, &ct_counts, &spect_counts, &remainder, &tp_json);
+    let mut truth = truth_json(
+        p,
+        &ct_counts,
+        &lesion_voxels,
+        &spect_counts,
+        &remainder,
+        &tp_json,
+    );
+    // A course's cycle says which, and who issued the Patient ID.
+    if let (Some(c), Some(obj)) = (&p.cycle, truth.as_object_mut()) {
+        obj.insert("issuer_of_patient_id".into(), json!(p.issuer_of_patient_id));
+        obj.insert("patient_birth_date".into(), json!(p.birth_date));
+        obj.insert("patient_sex".into(), json!(p.sex));
+        obj.insert("course".into(), json!(c));
+    }
     let truth_path = tdir.join("truth.json");
     write_json(&truth_path, &truth)?;
     files.push(truth_path.clone());
@@ -327,6 +367,7 @@ pub fn write_patient(p: &Patient, out: &Path, opts: &WriteOptions) -> Result<Wri
         patient_dir: pdir,
         truth_json: truth_path,
         files,
+        truth,
     })
 }
 
@@ -337,7 +378,7 @@ fn rel(base: &Path, p: &Path) -> String {
         .replace('\\', "/")
 }
 
-fn write_json(path: &Path, v: &Value) -> Result<()> {
+pub(crate) fn write_json(path: &Path, v: &Value) -> Result<()> {
     let mut s = serde_json::to_string_pretty(v)
         .map_err(|e| Error::library(FaultKind::Input, format!("{}", path.display()), e))?;
     s.push('\n');
@@ -349,12 +390,14 @@ fn write_json(path: &Path, v: &Value) -> Result<()> {
 pub(crate) fn truth_json(
     p: &Patient,
     ct_counts: &[usize; 256],
+    lesion_voxels: &[(usize, [f64; 3])],
     spect_counts: &[[usize; 256]],
     remainder_mbq: &[f64],
     timepoints: &[Value],
 ) -> Value {
     let vox_ml = p.ct_geom.voxel_volume_ml();
     let mut organs_obj = Map::new();
+    let mut lesions = Vec::new();
     for (label, kin) in &p.kinetics {
         let Some(name) = organs::name(*label) else {
             continue;
@@ -364,6 +407,59 @@ pub(crate) fn truth_json(
         let volume_ml = n as f64 * vox_ml;
         let mass_g = volume_ml * density;
         let tia = kin.tia_mbq_h(p.injected_mbq);
+        let dose = kinetics::mean_dose_gy(tia, mass_g);
+        // G depends on the curve's shape only: once per organ, shared by its lesions.
+        let bed_params = bed::parameters(*label);
+        let g = bed_params.map(|b| bed::g_of_kinetics(kin, b.repair_half_time_h));
+        let truth_bed = |d: f64| match (bed_params, g) {
+            (Some(b), Some(g)) => json!(bed::TruthBed::new(d, g, b)),
+            _ => Value::Null,
+        };
+        if *label == organs::TUMOUR {
+            // Every lesion has the tumour's concentration (one curve spread
+            // uniformly over label 5): its TIA is its share of the voxels.
+            for (i, (n, body)) in lesion_voxels.iter().enumerate() {
+                let l_ml = *n as f64 * vox_ml;
+                let l_g = l_ml * density;
+                let l_tia = if ct_counts[*label as usize] > 0 {
+                    tia * *n as f64 / ct_counts[*label as usize] as f64
+                } else {
+                    0.0
+                };
+                let l_dose = kinetics::mean_dose_gy(l_tia, l_g);
+                let b = truth_bed(l_dose);
+                let (centre, ldct, spect) = if *n > 0 {
+                    (
+                        json!(p.ct_pose.to_world(*body)),
+                        json!(p
+                            .visit_poses
+                            .iter()
+                            .map(|v| v.to_world(*body))
+                            .collect::<Vec<_>>()),
+                        json!((0..p.times_h.len())
+                            .map(|tp| p.spect_pose(tp).to_world(*body))
+                            .collect::<Vec<_>>()),
+                    )
+                } else {
+                    (Value::Null, Value::Null, Value::Null)
+                };
+                lesions.push(json!({
+                    "index": i + 1,
+                    "label": label,
+                    "centre_mm": centre,
+                    "centre_ldct_mm": ldct,
+                    "centre_spect_mm": spect,
+                    "voxel_count_ct": n,
+                    "volume_ml": l_ml,
+                    "density_g_per_ml": density,
+                    "mass_g": l_g,
+                    "tia_mbq_h": l_tia,
+                    "mean_dose_gy": l_dose,
+                    "bed_gy": b.get("bed_gy").cloned().unwrap_or(Value::Null),
+                    "bed": b,
+                }));
+            }
+        }
         let target = p
             .anatomy
             .target_mass_g
@@ -383,7 +479,8 @@ pub(crate) fn truth_json(
                 "spect_voxel_count": spect_counts.iter().map(|c| c[*label as usize]).collect::<Vec<_>>(),
                 "kinetics": kin,
                 "tia_mbq_h": tia,
-                "mean_dose_gy": kinetics::mean_dose_gy(tia, mass_g),
+                "mean_dose_gy": dose,
+                "bed": truth_bed(dose),
             }),
         );
     }
@@ -430,7 +527,10 @@ pub(crate) fn truth_json(
             "ldct": p.ldct_geoms.iter().map(|g| json!({"dims": g.dims, "spacing_mm": g.spacing, "origin_mm": g.origin})).collect::<Vec<_>>(),
             "spect": p.spect_geoms.iter().map(|g| json!({"dims": g.dims, "spacing_mm": g.spacing, "origin_mm": g.origin})).collect::<Vec<_>>(),
         },
+        "bed_method": "linear-quadratic with repair during the decaying dose rate (Dale, Br J Radiol 1985;58:515): bed_gy = D + G D^2 / alpha_beta_gy, G = (2/D^2) int_0^inf Ddot(t) int_0^t Ddot(s) exp(-mu (t-s)) ds dt, mu = ln2 / repair_half_time_h, Ddot = D A(t) / TIA from the kinetics above, integrated numerically (crates/phantom/src/bed.rs); eqd2_gy = bed_gy / (1 + 2 / alpha_beta_gy); 'sourced': false marks illustrative parameters",
         "organs": organs_obj,
+        "lesions": lesions,
+        "lesion_method": "liver lesions in painting order (label 5 'tumour' is all of them): voxel_count_ct = the lesion's voxels of labels_ct; centre_mm = their centroid on the diagnostic CT, centre_ldct_mm / centre_spect_mm the same point on each time point's LDCT / SPECT (patient LPS); every lesion has the tumour's activity concentration, so tia_mbq_h = the tumour's TIA x its share of the tumour voxels",
     })
 }
 

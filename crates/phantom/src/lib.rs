@@ -22,6 +22,8 @@ use organdose_core::{error, organs, time, volume, Geometry, Volume};
 use organdose_io as io;
 
 pub mod anatomy;
+pub mod bed;
+pub mod course;
 pub mod ct_appearance;
 pub mod geom;
 pub mod kinetics;
@@ -207,6 +209,11 @@ pub struct Patient {
     pub patient_name: String,
     pub birth_date: String,
     pub sex: String,
+    /// IssuerOfPatientID written with the ID (None: not written; a single
+    /// phantom has none, a course's cycles [`course::ISSUER_OF_PATIENT_ID`]).
+    pub issuer_of_patient_id: Option<String>,
+    /// Which cycle of a treatment course this is (None: a single phantom).
+    pub cycle: Option<course::CycleOf>,
     pub anatomy: Anatomy,
     pub missing_organs: Vec<u8>,
     /// Kinetics of every organ present (label, parameters).
@@ -246,6 +253,140 @@ fn axial_grid(matrix: usize, px: f64, dz: f64, z_lo: f64, z_hi: f64, cx: f64, cy
         [px, px, dz],
         [cx - half, cy - half, z_lo],
     )
+}
+
+/// Where and how one visit's scans were taken: the diagnostic CT's pose and
+/// grid, and per time point the LDCT / SPECT grids, the visit pose and the
+/// CT-SPECT misregistration. Drawn after the patient's identity, in this
+/// order, from the set-up stream `r` (and `mr` for the misregistration), so a
+/// single phantom's draws are the ones it always had; a course's cycle draws
+/// its own from its own streams ([`course`]).
+pub(crate) struct Acquisition {
+    pub ct_geom: Geometry,
+    pub ct_pose: Pose,
+    pub ldct_geoms: Vec<Geometry>,
+    pub spect_geoms: Vec<Geometry>,
+    pub visit_poses: Vec<Pose>,
+    pub misregistration: Vec<Misregistration>,
+    pub spect_fwhm_mm: f64,
+}
+
+impl Acquisition {
+    pub(crate) fn draw(
+        cfg: &PhantomConfig,
+        anatomy: &Anatomy,
+        r: &mut Rng,
+        mr: &mut Rng,
+    ) -> Acquisition {
+        // Diagnostic CT: liver dome to below the kidneys.
+        let ct_pose = Pose {
+            rot: geom::rotation_deg(
+                r.uniform(-1.0, 1.0),
+                r.uniform(-1.0, 1.0),
+                r.uniform(-2.0, 2.0),
+            ),
+            shift: [
+                r.uniform(-10.0, 10.0),
+                r.uniform(-15.0, 15.0),
+                -r.uniform(300.0, 700.0),
+            ],
+        };
+        let z_lo = anatomy.z_kidney_bottom - r.uniform(20.0, 45.0);
+        let z_hi = anatomy.z_liver_top + r.uniform(10.0, 30.0);
+        let body_w = 2.0 * anatomy.body.half_width_mm * 1.1 + 30.0;
+        let px = r
+            .uniform(cfg.ct_pixel_mm.0, cfg.ct_pixel_mm.1)
+            .max(body_w / cfg.ct_matrix as f64)
+            .min(cfg.ct_pixel_mm.1.max(1.0));
+        let dz = pick(r, &cfg.ct_slice_mm, 3.0);
+        let ct_geom = axial_grid(
+            cfg.ct_matrix,
+            px,
+            dz,
+            z_lo + ct_pose.shift[2],
+            z_hi + ct_pose.shift[2],
+            0.0,
+            0.0,
+        );
+
+        let (spect_n, spect_mm) = if cfg.spect_grids.is_empty() {
+            (128, 4.42)
+        } else {
+            cfg.spect_grids[r.below(cfg.spect_grids.len() as u64) as usize]
+        };
+        let ldct_px = r.uniform(cfg.ldct_pixel_mm.0, cfg.ldct_pixel_mm.1);
+        let ldct_dz = pick(r, &cfg.ldct_slice_mm, 5.0);
+        let fwhm = r.uniform(cfg.spect_fwhm_mm.0, cfg.spect_fwhm_mm.1);
+        let mut ldct_geoms = Vec::new();
+        let mut spect_geoms = Vec::new();
+        let mut visit_poses = Vec::new();
+        let mut misregistration = Vec::new();
+        for _ in &cfg.times_h {
+            let pose = Pose {
+                rot: geom::rotation_deg(
+                    r.uniform(-1.5, 1.5),
+                    r.uniform(-1.5, 1.5),
+                    r.uniform(-3.0, 3.0),
+                ),
+                shift: [
+                    r.uniform(-12.0, 12.0),
+                    r.uniform(-12.0, 12.0),
+                    -r.uniform(400.0, 800.0),
+                ],
+            };
+            // SPECT axial field centred between kidneys and liver dome.
+            let zc = 0.5 * (anatomy.z_kidney_bottom + anatomy.z_liver_top)
+                + r.uniform(-15.0, 15.0)
+                + pose.shift[2];
+            let nzs = (cfg.spect_axial_fov_mm / spect_mm).round().max(1.0) as usize;
+            let half_s = (spect_n as f64 - 1.0) / 2.0 * spect_mm;
+            let half_z = (nzs as f64 - 1.0) / 2.0 * spect_mm;
+            let sg = Geometry::new(
+                [spect_n, spect_n, nzs],
+                [spect_mm; 3],
+                [-half_s, -half_s, zc - half_z],
+            );
+            let lg = axial_grid(
+                cfg.ldct_matrix,
+                ldct_px,
+                ldct_dz,
+                zc - half_z,
+                zc + half_z,
+                0.0,
+                0.0,
+            );
+            let mis = if cfg.misregistration_mm > 0.0 || cfg.misregistration_deg > 0.0 {
+                let dir = geom::unit([mr.normal(), mr.normal(), mr.normal()]);
+                let mag = cfg.misregistration_mm * mr.uniform(0.5, 1.0);
+                Misregistration {
+                    shift_mm: geom::scale(dir, mag),
+                    rotation_deg: [
+                        cfg.misregistration_deg * mr.uniform(-1.0, 1.0),
+                        cfg.misregistration_deg * mr.uniform(-1.0, 1.0),
+                        cfg.misregistration_deg * mr.uniform(-1.0, 1.0),
+                    ],
+                }
+            } else {
+                Misregistration {
+                    shift_mm: [0.0; 3],
+                    rotation_deg: [0.0; 3],
+                }
+            };
+            ldct_geoms.push(lg);
+            spect_geoms.push(sg);
+            visit_poses.push(pose);
+            misregistration.push(mis);
+        }
+        Acquisition {
+            ct_geom,
+            ct_pose,
+            ldct_geoms,
+            spect_geoms,
+            visit_poses,
+            misregistration,
+            spect_fwhm_mm: fwhm,
+        }
+    }
 }
 
 impl Patient {
@@ -350,106 +491,7 @@ impl Patient {
             None => sex,
         };
 
-        // Diagnostic CT: liver dome to below the kidneys.
-        let ct_pose = Pose {
-            rot: geom::rotation_deg(
-                r.uniform(-1.0, 1.0),
-                r.uniform(-1.0, 1.0),
-                r.uniform(-2.0, 2.0),
-            ),
-            shift: [
-                r.uniform(-10.0, 10.0),
-                r.uniform(-15.0, 15.0),
-                -r.uniform(300.0, 700.0),
-            ],
-        };
-        let z_lo = anatomy.z_kidney_bottom - r.uniform(20.0, 45.0);
-        let z_hi = anatomy.z_liver_top + r.uniform(10.0, 30.0);
-        let body_w = 2.0 * anatomy.body.half_width_mm * 1.1 + 30.0;
-        let px = r
-            .uniform(cfg.ct_pixel_mm.0, cfg.ct_pixel_mm.1)
-            .max(body_w / cfg.ct_matrix as f64)
-            .min(cfg.ct_pixel_mm.1.max(1.0));
-        let dz = pick(&mut r, &cfg.ct_slice_mm, 3.0);
-        let ct_geom = axial_grid(
-            cfg.ct_matrix,
-            px,
-            dz,
-            z_lo + ct_pose.shift[2],
-            z_hi + ct_pose.shift[2],
-            0.0,
-            0.0,
-        );
-
-        let (spect_n, spect_mm) = if cfg.spect_grids.is_empty() {
-            (128, 4.42)
-        } else {
-            cfg.spect_grids[r.below(cfg.spect_grids.len() as u64) as usize]
-        };
-        let ldct_px = r.uniform(cfg.ldct_pixel_mm.0, cfg.ldct_pixel_mm.1);
-        let ldct_dz = pick(&mut r, &cfg.ldct_slice_mm, 5.0);
-        let fwhm = r.uniform(cfg.spect_fwhm_mm.0, cfg.spect_fwhm_mm.1);
-        let mut ldct_geoms = Vec::new();
-        let mut spect_geoms = Vec::new();
-        let mut visit_poses = Vec::new();
-        let mut misregistration = Vec::new();
-        let mut mr = root.fork("misregistration");
-        for _ in &cfg.times_h {
-            let pose = Pose {
-                rot: geom::rotation_deg(
-                    r.uniform(-1.5, 1.5),
-                    r.uniform(-1.5, 1.5),
-                    r.uniform(-3.0, 3.0),
-                ),
-                shift: [
-                    r.uniform(-12.0, 12.0),
-                    r.uniform(-12.0, 12.0),
-                    -r.uniform(400.0, 800.0),
-                ],
-            };
-            // SPECT axial field centred between kidneys and liver dome.
-            let zc = 0.5 * (anatomy.z_kidney_bottom + anatomy.z_liver_top)
-                + r.uniform(-15.0, 15.0)
-                + pose.shift[2];
-            let nzs = (cfg.spect_axial_fov_mm / spect_mm).round().max(1.0) as usize;
-            let half_s = (spect_n as f64 - 1.0) / 2.0 * spect_mm;
-            let half_z = (nzs as f64 - 1.0) / 2.0 * spect_mm;
-            let sg = Geometry::new(
-                [spect_n, spect_n, nzs],
-                [spect_mm; 3],
-                [-half_s, -half_s, zc - half_z],
-            );
-            let lg = axial_grid(
-                cfg.ldct_matrix,
-                ldct_px,
-                ldct_dz,
-                zc - half_z,
-                zc + half_z,
-                0.0,
-                0.0,
-            );
-            let mis = if cfg.misregistration_mm > 0.0 || cfg.misregistration_deg > 0.0 {
-                let dir = geom::unit([mr.normal(), mr.normal(), mr.normal()]);
-                let mag = cfg.misregistration_mm * mr.uniform(0.5, 1.0);
-                Misregistration {
-                    shift_mm: geom::scale(dir, mag),
-                    rotation_deg: [
-                        cfg.misregistration_deg * mr.uniform(-1.0, 1.0),
-                        cfg.misregistration_deg * mr.uniform(-1.0, 1.0),
-                        cfg.misregistration_deg * mr.uniform(-1.0, 1.0),
-                    ],
-                }
-            } else {
-                Misregistration {
-                    shift_mm: [0.0; 3],
-                    rotation_deg: [0.0; 3],
-                }
-            };
-            ldct_geoms.push(lg);
-            spect_geoms.push(sg);
-            visit_poses.push(pose);
-            misregistration.push(mis);
-        }
+        let acq = Acquisition::draw(cfg, &anatomy, &mut r, &mut root.fork("misregistration"));
         let patient_id = format!("PH{seed}-{:03}", index + 1);
         // Own stream, so the appearance draws leave every other draw unchanged.
         let ct_look = ct_appearance::CtLook::sample(
@@ -465,6 +507,8 @@ impl Patient {
             patient_id,
             birth_date: birth.da(),
             sex,
+            issuer_of_patient_id: None,
+            cycle: None,
             missing_organs: missing_kidney.into_iter().collect(),
             anatomy,
             kinetics,
@@ -472,13 +516,13 @@ impl Patient {
             injection: inj,
             diagnostic_ct_time: ct_time,
             times_h: cfg.times_h.clone(),
-            ct_geom,
-            ct_pose,
-            ldct_geoms,
-            spect_geoms,
-            visit_poses,
-            misregistration,
-            spect_fwhm_mm: fwhm,
+            ct_geom: acq.ct_geom,
+            ct_pose: acq.ct_pose,
+            ldct_geoms: acq.ldct_geoms,
+            spect_geoms: acq.spect_geoms,
+            visit_poses: acq.visit_poses,
+            misregistration: acq.misregistration,
+            spect_fwhm_mm: acq.spect_fwhm_mm,
             breathing_mm: cfg.breathing_mm,
             counts_per_bq: cfg.sensitivity_cps_per_mbq * 1e-6 * cfg.acquisition_s,
             ct_noise_hu: ct_look.diagnostic.noise_sd_hu as f64,
@@ -496,6 +540,42 @@ impl Patient {
             shift: m.shift_mm,
         };
         self.visit_poses[tp].compose(&inner)
+    }
+
+    /// Per liver lesion (painting order): its voxels among the "tumour"
+    /// voxels of `ct_labels` (the diagnostic-CT grid) and their centroid in the
+    /// body frame; plus the count of tumour voxels no lesion claims (none
+    /// expected: the labels are painted from the same shapes).
+    pub fn lesion_voxels_ct(&self, ct_labels: &Volume<u8>) -> (Vec<(usize, [f64; 3])>, usize) {
+        let mut out = vec![(0usize, [0.0f64; 3]); self.anatomy.lesion_count()];
+        let mut unclaimed = 0;
+        let g = &ct_labels.geom;
+        let [nx, ny, nz] = g.dims;
+        for k in 0..nz {
+            for j in 0..ny {
+                for i in 0..nx {
+                    if ct_labels.data[g.linear(i, j, k)] != organs::TUMOUR {
+                        continue;
+                    }
+                    let b = self
+                        .ct_pose
+                        .to_body(g.index_to_patient([i as f64, j as f64, k as f64]));
+                    match self.anatomy.lesion_at(b).and_then(|l| out.get_mut(l)) {
+                        Some((n, s)) => {
+                            *n += 1;
+                            (0..3).for_each(|a| s[a] += b[a]);
+                        }
+                        None => unclaimed += 1,
+                    }
+                }
+            }
+        }
+        for (n, s) in out.iter_mut() {
+            if *n > 0 {
+                *s = s.map(|x| x / *n as f64);
+            }
+        }
+        (out, unclaimed)
     }
 
     /// Organ activity (MBq) at `t_h`: analytic, from the kinetics.

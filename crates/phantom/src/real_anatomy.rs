@@ -63,6 +63,11 @@ pub struct RealAnatomy {
     grid: Geometry,
     tissue: Vec<u8>,
     label: Vec<u8>,
+    /// Liver lesions in painting order: centre (canonical voxel) and radius (mm).
+    lesions: Vec<([usize; 3], f64)>,
+    /// Canonical voxels the lesions cover, with the tissue class they had
+    /// before (so that a shrunken lesion gives them back to the liver).
+    lesion_under: Vec<(usize, u8)>,
     /// Body frame -> canonical: x = inv_lin * b + warp(b).
     inv_lin: Mat3,
     warp: Warp,
@@ -966,6 +971,8 @@ impl RealAnatomy {
         // Liver lesions: spheres well inside the liver, clipped to it.
         let mut tumour_volume_ml = 0.0;
         let mut placed = 0;
+        let mut lesions = Vec::new();
+        let mut lesion_under = Vec::new();
         if opts.lesions > 0 {
             if let Some((blo, bhi)) = organ_box(word::LIVER) {
                 let mut tries = 0;
@@ -994,32 +1001,16 @@ impl RealAnatomy {
                     if !inside {
                         continue;
                     }
-                    let ext = [0, 1, 2].map(|a| (rad / vx[a]).ceil() as isize);
-                    for dk in -ext[2]..=ext[2] {
-                        for dj in -ext[1]..=ext[1] {
-                            for di in -ext[0]..=ext[0] {
-                                let d2 = (di as f64 * vx[0]).powi(2)
-                                    + (dj as f64 * vx[1]).powi(2)
-                                    + (dk as f64 * vx[2]).powi(2);
-                                if d2 > rad * rad {
-                                    continue;
-                                }
-                                let q = [
-                                    ijk[0] as isize + di,
-                                    ijk[1] as isize + dj,
-                                    ijk[2] as isize + dk,
-                                ];
-                                if (0..3).any(|a| q[a] < 0 || q[a] >= dims[a] as isize) {
-                                    continue;
-                                }
-                                let idx = grid.linear(q[0] as usize, q[1] as usize, q[2] as usize);
-                                if wl[idx] == word::LIVER {
-                                    tissue[idx] = Tissue::Tumour as u8;
-                                    label[idx] = organs::TUMOUR;
-                                }
-                            }
-                        }
-                    }
+                    paint_lesion(
+                        &grid,
+                        ijk,
+                        rad,
+                        |idx, _| wl[idx] == word::LIVER,
+                        &mut tissue,
+                        &mut label,
+                        &mut lesion_under,
+                    );
+                    lesions.push((ijk, rad));
                     tumour_volume_ml += 4.0 / 3.0 * std::f64::consts::PI * rad.powi(3) / 1000.0;
                     placed += 1;
                 }
@@ -1073,8 +1064,91 @@ impl RealAnatomy {
             grid,
             tissue,
             label,
+            lesions,
+            lesion_under,
             inv_lin,
             warp,
+        })
+    }
+
+    pub(crate) fn lesion_count(&self) -> usize {
+        self.lesions.len()
+    }
+
+    /// The same anatomy with each liver lesion's volume times `volume_factor`
+    /// (radius times its cube root, same centre): the voxels it leaves get
+    /// their liver label and tissue back. The lesion and liver target masses
+    /// move by the voxels that changed hands (each at the lesion's mean
+    /// volume per voxel, the warp's Jacobian being smooth over a lesion).
+    pub(crate) fn with_lesions_scaled(&self, volume_factor: f64) -> RealAnatomy {
+        let mut a = self.clone();
+        let before = a.lesion_under.len();
+        for &(idx, t) in &self.lesion_under {
+            a.label[idx] = organs::LIVER;
+            a.tissue[idx] = t;
+        }
+        a.lesion_under.clear();
+        let s = volume_factor.cbrt();
+        for l in a.lesions.iter_mut() {
+            l.1 *= s;
+        }
+        let lesions = a.lesions.clone();
+        for (ijk, rad) in lesions {
+            // The scaled sphere lies inside the old one: liver again now, or
+            // already tumour where it overlaps a lesion painted before.
+            paint_lesion(
+                &self.grid,
+                ijk,
+                rad,
+                |_, l| l == organs::LIVER || l == organs::TUMOUR,
+                &mut a.tissue,
+                &mut a.label,
+                &mut a.lesion_under,
+            );
+        }
+        a.tumour_volume_ml *= volume_factor;
+        let after = a.lesion_under.len();
+        let tumour_g = |t: &[(u8, f64)]| {
+            t.iter()
+                .find(|(o, _)| *o == organs::TUMOUR)
+                .map(|(_, g)| *g)
+                .unwrap_or(0.0)
+        };
+        if before > 0 {
+            let ml_per_voxel = tumour_g(&self.target_mass_g)
+                / organs::default_density_g_per_ml(organs::TUMOUR)
+                / before as f64;
+            let moved_ml = (before - after) as f64 * ml_per_voxel;
+            for (o, g) in a.target_mass_g.iter_mut() {
+                if *o == organs::TUMOUR {
+                    *g -= moved_ml * organs::default_density_g_per_ml(organs::TUMOUR);
+                } else if *o == organs::LIVER {
+                    *g += moved_ml * organs::default_density_g_per_ml(organs::LIVER);
+                }
+            }
+        }
+        a
+    }
+
+    /// Which lesion a body-frame point labelled "tumour" lies in: the last one
+    /// painted over its canonical voxel (the voxel `rasterize` samples).
+    pub(crate) fn lesion_at(&self, b: Vec3) -> Option<usize> {
+        let g = &self.grid;
+        let x = self.to_canonical(b);
+        let f = [0, 1, 2].map(|a| ((x[a] - g.origin[a]) / g.spacing[a]).round());
+        if !(f[0] >= 0.0 && f[0] < g.dims[0] as f64 && f[1] >= 0.0 && f[1] < g.dims[1] as f64) {
+            return None;
+        }
+        let ijk = [
+            f[0] as usize,
+            f[1] as usize,
+            f[2].clamp(0.0, (g.dims[2] - 1) as f64) as usize,
+        ];
+        self.lesions.iter().rposition(|(c, rad)| {
+            let d2: f64 = (0..3)
+                .map(|a| ((ijk[a] as f64 - c[a] as f64) * g.spacing[a]).powi(2))
+                .sum();
+            d2 <= rad * rad
         })
     }
 
@@ -1134,6 +1208,50 @@ impl RealAnatomy {
                 }
             });
         (tissue, label)
+    }
+}
+
+/// Paints a spherical lesion (centre `ijk`, radius `rad` mm) over the
+/// canonical voxels `may(index, label)` allows, recording the tissue each had before it
+/// first became tumour.
+fn paint_lesion(
+    grid: &Geometry,
+    ijk: [usize; 3],
+    rad: f64,
+    may: impl Fn(usize, u8) -> bool,
+    tissue: &mut [u8],
+    label: &mut [u8],
+    under: &mut Vec<(usize, u8)>,
+) {
+    let (vx, dims) = (grid.spacing, grid.dims);
+    let ext = [0, 1, 2].map(|a| (rad / vx[a]).ceil() as isize);
+    for dk in -ext[2]..=ext[2] {
+        for dj in -ext[1]..=ext[1] {
+            for di in -ext[0]..=ext[0] {
+                let d2 = (di as f64 * vx[0]).powi(2)
+                    + (dj as f64 * vx[1]).powi(2)
+                    + (dk as f64 * vx[2]).powi(2);
+                if d2 > rad * rad {
+                    continue;
+                }
+                let q = [
+                    ijk[0] as isize + di,
+                    ijk[1] as isize + dj,
+                    ijk[2] as isize + dk,
+                ];
+                if (0..3).any(|a| q[a] < 0 || q[a] >= dims[a] as isize) {
+                    continue;
+                }
+                let idx = grid.linear(q[0] as usize, q[1] as usize, q[2] as usize);
+                if may(idx, label[idx]) {
+                    if label[idx] != organs::TUMOUR {
+                        under.push((idx, tissue[idx]));
+                    }
+                    tissue[idx] = Tissue::Tumour as u8;
+                    label[idx] = organs::TUMOUR;
+                }
+            }
+        }
     }
 }
 
