@@ -1,7 +1,9 @@
 //! `organdose phantom --out DIR [--seed N] [--count K] [--format dicom|nifti] [--preview PNG]
-//! [--anatomy geometric|real] [--anatomy-data DIR]`.
+//! [--anatomy geometric|real] [--anatomy-data DIR] [--cycles N [--cycle-interval-days D]
+//! [--cycle-activities-mbq A1,A2,..]]`.
 
 use organdose::config::Config;
+use organdose::phantom::course::{write_course, Course, CourseConfig, DEFAULT_INTERVAL_DAYS};
 use organdose::phantom::layout::{write_patient, WriteOptions};
 use organdose::phantom::{AnatomyKind, Format, MissingKidney, Patient, PhantomConfig};
 use std::path::PathBuf;
@@ -87,6 +89,18 @@ pub struct Args {
     /// The real-versus-phantom picture (with `--compare-real-*`).
     #[arg(long, default_value = "real_vs_phantom.png")]
     pub compare_png: PathBuf,
+    /// A treatment course: N cycles of each patient, written to
+    /// DIR/<patient_id>/cycle_<k>/ (each like a single patient's folder) with
+    /// DIR/<patient_id>/course_truth.json (docs/phantoms.md, "Treatment courses").
+    #[arg(long, value_name = "N")]
+    pub cycles: Option<usize>,
+    /// Days between a course's injections.
+    #[arg(long, default_value_t = DEFAULT_INTERVAL_DAYS, requires = "cycles")]
+    pub cycle_interval_days: f64,
+    /// Injected activity (MBq) of each cycle, comma separated (the last repeats;
+    /// default: --activity-mbq for every cycle).
+    #[arg(long, value_delimiter = ',', requires = "cycles")]
+    pub cycle_activities_mbq: Vec<f64>,
 }
 
 /// `DIR` or `DIR:SLICE` -> (DIR, slice).
@@ -180,6 +194,18 @@ pub fn run(args: Args, app: &Config) -> anyhow::Result<()> {
     if args.compare_real_ldct.is_some() || args.compare_real_ct.is_some() {
         write_comparison(&args, &cfg, app)?;
     }
+    let course = match args.cycles {
+        Some(n) => {
+            if n == 0 {
+                anyhow::bail!("--cycles must be at least 1");
+            }
+            let mut c = CourseConfig::new(n);
+            c.interval_days = args.cycle_interval_days;
+            c.activities_mbq = args.cycle_activities_mbq.clone();
+            Some(c)
+        }
+        None => None,
+    };
     for i in 0..args.count {
         let t0 = std::time::Instant::now();
         // try_new: an explicit `--anatomy real` without usable data is an error
@@ -204,6 +230,18 @@ pub fn run(args: Args, app: &Config) -> anyhow::Result<()> {
                 path.with_file_name(format!("{stem}_{}.png", p.patient_id))
             }
         });
+        if let Some(c) = &course {
+            let course = Course::from_patient(&cfg, c, p)?;
+            let w = write_course(&course, &args.out, &WriteOptions { format, preview })?;
+            println!(
+                "{}: {} cycles, {} files in {}",
+                course.patient_id(),
+                w.cycles.len(),
+                w.cycles.iter().map(|c| c.files.len()).sum::<usize>() + 1,
+                w.patient_dir.display()
+            );
+            continue;
+        }
         let w = write_patient(&p, &args.out, &WriteOptions { format, preview })?;
         println!(
             "{}: {} files in {}",
