@@ -228,11 +228,12 @@ impl Course {
             .iter()
             .map(|(l, kin)| {
                 let kin = match *l {
+                    // Cycle 1 is the patient as drawn, bit for bit.
+                    _ if k == 0 => kin.clone(),
                     organs::KIDNEY_LEFT | organs::KIDNEY_RIGHT => {
                         kin.with_slow_clearance_scaled(kidney_factor)
                     }
                     organs::TUMOUR => kin.with_uptake_scaled(lesion_factor),
-                    _ if k == 0 => kin.clone(),
                     _ => {
                         kin.with_uptake_scaled(kr.uniform(1.0 - UPTAKE_JITTER, 1.0 + UPTAKE_JITTER))
                     }
