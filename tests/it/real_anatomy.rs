@@ -311,3 +311,62 @@ fn kidney_dose_on_real_anatomy_within_3_percent() {
         assert!(err.abs() < 0.03, "{name}: {got} vs {want}");
     }
 }
+
+/// A course on the real anatomy: the liver lesions shrink in the canonical
+/// label map (the liver gets their voxels back), every tumour voxel belongs to
+/// a lesion, and everything but the lesions stays voxel for voxel.
+#[test]
+fn real_anatomy_lesions_shrink_over_a_course() {
+    use organdose::phantom::course::{Course, CourseConfig};
+    let Some(d) = data() else { return };
+    // Fine enough for a few hundred voxels per lesion.
+    let cfg = PhantomConfig {
+        lesions: Some(2),
+        anatomy_data: Some(d.root.clone()),
+        ct_matrix: 256,
+        ct_pixel_mm: (1.8, 1.8),
+        ct_slice_mm: vec![2.0],
+        ..real_cfg()
+    };
+    let course = Course::new(&cfg, &CourseConfig::new(3), 7, 0).unwrap();
+    assert_eq!(course.base.anatomy.lesion_count(), 2);
+    let mut tumour = Vec::new();
+    for k in 0..3 {
+        let p = course.cycle(k);
+        let labels = p.diagnostic_ct_labels();
+        let (lesions, unclaimed) = p.lesion_voxels_ct(&labels);
+        let n = labels.data.iter().filter(|&&l| l == organs::TUMOUR).count();
+        assert_eq!(unclaimed, 0, "cycle {}", k + 1);
+        assert_eq!(lesions.iter().map(|(n, _)| n).sum::<usize>(), n);
+        tumour.push((n, lesions));
+        // The same anatomy on the cycle's own grid: kidneys as in cycle 1's
+        // anatomy placed by this cycle's pose.
+        let base = organdose::phantom::Patient {
+            anatomy: course.base.anatomy.clone(),
+            ..p.clone()
+        };
+        let same = base.diagnostic_ct_labels();
+        for (a, b) in labels.data.iter().zip(&same.data) {
+            let lesion = |x: u8| x == organs::TUMOUR || x == organs::LIVER;
+            assert!(a == b || (lesion(*a) && lesion(*b)), "{a} vs {b}");
+        }
+    }
+    eprintln!(
+        "tumour voxels per cycle: {:?}",
+        tumour
+            .iter()
+            .map(|(n, l)| (n, l.iter().map(|x| x.0).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+    );
+    for k in 1..3 {
+        for i in 0..2 {
+            assert!(
+                tumour[k].1[i].0 < tumour[k - 1].1[i].0,
+                "lesion {i}, cycle {}",
+                k + 1
+            );
+        }
+    }
+    let ratio = tumour[2].0 as f64 / tumour[0].0 as f64;
+    assert!((ratio - 0.49).abs() < 0.15, "{ratio}");
+}
