@@ -37,7 +37,11 @@ impl StudyProcessor {
 
     fn mask_source(&self, study: &Study) -> Result<MaskSource> {
         match &self.masks {
-            Masks::TruthRoot(root) => Ok(MaskSource::Truth(truth_dir(root, &study.patient_id)?)),
+            Masks::TruthRoot(root) => {
+                let dir = truth_dir(root, &study.patient_id)?;
+                let cycle = course_cycle_truth(&dir, &study.injection.datetime);
+                Ok(MaskSource::Truth(cycle.unwrap_or(dir)))
+            }
             Masks::Network(dir) => Ok(MaskSource::Network {
                 model_dir: dir.clone(),
             }),
@@ -56,6 +60,33 @@ fn truth_dir(root: &std::path::Path, patient_id: &str) -> Result<PathBuf> {
         )));
     }
     Ok(root.join(patient_id).join("truth"))
+}
+
+/// A phantom course (`organdose phantom --cycles N`) keeps each cycle's truth
+/// in `<root>/<id>/cycle_<k>/truth` instead of `<root>/<id>/truth` (`single`):
+/// the one whose truth.json names this injection (to the minute).
+fn course_cycle_truth(
+    single: &Path,
+    injection: &organdose_core::time::DateTime,
+) -> Option<PathBuf> {
+    if single.is_dir() {
+        return None;
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(single.parent()?)
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("truth"))
+        .collect();
+    dirs.sort();
+    dirs.into_iter().find(|t| {
+        std::fs::read_to_string(t.join("truth.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| {
+                organdose_core::time::DateTime::parse_iso(v["injection_datetime"].as_str()?)
+            })
+            .is_some_and(|d| d.hours_since(injection).abs() < 1.0 / 60.0)
+    })
 }
 
 /// The cycle's history, carried into the new result: `history/` of the

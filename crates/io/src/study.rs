@@ -234,7 +234,12 @@ fn load_nifti_study(dir: &Path, sj: &Path) -> Result<Study> {
         });
     }
     finish(Study {
-        patient: crate::patient::PatientIdentity::with_id(&s.patient_id),
+        patient: crate::patient::PatientIdentity {
+            id: s.patient_id.trim().to_string(),
+            issuer: s.issuer_of_patient_id.trim().to_string(),
+            birth_date: s.patient_birth_date.trim().to_string(),
+            sex: s.patient_sex.trim().to_string(),
+        },
         patient_id: s.patient_id,
         injection: Injection {
             datetime: injection,
