@@ -98,6 +98,8 @@ pub struct SummaryPage {
     pub rows: Vec<Vec<String>>,
     /// Lines under the table (what the columns mean).
     pub notes: Vec<String>,
+    /// The patient's course so far, fixed-width lines (empty: none).
+    pub history: Vec<String>,
     pub warnings: Vec<String>,
     /// Indices into [`ReportPages::pictures`] shown small on the page.
     pub thumbnails: Vec<usize>,
@@ -275,6 +277,15 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
         for n in &sp.notes {
             for l in wrap(n, 120) {
                 text(&mut c, b"F1", 7.5, MARGIN, y, &l);
+                y -= 9.0;
+            }
+        }
+        if !sp.history.is_empty() {
+            y -= 6.0;
+            text(&mut c, b"F2", 9.5, MARGIN, y, "Treatment history");
+            y -= 11.0;
+            for l in &sp.history {
+                text(&mut c, b"F3", 7.6, MARGIN, y, l);
                 y -= 9.0;
             }
         }
@@ -552,6 +563,7 @@ mod tests {
                 columns: vec!["Organ".into(), "Mean dose Gy".into()],
                 rows: vec![vec!["kidney_left".into(), "4.94 +- 0.40".into()]],
                 notes: vec![],
+                history: vec![],
                 warnings: (0..300).map(|i| format!("warning {i}")).collect(),
                 thumbnails: vec![1],
             }),

@@ -411,45 +411,90 @@ fn report_pdf(r: &ReviewInput, qc: Vec<Picture>) -> Result<Vec<u8>> {
     })
 }
 
-/// Page 1's line on the course: cycles so far, the cumulative kidney figures
-/// and the tightest limit's allowance for the next cycle.
-fn history_note(s: &DoseSummary) -> Option<String> {
-    let h = s.treatment_history.as_ref()?;
-    let mut parts = vec![format!(
-        "Treatment history: {} cycle(s) of patient {} so far (this one included).",
-        h.cycles.len(),
-        h.patient.id
-    )];
-    for (name, c) in h.cumulative.iter().filter(|(n, _)| n.starts_with("kidney")) {
-        parts.push(format!(
-            "{name}: cumulative {:.1} +- {:.1} Gy{}.",
-            c.dose_gy,
-            c.dose_gy_sd,
-            match (c.bed_gy, c.bed_gy_sd) {
-                (Some(b), Some(sd)) => format!(", BED {b:.1} +- {sd:.1} Gy"),
-                _ => String::new(),
-            }
-        ));
+/// Page 1's table of the course: per cycle the injected activity and the
+/// kidneys' dose (BED), the cumulative figures, and for each kind of limit
+/// the next cycle's largest activity (the kidney that reaches it first).
+fn history_lines(s: &DoseSummary) -> Vec<String> {
+    let Some(h) = s.treatment_history.as_ref() else {
+        return Vec::new();
+    };
+    let kidneys: Vec<&String> = h
+        .cumulative
+        .keys()
+        .filter(|n| n.starts_with("kidney"))
+        .collect();
+    if kidneys.is_empty() {
+        return Vec::new();
     }
-    // The limit the next cycle reaches first, of each kind.
+    let mut out = Vec::new();
+    let mut head = format!(
+        "{:<3} {:<19} {:>6}  {:<12}",
+        "#", "injection", "GBq", "status"
+    );
+    for k in &kidneys {
+        head.push_str(&format!(" {:>24}", format!("{k} Gy (BED)")));
+    }
+    out.push(head);
+    for (i, c) in h.cycles.iter().enumerate() {
+        let mut l = format!(
+            "{:<3} {:<19} {:>6.2}  {:<12}",
+            i + 1,
+            c.injection_datetime.chars().take(19).collect::<String>(),
+            c.injected_activity_mbq / 1000.0,
+            c.status
+        );
+        for k in &kidneys {
+            let cell = c
+                .organs
+                .get(*k)
+                .map_or("-".to_string(), |o| match o.bed_gy {
+                    Some(b) => format!("{:.2} ({b:.2})", o.mean_dose_gy),
+                    None => format!("{:.2}", o.mean_dose_gy),
+                });
+            l.push_str(&format!(" {cell:>24}"));
+        }
+        out.push(l);
+    }
+    let mut l = format!("{:<44}", "cumulative +- SD");
+    for k in &kidneys {
+        let c = &h.cumulative[*k];
+        let cell = match (c.bed_gy, c.bed_gy_sd) {
+            (Some(b), Some(sd)) => {
+                format!("{:.1}+-{:.1} ({b:.1}+-{sd:.1})", c.dose_gy, c.dose_gy_sd)
+            }
+            _ => format!("{:.1}+-{:.1}", c.dose_gy, c.dose_gy_sd),
+        };
+        l.push_str(&format!(" {cell:>24}"));
+    }
+    out.push(l);
     for quantity in ["absorbed dose", "BED", "BED with risk factors"] {
-        if let Some(a) = h
+        let Some(a) = h
             .allowances
             .iter()
             .filter(|a| a.quantity == quantity)
             .min_by(|a, b| a.next_activity_gbq.total_cmp(&b.next_activity_gbq))
-        {
-            parts.push(if a.reached {
-                format!("{} {quantity} limit {:.0} Gy REACHED.", a.organ, a.limit_gy)
-            } else {
-                format!(
-                    "{quantity} limit {:.0} Gy ({}): next cycle at most {:.1} +- {:.1} GBq.",
-                    a.limit_gy, a.organ, a.next_activity_gbq, a.next_activity_gbq_sd
-                )
-            });
-        }
+        else {
+            continue;
+        };
+        out.push(if a.reached {
+            format!(
+                "{quantity} limit {:.0} Gy: REACHED ({} {:.1} +- {:.1} Gy)",
+                a.limit_gy, a.organ, a.cumulative_gy, a.cumulative_gy_sd
+            )
+        } else {
+            format!(
+                "{quantity} limit {:.0} Gy: next cycle at most {:.1} +- {:.1} GBq ({}, {:.1} Gy left)",
+                a.limit_gy, a.next_activity_gbq, a.next_activity_gbq_sd, a.organ, a.remaining_gy
+            )
+        });
     }
-    Some(parts.join(" "))
+    if !h.warnings.is_empty() {
+        out.push(format!(
+            "{} note(s) on the history in the full report",
+            h.warnings.len()
+        ));
+    }
+    out
 }
 
 /// Page 1: status and why, per organ the mean dose +- SD, its segmentation
@@ -616,10 +661,8 @@ fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
              'of which mask': the segmentation's share (dose difference between a generous and a strict reading of the network's probabilities, over sqrt 12). \
              BED: biologically effective dose with the configured alpha/beta and repair half-time (the full report lists them). Mask conf.: lowest confidence over the cycle's CTs (0-1); REVIEW (n): n CTs' masks flagged. The DVH plot's voxel means come from the dose map and can differ; the full report explains."
                 .into(),
-        ]
-        .into_iter()
-        .chain(history_note(s))
-        .collect(),
+        ],
+        history: history_lines(s),
         warnings: s
             .all_warnings()
             .into_iter()
