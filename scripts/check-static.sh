@@ -8,7 +8,9 @@
 #
 # aarch64 (a Jetson) is cross-built with Debian's gcc-aarch64-linux-gnu and
 # run under qemu-user (qemu-user-static). CARGO_TARGET_DIR is honoured;
-# ORGANDOSE_DYNAMIC=PATH reuses an already built normal binary.
+# ORGANDOSE_DYNAMIC=PATH reuses an already built normal binary;
+# ORGANDOSE_STATIC_PROFILE=static-check builds with the quicker profile CI
+# uses (Cargo.toml), default release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch=${1:-x86_64}
@@ -25,8 +27,11 @@ case "$arch" in
         ;;
     *) echo "usage: $0 [x86_64|aarch64] [WORKDIR]" >&2; exit 2 ;;
 esac
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target "$target"
-static=$tdir/$target/release/organdose
+profile=${ORGANDOSE_STATIC_PROFILE:-release}
+t0=$(date +%s)
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile "$profile" --target "$target"
+echo "static $arch build ($profile profile): $(( $(date +%s) - t0 )) s"
+static=$tdir/$target/$profile/organdose
 dynamic=${ORGANDOSE_DYNAMIC:-}
 if [ -z "$dynamic" ]; then
     cargo build --release
