@@ -12,10 +12,10 @@
 //! curve (the hybrid trapezoid with its exponential tail) is integrated
 //! numerically. EQD2 = BED / (1 + 2 Gy / (alpha/beta)).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One organ's BED.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bed {
     pub bed_gy: f64,
     /// From the mean dose's SD: dBED/dD = 1 + 2 q / (D alpha/beta).

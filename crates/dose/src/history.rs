@@ -53,6 +53,21 @@ pub struct OrganCycle {
     pub method: String,
 }
 
+impl OrganCycle {
+    fn new(d: f64, d_sd: f64, gbq: f64, bed: Option<&super::bed::Bed>, method: &str) -> Self {
+        OrganCycle {
+            mean_dose_gy: d,
+            mean_dose_gy_sd: d_sd,
+            dose_gy_per_gbq: d / gbq,
+            bed_gy: bed.map(|b| b.bed_gy),
+            bed_gy_sd: bed.map(|b| b.bed_gy_sd),
+            g_factor: bed.map(|b| b.g_factor),
+            alpha_beta_gy: bed.map(|b| b.alpha_beta_gy),
+            method: method.to_string(),
+        }
+    }
+}
+
 /// One therapy cycle as the history counts it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CycleDose {
@@ -158,16 +173,13 @@ impl CycleDose {
                 .map(|(n, o)| {
                     (
                         n.clone(),
-                        OrganCycle {
-                            mean_dose_gy: o.mean_dose_gy,
-                            mean_dose_gy_sd: o.mean_dose_gy_sd,
-                            dose_gy_per_gbq: o.mean_dose_gy / gbq,
-                            bed_gy: o.bed.as_ref().map(|b| b.bed_gy),
-                            bed_gy_sd: o.bed.as_ref().map(|b| b.bed_gy_sd),
-                            g_factor: o.bed.as_ref().map(|b| b.g_factor),
-                            alpha_beta_gy: o.bed.as_ref().map(|b| b.alpha_beta_gy),
-                            method: o.kinetics.method.clone(),
-                        },
+                        OrganCycle::new(
+                            o.mean_dose_gy,
+                            o.mean_dose_gy_sd,
+                            gbq,
+                            o.bed.as_ref(),
+                            &o.kinetics.method,
+                        ),
                     )
                 })
                 .collect(),
@@ -203,16 +215,8 @@ struct SummaryOrgan {
     mean_dose_gy: f64,
     mean_dose_gy_sd: f64,
     #[serde(default)]
-    bed: Option<SummaryBed>,
+    bed: Option<super::bed::Bed>,
     kinetics: SummaryKinetics,
-}
-
-#[derive(Deserialize)]
-struct SummaryBed {
-    bed_gy: f64,
-    bed_gy_sd: f64,
-    g_factor: f64,
-    alpha_beta_gy: f64,
 }
 
 #[derive(Deserialize)]
@@ -241,19 +245,14 @@ pub fn read_summary(path: &Path) -> Result<Recorded, String> {
         if !(o.mean_dose_gy.is_finite() && o.mean_dose_gy_sd.is_finite()) {
             return Err(format!("{n}: mean dose {} Gy", o.mean_dose_gy));
         }
-        organs.insert(
-            n,
-            OrganCycle {
-                mean_dose_gy: o.mean_dose_gy,
-                mean_dose_gy_sd: o.mean_dose_gy_sd,
-                dose_gy_per_gbq: o.mean_dose_gy / gbq,
-                bed_gy: o.bed.as_ref().map(|b| b.bed_gy),
-                bed_gy_sd: o.bed.as_ref().map(|b| b.bed_gy_sd),
-                g_factor: o.bed.as_ref().map(|b| b.g_factor),
-                alpha_beta_gy: o.bed.as_ref().map(|b| b.alpha_beta_gy),
-                method: o.kinetics.method,
-            },
+        let organ = OrganCycle::new(
+            o.mean_dose_gy,
+            o.mean_dose_gy_sd,
+            gbq,
+            o.bed.as_ref(),
+            &o.kinetics.method,
         );
+        organs.insert(n, organ);
     }
     let patient = f
         .patient
