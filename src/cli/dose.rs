@@ -153,6 +153,33 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             o.mass_g, o.tia_mbq_h, o.tia_mbq_h_sd, o.mean_dose_gy, o.mean_dose_gy_sd
         );
     }
+    for l in &summary.lesions {
+        println!(
+            "lesion {:<6} {:>7.1} g  TIA {:>7.0} +- {:<5.0} MBq h  mean dose {:>6.2} +- {:.2} Gy  ({}{})",
+            l.name,
+            l.mass_g,
+            l.tia_mbq_h,
+            l.tia_mbq_h_sd,
+            l.mean_dose_gy,
+            l.mean_dose_gy_sd,
+            match l.source {
+                organdose::dosimetry::lesions::LesionSource::Given => "given",
+                organdose::dosimetry::lesions::LesionSource::Auto => "auto",
+            },
+            l.tumour_to_kidney
+                .map_or(String::new(), |r| format!(", tumour/kidney {r:.1}"))
+        );
+    }
+    if let Some(w) = summary
+        .organs
+        .get("liver")
+        .and_then(|o| o.with_lesions.as_ref())
+    {
+        println!(
+            "liver with its lesions: {:.2} +- {:.2} Gy (liver above: without them)",
+            w.mean_dose_gy, w.mean_dose_gy_sd
+        );
+    }
     for w in summary.all_warnings() {
         tracing::warn!("{w}");
     }

@@ -23,6 +23,7 @@ mod eval_cli;
 mod fetch_anatomy;
 mod gpu_parity;
 mod io;
+mod lesion_truth;
 mod phantom;
 mod psf_calibration;
 mod pvc_truth;
