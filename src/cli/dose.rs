@@ -32,7 +32,8 @@ pub struct Args {
     /// Slicer, MIM, Eclipse, OHIF), each referring to one of the study's CTs (by
     /// Series Instance UID, else frame of reference and SOP instances); the
     /// organs they hold (ROI names such as "Kidney L", "Left kidney", "LIVER")
-    /// replace the other masks' on that CT. The result is `reviewed`.
+    /// replace the other masks' on that CT; ROIs that are no organ but name a
+    /// lesion ("Lesion 1", "GTV", "L2") are lesions. The result is `reviewed`.
     #[arg(long = "masks", num_args = 1..)]
     pub masks: Vec<PathBuf>,
     /// Border-extension sigma in mm (overrides dosimetry.psf_sigma_mm; the paper: 3 or 6).

@@ -14,7 +14,7 @@ use organdose::dosimetry::pipeline::{DoseInput, DoseSummary, TimePointInput};
 use organdose::dosimetry::pvc::PvcMethod;
 use organdose::dosimetry::{DosimetryConfig, Nuclide};
 use organdose::organs;
-use organdose::phantom::{kinetics, Patient, PhantomConfig};
+use organdose::phantom::{kinetics, AnatomyKind, Patient, PhantomConfig};
 use organdose::{Geometry, Volume};
 
 /// The targets' lesion size.
@@ -22,8 +22,9 @@ const MIN_ML: f64 = 4.0;
 
 /// The pvc_truth grids (CT 1.6 mm, SPECT 4.42 mm), `n` liver lesions, the camera's
 /// blur and Poisson noise as the phantom makes them (30 min acquisitions).
-fn phantom_config(n: usize) -> PhantomConfig {
+fn phantom_config(n: usize, anatomy: AnatomyKind) -> PhantomConfig {
     PhantomConfig {
+        anatomy: Some(anatomy),
         ct_matrix: 256,
         ct_pixel_mm: (1.6, 1.6),
         ct_slice_mm: vec![3.0],
@@ -114,24 +115,52 @@ fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
     (0..3).map(|i| (a[i] - b[i]).powi(2)).sum::<f64>().sqrt()
 }
 
-/// Seeds of the truth runs: 4 phantoms of 3 lesions each.
-const SEEDS: [u64; 4] = [31, 32, 33, 34];
+/// The truth runs: (seed, anatomy), each phantom with `LESIONS` lesions asked for
+/// (spheres of radius 8-22 mm; overlapping ones become one, and the real anatomy's
+/// liver takes fewer); the real anatomy needs `../shared/data` (else geometric, as
+/// the phantom falls back).
+const RUNS: &[(u64, AnatomyKind)] = &[
+    (31, AnatomyKind::Real),
+    (32, AnatomyKind::Real),
+    (33, AnatomyKind::Real),
+    (34, AnatomyKind::Real),
+    (35, AnatomyKind::Real),
+    (36, AnatomyKind::Real),
+    (41, AnatomyKind::Geometric),
+    (42, AnatomyKind::Geometric),
+    (43, AnatomyKind::Geometric),
+    (44, AnatomyKind::Geometric),
+];
+const LESIONS: usize = 4;
+
+/// A phantom of [`RUNS`]; the real anatomy only where its data are.
+fn patient(seed: u64, anatomy: AnatomyKind) -> Patient {
+    let mut cfg = phantom_config(LESIONS, anatomy);
+    if anatomy == AnatomyKind::Real {
+        // The default: real where the data are.
+        cfg.anatomy = None;
+    }
+    Patient::new(&cfg, seed, 0)
+}
 
 #[test]
 fn given_lesion_vois_give_lesion_doses_within_10_percent() {
     let mut errs = Vec::new();
-    for seed in SEEDS {
-        let p = Patient::new(&phantom_config(3), seed, 0);
+    for &(seed, anatomy) in RUNS {
+        let p = patient(seed, anatomy);
         let diag = p.diagnostic_ct_labels();
         let truth = truth_tumour_dose(&p, &diag);
         let t = std::time::Instant::now();
         let s = organdose::dosimetry::run(&input(&p, false), &config(&p, LesionMode::Auto))
             .expect("dosimetry");
         assert_eq!(s.settings.lesions, "given");
-        assert!(!s.organs.contains_key("tumour"), "the tumour label became lesions");
+        assert!(
+            !s.organs.contains_key("tumour"),
+            "the tumour label became lesions"
+        );
         let truth_vols = truth_lesions(&diag);
         eprintln!(
-            "seed {seed}: FWHM {:.1} mm, {} truth lesion(s) {:?} mL, truth dose {truth:.2} Gy ({:.0} s)",
+            "seed {seed} ({anatomy:?}): FWHM {:.1} mm, {} truth lesion(s) {:?} mL, truth dose {truth:.2} Gy ({:.0} s)",
             p.spect_fwhm_mm,
             truth_vols.len(),
             truth_vols.iter().map(|v| (v.1 * 10.0).round() / 10.0).collect::<Vec<_>>(),
@@ -166,7 +195,11 @@ fn given_lesion_vois_give_lesion_doses_within_10_percent() {
         let liver = &s.organs["liver"];
         let w = liver.with_lesions.as_ref().expect("liver with its lesions");
         let truth_liver = {
-            let (_, kin) = p.kinetics.iter().find(|(l, _)| *l == organs::LIVER).unwrap();
+            let (_, kin) = p
+                .kinetics
+                .iter()
+                .find(|(l, _)| *l == organs::LIVER)
+                .unwrap();
             let n = diag.data.iter().filter(|&&v| v == organs::LIVER).count();
             kinetics::mean_dose_gy(
                 kin.tia_mbq_h(p.injected_mbq),
@@ -180,31 +213,51 @@ fn given_lesion_vois_give_lesion_doses_within_10_percent() {
             w.lesions,
             w.mean_dose_gy
         );
-        assert!(w.mean_dose_gy > liver.mean_dose_gy, "lesions are hotter than the liver");
+        assert!(
+            w.mean_dose_gy > liver.mean_dose_gy,
+            "lesions are hotter than the liver"
+        );
     }
-    let worst = errs.iter().fold(0f64, |a, &e| if e.abs() > a.abs() { e } else { a });
+    let worst = errs
+        .iter()
+        .fold(0f64, |a, &e| if e.abs() > a.abs() { e } else { a });
     eprintln!(
         "given VOIs: {} lesions >= {MIN_ML} mL, worst {:+.1} %",
         errs.len(),
         100.0 * worst
     );
-    assert!(errs.len() >= 6, "too few lesions of {MIN_ML} mL or more: {}", errs.len());
-    assert!(worst.abs() < 0.10, "worst lesion dose error {:+.1} %", 100.0 * worst);
+    assert!(
+        errs.len() >= 6,
+        "too few lesions of {MIN_ML} mL or more: {}",
+        errs.len()
+    );
+    assert!(
+        worst.abs() < 0.10,
+        "worst lesion dose error {:+.1} %",
+        100.0 * worst
+    );
 }
 
 #[test]
 fn automatic_lesion_vois_find_80_percent_within_20_percent() {
     let (mut big, mut found, mut errs, mut false_pos) = (0usize, 0usize, Vec::new(), 0usize);
-    for seed in SEEDS {
-        let p = Patient::new(&phantom_config(3), seed, 0);
+    for &(seed, anatomy) in RUNS {
+        let p = patient(seed, anatomy);
         let diag = p.diagnostic_ct_labels();
         let truth = truth_tumour_dose(&p, &diag);
         let t = std::time::Instant::now();
         let s: DoseSummary =
             organdose::dosimetry::run(&input(&p, true), &config(&p, LesionMode::Auto))
                 .expect("dosimetry");
-        assert_eq!(s.settings.lesions, "detect", "no tumour label: found on the SPECT");
-        let det = s.settings.lesion_detection.as_ref().expect("detection settings");
+        assert_eq!(
+            s.settings.lesions, "detect",
+            "no tumour label: found on the SPECT"
+        );
+        let det = s
+            .settings
+            .lesion_detection
+            .as_ref()
+            .expect("detection settings");
         let tp = p
             .times_h
             .iter()
@@ -213,7 +266,7 @@ fn automatic_lesion_vois_find_80_percent_within_20_percent() {
         // Where the lesions are on the SPECT searched.
         let on_spect = truth_lesions(&p.noiseless_spect(tp).1);
         eprintln!(
-            "seed {seed}: FWHM {:.1} mm, truth lesions on the {:.0} h SPECT {:?}, truth dose {truth:.2} Gy ({:.0} s)",
+            "seed {seed} ({anatomy:?}): FWHM {:.1} mm, truth lesions on the {:.0} h SPECT {:?}, truth dose {truth:.2} Gy ({:.0} s)",
             p.spect_fwhm_mm,
             det.t_h,
             on_spect
@@ -280,17 +333,26 @@ fn automatic_lesion_vois_find_80_percent_within_20_percent() {
         eprintln!(
             "  liver (parenchyma) {:.2} Gy, with lesions {:.2} Gy",
             liver.mean_dose_gy,
-            liver.with_lesions.as_ref().map_or(f64::NAN, |w| w.mean_dose_gy)
+            liver
+                .with_lesions
+                .as_ref()
+                .map_or(f64::NAN, |w| w.mean_dose_gy)
         );
     }
-    let worst = errs.iter().fold(0f64, |a, &e| if e.abs() > a.abs() { e } else { a });
+    let worst = errs
+        .iter()
+        .fold(0f64, |a, &e| if e.abs() > a.abs() { e } else { a });
     eprintln!(
         "automatic VOIs: found {found} of {big} lesions >= {MIN_ML} mL, worst dose error {:+.1} %, {false_pos} VOI(s) on no lesion",
         100.0 * worst
     );
     assert!(big >= 6, "too few lesions of {MIN_ML} mL or more: {big}");
     assert!(found as f64 >= 0.8 * big as f64, "found {found} of {big}");
-    assert!(worst.abs() < 0.20, "worst lesion dose error {:+.1} %", 100.0 * worst);
+    assert!(
+        worst.abs() < 0.20,
+        "worst lesion dose error {:+.1} %",
+        100.0 * worst
+    );
 }
 
 /// Hand-computed: a block "liver" with two lesions (a 5-voxel-radius ball and a
@@ -364,9 +426,8 @@ fn given_lesions_in_a_block_liver_closed_form() {
     let s = organdose::dosimetry::run(&input, &cfg).expect("dosimetry");
     assert_eq!(s.settings.lesions, "given");
     assert_eq!(s.lesions.len(), 2);
-    // Mean dose of a mono-exponential: c / (b + lp) MBq h per mL, x E / density.
-    let e_j = nuc.electron_energy_j();
-    let dose_of = |c: f64, b: f64| c / (b + lp) * 3600.0 * e_j * 1e6 / (1.06e-3);
+    // Mean dose of a mono-exponential: c / (b + lp) MBq h per mL over 1.06 g.
+    let dose_of = |c: f64, b: f64| kinetics::mean_dose_gy(c / (b + lp), 1.06);
     let want_tum = dose_of(c_tum, b_tum);
     let want_kid = dose_of(c_kid, b_kid);
     let (l1, l2) = (&s.lesions[0], &s.lesions[1]);
@@ -380,10 +441,19 @@ fn given_lesions_in_a_block_liver_closed_form() {
         })
         .count() as f64;
     assert!((l1.volume_ml - n_big * vox).abs() < 1e-9);
-    assert!((l1.centroid_mm[0] - 48.0).abs() < 1e-9, "{:?}", l1.centroid_mm);
+    assert!(
+        (l1.centroid_mm[0] - 48.0).abs() < 1e-9,
+        "{:?}",
+        l1.centroid_mm
+    );
     for l in [l1, l2] {
         let e = l.mean_dose_gy / want_tum - 1.0;
-        assert!(e.abs() < 0.005, "{}: {} vs {want_tum} ({e:+.4})", l.name, l.mean_dose_gy);
+        assert!(
+            e.abs() < 0.005,
+            "{}: {} vs {want_tum} ({e:+.4})",
+            l.name,
+            l.mean_dose_gy
+        );
     }
     let k = &s.organs["kidney_left"];
     assert!((k.mean_dose_gy / want_kid - 1.0).abs() < 0.005);
@@ -397,7 +467,10 @@ fn given_lesions_in_a_block_liver_closed_form() {
     let mass = liver.mass_g + l1.mass_g + l2.mass_g;
     assert!((w.mass_g - mass).abs() < 1e-9 && (w.tia_mbq_h - tia).abs() < 1e-9);
     assert!((w.mass_g - (n(organs::LIVER) + n(organs::TUMOUR)) * vox * 1.06).abs() < 1e-6);
-    assert!((w.mean_dose_gy / liver.mean_dose_gy - tia / liver.tia_mbq_h * liver.mass_g / mass).abs() < 1e-9);
+    assert!(
+        (w.mean_dose_gy / liver.mean_dose_gy - tia / liver.tia_mbq_h * liver.mass_g / mass).abs()
+            < 1e-9
+    );
     // "off": the tumour label is one organ again.
     let off = organdose::dosimetry::run(
         &input,
@@ -409,4 +482,74 @@ fn given_lesions_in_a_block_liver_closed_form() {
     .expect("dosimetry");
     assert!(off.lesions.is_empty() && off.organs.contains_key("tumour"));
     assert!(off.organs["liver"].with_lesions.is_none());
+}
+
+/// `organdose dose --truth` on a phantom with lesions: the summary (schema 1.5) lists
+/// them, given, with their ratio to the kidneys; the liver has its "with lesions"
+/// figures and no tumour organ remains; report.txt has the lesion table.
+#[test]
+fn dose_cli_lists_the_lesions_in_the_summary_and_the_report() {
+    use organdose::phantom::layout::{write_patient, WriteOptions};
+    use organdose::phantom::Format;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = PhantomConfig {
+        lesions: Some(2),
+        anatomy: Some(AnatomyKind::Geometric),
+        ..PhantomConfig::small()
+    };
+    let p = Patient::new(&cfg, 7, 0);
+    let dir = write_patient(
+        &p,
+        tmp.path(),
+        &WriteOptions {
+            format: Format::Nifti,
+            preview: None,
+        },
+    )
+    .unwrap()
+    .patient_dir;
+    let out = tmp.path().join("out");
+    let o = crate::common::fixtures::organdose()
+        .args(["dose", "--truth", "--no-dicom", "-o"])
+        .arg(&out)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("lesion L1"), "{stdout}");
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("dose_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["schema_version"], "1.5");
+    assert_eq!(j["settings"]["lesions"], "given");
+    let lesions = j["lesions"].as_array().expect("lesions[]");
+    assert!(!lesions.is_empty());
+    for (k, l) in lesions.iter().enumerate() {
+        assert_eq!(l["id"].as_u64(), Some(k as u64 + 1));
+        assert_eq!(l["source"], "given");
+        for key in [
+            "centroid_mm",
+            "volume_ml",
+            "mass_g",
+            "activity_mbq",
+            "tia_mbq_h",
+            "mean_dose_gy",
+            "mean_dose_gy_sd",
+            "tumour_to_kidney",
+            "pvc_self_recovery",
+            "warnings",
+        ] {
+            assert!(!l[key].is_null(), "lesion {k}: {key}");
+        }
+        assert_eq!(l["activity_mbq"].as_array().unwrap().len(), p.times_h.len());
+    }
+    assert!(j["organs"].get("tumour").is_none());
+    assert!(j["organs"]["liver"]["with_lesions"]["mean_dose_gy"].is_number());
+    let report = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(
+        report.contains("Lesions (") && report.contains("L1 "),
+        "{report}"
+    );
+    assert!(report.contains("with its lesions"), "{report}");
 }

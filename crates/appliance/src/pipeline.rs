@@ -694,8 +694,8 @@ fn apply_corrections(
                 // A ROI that is no organ but names a lesion (or nothing else) is one:
                 // painted as the tumour label, whose components the dosimetry splits.
                 let lesion = names::organ_of(&roi.name).is_none() && names::is_lesion(&roi.name);
-                let Some(organ) = names::organ_of(&roi.name)
-                    .or_else(|| lesion.then_some(crate::organs::TUMOUR))
+                let Some(organ) =
+                    names::organ_of(&roi.name).or_else(|| lesion.then_some(crate::organs::TUMOUR))
                 else {
                     if !ignored.contains(&roi.name) {
                         ignored.push(roi.name.clone());
@@ -872,10 +872,7 @@ pub fn summary_status(timepoints: usize, expected: usize, finalize: bool) -> &'s
 /// The dosimetry's configuration for masks from `source`: lesions "auto" finds them on
 /// the SPECT only with the network's masks; masks from files (truth, label maps) are
 /// taken as complete, their tumour label (or none) is the lesions.
-fn dosimetry_config(
-    source: &MaskSource,
-    cfg: &Config,
-) -> crate::dosimetry::DosimetryConfig {
+fn dosimetry_config(source: &MaskSource, cfg: &Config) -> crate::dosimetry::DosimetryConfig {
     use crate::dosimetry::lesions::LesionMode;
     let mut d = cfg.dosimetry.clone();
     if d.lesions == LesionMode::Auto && !matches!(source, MaskSource::Network { .. }) {

@@ -196,19 +196,25 @@ impl DosimetryConfig {
         if !(self.mass_rel_sd >= 0.0 && self.mass_rel_sd < 1.0) {
             return bad("mass_rel_sd", self.mass_rel_sd);
         }
-        if !(self.lesion_min_volume_ml.is_finite() && (0.0..=1000.0).contains(&self.lesion_min_volume_ml)) {
+        if !(self.lesion_min_volume_ml.is_finite()
+            && (0.0..=1000.0).contains(&self.lesion_min_volume_ml))
+        {
             return bad("lesion_min_volume_ml", self.lesion_min_volume_ml);
         }
         if !(self.lesion_detect_h.is_finite() && (0.0..=10_000.0).contains(&self.lesion_detect_h)) {
             return bad("lesion_detect_h", self.lesion_detect_h);
         }
-        if !(self.lesion_detect_contrast.is_finite() && (1.0..=100.0).contains(&self.lesion_detect_contrast)) {
+        if !(self.lesion_detect_contrast.is_finite()
+            && (1.0..=100.0).contains(&self.lesion_detect_contrast))
+        {
             return bad("lesion_detect_contrast", self.lesion_detect_contrast);
         }
         if !(self.lesion_threshold > 0.05 && self.lesion_threshold < 0.95) {
             return bad("lesion_threshold", self.lesion_threshold);
         }
-        if !(self.lesion_min_diameter_fwhm.is_finite() && (0.0..=10.0).contains(&self.lesion_min_diameter_fwhm)) {
+        if !(self.lesion_min_diameter_fwhm.is_finite()
+            && (0.0..=10.0).contains(&self.lesion_min_diameter_fwhm))
+        {
             return bad("lesion_min_diameter_fwhm", self.lesion_min_diameter_fwhm);
         }
         if self.dvh_bins < 2 || self.dvh_bins > 100_000 {

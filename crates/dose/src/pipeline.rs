@@ -14,9 +14,9 @@
 //! convolved with the dose kernel. With the delta kernel the coverage-weighted mean of an
 //! organ's voxel doses is TIA E / (density x organ volume on the SPECT grid).
 
+use super::activity;
 use super::activity::{measure_time_point, TimePointMeasurement};
 use super::dose::{dose_map, dvh, local_deposition_gy, Dvh, Kernel};
-use super::activity;
 use super::kinetics::{self, FitResult, Kinetics};
 use super::lesions::{self, Detection, Lesion, LesionMode, LesionSource};
 use super::pvc::{self, PvcMethod, PvcResult, PvcSettings};
@@ -437,14 +437,20 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         })
         .map(|(i, _)| i)
         .unwrap_or(0);
-    // The organs on each time point, and the masks' move to the SPECT.
+    // The organs on each time point, and the masks' move to the SPECT; given lesions
+    // take part as the one tumour region (hot spots the model leaves out would pull
+    // the move).
+    let mut first_labels = organ_labels.clone();
+    if mode == LesionMode::Given && has_tumour {
+        first_labels.push(organs::TUMOUR);
+    }
     let mut first: Vec<Option<TimePointMeasurement>> = Vec::with_capacity(order.len());
     let mut shifts: Vec<Option<registration::MaskShift>> = Vec::with_capacity(order.len());
     for (pos, &i) in order.iter().enumerate() {
         let tp = &input.timepoints[i];
         // The time point said, the fault kind kept (a bug stays a bug).
         let at_tp = |e: Error| e.context(format!("time point {} ({} h)", pos + 1, tp.t_h));
-        let m = measure_time_point(&tp.spect_bq_per_ml, &tp.labels, &organ_labels, cfg)
+        let m = measure_time_point(&tp.spect_bq_per_ml, &tp.labels, &first_labels, cfg)
             .map_err(at_tp)?;
         // The masks moved to where the SPECT says the organs are, when asked.
         let shift = (cfg.pvc != PvcMethod::None && cfg.register_max_mm > 0.0)
@@ -460,7 +466,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         let m = match shift {
             Some(s) if s.length_mm() > 0.0 => {
                 let moved = registration::moved(&tp.labels, s.mm);
-                measure_time_point(&tp.spect_bq_per_ml, &moved, &organ_labels, cfg)
+                measure_time_point(&tp.spect_bq_per_ml, &moved, &first_labels, cfg)
                     .map_err(at_tp)?
             }
             _ => m,
@@ -575,8 +581,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
                         }
                     }
                     for (n, l) in lesion_vois.iter().enumerate() {
-                        let painted =
-                            lesions::paint(&mut labels, &l.mask, shift, lesion_labels[n]);
+                        let painted = lesions::paint(&mut labels, &l.mask, shift, lesion_labels[n]);
                         if painted == 0 {
                             lesion_notes[n].push(format!(
                                 "{tp_name}: the VOI lies outside this time point's mask grid: no activity measured"
@@ -680,7 +685,8 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
     let mut lesion_out: Vec<(usize, OrganSummary)> = Vec::new();
     for (n, l) in lesion_vois.iter().enumerate() {
         let mut o = region_summary(&ctx, lesion_labels[n], TUMOUR_KEY, l.volume_ml, true)?;
-        o.warnings.splice(0..0, std::mem::take(&mut lesion_notes[n]));
+        o.warnings
+            .splice(0..0, std::mem::take(&mut lesion_notes[n]));
         lesion_out.push((n, o));
     }
 
@@ -833,13 +839,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         let h = dvh_of(o.label);
         set_dvh(o, h, "lesion");
     }
-    let lesions_summary = lesion_results(
-        &lesion_vois,
-        lesion_out,
-        &mut organs_out,
-        cfg,
-        e_j,
-    );
+    let lesions_summary = lesion_results(&lesion_vois, lesion_out, &mut organs_out, cfg, e_j);
     Ok(DoseSummary {
         schema_version: SCHEMA_VERSION.into(),
         generator: format!("organdose {}", env!("CARGO_PKG_VERSION")),
@@ -914,7 +914,8 @@ fn lesion_results(
         let (ratio, ratio_sd) = match kidney_mean {
             Some((k, k_sd)) if o.mean_dose_gy.is_finite() => {
                 let r = o.mean_dose_gy / k;
-                let rel = ((o.mean_dose_gy_sd / o.mean_dose_gy).powi(2) + (k_sd / k).powi(2)).sqrt();
+                let rel =
+                    ((o.mean_dose_gy_sd / o.mean_dose_gy).powi(2) + (k_sd / k).powi(2)).sqrt();
                 (Some(r), Some((r * rel).abs()).filter(|v| v.is_finite()))
             }
             _ => (None, None),
@@ -1025,22 +1026,22 @@ fn region_summary(
         let (Some(o), Some(w)) = (c.organs.get(&lab), wide.organs.get(&lab)) else {
             continue;
         };
+        let (o_act, w_act) = (o.activity_mbq, w.activity_mbq);
         let tp_name = format!("time point {} ({:.1} h)", pos + 1, times[pos]);
         recovery[pos] = Some(o.self_recovery);
-        if !(o.activity_mbq.is_finite() && o.activity_mbq > 0.0) {
+        if !(o_act.is_finite() && o_act > 0.0) {
             ow.push(format!(
-                "{tp_name}: partial-volume corrected activity {:.3} MBq is not positive: the uncorrected VOI activity is used",
-                o.activity_mbq
+                "{tp_name}: partial-volume corrected activity {o_act:.3} MBq is not positive: the uncorrected VOI activity is used"
             ));
             continue;
         }
         // A small organ (low self-recovery) legitimately gains more than a kidney.
-        let ratio = o.activity_mbq / uncorrected[pos];
+        let ratio = o_act / uncorrected[pos];
         let max_ratio = 1.5 / o.self_recovery.clamp(0.2, 1.0);
         if !(0.8..=max_ratio).contains(&ratio) {
             ow.push(format!(
-                "{tp_name}: partial-volume correction changes the activity by x{ratio:.2} ({:.1} -> {:.1} MBq): implausible, check the masks, registration and PSF",
-                uncorrected[pos], o.activity_mbq
+                "{tp_name}: partial-volume correction changes the activity by x{ratio:.2} ({:.1} -> {o_act:.1} MBq): implausible, check the masks, registration and PSF",
+                uncorrected[pos]
             ));
         }
         if o.self_recovery < 0.5 {
@@ -1051,10 +1052,10 @@ fn region_summary(
             ));
         }
         // PSF uncertainty: the correction redone with the FWHM one SD wider.
-        let u_psf = (w.activity_mbq - o.activity_mbq).abs();
-        acts[pos] = o.activity_mbq;
-        wide_acts[pos] = w.activity_mbq;
-        sds[pos] = ((cfg.activity_rel_sd * o.activity_mbq).powi(2) + u_psf * u_psf).sqrt();
+        let u_psf = (w_act - o_act).abs();
+        acts[pos] = o_act;
+        wide_acts[pos] = w_act;
+        sds[pos] = ((cfg.activity_rel_sd * o_act).powi(2) + u_psf * u_psf).sqrt();
     }
     // The fit weights carry the independent (quantification) uncertainty only: the
     // PSF's error moves every time point the same way, so it is propagated as one
@@ -1153,7 +1154,10 @@ fn region_summary(
         pvc_self_recovery: recovery,
         voi_volume_ml: meas.iter().map(|o| o.voi_volume_ml).collect(),
         spect_organ_volume_ml: meas.iter().map(|o| o.core_volume_ml).collect(),
-        concentration_bq_per_ml: meas.iter().map(|o| o.core_concentration_bq_per_ml).collect(),
+        concentration_bq_per_ml: meas
+            .iter()
+            .map(|o| o.core_concentration_bq_per_ml)
+            .collect(),
         shell_to_core_ratio: meas.iter().map(|o| o.shell_to_core_ratio).collect(),
         tia_mbq_h: k.tia_mbq_h,
         tia_mbq_h_sd: k.tia_mbq_h_sd,
@@ -1190,7 +1194,11 @@ fn place_given(
     let centre = |c: &[usize]| -> [f64; 3] {
         let mut s = [0f64; 3];
         for &l in c {
-            let ix = [l % g.dims[0], (l / g.dims[0]) % g.dims[1], l / (g.dims[0] * g.dims[1])];
+            let ix = [
+                l % g.dims[0],
+                (l / g.dims[0]) % g.dims[1],
+                l / (g.dims[0] * g.dims[1]),
+            ];
             for a in 0..3 {
                 s[a] += ix[a] as f64;
             }

@@ -191,7 +191,10 @@ fn lesion_text(r: &mut String, s: &DoseSummary) {
         r,
         "T/K: lesion mean dose over the mean of the kidneys' mean doses. Recovery: the lesion's self-recovery through the PSF (range over the time points)."
     );
-    let _ = writeln!(r, "Lesion activity (MBq) per time point (partial-volume corrected; uncorrected):");
+    let _ = writeln!(
+        r,
+        "Lesion activity (MBq) per time point (partial-volume corrected; uncorrected):"
+    );
     for l in &s.lesions {
         let a: Vec<String> = l.activity_mbq.iter().map(|a| format!("{a:8.2}")).collect();
         let u: Vec<String> = l

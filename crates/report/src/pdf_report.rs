@@ -295,7 +295,10 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
                     8.0,
                     MARGIN,
                     y,
-                    &format!("... {} more in the full report (appendix)", rows.len() - room),
+                    &format!(
+                        "... {} more in the full report (appendix)",
+                        rows.len() - room
+                    ),
                 );
                 y -= 11.0;
             }
