@@ -471,6 +471,14 @@ fn given_lesions_in_a_block_liver_closed_form() {
         (w.mean_dose_gy / liver.mean_dose_gy - tia / liver.tia_mbq_h * liver.mass_g / mass).abs()
             < 1e-9
     );
+    // No tumour linear-quadratic parameters shipped: no lesion BED; set, one.
+    assert!(l1.bed.is_none());
+    let mut lq = cfg.clone();
+    lq.bed_alpha_beta_gy.insert("tumour".into(), 10.0);
+    lq.bed_repair_half_time_h.insert("tumour".into(), 1.5);
+    let with_bed = organdose::dosimetry::run(&input, &lq).expect("dosimetry");
+    let b = with_bed.lesions[0].bed.as_ref().expect("lesion BED");
+    assert!(b.bed_gy > with_bed.lesions[0].mean_dose_gy && b.alpha_beta_gy == 10.0);
     // "off": the tumour label is one organ again.
     let off = organdose::dosimetry::run(
         &input,
