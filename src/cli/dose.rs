@@ -32,7 +32,8 @@ pub struct Args {
     /// Slicer, MIM, Eclipse, OHIF), each referring to one of the study's CTs (by
     /// Series Instance UID, else frame of reference and SOP instances); the
     /// organs they hold (ROI names such as "Kidney L", "Left kidney", "LIVER")
-    /// replace the other masks' on that CT. The result is `reviewed`.
+    /// replace the other masks' on that CT; ROIs that are no organ but name a
+    /// lesion ("Lesion 1", "GTV", "L2") are lesions. The result is `reviewed`.
     #[arg(long = "masks", num_args = 1..)]
     pub masks: Vec<PathBuf>,
     /// Border-extension sigma in mm (overrides dosimetry.psf_sigma_mm; the paper: 3 or 6).
@@ -172,6 +173,33 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         println!(
             "{name:<13} {:>7.1} g  TIA {:>7.0} +- {:<5.0} MBq h  mean dose {:>6.2} +- {:.2} Gy",
             o.mass_g, o.tia_mbq_h, o.tia_mbq_h_sd, o.mean_dose_gy, o.mean_dose_gy_sd
+        );
+    }
+    for l in &summary.lesions {
+        println!(
+            "lesion {:<6} {:>7.1} g  TIA {:>7.0} +- {:<5.0} MBq h  mean dose {:>6.2} +- {:.2} Gy  ({}{})",
+            l.name,
+            l.mass_g,
+            l.tia_mbq_h,
+            l.tia_mbq_h_sd,
+            l.mean_dose_gy,
+            l.mean_dose_gy_sd,
+            match l.source {
+                organdose::dosimetry::lesions::LesionSource::Given => "given",
+                organdose::dosimetry::lesions::LesionSource::Auto => "auto",
+            },
+            l.tumour_to_kidney
+                .map_or(String::new(), |r| format!(", tumour/kidney {r:.1}"))
+        );
+    }
+    if let Some(w) = summary
+        .organs
+        .get("liver")
+        .and_then(|o| o.with_lesions.as_ref())
+    {
+        println!(
+            "liver with its lesions: {:.2} +- {:.2} Gy (liver above: without them)",
+            w.mean_dose_gy, w.mean_dose_gy_sd
         );
     }
     for w in summary.all_warnings() {

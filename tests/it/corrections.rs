@@ -570,3 +570,58 @@ fn storescu_sends_an_edited_rtstruct_into_the_scp_and_the_cycle_is_reviewed() {
         "{text}"
     );
 }
+
+/// A structure set whose tumour ROI a physicist renamed "Lesion 1": a ROI that is no
+/// organ but names a lesion gives lesions (issue 37), listed in `lesion_rois`, not
+/// ignored.
+#[test]
+fn a_lesion_roi_of_a_correction_gives_lesions() {
+    if !have_python() {
+        return;
+    }
+    use organdose::phantom::layout::{write_patient, WriteOptions};
+    use organdose::phantom::{AnatomyKind, Format, Patient, PhantomConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = PhantomConfig {
+        lesions: Some(2),
+        anatomy: Some(AnatomyKind::Geometric),
+        ..PhantomConfig::small()
+    };
+    let p = Patient::new(&cfg, 7, 0);
+    let patient_dir = write_patient(
+        &p,
+        &tmp.path().join("ph"),
+        &WriteOptions {
+            format: Format::Dicom,
+            preview: None,
+        },
+    )
+    .unwrap()
+    .patient_dir;
+    let ct = diag_ct_dir(&patient_dir);
+    let first = tmp.path().join("first");
+    let s0 = dose_ok(&patient_dir, &first, &[]);
+    let n0 = s0["lesions"].as_array().map_or(0, |l| l.len());
+    assert!(n0 > 0, "the phantom has lesions");
+    let edited = tmp.path().join("edited.dcm");
+    edit(
+        "rtstruct",
+        &first.join("dicom/RTSTRUCT_CT.dcm"),
+        &edited,
+        &ct,
+        &["--rename", "Tumour=Lesion 1"],
+    );
+    let s = dose_ok(&patient_dir, &tmp.path().join("out"), &[&edited]);
+    assert_eq!(
+        s["reviewed"]["lesion_rois"],
+        serde_json::json!(["Lesion 1"])
+    );
+    assert!(!s["reviewed"]["ignored_rois"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == "Lesion 1"));
+    let lesions = s["lesions"].as_array().unwrap();
+    assert_eq!(lesions.len(), n0, "{}", s["lesions"]);
+    assert!(lesions.iter().all(|l| l["source"] == "given"));
+}

@@ -24,6 +24,7 @@ mod fetch_anatomy;
 mod gpu_parity;
 mod history;
 mod io;
+mod lesion_truth;
 mod phantom;
 mod psf_calibration;
 mod pvc_truth;

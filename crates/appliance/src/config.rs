@@ -230,6 +230,32 @@ impl Config {
                 Range::open_closed(0.0, 1000.0),
             ),
             (
+                "dosimetry.lesion_min_volume_ml".into(),
+                d.lesion_min_volume_ml,
+                Range::closed(0.0, 1000.0),
+            ),
+            (
+                "dosimetry.lesion_detect_h".into(),
+                d.lesion_detect_h,
+                Range::closed(0.0, 10_000.0),
+            ),
+            // Below 1 every voxel of the reference organ is a candidate.
+            (
+                "dosimetry.lesion_detect_contrast".into(),
+                d.lesion_detect_contrast,
+                Range::closed(1.0, 100.0),
+            ),
+            (
+                "dosimetry.lesion_threshold".into(),
+                d.lesion_threshold,
+                Range::open(0.05, 0.95),
+            ),
+            (
+                "dosimetry.lesion_min_diameter_fwhm".into(),
+                d.lesion_min_diameter_fwhm,
+                Range::closed(0.0, 10.0),
+            ),
+            (
                 "segment.batch_size".into(),
                 s.batch_size as f64,
                 Range::closed(1.0, 256.0),
@@ -495,6 +521,13 @@ dose_map_reference_h = 48.0
 dvh_bins = 100
 max_timepoint_h = 240.0
 max_organ_dose_gy = 40.0
+lesions = "detect"
+lesion_min_volume_ml = 0.5
+lesion_detect_h = 48.0
+lesion_detect_contrast = 2.0
+lesion_threshold = 0.5
+lesion_threshold_method = "fixed"
+lesion_min_diameter_fwhm = 1.5
 
 [dosimetry.population_teff_h]
 kidney_left = 40.0

@@ -624,6 +624,7 @@ fn apply_corrections(
     let mut objects: Vec<String> = Vec::new();
     let mut organs_done: Vec<String> = Vec::new();
     let mut ignored: Vec<String> = Vec::new();
+    let mut lesion_rois: Vec<String> = Vec::new();
     // (CT name, organ): masks a person replaced; their confidences go.
     let mut replaced: Vec<(String, String)> = Vec::new();
     let mut read = files
@@ -690,7 +691,12 @@ fn apply_corrections(
             // organ add up and a corrected organ wins over a neighbour's old mask.
             let mut painted: std::collections::BTreeMap<u8, Vec<bool>> = Default::default();
             for roi in &c.rois {
-                let Some(organ) = names::organ_of(&roi.name) else {
+                // A ROI that is no organ but names a lesion (or nothing else) is one:
+                // painted as the tumour label, whose components the dosimetry splits.
+                let lesion = names::organ_of(&roi.name).is_none() && names::is_lesion(&roi.name);
+                let Some(organ) =
+                    names::organ_of(&roi.name).or_else(|| lesion.then_some(crate::organs::TUMOUR))
+                else {
                     if !ignored.contains(&roi.name) {
                         ignored.push(roi.name.clone());
                     }
@@ -713,6 +719,9 @@ fn apply_corrections(
                         ignored.push(label);
                     }
                     continue;
+                }
+                if lesion && !lesion_rois.contains(&roi.name) {
+                    lesion_rois.push(roi.name.clone());
                 }
                 let slot = painted
                     .entry(organ)
@@ -790,6 +799,7 @@ fn apply_corrections(
         object: objects.join("; "),
         organs: organs_done,
         ignored_rois: ignored,
+        lesion_rois,
     })
 }
 
@@ -859,6 +869,18 @@ pub fn summary_status(timepoints: usize, expected: usize, finalize: bool) -> &'s
     }
 }
 
+/// The dosimetry's configuration for masks from `source`: lesions "auto" finds them on
+/// the SPECT only with the network's masks; masks from files (truth, label maps) are
+/// taken as complete, their tumour label (or none) is the lesions.
+fn dosimetry_config(source: &MaskSource, cfg: &Config) -> crate::dosimetry::DosimetryConfig {
+    use crate::dosimetry::lesions::LesionMode;
+    let mut d = cfg.dosimetry.clone();
+    if d.lesions == LesionMode::Auto && !matches!(source, MaskSource::Network { .. }) {
+        d.lesions = LesionMode::Given;
+    }
+    d
+}
+
 /// Runs the whole chain on a loaded study and writes the report files to `out`.
 pub fn run_study(
     study: &Study,
@@ -890,7 +912,7 @@ pub fn run_study_corrected(
     let (mut input, notes, confidence, reviewed, bands, pictures) =
         dose_input_full(study, source, corrections, cfg, progress, true)?;
     progress("dosimetry", 0.75);
-    let mut summary = crate::dosimetry::run(&input, &cfg.dosimetry)?;
+    let mut summary = crate::dosimetry::run(&input, &dosimetry_config(source, cfg))?;
     if let Some(mut b) = bands {
         progress("segmentation uncertainty", 0.8);
         add_segmentation_term(&mut input, &mut b, &mut summary, cfg)?;

@@ -7,6 +7,8 @@
 //! - [`nuclide`]: half-life and energy per decay (sources named there);
 //! - [`psf`]: separable 3-D Gaussian on anisotropic voxels (CPU twin of the CUDA kernel);
 //! - [`activity`]: CT mask -> SPECT grid, border extension, organ activity, spill-out check;
+//! - [`lesions`]: lesion VOIs, given (the tumour label's components) or found on the
+//!   SPECT (hot spots, iterative threshold), carried to every time point;
 //! - [`kinetics`]: time-activity fits (mono/bi-exponential, Levenberg-Marquardt), TIA,
 //!   trapezoid cross-check, single- and two-time-point methods;
 //! - [`dose`]: local energy deposition, voxel-S-value convolution (FFT), DVH;
@@ -27,6 +29,7 @@ pub mod boxmap;
 pub mod dose;
 pub mod history;
 pub mod kinetics;
+pub mod lesions;
 pub mod nuclide;
 pub mod pipeline;
 pub mod plausibility;
@@ -89,6 +92,20 @@ pub struct DosimetryConfig {
     pub limit_dose_gy: BTreeMap<String, f64>,
     pub limit_bed_gy: BTreeMap<String, f64>,
     pub limit_bed_risk_gy: BTreeMap<String, f64>,
+    /// Where lesion VOIs come from (`lesions.rs`): `auto`, `given`, `detect`, `off`.
+    pub lesions: lesions::LesionMode,
+    /// Given lesions: tumour components smaller than this (mL) are dropped.
+    pub lesion_min_volume_ml: f64,
+    /// Automatic lesions are found on the time point nearest this (h p.i.).
+    pub lesion_detect_h: f64,
+    /// A hot spot is a candidate when its maximum is at least this x the liver median.
+    pub lesion_detect_contrast: f64,
+    /// Threshold fraction of (maximum - background) above background: the start of
+    /// the iteration, or the threshold itself with `lesion_threshold_method = "fixed"`.
+    pub lesion_threshold: f64,
+    pub lesion_threshold_method: lesions::ThresholdMethod,
+    /// Automatic VOIs smaller than a sphere of this many PSF FWHMs across are dropped.
+    pub lesion_min_diameter_fwhm: f64,
 }
 
 impl Default for DosimetryConfig {
@@ -123,6 +140,17 @@ impl DosimetryConfig {
             .or_else(|| self.population_teff_h.get("kidney_left"))
             .copied()
             .unwrap_or(50.0)
+    }
+
+    /// What the automatic lesion detection takes from this configuration.
+    pub(crate) fn lesion_detect_settings(&self) -> lesions::DetectSettings {
+        lesions::DetectSettings {
+            psf: self.psf(),
+            contrast: self.lesion_detect_contrast,
+            threshold: self.lesion_threshold,
+            method: self.lesion_threshold_method,
+            min_diameter_fwhm: self.lesion_min_diameter_fwhm,
+        }
     }
 
     /// The PSF the partial-volume correction assumes.
@@ -173,6 +201,27 @@ impl DosimetryConfig {
         }
         if !(self.mass_rel_sd >= 0.0 && self.mass_rel_sd < 1.0) {
             return bad("mass_rel_sd", self.mass_rel_sd);
+        }
+        if !(self.lesion_min_volume_ml.is_finite()
+            && (0.0..=1000.0).contains(&self.lesion_min_volume_ml))
+        {
+            return bad("lesion_min_volume_ml", self.lesion_min_volume_ml);
+        }
+        if !(self.lesion_detect_h.is_finite() && (0.0..=10_000.0).contains(&self.lesion_detect_h)) {
+            return bad("lesion_detect_h", self.lesion_detect_h);
+        }
+        if !(self.lesion_detect_contrast.is_finite()
+            && (1.0..=100.0).contains(&self.lesion_detect_contrast))
+        {
+            return bad("lesion_detect_contrast", self.lesion_detect_contrast);
+        }
+        if !(self.lesion_threshold > 0.05 && self.lesion_threshold < 0.95) {
+            return bad("lesion_threshold", self.lesion_threshold);
+        }
+        if !(self.lesion_min_diameter_fwhm.is_finite()
+            && (0.0..=10.0).contains(&self.lesion_min_diameter_fwhm))
+        {
+            return bad("lesion_min_diameter_fwhm", self.lesion_min_diameter_fwhm);
         }
         if self.dvh_bins < 2 || self.dvh_bins > 100_000 {
             return bad("dvh_bins", self.dvh_bins as f64);

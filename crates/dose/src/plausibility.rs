@@ -206,8 +206,27 @@ pub fn study_reasons(s: &DoseSummary, cfg: &super::DosimetryConfig) -> Vec<Strin
             ));
         }
     }
+    // A hot region of a kidney's size outside the liver, found on the SPECT: most
+    // likely an organ the masks missed (a network that lost a kidney gave two such
+    // "lesions" of 124 and 138 mL on a phantom), a person must look.
+    for l in &s.lesions {
+        if l.source == super::lesions::LesionSource::Auto
+            && l.site.as_deref() != Some("liver")
+            && l.volume_ml >= MAX_AUTO_EXTRAHEPATIC_ML
+        {
+            out.push(format!(
+                "lesion {}: an automatic VOI of {:.0} mL outside the liver: check that it is a lesion and not an organ the masks missed (a kidney, the bladder)",
+                l.name, l.volume_ml
+            ));
+        }
+    }
     out
 }
+
+/// Automatic lesion VOIs outside the liver from this volume (mL) hold the summary for
+/// review: a kidney is 100-200 mL, so a hot region that large outside the liver is as
+/// likely an organ the masks missed as a lesion.
+pub(crate) const MAX_AUTO_EXTRAHEPATIC_ML: f64 = 50.0;
 
 #[cfg(test)]
 mod tests {

@@ -379,13 +379,21 @@ fn background_shells(organs: &[(u8, BoxMap)], geom: &Geometry, shell_mm: f64) ->
             dims: g.dims,
             w,
         };
-        // Trim to the shell's own bounding box.
+        // Trim to the shell's own bounding box. A shell of a few voxels' remnants (a
+        // lesion inside the liver keeps only slivers at the liver's edge) cannot have a
+        // concentration of its own: its voxels go to the rest of the field, not to a
+        // near-collinear column (condition number 67 instead of 8 on a phantom).
         if let Some(t) = full_box.trimmed() {
-            out.push((*l, t));
+            if t.sum() * geom.voxel_volume_ml() >= MIN_SHELL_ML {
+                out.push((*l, t));
+            }
         }
     }
     out
 }
+
+/// The smallest background shell (mL) that is a region of its own.
+const MIN_SHELL_ML: f64 = 5.0;
 
 /// Visits a box as (x, y, z, value) in grid coordinates.
 fn visit(b: &BoxMap, mut f: impl FnMut(usize, usize, usize, f32)) {

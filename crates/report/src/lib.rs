@@ -96,6 +96,119 @@ fn fmt_num(x: f64, prec: usize) -> String {
     }
 }
 
+/// The lesions of `report.txt`: a table, the liver with and without them, and each
+/// lesion's activities.
+fn lesion_text(r: &mut String, s: &DoseSummary) {
+    let st = &s.settings;
+    if st.lesions == "off" {
+        return;
+    }
+    let _ = writeln!(r);
+    let how = match &st.lesion_detection {
+        Some(d) => format!(
+            "SPECT hot spots on the {:.1} h SPECT: maxima >= {:.1} x the liver median, region above background + f x (maximum - background), f {} from {:.2}, at least a sphere of {:.1} FWHM",
+            d.t_h,
+            d.contrast,
+            if d.threshold_method == "iterative" {
+                "iterated to the PSF's sphere calibration"
+            } else {
+                "fixed"
+            },
+            d.threshold,
+            d.min_diameter_fwhm
+        ),
+        None => format!(
+            "the masks' tumour label, one lesion per connected component of {} mL or more",
+            st.lesion_min_volume_ml
+        ),
+    };
+    if s.lesions.is_empty() {
+        let _ = writeln!(r, "Lesions: none ({how}).");
+        return;
+    }
+    let _ = writeln!(r, "Lesions ({how}):");
+    let _ = writeln!(
+        r,
+        "{:<6} {:<6} {:<7} {:>8} {:>8} {:>16} {:>16} {:>16} {:>6} {:>9}",
+        "Lesion",
+        "Source",
+        "Site",
+        "Vol mL",
+        "Mass g",
+        "TIA MBq h",
+        "Mean dose Gy",
+        "BED Gy",
+        "T/K",
+        "Recovery"
+    );
+    for l in &s.lesions {
+        let rec: Vec<f64> = l.pvc_self_recovery.iter().flatten().copied().collect();
+        let recovery = match (
+            rec.iter().copied().reduce(f64::min),
+            rec.iter().copied().reduce(f64::max),
+        ) {
+            (Some(a), Some(b)) if (b - a).abs() < 0.005 => format!("{a:.2}"),
+            (Some(a), Some(b)) => format!("{a:.2}-{b:.2}"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            r,
+            "{:<6} {:<6} {:<7} {:>8.1} {:>8.1} {:>16} {:>16} {:>16} {:>6} {:>9}",
+            l.name,
+            match l.source {
+                crate::dosimetry::lesions::LesionSource::Given => "given",
+                crate::dosimetry::lesions::LesionSource::Auto => "auto",
+            },
+            l.site.as_deref().unwrap_or("-"),
+            l.volume_ml,
+            l.mass_g,
+            format!("{:.0} +- {:.0}", l.tia_mbq_h, l.tia_mbq_h_sd),
+            format!("{:.2} +- {:.2}", l.mean_dose_gy, l.mean_dose_gy_sd),
+            l.bed.as_ref().map_or("-".into(), |b| format!(
+                "{:.2} +- {:.2}",
+                b.bed_gy, b.bed_gy_sd
+            )),
+            fmt_opt(l.tumour_to_kidney, 1),
+            recovery
+        );
+    }
+    if let Some((o, w)) = s
+        .organs
+        .get("liver")
+        .and_then(|o| o.with_lesions.as_ref().map(|w| (o, w)))
+    {
+        let ids: Vec<String> = w.lesions.iter().map(|i| format!("L{i}")).collect();
+        let _ = writeln!(
+            r,
+            "Liver: without its lesions (the liver row above, parenchyma) {:.2} +- {:.2} Gy ({:.0} g); with its lesions ({}) {:.2} +- {:.2} Gy ({:.0} g).",
+            o.mean_dose_gy,
+            o.mean_dose_gy_sd,
+            o.mass_g,
+            if ids.is_empty() { "none".to_string() } else { ids.join(", ") },
+            w.mean_dose_gy,
+            w.mean_dose_gy_sd,
+            w.mass_g
+        );
+    }
+    let _ = writeln!(
+        r,
+        "T/K: lesion mean dose over the mean of the kidneys' mean doses. Recovery: the lesion's self-recovery through the PSF (range over the time points)."
+    );
+    let _ = writeln!(
+        r,
+        "Lesion activity (MBq) per time point (partial-volume corrected; uncorrected):"
+    );
+    for l in &s.lesions {
+        let a: Vec<String> = l.activity_mbq.iter().map(|a| format!("{a:8.2}")).collect();
+        let u: Vec<String> = l
+            .activity_uncorrected_mbq
+            .iter()
+            .map(|a| format!("{a:.2}"))
+            .collect();
+        let _ = writeln!(r, "  {:<13}{}   ({})", l.name, a.join(" "), u.join(", "));
+    }
+}
+
 /// `report.txt`: one page for the physicist.
 pub(crate) fn report_text(s: &DoseSummary) -> String {
     let mut r = String::new();
@@ -256,6 +369,7 @@ pub(crate) fn report_text(s: &DoseSummary) -> String {
         let _ = writeln!(r);
         r.push_str(&crate::dosimetry::history::text(h));
     }
+    lesion_text(&mut r, s);
     let _ = writeln!(r);
     let _ = writeln!(r, "Organ activity (MBq) per time point:");
     for (name, o) in &s.organs {

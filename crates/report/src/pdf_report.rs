@@ -96,6 +96,10 @@ pub struct SummaryPage {
     /// Column titles, then one row per organ.
     pub columns: Vec<String>,
     pub rows: Vec<Vec<String>>,
+    /// A second table under the first: column titles, then one row per lesion
+    /// (none: no table).
+    pub lesion_columns: Vec<String>,
+    pub lesion_rows: Vec<Vec<String>>,
     /// Lines under the table (what the columns mean).
     pub notes: Vec<String>,
     /// The patient's course so far, fixed-width lines (empty: none).
@@ -235,43 +239,71 @@ pub fn render(p: &ReportPages) -> Result<Vec<u8>> {
                 y -= 10.5;
             }
         }
-        // The organ table: each column as wide as its longest entry (in
-        // characters), the page width shared out in proportion.
+        // The organ table, then the lesions' (when any): each column as wide as
+        // its longest entry (in characters), the page width shared out in proportion.
         y -= 8.0;
-        let chars: Vec<f32> = (0..sp.columns.len())
-            .map(|i| {
-                sp.rows
-                    .iter()
-                    .filter_map(|r| r.get(i))
-                    .chain(std::iter::once(&sp.columns[i]))
-                    .map(|t| t.chars().count())
-                    .max()
-                    .unwrap_or(1) as f32
-                    + 2.0
-            })
-            .collect();
-        let total: f32 = chars.iter().sum::<f32>().max(1.0);
-        let mut xs = vec![MARGIN];
-        for w in &chars {
-            let last = xs.last().copied().unwrap_or(MARGIN);
-            xs.push(last + (PAGE_W - 2.0 * MARGIN) * w / total);
-        }
-        let x_of = |i: usize| xs.get(i).copied().unwrap_or(MARGIN);
-        for (i, t) in sp.columns.iter().enumerate() {
-            text(&mut c, b"F2", 8.5, x_of(i), y, t);
-        }
-        y -= 4.0;
-        c.set_stroke_rgb(0.5, 0.5, 0.5);
-        c.set_line_width(0.6);
-        c.move_to(MARGIN, y);
-        c.line_to(PAGE_W - MARGIN, y);
-        c.stroke();
-        y -= 12.0;
-        for row in &sp.rows {
-            for (i, t) in row.iter().enumerate() {
-                text(&mut c, b"F1", 9.0, x_of(i), y, t);
+        let tables = [
+            (&sp.columns, &sp.rows),
+            (&sp.lesion_columns, &sp.lesion_rows),
+        ];
+        for (t, (columns, rows)) in tables.into_iter().enumerate() {
+            if t > 0 && (rows.is_empty() || columns.is_empty()) {
+                continue;
             }
-            y -= 13.0;
+            if t > 0 {
+                y -= 6.0;
+            }
+            let chars: Vec<f32> = (0..columns.len())
+                .map(|i| {
+                    rows.iter()
+                        .filter_map(|r| r.get(i))
+                        .chain(std::iter::once(&columns[i]))
+                        .map(|t| t.chars().count())
+                        .max()
+                        .unwrap_or(1) as f32
+                        + 2.0
+                })
+                .collect();
+            let total: f32 = chars.iter().sum::<f32>().max(1.0);
+            let mut xs = vec![MARGIN];
+            for w in &chars {
+                let last = xs.last().copied().unwrap_or(MARGIN);
+                xs.push(last + (PAGE_W - 2.0 * MARGIN) * w / total);
+            }
+            let x_of = |i: usize| xs.get(i).copied().unwrap_or(MARGIN);
+            for (i, t) in columns.iter().enumerate() {
+                text(&mut c, b"F2", 8.5, x_of(i), y, t);
+            }
+            y -= 4.0;
+            c.set_stroke_rgb(0.5, 0.5, 0.5);
+            c.set_line_width(0.6);
+            c.move_to(MARGIN, y);
+            c.line_to(PAGE_W - MARGIN, y);
+            c.stroke();
+            y -= 12.0;
+            // A long lesion list must leave room for the warnings: the rest is in
+            // the full report.
+            let room = if t > 0 { 12 } else { usize::MAX };
+            for row in rows.iter().take(room) {
+                for (i, t) in row.iter().enumerate() {
+                    text(&mut c, b"F1", 9.0, x_of(i), y, t);
+                }
+                y -= 13.0;
+            }
+            if rows.len() > room {
+                text(
+                    &mut c,
+                    b"F1",
+                    8.0,
+                    MARGIN,
+                    y,
+                    &format!(
+                        "... {} more in the full report (appendix)",
+                        rows.len() - room
+                    ),
+                );
+                y -= 11.0;
+            }
         }
         y -= 2.0;
         for n in &sp.notes {
@@ -562,6 +594,8 @@ mod tests {
                 why: vec!["kidney_left mask: the planes disagree".into()],
                 columns: vec!["Organ".into(), "Mean dose Gy".into()],
                 rows: vec![vec!["kidney_left".into(), "4.94 +- 0.40".into()]],
+                lesion_columns: vec!["Lesion".into(), "Mean dose Gy".into()],
+                lesion_rows: vec![vec!["L1".into(), "21.3 +- 2.1".into()]],
                 notes: vec![],
                 history: vec![],
                 warnings: (0..300).map(|i| format!("warning {i}")).collect(),

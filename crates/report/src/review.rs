@@ -500,6 +500,59 @@ fn history_lines(s: &DoseSummary) -> Vec<String> {
 /// Page 1: status and why, per organ the mean dose +- SD, its segmentation
 /// share, the mask confidence and flag; the warnings; the flagged organs'
 /// pictures.
+/// Page 1's lesion table: per lesion its source, site, volume, mean dose, BED and
+/// tumour-to-kidney ratio; the liver with its lesions as the last row.
+fn lesion_table(s: &DoseSummary) -> (Vec<String>, Vec<Vec<String>>) {
+    if s.lesions.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut rows: Vec<Vec<String>> = s
+        .lesions
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                match l.source {
+                    crate::dosimetry::lesions::LesionSource::Given => "given".into(),
+                    crate::dosimetry::lesions::LesionSource::Auto => "auto".into(),
+                },
+                l.site.clone().unwrap_or_else(|| "-".into()),
+                format!("{:.1}", l.volume_ml),
+                format!("{:.2} +- {:.2}", l.mean_dose_gy, l.mean_dose_gy_sd),
+                l.bed.as_ref().map_or("-".into(), |b| {
+                    format!("{:.2} +- {:.2}", b.bed_gy, b.bed_gy_sd)
+                }),
+                l.tumour_to_kidney.map_or("-".into(), |r| format!("{r:.1}")),
+            ]
+        })
+        .collect();
+    if let Some(w) = s.organs.get("liver").and_then(|o| o.with_lesions.as_ref()) {
+        rows.push(vec![
+            "liver + lesions".into(),
+            "-".into(),
+            "-".into(),
+            format!("{:.0}", w.volume_ml),
+            format!("{:.2} +- {:.2}", w.mean_dose_gy, w.mean_dose_gy_sd),
+            "-".into(),
+            "-".into(),
+        ]);
+    }
+    (
+        [
+            "Lesion",
+            "Source",
+            "Site",
+            "Vol mL",
+            "Mean dose Gy +- SD",
+            "BED Gy",
+            "Tumour/kidney",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    )
+}
+
 fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
     // Why: flagged masks one line per organ, then the other holds.
     let mut review: Vec<String> = Vec::new();
@@ -639,10 +692,13 @@ fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
             }
         }
     }
+    let (lesion_columns, lesion_rows) = lesion_table(s);
     SummaryPage {
         standing,
         status,
         why,
+        lesion_columns,
+        lesion_rows,
         columns: [
             "Organ",
             "Mean dose Gy +- SD",
@@ -661,7 +717,14 @@ fn summary_page(s: &DoseSummary, pictures: &[Picture]) -> SummaryPage {
              'of which mask': the segmentation's share (dose difference between a generous and a strict reading of the network's probabilities, over sqrt 12). \
              BED: biologically effective dose with the configured alpha/beta and repair half-time (the full report lists them). Mask conf.: lowest confidence over the cycle's CTs (0-1); REVIEW (n): n CTs' masks flagged. The DVH plot's voxel means come from the dose map and can differ; the full report explains."
                 .into(),
-        ],
+        ]
+        .into_iter()
+        .chain((!s.lesions.is_empty()).then(|| {
+            "Lesions: given (the masks' tumour label) or auto (SPECT hot spot), each partial-volume corrected as a region of its own. \
+             The liver row above is the liver without its lesions (parenchyma); 'liver + lesions' is the whole liver. Tumour/kidney: the lesion's mean dose over the kidneys' mean."
+                .to_string()
+        }))
+        .collect(),
         history: history_lines(s),
         warnings: s
             .all_warnings()

@@ -61,6 +61,107 @@ pub fn organ_of(name: &str) -> Option<u8> {
     }
 }
 
+/// Words that make a ROI a lesion ("Lesion 1", "GTV liver", "Met 2", "Tumor").
+const LESION: &[&str] = &[
+    "lesion",
+    "lesions",
+    "les",
+    "tumour",
+    "tumor",
+    "tumours",
+    "tumors",
+    "gtv",
+    "met",
+    "mets",
+    "metastasis",
+    "metastases",
+    "node",
+    "nodes",
+    "nodule",
+    "ln",
+    "target",
+    "hotspot",
+    "focus",
+];
+/// Planning margins: never a lesion's own outline.
+const MARGIN: &[&str] = &[
+    "ptv",
+    "ctv",
+    "itv",
+    "prv",
+    "ring",
+    "shell",
+    "margin",
+    "avoid",
+    "opt",
+    "expansion",
+];
+/// Structures that are not lesions (and organs organdose does not dose).
+const NOT_LESION: &[&str] = &[
+    "body",
+    "external",
+    "outline",
+    "skin",
+    "couch",
+    "table",
+    "patient",
+    "spine",
+    "spinal",
+    "cord",
+    "bone",
+    "bones",
+    "marrow",
+    "lung",
+    "lungs",
+    "heart",
+    "aorta",
+    "bowel",
+    "stomach",
+    "bladder",
+    "pancreas",
+    "gallbladder",
+    "vertebra",
+    "kidneys",
+    "organ",
+    "organs",
+    "liver",
+    "leber",
+    "hepar",
+    "foie",
+    "spleen",
+    "milz",
+    "lien",
+    "kidney",
+    "niere",
+    "ren",
+    "rein",
+    "nieren",
+    "background",
+    "air",
+];
+
+/// Whether a ROI that is not one of organdose's organs ([`organ_of`]) is a lesion:
+/// its name has a lesion word ("Lesion 2", "GTV liver", "Met1") and no planning
+/// margin ("PTV", "PRV", "ring"); or it has no word of a known other structure
+/// ("L1", "Segment_1", "Hot spot 3" are lesions; "Body", "External", "Kidneys",
+/// "Spinal Cord", "PTV liver" are not). Taking a body outline or a margin as a lesion
+/// would give it a wrong dose without a word; a ROI left out is listed as ignored.
+pub fn is_lesion(name: &str) -> bool {
+    if organ_of(name).is_some() {
+        return false;
+    }
+    let lower = name.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| c.is_whitespace() || "_-.()[],/:#".contains(c))
+        .map(|w| w.trim_end_matches(|c: char| c.is_ascii_digit()))
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.is_empty() || words.iter().any(|w| MARGIN.contains(w)) {
+        return false;
+    }
+    words.iter().any(|w| LESION.contains(w)) || !words.iter().any(|w| NOT_LESION.contains(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +219,39 @@ mod tests {
             "Kidney L R",
         ] {
             assert_eq!(organ_of(n), None, "{n}");
+        }
+    }
+
+    #[test]
+    fn lesions_are_the_rois_that_name_no_other_structure() {
+        for n in [
+            "Lesion 1",
+            "lesion_2",
+            "GTV liver",
+            "Liver - GTV",
+            "Met1",
+            "L1",
+            "Segment_1",
+            "Hot spot 3",
+            "LN 4",
+        ] {
+            assert!(is_lesion(n), "{n}");
+        }
+        for n in [
+            "Body",
+            "External",
+            "Kidneys",
+            "Kidney",
+            "Kidney L PRV",
+            "PTV liver",
+            "Spinal Cord",
+            "",
+            "Liver",
+            "Tumour",
+            "GTV ring",
+            "Bladder",
+        ] {
+            assert!(!is_lesion(n), "{n}");
         }
     }
 }
