@@ -392,8 +392,21 @@ pub fn run_soak(bin: &Path, work: &Path, o: &SoakOptions) -> SoakReport {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| !n.starts_with('.') && n != "state" && n != "quarantine" && n != "status.json")
+        .filter(|n| {
+            !n.starts_with('.')
+                && !["state", "quarantine", "status.json", "patients"].contains(&n.as_str())
+        })
         .collect();
+    // Each patient's treatment history, once (`OUT/patients/<ID>.json` and `.txt`).
+    let histories = std::fs::read_dir(out.join("patients"))
+        .map(|rd| rd.flatten().count())
+        .unwrap_or(0);
+    if histories != 2 * patients.len() {
+        report.problems.push(format!(
+            "{histories} files in OUT/patients for {} patients (a history .json and .txt each)",
+            patients.len()
+        ));
+    }
     if folders.len() != patients.len() {
         report.problems.push(format!(
             "{} result folders for {} patients: {folders:?}",
