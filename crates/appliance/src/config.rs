@@ -347,6 +347,21 @@ impl Config {
                 Range::closed(0.01, 100.0),
             ));
         }
+        for (key, m) in [
+            ("limit_dose_gy", &d.limit_dose_gy),
+            ("limit_bed_gy", &d.limit_bed_gy),
+            ("limit_bed_risk_gy", &d.limit_bed_risk_gy),
+        ] {
+            // Cumulative limits: a few Gy (bone marrow 2 Gy) to tens of Gy
+            // (kidney BED 40 Gy); 1000 Gy is no organ's.
+            for (organ, x) in m {
+                v.push((
+                    format!("dosimetry.{key}.{organ}"),
+                    *x,
+                    Range::closed(0.1, 1000.0),
+                ));
+            }
+        }
         for (k, dest) in n.destinations.iter().enumerate() {
             v.push((
                 format!("dicom.destinations[{k}].port"),
@@ -539,6 +554,15 @@ kidney_left = 3.0
 [dosimetry.bed_repair_half_time_h]
 kidney_left = 2.5
 
+[dosimetry.limit_dose_gy]
+kidney_left = 20.0
+
+[dosimetry.limit_bed_gy]
+kidney_right = 38.0
+
+[dosimetry.limit_bed_risk_gy]
+kidney_left = 25.0
+
 [dosimetry.density_g_per_ml]
 liver = 1.05
 spleen = 1.04
@@ -705,6 +729,11 @@ port = 104
         assert_eq!(c.dosimetry.pvc, crate::dosimetry::pvc::PvcMethod::Labbe);
         assert_eq!(c.dosimetry.pvc_psf_axial_fwhm_mm, Some(14.0));
         assert_eq!(c.dosimetry.population_teff_h["liver"], 60.0);
+        assert_eq!(c.dosimetry.limit_dose_gy["kidney_left"], 20.0);
+        assert_eq!(c.dosimetry.limit_bed_gy["kidney_right"], 38.0);
+        assert_eq!(c.dosimetry.limit_bed_risk_gy["kidney_left"], 25.0);
+        // The organ the file does not name keeps its shipped limit.
+        assert_eq!(c.dosimetry.limit_bed_risk_gy["kidney_right"], 28.0);
         assert_eq!(c.segment.device, crate::seg::engine::DeviceKind::Cuda);
         assert_eq!(c.segment.planes, crate::seg::driver::Planes::Axial);
         assert_eq!(c.segment.driver_options().other_planes_margin_mm, None);

@@ -1002,7 +1002,7 @@ pub fn run_study_corrected(
     let history = crate::dosimetry::history::build(
         &summary.patient,
         up_to_this,
-        Some(crate::dosimetry::history::CycleDose::of_summary(&summary)),
+        Some(summary.cycle_dose()),
         &crate::dosimetry::history::Limits::of(&cfg.dosimetry),
     );
     summary.treatment_history = Some(history);

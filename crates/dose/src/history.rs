@@ -27,7 +27,6 @@
 //!   the measurement's and the spread between the cycles (the next cycle
 //!   varies as the earlier ones did) in quadrature.
 
-use super::pipeline::DoseSummary;
 use organdose_core::patient::PatientIdentity;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -54,7 +53,13 @@ pub struct OrganCycle {
 }
 
 impl OrganCycle {
-    fn new(d: f64, d_sd: f64, gbq: f64, bed: Option<&super::bed::Bed>, method: &str) -> Self {
+    pub(crate) fn new(
+        d: f64,
+        d_sd: f64,
+        gbq: f64,
+        bed: Option<&super::bed::Bed>,
+        method: &str,
+    ) -> Self {
         OrganCycle {
             mean_dose_gy: d,
             mean_dose_gy_sd: d_sd,
@@ -157,35 +162,6 @@ their SDs add linearly (a patient's cycles share calibration, PSF and mask metho
 Remaining allowance: the next cycle's activity that reaches each limit at the patient's mean dose per GBq so far \
 (for the BED with the cycles' mean Lea-Catcheside factor); its SD from the cumulative SD and the dose per GBq's \
 (measurement and the spread between cycles, in quadrature).";
-
-impl CycleDose {
-    /// The cycle a summary computed now describes.
-    pub fn of_summary(s: &DoseSummary) -> Self {
-        let gbq = s.injected_activity_mbq / 1000.0;
-        CycleDose {
-            injection_datetime: s.injection_datetime.clone(),
-            injected_activity_mbq: s.injected_activity_mbq,
-            status: s.status.clone(),
-            source: "this cycle".into(),
-            organs: s
-                .organs
-                .iter()
-                .map(|(n, o)| {
-                    (
-                        n.clone(),
-                        OrganCycle::new(
-                            o.mean_dose_gy,
-                            o.mean_dose_gy_sd,
-                            gbq,
-                            o.bed.as_ref(),
-                            &o.kinetics.method,
-                        ),
-                    )
-                })
-                .collect(),
-        }
-    }
-}
 
 /// A cycle read from a `dose_summary.json`, with whose it is.
 #[derive(Debug, Clone)]

@@ -346,6 +346,31 @@ pub struct PvcSummary {
 }
 
 impl DoseSummary {
+    /// This cycle as the treatment history counts it (`history.rs`).
+    pub fn cycle_dose(&self) -> super::history::CycleDose {
+        let gbq = self.injected_activity_mbq / 1000.0;
+        super::history::CycleDose {
+            injection_datetime: self.injection_datetime.clone(),
+            injected_activity_mbq: self.injected_activity_mbq,
+            status: self.status.clone(),
+            source: "this cycle".into(),
+            organs: self
+                .organs
+                .iter()
+                .map(|(n, o)| {
+                    let organ = super::history::OrganCycle::new(
+                        o.mean_dose_gy,
+                        o.mean_dose_gy_sd,
+                        gbq,
+                        o.bed.as_ref(),
+                        &o.kinetics.method,
+                    );
+                    (n.clone(), organ)
+                })
+                .collect(),
+        }
+    }
+
     /// Every warning, organ ones prefixed with the organ name.
     pub fn all_warnings(&self) -> Vec<String> {
         let mut w = self.warnings.clone();
