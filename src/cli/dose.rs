@@ -150,13 +150,13 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             if !dir.is_dir() {
                 anyhow::bail!("--history {}: no such folder", dir.display());
             }
-            let (found, unreadable) = organdose::dosimetry::history::read_dir(dir, 1);
-            for (p, why) in unreadable {
+            let found = organdose::dosimetry::history::read_dir(dir, 1);
+            for (p, why) in &found.unreadable {
                 tracing::warn!("{}: not read for the treatment history: {why}", p.display());
             }
             found
         }
-        None => Vec::new(),
+        None => Default::default(),
     };
     let progress = super::progress_logger();
     let summary = run_study_corrected(

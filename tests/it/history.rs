@@ -141,6 +141,18 @@ fn a_course_by_hand_adds_each_cycle_once() {
         h1["cycles"][0]["injection_datetime"],
         s1["injection_datetime"]
     );
+    // A result that cannot be read is named in the history (a cycle in it
+    // would be missing from the sums) and left as it was.
+    let bad = "{\"patient_id\": \"PH5-001\", \"organs\": ";
+    let broken = res.join("broken/dose_summary.json");
+    std::fs::create_dir_all(broken.parent().unwrap()).unwrap();
+    std::fs::write(&broken, bad).unwrap();
+    dose(&c2, &res.join("c2"), Some(&res));
+    let h = &summary(&res.join("c2"))["treatment_history"];
+    assert_eq!(h["cycles"].as_array().unwrap().len(), 2);
+    let w = h["warnings"].to_string();
+    assert!(w.contains("not read") && w.contains("broken"), "{w}");
+    assert_eq!(read(&broken), bad);
 }
 
 #[test]

@@ -890,7 +890,8 @@ pub fn run_study(
     status: &str,
     progress: &dyn Fn(&str, f64),
 ) -> Result<DoseSummary> {
-    run_study_corrected(study, source, &[], &[], out, cfg, status, progress)
+    let none = crate::dosimetry::history::Earlier::default();
+    run_study_corrected(study, source, &[], &none, out, cfg, status, progress)
 }
 
 /// [`run_study`] with a physicist's corrected contours (RT Structure Set / SEG
@@ -903,7 +904,7 @@ pub fn run_study_corrected(
     study: &Study,
     source: &MaskSource,
     corrections: &[PathBuf],
-    earlier: &[crate::dosimetry::history::Recorded],
+    earlier: &crate::dosimetry::history::Earlier,
     out: &Path,
     cfg: &Config,
     status: &str,
@@ -992,6 +993,7 @@ pub fn run_study_corrected(
     // result (one that arrived first) is not part of it.
     let this_injection = &study.injection.datetime;
     let up_to_this: Vec<_> = earlier
+        .records
         .iter()
         .filter(|r| {
             organdose_core::time::DateTime::parse_iso(&r.cycle.injection_datetime)
@@ -1005,6 +1007,8 @@ pub fn run_study_corrected(
         Some(summary.cycle_dose()),
         &crate::dosimetry::history::Limits::of(&cfg.dosimetry),
     );
+    let mut history = history;
+    history.warnings.extend(earlier.unreadable_warnings());
     summary.treatment_history = Some(history);
     progress("report", 0.95);
     // The masks first: they are what the report describes, and what a

@@ -237,8 +237,8 @@ impl Processor for StudyProcessor {
         let staged = swap::staging(&job.out_dir)?;
         // The patient's other cycles: the results beside this one.
         let root = results_root(&job.out_dir);
-        let (earlier, unreadable) = history::read_dir(&root, 1);
-        for (p, why) in unreadable {
+        let earlier = history::read_dir(&root, 1);
+        for (p, why) in &earlier.unreadable {
             tracing::warn!("{}: not read for the treatment history: {why}", p.display());
         }
         let summary = run_study_corrected(

@@ -256,7 +256,7 @@ pub fn read_summary(path: &Path) -> Result<Recorded, String> {
 /// `dir/*/dose_summary.json`, the appliance's results), but not inside a
 /// result's own `history/` (the results a correction replaced) or hidden
 /// folders (staging); what cannot be read comes back as (file, why).
-pub fn read_dir(dir: &Path, max_depth: usize) -> (Vec<Recorded>, Vec<(PathBuf, String)>) {
+pub fn read_dir(dir: &Path, max_depth: usize) -> Earlier {
     let mut found = Vec::new();
     let mut failed = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
@@ -284,7 +284,34 @@ pub fn read_dir(dir: &Path, max_depth: usize) -> (Vec<Recorded>, Vec<(PathBuf, S
             }
         }
     }
-    (found, failed)
+    Earlier {
+        records: found,
+        unreadable: failed,
+    }
+}
+
+/// What [`read_dir`] found: the results read, and the files that could not be
+/// (with why): a cycle in one of those is missing from the sums, so the
+/// history says so.
+#[derive(Debug, Clone, Default)]
+pub struct Earlier {
+    pub records: Vec<Recorded>,
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
+impl Earlier {
+    /// The history's warnings for the files not read.
+    pub fn unreadable_warnings(&self) -> Vec<String> {
+        self.unreadable
+            .iter()
+            .map(|(p, why)| {
+                format!(
+                    "not read: {}: {why} (a cycle there is missing from the sums)",
+                    p.display()
+                )
+            })
+            .collect()
+    }
 }
 
 /// The history of the patient with this ID (and issuer, when given) from the
@@ -300,7 +327,10 @@ pub fn for_patient(
     if id.trim().is_empty() {
         return Err("an empty Patient ID names no patient".into());
     }
-    let (records, failed) = read_dir(dir, max_depth);
+    let Earlier {
+        records,
+        unreadable,
+    } = read_dir(dir, max_depth);
     let theirs = |r: &&Recorded| {
         r.patient.id.trim() == id.trim()
             && issuer.is_none_or(|i| r.patient.issuer.trim().eq_ignore_ascii_case(i.trim()))
@@ -321,9 +351,11 @@ pub fn for_patient(
         .clone();
     let mut h = build(&latest, records, None, limits);
     h.warnings.extend(
-        failed
-            .into_iter()
-            .map(|(p, why)| format!("not read: {}: {why}", p.display())),
+        Earlier {
+            records: Vec::new(),
+            unreadable,
+        }
+        .unreadable_warnings(),
     );
     Ok(h)
 }
