@@ -316,6 +316,14 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     };
     let mut sweep: BTreeMap<String, BTreeMap<String, SweepCell>> = BTreeMap::new();
     let scans = scans_of(&pdirs, &args.scans)?;
+    // `auto` alone: a patient's low-dose CTs follow its diagnostic CT's masks
+    // (`segment.low_dose_ct`), as `run` does: (patient, labels, confidences).
+    let follow = modes == [Planes::Auto]
+        && args.slab.is_none()
+        && cfg.segment.low_dose_ct == organdose::seg::settings::LowDoseCt::Follow;
+    let mut reference: Option<(String, Volume<u8>, BTreeMap<String, f64>)> = None;
+    let mut followed_scans = 0usize;
+    let mut full_passes: Vec<String> = Vec::new();
     for (n, (id, ct_path, truth_path)) in scans.iter().enumerate() {
         let id = id.clone();
         let ct = nifti::read_nifti(ct_path)?;
@@ -334,16 +342,51 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         };
         let t0 = std::time::Instant::now();
         eprint!("[{}/{}] {id}: segmenting ({pname}) ...", n + 1, scans.len());
-        let segs = driver::segment_modes(
-            &model,
-            &ct,
-            &opts,
-            &modes,
-            &mut |_, _| {},
-            &mut |_, _, _| {},
-        )?;
+        let (patient, ldct) = match id.split_once('~') {
+            Some((p, _)) => (p.to_string(), true),
+            None => (id.clone(), false),
+        };
+        let follow_from = reference
+            .as_ref()
+            .filter(|r| follow && ldct && r.0 == patient);
+        let mut followed = None;
+        let segs = match follow_from {
+            Some((_, r, conf)) => {
+                let f = organdose::seg::follow::segment_following(
+                    &model,
+                    &ct,
+                    &opts,
+                    r,
+                    &mut |_, _| {},
+                    &mut |_, _, _| {},
+                )?;
+                match &f.full_pass_because {
+                    None => {
+                        followed_scans += 1;
+                        followed = Some(conf.clone());
+                    }
+                    Some(why) => full_passes.push(format!("{id}: {why}")),
+                }
+                vec![f.seg]
+            }
+            None => driver::segment_modes(
+                &model,
+                &ct,
+                &opts,
+                &modes,
+                &mut |_, _| {},
+                &mut |_, _, _| {},
+            )?,
+        };
         let seconds = t0.elapsed().as_secs_f64();
-        eprintln!(" {seconds:.1} s");
+        eprintln!(
+            " {seconds:.1} s{}",
+            if followed.is_some() {
+                " (followed the diagnostic CT)"
+            } else {
+                ""
+            }
+        );
         if args.sweep {
             if let Some(auto) = segs.iter().find(|s| s.planes == Planes::Auto) {
                 let targets = driver::class_targets(&model.cfg.classes)?;
@@ -397,7 +440,10 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             }
         }
         let mut scan_conf = BTreeMap::new();
-        if let Some(a) = auto_at {
+        if let Some(conf) = followed {
+            // The diagnostic CT's masks, moved: its confidences (as `run`).
+            scan_conf = conf;
+        } else if let Some(a) = auto_at {
             let targets = driver::class_targets(&model.cfg.classes)?;
             for (organ, c) in confidence::assess(&segs[a], &ct, &targets, &|_| None) {
                 scan_conf.insert(organ.clone(), c.confidence);
@@ -410,14 +456,27 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                 }
             }
         }
+        if follow && !ldct {
+            if let Some(a) = auto_at {
+                reference = Some((patient.clone(), segs[a].labels.clone(), scan_conf.clone()));
+            }
+        }
         // Scored when the patient's scans are all in: auto's masks are first
         // made to agree across the cycle (`seg::cycle`), as `run` does.
-        let patient = id.split('~').next().unwrap_or("").to_string();
         if pending
             .first()
             .is_some_and(|p| p.0.split('~').next() != Some(&patient))
         {
             flush(&mut pending, &mut by_mode, &mut cycles)?;
+            if follow {
+                println!(
+            "low-dose CTs that followed their diagnostic CT: {followed_scans}; full passes: {}",
+            full_passes.len()
+        );
+                for f in &full_passes {
+                    println!("  full pass, {f}");
+                }
+            }
         }
         pending.push((
             id,

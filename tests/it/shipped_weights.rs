@@ -48,6 +48,7 @@ fn axial_options(batch_size: usize, parallel_batches: usize) -> DriverOptions {
         parallel_batches,
         max_fill_gap: 2,
         other_planes_margin_mm: None,
+        slice_step_mm: 0.0,
         fusion: organdose::seg::fusion::FuseRule::Median,
         fusion_threshold: 0.5,
         fill_holes: false,
@@ -282,4 +283,90 @@ fn a_thin_slab_is_not_worse_than_its_axial_pass() {
         assert!(df >= da - 0.02, "{l}: auto {df:.3} < axial {da:.3} - 0.02");
         assert!(df > 0.5, "{l}: auto {df:.3} on the slab");
     }
+}
+
+/// A low-dose CT follows the diagnostic CT (`seg::follow`): the diagnostic
+/// CT's masks, moved onto it, are taken when every organ agrees with its own
+/// axial pass; when one does not, the full pass runs and says which organ.
+/// Here the "low-dose CT" is a 40 mm slab of the same contrast CT and the
+/// diagnostic masks are the truth, so the moved masks must be the slab's
+/// truth; with the left kidney erased from them, the slab's own kidney
+/// disagrees (Dice 0) and the full pass runs.
+#[test]
+fn a_low_dose_ct_follows_the_diagnostic_masks_or_says_why_not() {
+    let Some((model, p)) = shipped_model_and_patient() else {
+        return;
+    };
+    let (ct, labels, _) = p.diagnostic_ct();
+    let (slab_ct, slab_truth) = organdose::seg::eval::cut_slab(&ct, &labels, 20, 2.0).unwrap();
+    let opts = DriverOptions {
+        planes: Planes::Auto,
+        ..axial_options(4, 2)
+    };
+    let f = organdose::seg::follow::segment_following(
+        &model,
+        &slab_ct,
+        &opts,
+        &labels,
+        &mut |_, _| {},
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert!(f.full_pass_because.is_none(), "{:?}", f.full_pass_because);
+    assert_eq!(f.seg.planes_run, vec![driver::Plane::Axial]);
+    let mut seen = 0;
+    for l in [
+        organs::LIVER,
+        organs::KIDNEY_LEFT,
+        organs::KIDNEY_RIGHT,
+        organs::SPLEEN,
+    ] {
+        let m = organ_metrics(&f.seg.labels, &slab_truth, l);
+        if m.truth_ml < 1.0 {
+            continue;
+        }
+        seen += 1;
+        let d = m.dice.unwrap_or(0.0);
+        let moved = f
+            .organs
+            .iter()
+            .find(|o| Some(o.organ.as_str()) == organs::name(l))
+            .unwrap();
+        eprintln!(
+            "followed {}: Dice to truth {d:.3}; moved by {:?} mm, Dice to the axial pass {:.3}",
+            moved.organ, moved.shift_mm, moved.dice
+        );
+        assert!(
+            d > 0.95,
+            "{l}: moved truth has Dice {d:.3} with the slab's truth"
+        );
+        assert!(moved.dice >= organdose::seg::follow::MIN_DICE);
+    }
+    assert!(seen >= 2, "the slab holds at least two organs");
+    // The left kidney erased from the diagnostic masks: the slab's own pass
+    // finds one where the moved masks have none.
+    let mut no_left = labels.clone();
+    for v in no_left.data.iter_mut() {
+        if *v == organs::KIDNEY_LEFT {
+            *v = 0;
+        }
+    }
+    assert!(slab_truth.data.contains(&organs::KIDNEY_LEFT));
+    let f = organdose::seg::follow::segment_following(
+        &model,
+        &slab_ct,
+        &opts,
+        &no_left,
+        &mut |_, _| {},
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    let why = f.full_pass_because.expect("the full pass ran");
+    assert!(
+        why.starts_with("kidney_left:") && why.contains("Dice 0.00"),
+        "{why}"
+    );
+    assert!(f.seg.notes.iter().any(|n| n.contains("segmented in full")));
+    let m = organ_metrics(&f.seg.labels, &slab_truth, organs::KIDNEY_LEFT);
+    assert!(m.dice.unwrap_or(0.0) > 0.7, "{m:?}");
 }

@@ -277,6 +277,11 @@ impl Config {
                 Range::closed(-1000.0, 1000.0),
             ),
             (
+                "segment.slice_step_mm".into(),
+                s.slice_step_mm,
+                Range::closed(0.0, 20.0),
+            ),
+            (
                 "segment.fusion_threshold".into(),
                 s.fusion_threshold as f64,
                 Range::open(0.0, 1.0),
@@ -575,9 +580,11 @@ batch_size = 8
 parallel_batches = 2
 max_fill_gap_slices = 3
 other_planes_margin_mm = -1.0
+slice_step_mm = 3.0
 fusion = "mean"
 fusion_threshold = 0.25
 fill_holes = false
+low_dose_ct = "full"
 
 [report]
 dicom = false
@@ -737,6 +744,8 @@ port = 104
         assert_eq!(c.segment.device, crate::seg::engine::DeviceKind::Cuda);
         assert_eq!(c.segment.planes, crate::seg::driver::Planes::Axial);
         assert_eq!(c.segment.driver_options().other_planes_margin_mm, None);
+        assert_eq!(c.segment.driver_options().slice_step_mm, 3.0);
+        assert_eq!(c.segment.low_dose_ct, crate::seg::settings::LowDoseCt::Full);
         assert!(!c.report.dicom && c.report.tac_log_scale);
         assert_eq!(c.dicom.destinations[0].port, 104);
         // Sections and keys a file leaves out are the shipped defaults, the

@@ -130,21 +130,45 @@ fn masks(
             let mut confs: Vec<(String, Vec<(String, OrganConfidence)>)> = Vec::new();
             // Per CT segmented (auto), its edge band against the fused mask.
             let mut raw_bands: Vec<[Vec<(u32, u8, u8)>; 2]> = Vec::new();
-            let mut segment = |src: &Source, k: usize, what: &str| -> Result<Volume<u8>> {
+            // A low-dose CT follows the diagnostic CT's masks (`seg::follow`).
+            let follow = auto && cfg.segment.low_dose_ct == crate::seg::settings::LowDoseCt::Follow;
+            let mut segment = |src: &Source,
+                               k: usize,
+                               what: &str,
+                               reference: Option<&Volume<u8>>|
+             -> Result<Volume<u8>> {
                 let ct = src.read(&cfg.ingest)?;
                 let stage = format!("segment CT {}/{n}", k + 1);
-                let seg = crate::seg::driver::segment_detail(
-                    &model,
-                    &ct,
-                    &opts,
-                    &mut |done, total| {
-                        progress(
-                            &stage,
-                            0.05 + 0.5 * (k as f64 + done as f64 / total.max(1) as f64) / n as f64,
-                        )
-                    },
-                    &mut |_, _, _| {},
-                )?;
+                let mut prog = |done: usize, total: usize| {
+                    progress(
+                        &stage,
+                        0.05 + 0.5 * (k as f64 + done as f64 / total.max(1) as f64) / n as f64,
+                    )
+                };
+                let (seg, followed) = match reference {
+                    Some(r) if follow => {
+                        let f = crate::seg::follow::segment_following(
+                            &model,
+                            &ct,
+                            &opts,
+                            r,
+                            &mut prog,
+                            &mut |_, _, _| {},
+                        )?;
+                        let followed = f.full_pass_because.is_none();
+                        (f.seg, followed)
+                    }
+                    _ => (
+                        crate::seg::driver::segment_detail(
+                            &model,
+                            &ct,
+                            &opts,
+                            &mut prog,
+                            &mut |_, _, _| {},
+                        )?,
+                        false,
+                    ),
+                };
                 notes.extend(seg.notes.iter().map(|m| format!("{what} masks: {m}")));
                 // The report's pictures of this CT, drawn while it is in memory
                 // (drawn again from the CT only if its masks change later).
@@ -158,7 +182,22 @@ fn masks(
                         Err(e) => tracing::debug!("QC pictures of {what} deferred: {e}"),
                     }
                 }
-                if auto {
+                if auto && followed {
+                    // The masks are the diagnostic CT's, moved: they carry its
+                    // confidences (as a mask the cycle check replaces does),
+                    // and no edge band of their own.
+                    let reference = confs.first().map(|(_, cs)| cs.clone()).unwrap_or_default();
+                    let moved = reference
+                        .into_iter()
+                        .map(|(organ, c)| {
+                            let volume_ml = crate::organs::label(&organ)
+                                .map_or(0.0, |l| crate::seg::cycle::volume_ml(&seg.labels, l));
+                            (organ, OrganConfidence { volume_ml, ..c })
+                        })
+                        .collect();
+                    confs.push((what.to_string(), moved));
+                    raw_bands.push(Default::default());
+                } else if auto {
                     confs.push((
                         what.to_string(),
                         crate::seg::confidence::assess(&seg, &ct, &targets, &|_| None),
@@ -171,7 +210,7 @@ fn masks(
                 }
                 Ok(seg.labels)
             };
-            let diag = segment(&study.diagnostic_ct, 0, "diagnostic CT")?;
+            let diag = segment(&study.diagnostic_ct, 0, "diagnostic CT", None)?;
             let mut per_tp = Vec::new();
             for (k, tp) in study.timepoints.iter().enumerate() {
                 per_tp.push(match &tp.ldct {
@@ -179,6 +218,7 @@ fn masks(
                         src,
                         k + 1,
                         &format!("low-dose CT {:.1} h", tp.t_h),
+                        Some(&diag),
                     )?),
                     None => None,
                 });

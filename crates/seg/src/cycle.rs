@@ -16,10 +16,13 @@ use serde::Serialize;
 pub(crate) const VOLUME_TOLERANCE: f64 = 0.10;
 /// Translations searched (mm, each axis) and the steps of the search.
 const SEARCH_MM: f64 = 30.0;
-const COARSE_STEP_MM: f64 = 3.0;
+const COARSE_STEP_MM: f64 = 6.0;
+const MID_STEP_MM: f64 = 3.0;
 const FINE_STEP_MM: f64 = 1.0;
-/// Points of the reference mask used in the search (a lattice subsample).
+/// Points of the reference mask used in the search (a lattice subsample);
+/// the coarse steps use fewer (an organ's overlap changes slowly over 6 mm).
 const MAX_POINTS: usize = 6000;
+const COARSE_POINTS: usize = 1500;
 
 /// The organs checked across the cycle: the kidneys (the dose-limiting organ;
 /// the liver is often cut by a low-dose CT's shorter field).
@@ -183,6 +186,66 @@ pub fn harmonise(
     (report, notes)
 }
 
+/// One organ of a reference CT's labels moved onto another CT ([`follow`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct MovedOrgan {
+    pub organ: String,
+    /// Translation (mm, patient space) from the reference CT onto this one.
+    pub shift_mm: [f64; 3],
+    /// Dice between the moved mask and what the network found on this CT.
+    pub dice: f64,
+    pub volume_ml_moved: f64,
+    pub volume_ml_network: f64,
+    /// The reference CT's field cuts the organ (it reaches its first or last
+    /// slice): the moved mask lacks what the reference did not see.
+    pub cut_in_reference: bool,
+}
+
+/// Moves each of `organs` from `reference` (labels on the reference CT's
+/// grid) onto the grid of `found` (what the network found on another CT of
+/// the same patient) by the translation that best overlays it there, and
+/// says how well each moved organ agrees with what was found. An organ that
+/// neither holds is left out of the list; one that only one of them holds
+/// gets Dice 0.
+pub fn follow(
+    reference: &Volume<u8>,
+    found: &Volume<u8>,
+    organs: &[u8],
+) -> (Volume<u8>, Vec<MovedOrgan>) {
+    let mut out = Volume::filled(found.geom.clone(), 0u8);
+    let mut moved = Vec::new();
+    for &organ in organs {
+        let in_ref = reference.data.contains(&organ);
+        let shift = if in_ref {
+            let shift = best_shift(reference, found, organ);
+            replace_with_shifted(reference, &mut out, organ, shift);
+            shift
+        } else {
+            [0.0; 3]
+        };
+        let (mut both, mut a, mut b) = (0usize, 0usize, 0usize);
+        for (&x, &y) in out.data.iter().zip(&found.data) {
+            let (x, y) = (x == organ, y == organ);
+            both += usize::from(x && y);
+            a += usize::from(x);
+            b += usize::from(y);
+        }
+        if a + b == 0 {
+            continue;
+        }
+        let vox = found.geom.voxel_volume_ml();
+        moved.push(MovedOrgan {
+            organ: organs::name(organ).unwrap_or("organ").to_string(),
+            shift_mm: shift,
+            dice: 2.0 * both as f64 / (a + b) as f64,
+            volume_ml_moved: a as f64 * vox,
+            volume_ml_network: b as f64 * vox,
+            cut_in_reference: in_ref && cut_by_field(reference, organ),
+        });
+    }
+    (out, moved)
+}
+
 /// Patient-space points of `organ` in `l`, a lattice subsample of at most MAX_POINTS.
 fn organ_points(l: &Volume<u8>, organ: u8) -> Vec<[f64; 3]> {
     let d = l.geom.dims;
@@ -205,17 +268,22 @@ fn organ_points(l: &Volume<u8>, organ: u8) -> Vec<[f64; 3]> {
 
 /// Label at a patient point (nearest voxel), 0 outside the grid.
 fn label_at(l: &Volume<u8>, p: [f64; 3]) -> u8 {
+    label_in(l, p).unwrap_or(0)
+}
+
+/// Label at a patient point (nearest voxel), None outside the grid.
+fn label_in(l: &Volume<u8>, p: [f64; 3]) -> Option<u8> {
     let idx = l.geom.patient_to_index(p);
     let d = l.geom.dims;
     let mut ijk = [0usize; 3];
     for a in 0..3 {
         let r = idx[a].round();
         if r < 0.0 || r >= d[a] as f64 {
-            return 0;
+            return None;
         }
         ijk[a] = r as usize;
     }
-    l.data[l.geom.linear(ijk[0], ijk[1], ijk[2])]
+    Some(l.data[l.geom.linear(ijk[0], ijk[1], ijk[2])])
 }
 
 /// The translation (mm, patient space) of the reference's organ that puts the
@@ -239,14 +307,41 @@ fn best_shift(reference: &Volume<u8>, l: &Volume<u8>, organ: u8) -> [f64; 3] {
         (Some(a), Some(b)) => [b[0] - a[0], b[1] - a[1], b[2] - a[2]],
         _ => [0.0; 3],
     };
-    let score = |t: [f64; 3]| -> usize {
-        pts.iter()
-            .filter(|p| label_at(l, [p[0] + t[0], p[1] + t[1], p[2] + t[2]]) == organ)
-            .count()
+    let few: Vec<[f64; 3]> = pts
+        .iter()
+        .step_by(pts.len().div_ceil(COARSE_POINTS).max(1))
+        .copied()
+        .collect();
+    // The moved organ's Dice with the found one, where the moved organ is
+    // only what lands inside the target's field: a field that cuts the organ
+    // (a short scan) then matches the part it holds, not whichever part of
+    // a large organ covers most of it. In reference points: each stands for
+    // V_ref / n points' worth of volume.
+    let v_ref = volume_ml(reference, organ);
+    let v_found = volume_ml(l, organ);
+    let score = |pts: &[[f64; 3]], t: [f64; 3]| -> f64 {
+        let (mut hits, mut inside) = (0usize, 0usize);
+        for p in pts {
+            if let Some(x) = label_in(l, [p[0] + t[0], p[1] + t[1], p[2] + t[2]]) {
+                inside += 1;
+                hits += usize::from(x == organ);
+            }
+        }
+        let found_pts = if v_ref > 0.0 {
+            v_found / v_ref * pts.len() as f64
+        } else {
+            0.0
+        };
+        let denom = inside as f64 + found_pts;
+        if denom > 0.0 {
+            2.0 * hits as f64 / denom
+        } else {
+            0.0
+        }
     };
-    let search = |centre: [f64; 3], half: f64, step: f64| -> ([f64; 3], usize) {
+    let search = |pts: &[[f64; 3]], centre: [f64; 3], half: f64, step: f64| -> ([f64; 3], f64) {
         let n = (half / step).round() as i64;
-        let mut best = (centre, score(centre));
+        let mut best = (centre, score(pts, centre));
         for dz in -n..=n {
             for dy in -n..=n {
                 for dx in -n..=n {
@@ -255,7 +350,7 @@ fn best_shift(reference: &Volume<u8>, l: &Volume<u8>, organ: u8) -> [f64; 3] {
                         centre[1] + dy as f64 * step,
                         centre[2] + dz as f64 * step,
                     ];
-                    let s = score(t);
+                    let s = score(pts, t);
                     if s > best.1 {
                         best = (t, s);
                     }
@@ -264,11 +359,13 @@ fn best_shift(reference: &Volume<u8>, l: &Volume<u8>, organ: u8) -> [f64; 3] {
         }
         best
     };
-    // The centroid offset and no shift both start the coarse search.
-    let (a, sa) = search(start, SEARCH_MM, COARSE_STEP_MM);
-    let (b, sb) = search([0.0; 3], SEARCH_MM, COARSE_STEP_MM);
+    // The centroid offset and no shift both start the coarse search; each
+    // step refines around the last one's best.
+    let (a, sa) = search(&few, start, SEARCH_MM, COARSE_STEP_MM);
+    let (b, sb) = search(&few, [0.0; 3], SEARCH_MM, COARSE_STEP_MM);
     let coarse = if sb > sa { b } else { a };
-    search(coarse, COARSE_STEP_MM, FINE_STEP_MM).0
+    let mid = search(&pts, coarse, COARSE_STEP_MM, MID_STEP_MM).0;
+    search(&pts, mid, MID_STEP_MM, FINE_STEP_MM).0
 }
 
 /// Replaces `organ` in `l` by the reference's organ moved by `shift` (mm):
@@ -415,6 +512,35 @@ mod tests {
         let mut cts = make();
         let (rep, _) = harmonise(&mut cts, &names, &|_, _| None);
         assert_eq!(rep[0].replaced, vec![0]);
+    }
+
+    #[test]
+    fn a_reference_kidney_follows_onto_another_grid() {
+        // The reference kidney (10 x 8 x 12 voxels at 2 mm); on the other CT
+        // (origin moved by (4, -2, 0) mm) the network found it one voxel
+        // further along i and j.
+        let reference = scan([0.0; 3], [10, 10, 8], [10, 8, 12]);
+        let found = scan([4.0, -2.0, 0.0], [11, 11, 8], [10, 8, 12]);
+        let (moved, list) = follow(&reference, &found, &[organs::KIDNEY_LEFT, organs::LIVER]);
+        assert_eq!(list.len(), 1, "no liver in either: left out");
+        let m = &list[0];
+        // Reference voxel 10 lies at 20 mm; found voxel 11 at 4 + 22 = 26 mm
+        // (and -2 + 22 = 20 mm in y).
+        assert_eq!(m.shift_mm, [6.0, 0.0, 0.0], "{m:?}");
+        assert!((m.volume_ml_moved - 960.0 * 0.008).abs() < 1e-9, "{m:?}");
+        assert!((m.volume_ml_network - 960.0 * 0.008).abs() < 1e-9);
+        assert!((m.dice - 1.0).abs() < 1e-12, "{m:?}");
+        assert_eq!(moved.data, found.data);
+        assert!(!m.cut_in_reference);
+        // A reference kidney that reaches its scan's first slice is cut there.
+        let cut = scan([0.0; 3], [10, 10, 0], [10, 8, 12]);
+        let (_, list) = follow(&cut, &found, &[organs::KIDNEY_LEFT]);
+        assert!(list[0].cut_in_reference);
+        // An organ only the network found gets Dice 0.
+        let empty = Volume::filled(reference.geom.clone(), 0u8);
+        let (_, list) = follow(&empty, &found, &[organs::KIDNEY_LEFT]);
+        assert_eq!(list[0].dice, 0.0);
+        assert_eq!(list[0].volume_ml_moved, 0.0);
     }
 
     #[test]

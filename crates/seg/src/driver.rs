@@ -55,6 +55,12 @@ pub struct DriverOptions {
     /// slices the axial pass found organs in, widened by this margin (mm).
     /// None: every slice.
     pub other_planes_margin_mm: Option<f64>,
+    /// Slices closer together than this along a plane's axis (mm) are run
+    /// every k-th (k = floor(this / spacing)), each skipped slice's mask
+    /// probabilities interpolated linearly between its two run neighbours; 0:
+    /// every slice. The network's pixel is 1.6 mm: a coronal or sagittal pass
+    /// over 0.8-1 mm columns sees nearly the same image twice.
+    pub slice_step_mm: f64,
     /// `auto`: how the planes' probabilities are joined, at which threshold,
     /// and whether enclosed holes are closed (`seg::fusion`).
     pub fusion: fusion::FuseRule,
@@ -97,6 +103,25 @@ pub fn window(ct: &[f32], w: [f32; 2]) -> Vec<f32> {
         .collect()
 }
 
+/// How many slices apart the network runs along an axis of `spacing` mm
+/// ([`DriverOptions::slice_step_mm`]); 1 runs every slice.
+pub fn slice_step(step_mm: f64, spacing: f64) -> usize {
+    if !(step_mm > 0.0 && spacing > 0.0) {
+        return 1;
+    }
+    ((step_mm / spacing + 1e-6).floor() as usize).max(1)
+}
+
+/// The slices of `[lo, hi)` the network runs at `step`: every step-th from
+/// `lo`, and always the last, so that every skipped slice lies between two run ones.
+pub fn run_slices(lo: usize, hi: usize, step: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (lo..hi).step_by(step.max(1)).collect();
+    if hi > lo && v.last() != Some(&(hi - 1)) {
+        v.push(hi - 1);
+    }
+    v
+}
+
 /// Network input for slice `t` of `plane`: slices t-1, t, t+1 (edges
 /// replicated) as channels, each resampled to size x size; (3, size, size).
 pub fn slice_input(win: &[f32], dims: [usize; 3], plane: Plane, t: usize, size: usize) -> Vec<f32> {
@@ -130,6 +155,7 @@ pub(crate) fn segment_plane(
     plane: Plane,
     opts: &DriverOptions,
     range: Option<(usize, usize)>,
+    step: usize,
     sampler: Option<&PlaneSampler>,
     mut probs: Option<&mut PlaneProbs>,
     progress: &mut dyn FnMut(usize),
@@ -146,21 +172,21 @@ pub(crate) fn segment_plane(
     let bs = (opts.batch_size.max(1) / n_tiles).max(1);
     let (lo, hi) = range.unwrap_or((0, ns));
     let hi = hi.min(ns);
-    let batches: Vec<(usize, usize)> = (lo..hi)
-        .step_by(bs)
-        .map(|t0| (t0, (t0 + bs).min(hi)))
-        .collect();
+    let run = run_slices(lo, hi, step);
+    let batches: Vec<&[usize]> = run.chunks(bs).collect();
+    // The last run slice's probabilities, for the slices skipped after it.
+    let mut prev: Option<(usize, ClassProbs)> = None;
     // Several batches in flight, one per thread: much of a forward pass
     // (RPN, NMS, RoI heads, mask paste) is serial, so one batch at a time
     // leaves cores idle. Each slice's result does not depend on the others,
     // so the map is the same for any thread count.
     let in_flight = opts.parallel_batches.max(1);
     for group in batches.chunks(in_flight) {
-        let want_probs = probs.is_some();
-        let run = |&(t0, t1): &(usize, usize)| -> Result<Vec<SliceOut>> {
-            let n_img = (t1 - t0) * n_tiles;
+        let want_probs = probs.is_some() || step > 1;
+        let run = |ts: &&[usize]| -> Result<Vec<SliceOut>> {
+            let n_img = ts.len() * n_tiles;
             let mut input = Vec::with_capacity(n_img * 3 * size * size);
-            for t in t0..t1 {
+            for &t in ts.iter() {
                 match sampler {
                     Some(s) => {
                         for tile in 0..n_tiles {
@@ -189,23 +215,41 @@ pub(crate) fn segment_plane(
         } else {
             group.iter().map(run).collect()
         };
-        for (&(t0, t1), slices) in group.iter().zip(results) {
-            for (t, (cls, probs_t)) in (t0..t1).zip(slices?) {
-                for v in 0..nv {
-                    for u in 0..nu {
-                        let c = cls[v * nu + u];
-                        if c != 0 {
-                            map[t * stride[sa] + u * stride[ua] + v * stride[va]] = c;
+        for (ts, slices) in group.iter().zip(results) {
+            for (&t, (cls, probs_t)) in ts.iter().zip(slices?) {
+                let mut write = |t: usize, cls: &[u8], probs_t: &[(usize, Vec<f32>)]| {
+                    for v in 0..nv {
+                        for u in 0..nu {
+                            let c = cls[v * nu + u];
+                            if c != 0 {
+                                map[t * stride[sa] + u * stride[ua] + v * stride[va]] = c;
+                            }
                         }
                     }
-                }
-                if let Some(pp) = probs.as_mut() {
-                    for (c, p) in &probs_t {
-                        pp.put(t, *c, p);
+                    if let Some(pp) = probs.as_mut() {
+                        for (c, p) in probs_t {
+                            pp.put(t, *c, p);
+                        }
+                    }
+                };
+                write(t, &cls, &probs_t);
+                if let Some((tp, pp)) = prev.take() {
+                    for tt in tp + 1..t {
+                        let a = (t - tt) as f32 / (t - tp) as f32;
+                        let mixed = mix_probs(&pp, &probs_t, a, nu * nv);
+                        let cls = argmax_classes(
+                            nu * nv,
+                            thresh,
+                            mixed.iter().map(|(c, p)| (*c, p.as_slice())),
+                        );
+                        write(tt, &cls, &mixed);
                     }
                 }
+                if step > 1 {
+                    prev = Some((t, probs_t));
+                }
             }
-            progress(t1 - t0);
+            progress(ts.len());
         }
     }
     if opts.max_fill_gap > 0 {
@@ -214,6 +258,34 @@ pub(crate) fn segment_plane(
         }
     }
     Ok(map)
+}
+
+/// `a` x `p0` + (1 - a) x `p1` per class of either (a class missing from one
+/// side counts as probability 0 there); classes left all below 1/255 dropped.
+fn mix_probs(
+    p0: &[(usize, Vec<f32>)],
+    p1: &[(usize, Vec<f32>)],
+    a: f32,
+    n: usize,
+) -> Vec<(usize, Vec<f32>)> {
+    let mut classes: Vec<usize> = p0.iter().chain(p1).map(|(c, _)| *c).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    classes
+        .into_iter()
+        .filter_map(|c| {
+            let mut out = vec![0f32; n];
+            for (w, side) in [(a, p0), (1.0 - a, p1)] {
+                let side = side.iter().find(|(k, _)| *k == c).map(|(_, p)| p);
+                if let Some(p) = side {
+                    for (o, &x) in out.iter_mut().zip(p) {
+                        *o += w * x;
+                    }
+                }
+            }
+            out.iter().any(|&x| x >= 0.5 / 255.0).then_some((c, out))
+        })
+        .collect()
 }
 
 /// Per class the highest mask probability of one image's detections, on
@@ -233,9 +305,12 @@ fn class_probs(det: &Detections, nc: usize, size: usize, thresh: f32) -> Vec<Opt
         .collect()
 }
 
+/// Each detected class's probability image on one slice's grid.
+type ClassProbs = Vec<(usize, Vec<f32>)>;
+
 /// One slice's class image (row v) and, when asked, each detected class's
 /// probability image on the slice grid.
-type SliceOut = (Vec<u8>, Vec<(usize, Vec<f32>)>);
+type SliceOut = (Vec<u8>, ClassProbs);
 
 /// One slice's class image from its tiles (`seg::slicing`): each class's
 /// probability carried back to the slice grid, the maximum over tiles; a
@@ -452,6 +527,20 @@ pub fn segment_modes(
     progress: &mut dyn FnMut(usize, usize),
     on_plane: &mut dyn FnMut(Plane, usize, std::time::Duration),
 ) -> Result<Vec<Segmentation>> {
+    segment_modes_on(model, ct, opts, modes, None, progress, on_plane)
+}
+
+/// [`segment_modes`]; with `only`, `auto` runs and weighs just those planes
+/// (equal weights) whatever the geometry would give them.
+pub(crate) fn segment_modes_on(
+    model: &MaskRcnn,
+    ct: &Volume<f32>,
+    opts: &DriverOptions,
+    modes: &[Planes],
+    only: Option<&[Plane]>,
+    progress: &mut dyn FnMut(usize, usize),
+    on_plane: &mut dyn FnMut(Plane, usize, std::time::Duration),
+) -> Result<Vec<Segmentation>> {
     let targets = class_targets(&model.cfg.classes)?;
     let dims = ct.geom.dims;
     if dims.contains(&0) {
@@ -463,7 +552,7 @@ pub fn segment_modes(
     let ro = Reorient::canonical(&ct.geom);
     if !ro.is_identity() {
         let canon = ro.apply(ct);
-        let segs = segment_modes(model, &canon, opts, modes, progress, on_plane)?;
+        let segs = segment_modes_on(model, &canon, opts, modes, only, progress, on_plane)?;
         return Ok(segs
             .into_iter()
             .map(|s| Segmentation {
@@ -477,7 +566,10 @@ pub fn segment_modes(
     }
     let win = window(&ct.data, model.cfg.input.hu_window);
     let nc = model.cfg.classes.len();
-    let weights = PlaneWeights::for_geometry(&ct.geom, &targets);
+    let weights = match only {
+        Some(ps) => PlaneWeights::equal(ps, nc),
+        None => PlaneWeights::for_geometry(&ct.geom, &targets),
+    };
     let auto = modes.contains(&Planes::Auto);
     let vote = modes.contains(&Planes::All);
     let auto_planes = weights.planes();
@@ -513,7 +605,9 @@ pub fn segment_modes(
             }
             _ => None,
         };
-        let n = range.map_or(dims[sa], |(a, b)| b - a);
+        let step = slice_step(opts.slice_step_mm, ct.geom.spacing[sa]);
+        let (lo, hi) = range.unwrap_or((0, dims[sa]));
+        let n = run_slices(lo, hi, step).len();
         total -= dims[sa] - n;
         let sampler = canvas.map(|cv| {
             let (_, ua, va) = p.axes();
@@ -543,6 +637,7 @@ pub fn segment_modes(
             p,
             opts,
             range,
+            step,
             sampler.as_ref(),
             pp.as_mut(),
             &mut |k| {
@@ -551,7 +646,7 @@ pub fn segment_modes(
             },
         )?;
         tracing::debug!(
-            "{} plane: {n} of {} slices in {:.1} s",
+            "{} plane: {n} of {} slices run (every {step}) in {:.1} s",
             p.name(),
             dims[sa],
             t0.elapsed().as_secs_f64()
@@ -739,6 +834,40 @@ mod tests {
         assert_eq!(label_extent(&map, dims, 0, 1), Some((0, 5)));
         assert_eq!(label_extent(&map, dims, 1, 1), Some((1, 4)));
         assert_eq!(label_extent(&map, dims, 2, 5), Some((0, 3)));
+    }
+
+    #[test]
+    fn slices_run_every_step_and_always_the_last() {
+        assert_eq!(run_slices(0, 10, 3), vec![0, 3, 6, 9]);
+        assert_eq!(run_slices(0, 11, 3), vec![0, 3, 6, 9, 10]);
+        assert_eq!(run_slices(4, 9, 1), vec![4, 5, 6, 7, 8]);
+        assert_eq!(run_slices(5, 6, 2), vec![5]);
+        assert!(run_slices(3, 3, 2).is_empty());
+        // 2 mm over 0.98 mm columns: every other; 1.5 mm slices: every one;
+        // 0.66 mm: every third; 0 or a bad spacing: every one.
+        assert_eq!(slice_step(2.0, 0.98), 2);
+        assert_eq!(slice_step(2.0, 1.0), 2);
+        assert_eq!(slice_step(2.0, 1.5), 1);
+        assert_eq!(slice_step(2.0, 0.66), 3);
+        assert_eq!(slice_step(0.0, 0.5), 1);
+        assert_eq!(slice_step(2.0, f64::NAN), 1);
+    }
+
+    #[test]
+    fn skipped_slices_mix_their_neighbours_probabilities() {
+        // Class 1 on both sides, class 2 only on the far side; a = 0.25 is
+        // a quarter of the way from the far side (weight of the near side).
+        let p0 = vec![(1usize, vec![1.0f32, 0.0])];
+        let p1 = vec![(1usize, vec![0.0f32, 1.0]), (2, vec![0.5, 0.5])];
+        let m = mix_probs(&p0, &p1, 0.25, 2);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].0, 1);
+        assert!((m[0].1[0] - 0.25).abs() < 1e-6 && (m[0].1[1] - 0.75).abs() < 1e-6);
+        assert_eq!(m[1].0, 2);
+        assert!((m[1].1[0] - 0.375).abs() < 1e-6 && (m[1].1[1] - 0.375).abs() < 1e-6);
+        // A class that fades to nothing is dropped.
+        let gone = mix_probs(&[(3usize, vec![0.001f32])], &[], 0.5, 1);
+        assert!(gone.is_empty());
     }
 
     #[test]

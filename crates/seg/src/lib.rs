@@ -21,6 +21,7 @@ pub mod cycle;
 pub mod driver;
 pub mod engine;
 pub mod eval;
+pub mod follow;
 pub mod fusion;
 pub mod model;
 pub mod orient;

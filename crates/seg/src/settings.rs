@@ -22,12 +22,29 @@ pub struct SegmentConfig {
     /// Coronal and sagittal passes only within the axial pass's organ extent
     /// plus this margin (mm); a negative value runs every slice.
     pub other_planes_margin_mm: f64,
+    /// Slices closer than this (mm) run every k-th, probabilities
+    /// interpolated between (0: every slice).
+    pub slice_step_mm: f64,
     /// `planes = "auto"`: how the planes' probabilities are joined.
     pub fusion: FuseRule,
     /// `planes = "auto"`: the probability threshold of the fusion.
     pub fusion_threshold: f32,
     /// `planes = "auto"`: close each organ's enclosed holes.
     pub fill_holes: bool,
+    /// `planes = "auto"`, a cycle's low-dose CTs: follow the diagnostic CT
+    /// (`seg::follow`) or run the full pass on each.
+    pub low_dose_ct: LowDoseCt,
+}
+
+/// How a cycle's low-dose CTs are segmented (`segment.low_dose_ct`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LowDoseCt {
+    /// The axial pass, and the diagnostic CT's masks moved onto it where they
+    /// agree with it (`seg::follow`); the full pass where they do not.
+    Follow,
+    /// Every plane the geometry allows, as the diagnostic CT.
+    Full,
 }
 
 impl SegmentConfig {
@@ -42,6 +59,7 @@ impl SegmentConfig {
             max_fill_gap: self.max_fill_gap_slices,
             other_planes_margin_mm: (self.other_planes_margin_mm >= 0.0)
                 .then_some(self.other_planes_margin_mm),
+            slice_step_mm: self.slice_step_mm,
             fusion: self.fusion,
             fusion_threshold: self.fusion_threshold,
             fill_holes: self.fill_holes,
