@@ -584,7 +584,7 @@ slice_step_mm = 3.0
 fusion = "mean"
 fusion_threshold = 0.25
 fill_holes = false
-low_dose_ct = "full"
+low_dose_ct = "follow"
 
 [report]
 dicom = false
@@ -745,7 +745,10 @@ port = 104
         assert_eq!(c.segment.planes, crate::seg::driver::Planes::Axial);
         assert_eq!(c.segment.driver_options().other_planes_margin_mm, None);
         assert_eq!(c.segment.driver_options().slice_step_mm, 3.0);
-        assert_eq!(c.segment.low_dose_ct, crate::seg::settings::LowDoseCt::Full);
+        assert_eq!(
+            c.segment.low_dose_ct,
+            crate::seg::settings::LowDoseCt::Follow
+        );
         assert!(!c.report.dicom && c.report.tac_log_scale);
         assert_eq!(c.dicom.destinations[0].port, 104);
         // Sections and keys a file leaves out are the shipped defaults, the

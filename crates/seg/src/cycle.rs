@@ -153,7 +153,7 @@ pub fn harmonise(
                     let (a, b) = labels.split_at_mut(i);
                     (&a[reference], &mut b[0])
                 };
-                let shift = best_shift(r, l, organ);
+                let shift = best_shift(r, l, organ, &[]);
                 replace_with_shifted(r, l, organ, shift);
                 replaced.push(i);
                 reference_used = Some(reference);
@@ -214,10 +214,21 @@ pub fn follow(
 ) -> (Volume<u8>, Vec<MovedOrgan>) {
     let mut out = Volume::filled(found.geom.clone(), 0u8);
     let mut moved = Vec::new();
+    // The organs move with the patient, give or take breathing: each
+    // organ's search also starts from the median of all organs' own moves,
+    // so that one organ the network found wrong on `found` is still looked
+    // for where the others went.
+    let own: Vec<[f64; 3]> = organs
+        .iter()
+        .filter(|&&o| reference.data.contains(&o) && found.data.contains(&o))
+        .map(|&o| best_shift(reference, found, o, &[]))
+        .collect();
+    let together = (own.len() >= 2)
+        .then(|| [0, 1, 2].map(|a| median(&own.iter().map(|s| s[a]).collect::<Vec<_>>())));
     for &organ in organs {
         let in_ref = reference.data.contains(&organ);
         let shift = if in_ref {
-            let shift = best_shift(reference, found, organ);
+            let shift = best_shift(reference, found, organ, together.as_slice());
             replace_with_shifted(reference, &mut out, organ, shift);
             shift
         } else {
@@ -288,7 +299,8 @@ fn label_in(l: &Volume<u8>, p: [f64; 3]) -> Option<u8> {
 
 /// The translation (mm, patient space) of the reference's organ that puts the
 /// most of it on the organ found in `l` (ties: the smallest shift).
-fn best_shift(reference: &Volume<u8>, l: &Volume<u8>, organ: u8) -> [f64; 3] {
+/// `starts`: more places the coarse search starts from.
+fn best_shift(reference: &Volume<u8>, l: &Volume<u8>, organ: u8, starts: &[[f64; 3]]) -> [f64; 3] {
     let pts = organ_points(reference, organ);
     // Start from the centroids' offset when the target has the organ at all.
     let c = |ps: &[[f64; 3]]| -> Option<[f64; 3]> {
@@ -361,9 +373,14 @@ fn best_shift(reference: &Volume<u8>, l: &Volume<u8>, organ: u8) -> [f64; 3] {
     };
     // The centroid offset and no shift both start the coarse search; each
     // step refines around the last one's best.
-    let (a, sa) = search(&few, start, SEARCH_MM, COARSE_STEP_MM);
-    let (b, sb) = search(&few, [0.0; 3], SEARCH_MM, COARSE_STEP_MM);
-    let coarse = if sb > sa { b } else { a };
+    let mut coarse = search(&few, start, SEARCH_MM, COARSE_STEP_MM);
+    for &s in [[0.0; 3]].iter().chain(starts) {
+        let c = search(&few, s, SEARCH_MM, COARSE_STEP_MM);
+        if c.1 > coarse.1 {
+            coarse = c;
+        }
+    }
+    let coarse = coarse.0;
     let mid = search(&pts, coarse, COARSE_STEP_MM, MID_STEP_MM).0;
     search(&pts, mid, MID_STEP_MM, FINE_STEP_MM).0
 }
