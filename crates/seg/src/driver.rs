@@ -646,9 +646,10 @@ pub(crate) fn segment_modes_on(
             },
         )?;
         tracing::debug!(
-            "{} plane: {n} of {} slices run (every {step}) in {:.1} s",
+            "{} plane: {n} of {} slices run (every {step}), {} tile(s) each, in {:.1} s",
             p.name(),
             dims[sa],
+            sampler.as_ref().map_or(1, |s| s.tiles.len().max(1)),
             t0.elapsed().as_secs_f64()
         );
         on_plane(p, n, t0.elapsed());
