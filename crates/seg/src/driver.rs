@@ -594,11 +594,15 @@ pub(crate) fn segment_modes_on(
     let mut total: usize = planes.iter().map(|p| dims[p.axes().0]).sum();
     let mut done = 0;
     let mut maps: Vec<Vec<u8>> = Vec::new();
+    // The axial pass's organs after the clean-up (largest components): what
+    // bounds the other planes, so that a stray detection far from the organs
+    // does not widen them.
+    let mut axial_organs: Option<Vec<u8>> = None;
     for &p in &planes {
         let t0 = std::time::Instant::now();
         let sa = p.axes().0;
         // The axial pass runs first; its organs bound the others.
-        let range = match (opts.other_planes_margin_mm, maps.first()) {
+        let range = match (opts.other_planes_margin_mm, axial_organs.as_ref()) {
             (Some(mm), Some(axial)) if p != Plane::Axial => {
                 let margin = (mm.max(0.0) / ct.geom.spacing[sa]).ceil() as usize;
                 label_extent(axial, dims, sa, margin)
@@ -617,7 +621,7 @@ pub(crate) fn segment_modes_on(
             // by the axial pass's organs, one canvas covers them (no tiles
             // over the whole scan length).
             if let (Some(mm), Some(axial), true) =
-                (opts.other_planes_margin_mm, maps.first(), va == 2)
+                (opts.other_planes_margin_mm, axial_organs.as_ref(), va == 2)
             {
                 let margin = (mm.max(0.0) / ct.geom.spacing[2]).ceil() as usize;
                 if let Some((a, b)) = label_extent(axial, dims, 2, margin) {
@@ -653,6 +657,9 @@ pub(crate) fn segment_modes_on(
             t0.elapsed().as_secs_f64()
         );
         on_plane(p, n, t0.elapsed());
+        if p == Plane::Axial && planes.len() > 1 && opts.other_planes_margin_mm.is_some() {
+            axial_organs = Some(to_organ_labels(&m, ct, &targets));
+        }
         maps.push(m);
         plane_probs.extend(pp);
     }
