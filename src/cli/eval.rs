@@ -468,15 +468,6 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             .is_some_and(|p| p.0.split('~').next() != Some(&patient))
         {
             flush(&mut pending, &mut by_mode, &mut cycles)?;
-            if follow {
-                println!(
-            "low-dose CTs that followed their diagnostic CT: {followed_scans}; full passes: {}",
-            full_passes.len()
-        );
-                for f in &full_passes {
-                    println!("  full pass, {f}");
-                }
-            }
         }
         pending.push((
             id,
@@ -487,6 +478,15 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         ));
     }
     flush(&mut pending, &mut by_mode, &mut cycles)?;
+    if follow {
+        println!(
+            "low-dose CTs that followed their diagnostic CT: {followed_scans}; full passes: {}",
+            full_passes.len()
+        );
+        for f in &full_passes {
+            println!("  full pass, {f}");
+        }
+    }
     if !cycles.is_empty() {
         println!("kidney volume across each patient's CTs, auto (mL; CV = SD / mean):");
         println!(

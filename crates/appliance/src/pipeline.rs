@@ -186,8 +186,8 @@ fn masks(
                     // The masks are the diagnostic CT's, moved: they carry its
                     // confidences (as a mask the cycle check replaces does),
                     // and no edge band of their own.
-                    let reference = confs.first().map(|(_, cs)| cs.clone()).unwrap_or_default();
-                    let moved = reference
+                    let diag_confs = confs.first().map(|(_, cs)| cs.clone()).unwrap_or_default();
+                    let moved = diag_confs
                         .into_iter()
                         .map(|(organ, c)| {
                             let volume_ml = crate::organs::label(&organ)

@@ -153,7 +153,7 @@ pub fn harmonise(
                     let (a, b) = labels.split_at_mut(i);
                     (&a[reference], &mut b[0])
                 };
-                let shift = best_shift(r, l, organ, &[]);
+                let shift = best_shift(r, l, organ).0;
                 replace_with_shifted(r, l, organ, shift);
                 replaced.push(i);
                 reference_used = Some(reference);
@@ -218,22 +218,41 @@ pub fn follow(
     // organ's search also starts from the median of all organs' own moves,
     // so that one organ the network found wrong on `found` is still looked
     // for where the others went.
-    let own: Vec<[f64; 3]> = organs
+    let own: Vec<Option<([f64; 3], f64)>> = organs
         .iter()
-        .filter(|&&o| reference.data.contains(&o) && found.data.contains(&o))
-        .map(|&o| best_shift(reference, found, o, &[]))
+        .map(|&o| {
+            reference
+                .data
+                .contains(&o)
+                .then(|| best_shift(reference, found, o))
+        })
         .collect();
-    let together = (own.len() >= 2)
-        .then(|| [0, 1, 2].map(|a| median(&own.iter().map(|s| s[a]).collect::<Vec<_>>())));
-    for &organ in organs {
-        let in_ref = reference.data.contains(&organ);
-        let shift = if in_ref {
-            let shift = best_shift(reference, found, organ, together.as_slice());
-            replace_with_shifted(reference, &mut out, organ, shift);
-            shift
-        } else {
-            [0.0; 3]
+    let found_own: Vec<[f64; 3]> = organs
+        .iter()
+        .zip(&own)
+        .filter(|(&o, _)| found.data.contains(&o))
+        .filter_map(|(_, s)| s.map(|s| s.0))
+        .collect();
+    let together = (found_own.len() >= 2)
+        .then(|| [0, 1, 2].map(|a| median(&found_own.iter().map(|s| s[a]).collect::<Vec<_>>())));
+    for (&organ, own) in organs.iter().zip(&own) {
+        let in_ref = own.is_some();
+        let shift = match (own, together) {
+            (Some(own), Some(t)) => {
+                // Only the start from where the others went is new here.
+                let there = best_shift_from(reference, found, organ, &[t]);
+                if there.1 > own.1 {
+                    there.0
+                } else {
+                    own.0
+                }
+            }
+            (Some(own), None) => own.0,
+            (None, _) => [0.0; 3],
         };
+        if in_ref {
+            replace_with_shifted(reference, &mut out, organ, shift);
+        }
         let (mut both, mut a, mut b) = (0usize, 0usize, 0usize);
         for (&x, &y) in out.data.iter().zip(&found.data) {
             let (x, y) = (x == organ, y == organ);
@@ -297,12 +316,9 @@ fn label_in(l: &Volume<u8>, p: [f64; 3]) -> Option<u8> {
     Some(l.data[l.geom.linear(ijk[0], ijk[1], ijk[2])])
 }
 
-/// The translation (mm, patient space) of the reference's organ that puts the
-/// most of it on the organ found in `l` (ties: the smallest shift).
-/// `starts`: more places the coarse search starts from.
-fn best_shift(reference: &Volume<u8>, l: &Volume<u8>, organ: u8, starts: &[[f64; 3]]) -> [f64; 3] {
-    let pts = organ_points(reference, organ);
-    // Start from the centroids' offset when the target has the organ at all.
+/// [`best_shift_from`] the centroids' offset (when the target has the
+/// organ at all) and from no move.
+fn best_shift(reference: &Volume<u8>, l: &Volume<u8>, organ: u8) -> ([f64; 3], f64) {
     let c = |ps: &[[f64; 3]]| -> Option<[f64; 3]> {
         (!ps.is_empty()).then(|| {
             let mut s = [0.0; 3];
@@ -314,11 +330,27 @@ fn best_shift(reference: &Volume<u8>, l: &Volume<u8>, organ: u8, starts: &[[f64;
             s.map(|x| x / ps.len() as f64)
         })
     };
-    let target = organ_points(l, organ);
-    let start = match (c(&pts), c(&target)) {
+    let start = match (
+        c(&organ_points(reference, organ)),
+        c(&organ_points(l, organ)),
+    ) {
         (Some(a), Some(b)) => [b[0] - a[0], b[1] - a[1], b[2] - a[2]],
         _ => [0.0; 3],
     };
+    best_shift_from(reference, l, organ, &[start, [0.0; 3]])
+}
+
+/// The translation (mm, patient space) of the reference's organ that best
+/// overlays it on the organ found in `l`, and its score (Dice inside `l`'s
+/// field; ties: the first found): a coarse search from each of `starts`,
+/// then finer steps around the best.
+fn best_shift_from(
+    reference: &Volume<u8>,
+    l: &Volume<u8>,
+    organ: u8,
+    starts: &[[f64; 3]],
+) -> ([f64; 3], f64) {
+    let pts = organ_points(reference, organ);
     let few: Vec<[f64; 3]> = pts
         .iter()
         .step_by(pts.len().div_ceil(COARSE_POINTS).max(1))
@@ -371,18 +403,16 @@ fn best_shift(reference: &Volume<u8>, l: &Volume<u8>, organ: u8, starts: &[[f64;
         }
         best
     };
-    // The centroid offset and no shift both start the coarse search; each
-    // step refines around the last one's best.
-    let mut coarse = search(&few, start, SEARCH_MM, COARSE_STEP_MM);
-    for &s in [[0.0; 3]].iter().chain(starts) {
+    let mut coarse: Option<([f64; 3], f64)> = None;
+    for &s in starts {
         let c = search(&few, s, SEARCH_MM, COARSE_STEP_MM);
-        if c.1 > coarse.1 {
-            coarse = c;
+        if coarse.is_none_or(|b| c.1 > b.1) {
+            coarse = Some(c);
         }
     }
-    let coarse = coarse.0;
+    let coarse = coarse.map_or([0.0; 3], |c| c.0);
     let mid = search(&pts, coarse, COARSE_STEP_MM, MID_STEP_MM).0;
-    search(&pts, mid, MID_STEP_MM, FINE_STEP_MM).0
+    search(&pts, mid, MID_STEP_MM, FINE_STEP_MM)
 }
 
 /// Replaces `organ` in `l` by the reference's organ moved by `shift` (mm):

@@ -671,7 +671,10 @@ pub(crate) fn segment_modes_on(
                 planes: mode,
                 labels: Volume {
                     geom: ct.geom.clone(),
-                    data: to_organ_labels(&maps[0], ct, &targets),
+                    // The clean-up already ran when the axial pass bounded the others.
+                    data: axial_organs
+                        .clone()
+                        .unwrap_or_else(|| to_organ_labels(&maps[0], ct, &targets)),
                 },
                 planes_run: vec![Plane::Axial],
                 weights: None,

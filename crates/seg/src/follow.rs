@@ -72,15 +72,15 @@ pub fn segment_following(
     let cut = list
         .iter()
         .find(|m| m.cut_in_reference && m.volume_ml_network > 0.0);
-    let why = match (list.is_empty(), worst) {
-        (true, _) => Some("no organ on the diagnostic CT or on this CT's axial pass".to_string()),
-        _ if cut.is_some() => cut.map(|m| {
-            format!(
-                "{}: the diagnostic CT's field cuts it, and this CT shows it",
-                m.organ
-            )
-        }),
-        (false, Some(m)) => Some(format!(
+    let why = if list.is_empty() {
+        Some("no organ on the diagnostic CT or on this CT's axial pass".to_string())
+    } else if let Some(m) = cut {
+        Some(format!(
+            "{}: the diagnostic CT's field cuts it, and this CT shows it",
+            m.organ
+        ))
+    } else {
+        worst.map(|m| format!(
             "{}: the diagnostic CT's mask moved by ({:.0}, {:.0}, {:.0}) mm and this CT's axial pass agree at Dice {:.2} (< {MIN_DICE:.2}; {:.0} mL against {:.0} mL)",
             m.organ,
             m.shift_mm[0],
@@ -89,24 +89,20 @@ pub fn segment_following(
             m.dice,
             m.volume_ml_moved,
             m.volume_ml_network
-        )),
-        (false, None) => None,
+        ))
     };
     if let Some(why) = why {
         tracing::warn!("full pass: {why}");
-        let mut full = driver::segment_modes(
+        let mut full = driver::segment_detail(
             model,
             ct,
             &DriverOptions {
                 planes: Planes::Auto,
                 ..opts.clone()
             },
-            &[Planes::Auto],
             progress,
             on_plane,
-        )?
-        .pop()
-        .ok_or_else(|| Error::internal("segmentation gave no result"))?;
+        )?;
         full.notes.push(format!(
             "segmented in full, not from the diagnostic CT: {why}"
         ));
