@@ -1051,26 +1051,32 @@ pub fn run_study_corrected(
     history.warnings.extend(earlier.unreadable_warnings());
     summary.treatment_history = Some(history);
     progress("report", 0.95);
-    // The masks first: they are what the report describes, and what a
-    // physicist corrects.
-    if matches!(source, MaskSource::Network { .. }) {
-        write_masks(study, &input, out)?;
-    }
-    // QC pictures, report.pdf and the DICOM objects; what cannot be made there is a
-    // warning in the summary, not a lost result.
-    let (_, review_warnings) = crate::report::review::write_review(
-        &crate::report::review::ReviewInput {
-            study,
-            input: &input,
-            summary: &summary,
-            provenance: provenance(source, cfg.segment.planes),
-            ingest: &cfg.ingest,
-            dicom: cfg.report.dicom,
-            tac_log_scale: cfg.report.tac_log_scale,
-            ct_pictures: &pictures,
+    // The masks (what the report describes, and what a physicist corrects)
+    // beside the QC pictures, report.pdf and the DICOM objects; what cannot be
+    // made there is a warning in the summary, not a lost result, while a mask
+    // not written fails the study.
+    let (masks, (_, review_warnings)) = rayon::join(
+        || match source {
+            MaskSource::Network { .. } => write_masks(study, &input, out),
+            _ => Ok(()),
         },
-        out,
+        || {
+            crate::report::review::write_review(
+                &crate::report::review::ReviewInput {
+                    study,
+                    input: &input,
+                    summary: &summary,
+                    provenance: provenance(source, cfg.segment.planes),
+                    ingest: &cfg.ingest,
+                    dicom: cfg.report.dicom,
+                    tac_log_scale: cfg.report.tac_log_scale,
+                    ct_pictures: &pictures,
+                },
+                out,
+            )
+        },
     );
+    masks?;
     summary.warnings.extend(review_warnings);
     let t_files = std::time::Instant::now();
     crate::report::write_all(out, &summary)?;

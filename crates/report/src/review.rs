@@ -47,6 +47,40 @@ const PANEL_PX: usize = 300;
 /// Writes the QC pictures, report.pdf and (when asked) the DICOM objects into
 /// `out`. Returns the files written and warnings for what could not be made.
 pub fn write_review(r: &ReviewInput, out: &Path) -> (Vec<PathBuf>, Vec<String>) {
+    // The DICOM objects (RT Structure Sets, SEGs, RT Dose) need nothing the
+    // pictures or the PDF make: they are written beside them, and the PDF's
+    // DICOM twin after both.
+    let ((mut written, mut warnings, pdf), dicom) = rayon::join(
+        || pictures_and_pdf(r, out),
+        || {
+            r.dicom.then(|| {
+                let t1 = std::time::Instant::now();
+                let made = dicom_out::write_cycle(r.study, r.input, r.summary, &r.provenance, out);
+                tracing::debug!("DICOM outputs in {:.1} s", t1.elapsed().as_secs_f64());
+                made
+            })
+        },
+    );
+    match dicom {
+        Some(Ok((files, notes))) => {
+            written.extend(files);
+            warnings.extend(notes.into_iter().map(|n| format!("DICOM outputs: {n}")));
+            if let Some(bytes) = &pdf {
+                match dicom_out::write_report_pdf(r.study, r.summary, bytes, out) {
+                    Ok(p) => written.extend(p),
+                    Err(e) => warnings.push(format!("DICOM outputs not written: {e}")),
+                }
+            }
+        }
+        Some(Err(e)) => warnings.push(format!("DICOM outputs not written: {e}")),
+        None => {}
+    }
+    (written, warnings)
+}
+
+/// The QC pictures, `tac_log.png` and `report.pdf`: the files written,
+/// warnings, and the PDF's bytes when it was made.
+fn pictures_and_pdf(r: &ReviewInput, out: &Path) -> (Vec<PathBuf>, Vec<String>, Option<Vec<u8>>) {
     let mut written = Vec::new();
     let mut warnings = Vec::new();
     let t0 = std::time::Instant::now();
@@ -82,25 +116,7 @@ pub fn write_review(r: &ReviewInput, out: &Path) -> (Vec<PathBuf>, Vec<String>) 
         }
     };
     tracing::debug!("report.pdf in {:.1} s", t_pdf.elapsed().as_secs_f64());
-    if r.dicom {
-        let t1 = std::time::Instant::now();
-        match dicom_out::write_cycle(
-            r.study,
-            r.input,
-            r.summary,
-            &r.provenance,
-            pdf.as_deref(),
-            out,
-        ) {
-            Ok((files, notes)) => {
-                written.extend(files);
-                warnings.extend(notes.into_iter().map(|n| format!("DICOM outputs: {n}")));
-            }
-            Err(e) => warnings.push(format!("DICOM outputs not written: {e}")),
-        }
-        tracing::debug!("DICOM outputs in {:.1} s", t1.elapsed().as_secs_f64());
-    }
-    (written, warnings)
+    (written, warnings, pdf)
 }
 
 /// Organs present in a label map, in label order.
@@ -271,31 +287,28 @@ fn ct_pictures_of<'a>(
 }
 
 /// Writes every QC picture; returns those the PDF shows (diagnostic CT, and the
-/// reference time point's low-dose CT and SPECT, per organ).
+/// reference time point's low-dose CT and SPECT, per organ). The SPECT panels
+/// are drawn, and every picture encoded and written, on all threads; the
+/// files and the PDF's pictures keep the order below.
 fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Result<Vec<Picture>> {
+    use rayon::prelude::*;
+    use std::borrow::Cow;
     std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
-    let mut for_pdf = Vec::new();
     let ref_k = r.summary.settings.dose_map_time_point.saturating_sub(1);
-    let mut put = |p: &Rendered, in_pdf: bool| -> Result<()> {
-        let png = p.rgb.encode_png()?;
-        let path = dir.join(&p.name);
-        write_bytes_atomically(&path, &png)?;
-        written.push(path);
-        if in_pdf {
-            for_pdf.push(Picture {
-                caption: p.caption.clone(),
-                width: p.rgb.width,
-                height: p.rgb.height,
-                rgb: p.rgb.data.clone(),
-            });
-        }
-        Ok(())
-    };
-    let diag = &r.input.diag_ct_labels;
-    let pics = ct_pictures_of(r, &r.study.diagnostic_ct, diag, CtSlot::Diagnostic, None)?;
-    for p in pics.iter() {
-        put(p, true)?;
+    // A CT's pictures (in the PDF or not), or one SPECT panel still to draw,
+    // in the order they are listed.
+    enum Slot<'a> {
+        Ct(Cow<'a, [Rendered]>, bool),
+        Spect(usize),
     }
+    let mut slots: Vec<Slot> = Vec::new();
+    let diag = &r.input.diag_ct_labels;
+    slots.push(Slot::Ct(
+        ct_pictures_of(r, &r.study.diagnostic_ct, diag, CtSlot::Diagnostic, None)?,
+        true,
+    ));
+    // (time point, label, organ, SPECT window) of each SPECT panel.
+    let mut spect_panels = Vec::new();
     for (k, (tp, ti)) in r
         .study
         .timepoints
@@ -305,11 +318,8 @@ fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Resul
     {
         if let Some(src) = &tp.ldct {
             let pics = ct_pictures_of(r, src, &ti.labels, CtSlot::TimePoint(k), Some(tp.t_h))?;
-            for p in pics.iter() {
-                put(p, k == ref_k)?;
-            }
+            slots.push(Slot::Ct(pics, k == ref_k));
         }
-        let spect = &ti.spect_bq_per_ml;
         // The VOIs the dosimetry measured in, carried in its result.
         let Some(vois) = r.summary.voi_maps.get(k).and_then(|v| v.as_ref()) else {
             return Err(crate::Error::internal(format!(
@@ -317,22 +327,55 @@ fn qc_pictures(r: &ReviewInput, dir: &Path, written: &mut Vec<PathBuf>) -> Resul
                 k + 1
             )));
         };
-        let win = spect_window(spect, vois);
+        let win = spect_window(&ti.spect_bq_per_ml, vois);
         for (lab, organ) in present(&ti.labels) {
-            let caption = format!("{organ} VOI over the SPECT at {:.1} h", tp.t_h);
-            if let Some(rgb) = render(spect, vois, lab, &caption, win, Palette::Hot)? {
-                put(
-                    &Rendered {
-                        name: format!("tp{}_spect_{organ}.png", k + 1),
-                        caption,
-                        rgb,
-                    },
-                    k == ref_k,
-                )?;
-            }
+            slots.push(Slot::Spect(spect_panels.len()));
+            spect_panels.push((k, lab, organ, vois, win));
         }
     }
-    Ok(for_pdf)
+    let spect: Vec<Option<(Rendered, bool)>> = spect_panels
+        .par_iter()
+        .map(|&(k, lab, organ, vois, win)| {
+            let tp = &r.study.timepoints[k];
+            let caption = format!("{organ} VOI over the SPECT at {:.1} h", tp.t_h);
+            let spect = &r.input.timepoints[k].spect_bq_per_ml;
+            Ok(
+                render(spect, vois, lab, &caption, win, Palette::Hot)?.map(|rgb| {
+                    let name = format!("tp{}_spect_{organ}.png", k + 1);
+                    (Rendered { name, caption, rgb }, k == ref_k)
+                }),
+            )
+        })
+        .collect::<Result<_>>()?;
+    let all: Vec<(&Rendered, bool)> = slots
+        .iter()
+        .flat_map(|slot| -> Vec<(&Rendered, bool)> {
+            match slot {
+                Slot::Ct(pics, pdf) => pics.iter().map(|p| (p, *pdf)).collect(),
+                Slot::Spect(i) => spect[*i].iter().map(|(p, pdf)| (p, *pdf)).collect(),
+            }
+        })
+        .collect();
+    let paths: Vec<PathBuf> = all
+        .par_iter()
+        .map(|(p, _)| {
+            let png = p.rgb.encode_png()?;
+            let path = dir.join(&p.name);
+            write_bytes_atomically(&path, &png)?;
+            Ok(path)
+        })
+        .collect::<Result<_>>()?;
+    written.extend(paths);
+    Ok(all
+        .iter()
+        .filter(|(_, pdf)| *pdf)
+        .map(|(p, _)| Picture {
+            caption: p.caption.clone(),
+            width: p.rgb.width,
+            height: p.rgb.height,
+            rgb: p.rgb.data.clone(),
+        })
+        .collect())
 }
 
 /// Patient and study lines for the header, from the diagnostic CT's DICOM

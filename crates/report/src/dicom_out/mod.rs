@@ -141,7 +141,6 @@ pub(crate) fn write_cycle(
     input: &DoseInput,
     summary: &DoseSummary,
     prov: &Provenance,
-    pdf: Option<&[u8]>,
     out_dir: &Path,
 ) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let dir = out_dir.join("dicom");
@@ -250,20 +249,46 @@ pub(crate) fn write_cycle(
                 &p,
             )?;
             written.push(p);
-            if let Some(bytes) = pdf {
-                let p = dir.join("REPORT_PDF.dcm");
-                pdf::write_encapsulated(
-                    bytes,
-                    &src,
-                    &format!("organdose dosimetry report{status}"),
-                    9061,
-                    &p,
-                )?;
-                written.push(p);
-            }
         }
         (None, _) => notes.push("no voxel dose map: no RT Dose written".into()),
         (_, None) => notes.push("reference SPECT is not DICOM: no RT Dose written".into()),
     }
     Ok((written, notes))
+}
+
+/// `report.pdf` as an Encapsulated PDF in the series of the RT Dose (the
+/// reference SPECT's study and frame of reference), written apart from
+/// [`write_cycle`] so that the DICOM objects need not wait for the PDF's
+/// pictures. None where no RT Dose is written (no dose map, or a NIfTI SPECT).
+pub(crate) fn write_report_pdf(
+    study: &Study,
+    summary: &DoseSummary,
+    pdf: &[u8],
+    out_dir: &Path,
+) -> Result<Option<PathBuf>> {
+    let ref_tp = summary
+        .settings
+        .dose_map_time_point
+        .checked_sub(1)
+        .and_then(|k| study.timepoints.get(k));
+    let (Some(_), Some(Source::Dicom(spect))) = (&summary.dose_map_gy, ref_tp.map(|tp| &tp.spect))
+    else {
+        return Ok(None);
+    };
+    let status = match summary.status.as_str() {
+        "final" => String::new(),
+        s => format!(" ({s})"),
+    };
+    let src = SourceSeries::from_series(spect)?;
+    let dir = out_dir.join("dicom");
+    std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
+    let p = dir.join("REPORT_PDF.dcm");
+    pdf::write_encapsulated(
+        pdf,
+        &src,
+        &format!("organdose dosimetry report{status}"),
+        9061,
+        &p,
+    )?;
+    Ok(Some(p))
 }

@@ -154,11 +154,13 @@ pub fn write(
 fn organ_contours(masks: &MaskSlices, lab: u8) -> Vec<InMemDicomObject> {
     let mut items = Vec::new();
     for (inst, plane) in masks.src.instances.iter().zip(&masks.per_instance) {
-        let (w, h) = (inst.columns, inst.rows);
-        let m: Vec<bool> = plane.iter().map(|&v| v == lab).collect();
-        if !m.iter().any(|&b| b) {
+        // Most slices do not hold the organ: a byte search (memchr) says so
+        // without building the slice's mask.
+        if !plane.contains(&lab) {
             continue;
         }
+        let (w, h) = (inst.columns, inst.rows);
+        let m: Vec<bool> = plane.iter().map(|&v| v == lab).collect();
         for c in trace(&m, w, h) {
             let mut item = InMemDicomObject::new_empty();
             put_seq(
