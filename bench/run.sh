@@ -12,6 +12,7 @@ if [ "${2:-}" != "${2#model:}" ]; then
   cargo build --release --example seg_bench
   python3 bench/torchvision_bench.py "$OUT" "$THREADS" "$BATCH" "$REPS" "model:$MODEL" "$CT" 2>/dev/null
   RAYON_NUM_THREADS=$THREADS target/release/examples/seg_bench "$MODEL" "$BATCH" "$REPS" "$OUT/input.f32"
+  echo "ratio line in the whole-study bench: RAYON_NUM_THREADS=$THREADS organdose bench --weights $MODEL --torchvision $OUT"
   exit 0
 fi
 OUT=${1:-/tmp/organdose-bench}

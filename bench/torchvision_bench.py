@@ -94,6 +94,7 @@ def time_and_report(m, x, reps, name):
     print(f"torchvision {name}: {min(times) * 1e3:.0f} ms/slice (min of {reps}; "
           f"median {sorted(times)[len(times) // 2] * 1e3:.0f}), {ndet:.1f} det/slice, "
           f"peak RSS {rss:.0f} MB", flush=True)
+    return times, ndet
 
 
 def trained(out, threads, batch, reps, mdir, ct_path):
@@ -124,7 +125,22 @@ def trained(out, threads, batch, reps, mdir, ct_path):
     x = [D.slice_input(win, "axial", k0 + i, size) for i in range(batch)]
     os.makedirs(out, exist_ok=True)
     torch.stack(x).numpy().astype(np.float32).tofile(os.path.join(out, "input.f32"))
-    time_and_report(m, x, reps, mdir)
+    times, ndet = time_and_report(m, x, reps, mdir)
+    # What `organdose bench --torchvision OUT` compares its forward pass with.
+    import json
+    import torchvision
+    with open(os.path.join(out, "torchvision.json"), "w") as fh:
+        json.dump({
+            "model": os.path.abspath(mdir),
+            "threads": threads,
+            "batch": batch,
+            "size": size,
+            "reps": reps,
+            "ms_per_slice_min": min(times) * 1e3,
+            "ms_per_slice_median": sorted(times)[len(times) // 2] * 1e3,
+            "det_per_slice": ndet,
+            "torch_version": f"torch {torch.__version__}, torchvision {torchvision.__version__}",
+        }, fh, indent=1)
 
 
 def main():

@@ -51,6 +51,178 @@ pub struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Folder where `bench/run.sh OUT model:weights/organs CT` left torchvision's
+    /// timing (`torchvision.json`) and the slices it timed (`input.f32`): after
+    /// the study the model runs the same slices on this process's threads and
+    /// the bench prints the per-slice ratio organdose / torchvision.
+    #[arg(long, value_name = "DIR")]
+    pub torchvision: Option<PathBuf>,
+}
+
+/// What `bench/torchvision_bench.py` wrote about its run on a trained model.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct TorchvisionTiming {
+    /// The model folder it loaded (absolute).
+    pub model: PathBuf,
+    pub threads: usize,
+    pub batch: usize,
+    pub size: usize,
+    pub reps: usize,
+    pub ms_per_slice_min: f64,
+    pub ms_per_slice_median: f64,
+    pub det_per_slice: f64,
+    #[serde(default)]
+    pub torch_version: String,
+}
+
+/// The forward pass on torchvision's slices, against torchvision's timing.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardRatio {
+    pub torchvision: TorchvisionTiming,
+    pub threads: usize,
+    pub ms_per_slice_min: f64,
+    pub ms_per_slice_median: f64,
+    pub det_per_slice: f64,
+    /// organdose / torchvision, fastest repetitions (the machine is shared:
+    /// slower ones saw other load), and medians.
+    pub ratio_min: f64,
+    pub ratio_median: f64,
+}
+
+impl ForwardRatio {
+    fn new(tv: TorchvisionTiming, threads: usize, per_slice_s: &[f64], det_per_slice: f64) -> Self {
+        let mut t: Vec<f64> = per_slice_s.iter().map(|s| s * 1e3).collect();
+        t.sort_by(f64::total_cmp);
+        let (min, median) = (t[0], t[t.len() / 2]);
+        ForwardRatio {
+            ratio_min: min / tv.ms_per_slice_min,
+            ratio_median: median / tv.ms_per_slice_median,
+            torchvision: tv,
+            threads,
+            ms_per_slice_min: min,
+            ms_per_slice_median: median,
+            det_per_slice,
+        }
+    }
+
+    fn line(&self) -> String {
+        let tv = &self.torchvision;
+        let threads = if tv.threads == self.threads {
+            format!("{} threads", self.threads)
+        } else {
+            format!(
+                "organdose {} threads, torchvision {} (not the same: the ratio is not like for like)",
+                self.threads, tv.threads
+            )
+        };
+        format!(
+            "forward pass vs torchvision{}: organdose {:.0} ms/slice (median {:.0}), torchvision {:.0} (median {:.0}): ratio {:.2} (medians {:.2}); {} x {} px slices, min of {}, {threads}; detections per slice {:.1} / {:.1}",
+            if tv.torch_version.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", tv.torch_version)
+            },
+            self.ms_per_slice_min,
+            self.ms_per_slice_median,
+            tv.ms_per_slice_min,
+            tv.ms_per_slice_median,
+            self.ratio_min,
+            self.ratio_median,
+            tv.batch,
+            tv.size,
+            tv.reps,
+            self.det_per_slice,
+            tv.det_per_slice,
+        )
+    }
+}
+
+/// Reads `DIR/torchvision.json` and `DIR/input.f32`, checked against the
+/// model the bench runs (its folder and input size): a ratio between two
+/// different models, or on other slices, would mean nothing.
+fn read_torchvision(
+    dir: &Path,
+    model_dir: &Path,
+    size: usize,
+) -> anyhow::Result<(TorchvisionTiming, Vec<f32>)> {
+    let jp = dir.join("torchvision.json");
+    let text = std::fs::read_to_string(&jp).with_context(|| {
+        format!(
+            "reading {} (run bench/run.sh DIR model:MODEL CT.nii.gz first)",
+            jp.display()
+        )
+    })?;
+    let tv: TorchvisionTiming = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a torchvision timing", jp.display()))?;
+    if !(tv.ms_per_slice_min > 0.0 && tv.ms_per_slice_median > 0.0 && tv.reps > 0 && tv.batch > 0) {
+        anyhow::bail!("{}: times and counts must be positive", jp.display());
+    }
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same(&tv.model, model_dir) {
+        anyhow::bail!(
+            "{}: torchvision timed the model in {}, this bench runs {} (give --weights {})",
+            jp.display(),
+            tv.model.display(),
+            model_dir.display(),
+            tv.model.display()
+        );
+    }
+    if tv.size != size {
+        anyhow::bail!(
+            "{}: torchvision timed {} px slices, the model takes {size}",
+            jp.display(),
+            tv.size
+        );
+    }
+    let ip = dir.join("input.f32");
+    let want = tv.batch * 3 * size * size * 4;
+    let len = std::fs::metadata(&ip)
+        .with_context(|| format!("reading {}", ip.display()))?
+        .len();
+    if len != want as u64 {
+        anyhow::bail!(
+            "{}: {len} bytes, expected {} x 3 x {size} x {size} f32 ({want} bytes)",
+            ip.display(),
+            tv.batch
+        );
+    }
+    let bytes = std::fs::read(&ip).with_context(|| format!("reading {}", ip.display()))?;
+    let x = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((tv, x))
+}
+
+/// The engine's model on torchvision's slices: one warm-up, then as many
+/// timed passes as torchvision made.
+fn forward_ratio(
+    model_dir: &Path,
+    device: organdose::seg::engine::DeviceKind,
+    dir: &Path,
+) -> anyhow::Result<ForwardRatio> {
+    let model = Engine::shared(device)?.model(model_dir)?;
+    let size = model.cfg.input.size;
+    let (tv, x) = read_torchvision(dir, model_dir, size)?;
+    let dims = [tv.batch, 3, size, size];
+    model.forward(&x, dims, false)?;
+    let mut times = Vec::with_capacity(tv.reps);
+    let mut det = 0.0;
+    for _ in 0..tv.reps {
+        let t = Instant::now();
+        let f = model.forward(&x, dims, false)?;
+        times.push(t.elapsed().as_secs_f64() / tv.batch as f64);
+        det = f.detections.iter().map(|d| d.boxes.len()).sum::<usize>() as f64 / tv.batch as f64;
+    }
+    Ok(ForwardRatio::new(
+        tv,
+        rayon::current_num_threads(),
+        &times,
+        det,
+    ))
 }
 
 const ROW_HEADER: &str = "stage                            device    time s  detail";
@@ -89,6 +261,8 @@ pub struct Report {
     pub peak_memory_what: String,
     pub memory_estimate_mb: Option<f64>,
     pub notes: Vec<String>,
+    /// With `--torchvision`: the forward pass against torchvision's.
+    pub forward: Option<ForwardRatio>,
 }
 
 pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
@@ -102,6 +276,25 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let mut notes = Vec::new();
     let mut stages = Vec::new();
     let dev = backend.label();
+    // A comparison that cannot run says so before minutes of study.
+    let tv_model = match &args.torchvision {
+        Some(dir) => {
+            let model_dir = args
+                .weights
+                .clone()
+                .unwrap_or_else(|| resolve_default_weights(&cfg.segment.weights));
+            let toml = model_dir.join("model.toml");
+            if !toml.is_file() {
+                anyhow::bail!(
+                    "--torchvision compares the network's forward pass, but there is no model at {} (give --weights DIR)",
+                    model_dir.display()
+                );
+            }
+            read_torchvision(dir, &model_dir, ModelConfig::load(&toml)?.input.size)?;
+            Some((dir.clone(), model_dir))
+        }
+        None => None,
+    };
     println!("organdose bench: device {dev} ({})", backend.describe());
     println!("{ROW_HEADER}");
 
@@ -172,7 +365,26 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     };
 
     let study_total_s = stages.iter().filter(|s| s.counted).map(|s| s.seconds).sum();
+    // Peak memory is the study's: read before the forward-pass comparison.
     let (peak, what) = backend.peak_memory_mb();
+    let forward = match &tv_model {
+        Some((dir, model_dir)) => {
+            let t = Instant::now();
+            let r = forward_ratio(model_dir, cfg.segment.device, dir)?;
+            push(
+                &mut stages,
+                Stage {
+                    name: "forward pass (torchvision's slices)".into(),
+                    device: dev.clone(),
+                    seconds: t.elapsed().as_secs_f64(),
+                    counted: false,
+                    detail: format!("{} x {} reps", r.torchvision.batch, r.torchvision.reps),
+                },
+            );
+            Some(r)
+        }
+        None => None,
+    };
     let report = Report {
         device: dev,
         device_name: backend.describe(),
@@ -183,6 +395,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         peak_memory_what: what,
         memory_estimate_mb,
         notes,
+        forward,
     };
     print_report(&report);
     if let Some(p) = &args.json {
@@ -334,5 +547,80 @@ fn print_report(r: &Report) {
     }
     if let Some(e) = r.memory_estimate_mb {
         println!("device memory estimate (gpu::memory): {e:.0} MB");
+    }
+    if let Some(f) = &r.forward {
+        println!("{}", f.line());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(model: &Path) -> TorchvisionTiming {
+        TorchvisionTiming {
+            model: model.to_path_buf(),
+            threads: 2,
+            batch: 2,
+            size: 8,
+            reps: 3,
+            ms_per_slice_min: 35.0,
+            ms_per_slice_median: 37.0,
+            det_per_slice: 4.0,
+            torch_version: "torch 2.15.0, torchvision 0.29.2".into(),
+        }
+    }
+
+    #[test]
+    fn the_ratio_is_fastest_over_fastest_and_median_over_median() {
+        let tv = timing(Path::new("/m"));
+        let r = ForwardRatio::new(tv, 2, &[0.050, 0.040, 0.045], 4.0);
+        assert_eq!((r.ms_per_slice_min, r.ms_per_slice_median), (40.0, 45.0));
+        assert!((r.ratio_min - 40.0 / 35.0).abs() < 1e-12);
+        assert!((r.ratio_median - 45.0 / 37.0).abs() < 1e-12);
+        let line = r.line();
+        assert!(line.contains("ratio 1.14 (medians 1.22)"), "{line}");
+        assert!(line.contains("2 threads"), "{line}");
+        let other = ForwardRatio::new(timing(Path::new("/m")), 4, &[0.04], 4.0);
+        assert!(
+            other.line().contains("not like for like"),
+            "{}",
+            other.line()
+        );
+    }
+
+    #[test]
+    fn a_timing_of_another_model_or_other_slices_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        let err = read_torchvision(dir.path(), &model, 8).unwrap_err();
+        assert!(format!("{err:#}").contains("torchvision.json"), "{err:#}");
+        let write = |tv: &TorchvisionTiming| {
+            std::fs::write(
+                dir.path().join("torchvision.json"),
+                serde_json::to_string(tv).unwrap(),
+            )
+            .unwrap()
+        };
+        write(&timing(&other));
+        let err = format!("{:#}", read_torchvision(dir.path(), &model, 8).unwrap_err());
+        assert!(err.contains("timed the model in"), "{err}");
+        write(&timing(&model));
+        let err = format!(
+            "{:#}",
+            read_torchvision(dir.path(), &model, 16).unwrap_err()
+        );
+        assert!(err.contains("8 px slices, the model takes 16"), "{err}");
+        // 2 x 3 x 8 x 8 f32 is 1536 bytes.
+        std::fs::write(dir.path().join("input.f32"), vec![0u8; 1000]).unwrap();
+        let err = format!("{:#}", read_torchvision(dir.path(), &model, 8).unwrap_err());
+        assert!(err.contains("1000 bytes") && err.contains("1536"), "{err}");
+        let x: Vec<u8> = (0..384).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        std::fs::write(dir.path().join("input.f32"), x).unwrap();
+        let (tv, x) = read_torchvision(dir.path(), &model, 8).unwrap();
+        assert_eq!((tv.batch, x.len(), x[383]), (2, 384, 383.0));
     }
 }

@@ -287,10 +287,7 @@ impl ResNet {
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
         let y = self.stem.forward_relu(x)?;
-        // max_pool2d(3, stride 2, padding 1): after ReLU every value is >= 0,
-        // so zero padding gives the same maxima as torch's -inf padding.
-        let y = y.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-        let mut y = y.max_pool2d_with_stride(3, 2)?;
+        let mut y = super::conv::max_pool_3x3_s2_p1(&y)?;
         let mut outs = Vec::with_capacity(4);
         for layer in &self.layers {
             for b in layer {

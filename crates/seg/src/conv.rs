@@ -10,9 +10,18 @@
 //! (input, weight, bias) so it stays inside candle's op model; on other
 //! devices [`conv2d`] falls back to candle's own convolution.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+thread_local! {
+    /// Each thread's im2col matrix, kept from one convolution to the next: a
+    /// fresh one per call was zeroed and page-faulted in every time (memset
+    /// and page faults were about 10 % of a forward pass in `perf`). It grows
+    /// to the largest convolution's (about 10 MB per thread for the shipped
+    /// model at 256 px).
+    static COL: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// Convolution parameters (dilation 1, groups 1: all torchvision's ResNet,
 /// FPN, RPN and mask-head convolutions).
@@ -135,20 +144,17 @@ fn im2col(
     }
 }
 
-/// One image: `out [Cout, P] = bias + W [Cout, K] x col [K, P]`, then ReLU.
-#[allow(clippy::too_many_arguments)]
+/// One image: `out [Cout, P] += W [Cout, K] x col [K, P]`, then ReLU; `out`
+/// holds the bias already (written in the same pass that allocates it, so the
+/// output is not zeroed first).
 fn gemm_bias_relu(
     out: &mut [f32],
     w: &[f32],
     col: &[f32],
-    bias: &[f32],
     (c_out, k, p): (usize, usize, usize),
     relu: bool,
     par: Parallelism,
 ) {
-    for (row, &b) in out.chunks_mut(p).zip(bias) {
-        row.fill(b);
-    }
     // SAFETY: out is c_out x p, w is c_out x k, col is k x p, all row-major
     // and exactly that long (checked by the caller); the strides below
     // describe those layouts.
@@ -216,13 +222,20 @@ impl CustomOp3 for Conv2dOp {
         let ho = (h + 2 * pad - kh) / s + 1;
         let wo = (wd + 2 * pad - kw) / s + 1;
         let (k, p) = (c_in * kh * kw, ho * wo);
-        let mut out = vec![0f32; n * c_out * p];
+        // Each output row starts as its bias: one pass over fresh memory
+        // instead of zeroing it and then writing the bias.
+        let mut out = Vec::with_capacity(n * c_out * p);
+        for _ in 0..n {
+            for &b in bias {
+                out.extend(std::iter::repeat_n(b, p));
+            }
+        }
         let direct = kh == 1 && kw == 1 && s == 1 && pad == 0;
         let threads = rayon::current_num_threads();
         // Many small images (RoIs in the mask head): one image per thread.
         // Few large ones: one at a time, the threads inside im2col and GEMM.
         let per_image = n >= threads && threads > 1 && p * c_out < 256 * 64 * 64;
-        let one = |(img, o): (usize, &mut [f32]), col: &mut Vec<f32>, inner: bool| {
+        let one = |(img, o): (usize, &mut [f32]), inner: bool| {
             let xi = &x[img * c_in * h * wd..(img + 1) * c_in * h * wd];
             let par = if inner && threads > 1 {
                 Parallelism::Rayon(threads)
@@ -230,24 +243,92 @@ impl CustomOp3 for Conv2dOp {
                 Parallelism::None
             };
             if direct {
-                gemm_bias_relu(o, w, xi, bias, (c_out, k, p), self.relu, par);
+                gemm_bias_relu(o, w, xi, (c_out, k, p), self.relu, par);
             } else {
-                col.resize(k * p, 0.0);
-                im2col(xi, col, (h, wd), (kh, kw), (ho, wo), s, pad, inner);
-                gemm_bias_relu(o, w, col, bias, (c_out, k, p), self.relu, par);
+                // Taken out, not borrowed: while this thread waits inside a
+                // parallel section, rayon may run another convolution on it
+                // (which then starts from an empty buffer).
+                let mut col = COL.take();
+                // im2col writes every element: only growth is zeroed.
+                if col.len() < k * p {
+                    col.resize(k * p, 0.0);
+                }
+                im2col(
+                    xi,
+                    &mut col[..k * p],
+                    (h, wd),
+                    (kh, kw),
+                    (ho, wo),
+                    s,
+                    pad,
+                    inner,
+                );
+                gemm_bias_relu(o, w, &col[..k * p], (c_out, k, p), self.relu, par);
+                COL.set(col);
             }
         };
         if per_image {
             out.par_chunks_mut(c_out * p)
                 .enumerate()
-                .for_each_init(Vec::new, |col, item| one(item, col, false));
+                .for_each(|item| one(item, false));
         } else {
-            let mut col = Vec::new();
             for item in out.chunks_mut(c_out * p).enumerate() {
-                one(item, &mut col, true);
+                one(item, true);
             }
         }
         Ok((CpuStorage::F32(out), Shape::from((n, c_out, ho, wo))))
+    }
+}
+
+/// torchvision's stem pooling, `max_pool2d(kernel 3, stride 2, padding 1)`:
+/// each output the maximum of the window's pixels inside the image (torch
+/// pads with -inf). On CPU in one pass, a plane per task; candle's own pooling
+/// runs on one thread and needed the padding copied in first (about 4 % of a
+/// forward pass together). Other devices pad and pool with candle (the input
+/// follows a ReLU, so zero padding gives the same maxima there).
+pub(crate) fn max_pool_3x3_s2_p1(x: &Tensor) -> candle_core::Result<Tensor> {
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1_no_bwd(&MaxPool3x3S2);
+    }
+    x.pad_with_zeros(2, 1, 1)?
+        .pad_with_zeros(3, 1, 1)?
+        .max_pool2d_with_stride(3, 2)
+}
+
+struct MaxPool3x3S2;
+
+impl CustomOp1 for MaxPool3x3S2 {
+    fn name(&self) -> &'static str {
+        "organdose-max-pool-3x3-s2-p1"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "input")?;
+        let (n, c, h, w) = l.shape().dims4()?;
+        if h == 0 || w == 0 {
+            candle_core::bail!("max_pool: empty image");
+        }
+        // (size + 2 * pad - kernel) / stride + 1
+        let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+        let mut out = vec![0f32; n * c * ho * wo];
+        out.par_chunks_mut(ho * wo)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(o, xp)| {
+                for oy in 0..ho {
+                    let (y0, y1) = ((2 * oy).saturating_sub(1), (2 * oy + 1).min(h - 1));
+                    for ox in 0..wo {
+                        let (x0, x1) = ((2 * ox).saturating_sub(1), (2 * ox + 1).min(w - 1));
+                        let mut m = f32::NEG_INFINITY;
+                        for row in xp[y0 * w..=y1 * w + x1].chunks(w) {
+                            for &v in &row[x0..=x1] {
+                                m = m.max(v);
+                            }
+                        }
+                        o[oy * wo + ox] = m;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, ho, wo))))
     }
 }
 
@@ -268,6 +349,40 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
+    }
+
+    #[test]
+    fn stem_max_pool_is_torchs_with_minus_infinity_padding() {
+        for (h, w) in [(9, 8), (8, 9), (1, 1), (2, 5), (16, 16)] {
+            let (n, c) = (2, 3);
+            let x = rand(n * c * h * w, (h * 31 + w) as u64);
+            let t = Tensor::from_vec(x.clone(), (n, c, h, w), &Device::Cpu).unwrap();
+            let got: Vec<f32> = max_pool_3x3_s2_p1(&t)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let (ho, wo) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
+            let mut want = Vec::new();
+            for p in 0..n * c {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let mut m = f32::NEG_INFINITY;
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = ((oy * 2 + ky) as i64 - 1, (ox * 2 + kx) as i64 - 1);
+                                if (0..h as i64).contains(&iy) && (0..w as i64).contains(&ix) {
+                                    m = m.max(x[p * h * w + iy as usize * w + ix as usize]);
+                                }
+                            }
+                        }
+                        want.push(m);
+                    }
+                }
+            }
+            assert_eq!(got, want, "{h} x {w}");
+        }
     }
 
     /// Reference: the textbook six-loop convolution in f64.
