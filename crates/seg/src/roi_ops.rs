@@ -61,68 +61,75 @@ impl CustomOp2 for RoiAlign {
         let (ph_n, pw_n) = (self.pooled_h, self.pooled_w);
         let mut out = vec![0f32; k * c * ph_n * pw_n];
         let offset = if self.aligned { 0.5f32 } else { 0.0 };
-        let mut pre: Vec<Pre> = Vec::new();
         for r in 0..k {
-            let roi = &rois[r * 5..r * 5 + 5];
-            let b = roi[0] as i64;
+            let b = rois[r * 5] as i64;
             if b < 0 || b as usize >= n {
                 candle_core::bail!("roi_align: batch index {b} out of range");
             }
-            let b = b as usize;
-            let start_w = roi[1] * self.spatial_scale - offset;
-            let start_h = roi[2] * self.spatial_scale - offset;
-            let end_w = roi[3] * self.spatial_scale - offset;
-            let end_h = roi[4] * self.spatial_scale - offset;
-            let mut roi_w = end_w - start_w;
-            let mut roi_h = end_h - start_h;
-            if !self.aligned {
-                roi_w = roi_w.max(1.0);
-                roi_h = roi_h.max(1.0);
-            }
-            let bin_h = roi_h / ph_n as f32;
-            let bin_w = roi_w / pw_n as f32;
-            let grid_h = if self.sampling_ratio > 0 {
-                self.sampling_ratio as usize
-            } else {
-                (roi_h / ph_n as f32).ceil() as usize
-            };
-            let grid_w = if self.sampling_ratio > 0 {
-                self.sampling_ratio as usize
-            } else {
-                (roi_w / pw_n as f32).ceil() as usize
-            };
-            let count = (grid_h * grid_w).max(1) as f32;
-            pre.clear();
-            for ph in 0..ph_n {
-                for pw in 0..pw_n {
-                    for iy in 0..grid_h {
-                        let yy =
-                            start_h + ph as f32 * bin_h + (iy as f32 + 0.5) * bin_h / grid_h as f32;
-                        for ix in 0..grid_w {
-                            let xx = start_w
-                                + pw as f32 * bin_w
-                                + (ix as f32 + 0.5) * bin_w / grid_w as f32;
-                            pre.push(bilinear_pre(yy, xx, h, w));
+        }
+        // One RoI per task: the box and mask heads pool a few hundred RoIs
+        // per batch, each independent (the same arithmetic as one at a time).
+        use rayon::prelude::*;
+        out.par_chunks_mut((c * ph_n * pw_n).max(1))
+            .enumerate()
+            .for_each_init(Vec::new, |pre: &mut Vec<Pre>, (r, out_r)| {
+                let roi = &rois[r * 5..r * 5 + 5];
+                let b = roi[0] as usize;
+                let start_w = roi[1] * self.spatial_scale - offset;
+                let start_h = roi[2] * self.spatial_scale - offset;
+                let end_w = roi[3] * self.spatial_scale - offset;
+                let end_h = roi[4] * self.spatial_scale - offset;
+                let mut roi_w = end_w - start_w;
+                let mut roi_h = end_h - start_h;
+                if !self.aligned {
+                    roi_w = roi_w.max(1.0);
+                    roi_h = roi_h.max(1.0);
+                }
+                let bin_h = roi_h / ph_n as f32;
+                let bin_w = roi_w / pw_n as f32;
+                let grid_h = if self.sampling_ratio > 0 {
+                    self.sampling_ratio as usize
+                } else {
+                    (roi_h / ph_n as f32).ceil() as usize
+                };
+                let grid_w = if self.sampling_ratio > 0 {
+                    self.sampling_ratio as usize
+                } else {
+                    (roi_w / pw_n as f32).ceil() as usize
+                };
+                let count = (grid_h * grid_w).max(1) as f32;
+                pre.clear();
+                for ph in 0..ph_n {
+                    for pw in 0..pw_n {
+                        for iy in 0..grid_h {
+                            let yy = start_h
+                                + ph as f32 * bin_h
+                                + (iy as f32 + 0.5) * bin_h / grid_h as f32;
+                            for ix in 0..grid_w {
+                                let xx = start_w
+                                    + pw as f32 * bin_w
+                                    + (ix as f32 + 0.5) * bin_w / grid_w as f32;
+                                pre.push(bilinear_pre(yy, xx, h, w));
+                            }
                         }
                     }
                 }
-            }
-            let per_bin = grid_h * grid_w;
-            for ch in 0..c {
-                let plane = &feat[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
-                let o = &mut out[(r * c + ch) * ph_n * pw_n..(r * c + ch + 1) * ph_n * pw_n];
-                for (bin, ov) in o.iter_mut().enumerate() {
-                    let mut acc = 0f32;
-                    for p in &pre[bin * per_bin..(bin + 1) * per_bin] {
-                        acc += p.w[0] * plane[p.pos[0]]
-                            + p.w[1] * plane[p.pos[1]]
-                            + p.w[2] * plane[p.pos[2]]
-                            + p.w[3] * plane[p.pos[3]];
+                let per_bin = grid_h * grid_w;
+                for ch in 0..c {
+                    let plane = &feat[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
+                    let o = &mut out_r[ch * ph_n * pw_n..(ch + 1) * ph_n * pw_n];
+                    for (bin, ov) in o.iter_mut().enumerate() {
+                        let mut acc = 0f32;
+                        for p in &pre[bin * per_bin..(bin + 1) * per_bin] {
+                            acc += p.w[0] * plane[p.pos[0]]
+                                + p.w[1] * plane[p.pos[1]]
+                                + p.w[2] * plane[p.pos[2]]
+                                + p.w[3] * plane[p.pos[3]];
+                        }
+                        *ov = acc / count;
                     }
-                    *ov = acc / count;
                 }
-            }
-        }
+            });
         Ok((CpuStorage::F32(out), Shape::from((k, c, ph_n, pw_n))))
     }
 
