@@ -870,10 +870,22 @@ fn check_ct(
     Ok(())
 }
 
-/// Memory a study will need, in MB, from the headers alone: the largest volume
-/// read at once plus every SPECT (f32) and label maps, with room for the
-/// dosimetry's working copies.
-pub fn memory_need_mb(study: &Study) -> f64 {
+/// Memory a study will need, in MB, from the headers alone (the network's
+/// weights and activations come on top: `StudyProcessor::memory_need_mb`):
+/// the larger of the segmentation stage (when the network makes the masks)
+/// and the dosimetry stage.
+///
+/// Segmentation, measured (release, 2026-12-07, `cargo bench --bench
+/// study_run`): `organdose run` peaked at 692 MB with a 512 x 512 x 187
+/// diagnostic CT and at 1005 MB with 512 x 512 x 357 (four low-dose CTs and
+/// SPECTs each), 7.0 bytes per voxel of the largest CT above 349 MB;
+/// `organdose segment` alone 9.1 bytes per voxel (666 MB at 200 slices, 1144 MB
+/// at 400). Counted here as 8 bytes per voxel of the largest CT and 0.5 per
+/// voxel of every CT (their masks stay for the study); with the network's
+/// term the estimate is about 1.23 times those peaks.
+/// Dosimetry: the largest CT read as f32 while labels (u8) exist; SPECTs f32
+/// with about four working copies.
+pub fn memory_need_mb(study: &Study, segmenting: bool) -> f64 {
     let voxels = |s: &Source| -> f64 {
         match s {
             Source::Dicom(d) => d
@@ -888,13 +900,20 @@ pub fn memory_need_mb(study: &Study) -> f64 {
     };
     let ct = voxels(&study.diagnostic_ct);
     let spect: f64 = study.timepoints.iter().map(|t| voxels(&t.spect)).sum();
-    let ldct = study
+    let ldcts: Vec<f64> = study
         .timepoints
         .iter()
         .filter_map(|t| t.ldct.as_ref().map(&voxels))
-        .fold(0.0, f64::max);
-    // CT read as f32 while labels (u8) exist; SPECTs f32 with ~4 working copies.
-    (ct * 5.0 + ldct * 5.0 + spect * 4.0 * 4.0) / 1e6 + 64.0
+        .collect();
+    let ldct = ldcts.iter().copied().fold(0.0, f64::max);
+    let all_ct = ct + ldcts.iter().sum::<f64>();
+    let segmentation = if segmenting {
+        ct.max(ldct) * 8.0 + all_ct * 0.5
+    } else {
+        0.0
+    };
+    let dosimetry = ct * 5.0 + ldct * 5.0 + spect * 4.0 * 4.0;
+    segmentation.max(dosimetry) / 1e6 + 64.0
 }
 
 /// "partial" below 3 time points, "provisional" from 3, "final" once the expected

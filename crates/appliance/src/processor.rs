@@ -219,13 +219,22 @@ fn dir_size_mb(dir: &std::path::Path) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Memory of the network in `model_dir` (MB): its weights plus activations
+/// (the seg bench peaks at 0.63 GB for a ResNet-50 at 512 px,
+/// docs/log/bench.md, about 0.3 GB above its weights). With
+/// [`memory_need_mb`] of the study, what a job is admitted by.
+pub fn network_need_mb(model_dir: &Path) -> f64 {
+    dir_size_mb(model_dir) + 300.0
+}
+
 impl Processor for StudyProcessor {
     fn memory_need_mb(&self, job: &Job) -> f64 {
-        let volumes = Self::study(job).map(|s| memory_need_mb(&s)).unwrap_or(0.0);
+        let segmenting = matches!(self.masks, Masks::Network(_));
+        let volumes = Self::study(job)
+            .map(|s| memory_need_mb(&s, segmenting))
+            .unwrap_or(0.0);
         let network = match &self.masks {
-            // Weights plus activations: the seg bench peaks at 0.63 GB for a
-            // ResNet-50 at 512 px (docs/log/bench.md), about 0.3 GB above its weights.
-            Masks::Network(dir) => dir_size_mb(dir) + 300.0,
+            Masks::Network(dir) => network_need_mb(dir),
             Masks::TruthRoot(_) => 0.0,
         };
         volumes + network
