@@ -882,7 +882,7 @@ fn check_ct(
 /// `organdose segment` alone 9.1 bytes per voxel (666 MB at 200 slices, 1144 MB
 /// at 400). Counted here as 8 bytes per voxel of the largest CT and 0.5 per
 /// voxel of every CT (their masks stay for the study); with the network's
-/// term the estimate is about 1.23 times those peaks.
+/// term the estimate is 1.25 and 1.22 times those peaks.
 /// Dosimetry: the largest CT read as f32 while labels (u8) exist; SPECTs f32
 /// with about four working copies.
 pub fn memory_need_mb(study: &Study, segmenting: bool) -> f64 {
