@@ -86,9 +86,8 @@ pub struct Args {
     /// CTs (tp<k>_ldct.nii.gz, truth/labels_ldct_tp<k>.nii.gz), or both.
     #[arg(long, value_parser = ["ct", "ldct", "all"], default_value = "ct")]
     pub scans: String,
-    /// Every slice of every plane: coronal and sagittal not only around the
-    /// axial pass's organs (segment.other_planes_margin_mm), the axial pass
-    /// without its coarse first pass (segment.axial_coarse_mm).
+    /// Coronal and sagittal passes over every slice, not only around the
+    /// axial pass's organs (segment.other_planes_margin_mm).
     #[arg(long)]
     pub all_slices: bool,
     /// JSON output; default DIR/eval_<scans>_<planes>.json (with --real:
@@ -254,7 +253,6 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     };
     if args.all_slices {
         opts.other_planes_margin_mm = None;
-        opts.axial_coarse_mm = 0.0;
     }
     let modes = modes_of(&args, planes);
     let labels = evaluated_organs(&model.cfg.classes)?;
@@ -1126,7 +1124,6 @@ fn run_real(args: &Args, real: &Path, cfg: &Config) -> anyhow::Result<()> {
         };
         if args.all_slices {
             opts.other_planes_margin_mm = None;
-            opts.axial_coarse_mm = 0.0;
         }
         eprint!(" segmenting ...");
         let segs = driver::segment_modes(

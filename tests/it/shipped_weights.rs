@@ -49,7 +49,6 @@ fn axial_options(batch_size: usize, parallel_batches: usize) -> DriverOptions {
         max_fill_gap: 2,
         other_planes_margin_mm: None,
         slice_step_mm: 0.0,
-        axial_coarse_mm: 0.0,
         fusion: organdose::seg::fusion::FuseRule::Median,
         fusion_threshold: 0.5,
         fill_holes: false,

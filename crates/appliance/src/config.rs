@@ -282,11 +282,6 @@ impl Config {
                 Range::closed(0.0, 20.0),
             ),
             (
-                "segment.axial_coarse_mm".into(),
-                s.axial_coarse_mm,
-                Range::closed(0.0, 50.0),
-            ),
-            (
                 "segment.fusion_threshold".into(),
                 s.fusion_threshold as f64,
                 Range::open(0.0, 1.0),
@@ -586,7 +581,6 @@ parallel_batches = 2
 max_fill_gap_slices = 3
 other_planes_margin_mm = -1.0
 slice_step_mm = 3.0
-axial_coarse_mm = 30.0
 fusion = "mean"
 fusion_threshold = 0.25
 fill_holes = false
@@ -751,7 +745,6 @@ port = 104
         assert_eq!(c.segment.planes, crate::seg::driver::Planes::Axial);
         assert_eq!(c.segment.driver_options().other_planes_margin_mm, None);
         assert_eq!(c.segment.driver_options().slice_step_mm, 3.0);
-        assert_eq!(c.segment.driver_options().axial_coarse_mm, 30.0);
         assert_eq!(
             c.segment.low_dose_ct,
             crate::seg::settings::LowDoseCt::Follow

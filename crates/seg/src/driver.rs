@@ -61,34 +61,11 @@ pub struct DriverOptions {
     /// every slice. The network's pixel is 1.6 mm: a coronal or sagittal pass
     /// over 0.8-1 mm columns sees nearly the same image twice.
     pub slice_step_mm: f64,
-    /// The axial pass first runs slices about this far apart (mm), then the
-    /// others only where those found an organ, widened by this distance plus
-    /// [`COARSE_MARGIN_MM`]; 0: every slice. No organ is shorter than 12 mm
-    /// along z, so a coarse pass at that distance cannot step over one.
-    pub axial_coarse_mm: f64,
     /// `auto`: how the planes' probabilities are joined, at which threshold,
     /// and whether enclosed holes are closed (`seg::fusion`).
     pub fusion: fusion::FuseRule,
     pub fusion_threshold: f32,
     pub fill_holes: bool,
-}
-
-/// Room beyond the coarse pass's span (mm): an organ's tip can reach the
-/// coarse distance past the last slice that shows it, and a detection can
-/// start a little late on a tip.
-pub const COARSE_MARGIN_MM: f64 = 20.0;
-
-/// The coarse pass of the axial plane (`DriverOptions::axial_coarse_mm`) in
-/// run slices: (every k-th run slice, margin in slices); None when it would
-/// not run fewer slices.
-pub fn coarse_pass(coarse_mm: f64, spacing: f64, step: usize) -> Option<(usize, usize)> {
-    let run_mm = spacing * step.max(1) as f64;
-    if !(coarse_mm > 0.0 && run_mm > 0.0) {
-        return None;
-    }
-    let k = (coarse_mm / run_mm + 1e-6).floor() as usize;
-    let margin = ((k as f64 * run_mm + COARSE_MARGIN_MM) / spacing).ceil() as usize;
-    (k > 1).then_some((k, margin))
 }
 
 /// Slice range `[lo, hi)` along `axis` holding any labelled voxel of `map`,
@@ -169,10 +146,7 @@ pub fn slice_input(win: &[f32], dims: [usize; 3], plane: Plane, t: usize, size: 
 /// `sampler` the slices reach the network in millimetres (`seg::slicing`:
 /// fixed pixel size, padded or tiled); without, each slice is stretched to
 /// the input size. With `probs` the plane's class probabilities are kept
-/// there as well (for the fusion of `--planes auto`). With `coarse = (k,
-/// margin)` every k-th run slice goes first, and the others only within
-/// `margin` slices of those where it found an organ. Returns the map and the
-/// number of slices the network ran on.
+/// there as well (for the fusion of `--planes auto`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn segment_plane(
     model: &MaskRcnn,
@@ -183,10 +157,9 @@ pub(crate) fn segment_plane(
     range: Option<(usize, usize)>,
     step: usize,
     sampler: Option<&PlaneSampler>,
-    coarse: Option<(usize, usize)>,
     mut probs: Option<&mut PlaneProbs>,
     progress: &mut dyn FnMut(usize),
-) -> Result<(Vec<u8>, usize)> {
+) -> Result<Vec<u8>> {
     let size = model.cfg.input.size;
     let (sa, ua, va) = plane.axes();
     let stride = [1, dims[0], dims[0] * dims[1]];
@@ -199,166 +172,92 @@ pub(crate) fn segment_plane(
     let bs = (opts.batch_size.max(1) / n_tiles).max(1);
     let (lo, hi) = range.unwrap_or((0, ns));
     let hi = hi.min(ns);
-    let want_probs = probs.is_some() || step > 1;
-    let compute = |ts: &&[usize]| -> Result<Vec<SliceOut>> {
-        let n_img = ts.len() * n_tiles;
-        let mut input = Vec::with_capacity(n_img * 3 * size * size);
-        for &t in ts.iter() {
-            match sampler {
-                Some(s) => {
-                    for tile in 0..n_tiles {
-                        input.extend(s.input(win, t, tile));
-                    }
-                }
-                None => input.extend(slice_input(win, dims, plane, t, size)),
-            }
-        }
-        let out = model.forward(&input, [n_img, 3, size, size], false)?;
-        Ok(match sampler {
-            Some(s) => out
-                .detections
-                .chunks(n_tiles)
-                .map(|dets| slice_classes_tiled(dets, s, nc, thresh, want_probs))
-                .collect(),
-            None => out
-                .detections
-                .iter()
-                .map(|det| slice_classes(det, nc, size, nu, nv, thresh, want_probs))
-                .collect(),
-        })
-    };
+    let run = run_slices(lo, hi, step);
+    let batches: Vec<&[usize]> = run.chunks(bs).collect();
+    // The last run slice's probabilities, for the slices skipped after it.
+    let mut prev: Option<(usize, ClassProbs)> = None;
     // Several batches in flight, one per thread: much of a forward pass
     // (RPN, NMS, RoI heads, mask paste) is serial, so one batch at a time
     // leaves cores idle. Each slice's result does not depend on the others,
     // so the map is the same for any thread count.
     let in_flight = opts.parallel_batches.max(1);
-    let run_group = |group: &[&[usize]]| -> Result<Vec<(usize, SliceOut)>> {
-        let results: Vec<Result<Vec<SliceOut>>> = if group.len() > 1 {
-            group.par_iter().map(compute).collect()
-        } else {
-            group.iter().map(compute).collect()
-        };
-        let mut outs = Vec::new();
-        for (ts, r) in group.iter().zip(results) {
-            outs.extend(ts.iter().copied().zip(r?));
-        }
-        Ok(outs)
-    };
-    let mut run = run_slices(lo, hi, step);
-    let all = run.len();
-    // Slices the network ran on.
-    let mut ran = 0usize;
-    // Results computed ahead of their turn (the coarse pass's), by slice.
-    let mut ready: std::collections::BTreeMap<usize, SliceOut> = Default::default();
-    if let Some((k, margin)) = coarse.filter(|&(k, _)| k > 1 && run.len() > 2 * k) {
-        // A first pass over every k-th slice finds the organs' span; the
-        // other slices run only there (and its margin).
-        let mut first = run_slices(0, run.len(), k);
-        first.iter_mut().for_each(|i| *i = run[*i]);
-        let batches: Vec<&[usize]> = first.chunks(bs).collect();
-        for group in batches.chunks(in_flight) {
-            let outs = run_group(group)?;
-            ran += outs.len();
-            progress(outs.len());
-            ready.extend(outs);
-        }
-        // Each organ's largest connected part over the coarse slices (as
-        // the final clean-up keeps the largest component): the network's
-        // stray detections above and below the organs do not widen the span.
-        let coarse_ts: Vec<usize> = ready.keys().copied().collect();
-        let mut stack = Vec::with_capacity(nu * nv * coarse_ts.len());
-        for (cls, _) in ready.values() {
-            stack.extend_from_slice(cls);
-        }
-        let mut span: Option<(usize, usize)> = None;
-        for c in 1..nc {
-            let comps = super::consensus::components(&stack, [nu, nv, coarse_ts.len()], c as u8);
-            let Some(largest) = comps.first() else {
-                continue;
-            };
-            let (k0, k1) = largest.iter().fold((usize::MAX, 0), |(a, b), &q| {
-                (a.min(q / (nu * nv)), b.max(q / (nu * nv)))
-            });
-            let (t0, t1) = (coarse_ts[k0], coarse_ts[k1]);
-            span = Some(span.map_or((t0, t1), |(a, b)| (a.min(t0), b.max(t1))));
-        }
-        tracing::debug!(
-            "coarse pass: {} slices, organs' span {span:?}",
-            coarse_ts.len()
-        );
-        let (a, b) = match span {
-            Some((a, b)) => (a.saturating_sub(margin).max(lo), (b + margin + 1).min(hi)),
-            None => (lo, lo),
-        };
-        run.retain(|t| (a..b).contains(t));
-        ready.retain(|t, _| (a..b).contains(t));
-    }
-    let todo: Vec<usize> = run
-        .iter()
-        .copied()
-        .filter(|t| !ready.contains_key(t))
-        .collect();
-    let batches: Vec<&[usize]> = todo.chunks(bs).collect();
-    // The last run slice's probabilities, for the slices skipped after it.
-    let mut prev: Option<(usize, ClassProbs)> = None;
-    // Index in `run` of the next slice to write: slices are written in
-    // order, the skipped ones between interpolated, as their results come.
-    let mut next = 0;
-    let mut groups = batches.chunks(in_flight);
-    loop {
-        let group = groups.next();
-        if let Some(group) = group {
-            let outs = run_group(group)?;
-            ran += outs.len();
-            progress(outs.len());
-            ready.extend(outs);
-        }
-        while let Some((t, (cls, probs_t))) = run.get(next).and_then(|t| ready.remove_entry(t)) {
-            let mut write = |t: usize, cls: &[u8], probs_t: &[(usize, Vec<f32>)]| {
-                for v in 0..nv {
-                    for u in 0..nu {
-                        let c = cls[v * nu + u];
-                        if c != 0 {
-                            map[t * stride[sa] + u * stride[ua] + v * stride[va]] = c;
+    for group in batches.chunks(in_flight) {
+        let want_probs = probs.is_some() || step > 1;
+        let run = |ts: &&[usize]| -> Result<Vec<SliceOut>> {
+            let n_img = ts.len() * n_tiles;
+            let mut input = Vec::with_capacity(n_img * 3 * size * size);
+            for &t in ts.iter() {
+                match sampler {
+                    Some(s) => {
+                        for tile in 0..n_tiles {
+                            input.extend(s.input(win, t, tile));
                         }
                     }
+                    None => input.extend(slice_input(win, dims, plane, t, size)),
                 }
-                if let Some(pp) = probs.as_mut() {
-                    for (c, p) in probs_t {
-                        pp.put(t, *c, p);
+            }
+            let out = model.forward(&input, [n_img, 3, size, size], false)?;
+            Ok(match sampler {
+                Some(s) => out
+                    .detections
+                    .chunks(n_tiles)
+                    .map(|dets| slice_classes_tiled(dets, s, nc, thresh, want_probs))
+                    .collect(),
+                None => out
+                    .detections
+                    .iter()
+                    .map(|det| slice_classes(det, nc, size, nu, nv, thresh, want_probs))
+                    .collect(),
+            })
+        };
+        let results: Vec<Result<Vec<SliceOut>>> = if group.len() > 1 {
+            group.par_iter().map(run).collect()
+        } else {
+            group.iter().map(run).collect()
+        };
+        for (ts, slices) in group.iter().zip(results) {
+            for (&t, (cls, probs_t)) in ts.iter().zip(slices?) {
+                let mut write = |t: usize, cls: &[u8], probs_t: &[(usize, Vec<f32>)]| {
+                    for v in 0..nv {
+                        for u in 0..nu {
+                            let c = cls[v * nu + u];
+                            if c != 0 {
+                                map[t * stride[sa] + u * stride[ua] + v * stride[va]] = c;
+                            }
+                        }
+                    }
+                    if let Some(pp) = probs.as_mut() {
+                        for (c, p) in probs_t {
+                            pp.put(t, *c, p);
+                        }
+                    }
+                };
+                write(t, &cls, &probs_t);
+                if let Some((tp, pp)) = prev.take() {
+                    for tt in tp + 1..t {
+                        let a = (t - tt) as f32 / (t - tp) as f32;
+                        let mixed = mix_probs(&pp, &probs_t, a, nu * nv);
+                        let cls = argmax_classes(
+                            nu * nv,
+                            thresh,
+                            mixed.iter().map(|(c, p)| (*c, p.as_slice())),
+                        );
+                        write(tt, &cls, &mixed);
                     }
                 }
-            };
-            write(t, &cls, &probs_t);
-            if let Some((tp, pp)) = prev.take() {
-                for tt in tp + 1..t {
-                    let a = (t - tt) as f32 / (t - tp) as f32;
-                    let mixed = mix_probs(&pp, &probs_t, a, nu * nv);
-                    let cls = argmax_classes(
-                        nu * nv,
-                        thresh,
-                        mixed.iter().map(|(c, p)| (*c, p.as_slice())),
-                    );
-                    write(tt, &cls, &mixed);
+                if step > 1 {
+                    prev = Some((t, probs_t));
                 }
             }
-            if step > 1 {
-                prev = Some((t, probs_t));
-            }
-            next += 1;
-        }
-        if group.is_none() {
-            break;
+            progress(ts.len());
         }
     }
-    // The slices the coarse pass left out count as done.
-    progress(all.saturating_sub(ran));
     if opts.max_fill_gap > 0 {
         for c in 1..nc {
             fill_gaps(&mut map, dims, sa, c as u8, opts.max_fill_gap);
         }
     }
-    Ok((map, ran))
+    Ok(map)
 }
 
 /// `a` x `p0` + (1 - a) x `p1` per class of either (a class missing from one
@@ -735,11 +634,7 @@ pub(crate) fn segment_modes_on(
             PlaneSampler::new(p, dims, spacing, cv, slicing::plane_tiles(&cv, u, v))
         });
         let mut pp = (auto && auto_planes.contains(&p)).then(|| PlaneProbs::new(p, dims, nc));
-        // The axial pass over the whole scan: a coarse pass first.
-        let coarse = (p == Plane::Axial && range.is_none())
-            .then(|| coarse_pass(opts.axial_coarse_mm, ct.geom.spacing[sa], step))
-            .flatten();
-        let (m, ran) = segment_plane(
+        let m = segment_plane(
             model,
             &win,
             dims,
@@ -748,7 +643,6 @@ pub(crate) fn segment_modes_on(
             range,
             step,
             sampler.as_ref(),
-            coarse,
             pp.as_mut(),
             &mut |k| {
                 done += k;
@@ -756,17 +650,13 @@ pub(crate) fn segment_modes_on(
             },
         )?;
         tracing::debug!(
-            "{} plane: {ran} of {} slices run (every {step}{}), {} tile(s) each, in {:.1} s",
+            "{} plane: {n} of {} slices run (every {step}), {} tile(s) each, in {:.1} s",
             p.name(),
             dims[sa],
-            coarse.map_or(String::new(), |(k, m)| format!(
-                "; every {} first, margin {m}",
-                k * step
-            )),
             sampler.as_ref().map_or(1, |s| s.tiles.len().max(1)),
             t0.elapsed().as_secs_f64()
         );
-        on_plane(p, ran, t0.elapsed());
+        on_plane(p, n, t0.elapsed());
         if p == Plane::Axial && planes.len() > 1 && opts.other_planes_margin_mm.is_some() {
             axial_organs = Some(to_organ_labels(&m, ct, &targets));
         }
@@ -903,22 +793,6 @@ pub(crate) fn to_organ_labels(
 mod tests {
     use super::*;
     use crate::volume::Geometry;
-
-    #[test]
-    fn the_coarse_pass_spacing_and_margin_in_run_slices() {
-        // 4 mm slices, every slice run: every 3rd (12 mm) first, margin
-        // (12 + 20) / 4 = 8 slices.
-        assert_eq!(coarse_pass(12.0, 4.0, 1), Some((3, 8)));
-        // 2.5 mm: every 4th (10 mm), (10 + 20) / 2.5 = 12.
-        assert_eq!(coarse_pass(12.0, 2.5, 1), Some((4, 12)));
-        // 0.8 mm slices run every 2nd (1.6 mm): every 7th run slice (11.2 mm),
-        // ceil(31.2 / 0.8) = 39 slices.
-        assert_eq!(coarse_pass(12.0, 0.8, 2), Some((7, 39)));
-        // Slices 8 mm apart or no coarse pass asked: every slice.
-        assert_eq!(coarse_pass(12.0, 8.0, 1), None);
-        assert_eq!(coarse_pass(0.0, 1.0, 1), None);
-        assert_eq!(coarse_pass(12.0, 0.0, 1), None);
-    }
 
     #[test]
     fn mask_threshold_decides_which_pixels_are_organ() {

@@ -25,9 +25,6 @@ pub struct SegmentConfig {
     /// Slices closer than this (mm) run every k-th, probabilities
     /// interpolated between (0: every slice).
     pub slice_step_mm: f64,
-    /// The axial pass runs slices this far apart (mm) first, then the others
-    /// only around the organs those found (0: every slice).
-    pub axial_coarse_mm: f64,
     /// `planes = "auto"`: how the planes' probabilities are joined.
     pub fusion: FuseRule,
     /// `planes = "auto"`: the probability threshold of the fusion.
@@ -63,7 +60,6 @@ impl SegmentConfig {
             other_planes_margin_mm: (self.other_planes_margin_mm >= 0.0)
                 .then_some(self.other_planes_margin_mm),
             slice_step_mm: self.slice_step_mm,
-            axial_coarse_mm: self.axial_coarse_mm,
             fusion: self.fusion,
             fusion_threshold: self.fusion_threshold,
             fill_holes: self.fill_holes,
