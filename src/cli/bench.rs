@@ -178,7 +178,11 @@ fn read_torchvision(
         );
     }
     let ip = dir.join("input.f32");
-    let want = tv.batch * 3 * size * size * 4;
+    // Counts from a file: checked before they size anything.
+    let want = [3, size, size, 4]
+        .iter()
+        .try_fold(tv.batch, |a, &b| a.checked_mul(b))
+        .ok_or_else(|| anyhow::anyhow!("{}: batch {} is absurd", jp.display(), tv.batch))?;
     let len = std::fs::metadata(&ip)
         .with_context(|| format!("reading {}", ip.display()))?
         .len();
@@ -197,23 +201,23 @@ fn read_torchvision(
     Ok((tv, x))
 }
 
-/// The engine's model on torchvision's slices: one warm-up, then as many
+/// The engine's model on torchvision's slices `x`: one warm-up, then as many
 /// timed passes as torchvision made.
 fn forward_ratio(
     model_dir: &Path,
     device: organdose::seg::engine::DeviceKind,
-    dir: &Path,
+    tv: TorchvisionTiming,
+    x: &[f32],
 ) -> anyhow::Result<ForwardRatio> {
     let model = Engine::shared(device)?.model(model_dir)?;
     let size = model.cfg.input.size;
-    let (tv, x) = read_torchvision(dir, model_dir, size)?;
     let dims = [tv.batch, 3, size, size];
-    model.forward(&x, dims, false)?;
+    model.forward(x, dims, false)?;
     let mut times = Vec::with_capacity(tv.reps);
     let mut det = 0.0;
     for _ in 0..tv.reps {
         let t = Instant::now();
-        let f = model.forward(&x, dims, false)?;
+        let f = model.forward(x, dims, false)?;
         times.push(t.elapsed().as_secs_f64() / tv.batch as f64);
         det = f.detections.iter().map(|d| d.boxes.len()).sum::<usize>() as f64 / tv.batch as f64;
     }
@@ -223,6 +227,13 @@ fn forward_ratio(
         &times,
         det,
     ))
+}
+
+/// The model folder the bench runs: `--weights`, else `segment.weights`.
+fn model_dir_of(args: &Args, cfg: &Config) -> PathBuf {
+    args.weights
+        .clone()
+        .unwrap_or_else(|| resolve_default_weights(&cfg.segment.weights))
 }
 
 const ROW_HEADER: &str = "stage                            device    time s  detail";
@@ -279,10 +290,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     // A comparison that cannot run says so before minutes of study.
     let tv_model = match &args.torchvision {
         Some(dir) => {
-            let model_dir = args
-                .weights
-                .clone()
-                .unwrap_or_else(|| resolve_default_weights(&cfg.segment.weights));
+            let model_dir = model_dir_of(&args, &cfg);
             let toml = model_dir.join("model.toml");
             if !toml.is_file() {
                 anyhow::bail!(
@@ -290,8 +298,8 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                     model_dir.display()
                 );
             }
-            read_torchvision(dir, &model_dir, ModelConfig::load(&toml)?.input.size)?;
-            Some((dir.clone(), model_dir))
+            let (tv, x) = read_torchvision(dir, &model_dir, ModelConfig::load(&toml)?.input.size)?;
+            Some((tv, x, model_dir))
         }
         None => None,
     };
@@ -367,10 +375,10 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
     let study_total_s = stages.iter().filter(|s| s.counted).map(|s| s.seconds).sum();
     // Peak memory is the study's: read before the forward-pass comparison.
     let (peak, what) = backend.peak_memory_mb();
-    let forward = match &tv_model {
-        Some((dir, model_dir)) => {
+    let forward = match tv_model {
+        Some((tv, x, model_dir)) => {
             let t = Instant::now();
-            let r = forward_ratio(model_dir, cfg.segment.device, dir)?;
+            let r = forward_ratio(&model_dir, cfg.segment.device, tv, &x)?;
             push(
                 &mut stages,
                 Stage {
@@ -433,10 +441,7 @@ fn bench_study(
     );
 
     // The model, if there is one, and the memory the study needs on the device.
-    let model_dir = args
-        .weights
-        .clone()
-        .unwrap_or_else(|| resolve_default_weights(&cfg.segment.weights));
+    let model_dir = model_dir_of(args, cfg);
     let has_model = model_dir.join("model.toml").is_file();
     let mut spect_dims: Vec<[usize; 3]> = Vec::new();
     for tp in &study.timepoints {
@@ -614,6 +619,14 @@ mod tests {
             read_torchvision(dir.path(), &model, 16).unwrap_err()
         );
         assert!(err.contains("8 px slices, the model takes 16"), "{err}");
+        // A batch whose byte count overflows is refused, not wrapped.
+        write(&TorchvisionTiming {
+            batch: usize::MAX / 8,
+            ..timing(&model)
+        });
+        let err = format!("{:#}", read_torchvision(dir.path(), &model, 8).unwrap_err());
+        assert!(err.contains("is absurd"), "{err}");
+        write(&timing(&model));
         // 2 x 3 x 8 x 8 f32 is 1536 bytes.
         std::fs::write(dir.path().join("input.f32"), vec![0u8; 1000]).unwrap();
         let err = format!("{:#}", read_torchvision(dir.path(), &model, 8).unwrap_err());

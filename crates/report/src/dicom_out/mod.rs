@@ -136,6 +136,28 @@ type MadeStruct = (SourceSeries, Vec<PathBuf>, Option<String>);
 /// Everything above for one finished cycle. `pdf` is report.pdf's bytes when it
 /// was made. Returns the files written and notes for what could not be written
 /// (a NIfTI study has no DICOM images to reference).
+/// A provisional result says so in the series description a PACS lists (the
+/// final one comes later as new series): " (provisional)", or nothing.
+fn status_suffix(summary: &DoseSummary) -> String {
+    match summary.status.as_str() {
+        "final" => String::new(),
+        s => format!(" ({s})"),
+    }
+}
+
+/// The DICOM SPECT of the reference time point, which the dose map lies on
+/// (1-based in the summary, time order, as study.timepoints are).
+fn reference_spect<'a>(
+    study: &'a Study,
+    summary: &DoseSummary,
+) -> Option<&'a crate::io::dicom::DicomSeries> {
+    let k = summary.settings.dose_map_time_point.checked_sub(1)?;
+    match &study.timepoints.get(k)?.spect {
+        Source::Dicom(d) => Some(d),
+        Source::Nifti(_) => None,
+    }
+}
+
 pub(crate) fn write_cycle(
     study: &Study,
     input: &DoseInput,
@@ -147,12 +169,7 @@ pub(crate) fn write_cycle(
     std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
     let mut written = Vec::new();
     let mut notes = Vec::new();
-    // A provisional result says so in the series description a PACS lists: the
-    // final one comes later as new series.
-    let status = match summary.status.as_str() {
-        "final" => String::new(),
-        s => format!(" ({s})"),
-    };
+    let status = status_suffix(summary);
     let dicom = |s: &Source| match s {
         Source::Dicom(d) => Some(d.clone()),
         Source::Nifti(_) => None,
@@ -203,14 +220,10 @@ pub(crate) fn write_cycle(
             ldct_structs.push((*k, src.frame_of_reference_uid.clone(), uid));
         }
     }
-    // The dose map lies on the SPECT of the reference time point (1-based in the
-    // summary, time order, as study.timepoints are).
     let ref_k = summary.settings.dose_map_time_point.checked_sub(1);
-    let ref_tp = ref_k.and_then(|k| study.timepoints.get(k));
-    let spect = ref_tp.and_then(|tp| dicom(&tp.spect));
-    match (&summary.dose_map_gy, spect) {
+    match (&summary.dose_map_gy, reference_spect(study, summary)) {
         (Some(dose), Some(spect)) => {
-            let src = SourceSeries::from_series(&spect)?;
+            let src = SourceSeries::from_series(spect)?;
             let p = dir.join("RTDOSE.dcm");
             // The DVHs belong to the organs on the dose grid, from the reference
             // time point's mask: its low-dose CT's structure set, when that shares
@@ -266,19 +279,10 @@ pub(crate) fn write_report_pdf(
     pdf: &[u8],
     out_dir: &Path,
 ) -> Result<Option<PathBuf>> {
-    let ref_tp = summary
-        .settings
-        .dose_map_time_point
-        .checked_sub(1)
-        .and_then(|k| study.timepoints.get(k));
-    let (Some(_), Some(Source::Dicom(spect))) = (&summary.dose_map_gy, ref_tp.map(|tp| &tp.spect))
-    else {
+    let (Some(_), Some(spect)) = (&summary.dose_map_gy, reference_spect(study, summary)) else {
         return Ok(None);
     };
-    let status = match summary.status.as_str() {
-        "final" => String::new(),
-        s => format!(" ({s})"),
-    };
+    let status = status_suffix(summary);
     let src = SourceSeries::from_series(spect)?;
     let dir = out_dir.join("dicom");
     std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
