@@ -30,6 +30,7 @@ mod psf_calibration;
 mod pvc_truth;
 mod real_anatomy;
 mod real_ct;
+mod refine_parity;
 mod seg_cli;
 mod seg_parity;
 mod self_check;

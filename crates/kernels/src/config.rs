@@ -26,6 +26,75 @@ pub struct ModelConfig {
     pub rpn: RpnConfig,
     #[serde(default)]
     pub roi_heads: RoiHeadsConfig,
+    /// The finer kidney stage (`seg::refine`); absent: none.
+    #[serde(default)]
+    pub kidney_refine: Option<RefineConfig>,
+}
+
+/// `[kidney_refine]` of a model.toml: a U-Net that redraws each kidney mask
+/// on crops at a finer pixel (train/kidney_refine.py writes these; the crop's
+/// geometry must be the one it was trained on).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefineConfig {
+    /// Safetensors file, relative to the config's folder.
+    pub weights: String,
+    /// Channels per U-Net level (three 2x2 pools need four levels).
+    pub widths: Vec<usize>,
+    /// Crop pixel (mm).
+    pub pixel_mm: f64,
+    /// The neighbour channels' distance above and below the slice (mm).
+    pub neighbor_mm: f64,
+    pub hu_window: [f32; 2],
+    /// Crop margin around the kidney's extent in the slice plane (mm).
+    pub margin_mm: f64,
+    /// Slices this far (mm) beyond the kidney's first and last are redrawn too.
+    pub z_margin_mm: f64,
+    /// Crop side in pixels: at least, at most (multiples of 16).
+    pub min_size: usize,
+    pub max_size: usize,
+    /// A pixel is kidney at this probability or more.
+    #[serde(default = "default_mask_thresh")]
+    pub threshold: f32,
+}
+
+impl RefineConfig {
+    fn validate(&self) -> std::result::Result<(), String> {
+        let pos = |v: f64| v.is_finite() && v > 0.0;
+        let non_neg = |v: f64| v.is_finite() && v >= 0.0;
+        if !(2..=5).contains(&self.widths.len()) || self.widths.contains(&0) {
+            return Err("kidney_refine.widths: two to five positive channel counts".into());
+        }
+        if !(pos(self.pixel_mm) && non_neg(self.neighbor_mm)) {
+            return Err("kidney_refine: pixel_mm > 0 and neighbor_mm >= 0 (mm)".into());
+        }
+        if !(non_neg(self.margin_mm) && non_neg(self.z_margin_mm)) {
+            return Err("kidney_refine: margin_mm and z_margin_mm >= 0 (mm)".into());
+        }
+        if self.hu_window[1] <= self.hu_window[0] {
+            return Err("kidney_refine.hu_window must be [low, high] with low < high".into());
+        }
+        let m = Self::CROP_MULTIPLE;
+        if self.min_size == 0
+            || !self.min_size.is_multiple_of(m)
+            || !self.max_size.is_multiple_of(m)
+            || self.max_size < self.min_size
+            || self.max_size > 1024
+        {
+            return Err(format!(
+                "kidney_refine: min_size <= max_size <= 1024, both multiples of {m}"
+            ));
+        }
+        if !(self.threshold.is_finite() && self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err("kidney_refine.threshold must lie strictly between 0 and 1".into());
+        }
+        Ok(())
+    }
+
+    /// Crop sides are rounded up to multiples of this (train/kidney_refine.py's
+    /// MULTIPLE): the U-Net halves them once per level below the first, at
+    /// most four times.
+    pub const CROP_MULTIPLE: usize = 16;
 }
 
 fn default_weights() -> String {
@@ -269,6 +338,9 @@ impl ModelConfig {
             return Err("roi_heads pool sizes must be positive".into());
         }
         self.backbone.resolve().map_err(|e| e.to_string())?;
+        if let Some(r) = &self.kidney_refine {
+            r.validate()?;
+        }
         Ok(())
     }
 }
@@ -319,6 +391,32 @@ depth = 50
         assert_eq!(c.roi_heads.mask_thresh, 0.35);
         for bad in ["0.0", "1.0", "-0.2", "nan"] {
             assert!(ModelConfig::from_toml(&with(bad), p).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_kidney_stage_section_is_read_and_checked() {
+        let p = Path::new("model.toml");
+        assert!(ModelConfig::from_toml(MIN, p)
+            .unwrap()
+            .kidney_refine
+            .is_none());
+        let stage = |widths: &str, min: usize, max: usize, thresh: &str| {
+            format!(
+                "{MIN}[kidney_refine]\nweights = \"k.safetensors\"\nwidths = {widths}\npixel_mm = 0.8\nneighbor_mm = 2.5\nhu_window = [-150.0, 250.0]\nmargin_mm = 16.0\nz_margin_mm = 8.0\nmin_size = {min}\nmax_size = {max}\nthreshold = {thresh}\n"
+            )
+        };
+        let c = ModelConfig::from_toml(&stage("[16, 32, 64, 64]", 96, 256, "0.5"), p).unwrap();
+        let r = c.kidney_refine.unwrap();
+        assert_eq!((r.widths.len(), r.min_size, r.max_size), (4, 96, 256));
+        for bad in [
+            stage("[16, 32, 64, 64]", 100, 256, "0.5"),
+            stage("[16, 32, 64, 64]", 256, 96, "0.5"),
+            stage("[16]", 96, 256, "0.5"),
+            stage("[16, 32, 64, 64, 64, 64]", 96, 256, "0.5"),
+            stage("[16, 32, 64, 64]", 96, 256, "1.0"),
+        ] {
+            assert!(ModelConfig::from_toml(&bad, p).is_err(), "{bad}");
         }
     }
 }

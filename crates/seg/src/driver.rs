@@ -66,6 +66,9 @@ pub struct DriverOptions {
     pub fusion: fusion::FuseRule,
     pub fusion_threshold: f32,
     pub fill_holes: bool,
+    /// Every mode's kidneys redrawn by the model's finer kidney stage
+    /// (`seg::refine`) when the model folder has one.
+    pub refine_kidneys: bool,
 }
 
 /// Slice range `[lo, hi)` along `axis` holding any labelled voxel of `map`,
@@ -726,6 +729,20 @@ pub(crate) fn segment_modes_on(
                 }
             }
         });
+    }
+    if let (true, Some(r)) = (opts.refine_kidneys, model.refiner.as_ref()) {
+        let t0 = std::time::Instant::now();
+        for s in out.iter_mut() {
+            let kidneys = [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT];
+            for line in r.refine(ct, &mut s.labels.data, &kidneys)? {
+                tracing::debug!("{} mode, kidney stage: {line}", s.planes.name());
+            }
+        }
+        tracing::debug!(
+            "kidney stage: {} mode(s) in {:.1} s",
+            out.len(),
+            t0.elapsed().as_secs_f64()
+        );
     }
     if let Some(last) = out.iter_mut().rev().find(|s| s.planes == Planes::Auto) {
         last.plane_probs = plane_probs;

@@ -27,6 +27,7 @@ pub mod model;
 pub mod orient;
 pub mod plane;
 pub mod realct;
+pub mod refine;
 pub mod roi_heads;
 pub mod roi_ops;
 pub mod rpn;

@@ -4,6 +4,7 @@
 use super::backbone::{ce, Fpn, ResNet, Weights};
 use super::boxes::BoxF;
 use super::config::{MaskPaste, ModelConfig};
+use super::refine::KidneyRefiner;
 use super::roi_heads::{Levels, RoiHeads};
 use super::rpn::{proposals, RpnHead};
 use super::transform::{paste_mask, paste_mask_exact, prepare, rescale_box};
@@ -18,6 +19,8 @@ pub struct MaskRcnn {
     rpn: RpnHead,
     heads: RoiHeads,
     device: Device,
+    /// The finer kidney stage of the folder's `[kidney_refine]`, if any.
+    pub refiner: Option<KidneyRefiner>,
 }
 
 /// Detections of one image in the input image's pixels.
@@ -51,9 +54,15 @@ impl MaskRcnn {
         }
         let cfg = ModelConfig::load(&cfg_path)?;
         let wpath = dir.join(&cfg.weights);
-        check_manifest(dir, &wpath)?;
+        check_manifest(dir, &wpath, None)?;
         let ws = Weights::load(&wpath, device)?;
-        Self::new(cfg, &ws, device)
+        let refine = cfg.kidney_refine.clone();
+        let mut m = Self::new(cfg, &ws, device)?;
+        if let Some(rc) = refine {
+            check_manifest(dir, &dir.join(&rc.weights), Some("kidney_refine"))?;
+            m.refiner = Some(KidneyRefiner::load(dir, rc, device)?);
+        }
+        Ok(m)
     }
 
     pub fn new(cfg: ModelConfig, ws: &Weights, device: &Device) -> Result<Self> {
@@ -83,6 +92,7 @@ impl MaskRcnn {
             rpn,
             heads,
             device: device.clone(),
+            refiner: None,
         })
     }
 
@@ -171,7 +181,17 @@ pub fn verify_dir(dir: &Path) -> Result<(std::path::PathBuf, Option<String>)> {
             wpath.display()
         )));
     }
-    let sha = check_manifest(dir, &wpath)?;
+    let sha = check_manifest(dir, &wpath, None)?;
+    if let Some(rc) = &cfg.kidney_refine {
+        let rpath = dir.join(&rc.weights);
+        if !rpath.is_file() {
+            return Err(Error::input(format!(
+                "{}: the kidney stage's weights file model.toml names is missing",
+                rpath.display()
+            )));
+        }
+        check_manifest(dir, &rpath, Some("kidney_refine"))?;
+    }
     Ok((wpath, sha))
 }
 
@@ -179,7 +199,9 @@ pub fn verify_dir(dir: &Path) -> Result<(std::path::PathBuf, Option<String>)> {
 /// this weights file with a sha256, the file must match it: a truncated copy
 /// or a replaced file would otherwise load and segment wrongly without a word.
 /// Returns the sha256 checked, `None` when there was nothing to check.
-fn check_manifest(dir: &Path, weights: &Path) -> Result<Option<String>> {
+/// `section`: the manifest's entry for a second weights file of the folder
+/// (the kidney stage's `"kidney_refine"`), else its top level.
+fn check_manifest(dir: &Path, weights: &Path, section: Option<&str>) -> Result<Option<String>> {
     use sha2::{Digest, Sha256};
     let mpath = dir.join("manifest.json");
     if !mpath.is_file() {
@@ -188,6 +210,10 @@ fn check_manifest(dir: &Path, weights: &Path) -> Result<Option<String>> {
     let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::library(FaultKind::Environment, format!("{}", mpath.display()), e))?;
+    let v = match section {
+        Some(k) => &v[k],
+        None => &v,
+    };
     let named = v["weights"].as_str().map(|w| dir.join(w));
     let (Some(want), Some(named)) = (v["sha256"].as_str(), named) else {
         return Ok(None);

@@ -34,6 +34,9 @@ pub struct SegmentConfig {
     /// `planes = "auto"`, a cycle's low-dose CTs: follow the diagnostic CT
     /// (`seg::follow`) or run the full pass on each.
     pub low_dose_ct: LowDoseCt,
+    /// Redraw each kidney with the model folder's finer kidney stage
+    /// (`seg::refine`), where the folder has one.
+    pub kidney_refine: bool,
 }
 
 /// How a cycle's low-dose CTs are segmented (`segment.low_dose_ct`).
@@ -63,6 +66,7 @@ impl SegmentConfig {
             fusion: self.fusion,
             fusion_threshold: self.fusion_threshold,
             fill_holes: self.fill_holes,
+            refine_kidneys: self.kidney_refine,
         }
     }
 }

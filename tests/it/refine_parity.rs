@@ -1,0 +1,97 @@
+//! The finer kidney stage (`seg::refine`) against PyTorch: the shipped
+//! weights' U-Net on the same input, and the crop that
+//! train/kidney_refine.py trains on (fixture from its `fixture` command,
+//! committed under tests/data/seg/).
+
+use candle_core::{DType, Device, Tensor};
+use organdose::seg::refine::KidneyRefiner;
+use organdose::seg::ModelConfig;
+use organdose::{Geometry, Volume};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shipped() -> KidneyRefiner {
+    let dir = root().join("weights/organs");
+    let cfg = ModelConfig::load(&dir.join("model.toml")).unwrap();
+    let rc = cfg
+        .kidney_refine
+        .expect("weights/organs/model.toml has a [kidney_refine] stage");
+    KidneyRefiner::load(&dir, rc, &Device::Cpu).unwrap()
+}
+
+fn fixture() -> HashMap<String, Tensor> {
+    let p = root().join("tests/data/seg/refine_fixture.safetensors");
+    candle_core::safetensors::load(Path::new(&p), &Device::Cpu).unwrap()
+}
+
+fn vec1(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn kidney_stage_forward_matches_pytorch_on_the_shipped_weights() {
+    let r = shipped();
+    let fx = fixture();
+    let got = vec1(&r.forward(&fx["input"]).unwrap());
+    let want = vec1(&fx["logit"]);
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(scale > 0.1, "fixture logits are all near zero: {scale}");
+    assert!(
+        diff < 1e-3 * scale.max(1.0),
+        "max |diff| {diff} (logit scale {scale})"
+    );
+    // Same decisions: the sign of every logit, except ties at the threshold.
+    let flips = got
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| (**a >= 0.0) != (**b >= 0.0) && b.abs() > 1e-3)
+        .count();
+    assert_eq!(flips, 0);
+}
+
+#[test]
+fn kidney_stage_crop_and_input_are_the_training_scripts() {
+    let r = shipped();
+    let fx = fixture();
+    let dims = [40usize, 36, 10];
+    let sp: Vec<f32> = vec1(&fx["crop_spacing"]);
+    let spacing = [sp[0] as f64, sp[1] as f64, sp[2] as f64];
+    let ct = Volume::new(
+        Geometry::new(dims, spacing, [0.0, 0.0, 0.0]),
+        vec1(&fx["crop_ct"]),
+    )
+    .unwrap();
+    let labels: Vec<u8> = vec1(&fx["crop_labels"]).iter().map(|&v| v as u8).collect();
+    let g: Vec<f64> = fx["crop_geometry"]
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let crop = r.crop(&labels, dims, spacing, 2).unwrap();
+    assert_eq!(crop.centre, [g[0], g[1]]);
+    assert_eq!(crop.size, g[2] as usize);
+    assert_eq!(crop.slices, (g[3] as usize, g[4] as usize));
+    let coarse: Vec<bool> = labels.iter().map(|&l| l == 2).collect();
+    let got = r.input(&ct, &coarse, &crop, g[5] as usize);
+    let want = vec1(&fx["crop_input"]);
+    assert_eq!(got.len(), want.len());
+    let diff = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff < 1e-5, "max |diff| {diff}");
+}
