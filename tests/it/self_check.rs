@@ -80,7 +80,12 @@ fn weights_copy(s: &Setup) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/organs");
     let dst = s.root.join("weights");
     std::fs::create_dir_all(&dst).unwrap();
-    for f in ["model.toml", "manifest.json", "model.safetensors"] {
+    for f in [
+        "model.toml",
+        "manifest.json",
+        "model.safetensors",
+        "kidney_refine.safetensors",
+    ] {
         std::fs::copy(src.join(f), dst.join(f)).unwrap();
     }
     dst
@@ -174,6 +179,25 @@ fn a_damaged_weights_copy_fails_its_sha256() {
     assert!(!ok, "{out}");
     assert_tag(&out, "weights", "FAIL");
     assert!(line(&out, "weights").contains("does not match"), "{out}");
+    // The kidney stage's file is checked against its manifest entry too.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/organs/model.safetensors"),
+        &f,
+    )
+    .unwrap();
+    let (ok, out) = self_check(&s, &["--weights", w.to_str().unwrap()]);
+    assert!(ok, "restored: {out}");
+    let k = w.join("kidney_refine.safetensors");
+    let mut b = std::fs::read(&k).unwrap();
+    b[100] ^= 0xff;
+    std::fs::write(&k, b).unwrap();
+    let (ok, out) = self_check(&s, &["--weights", w.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        line(&out, "weights").contains("kidney_refine.safetensors")
+            && line(&out, "weights").contains("does not match"),
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(&s.root);
 }
 
