@@ -86,7 +86,9 @@ fn kidney_stage_crop_and_input_are_the_training_scripts() {
     assert_eq!(crop.size, g[2] as usize);
     assert_eq!(crop.slices, (g[3] as usize, g[4] as usize));
     let coarse: Vec<bool> = labels.iter().map(|&l| l == 2).collect();
-    let got = r.input(&ct, &coarse, &crop, g[5] as usize);
+    let k = g[5] as usize;
+    let plane = dims[0] * dims[1];
+    let got = r.input(&ct, &coarse[k * plane..(k + 1) * plane], &crop, k);
     let want = vec1(&fx["crop_input"]);
     assert_eq!(got.len(), want.len());
     let diff = got

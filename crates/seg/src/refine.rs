@@ -19,8 +19,9 @@ use rayon::prelude::*;
 use std::path::Path;
 
 /// Slices per forward pass: bounds the activations (a 256 px crop's first
-/// level is 8 x 16 x 256 x 256 floats, 34 MB).
-const BATCH: usize = 8;
+/// level is 4 x 16 x 256 x 256 floats, 17 MB; the bench study's peak RSS was
+/// 851 MB with 8).
+const BATCH: usize = 4;
 
 pub struct KidneyRefiner {
     pub cfg: RefineConfig,
@@ -141,8 +142,9 @@ impl KidneyRefiner {
     }
 
     /// The network's input for slice `k` of `crop`: the windowed CT at k and
-    /// `neighbor_mm` below and above, and the coarse mask (`coarse[v]` true
-    /// for the kidney), each (size x size), rows along j, columns along i.
+    /// `neighbor_mm` below and above, and the coarse mask of slice k
+    /// (`coarse[i + j * nx]` true for the kidney), each (size x size), rows
+    /// along j, columns along i.
     pub fn input(&self, ct: &Volume<f32>, coarse: &[bool], crop: &Crop, k: usize) -> Vec<f32> {
         let dims = ct.geom.dims;
         let sp = ct.geom.spacing;
@@ -173,10 +175,7 @@ impl KidneyRefiner {
                 }
             }
         }
-        let m: Vec<f32> = coarse[k * plane..(k + 1) * plane]
-            .iter()
-            .map(|&b| b as u8 as f32)
-            .collect();
+        let m: Vec<f32> = coarse[..plane].iter().map(|&b| b as u8 as f32).collect();
         let o = &mut out[3 * s * s..];
         for (r, &j) in jj.iter().enumerate() {
             for (col, &i) in ii.iter().enumerate() {
@@ -213,14 +212,26 @@ impl KidneyRefiner {
                 continue;
             };
             let before = labels.iter().filter(|&&l| l == label).count();
-            let coarse: Vec<bool> = labels.iter().map(|&l| l == label).collect();
             let s = crop.size;
             let (k0, k1) = crop.slices;
+            // The coarse mask of the crop's slices only (a whole-volume copy
+            // would be one byte per CT voxel more at the study's peak).
+            let coarse: Vec<bool> = labels[k0 * plane..k1 * plane]
+                .iter()
+                .map(|&l| l == label)
+                .collect();
             let ks: Vec<usize> = (k0..k1).collect();
             for chunk in ks.chunks(BATCH) {
                 let parts: Vec<Vec<f32>> = chunk
                     .par_iter()
-                    .map(|&k| self.input(ct, &coarse, &crop, k))
+                    .map(|&k| {
+                        self.input(
+                            ct,
+                            &coarse[(k - k0) * plane..(k - k0 + 1) * plane],
+                            &crop,
+                            k,
+                        )
+                    })
                     .collect();
                 let x = parts.concat();
                 let t = Tensor::from_vec(x, (chunk.len(), 4, s, s), &self.device).map_err(ce)?;
