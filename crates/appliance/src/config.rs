@@ -585,6 +585,7 @@ fusion = "mean"
 fusion_threshold = 0.25
 fill_holes = false
 low_dose_ct = "follow"
+kidney_refine = false
 
 [report]
 dicom = false
@@ -749,6 +750,8 @@ port = 104
             c.segment.low_dose_ct,
             crate::seg::settings::LowDoseCt::Follow
         );
+        assert!(!c.segment.kidney_refine && !c.segment.driver_options().refine_kidneys);
+        assert!(Config::default().segment.kidney_refine);
         assert!(!c.report.dicom && c.report.tac_log_scale);
         assert_eq!(c.dicom.destinations[0].port, 104);
         // Sections and keys a file leaves out are the shipped defaults, the
