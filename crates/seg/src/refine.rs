@@ -12,6 +12,7 @@
 use super::backbone::{ce, Conv, Weights};
 use super::config::RefineConfig;
 use super::consensus::components;
+use super::fusion::label_bbox;
 use crate::error::{Error, Result};
 use crate::volume::Volume;
 use candle_core::{Device, Tensor};
@@ -111,21 +112,7 @@ impl KidneyRefiner {
         spacing: [f64; 3],
         label: u8,
     ) -> Option<Crop> {
-        let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
-        for (v, _) in labels.iter().enumerate().filter(|(_, &l)| l == label) {
-            let idx = [
-                v % dims[0],
-                (v / dims[0]) % dims[1],
-                v / (dims[0] * dims[1]),
-            ];
-            for a in 0..3 {
-                lo[a] = lo[a].min(idx[a]);
-                hi[a] = hi[a].max(idx[a]);
-            }
-        }
-        if lo[0] == usize::MAX {
-            return None;
-        }
+        let [lo, hi] = label_bbox(labels, dims, label)?;
         let c = &self.cfg;
         let ext = ((hi[0] - lo[0] + 1) as f64 * spacing[0])
             .max((hi[1] - lo[1] + 1) as f64 * spacing[1])
