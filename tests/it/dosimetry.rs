@@ -132,7 +132,7 @@ fn uniform_sphere_mono_exponential_closed_form_tia_and_dose() {
     }
     let text = std::fs::read_to_string(dir.path().join("dose_summary.json")).unwrap();
     let j: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(j["schema_version"], "1.6");
+    assert_eq!(j["schema_version"], "1.7");
     // These outputs are the fit run's: the summary says so.
     assert_eq!(j["settings"]["tia_method"], "fit");
     let k = &j["organs"]["kidney_left"];

@@ -82,7 +82,7 @@ fn a_course_by_hand_adds_each_cycle_once() {
     dose(&c2, &res.join("c2"), Some(&res));
     let s1 = summary(&res.join("c1"));
     let s2 = summary(&res.join("c2"));
-    assert_eq!(s2["schema_version"], "1.6");
+    assert_eq!(s2["schema_version"], "1.7");
     assert_eq!(s2["patient"]["id"], s1["patient_id"]);
     let h1 = &s1["treatment_history"];
     let h2 = &s2["treatment_history"];

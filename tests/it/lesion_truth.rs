@@ -529,7 +529,7 @@ fn dose_cli_lists_the_lesions_in_the_summary_and_the_report() {
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("dose_summary.json")).unwrap())
             .unwrap();
-    assert_eq!(j["schema_version"], "1.6");
+    assert_eq!(j["schema_version"], "1.7");
     assert_eq!(j["settings"]["lesions"], "given");
     let lesions = j["lesions"].as_array().expect("lesions[]");
     assert!(!lesions.is_empty());

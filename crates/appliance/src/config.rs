@@ -534,6 +534,7 @@ pvc_psf_fwhm_sd_mm = 0.5
 pvc_shell_mm = 15.0
 register_max_mm = 4.0
 tia_method = "fit"
+activity_volume = "time_point"
 activity_rel_sd = 0.1
 mass_rel_sd = 0.05
 kernel = "kernels/lu177.txt"
@@ -736,6 +737,14 @@ port = 104
         assert_eq!(c.appliance.retry_max_s, 60.0);
         assert_eq!(c.dosimetry.pvc, crate::dosimetry::pvc::PvcMethod::Labbe);
         assert_eq!(c.dosimetry.pvc_psf_axial_fwhm_mm, Some(14.0));
+        assert_eq!(
+            c.dosimetry.activity_volume,
+            crate::dosimetry::activity::ActivityVolume::TimePoint
+        );
+        assert_eq!(
+            Config::default().dosimetry.activity_volume,
+            crate::dosimetry::activity::ActivityVolume::DiagnosticCt
+        );
         assert_eq!(c.dosimetry.population_teff_h["liver"], 60.0);
         assert_eq!(c.dosimetry.limit_dose_gy["kidney_left"], 20.0);
         assert_eq!(c.dosimetry.limit_bed_gy["kidney_right"], 38.0);

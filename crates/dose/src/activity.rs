@@ -238,6 +238,34 @@ pub(crate) fn border_extended_voi(
         .collect()
 }
 
+/// Which volume an organ's activity on a time point is taken over
+/// (`dosimetry.activity_volume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityVolume {
+    /// The time point's (corrected) activity scaled by the organ's volume on
+    /// the diagnostic CT over its volume on that time point's SPECT grid: the
+    /// activity of the organ whose mass the dose divides by, so that the mean
+    /// dose is the organ's time-integrated mean concentration x E / density
+    /// whatever volume each time point's mask has (a low-dose CT's mask 7 %
+    /// smaller than the diagnostic CT's took 7 % off the dose).
+    #[default]
+    DiagnosticCt,
+    /// The time point's own mask (the activity in its VOI, or the corrected
+    /// concentration x its volume): the paper's way.
+    TimePoint,
+}
+
+impl ActivityVolume {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActivityVolume::DiagnosticCt => "diagnostic_ct",
+            ActivityVolume::TimePoint => "time_point",
+        }
+    }
+}
+
 /// What one organ holds on one time point.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct OrganActivity {

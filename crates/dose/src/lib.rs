@@ -69,6 +69,9 @@ pub struct DosimetryConfig {
     pub register_max_mm: f64,
     /// How three or more time points become a TIA (`fit` or `hybrid`).
     pub tia_method: kinetics::TiaMethod,
+    /// Which volume an organ's activity is taken over (`activity.rs`).
+    #[serde(default)]
+    pub activity_volume: activity::ActivityVolume,
     pub activity_rel_sd: f64,
     pub mass_rel_sd: f64,
     pub population_teff_h: BTreeMap<String, f64>,

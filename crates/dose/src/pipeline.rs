@@ -15,7 +15,7 @@
 //! organ's voxel doses is TIA E / (density x organ volume on the SPECT grid).
 
 use super::activity;
-use super::activity::{measure_time_point, TimePointMeasurement};
+use super::activity::{measure_time_point, ActivityVolume, TimePointMeasurement};
 use super::dose::{dose_map, dvh, local_deposition_gy, Dvh, Kernel};
 use super::kinetics::{self, FitResult, Kinetics};
 use super::lesions::{self, Detection, Lesion, LesionMode, LesionSource};
@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Version of the `dose_summary.json` schema (docs/outputs.md, "Outputs").
-pub(crate) const SCHEMA_VERSION: &str = "1.6";
+pub(crate) const SCHEMA_VERSION: &str = "1.7";
 
 /// One SPECT time point with the organ mask for it.
 #[derive(Debug, Clone)]
@@ -83,7 +83,8 @@ pub struct OrganSummary {
     pub density_g_per_ml: f64,
     pub mass_g: f64,
     /// Organ activity per time point, MBq: partial-volume corrected when
-    /// `settings.pvc` is not "none" (these are the activities the kinetics fit).
+    /// `settings.pvc` is not "none", then over the volume
+    /// `settings.activity_volume` names (these are the activities the kinetics fit).
     pub activity_mbq: Vec<f64>,
     /// Standard uncertainty of `activity_mbq`: quantification (`activity_rel_sd`) and
     /// the PSF's uncertainty through the correction, in quadrature. The fits weigh by
@@ -222,6 +223,9 @@ pub struct SummarySettings {
     pub pvc: String,
     /// How the TIA was obtained from three or more points: "hybrid" or "fit".
     pub tia_method: String,
+    /// Which volume an organ's activity is taken over: "diagnostic_ct" or
+    /// "time_point" (`dosimetry.activity_volume`).
+    pub activity_volume: String,
     pub psf_sigma_mm: f64,
     pub voi_threshold: f64,
     pub coverage_subsamples: usize,
@@ -889,6 +893,7 @@ pub fn run(input: &DoseInput, cfg: &DosimetryConfig) -> Result<DoseSummary> {
         settings: SummarySettings {
             pvc: cfg.pvc.name().into(),
             tia_method: cfg.tia_method.name().into(),
+            activity_volume: cfg.activity_volume.name().into(),
             psf_sigma_mm: cfg.psf_sigma_mm,
             voi_threshold: cfg.voi_threshold,
             coverage_subsamples: cfg.coverage_subsamples,
@@ -1053,12 +1058,30 @@ fn region_summary(
     let meas: Vec<activity::OrganActivity> = per_tp.iter().map(of).collect::<Result<_>>()?;
     let density = cfg.density(key);
     let mass_g = volume_ml * density;
+    // The corrected activity is the organ's concentration x its volume on the
+    // time point's SPECT grid; taken over the diagnostic CT's volume instead, it
+    // is the activity of the organ whose mass the dose divides by
+    // (`ActivityVolume`). The uncorrected VOI activity (the paper's method)
+    // counts what the border-extended VOI holds, not a concentration, and
+    // stays as measured; so does a lesion's.
+    let scale: Vec<f64> = meas
+        .iter()
+        .map(|o| {
+            let by_ct = cfg.activity_volume == ActivityVolume::DiagnosticCt && !lesion;
+            if by_ct && o.core_volume_ml > 0.0 && volume_ml > 0.0 {
+                volume_ml / o.core_volume_ml
+            } else {
+                1.0
+            }
+        })
+        .collect();
     let uncorrected: Vec<f64> = meas.iter().map(|o| o.activity_mbq).collect();
     let mut ow = Vec::new();
     let mut acts = uncorrected.clone();
     let mut sds = kinetics::activity_sd(&uncorrected, cfg.activity_rel_sd);
     let mut wide_acts = uncorrected.clone();
     let mut recovery = vec![None; times.len()];
+    let mut scaled = vec![false; times.len()];
     for (pos, c) in per_tp_pvc.iter().enumerate() {
         let Some((c, wide)) = c else { continue };
         let (Some(o), Some(w)) = (c.organs.get(&lab), wide.organs.get(&lab)) else {
@@ -1090,9 +1113,11 @@ fn region_summary(
             ));
         }
         // PSF uncertainty: the correction redone with the FWHM one SD wider.
+        let (o_act, w_act) = (o_act * scale[pos], w_act * scale[pos]);
         let u_psf = (w_act - o_act).abs();
         acts[pos] = o_act;
         wide_acts[pos] = w_act;
+        scaled[pos] = scale[pos] != 1.0;
         sds[pos] = ((cfg.activity_rel_sd * o_act).powi(2) + u_psf * u_psf).sqrt();
     }
     // The fit weights carry the independent (quantification) uncertainty only: the
@@ -1158,13 +1183,21 @@ fn region_summary(
         let dv = (o.core_volume_ml - volume_ml) / volume_ml;
         if dv.abs() > 0.15 {
             ow.push(format!(
-                "time point {} ({:.1} h): {what} volume on the SPECT grid ({:.1} mL) differs by {:+.0} % from the {} ({:.1} mL)",
+                "time point {} ({:.1} h): {what} volume on the SPECT grid ({:.1} mL) differs by {:+.0} % from the {} ({:.1} mL){}",
                 pos + 1,
                 times[pos],
                 o.core_volume_ml,
                 dv * 100.0,
                 if lesion { "lesion's VOI" } else { "diagnostic CT" },
-                volume_ml
+                volume_ml,
+                if scaled[pos] {
+                    format!(
+                        ": its activity there is scaled to the diagnostic CT's volume (x{:.2}); check that time point's mask",
+                        scale[pos]
+                    )
+                } else {
+                    String::new()
+                }
             ));
         }
     }
