@@ -225,6 +225,51 @@ def batches(xs, ys, idx, crop, bs, rng, augment):
         yield torch.from_numpy(np.stack(bx)), torch.from_numpy(np.stack(by))[:, None]
 
 
+def strong_augment(bx, rng):
+    """Real CT is not the phantoms, and the Mask R-CNN errs differently there
+    (`--augment strong`): the coarse-mask channel grown or shrunk by up to 3 px
+    (2.4 mm), shifted by up to 3 px, or cut by a random line through it (a
+    missed pole or lip, as on real slices); the CT channels blurred or given
+    another gamma (other kernels, windows and contrast phases)."""
+    bx = bx.clone()
+    n = bx.shape[0]
+    for i in range(n):
+        m = bx[i : i + 1, 3:4]
+        u = rng.random()
+        if u < 0.25:
+            r = int(rng.integers(1, 4))
+            m = F.max_pool2d(m, 2 * r + 1, 1, r)
+        elif u < 0.5:
+            r = int(rng.integers(1, 4))
+            m = -F.max_pool2d(-m, 2 * r + 1, 1, r)
+        if rng.random() < 0.3:
+            dy, dx = (int(v) for v in rng.integers(-3, 4, size=2))
+            m = torch.roll(m, shifts=(dy, dx), dims=(2, 3))
+        if rng.random() < 0.2 and m.sum() > 0:
+            ys, xs = torch.nonzero(m[0, 0], as_tuple=True)
+            k = int(rng.integers(0, len(ys)))
+            th = rng.uniform(0, 2 * np.pi)
+            S = m.shape[-1]
+            jj, ii = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
+            side = (jj - ys[k]) * float(np.sin(th)) + (ii - xs[k]) * float(np.cos(th))
+            m = m * (side < 0).float()[None, None]
+        bx[i : i + 1, 3:4] = m
+        if rng.random() < 0.3:
+            g = float(rng.uniform(0.7, 1.4))
+            bx[i, :3] = bx[i, :3].clamp(0, 1) ** g
+        if rng.random() < 0.3:
+            sigma = float(rng.uniform(0.5, 1.2))
+            r = 3
+            t = torch.arange(-r, r + 1, dtype=torch.float32)
+            w = torch.exp(-0.5 * (t / sigma) ** 2)
+            w = w / w.sum()
+            c = bx[i, :3][:, None]
+            c = F.conv2d(F.pad(c, (r, r, 0, 0), mode="replicate"), w.view(1, 1, 1, -1))
+            c = F.conv2d(F.pad(c, (0, 0, r, r), mode="replicate"), w.view(1, 1, -1, 1))
+            bx[i, :3] = c[:, 0]
+    return bx
+
+
 def dice_stats(logit, y):
     p = (logit > 0).float()
     return float((2 * p * y).sum()), float(p.sum() + y.sum())
@@ -261,6 +306,8 @@ def train(args):
         tot = 0.0
         n = 0
         for bx, by in batches(xs, ys, tr.copy(), args.crop, args.batch, rng, True):
+            if args.augment == "strong":
+                bx = strong_augment(bx, rng)
             lr = args.lr * (0.1 if time.time() > t_end - args.minutes * 60 * 0.2 else 1.0)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -332,6 +379,7 @@ def export(model, args, hist, n_tr, n_va, epoch=None):
             "batch": args.batch,
             "lr": args.lr,
             "seed": args.seed,
+            "augment": args.augment,
             "history": hist,
             "exported_epoch": epoch,
         },
@@ -425,6 +473,12 @@ def main():
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=35)
     p.add_argument("--val-patients", type=int, default=2)
+    p.add_argument(
+        "--augment",
+        choices=["mild", "strong"],
+        default="mild",
+        help="mild: crop, flip, intensity, noise; strong: also the coarse mask grown, shrunk, shifted or cut, CT blur and gamma",
+    )
     p.add_argument("--data-note", default="", help="what the cache was made from (for the manifest)")
     p = sub.add_parser("install")
     p.add_argument("--stage", required=True, help="folder `train` wrote")
