@@ -225,18 +225,19 @@ def batches(xs, ys, idx, crop, bs, rng, augment):
         yield torch.from_numpy(np.stack(bx)), torch.from_numpy(np.stack(by))[:, None]
 
 
-def strong_augment(bx, rng):
+def strong_augment(bx, rng, grow=True):
     """Real CT is not the phantoms, and the Mask R-CNN errs differently there
     (`--augment strong`): the coarse-mask channel grown or shrunk by up to 3 px
     (2.4 mm), shifted by up to 3 px, or cut by a random line through it (a
     missed pole or lip, as on real slices); the CT channels blurred or given
-    another gamma (other kernels, windows and contrast phases)."""
+    another gamma (other kernels, windows and contrast phases). `shrink`
+    (`grow` False): the mask is never grown (real CT's misses, not leaks)."""
     bx = bx.clone()
     n = bx.shape[0]
     for i in range(n):
         m = bx[i : i + 1, 3:4]
         u = rng.random()
-        if u < 0.25:
+        if u < 0.25 and grow:
             r = int(rng.integers(1, 4))
             m = F.max_pool2d(m, 2 * r + 1, 1, r)
         elif u < 0.5:
@@ -306,8 +307,8 @@ def train(args):
         tot = 0.0
         n = 0
         for bx, by in batches(xs, ys, tr.copy(), args.crop, args.batch, rng, True):
-            if args.augment == "strong":
-                bx = strong_augment(bx, rng)
+            if args.augment in ("strong", "shrink"):
+                bx = strong_augment(bx, rng, grow=args.augment == "strong")
             lr = args.lr * (0.1 if time.time() > t_end - args.minutes * 60 * 0.2 else 1.0)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -475,9 +476,9 @@ def main():
     p.add_argument("--val-patients", type=int, default=2)
     p.add_argument(
         "--augment",
-        choices=["mild", "strong"],
+        choices=["mild", "strong", "shrink"],
         default="mild",
-        help="mild: crop, flip, intensity, noise; strong: also the coarse mask grown, shrunk, shifted or cut, CT blur and gamma",
+        help="mild: crop, flip, intensity, noise; strong: also the coarse mask grown, shrunk, shifted or cut, CT blur and gamma; shrink: the same without growing the mask",
     )
     p.add_argument("--data-note", default="", help="what the cache was made from (for the manifest)")
     p = sub.add_parser("install")
