@@ -1064,17 +1064,7 @@ fn region_summary(
     // (`ActivityVolume`). The uncorrected VOI activity (the paper's method)
     // counts what the border-extended VOI holds, not a concentration, and
     // stays as measured; so does a lesion's.
-    let scale: Vec<f64> = meas
-        .iter()
-        .map(|o| {
-            let by_ct = cfg.activity_volume == ActivityVolume::DiagnosticCt && !lesion;
-            if by_ct && o.core_volume_ml > 0.0 && volume_ml > 0.0 {
-                volume_ml / o.core_volume_ml
-            } else {
-                1.0
-            }
-        })
-        .collect();
+    let by_ct = cfg.activity_volume == ActivityVolume::DiagnosticCt && !lesion;
     let uncorrected: Vec<f64> = meas.iter().map(|o| o.activity_mbq).collect();
     let mut ow = Vec::new();
     let mut acts = uncorrected.clone();
@@ -1112,12 +1102,20 @@ fn region_summary(
                 o.self_recovery
             ));
         }
+        let (o_act, w_act) = if by_ct && volume_ml > 0.0 {
+            let over_ct = |c: f64| c * volume_ml / 1e6;
+            (
+                over_ct(o.concentration_bq_per_ml),
+                over_ct(w.concentration_bq_per_ml),
+            )
+        } else {
+            (o_act, w_act)
+        };
         // PSF uncertainty: the correction redone with the FWHM one SD wider.
-        let (o_act, w_act) = (o_act * scale[pos], w_act * scale[pos]);
         let u_psf = (w_act - o_act).abs();
         acts[pos] = o_act;
         wide_acts[pos] = w_act;
-        scaled[pos] = scale[pos] != 1.0;
+        scaled[pos] = by_ct && volume_ml > 0.0;
         sds[pos] = ((cfg.activity_rel_sd * o_act).powi(2) + u_psf * u_psf).sqrt();
     }
     // The fit weights carry the independent (quantification) uncertainty only: the
@@ -1192,8 +1190,8 @@ fn region_summary(
                 volume_ml,
                 if scaled[pos] {
                     format!(
-                        ": its activity there is scaled to the diagnostic CT's volume (x{:.2}); check that time point's mask",
-                        scale[pos]
+                        ": its activity there is its concentration over the diagnostic CT's volume (x{:.2}); check that time point's mask",
+                        volume_ml / o.core_volume_ml
                     )
                 } else {
                     String::new()
