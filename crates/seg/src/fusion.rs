@@ -14,23 +14,28 @@ use crate::organs;
 use crate::volume::{Geometry, Volume};
 use serde::Serialize;
 
-/// Typical cranio-caudal length of each organ in adults (mm): the height a
-/// coronal or sagittal image must have to show it whole. Kidney: mean
-/// length 11.2 / 10.9 cm left / right (Emamian et al., AJR 1993;160:83);
-/// liver: 14-15 cm in the mid-clavicular line (Kratzer et al., J Ultrasound
-/// Med 2003;22:1155); spleen: about 11 cm (Chow et al., Radiology
-/// 2016;279:306).
-pub(crate) fn organ_length_mm(t: ClassTarget) -> f64 {
+/// Scan length (mm) at which a coronal or sagittal image of an organ gets
+/// half weight, i.e. from which the three planes outvote the axial pass
+/// under the weighted median. Measured on the tuning phantoms (seeds
+/// 31000-31002, contrast CTs cut to kidney-centred slabs of 120-180 mm,
+/// `organdose eval --data tuning --scans ct --compare --slab N:3`; docs/
+/// segmentation.md, "Plane fusion"): the vote overtook the axial pass at
+/// about 151-153 mm for the liver and the spleen (the spleen, high beside the
+/// liver's dome, is cut by shorter scans although it is only about 11 cm
+/// long) and was level with it or better from 120 mm for the kidneys
+/// (mean length 11 cm, Emamian et al., AJR 1993;160:83). An organ the model
+/// has beyond these uses the kidneys' value.
+pub(crate) fn vote_length_mm(t: ClassTarget) -> f64 {
     match t {
-        ClassTarget::Kidney => 110.0,
+        ClassTarget::Kidney => 130.0,
         ClassTarget::Organ(organs::LIVER) => 150.0,
-        ClassTarget::Organ(organs::SPLEEN) => 110.0,
-        ClassTarget::Organ(_) => 110.0,
+        ClassTarget::Organ(organs::SPLEEN) => 150.0,
+        ClassTarget::Organ(_) => 130.0,
     }
 }
 
-/// Context a coronal or sagittal image needs beyond the organ's own length
-/// before it gets full weight (mm): 20 mm above and below.
+/// Width of the ramp of the coronal and sagittal weight around
+/// [`vote_length_mm`] (mm): none 20 mm below it, full 20 mm above.
 pub(crate) const CONTEXT_MM: f64 = 40.0;
 /// Slice spacing up to which the coronal and sagittal images are sharp
 /// enough vertically for full weight (mm); the training CTs are 1.5-3 mm.
@@ -76,23 +81,24 @@ impl PlaneWeights {
         let mut short = Vec::new();
         for (c, t) in targets.iter().enumerate() {
             let Some(t) = t else { continue };
-            let l = organ_length_mm(*t);
-            let w_len = ((length_mm - l) / CONTEXT_MM).clamp(0.0, 1.0);
+            let l = vote_length_mm(*t);
+            let w_len = ((length_mm - l) / CONTEXT_MM + 0.5).clamp(0.0, 1.0);
             let other = (w_len * w_spacing) as f32;
             w[0][c] = 1.0;
             w[1][c] = other;
             w[2][c] = other;
             if w_len < 1.0 {
                 short.push(format!(
-                    "{} ~{l:.0} mm, weight {:.2}",
+                    "{} full weight from {:.0} mm, here {:.2}",
                     target_name(*t),
+                    l + CONTEXT_MM / 2.0,
                     other
                 ));
             }
         }
         if !short.is_empty() {
             notes.push(format!(
-                "coronal/sagittal planes: the scan is {length_mm:.0} mm long, short for a whole organ with context ({}); axial decides there",
+                "coronal/sagittal planes: the scan is {length_mm:.0} mm long, short for a whole organ with context ({}); axial decides where the weight is below 0.5",
                 short.join("; ")
             ));
         }
@@ -722,11 +728,28 @@ mod tests {
         for c in 1..4 {
             assert!((w.scales(Plane::Coronal)[c] - 85.0).abs() < 1e-4);
         }
-        // 170 mm: kidney and spleen (110 mm + 40) full, liver (150 mm) half.
-        let g = Geometry::new([64, 64, 68], [0.8, 0.8, 2.5], [0.0; 3]);
+        // 150 mm: the kidney (vote length 130 mm) full, the liver and the
+        // spleen (150 mm, where the vote overtook the axial pass on the
+        // tuning phantoms) half; at 140 mm a quarter (the kidney 0.75), so
+        // the axial pass decides them; at 170 mm full.
+        let g = Geometry::new([64, 64, 60], [0.8, 0.8, 2.5], [0.0; 3]);
         let w = PlaneWeights::for_geometry(&g, &kidney_targets());
         assert!((w.of(Plane::Sagittal)[1] - 0.5).abs() < 1e-6);
         assert_eq!(w.of(Plane::Sagittal)[2], 1.0);
+        assert!((w.of(Plane::Coronal)[3] - 0.5).abs() < 1e-6);
+        let g = Geometry::new([64, 64, 56], [0.8, 0.8, 2.5], [0.0; 3]);
+        let w = PlaneWeights::for_geometry(&g, &kidney_targets());
+        assert!((w.of(Plane::Sagittal)[1] - 0.25).abs() < 1e-6);
+        assert!((w.of(Plane::Sagittal)[3] - 0.25).abs() < 1e-6);
+        assert!((w.of(Plane::Sagittal)[2] - 0.75).abs() < 1e-6);
+        assert!(
+            w.notes[0].contains("liver full weight from 170 mm"),
+            "{:?}",
+            w.notes
+        );
+        let g = Geometry::new([64, 64, 68], [0.8, 0.8, 2.5], [0.0; 3]);
+        let w = PlaneWeights::for_geometry(&g, &kidney_targets());
+        assert!(w.of(Plane::Sagittal)[1..].iter().all(|&x| x == 1.0));
         // 5 mm slices over 400 mm: the spacing alone halves the weight (7-5)/(7-3.5).
         let g = Geometry::new([64, 64, 80], [0.8, 0.8, 5.0], [0.0; 3]);
         let w = PlaneWeights::for_geometry(&g, &kidney_targets());
