@@ -1102,7 +1102,10 @@ fn region_summary(
                 o.self_recovery
             ));
         }
-        let (o_act, w_act) = if by_ct && volume_ml > 0.0 {
+        // Over the diagnostic CT's volume where both volumes exist (an empty
+        // mask on this time point has no concentration to carry).
+        let over_diag = by_ct && volume_ml > 0.0 && meas[pos].core_volume_ml > 0.0;
+        let (o_act, w_act) = if over_diag {
             let over_ct = |c: f64| c * volume_ml / 1e6;
             (
                 over_ct(o.concentration_bq_per_ml),
@@ -1115,7 +1118,7 @@ fn region_summary(
         let u_psf = (w_act - o_act).abs();
         acts[pos] = o_act;
         wide_acts[pos] = w_act;
-        scaled[pos] = by_ct && volume_ml > 0.0;
+        scaled[pos] = over_diag;
         sds[pos] = ((cfg.activity_rel_sd * o_act).powi(2) + u_psf * u_psf).sqrt();
     }
     // The fit weights carry the independent (quantification) uncertainty only: the

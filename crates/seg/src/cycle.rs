@@ -122,9 +122,10 @@ pub fn harmonise(
         let usable: Vec<usize> = (0..labels.len())
             .filter(|&i| before[i] > 0.0 && !cut_by_field(&labels[i], organ))
             .collect();
-        let conf: Vec<Option<f64>> = (0..labels.len())
-            .map(|i| confidence(i, organ).map(|c| c + if i == 0 { DIAGNOSTIC_BONUS } else { 0.0 }))
-            .collect();
+        let conf: Vec<Option<f64>> = (0..labels.len()).map(|i| confidence(i, organ)).collect();
+        // What the choice of the reference and of the masks to replace weighs:
+        // the confidence, the diagnostic CT's (CT 0) with its bonus.
+        let score = |i: usize| conf[i].map(|c| c + if i == 0 { DIAGNOSTIC_BONUS } else { 0.0 });
         let mut replaced = Vec::new();
         let mut reference_used = None;
         if usable.len() >= 3 {
@@ -137,7 +138,7 @@ pub fn harmonise(
                     .iter()
                     .copied()
                     .fold(None, |best: Option<usize>, i| match best {
-                        Some(b) if conf[b].unwrap_or(0.0) >= conf[i].unwrap_or(0.0) => Some(b),
+                        Some(b) if score(b).unwrap_or(0.0) >= score(i).unwrap_or(0.0) => Some(b),
                         _ => Some(i),
                     })
                     .unwrap_or(0)
@@ -151,10 +152,9 @@ pub fn harmonise(
                     .unwrap_or(0)
             };
             let vref = before[reference];
-            let unbonus = |i: usize, c: f64| if i == 0 { c - DIAGNOSTIC_BONUS } else { c };
             for i in 0..labels.len() {
                 let outlier = before[i] == 0.0 || (before[i] / vref - 1.0).abs() > VOLUME_TOLERANCE;
-                let less_sure = match (conf[i], conf[reference]) {
+                let less_sure = match (score(i), score(reference)) {
                     (Some(a), Some(b)) => a < b,
                     _ => true,
                 };
@@ -179,11 +179,7 @@ pub fn harmonise(
                     vref,
                     names.get(reference).map_or("another CT", String::as_str),
                     match (conf[i], conf[reference]) {
-                        (Some(a), Some(b)) => format!(
-                            " (mask confidence {:.2} against {:.2})",
-                            unbonus(i, a),
-                            unbonus(reference, b)
-                        ),
+                        (Some(a), Some(b)) => format!(" (mask confidence {a:.2} against {b:.2})"),
                         _ => format!(", the cycle's median {med:.1} mL"),
                     },
                     shift[0],
@@ -550,20 +546,22 @@ mod tests {
         );
     }
 
+    /// Five CTs: the diagnostic CT's kidney (10 x 8 x 12 voxels) and four
+    /// low-dose CTs agreeing on one 50 % too large (the same network on the
+    /// same anatomy errs alike); with their names.
+    fn true_diagnostic_and_four_large() -> (Vec<Volume<u8>>, Vec<String>) {
+        let mut cts = vec![scan([0.0; 3], [10, 10, 8], [10, 8, 12])];
+        for _ in 0..4 {
+            cts.push(scan([0.0; 3], [10, 10, 8], [15, 8, 12]));
+        }
+        (cts, (0..5).map(|i| format!("CT {i}")).collect())
+    }
+
     #[test]
     fn a_confident_minority_is_believed_over_an_agreeing_majority() {
-        // The diagnostic CT's kidney is the truth; the four low-dose CTs agree
-        // with each other on a kidney 50 % too large (the same network on the
-        // same anatomy errs alike) but are less confident: they are replaced.
-        let make = || {
-            let mut cts = vec![scan([0.0; 3], [10, 10, 8], [10, 8, 12])];
-            for _ in 0..4 {
-                cts.push(scan([0.0; 3], [10, 10, 8], [15, 8, 12]));
-            }
-            cts
-        };
-        let names: Vec<String> = (0..5).map(|i| format!("CT {i}")).collect();
-        let mut cts = make();
+        // The diagnostic CT's kidney is the truth; the low-dose CTs' are less
+        // confident: they are replaced.
+        let (mut cts, names) = true_diagnostic_and_four_large();
         let conf = |i: usize, _| Some(if i == 0 { 0.11 } else { 0.04 });
         let (rep, notes) = harmonise(&mut cts, &names, &conf);
         assert_eq!(rep[0].replaced, vec![1, 2, 3, 4], "{notes:?}");
@@ -575,7 +573,7 @@ mod tests {
             "{notes:?}"
         );
         // Without confidences the median (the majority) wins.
-        let mut cts = make();
+        let (mut cts, _) = true_diagnostic_and_four_large();
         let (rep, _) = harmonise(&mut cts, &names, &|_, _| None);
         assert_eq!(rep[0].replaced, vec![0]);
     }
@@ -586,15 +584,7 @@ mod tests {
         // flagged, the low-dose CTs' (50 % too large) a hundredth more
         // confident than the diagnostic CT's. The diagnostic CT stays the
         // reference and the low-dose CTs take its kidney.
-        let make = || {
-            let mut cts = vec![scan([0.0; 3], [10, 10, 8], [10, 8, 12])];
-            for _ in 0..4 {
-                cts.push(scan([0.0; 3], [10, 10, 8], [15, 8, 12]));
-            }
-            cts
-        };
-        let names: Vec<String> = (0..5).map(|i| format!("CT {i}")).collect();
-        let mut cts = make();
+        let (mut cts, names) = true_diagnostic_and_four_large();
         let conf = |i: usize, _| Some(if i == 0 { 0.02 } else { 0.03 });
         let (rep, notes) = harmonise(&mut cts, &names, &conf);
         assert_eq!(rep[0].reference, Some(0), "{notes:?}");
@@ -605,7 +595,7 @@ mod tests {
         );
         // A low-dose CT clearly more confident (by more than the bonus) is
         // believed over the diagnostic CT.
-        let mut cts = make();
+        let (mut cts, _) = true_diagnostic_and_four_large();
         let conf = |i: usize, _| Some(if i == 2 { 0.60 } else { 0.10 });
         let (rep, notes) = harmonise(&mut cts, &names, &conf);
         assert_eq!(rep[0].reference, Some(2), "{notes:?}");
