@@ -193,7 +193,7 @@ fn main() {
         let t0 = std::time::Instant::now();
         let p = Patient::new(&cfg, seed, 0);
         let diag = p.diagnostic_ct_labels();
-        let ldct: Vec<_> = (0..p.times_h.len()).map(|tp| p.ldct(tp).1).collect();
+        let ldct: Vec<_> = (0..p.times_h.len()).map(|tp| p.ldct_labels(tp)).collect();
         let real: Vec<_> = (0..p.times_h.len()).map(|tp| p.spect(tp).0).collect();
         let input = |shift: [f64; 3]| DoseInput {
             patient_id: p.patient_id.clone(),

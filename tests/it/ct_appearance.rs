@@ -194,6 +194,13 @@ fn low_dose_ct_is_never_contrast_enhanced() {
         .find(|p| p.ct_look.diagnostic.phase != Phase::NonContrast)
         .expect("an enhanced diagnostic CT in 50 seeds");
     let (ld, labels) = p.ldct(0);
+    // The labels alone (what the dose tests take) are the rendered CT's.
+    let alone = p.ldct_labels(0);
+    assert_eq!(alone.geom, labels.geom);
+    assert!(
+        alone.data == labels.data,
+        "ldct_labels differs from ldct's labels"
+    );
     let kid: Vec<f32> = ld
         .data
         .iter()

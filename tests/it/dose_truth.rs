@@ -22,7 +22,7 @@ fn input(p: &Patient, diag: &organdose::Volume<u8>) -> DoseInput {
         timepoints: (0..p.times_h.len())
             .map(|tp| {
                 let (spect, _, _) = p.noiseless_spect(tp);
-                let (_, ldct_labels) = p.ldct(tp);
+                let ldct_labels = p.ldct_labels(tp);
                 TimePointInput {
                     t_h: p.times_h[tp],
                     spect_bq_per_ml: spect,

@@ -49,32 +49,36 @@ fn truth_tumour_dose(p: &Patient, diag: &Volume<u8>) -> f64 {
     kinetics::mean_dose_gy(kin.tia_mbq_h(p.injected_mbq), mass_g)
 }
 
-/// The phantom's measured SPECTs with its truth masks; `merge`: lesions labelled
-/// liver, as a network's liver mask holds them.
-fn input(p: &Patient, merge: bool) -> DoseInput {
-    let relabel = |mut v: Volume<u8>| {
-        if merge {
-            for x in v.data.iter_mut() {
-                if *x == organs::TUMOUR {
-                    *x = organs::LIVER;
-                }
-            }
-        }
-        v
-    };
+/// The phantom's measured SPECTs with its truth masks.
+fn input(p: &Patient) -> DoseInput {
     DoseInput {
         patient_id: p.patient_id.clone(),
-        diag_ct_labels: relabel(p.diagnostic_ct_labels()),
+        diag_ct_labels: p.diagnostic_ct_labels(),
         timepoints: (0..p.times_h.len())
             .map(|tp| TimePointInput {
                 t_h: p.times_h[tp],
                 spect_bq_per_ml: p.spect(tp).0,
-                labels: relabel(p.ldct(tp).1),
+                labels: p.ldct_labels(tp),
             })
             .collect(),
         nuclide: Nuclide::Lu177,
         injected_activity_mbq: p.injected_mbq,
     }
+}
+
+/// `input` with the lesions labelled liver, as a network's liver mask holds them.
+fn merged(input: &DoseInput) -> DoseInput {
+    let mut m = input.clone();
+    let labels = std::iter::once(&mut m.diag_ct_labels)
+        .chain(m.timepoints.iter_mut().map(|t| &mut t.labels));
+    for v in labels {
+        for x in v.data.iter_mut() {
+            if *x == organs::TUMOUR {
+                *x = organs::LIVER;
+            }
+        }
+    }
+    m
 }
 
 fn config(p: &Patient, mode: LesionMode) -> DosimetryConfig {
@@ -143,22 +147,50 @@ fn patient(seed: u64, anatomy: AnatomyKind) -> Patient {
     Patient::new(&cfg, seed, 0)
 }
 
+/// One run of [`RUNS`]: the phantom and its dose input (truth masks).
+struct Case {
+    seed: u64,
+    anatomy: AnatomyKind,
+    p: Patient,
+    input: DoseInput,
+}
+
+/// The runs' phantoms, made once for both tests (their SPECTs are most of the
+/// tests' time).
+fn cases() -> &'static [Case] {
+    static CASES: std::sync::OnceLock<Vec<Case>> = std::sync::OnceLock::new();
+    CASES.get_or_init(|| {
+        RUNS.iter()
+            .map(|&(seed, anatomy)| {
+                let p = patient(seed, anatomy);
+                let input = input(&p);
+                Case {
+                    seed,
+                    anatomy,
+                    p,
+                    input,
+                }
+            })
+            .collect()
+    })
+}
+
 #[test]
 fn given_lesion_vois_give_lesion_doses_within_10_percent() {
     let mut errs = Vec::new();
-    for &(seed, anatomy) in RUNS {
-        let p = patient(seed, anatomy);
-        let diag = p.diagnostic_ct_labels();
-        let truth = truth_tumour_dose(&p, &diag);
+    for c in cases() {
+        let (seed, anatomy, p) = (c.seed, c.anatomy, &c.p);
+        let diag = &c.input.diag_ct_labels;
+        let truth = truth_tumour_dose(p, diag);
         let t = std::time::Instant::now();
-        let s = organdose::dosimetry::run(&input(&p, false), &config(&p, LesionMode::Auto))
-            .expect("dosimetry");
+        let s =
+            organdose::dosimetry::run(&c.input, &config(p, LesionMode::Auto)).expect("dosimetry");
         assert_eq!(s.settings.lesions, "given");
         assert!(
             !s.organs.contains_key("tumour"),
             "the tumour label became lesions"
         );
-        let truth_vols = truth_lesions(&diag);
+        let truth_vols = truth_lesions(diag);
         eprintln!(
             "seed {seed} ({anatomy:?}): FWHM {:.1} mm, {} truth lesion(s) {:?} mL, truth dose {truth:.2} Gy ({:.0} s)",
             p.spect_fwhm_mm,
@@ -241,13 +273,13 @@ fn given_lesion_vois_give_lesion_doses_within_10_percent() {
 #[test]
 fn automatic_lesion_vois_find_80_percent_within_20_percent() {
     let (mut big, mut found, mut errs, mut false_pos) = (0usize, 0usize, Vec::new(), 0usize);
-    for &(seed, anatomy) in RUNS {
-        let p = patient(seed, anatomy);
-        let diag = p.diagnostic_ct_labels();
-        let truth = truth_tumour_dose(&p, &diag);
+    for c in cases() {
+        let (seed, anatomy, p) = (c.seed, c.anatomy, &c.p);
+        let diag = &c.input.diag_ct_labels;
+        let truth = truth_tumour_dose(p, diag);
         let t = std::time::Instant::now();
         let s: DoseSummary =
-            organdose::dosimetry::run(&input(&p, true), &config(&p, LesionMode::Auto))
+            organdose::dosimetry::run(&merged(&c.input), &config(p, LesionMode::Auto))
                 .expect("dosimetry");
         assert_eq!(
             s.settings.lesions, "detect",

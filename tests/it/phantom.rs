@@ -387,7 +387,7 @@ fn missing_kidney_and_misregistration_options() {
     let mag = (m.shift_mm.iter().map(|x| x * x).sum::<f64>()).sqrt();
     assert!((7.4..=15.01).contains(&mag), "shift {mag}");
     // The SPECT-grid kidney moved with the misregistration relative to the LDCT.
-    let (_, ld) = p.ldct(0);
+    let ld = p.ldct_labels(0);
     let (_, sl, _) = p.noiseless_spect(0);
     let a = centroid(&ld, organs::KIDNEY_LEFT).unwrap();
     let b = centroid(&sl, organs::KIDNEY_LEFT).unwrap();

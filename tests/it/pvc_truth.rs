@@ -36,7 +36,7 @@ fn input(p: &Patient) -> DoseInput {
             .map(|tp| TimePointInput {
                 t_h: p.times_h[tp],
                 spect_bq_per_ml: p.spect(tp).0,
-                labels: p.ldct(tp).1,
+                labels: p.ldct_labels(tp),
             })
             .collect(),
         nuclide: Nuclide::Lu177,

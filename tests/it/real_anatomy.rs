@@ -269,7 +269,7 @@ fn kidney_dose_on_real_anatomy_within_3_percent() {
         timepoints: (0..p.times_h.len())
             .map(|tp| {
                 let (spect, _, _) = p.noiseless_spect(tp);
-                let (_, ldct_labels) = p.ldct(tp);
+                let ldct_labels = p.ldct_labels(tp);
                 TimePointInput {
                     t_h: p.times_h[tp],
                     spect_bq_per_ml: spect,

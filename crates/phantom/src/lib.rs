@@ -645,6 +645,18 @@ impl Patient {
         (v, l)
     }
 
+    /// Organ labels of time point `tp`'s low-dose CT only (no image): the same
+    /// labels as [`Patient::ldct`]'s without rendering the CT (the dose needs
+    /// only these).
+    pub fn ldct_labels(&self, tp: usize) -> Volume<u8> {
+        let geom = &self.ldct_geoms[tp];
+        let (_, labels) = self.anatomy.rasterize(geom, &self.visit_poses[tp]);
+        Volume {
+            geom: geom.clone(),
+            data: labels,
+        }
+    }
+
     /// Noiseless, unblurred activity concentration (Bq/mL) of time point `tp` on
     /// its SPECT grid, the SPECT-grid organ labels, and the remainder activity in
     /// the field of view (MBq). Each organ's activity is spread uniformly over its
