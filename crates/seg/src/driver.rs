@@ -69,6 +69,10 @@ pub struct DriverOptions {
     /// Every mode's kidneys redrawn by the model's finer kidney stage
     /// (`seg::refine`) when the model folder has one.
     pub refine_kidneys: bool,
+    /// Millimetre canvases fitted to each plane's body (or organ) extent
+    /// within these sides, instead of the model's square canvas tiled
+    /// (`seg::slicing::fitted_tiles`); None: the square canvas.
+    pub canvas_fit: Option<slicing::CanvasFit>,
 }
 
 /// Slice range `[lo, hi)` along `axis` holding any labelled voxel of `map`,
@@ -171,8 +175,11 @@ pub(crate) fn segment_plane(
     let thresh = model.cfg.roi_heads.mask_thresh;
     let mut map = vec![0u8; win.len()];
     let n_tiles = sampler.map_or(1, |s| s.tiles.len().max(1));
-    // A batch holds about batch_size images, every tile of its slices.
-    let bs = (opts.batch_size.max(1) / n_tiles).max(1);
+    // Network image height and width: the sampler's canvas, or the square input.
+    let (ih, iw) = sampler.map_or((size, size), |s| (s.ny, s.nx));
+    // A batch holds about batch_size square images' pixels (the memory the
+    // budget counts), every tile of its slices.
+    let bs = (opts.batch_size.max(1) * size * size / (n_tiles * ih * iw)).max(1);
     let (lo, hi) = range.unwrap_or((0, ns));
     let hi = hi.min(ns);
     let run = run_slices(lo, hi, step);
@@ -188,7 +195,7 @@ pub(crate) fn segment_plane(
         let want_probs = probs.is_some() || step > 1;
         let run = |ts: &&[usize]| -> Result<Vec<SliceOut>> {
             let n_img = ts.len() * n_tiles;
-            let mut input = Vec::with_capacity(n_img * 3 * size * size);
+            let mut input = Vec::with_capacity(n_img * 3 * ih * iw);
             for &t in ts.iter() {
                 match sampler {
                     Some(s) => {
@@ -199,7 +206,10 @@ pub(crate) fn segment_plane(
                     None => input.extend(slice_input(win, dims, plane, t, size)),
                 }
             }
-            let out = model.forward(&input, [n_img, 3, size, size], false)?;
+            let out = match sampler {
+                Some(_) => model.forward_native(&input, [n_img, 3, ih, iw], false)?,
+                None => model.forward(&input, [n_img, 3, size, size], false)?,
+            };
             Ok(match sampler {
                 Some(s) => out
                     .detections
@@ -292,9 +302,9 @@ fn mix_probs(
 }
 
 /// Per class the highest mask probability of one image's detections, on
-/// the network's size x size canvas; None for a class with no pixel >= thresh.
-fn class_probs(det: &Detections, nc: usize, size: usize, thresh: f32) -> Vec<Option<Vec<f32>>> {
-    let mut prob = vec![vec![0f32; size * size]; nc];
+/// the network's canvas of `npx` pixels; None for a class with no pixel >= thresh.
+fn class_probs(det: &Detections, nc: usize, npx: usize, thresh: f32) -> Vec<Option<Vec<f32>>> {
+    let mut prob = vec![vec![0f32; npx]; nc];
     for (m, &l) in det.masks.iter().zip(&det.labels) {
         if l == 0 || l >= nc {
             continue;
@@ -327,10 +337,9 @@ fn slice_classes_tiled(
 ) -> SliceOut {
     let (_, ua, va) = s.plane.axes();
     let n = s.dims[ua] * s.dims[va];
-    let size = s.canvas.size;
     let mut acc: Vec<Option<Vec<f32>>> = vec![None; nc];
     for (tile, det) in dets.iter().enumerate() {
-        for (c, p) in class_probs(det, nc, size, thresh)
+        for (c, p) in class_probs(det, nc, s.nx * s.ny, thresh)
             .into_iter()
             .enumerate()
             .skip(1)
@@ -390,7 +399,7 @@ fn slice_classes(
     thresh: f32,
     with_probs: bool,
 ) -> SliceOut {
-    let resized: Vec<(usize, Vec<f32>)> = class_probs(det, nc, size, thresh)
+    let resized: Vec<(usize, Vec<f32>)> = class_probs(det, nc, size * size, thresh)
         .into_iter()
         .enumerate()
         .skip(1)
@@ -634,7 +643,7 @@ pub(crate) fn segment_modes_on(
                     );
                 }
             }
-            PlaneSampler::new(p, dims, spacing, cv, slicing::plane_tiles(&cv, u, v))
+            plane_sampler(cv, opts.canvas_fit, p, dims, spacing, u, v)
         });
         let mut pp = (auto && auto_planes.contains(&p)).then(|| PlaneProbs::new(p, dims, nc));
         let m = segment_plane(
@@ -653,10 +662,16 @@ pub(crate) fn segment_modes_on(
             },
         )?;
         tracing::debug!(
-            "{} plane: {n} of {} slices run (every {step}), {} tile(s) each, in {:.1} s",
+            "{} plane: {n} of {} slices run (every {step}), {} tile(s) of {} each, in {:.1} s",
             p.name(),
             dims[sa],
             sampler.as_ref().map_or(1, |s| s.tiles.len().max(1)),
+            sampler
+                .as_ref()
+                .map_or("the square input".to_string(), |s| format!(
+                    "{} x {} px",
+                    s.nx, s.ny
+                )),
             t0.elapsed().as_secs_f64()
         );
         on_plane(p, n, t0.elapsed());
@@ -748,6 +763,75 @@ pub(crate) fn segment_modes_on(
         last.plane_probs = plane_probs;
     }
     Ok(out)
+}
+
+/// One plane's canvas over the index-mm ranges `u`, `v` of its image axes:
+/// fitted to them (`fit`) for the coronal and sagittal planes, else the
+/// model's square canvas tiled. The axial pass keeps the square canvas it was
+/// trained on: on real axial slices of wide patients one fitted image lost
+/// kidneys that the two overlapping tiles found (CURVAS 10011: Dice 0.94 ->
+/// 0.63 on one slice, a false kidney on another; docs/log/speed.md).
+pub fn plane_sampler(
+    cv: Canvas,
+    fit: Option<slicing::CanvasFit>,
+    p: Plane,
+    dims: [usize; 3],
+    spacing: [f32; 3],
+    u: (f32, f32),
+    v: (f32, f32),
+) -> PlaneSampler {
+    match fit.filter(|_| p != Plane::Axial) {
+        Some(fit) => {
+            let (nx, ny, tiles) = slicing::fitted_tiles(&cv, fit, u, v);
+            PlaneSampler::with_size(p, dims, spacing, cv, (nx, ny), tiles)
+        }
+        None => PlaneSampler::new(p, dims, spacing, cv, slicing::plane_tiles(&cv, u, v)),
+    }
+}
+
+/// One plane's pass alone, every slice of `range` along its axis, on the
+/// body's canvas ([`plane_sampler`]): the model's classes on the CT's grid
+/// (0 elsewhere). The pass [`segment_detail`] runs per plane, without the
+/// axial bound, the fusion or the clean-up; `ct` in the network's voxel order
+/// (`seg::orient`). For tests and benches of the sampling.
+pub fn plane_pass(
+    model: &MaskRcnn,
+    ct: &Volume<f32>,
+    p: Plane,
+    opts: &DriverOptions,
+    range: (usize, usize),
+) -> Result<(PlaneSampler, Vec<u8>)> {
+    let dims = ct.geom.dims;
+    let spacing = ct.geom.spacing.map(|s| s as f32);
+    let Some(pixel_mm) = model.cfg.input.pixel_mm else {
+        return Err(Error::input(
+            "the model has no millimetre canvas (input.pixel_mm)",
+        ));
+    };
+    let cv = Canvas {
+        size: model.cfg.input.size,
+        pixel_mm,
+        neighbor_mm: model.cfg.input.neighbor_mm.unwrap_or(DEFAULT_NEIGHBOR_MM),
+    };
+    let body = slicing::body_box(&ct.data, dims);
+    let (_, ua, va) = p.axes();
+    let u = slicing::axis_range_mm(body.as_ref(), dims, spacing, ua);
+    let v = slicing::axis_range_mm(body.as_ref(), dims, spacing, va);
+    let s = plane_sampler(cv, opts.canvas_fit, p, dims, spacing, u, v);
+    let win = window(&ct.data, model.cfg.input.hu_window);
+    let map = segment_plane(
+        model,
+        &win,
+        dims,
+        p,
+        opts,
+        Some(range),
+        1,
+        Some(&s),
+        None,
+        &mut |_| {},
+    )?;
+    Ok((s, map))
 }
 
 /// Largest component per organ; a shared kidney class keeps its two largest

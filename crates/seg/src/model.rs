@@ -3,7 +3,7 @@
 
 use super::backbone::{ce, Fpn, ResNet, Weights};
 use super::boxes::BoxF;
-use super::config::{MaskPaste, ModelConfig};
+use super::config::{MaskPaste, ModelConfig, TransformConfig};
 use super::refine::KidneyRefiner;
 use super::roi_heads::{Levels, RoiHeads};
 use super::rpn::{proposals, RpnHead};
@@ -100,6 +100,35 @@ impl MaskRcnn {
     /// torchvision's model takes (the HU window mapped to [0, 1]); the model
     /// config's mean/std and resize are applied here, as torchvision does.
     pub fn forward(&self, input: &[f32], dims: [usize; 4], want_features: bool) -> Result<Forward> {
+        self.forward_with(input, dims, want_features, &self.cfg.transform)
+    }
+
+    /// [`forward`](Self::forward) of an input already at the network's pixel
+    /// size (the driver's millimetre canvases, of any width and height): no
+    /// resize, as torchvision's transform with `min_size` = the short side and
+    /// `max_size` = the long side.
+    pub fn forward_native(
+        &self,
+        input: &[f32],
+        dims: [usize; 4],
+        want_features: bool,
+    ) -> Result<Forward> {
+        let (h, w) = (dims[2], dims[3]);
+        let t = TransformConfig {
+            min_size: h.min(w),
+            max_size: h.max(w),
+            ..self.cfg.transform.clone()
+        };
+        self.forward_with(input, dims, want_features, &t)
+    }
+
+    fn forward_with(
+        &self,
+        input: &[f32],
+        dims: [usize; 4],
+        want_features: bool,
+        transform: &TransformConfig,
+    ) -> Result<Forward> {
         let [n, c, h, w] = dims;
         if c != 3 || n == 0 || h == 0 || w == 0 || input.len() != n * c * h * w {
             return Err(Error::input(format!(
@@ -110,7 +139,7 @@ impl MaskRcnn {
         if input.iter().any(|v| !v.is_finite()) {
             return Err(Error::input("network input holds NaN or infinite values"));
         }
-        let batch = prepare(input, n, h, w, &self.cfg.transform);
+        let batch = prepare(input, n, h, w, transform);
         let (ph, pw) = batch.padded;
         let x = Tensor::from_vec(batch.data, (n, 3, ph, pw), &self.device).map_err(ce)?;
         let feats = self

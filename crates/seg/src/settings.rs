@@ -5,6 +5,7 @@
 use super::driver::{DriverOptions, Planes};
 use super::engine::DeviceKind;
 use super::fusion::FuseRule;
+use super::slicing::CanvasFit;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +38,11 @@ pub struct SegmentConfig {
     /// Redraw each kidney with the model folder's finer kidney stage
     /// (`seg::refine`), where the folder has one.
     pub kidney_refine: bool,
+    /// Millimetre canvases fitted to each plane's extent, sides from
+    /// `canvas_min_px` to `canvas_max_px` pixels (multiples of 32); 0: the
+    /// model's square canvas, tiled where the body is wider.
+    pub canvas_max_px: usize,
+    pub canvas_min_px: usize,
 }
 
 /// How a cycle's low-dose CTs are segmented (`segment.low_dose_ct`).
@@ -67,6 +73,10 @@ impl SegmentConfig {
             fusion_threshold: self.fusion_threshold,
             fill_holes: self.fill_holes,
             refine_kidneys: self.kidney_refine,
+            canvas_fit: (self.canvas_max_px > 0).then_some(CanvasFit {
+                min_px: self.canvas_min_px,
+                max_px: self.canvas_max_px,
+            }),
         }
     }
 }

@@ -107,6 +107,62 @@ pub fn plane_tiles(canvas: &Canvas, u_range: (f32, f32), v_range: (f32, f32)) ->
         .collect()
 }
 
+/// The network's FPN strides: a canvas side is a multiple of this (no
+/// zero-padding by the network's transform).
+const SIDE_STEP_PX: usize = 32;
+
+/// Canvas sides a plane's pass may take: at least `min_px`, at most `max_px`
+/// pixels (multiples of 32).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CanvasFit {
+    pub min_px: usize,
+    pub max_px: usize,
+}
+
+/// Pixels and window edges along one axis for a canvas fitted to `[lo, hi]`:
+/// one window just wide enough (rounded up to a multiple of 32 pixels, at
+/// least `min_px`, centred) when the range fits in `max_px`, else windows of
+/// `max_px` as [`axis_tiles`] lays them.
+pub(crate) fn fitted_axis(
+    lo_mm: f32,
+    hi_mm: f32,
+    pixel_mm: f32,
+    fit: CanvasFit,
+) -> (usize, Vec<f32>) {
+    let max_px = (fit.max_px / SIDE_STEP_PX).max(1) * SIDE_STEP_PX;
+    let min_px = fit.min_px.min(max_px);
+    let need = ((hi_mm - lo_mm).max(0.0) / pixel_mm).ceil() as usize;
+    let px = need.div_ceil(SIDE_STEP_PX) * SIDE_STEP_PX;
+    let px = px.clamp(min_px.max(SIDE_STEP_PX), max_px);
+    (px, axis_tiles(lo_mm, hi_mm, px as f32 * pixel_mm))
+}
+
+/// A plane's canvas fitted to the index-mm ranges of its image axes: its
+/// width (u) and height (v) in pixels and its tiles. The network is
+/// convolutional: a 320 x 256 image of a body 500 mm wide costs 1.25 of a
+/// 256 x 256 one, where two overlapping 256-pixel tiles cost 2. Inference
+/// only: the training data are cut as [`plane_tiles`] cuts them (the parity
+/// test holds those), the same pixels on a smaller canvas.
+pub fn fitted_tiles(
+    canvas: &Canvas,
+    fit: CanvasFit,
+    u_range: (f32, f32),
+    v_range: (f32, f32),
+) -> (usize, usize, Vec<Tile>) {
+    let (nx, us) = fitted_axis(u_range.0, u_range.1, canvas.pixel_mm, fit);
+    let (ny, vs) = fitted_axis(v_range.0, v_range.1, canvas.pixel_mm, fit);
+    let tiles = vs
+        .iter()
+        .flat_map(|&v0| {
+            us.iter().map(move |&u0| Tile {
+                u0_mm: u0,
+                v0_mm: v0,
+            })
+        })
+        .collect();
+    (nx, ny, tiles)
+}
+
 /// Linear-interpolation taps of canvas pixels on a source axis of `n`
 /// voxels at `spacing`; None where the pixel centre lies outside the
 /// source's half-voxel border (the canvas is padded with 0 there).
@@ -158,6 +214,10 @@ pub struct PlaneSampler {
     pub dims: [usize; 3],
     pub spacing: [f32; 3],
     pub canvas: Canvas,
+    /// Canvas width (u) and height (v) in pixels: `canvas.size` each, or
+    /// fitted to the plane ([`fitted_tiles`]).
+    pub nx: usize,
+    pub ny: usize,
     pub tiles: Vec<Tile>,
     /// Per tile: u taps and v taps of the canvas on the slice.
     taps: Vec<(TapList, TapList)>,
@@ -168,6 +228,7 @@ pub struct PlaneSampler {
 type TapList = Vec<Option<(usize, usize, f32, f32)>>;
 
 impl PlaneSampler {
+    /// Square `canvas.size` tiles (as the training data are cut).
     pub fn new(
         plane: Plane,
         dims: [usize; 3],
@@ -175,23 +236,42 @@ impl PlaneSampler {
         canvas: Canvas,
         tiles: Vec<Tile>,
     ) -> Self {
+        Self::with_size(
+            plane,
+            dims,
+            spacing,
+            canvas,
+            (canvas.size, canvas.size),
+            tiles,
+        )
+    }
+
+    /// Tiles of `nx` x `ny` canvas pixels (u, v).
+    pub fn with_size(
+        plane: Plane,
+        dims: [usize; 3],
+        spacing: [f32; 3],
+        canvas: Canvas,
+        (nx, ny): (usize, usize),
+        tiles: Vec<Tile>,
+    ) -> Self {
         let (_, ua, va) = plane.axes();
         let taps = tiles
             .iter()
             .map(|t| {
                 (
-                    canvas_taps(dims[ua], spacing[ua], t.u0_mm, canvas.pixel_mm, canvas.size),
-                    canvas_taps(dims[va], spacing[va], t.v0_mm, canvas.pixel_mm, canvas.size),
+                    canvas_taps(dims[ua], spacing[ua], t.u0_mm, canvas.pixel_mm, nx),
+                    canvas_taps(dims[va], spacing[va], t.v0_mm, canvas.pixel_mm, ny),
                 )
             })
             .collect();
         // Slice pixel i sits at canvas position (i * spacing - origin) / p - 0.5.
-        let back_taps = |n_img: usize, spacing: f32, origin: f32| -> TapList {
+        let back_taps = |n_img: usize, spacing: f32, origin: f32, n_canvas: usize| -> TapList {
             (0..n_img)
                 .map(|i| {
                     tap(
                         (i as f32 * spacing - origin) / canvas.pixel_mm - 0.5,
-                        canvas.size,
+                        n_canvas,
                     )
                 })
                 .collect()
@@ -200,8 +280,8 @@ impl PlaneSampler {
             .iter()
             .map(|t| {
                 (
-                    back_taps(dims[ua], spacing[ua], t.u0_mm),
-                    back_taps(dims[va], spacing[va], t.v0_mm),
+                    back_taps(dims[ua], spacing[ua], t.u0_mm, nx),
+                    back_taps(dims[va], spacing[va], t.v0_mm, ny),
                 )
             })
             .collect();
@@ -210,6 +290,8 @@ impl PlaneSampler {
             dims,
             spacing,
             canvas,
+            nx,
+            ny,
             tiles,
             taps,
             back,
@@ -217,21 +299,21 @@ impl PlaneSampler {
     }
 
     /// Network input of slice `t` in tile `tile`: channels at
-    /// -neighbor_mm, 0, +neighbor_mm along the slice normal; (3, size, size).
+    /// -neighbor_mm, 0, +neighbor_mm along the slice normal; (3, ny, nx).
     pub fn input(&self, win: &[f32], t: usize, tile: usize) -> Vec<f32> {
         let (sa, ua, va) = self.plane.axes();
         let d = self.dims;
         let stride = [1, d[0], d[0] * d[1]];
-        let size = self.canvas.size;
+        let (nx, ny) = (self.nx, self.ny);
         let (tu, tv) = &self.taps[tile];
-        let mut out = vec![0f32; 3 * size * size];
+        let mut out = vec![0f32; 3 * nx * ny];
         let nb = self.canvas.neighbor_mm;
         for (c, off) in [-nb, 0.0, nb].into_iter().enumerate() {
             let (k0, k1, wk0, wk1) = slice_taps(t, d[sa], self.spacing[sa], off);
             let at = |k: usize, u: usize, v: usize| {
                 win[k * stride[sa] + u * stride[ua] + v * stride[va]]
             };
-            let dst = &mut out[c * size * size..(c + 1) * size * size];
+            let dst = &mut out[c * nx * ny..(c + 1) * nx * ny];
             for (y, tvy) in tv.iter().enumerate() {
                 let Some((v0, v1, lv0, lv1)) = *tvy else {
                     continue;
@@ -245,7 +327,7 @@ impl PlaneSampler {
                         let t1 = at(k, u0, v1) * lu0 + at(k, u1, v1) * lu1;
                         t0 * lv0 + t1 * lv1
                     };
-                    dst[y * size + x] = if wk1 == 0.0 {
+                    dst[y * nx + x] = if wk1 == 0.0 {
                         bil(k0)
                     } else {
                         bil(k0) * wk0 + bil(k1) * wk1
@@ -256,12 +338,12 @@ impl PlaneSampler {
         out
     }
 
-    /// Probability of canvas image `prob` (size x size) of tile `tile` at
+    /// Probability of canvas image `prob` (ny x nx) of tile `tile` at
     /// each pixel (u, v) of the slice grid, 0 outside the tile; the maximum
     /// is kept in `acc` (nu x nv, row v).
     pub(crate) fn back_max(&self, prob: &[f32], tile: usize, acc: &mut [f32]) {
         let nu = self.dims[self.plane.axes().1];
-        let size = self.canvas.size;
+        let size = self.nx;
         let (tu, tv) = &self.back[tile];
         for (v, tvv) in tv.iter().enumerate() {
             let Some((y0, y1, ly0, ly1)) = *tvv else {
@@ -390,6 +472,84 @@ mod tests {
         let truth: Vec<bool> = win.iter().map(|&v| v >= 0.5).collect();
         let diff = back.iter().zip(&truth).filter(|(a, b)| a != b).count();
         assert!(diff <= 4, "{diff} pixels differ");
+    }
+
+    #[test]
+    fn a_fitted_canvas_covers_the_body_in_one_window_up_to_its_limit() {
+        let fit = CanvasFit {
+            min_px: 256,
+            max_px: 384,
+        };
+        // A body 490 mm wide (arms down) at 1.6 mm: 307 pixels -> one window of 320,
+        // centred; the square 256-pixel canvas (410 mm) needs two.
+        let (px, w) = fitted_axis(-5.0, 485.0, 1.6, fit);
+        assert_eq!((px, w.len()), (320, 1));
+        assert!(
+            (w[0] + 0.5 * 320.0 * 1.6 - 240.0).abs() < 1e-3,
+            "centred: {w:?}"
+        );
+        assert_eq!(axis_tiles(-5.0, 485.0, 256.0 * 1.6).len(), 2);
+        // Narrower than min_px: min_px, as trained.
+        assert_eq!(fitted_axis(0.0, 200.0, 1.6, fit).0, 256);
+        let small = CanvasFit { min_px: 100, ..fit };
+        // 125 px -> 128 (multiples of 32 whatever min_px says).
+        assert_eq!(fitted_axis(0.0, 200.0, 1.6, small).0, 128);
+        // Wider than max_px: windows of max_px, overlapping, first at lo, last ending at hi.
+        let (px, w) = fitted_axis(0.0, 1000.0, 1.6, fit);
+        assert_eq!(px, 384);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w[0], 0.0);
+        assert!((w[1] + 384.0 * 1.6 - 1000.0).abs() < 1e-3);
+        // Both axes: width (u) and height (v) each fitted.
+        let canvas = Canvas {
+            size: 256,
+            pixel_mm: 1.6,
+            neighbor_mm: 2.5,
+        };
+        let (nx, ny, tiles) = fitted_tiles(&canvas, fit, (-5.0, 485.0), (0.0, 300.0));
+        assert_eq!((nx, ny, tiles.len()), (320, 256, 1));
+    }
+
+    #[test]
+    fn a_wide_canvas_maps_back_onto_the_slice() {
+        // As back_projection_returns_the_input_geometry, on a 64 x 32 canvas.
+        let canvas = Canvas {
+            size: 32,
+            pixel_mm: 1.5,
+            neighbor_mm: 0.0,
+        };
+        let (nu, nv, sp) = (44usize, 20usize, 2.0f32);
+        let mut win = vec![0f32; nu * nv];
+        for j in 5..12 {
+            for i in 30..40 {
+                win[j * nu + i] = 1.0;
+            }
+        }
+        let tile = Tile {
+            u0_mm: -2.0,
+            v0_mm: -4.0,
+        };
+        let s = PlaneSampler::with_size(
+            Plane::Axial,
+            [nu, nv, 1],
+            [sp, sp, 1.0],
+            canvas,
+            (64, 32),
+            vec![tile],
+        );
+        let img = s.input(&win, 0, 0);
+        assert_eq!(img.len(), 3 * 64 * 32);
+        let mut acc = vec![0f32; nu * nv];
+        s.back_max(&img[..64 * 32], 0, &mut acc);
+        let diff = acc
+            .iter()
+            .zip(&win)
+            .filter(|(a, b)| (**a >= 0.5) != (**b >= 0.5))
+            .count();
+        assert!(diff <= 4, "{diff} pixels differ");
+        // The object's right edge (u = 39 x 2 mm = 78 mm) is on the canvas beyond
+        // 256 pixels' worth of a square 32-pixel canvas (48 mm).
+        assert!(acc[8 * nu + 39] >= 0.5);
     }
 
     #[test]
