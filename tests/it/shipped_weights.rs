@@ -125,6 +125,22 @@ fn shipped_model_and_patient() -> Option<(MaskRcnn, Patient)> {
     Some((model, patient))
 }
 
+/// The unseen patient's contrast CT and labels, rendered once for the tests
+/// here (the same seed each: rendering a full-size CT is seconds of CI).
+fn diag_ct(p: &Patient) -> &'static (Volume<f32>, Volume<u8>) {
+    static CT: std::sync::OnceLock<(Volume<f32>, Volume<u8>)> = std::sync::OnceLock::new();
+    CT.get_or_init(|| {
+        let (ct, labels, _) = p.diagnostic_ct();
+        (ct, labels)
+    })
+}
+
+/// The unseen patient's first low-dose CT and labels, rendered once.
+fn ldct0(p: &Patient) -> &'static (Volume<f32>, Volume<u8>) {
+    static CT: std::sync::OnceLock<(Volume<f32>, Volume<u8>)> = std::sync::OnceLock::new();
+    CT.get_or_init(|| p.ldct(0))
+}
+
 #[test]
 fn shipped_model_finds_liver_and_kidneys_on_an_unseen_phantom() {
     let Some((model, p)) = shipped_model_and_patient() else {
@@ -133,19 +149,11 @@ fn shipped_model_finds_liver_and_kidneys_on_an_unseen_phantom() {
     let kidneys = [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT];
     let liver = [organs::LIVER];
     let mut f = Vec::new();
-    let (ct, labels, _) = p.diagnostic_ct();
-    let (ldct, ldct_labels) = p.ldct(0);
+    let (ct, labels) = diag_ct(&p);
+    let (ldct, ldct_labels) = ldct0(&p);
     for (ls, floor) in [(&kidneys[..], FLOOR_KIDNEY), (&liver[..], FLOOR_LIVER)] {
-        check(&model, &ct, &labels, ls, "contrast CT", floor, &mut f);
-        check(
-            &model,
-            &ldct,
-            &ldct_labels,
-            ls,
-            "low-dose CT",
-            floor,
-            &mut f,
-        );
+        check(&model, ct, labels, ls, "contrast CT", floor, &mut f);
+        check(&model, ldct, ldct_labels, ls, "low-dose CT", floor, &mut f);
     }
     assert!(f.is_empty(), "{f:#?}");
 }
@@ -160,11 +168,11 @@ fn a_fitted_canvas_gives_the_masks_of_the_tiled_square_one() {
     let Some((model, p)) = shipped_model_and_patient() else {
         return;
     };
-    let (ct, labels) = p.ldct(0);
+    let (ct, labels) = ldct0(&p);
     // A slab 160 mm long around the kidneys: one square canvas along z.
     let kidneys = [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT];
-    let (k0, k1) = organ_slab(&labels, &kidneys, (80.0 / ct.geom.spacing[2]) as usize);
-    let (ct, labels) = (slab(&ct, k0, k1), slab(&labels, k0, k1));
+    let (k0, k1) = organ_slab(labels, &kidneys, (80.0 / ct.geom.spacing[2]) as usize);
+    let (ct, labels) = (slab(ct, k0, k1), slab(labels, k0, k1));
     let [nx, ny, _] = ct.geom.dims;
     // Coronal slices (voxel rows j) +- 12 mm around the kidneys' centre.
     let (mut sum, mut n) = (0usize, 0usize);
@@ -245,10 +253,10 @@ fn batches_in_flight_do_not_change_the_masks() {
     let Some((model, p)) = shipped_model_and_patient() else {
         return;
     };
-    let (ct, labels, _) = p.diagnostic_ct();
+    let (ct, labels) = diag_ct(&p);
     let half = (15.0 / ct.geom.spacing[2]).ceil() as usize;
-    let (k0, k1) = organ_slab(&labels, &[organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT], half);
-    let ct = slab(&ct, k0, k1);
+    let (k0, k1) = organ_slab(labels, &[organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT], half);
+    let ct = slab(ct, k0, k1);
     let run = |parallel_batches| {
         let opts = axial_options(2, parallel_batches);
         driver::segment(&model, &ct, &opts, &mut |_, _| {}).unwrap()
@@ -281,10 +289,10 @@ fn a_mirrored_series_gives_the_same_masks() {
     let Some((model, p)) = shipped_model_and_patient() else {
         return;
     };
-    let (ct, labels, _) = p.diagnostic_ct();
+    let (ct, labels) = diag_ct(&p);
     let half = (10.0 / ct.geom.spacing[2]).ceil() as usize;
-    let (k0, k1) = organ_slab(&labels, &[organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT], half);
-    let ct = slab(&ct, k0, k1);
+    let (k0, k1) = organ_slab(labels, &[organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT], half);
+    let ct = slab(ct, k0, k1);
     let [nx, ny, nz] = ct.geom.dims;
     let mut g = ct.geom.clone();
     g.origin = ct.geom.index_to_patient([(nx - 1) as f64, 0.0, 0.0]);
@@ -326,8 +334,8 @@ fn a_thin_slab_is_not_worse_than_its_axial_pass() {
     let Some((model, p)) = shipped_model_and_patient() else {
         return;
     };
-    let (ct, labels, _) = p.diagnostic_ct();
-    let (ct, labels) = organdose::seg::eval::cut_slab(&ct, &labels, 20, 2.0).unwrap();
+    let (ct, labels) = diag_ct(&p);
+    let (ct, labels) = organdose::seg::eval::cut_slab(ct, labels, 20, 2.0).unwrap();
     let opts = DriverOptions {
         planes: Planes::Auto,
         ..axial_options(4, 2)
@@ -382,8 +390,8 @@ fn a_low_dose_ct_follows_the_diagnostic_masks_or_says_why_not() {
     let Some((model, p)) = shipped_model_and_patient() else {
         return;
     };
-    let (ct, labels, _) = p.diagnostic_ct();
-    let (slab_ct, slab_truth) = organdose::seg::eval::cut_slab(&ct, &labels, 20, 2.0).unwrap();
+    let (ct, labels) = diag_ct(&p);
+    let (slab_ct, slab_truth) = organdose::seg::eval::cut_slab(ct, labels, 20, 2.0).unwrap();
     let opts = DriverOptions {
         planes: Planes::Auto,
         ..axial_options(4, 2)
@@ -392,7 +400,7 @@ fn a_low_dose_ct_follows_the_diagnostic_masks_or_says_why_not() {
         &model,
         &slab_ct,
         &opts,
-        &labels,
+        labels,
         &mut |_, _| {},
         &mut |_, _, _| {},
     )
@@ -472,8 +480,8 @@ fn the_kidney_stage_redraws_the_kidneys_closer_to_the_truth() {
         .as_ref()
         .expect("weights/organs has a [kidney_refine] stage");
     let kidneys = [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT];
-    let (ct, labels, _) = p.diagnostic_ct();
-    let (ldct, ldct_labels) = p.ldct(0);
+    let (ct, labels) = diag_ct(&p);
+    let (ldct, ldct_labels) = ldct0(&p);
     let (mut before, mut after) = (0.0, 0.0);
     for (what, ct, labels) in [
         ("contrast CT", &ct, &labels),

@@ -281,6 +281,17 @@ impl Config {
                 s.slice_step_mm,
                 Range::closed(0.0, 20.0),
             ),
+            // Pixels of a side (rounded to multiples of 32); max 0: the square canvas.
+            (
+                "segment.canvas_max_px".into(),
+                s.canvas_max_px as f64,
+                Range::closed(0.0, 1024.0),
+            ),
+            (
+                "segment.canvas_min_px".into(),
+                s.canvas_min_px as f64,
+                Range::closed(32.0, 1024.0),
+            ),
             (
                 "segment.fusion_threshold".into(),
                 s.fusion_threshold as f64,
@@ -587,6 +598,8 @@ fusion_threshold = 0.25
 fill_holes = false
 low_dose_ct = "follow"
 kidney_refine = false
+canvas_max_px = 320
+canvas_min_px = 192
 
 [report]
 dicom = false
@@ -761,6 +774,8 @@ port = 104
         );
         assert!(!c.segment.kidney_refine && !c.segment.driver_options().refine_kidneys);
         assert!(Config::default().segment.kidney_refine);
+        let fit = c.segment.driver_options().canvas_fit;
+        assert_eq!(fit.map(|f| (f.min_px, f.max_px)), Some((192, 320)));
         assert!(!c.report.dicom && c.report.tac_log_scale);
         assert_eq!(c.dicom.destinations[0].port, 104);
         // Sections and keys a file leaves out are the shipped defaults, the

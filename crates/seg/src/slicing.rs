@@ -130,7 +130,7 @@ pub(crate) fn fitted_axis(
     fit: CanvasFit,
 ) -> (usize, Vec<f32>) {
     let max_px = (fit.max_px / SIDE_STEP_PX).max(1) * SIDE_STEP_PX;
-    let min_px = fit.min_px.min(max_px);
+    let min_px = (fit.min_px.div_ceil(SIDE_STEP_PX) * SIDE_STEP_PX).min(max_px);
     let need = ((hi_mm - lo_mm).max(0.0) / pixel_mm).ceil() as usize;
     let px = need.div_ceil(SIDE_STEP_PX) * SIDE_STEP_PX;
     let px = px.clamp(min_px.max(SIDE_STEP_PX), max_px);
@@ -494,6 +494,7 @@ mod tests {
         let small = CanvasFit { min_px: 100, ..fit };
         // 125 px -> 128 (multiples of 32 whatever min_px says).
         assert_eq!(fitted_axis(0.0, 200.0, 1.6, small).0, 128);
+        assert_eq!(fitted_axis(0.0, 100.0, 1.6, small).0, 128);
         // Wider than max_px: windows of max_px, overlapping, first at lo, last ending at hi.
         let (px, w) = fitted_axis(0.0, 1000.0, 1.6, fit);
         assert_eq!(px, 384);
