@@ -597,11 +597,7 @@ pub(crate) fn segment_modes_on(
     }
     let mut plane_probs: Vec<PlaneProbs> = Vec::new();
     let spacing = ct.geom.spacing.map(|s| s as f32);
-    let canvas = model.cfg.input.pixel_mm.map(|p| Canvas {
-        size: model.cfg.input.size,
-        pixel_mm: p,
-        neighbor_mm: model.cfg.input.neighbor_mm.unwrap_or(DEFAULT_NEIGHBOR_MM),
-    });
+    let canvas = model_canvas(model);
     let body = canvas.and_then(|_| slicing::body_box(&ct.data, dims));
     let mut total: usize = planes.iter().map(|p| dims[p.axes().0]).sum();
     let mut done = 0;
@@ -765,6 +761,16 @@ pub(crate) fn segment_modes_on(
     Ok(out)
 }
 
+/// The model's millimetre canvas (`input.pixel_mm`); None for a model that
+/// takes each slice stretched to its input size.
+fn model_canvas(model: &MaskRcnn) -> Option<Canvas> {
+    model.cfg.input.pixel_mm.map(|p| Canvas {
+        size: model.cfg.input.size,
+        pixel_mm: p,
+        neighbor_mm: model.cfg.input.neighbor_mm.unwrap_or(DEFAULT_NEIGHBOR_MM),
+    })
+}
+
 /// One plane's canvas over the index-mm ranges `u`, `v` of its image axes:
 /// fitted to them (`fit`) for the coronal and sagittal planes, else the
 /// model's square canvas tiled. The axial pass keeps the square canvas it was
@@ -803,15 +809,10 @@ pub fn plane_pass(
 ) -> Result<(PlaneSampler, Vec<u8>)> {
     let dims = ct.geom.dims;
     let spacing = ct.geom.spacing.map(|s| s as f32);
-    let Some(pixel_mm) = model.cfg.input.pixel_mm else {
+    let Some(cv) = model_canvas(model) else {
         return Err(Error::input(
             "the model has no millimetre canvas (input.pixel_mm)",
         ));
-    };
-    let cv = Canvas {
-        size: model.cfg.input.size,
-        pixel_mm,
-        neighbor_mm: model.cfg.input.neighbor_mm.unwrap_or(DEFAULT_NEIGHBOR_MM),
     };
     let body = slicing::body_box(&ct.data, dims);
     let (_, ua, va) = p.axes();

@@ -97,6 +97,11 @@ pub fn plane_tiles(canvas: &Canvas, u_range: (f32, f32), v_range: (f32, f32)) ->
     let e = canvas.extent_mm();
     let us = axis_tiles(u_range.0, u_range.1, e);
     let vs = axis_tiles(v_range.0, v_range.1, e);
+    tile_grid(&us, &vs)
+}
+
+/// Every (u, v) pair of window edges, row by row.
+fn tile_grid(us: &[f32], vs: &[f32]) -> Vec<Tile> {
     vs.iter()
         .flat_map(|&v0| {
             us.iter().map(move |&u0| Tile {
@@ -151,16 +156,7 @@ pub fn fitted_tiles(
 ) -> (usize, usize, Vec<Tile>) {
     let (nx, us) = fitted_axis(u_range.0, u_range.1, canvas.pixel_mm, fit);
     let (ny, vs) = fitted_axis(v_range.0, v_range.1, canvas.pixel_mm, fit);
-    let tiles = vs
-        .iter()
-        .flat_map(|&v0| {
-            us.iter().map(move |&u0| Tile {
-                u0_mm: u0,
-                v0_mm: v0,
-            })
-        })
-        .collect();
-    (nx, ny, tiles)
+    (nx, ny, tile_grid(&us, &vs))
 }
 
 /// Linear-interpolation taps of canvas pixels on a source axis of `n`
