@@ -97,3 +97,42 @@ fn kidney_stage_crop_and_input_are_the_training_scripts() {
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(diff < 1e-5, "max |diff| {diff}");
 }
+
+/// A redraw too far from the network's kidney is undone (`min_volume_ratio`,
+/// `max_volume_ratio` of `[kidney_refine]`). On the fixture's small
+/// synthetic CT the shipped stage erases the 1 mL kidney it is given: with
+/// no limits the kidney is gone; with the shipped limits the network's
+/// kidney comes back voxel for voxel, and the reason names the figures.
+#[test]
+fn a_redraw_far_from_the_networks_kidney_is_not_taken() {
+    let fx = fixture();
+    let dims = [40usize, 36, 10];
+    let sp: Vec<f32> = vec1(&fx["crop_spacing"]);
+    let spacing = [sp[0] as f64, sp[1] as f64, sp[2] as f64];
+    let ct = Volume::new(
+        Geometry::new(dims, spacing, [0.0, 0.0, 0.0]),
+        vec1(&fx["crop_ct"]),
+    )
+    .unwrap();
+    let labels: Vec<u8> = vec1(&fx["crop_labels"]).iter().map(|&v| v as u8).collect();
+    let kidney = |l: &[u8]| l.iter().filter(|&&v| v == 2).count();
+    assert!(kidney(&labels) > 0);
+    let run = |r: &KidneyRefiner| {
+        let mut l = labels.clone();
+        let d = r.refine(&ct, &mut l, &[2]).unwrap();
+        assert_eq!(d.len(), 1);
+        (l, d[0].clone())
+    };
+    let dir = root().join("weights/organs");
+    let mut free = shipped().cfg;
+    free.max_volume_ratio = f64::INFINITY;
+    free.min_volume_ratio = 0.0;
+    let (l, d) = run(&KidneyRefiner::load(&dir, free, &Device::Cpu).unwrap());
+    assert!(d.kept.is_none(), "{d:?}");
+    assert_eq!(kidney(&l), 0, "{d:?}");
+    let (l, d) = run(&shipped());
+    let why = d.kept.expect("an erased kidney must not be taken");
+    assert_eq!(l, labels, "{why}");
+    assert!(why.contains("0.00 x the network's"), "{why}");
+    assert!(why.contains("Dice 0.00"), "{why}");
+}

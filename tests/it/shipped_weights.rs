@@ -494,6 +494,7 @@ fn the_kidney_stage_redraws_the_kidneys_closer_to_the_truth() {
         let mut redrawn = plain.clone();
         let lines = r.refine(&ct, &mut redrawn.data, &kidneys).unwrap();
         assert_eq!(lines.len(), 2, "{what}: {lines:?}");
+        assert!(lines.iter().all(|d| d.kept.is_none()), "{what}: {lines:?}");
         for l in kidneys {
             let a = organ_metrics(&plain, &labels, l).dice.unwrap_or(0.0);
             let b = organ_metrics(&redrawn, &labels, l).dice.unwrap_or(0.0);

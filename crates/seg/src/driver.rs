@@ -745,8 +745,13 @@ pub(crate) fn segment_modes_on(
         let t0 = std::time::Instant::now();
         for s in out.iter_mut() {
             let kidneys = [organs::KIDNEY_LEFT, organs::KIDNEY_RIGHT];
-            for line in r.refine(ct, &mut s.labels.data, &kidneys)? {
-                tracing::debug!("{} mode, kidney stage: {line}", s.planes.name());
+            for d in r.refine(ct, &mut s.labels.data, &kidneys)? {
+                tracing::debug!("{} mode, kidney stage: {}", s.planes.name(), d.line);
+                if let Some(why) = d.kept {
+                    let name = organs::name(d.label).unwrap_or("kidney");
+                    tracing::warn!("{name}: {why}");
+                    s.notes.push(format!("{name}: {why}"));
+                }
             }
         }
         tracing::debug!(

@@ -33,6 +33,17 @@ pub struct KidneyRefiner {
     device: Device,
 }
 
+/// What the stage did to one kidney.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redraw {
+    pub label: u8,
+    /// Slices redrawn, volume before and after (for the log).
+    pub line: String,
+    /// Why the redraw was not taken and the network's kidney kept (its
+    /// volume or overlap too far from the network's); None: taken.
+    pub kept: Option<String>,
+}
+
 /// Where one kidney's crop lies: its centre in voxel coordinates (i, j), its
 /// side in pixels and the slices `[k0, k1)` it redraws.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -176,14 +187,16 @@ impl KidneyRefiner {
     /// order) on `ct`: inside each kidney's crop and slices, a voxel becomes
     /// the kidney where the stage says so and it was background or that
     /// kidney, and stops being it where the stage says not; then the
-    /// kidney's largest component. Other organs keep their voxels. Returns
-    /// one line per kidney (slices redrawn, volume before and after).
+    /// kidney's largest component. Other organs keep their voxels. A redraw
+    /// whose volume is not within `min_volume_ratio` to `max_volume_ratio`
+    /// times the network's kidney is undone: the network's kidney is kept,
+    /// and [`Redraw::kept`] says why.
     pub fn refine(
         &self,
         ct: &Volume<f32>,
         labels: &mut [u8],
         kidneys: &[u8],
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<Redraw>> {
         let dims = ct.geom.dims;
         if labels.len() != ct.data.len() {
             return Err(Error::internal(
@@ -193,7 +206,7 @@ impl KidneyRefiner {
         let sp = ct.geom.spacing;
         let voxel_ml = sp[0] * sp[1] * sp[2] / 1000.0;
         let plane = dims[0] * dims[1];
-        let mut lines = Vec::new();
+        let mut out = Vec::new();
         for &label in kidneys {
             let Some(crop) = self.crop(labels, dims, sp, label) else {
                 continue;
@@ -245,15 +258,46 @@ impl KidneyRefiner {
                 }
             }
             let after = comps.first().map_or(0, |c| c.len());
-            lines.push(format!(
+            let mut line = format!(
                 "label {label}: redrawn at {} mm on {} slices ({s} px crop), {:.1} -> {:.1} mL",
                 self.cfg.pixel_mm,
                 k1 - k0,
                 before as f64 * voxel_ml,
                 after as f64 * voxel_ml
-            ));
+            );
+            // The network's kidney lies inside the crop's slices, and the
+            // stage changes nothing outside them.
+            let region = &mut labels[k0 * plane..k1 * plane];
+            let both = region
+                .iter()
+                .zip(&coarse)
+                .filter(|(&l, &c)| c && l == label)
+                .count();
+            let dice = 2.0 * both as f64 / (before + after).max(1) as f64;
+            let ratio = after as f64 / before.max(1) as f64;
+            let (lo, hi) = (self.cfg.min_volume_ratio, self.cfg.max_volume_ratio);
+            let kept = (!(lo..=hi).contains(&ratio)).then(|| {
+                for (l, &c) in region.iter_mut().zip(&coarse) {
+                    if c {
+                        *l = label;
+                    } else if *l == label {
+                        *l = 0;
+                    }
+                }
+                format!(
+                    "the kidney stage's redraw ({:.1} mL, {ratio:.2} x the network's {:.1} mL, \
+                     Dice {dice:.2} with it) was not taken: the network's kidney is kept \
+                     (a redraw is taken at {lo} to {hi} x its volume)",
+                    after as f64 * voxel_ml,
+                    before as f64 * voxel_ml,
+                )
+            });
+            if let Some(k) = &kept {
+                line.push_str(&format!("; not taken: {k}"));
+            }
+            out.push(Redraw { label, line, kept });
         }
-        Ok(lines)
+        Ok(out)
     }
 }
 
