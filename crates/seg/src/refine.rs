@@ -187,7 +187,8 @@ impl KidneyRefiner {
     /// order) on `ct`: inside each kidney's crop and slices, a voxel becomes
     /// the kidney where the stage says so and it was background or that
     /// kidney, and stops being it where the stage says not; then the
-    /// kidney's largest component. Other organs keep their voxels. A redraw
+    /// kidney's part holding most of the network's kidney (a larger part
+    /// elsewhere is dropped). Other organs keep their voxels. A redraw
     /// whose volume is not within `min_volume_ratio` to `max_volume_ratio`
     /// times the network's kidney is undone: the network's kidney is kept,
     /// and [`Redraw::kept`] says why.
@@ -250,14 +251,21 @@ impl KidneyRefiner {
                     );
                 }
             }
-            // One kidney per side: the largest part.
+            // One kidney per side: the part holding most of the network's
+            // kidney (a refinement redraws that kidney; it does not move it
+            // to a larger part elsewhere), on a tie the largest.
             let comps = components(labels, dims, label);
-            for c in comps.iter().skip(1) {
-                for &v in c {
-                    labels[v] = 0;
+            let keep = kidney_part(&comps, |v| {
+                (k0 * plane..k1 * plane).contains(&v) && coarse[v - k0 * plane]
+            });
+            for (i, c) in comps.iter().enumerate() {
+                if Some(i) != keep {
+                    for &v in c {
+                        labels[v] = 0;
+                    }
                 }
             }
-            let after = comps.first().map_or(0, |c| c.len());
+            let after = keep.map_or(0, |i| comps[i].len());
             let mut line = format!(
                 "label {label}: redrawn at {} mm on {} slices ({s} px crop), {:.1} -> {:.1} mL",
                 self.cfg.pixel_mm,
@@ -299,6 +307,23 @@ impl KidneyRefiner {
         }
         Ok(out)
     }
+}
+
+/// Which of the redrawn kidney's parts (`comps`, voxel indices) to keep: the
+/// one holding most voxels of the network's kidney (`network`), on a tie the
+/// largest, then the first.
+fn kidney_part(comps: &[Vec<usize>], network: impl Fn(usize) -> bool) -> Option<usize> {
+    comps
+        .iter()
+        .enumerate()
+        .max_by_key(|(i, c)| {
+            (
+                c.iter().filter(|&&v| network(v)).count(),
+                c.len(),
+                std::cmp::Reverse(*i),
+            )
+        })
+        .map(|(i, _)| i)
 }
 
 fn sigmoid_vec(t: &Tensor) -> Result<Vec<f32>> {
@@ -440,5 +465,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_part_kept_is_the_one_on_the_networks_kidney() {
+        // A large part away from the network's kidney (voxels 0..100) and a
+        // smaller one on it (200..240, the network's kidney 190..230).
+        let comps = vec![(0..100).collect::<Vec<_>>(), (200..240).collect()];
+        let network = |v: usize| (190..230).contains(&v);
+        assert_eq!(kidney_part(&comps, network), Some(1));
+        // Nothing on the network's kidney: the largest; none at all: None.
+        assert_eq!(kidney_part(&comps, |_| false), Some(0));
+        assert_eq!(kidney_part(&[], network), None);
     }
 }
