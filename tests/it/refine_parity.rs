@@ -28,6 +28,19 @@ fn fixture() -> HashMap<String, Tensor> {
     candle_core::safetensors::load(Path::new(&p), &Device::Cpu).unwrap()
 }
 
+/// The fixture's small CT (40 x 36 x 10) and its labels (kidney 2).
+fn fixture_case(fx: &HashMap<String, Tensor>) -> (Volume<f32>, Vec<u8>) {
+    let sp: Vec<f32> = vec1(&fx["crop_spacing"]);
+    let spacing = [sp[0] as f64, sp[1] as f64, sp[2] as f64];
+    let ct = Volume::new(
+        Geometry::new([40, 36, 10], spacing, [0.0, 0.0, 0.0]),
+        vec1(&fx["crop_ct"]),
+    )
+    .unwrap();
+    let labels = vec1(&fx["crop_labels"]).iter().map(|&v| v as u8).collect();
+    (ct, labels)
+}
+
 fn vec1(t: &Tensor) -> Vec<f32> {
     t.to_dtype(DType::F32)
         .unwrap()
@@ -67,15 +80,8 @@ fn kidney_stage_forward_matches_pytorch_on_the_shipped_weights() {
 fn kidney_stage_crop_and_input_are_the_training_scripts() {
     let r = shipped();
     let fx = fixture();
-    let dims = [40usize, 36, 10];
-    let sp: Vec<f32> = vec1(&fx["crop_spacing"]);
-    let spacing = [sp[0] as f64, sp[1] as f64, sp[2] as f64];
-    let ct = Volume::new(
-        Geometry::new(dims, spacing, [0.0, 0.0, 0.0]),
-        vec1(&fx["crop_ct"]),
-    )
-    .unwrap();
-    let labels: Vec<u8> = vec1(&fx["crop_labels"]).iter().map(|&v| v as u8).collect();
+    let (ct, labels) = fixture_case(&fx);
+    let (dims, spacing) = (ct.geom.dims, ct.geom.spacing);
     let g: Vec<f64> = fx["crop_geometry"]
         .to_dtype(DType::F64)
         .unwrap()
@@ -105,16 +111,7 @@ fn kidney_stage_crop_and_input_are_the_training_scripts() {
 /// kidney comes back voxel for voxel, and the reason names the figures.
 #[test]
 fn a_redraw_far_from_the_networks_kidney_is_not_taken() {
-    let fx = fixture();
-    let dims = [40usize, 36, 10];
-    let sp: Vec<f32> = vec1(&fx["crop_spacing"]);
-    let spacing = [sp[0] as f64, sp[1] as f64, sp[2] as f64];
-    let ct = Volume::new(
-        Geometry::new(dims, spacing, [0.0, 0.0, 0.0]),
-        vec1(&fx["crop_ct"]),
-    )
-    .unwrap();
-    let labels: Vec<u8> = vec1(&fx["crop_labels"]).iter().map(|&v| v as u8).collect();
+    let (ct, labels) = fixture_case(&fixture());
     let kidney = |l: &[u8]| l.iter().filter(|&&v| v == 2).count();
     assert!(kidney(&labels) > 0);
     let run = |r: &KidneyRefiner| {
