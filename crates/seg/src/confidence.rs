@@ -39,6 +39,10 @@ const PROB_HI: f64 = 0.85;
 const TRUSTED_WEIGHT: f32 = 0.5;
 /// An organ cut by the scan's edge is held below the review threshold.
 const CUT_CONFIDENCE: f64 = 0.45;
+/// A kidney the kidney stage redrew too far from the network's (the redraw
+/// not taken) is held below the review threshold: one of the two is badly
+/// wrong, and nothing here says which.
+const REFUSED_REDRAW_CONFIDENCE: f64 = 0.45;
 /// Region around an organ in which the planes' masks are compared (mm).
 const REGION_MARGIN_MM: f64 = 10.0;
 
@@ -298,6 +302,12 @@ pub fn assess(
                 ));
             }
         }
+        if seg.redraw_refused.contains(&l) {
+            conf = conf.min(REFUSED_REDRAW_CONFIDENCE);
+            reasons.push(
+                "the kidney stage's redraw was far from the network's kidney and not taken".into(),
+            );
+        }
         // Position: kidneys posterior, liver right, spleen left (LPS).
         let (mut sx, mut sy) = (0.0, 0.0);
         let mut k = 0usize;
@@ -346,4 +356,56 @@ pub fn assess(
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::Geometry;
+
+    #[test]
+    fn a_refused_kidney_redraw_holds_the_kidney_for_review() {
+        // A 64 mL left kidney (8 x 8 x 8 voxels of 5 mm) behind the body's
+        // centre, inside the scan, in a body of soft tissue; no plane
+        // probabilities (confidence 0.8: ok).
+        let dims = [40, 40, 12];
+        let geom = Geometry::new(dims, [5.0; 3], [0.0; 3]);
+        let ct = Volume::new(geom.clone(), vec![40f32; 40 * 40 * 12]).unwrap();
+        let mut labels = Volume::new(geom.clone(), vec![0u8; 40 * 40 * 12]).unwrap();
+        for k in 2..10 {
+            for j in 26..34 {
+                for i in 24..32 {
+                    labels.data[geom.linear(i, j, k)] = organs::KIDNEY_LEFT;
+                }
+            }
+        }
+        let targets = [None, Some(ClassTarget::Kidney)];
+        let left = |refused: Vec<u8>| {
+            let seg = Segmentation {
+                planes: super::super::driver::Planes::Auto,
+                labels: labels.clone(),
+                planes_run: Vec::new(),
+                weights: None,
+                plane_probs: Vec::new(),
+                notes: Vec::new(),
+                redraw_refused: refused,
+            };
+            assess(&seg, &ct, &targets, &|_| None)
+                .into_iter()
+                .find(|(o, _)| o == "kidney_left")
+                .map(|(_, c)| c)
+                .unwrap()
+        };
+        let ok = left(Vec::new());
+        assert_eq!(ok.flag, Flag::Ok, "{:?}", ok.reasons);
+        assert!((ok.volume_ml - 64.0).abs() < 1e-9);
+        let held = left(vec![organs::KIDNEY_LEFT]);
+        assert_eq!(held.flag, Flag::Review);
+        assert!(held.confidence <= REFUSED_REDRAW_CONFIDENCE);
+        assert!(
+            held.reasons.iter().any(|r| r.contains("kidney stage")),
+            "{:?}",
+            held.reasons
+        );
+    }
 }

@@ -436,6 +436,10 @@ pub struct Segmentation {
     /// What a physicist should know: planes that lost weight, dropped
     /// components, organs on an unexpected side.
     pub notes: Vec<String>,
+    /// Kidneys whose redraw by the kidney stage was not taken (its volume too
+    /// far from the network's): one of the two is badly wrong, so the mask is
+    /// held for review (`seg::confidence`).
+    pub redraw_refused: Vec<u8>,
 }
 
 /// Segments a CT (HU) into organ labels of `organs.rs` on the CT's own grid.
@@ -694,6 +698,7 @@ pub(crate) fn segment_modes_on(
                 weights: None,
                 plane_probs: Vec::new(),
                 notes: Vec::new(),
+                redraw_refused: Vec::new(),
             },
             Planes::All => {
                 let refs: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
@@ -707,6 +712,7 @@ pub(crate) fn segment_modes_on(
                     weights: None,
                     plane_probs: Vec::new(),
                     notes: Vec::new(),
+                    redraw_refused: Vec::new(),
                 }
             }
             Planes::Auto => {
@@ -737,6 +743,7 @@ pub(crate) fn segment_modes_on(
                     weights: Some(weights.clone()),
                     plane_probs: Vec::new(),
                     notes,
+                    redraw_refused: Vec::new(),
                 }
             }
         });
@@ -751,6 +758,7 @@ pub(crate) fn segment_modes_on(
                     let name = organs::name(d.label).unwrap_or("kidney");
                     tracing::warn!("{name}: {why}");
                     s.notes.push(format!("{name}: {why}"));
+                    s.redraw_refused.push(d.label);
                 }
             }
         }

@@ -132,6 +132,8 @@ pub fn segment_following(
         seg: Segmentation {
             labels: moved,
             notes,
+            // The moved masks are the diagnostic CT's, not this CT's redraws.
+            redraw_refused: Vec::new(),
             ..axial
         },
         organs: list,

@@ -40,7 +40,7 @@ pub struct Redraw {
     /// Slices redrawn, volume before and after (for the log).
     pub line: String,
     /// Why the redraw was not taken and the network's kidney kept (its
-    /// volume or overlap too far from the network's); None: taken.
+    /// volume too far from the network's); None: taken.
     pub kept: Option<String>,
 }
 
