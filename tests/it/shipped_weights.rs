@@ -383,7 +383,7 @@ fn a_thin_slab_is_not_worse_than_its_axial_pass() {
 /// axial pass; when one does not, the full pass runs and says which organ.
 /// Here the "low-dose CT" is a 40 mm slab of the same contrast CT and the
 /// diagnostic masks are the truth, so the moved masks must be the slab's
-/// truth; with the left kidney erased from them, the slab's own kidney
+/// truth, up to the move's error; with the left kidney erased from them, the slab's own kidney
 /// disagrees (Dice 0) and the full pass runs.
 #[test]
 fn a_low_dose_ct_follows_the_diagnostic_masks_or_says_why_not() {
@@ -429,9 +429,13 @@ fn a_low_dose_ct_follows_the_diagnostic_masks_or_says_why_not() {
             "followed {}: Dice to truth {d:.3}; moved by {:?} mm, Dice to the axial pass {:.3}",
             moved.organ, moved.shift_mm, moved.dice
         );
+        // The move is found against the slab's axial pass, so it is off by
+        // that pass's own error (a voxel or so on a 40 mm slab): the moved
+        // truth is the slab's truth shifted by at most 3 mm.
+        let off = moved.shift_mm.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!(
-            d > 0.95,
-            "{l}: moved truth has Dice {d:.3} with the slab's truth"
+            off < 3.0 && d > 0.92,
+            "{l}: moved truth (shifted {off:.1} mm) has Dice {d:.3} with the slab's truth"
         );
         assert!(moved.dice >= organdose::seg::follow::MIN_DICE);
     }

@@ -76,7 +76,7 @@ fn default_max_volume_ratio() -> f64 {
 }
 
 /// A kidney erased or cut to a quarter (on a synthetic CT the shipped stage
-/// erases the kidney it is given: tests/it/refine_parity.rs).
+/// cuts the kidney it is given to a fifth: tests/it/refine_parity.rs).
 fn default_min_volume_ratio() -> f64 {
     0.25
 }
