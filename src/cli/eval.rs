@@ -406,7 +406,7 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                         if wname == "equal" && !(holes && th == 0.5) {
                             continue;
                         }
-                        let (lab, _) = fusion::fused_labels(
+                        let lab = fusion::fused_labels(
                             &auto.plane_probs,
                             w,
                             &fusion::FuseOptions {
@@ -417,7 +417,8 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                             },
                             &ct,
                             &targets,
-                        );
+                        )
+                        .labels;
                         let pred = Volume {
                             geom: ct.geom.clone(),
                             data: lab,

@@ -39,10 +39,11 @@ const PROB_HI: f64 = 0.85;
 const TRUSTED_WEIGHT: f32 = 0.5;
 /// An organ cut by the scan's edge is held below the review threshold.
 const CUT_CONFIDENCE: f64 = 0.45;
-/// A kidney the kidney stage redrew too far from the network's (the redraw
-/// not taken) is held below the review threshold: one of the two is badly
-/// wrong, and nothing here says which.
-const REFUSED_REDRAW_CONFIDENCE: f64 = 0.45;
+/// An organ the segmentation holds (`Segmentation::held`: a kidney redrawn
+/// too far from the network's, the redraw not taken; a kidney in two parts on
+/// one side) is held below the review threshold: something is badly wrong,
+/// and nothing here says which part is right.
+const HELD_CONFIDENCE: f64 = 0.45;
 /// Region around an organ in which the planes' masks are compared (mm).
 const REGION_MARGIN_MM: f64 = 10.0;
 
@@ -302,11 +303,9 @@ pub fn assess(
                 ));
             }
         }
-        if seg.redraw_refused.contains(&l) {
-            conf = conf.min(REFUSED_REDRAW_CONFIDENCE);
-            reasons.push(
-                "the kidney stage's redraw was far from the network's kidney and not taken".into(),
-            );
+        for (_, why) in seg.held.iter().filter(|(h, _)| *h == l) {
+            conf = conf.min(HELD_CONFIDENCE);
+            reasons.push(why.clone());
         }
         // Position: kidneys posterior, liver right, spleen left (LPS).
         let (mut sx, mut sy) = (0.0, 0.0);
@@ -380,7 +379,7 @@ mod tests {
             }
         }
         let targets = [None, Some(ClassTarget::Kidney)];
-        let left = |refused: Vec<u8>| {
+        let left = |held: Vec<(u8, String)>| {
             let seg = Segmentation {
                 planes: super::super::driver::Planes::Auto,
                 labels: labels.clone(),
@@ -388,7 +387,7 @@ mod tests {
                 weights: None,
                 plane_probs: Vec::new(),
                 notes: Vec::new(),
-                redraw_refused: refused,
+                held,
             };
             assess(&seg, &ct, &targets, &|_| None)
                 .into_iter()
@@ -399,9 +398,12 @@ mod tests {
         let ok = left(Vec::new());
         assert_eq!(ok.flag, Flag::Ok, "{:?}", ok.reasons);
         assert!((ok.volume_ml - 64.0).abs() < 1e-9);
-        let held = left(vec![organs::KIDNEY_LEFT]);
+        let held = left(vec![(
+            organs::KIDNEY_LEFT,
+            "the kidney stage's redraw was far from the network's kidney and not taken".into(),
+        )]);
         assert_eq!(held.flag, Flag::Review);
-        assert!(held.confidence <= REFUSED_REDRAW_CONFIDENCE);
+        assert!(held.confidence <= HELD_CONFIDENCE);
         assert!(
             held.reasons.iter().any(|r| r.contains("kidney stage")),
             "{:?}",

@@ -436,10 +436,12 @@ pub struct Segmentation {
     /// What a physicist should know: planes that lost weight, dropped
     /// components, organs on an unexpected side.
     pub notes: Vec<String>,
-    /// Kidneys whose redraw by the kidney stage was not taken (its volume too
-    /// far from the network's): one of the two is badly wrong, so the mask is
-    /// held for review (`seg::confidence`).
-    pub redraw_refused: Vec<u8>,
+    /// Organs (label, why) the segmentation itself cannot vouch for, held
+    /// for review (`seg::confidence`): a kidney whose redraw by the kidney
+    /// stage was not taken (its volume too far from the network's: one of
+    /// the two is badly wrong), a kidney the network found in two parts on
+    /// one side and none on the other.
+    pub held: Vec<(u8, String)>,
 }
 
 /// Segments a CT (HU) into organ labels of `organs.rs` on the CT's own grid.
@@ -512,7 +514,7 @@ pub fn edge_band(
         return None;
     }
     Some(EDGE_BAND.map(|thresh| {
-        let (labels, _) = fusion::fused_labels(
+        let labels = fusion::fused_labels(
             &seg.plane_probs,
             weights,
             &fusion::FuseOptions {
@@ -523,7 +525,8 @@ pub fn edge_band(
             },
             ct_c,
             targets,
-        );
+        )
+        .labels;
         if ro.is_identity() {
             labels
         } else {
@@ -698,7 +701,7 @@ pub(crate) fn segment_modes_on(
                 weights: None,
                 plane_probs: Vec::new(),
                 notes: Vec::new(),
-                redraw_refused: Vec::new(),
+                held: Vec::new(),
             },
             Planes::All => {
                 let refs: Vec<&[u8]> = maps.iter().map(|m| m.as_slice()).collect();
@@ -712,11 +715,15 @@ pub(crate) fn segment_modes_on(
                     weights: None,
                     plane_probs: Vec::new(),
                     notes: Vec::new(),
-                    redraw_refused: Vec::new(),
+                    held: Vec::new(),
                 }
             }
             Planes::Auto => {
-                let (labels, clean_notes) = fusion::fused_labels(
+                let fusion::Cleaned {
+                    labels,
+                    notes: clean_notes,
+                    held,
+                } = fusion::fused_labels(
                     &plane_probs,
                     &weights,
                     &fusion::FuseOptions {
@@ -743,7 +750,7 @@ pub(crate) fn segment_modes_on(
                     weights: Some(weights.clone()),
                     plane_probs: Vec::new(),
                     notes,
-                    redraw_refused: Vec::new(),
+                    held,
                 }
             }
         });
@@ -758,7 +765,11 @@ pub(crate) fn segment_modes_on(
                     let name = organs::name(d.label).unwrap_or("kidney");
                     tracing::warn!("{name}: {why}");
                     s.notes.push(format!("{name}: {why}"));
-                    s.redraw_refused.push(d.label);
+                    s.held.push((
+                        d.label,
+                        "the kidney stage's redraw was far from the network's kidney and not taken"
+                            .into(),
+                    ));
                 }
             }
         }

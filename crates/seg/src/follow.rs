@@ -132,8 +132,9 @@ pub fn segment_following(
         seg: Segmentation {
             labels: moved,
             notes,
-            // The moved masks are the diagnostic CT's, not this CT's redraws.
-            redraw_refused: Vec::new(),
+            // The moved masks are the diagnostic CT's, not this CT's redraws
+            // or clean-up.
+            held: Vec::new(),
             ..axial
         },
         organs: list,

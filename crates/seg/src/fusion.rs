@@ -377,15 +377,26 @@ pub struct FuseOptions {
     pub fill_holes: bool,
 }
 
+/// What [`clean_labels`] made of a class map.
+#[derive(Debug, Clone, Default)]
+pub struct Cleaned {
+    pub labels: Vec<u8>,
+    /// What was dropped or looks wrong, for the log and the masks' notes.
+    pub notes: Vec<String>,
+    /// Organs (label, why) the clean-up cannot vouch for: their masks are
+    /// held for review (`seg::confidence`).
+    pub held: Vec<(u8, String)>,
+}
+
 /// Organ labels from the planes' probabilities: weighted mean, threshold,
-/// gaps along z filled, then [`clean_labels`]. With the notes of the clean-up.
+/// gaps along z filled, then [`clean_labels`].
 pub fn fused_labels(
     planes: &[PlaneProbs],
     weights: &PlaneWeights,
     opts: &FuseOptions,
     ct: &Volume<f32>,
     targets: &[Option<ClassTarget>],
-) -> (Vec<u8>, Vec<String>) {
+) -> Cleaned {
     let nc = targets.len();
     let level = match opts.rule {
         FuseRule::Mean => opts.thresh,
@@ -506,19 +517,20 @@ pub(crate) fn body_centre(ct: &Volume<f32>) -> [f64; 2] {
 /// patient's left), with `fill_holes` each organ's enclosed cavities closed
 /// (the kidney is the whole organ inside its capsule: a tumour or cyst the
 /// network left out inside it is kidney). Returns the labels and what was
-/// dropped or looks wrong.
+/// dropped or looks wrong, and the organs it cannot vouch for.
 pub(crate) fn clean_labels(
     map: &[u8],
     ct: &Volume<f32>,
     targets: &[Option<ClassTarget>],
     fill_holes: bool,
-) -> (Vec<u8>, Vec<String>) {
+) -> Cleaned {
     let g = &ct.geom;
     let dims = g.dims;
     let ml = g.voxel_volume_ml();
     let centre = body_centre(ct);
     let mut out = vec![0u8; map.len()];
     let mut notes = Vec::new();
+    let mut held = Vec::new();
     let put = |out: &mut Vec<u8>, vox: &[usize], l: u8| {
         for &v in vox {
             out[v] = l;
@@ -574,11 +586,19 @@ pub(crate) fn clean_labels(
                     sides.push(side);
                 }
                 if sides.len() == 2 && sides[0] == sides[1] {
+                    let (a, b) = (kept[0].len() as f64 * ml, kept[1].len() as f64 * ml);
                     notes.push(format!(
-                        "{}: two separate parts ({:.1} and {:.1} mL) and no kidney on the other side: one may not be kidney",
+                        "{}: two separate parts ({a:.1} and {b:.1} mL) and no kidney on the other side: one may not be kidney",
                         ["kidney_right", "kidney_left"][sides[0]],
-                        kept[0].len() as f64 * ml,
-                        kept[1].len() as f64 * ml
+                    ));
+                    // Which part is the kidney is a person's call: on a real
+                    // slice the network gave a bowel loop in front of the
+                    // kidney as a second part, and a kidney stage kept the loop.
+                    held.push((
+                        [organs::KIDNEY_RIGHT, organs::KIDNEY_LEFT][sides[0]],
+                        format!(
+                            "the network found two separate parts on this side ({a:.1} and {b:.1} mL) and no kidney on the other: one may not be kidney"
+                        ),
                     ));
                 }
                 for d in comps.iter().skip(2) {
@@ -604,7 +624,11 @@ pub(crate) fn clean_labels(
     for l in labels {
         fill_holes_3d(&mut out, dims, l);
     }
-    (out, notes)
+    Cleaned {
+        labels: out,
+        notes,
+        held,
+    }
 }
 
 /// Index box `[lo, hi]` (inclusive) of the voxels equal to `l` in a map of
@@ -835,7 +859,7 @@ mod tests {
         assert_eq!(f, vec![1, 0, 1, 0]);
         // Through fused_labels the largest component is kept: v0 and v2 are
         // not 6-connected (v1 between them), one of the two survives.
-        let (l, _) = fused_labels(&planes, &equal, &opts, &ct, &t);
+        let l = fused_labels(&planes, &equal, &opts, &ct, &t).labels;
         assert_eq!(l.iter().filter(|&&x| x == organs::LIVER).count(), 1);
     }
 
@@ -861,7 +885,7 @@ mod tests {
             fuse(&[pp.clone()], &w, 4, FuseRule::Median, 0.5).labels(0.5),
             vec![3]
         );
-        let (l, _) = fused_labels(&[pp], &w, &opts, &ct, &kidney_targets());
+        let l = fused_labels(&[pp], &w, &opts, &ct, &kidney_targets()).labels;
         assert!(
             l[0] == organs::KIDNEY_LEFT || l[0] == organs::KIDNEY_RIGHT,
             "{l:?}"
@@ -912,7 +936,9 @@ mod tests {
             map[at(30, j, 2)] = 0;
         }
         let t = kidney_targets();
-        let (out, notes) = clean_labels(&map, &ct, &t, true);
+        let Cleaned {
+            labels: out, notes, ..
+        } = clean_labels(&map, &ct, &t, true);
         // The shell's 5x5x2 inside is filled: 7x7x4 in all.
         let right = out.iter().filter(|&&v| v == organs::KIDNEY_RIGHT).count();
         assert_eq!(right, 49 * 4);
@@ -921,20 +947,59 @@ mod tests {
             left, 95,
             "the slot stays open; the small left fragment is dropped"
         );
-        let (out, _) = clean_labels(&map, &ct, &t, false);
+        let out = clean_labels(&map, &ct, &t, false).labels;
         let right = out.iter().filter(|&&v| v == organs::KIDNEY_RIGHT).count();
         assert_eq!(right, 49 * 4 - 50);
         assert!(notes.is_empty(), "{notes:?}");
         // A dropped fragment of >= 5 mL is said.
         let g2 = Geometry::new([40, 20, 6], [10.0, 10.0, 10.0], [0.0; 3]);
         let ct2 = Volume::filled(g2, 40.0f32);
-        let (_, notes) = clean_labels(&map, &ct2, &t, true);
+        let notes = clean_labels(&map, &ct2, &t, true).notes;
         assert!(
             notes
                 .iter()
                 .any(|n| n.starts_with("kidney: a third component of 8.0 mL")),
             "{notes:?}"
         );
+    }
+
+    /// Two kidney parts on the patient's left and none on the right (the
+    /// network's bowel loop beside a real kidney): the left kidney is held
+    /// for review with both volumes; one kidney per side holds nothing.
+    #[test]
+    fn a_kidney_in_two_parts_on_one_side_is_held_for_review() {
+        let g = Geometry::new([20, 20, 4], [2.0; 3], [0.0; 3]);
+        let ct = Volume::filled(g, 40.0f32);
+        let block = |map: &mut Vec<u8>, i0: usize, j0: usize| {
+            for k in 0..2 {
+                for j in j0..j0 + 3 {
+                    for i in i0..i0 + 3 {
+                        map[i + 20 * j + 400 * k] = 2;
+                    }
+                }
+            }
+        };
+        // Large x is the patient's left (LPS); high y posterior.
+        let mut split = vec![0u8; 20 * 20 * 4];
+        block(&mut split, 12, 14);
+        block(&mut split, 16, 6);
+        let c = clean_labels(&split, &ct, &kidney_targets(), true);
+        assert_eq!(c.held.len(), 1, "{:?}", c.held);
+        assert_eq!(c.held[0].0, organs::KIDNEY_LEFT);
+        // 18 voxels of 8 mm^3 each part.
+        assert!(c.held[0].1.contains("0.1 and 0.1 mL"), "{:?}", c.held);
+        assert!(
+            c.labels
+                .iter()
+                .filter(|&&v| v == organs::KIDNEY_LEFT)
+                .count()
+                == 36
+        );
+        let mut pair = vec![0u8; 20 * 20 * 4];
+        block(&mut pair, 12, 14);
+        block(&mut pair, 3, 14);
+        let c = clean_labels(&pair, &ct, &kidney_targets(), true);
+        assert!(c.held.is_empty(), "{:?}", c.held);
     }
 
     #[test]
@@ -948,7 +1013,7 @@ mod tests {
                 map[i + 20 * j + 400] = 2;
             }
         }
-        let (_, notes) = clean_labels(&map, &ct, &kidney_targets(), true);
+        let notes = clean_labels(&map, &ct, &kidney_targets(), true).notes;
         assert!(notes.iter().any(|n| n.contains("front half")), "{notes:?}");
     }
 }
