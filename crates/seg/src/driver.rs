@@ -765,11 +765,7 @@ pub(crate) fn segment_modes_on(
                     let name = organs::name(d.label).unwrap_or("kidney");
                     tracing::warn!("{name}: {why}");
                     s.notes.push(format!("{name}: {why}"));
-                    s.held.push((
-                        d.label,
-                        "the kidney stage's redraw was far from the network's kidney and not taken"
-                            .into(),
-                    ));
+                    s.held.push((d.label, why));
                 }
             }
         }

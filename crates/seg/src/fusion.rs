@@ -586,20 +586,19 @@ pub(crate) fn clean_labels(
                     sides.push(side);
                 }
                 if sides.len() == 2 && sides[0] == sides[1] {
-                    let (a, b) = (kept[0].len() as f64 * ml, kept[1].len() as f64 * ml);
+                    let why = format!(
+                        "two separate parts ({:.1} and {:.1} mL) and no kidney on the other side: one may not be kidney",
+                        kept[0].len() as f64 * ml,
+                        kept[1].len() as f64 * ml
+                    );
                     notes.push(format!(
-                        "{}: two separate parts ({a:.1} and {b:.1} mL) and no kidney on the other side: one may not be kidney",
-                        ["kidney_right", "kidney_left"][sides[0]],
+                        "{}: {why}",
+                        ["kidney_right", "kidney_left"][sides[0]]
                     ));
                     // Which part is the kidney is a person's call: on a real
                     // slice the network gave a bowel loop in front of the
                     // kidney as a second part, and a kidney stage kept the loop.
-                    held.push((
-                        [organs::KIDNEY_RIGHT, organs::KIDNEY_LEFT][sides[0]],
-                        format!(
-                            "the network found two separate parts on this side ({a:.1} and {b:.1} mL) and no kidney on the other: one may not be kidney"
-                        ),
-                    ));
+                    held.push(([organs::KIDNEY_RIGHT, organs::KIDNEY_LEFT][sides[0]], why));
                 }
                 for d in comps.iter().skip(2) {
                     let v = d.len() as f64 * ml;
