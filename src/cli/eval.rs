@@ -322,6 +322,13 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         && args.slab.is_none()
         && cfg.segment.low_dose_ct == organdose::seg::settings::LowDoseCt::Follow;
     let mut reference: Option<(String, Volume<u8>, BTreeMap<String, f64>)> = None;
+    // `auto` alone, `segment.low_dose_ct = "bounded"`: a patient's low-dose
+    // CTs' axial passes bounded by its diagnostic CT's organs, as `run` does.
+    let bounded = modes == [Planes::Auto]
+        && args.slab.is_none()
+        && cfg.segment.low_dose_ct == organdose::seg::settings::LowDoseCt::Bounded;
+    let mut bound_ref: Option<(String, organdose::seg::follow::Reference)> = None;
+    let mut bounded_scans = 0usize;
     let mut followed_scans = 0usize;
     let mut full_passes: Vec<String> = Vec::new();
     for (n, (id, ct_path, truth_path)) in scans.iter().enumerate() {
@@ -350,9 +357,13 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             .as_ref()
             .filter(|r| follow && ldct && r.0 == patient);
         let mut followed = None;
-        let segs = match follow_from {
-            Some((_, r, conf)) => {
-                let f = organdose::seg::follow::segment_following(
+        let bound_from = bound_ref
+            .as_ref()
+            .filter(|r| bounded && ldct && r.0 == patient)
+            .map(|r| &r.1);
+        let segs = match (follow_from, bound_from) {
+            (None, Some(r)) => {
+                let b = organdose::seg::follow::segment_bounded(
                     &model,
                     &ct,
                     &opts,
@@ -360,24 +371,49 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
                     &mut |_, _| {},
                     &mut |_, _, _| {},
                 )?;
-                match &f.full_pass_because {
-                    None => {
-                        followed_scans += 1;
-                        followed = Some(conf.clone());
-                    }
+                match &b.full_pass_because {
+                    None => bounded_scans += 1,
                     Some(why) => full_passes.push(format!("{id}: {why}")),
                 }
-                vec![f.seg]
+                vec![b.seg]
             }
-            None => driver::segment_modes(
-                &model,
-                &ct,
-                &opts,
-                &modes,
-                &mut |_, _| {},
-                &mut |_, _, _| {},
-            )?,
+            (follow_from, _) => match follow_from {
+                Some((_, r, conf)) => {
+                    let f = organdose::seg::follow::segment_following(
+                        &model,
+                        &ct,
+                        &opts,
+                        r,
+                        &mut |_, _| {},
+                        &mut |_, _, _| {},
+                    )?;
+                    match &f.full_pass_because {
+                        None => {
+                            followed_scans += 1;
+                            followed = Some(conf.clone());
+                        }
+                        Some(why) => full_passes.push(format!("{id}: {why}")),
+                    }
+                    vec![f.seg]
+                }
+                None => driver::segment_modes(
+                    &model,
+                    &ct,
+                    &opts,
+                    &modes,
+                    &mut |_, _| {},
+                    &mut |_, _, _| {},
+                )?,
+            },
         };
+        if bounded && !ldct {
+            if let Some(s) = segs.first() {
+                bound_ref = Some((
+                    patient.clone(),
+                    organdose::seg::follow::Reference::new(&ct, &s.labels),
+                ));
+            }
+        }
         let seconds = t0.elapsed().as_secs_f64();
         eprintln!(
             " {seconds:.1} s{}",
@@ -479,6 +515,15 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
         ));
     }
     flush(&mut pending, &mut by_mode, &mut cycles)?;
+    if bounded {
+        println!(
+            "low-dose CTs segmented in their diagnostic CT's bounds: {bounded_scans}; full passes: {}",
+            full_passes.len()
+        );
+        for f in &full_passes {
+            println!("  full pass, {f}");
+        }
+    }
     if follow {
         println!(
             "low-dose CTs that followed their diagnostic CT: {followed_scans}; full passes: {}",

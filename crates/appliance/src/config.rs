@@ -774,6 +774,10 @@ port = 104
         );
         assert!(!c.segment.kidney_refine && !c.segment.driver_options().refine_kidneys);
         assert!(Config::default().segment.kidney_refine);
+        assert_eq!(
+            Config::default().segment.low_dose_ct,
+            crate::seg::settings::LowDoseCt::Bounded
+        );
         let fit = c.segment.driver_options().canvas_fit;
         assert_eq!(fit.map(|f| (f.min_px, f.max_px)), Some((192, 320)));
         assert!(!c.report.dicom && c.report.tac_log_scale);

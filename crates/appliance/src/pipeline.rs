@@ -132,12 +132,19 @@ fn masks(
             let mut raw_bands: Vec<[Vec<(u32, u8, u8)>; 2]> = Vec::new();
             // A low-dose CT follows the diagnostic CT's masks (`seg::follow`).
             let follow = auto && cfg.segment.low_dose_ct == crate::seg::settings::LowDoseCt::Follow;
+            // A low-dose CT's axial pass bounded by where the diagnostic CT's
+            // organs are on it (`seg::follow::segment_bounded`).
+            let bounded =
+                auto && cfg.segment.low_dose_ct == crate::seg::settings::LowDoseCt::Bounded;
+            let mut diag_ref: Option<crate::seg::follow::Reference> = None;
             let mut segment = |src: &Source,
                                k: usize,
                                what: &str,
                                reference: Option<&Volume<u8>>|
              -> Result<Volume<u8>> {
+                let t_read = std::time::Instant::now();
                 let ct = src.read(&cfg.ingest)?;
+                let t_seg = std::time::Instant::now();
                 let stage = format!("segment CT {}/{n}", k + 1);
                 let mut prog = |done: usize, total: usize| {
                     progress(
@@ -158,6 +165,20 @@ fn masks(
                         let followed = f.full_pass_because.is_none();
                         (f.seg, followed)
                     }
+                    Some(_) if bounded && diag_ref.is_some() => {
+                        let r = diag_ref.as_ref().ok_or_else(|| {
+                            Error::internal("the diagnostic CT's reference went missing")
+                        })?;
+                        let b = crate::seg::follow::segment_bounded(
+                            &model,
+                            &ct,
+                            &opts,
+                            r,
+                            &mut prog,
+                            &mut |_, _, _| {},
+                        )?;
+                        (b.seg, false)
+                    }
                     _ => (
                         crate::seg::driver::segment_detail(
                             &model,
@@ -170,6 +191,10 @@ fn masks(
                     ),
                 };
                 notes.extend(seg.notes.iter().map(|m| format!("{what} masks: {m}")));
+                let t_after = std::time::Instant::now();
+                if bounded && reference.is_none() {
+                    diag_ref = Some(crate::seg::follow::Reference::new(&ct, &seg.labels));
+                }
                 // The report's pictures of this CT, drawn while it is in memory
                 // (drawn again from the CT only if its masks change later).
                 if let Some(pics) = pictures.as_deref_mut() {
@@ -208,6 +233,12 @@ fn masks(
                             .unwrap_or_default(),
                     );
                 }
+                tracing::debug!(
+                    "{what}: read in {:.2} s, segmented in {:.2} s, then {:.2} s (reference, pictures, confidence, edge band)",
+                    (t_seg - t_read).as_secs_f64(),
+                    (t_after - t_seg).as_secs_f64(),
+                    t_after.elapsed().as_secs_f64()
+                );
                 Ok(seg.labels)
             };
             let diag = segment(&study.diagnostic_ct, 0, "diagnostic CT", None)?;

@@ -546,17 +546,23 @@ pub fn segment_modes(
     progress: &mut dyn FnMut(usize, usize),
     on_plane: &mut dyn FnMut(Plane, usize, std::time::Duration),
 ) -> Result<Vec<Segmentation>> {
-    segment_modes_on(model, ct, opts, modes, None, progress, on_plane)
+    segment_modes_on(model, ct, opts, modes, None, None, progress, on_plane)
 }
 
 /// [`segment_modes`]; with `only`, `auto` runs and weighs just those planes
-/// (equal weights) whatever the geometry would give them.
+/// (equal weights) whatever the geometry would give them. With `bound`
+/// (voxel index ranges `[lo, hi)` of a CT already in canonical order,
+/// `seg::orient`) the axial pass runs only over its slices, its canvas
+/// centred on its x-y box (one tile where the box fits): where
+/// `seg::follow::segment_bounded` put the diagnostic CT's organs.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn segment_modes_on(
     model: &MaskRcnn,
     ct: &Volume<f32>,
     opts: &DriverOptions,
     modes: &[Planes],
     only: Option<&[Plane]>,
+    bound: Option<&[(usize, usize); 3]>,
     progress: &mut dyn FnMut(usize, usize),
     on_plane: &mut dyn FnMut(Plane, usize, std::time::Duration),
 ) -> Result<Vec<Segmentation>> {
@@ -570,8 +576,13 @@ pub(crate) fn segment_modes_on(
     // otherwise stored CT is segmented in that order and its labels put back.
     let ro = Reorient::canonical(&ct.geom);
     if !ro.is_identity() {
+        if bound.is_some() {
+            return Err(Error::internal(
+                "a pass bound was given for a CT not in canonical order",
+            ));
+        }
         let canon = ro.apply(ct);
-        let segs = segment_modes_on(model, &canon, opts, modes, only, progress, on_plane)?;
+        let segs = segment_modes_on(model, &canon, opts, modes, only, None, progress, on_plane)?;
         return Ok(segs
             .into_iter()
             .map(|s| Segmentation {
@@ -624,14 +635,37 @@ pub(crate) fn segment_modes_on(
             }
             _ => None,
         };
+        let range = match bound {
+            Some(b) if p == Plane::Axial => Some(b[2]),
+            _ => range,
+        };
         let step = slice_step(opts.slice_step_mm, ct.geom.spacing[sa]);
         let (lo, hi) = range.unwrap_or((0, dims[sa]));
         let n = run_slices(lo, hi, step).len();
         total -= dims[sa] - n;
         let sampler = canvas.map(|cv| {
             let (_, ua, va) = p.axes();
-            let u = slicing::axis_range_mm(body.as_ref(), dims, spacing, ua);
+            let mut u = slicing::axis_range_mm(body.as_ref(), dims, spacing, ua);
             let mut v = slicing::axis_range_mm(body.as_ref(), dims, spacing, va);
+            if let (Some(b), Plane::Axial) = (bound, p) {
+                // The body's extent where it is the narrower (no room is
+                // gained beyond the body), else the bound's.
+                let within = |r: (f32, f32), axis: usize| {
+                    let (lo, hi) = b[axis];
+                    let bb = (
+                        lo as f32 * spacing[axis] - slicing::BODY_MARGIN_MM,
+                        hi.saturating_sub(1) as f32 * spacing[axis] + slicing::BODY_MARGIN_MM,
+                    );
+                    let cut = (r.0.max(bb.0), r.1.min(bb.1));
+                    if cut.0 < cut.1 {
+                        cut
+                    } else {
+                        bb
+                    }
+                };
+                u = within(u, ua);
+                v = within(v, va);
+            }
             // Coronal and sagittal images span z: bounded like their slices,
             // by the axial pass's organs, one canvas covers them (no tiles
             // over the whole scan length).

@@ -28,6 +28,7 @@ pub mod orient;
 pub mod plane;
 pub mod realct;
 pub mod refine;
+pub mod register;
 pub mod roi_heads;
 pub mod roi_ops;
 pub mod rpn;

@@ -54,6 +54,10 @@ pub enum LowDoseCt {
     Follow,
     /// Every plane the geometry allows, as the diagnostic CT.
     Full,
+    /// Every plane, the axial pass only where the diagnostic CT's organs are
+    /// on this CT (the two registered from their images, `seg::follow::
+    /// segment_bounded`); the full pass where that is doubtful.
+    Bounded,
 }
 
 impl SegmentConfig {
