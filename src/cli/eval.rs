@@ -353,58 +353,47 @@ pub fn run(args: Args, cfg: &Config) -> anyhow::Result<()> {
             Some((p, _)) => (p.to_string(), true),
             None => (id.clone(), false),
         };
+        use organdose::seg::follow::LowDose;
         let follow_from = reference
             .as_ref()
             .filter(|r| follow && ldct && r.0 == patient);
-        let mut followed = None;
         let bound_from = bound_ref
             .as_ref()
-            .filter(|r| bounded && ldct && r.0 == patient)
-            .map(|r| &r.1);
-        let segs = match (follow_from, bound_from) {
-            (None, Some(r)) => {
-                let b = organdose::seg::follow::segment_bounded(
+            .filter(|r| bounded && ldct && r.0 == patient);
+        let how = match (follow_from, bound_from) {
+            (Some((_, r, _)), _) => Some(LowDose::Follow(r)),
+            (None, Some((_, r))) => Some(LowDose::Bounded(r)),
+            (None, None) => None,
+        };
+        let mut followed = None;
+        let segs = match how {
+            Some(how) => {
+                let l = organdose::seg::follow::segment_low_dose(
                     &model,
                     &ct,
                     &opts,
-                    r,
+                    how,
                     &mut |_, _| {},
                     &mut |_, _, _| {},
                 )?;
-                match &b.full_pass_because {
-                    None => bounded_scans += 1,
-                    Some(why) => full_passes.push(format!("{id}: {why}")),
-                }
-                vec![b.seg]
-            }
-            (follow_from, _) => match follow_from {
-                Some((_, r, conf)) => {
-                    let f = organdose::seg::follow::segment_following(
-                        &model,
-                        &ct,
-                        &opts,
-                        r,
-                        &mut |_, _| {},
-                        &mut |_, _, _| {},
-                    )?;
-                    match &f.full_pass_because {
-                        None => {
-                            followed_scans += 1;
-                            followed = Some(conf.clone());
-                        }
-                        Some(why) => full_passes.push(format!("{id}: {why}")),
+                match (&l.full_pass_because, follow_from) {
+                    (Some(why), _) => full_passes.push(format!("{id}: {why}")),
+                    (None, Some((_, _, conf))) => {
+                        followed_scans += 1;
+                        followed = Some(conf.clone());
                     }
-                    vec![f.seg]
+                    (None, None) => bounded_scans += 1,
                 }
-                None => driver::segment_modes(
-                    &model,
-                    &ct,
-                    &opts,
-                    &modes,
-                    &mut |_, _| {},
-                    &mut |_, _, _| {},
-                )?,
-            },
+                vec![l.seg]
+            }
+            None => driver::segment_modes(
+                &model,
+                &ct,
+                &opts,
+                &modes,
+                &mut |_, _| {},
+                &mut |_, _, _| {},
+            )?,
         };
         if bounded && !ldct {
             if let Some(s) = segs.first() {

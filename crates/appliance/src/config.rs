@@ -281,6 +281,11 @@ impl Config {
                 s.slice_step_mm,
                 Range::closed(0.0, 20.0),
             ),
+            (
+                "segment.other_planes_slice_step_mm".into(),
+                s.other_planes_slice_step_mm,
+                Range::closed(0.0, 20.0),
+            ),
             // Pixels of a side (rounded to multiples of 32); max 0: the square canvas.
             (
                 "segment.canvas_max_px".into(),
@@ -593,6 +598,7 @@ parallel_batches = 2
 max_fill_gap_slices = 3
 other_planes_margin_mm = -1.0
 slice_step_mm = 3.0
+other_planes_slice_step_mm = 4.0
 fusion = "mean"
 fusion_threshold = 0.25
 fill_holes = false
@@ -768,6 +774,7 @@ port = 104
         assert_eq!(c.segment.planes, crate::seg::driver::Planes::Axial);
         assert_eq!(c.segment.driver_options().other_planes_margin_mm, None);
         assert_eq!(c.segment.driver_options().slice_step_mm, 3.0);
+        assert_eq!(c.segment.driver_options().other_planes_slice_step_mm, 4.0);
         assert_eq!(
             c.segment.low_dose_ct,
             crate::seg::settings::LowDoseCt::Follow

@@ -152,34 +152,24 @@ fn masks(
                         0.05 + 0.5 * (k as f64 + done as f64 / total.max(1) as f64) / n as f64,
                     )
                 };
-                let (seg, followed) = match reference {
-                    Some(r) if follow => {
-                        let f = crate::seg::follow::segment_following(
+                let how = match (reference, diag_ref.as_ref()) {
+                    (Some(r), _) if follow => Some(crate::seg::follow::LowDose::Follow(r)),
+                    (Some(_), Some(d)) if bounded => Some(crate::seg::follow::LowDose::Bounded(d)),
+                    _ => None,
+                };
+                let (seg, followed) = match how {
+                    Some(how) => {
+                        let l = crate::seg::follow::segment_low_dose(
                             &model,
                             &ct,
                             &opts,
-                            r,
+                            how,
                             &mut prog,
                             &mut |_, _, _| {},
                         )?;
-                        let followed = f.full_pass_because.is_none();
-                        (f.seg, followed)
+                        (l.seg, l.followed)
                     }
-                    Some(_) if bounded && diag_ref.is_some() => {
-                        let r = diag_ref.as_ref().ok_or_else(|| {
-                            Error::internal("the diagnostic CT's reference went missing")
-                        })?;
-                        let b = crate::seg::follow::segment_bounded(
-                            &model,
-                            &ct,
-                            &opts,
-                            r,
-                            &mut prog,
-                            &mut |_, _, _| {},
-                        )?;
-                        (b.seg, false)
-                    }
-                    _ => (
+                    None => (
                         crate::seg::driver::segment_detail(
                             &model,
                             &ct,

@@ -59,8 +59,12 @@ pub struct DriverOptions {
     /// every k-th (k = floor(this / spacing)), each skipped slice's mask
     /// probabilities interpolated linearly between its two run neighbours; 0:
     /// every slice. The network's pixel is 1.6 mm: a coronal or sagittal pass
-    /// over 0.8-1 mm columns sees nearly the same image twice.
+    /// over 0.8-1 mm columns sees nearly the same image twice. The axial
+    /// pass's step; the coronal and sagittal passes take
+    /// `other_planes_slice_step_mm`.
     pub slice_step_mm: f64,
+    /// [`Self::slice_step_mm`] of the coronal and sagittal passes.
+    pub other_planes_slice_step_mm: f64,
     /// `auto`: how the planes' probabilities are joined, at which threshold,
     /// and whether enclosed holes are closed (`seg::fusion`).
     pub fusion: fusion::FuseRule,
@@ -639,7 +643,11 @@ pub(crate) fn segment_modes_on(
             Some(b) if p == Plane::Axial => Some(b[2]),
             _ => range,
         };
-        let step = slice_step(opts.slice_step_mm, ct.geom.spacing[sa]);
+        let step_mm = match p {
+            Plane::Axial => opts.slice_step_mm,
+            _ => opts.other_planes_slice_step_mm,
+        };
+        let step = slice_step(step_mm, ct.geom.spacing[sa]);
         let (lo, hi) = range.unwrap_or((0, dims[sa]));
         let n = run_slices(lo, hi, step).len();
         total -= dims[sa] - n;

@@ -155,6 +155,55 @@ pub fn segment_following(
     })
 }
 
+/// How a low-dose CT uses its cycle's diagnostic CT (`segment.low_dose_ct`).
+#[derive(Debug, Clone, Copy)]
+pub enum LowDose<'a> {
+    /// [`segment_following`] the diagnostic CT's labels.
+    Follow(&'a Volume<u8>),
+    /// [`segment_bounded`] by the diagnostic CT's [`Reference`].
+    Bounded(&'a Reference),
+}
+
+/// A low-dose CT's segmentation by [`segment_low_dose`].
+#[derive(Debug, Clone)]
+pub struct LowDoseSeg {
+    pub seg: Segmentation,
+    /// The masks are the diagnostic CT's, moved ([`LowDose::Follow`] taken).
+    pub followed: bool,
+    /// Why the full pass ran instead; None when the faster path was taken.
+    pub full_pass_because: Option<String>,
+}
+
+/// Segments a low-dose CT the way `how` says: one entry for `run`, the
+/// daemon and `eval`.
+pub fn segment_low_dose(
+    model: &MaskRcnn,
+    ct: &Volume<f32>,
+    opts: &DriverOptions,
+    how: LowDose<'_>,
+    progress: &mut dyn FnMut(usize, usize),
+    on_plane: &mut dyn FnMut(Plane, usize, std::time::Duration),
+) -> Result<LowDoseSeg> {
+    Ok(match how {
+        LowDose::Follow(r) => {
+            let f = segment_following(model, ct, opts, r, progress, on_plane)?;
+            LowDoseSeg {
+                followed: f.full_pass_because.is_none(),
+                seg: f.seg,
+                full_pass_because: f.full_pass_because,
+            }
+        }
+        LowDose::Bounded(r) => {
+            let b = segment_bounded(model, ct, opts, r, progress, on_plane)?;
+            LowDoseSeg {
+                seg: b.seg,
+                followed: false,
+                full_pass_because: b.full_pass_because,
+            }
+        }
+    })
+}
+
 /// Room around the diagnostic CT's organs, moved onto a low-dose CT, where its
 /// axial pass runs (mm): the registration's few millimetres, the kidneys'
 /// breathing (10-20 mm, the two scans in any phase of it) and the organs'

@@ -26,6 +26,8 @@ pub struct SegmentConfig {
     /// Slices closer than this (mm) run every k-th, probabilities
     /// interpolated between (0: every slice).
     pub slice_step_mm: f64,
+    /// The same for the coronal and sagittal passes.
+    pub other_planes_slice_step_mm: f64,
     /// `planes = "auto"`: how the planes' probabilities are joined.
     pub fusion: FuseRule,
     /// `planes = "auto"`: the probability threshold of the fusion.
@@ -73,6 +75,7 @@ impl SegmentConfig {
             other_planes_margin_mm: (self.other_planes_margin_mm >= 0.0)
                 .then_some(self.other_planes_margin_mm),
             slice_step_mm: self.slice_step_mm,
+            other_planes_slice_step_mm: self.other_planes_slice_step_mm,
             fusion: self.fusion,
             fusion_threshold: self.fusion_threshold,
             fill_holes: self.fill_holes,
