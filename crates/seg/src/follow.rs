@@ -277,22 +277,8 @@ impl Reference {
 
 /// Voxel index ranges `[lo, hi)` per axis of the voxels with one of `labels`.
 fn index_box(data: &[u8], dims: [usize; 3], labels: &[u8]) -> Option<[(usize, usize); 3]> {
-    let mut b = [(usize::MAX, 0usize); 3];
-    let mut any = false;
-    for (n, v) in data.iter().enumerate() {
-        if *v != 0 && labels.contains(v) {
-            let idx = [
-                n % dims[0],
-                (n / dims[0]) % dims[1],
-                n / (dims[0] * dims[1]),
-            ];
-            for a in 0..3 {
-                b[a] = (b[a].0.min(idx[a]), b[a].1.max(idx[a] + 1));
-            }
-            any = true;
-        }
-    }
-    any.then_some(b)
+    super::fusion::labels_bbox(data, dims, labels)
+        .map(|[lo, hi]| std::array::from_fn(|a| (lo[a], hi[a] + 1)))
 }
 
 /// A low-dose CT's segmentation by [`segment_bounded`].
@@ -301,8 +287,6 @@ pub struct Bounded {
     pub seg: Segmentation,
     /// The registration onto the diagnostic CT, where one was found.
     pub shift: Option<Shift>,
-    /// The bound of the axial pass (canonical voxel index ranges `[lo, hi)`).
-    pub bound: Option<[(usize, usize); 3]>,
     /// Why the full pass ran; None when the bounded pass was taken.
     pub full_pass_because: Option<String>,
 }
@@ -360,7 +344,6 @@ pub fn segment_bounded(
         Ok(Bounded {
             seg,
             shift,
-            bound: None,
             full_pass_because: Some(why),
         })
     };
@@ -404,7 +387,6 @@ pub fn segment_bounded(
     Ok(Bounded {
         seg,
         shift,
-        bound: Some(b),
         full_pass_because: None,
     })
 }

@@ -633,9 +633,14 @@ pub(crate) fn clean_labels(
 /// Index box `[lo, hi]` (inclusive) of the voxels equal to `l` in a map of
 /// `dims` (x fastest); None when there are none.
 pub(crate) fn label_bbox(map: &[u8], dims: [usize; 3], l: u8) -> Option<[[usize; 3]; 2]> {
+    labels_bbox(map, dims, &[l])
+}
+
+/// [`label_bbox`] of the voxels with any of `ls` (inclusive corners).
+pub(crate) fn labels_bbox(map: &[u8], dims: [usize; 3], ls: &[u8]) -> Option<[[usize; 3]; 2]> {
     let (mut lo, mut hi) = ([usize::MAX; 3], [0usize; 3]);
     for (v, &x) in map.iter().enumerate() {
-        if x == l {
+        if x != 0 && ls.contains(&x) {
             let ijk = [
                 v % dims[0],
                 (v / dims[0]) % dims[1],
